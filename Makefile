@@ -1,0 +1,69 @@
+# moonsocket: `make run` serves the echo sample, `make test` runs every
+# suite.  Both install missing Debian packages first (`make deps`).
+
+CC      ?= cc
+LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+CFLAGS  ?= -O2 -g
+WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
+LIBS     = -lev -lcrypto
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
+           -fno-sanitize-recover=undefined
+
+CORE_SRC = csrc/utf8.c csrc/frame.c csrc/http.c csrc/handshake.c \
+           csrc/options.c csrc/listener.c csrc/conn.c csrc/lmoonsocket.c
+HEADERS  = $(wildcard csrc/*.h)
+
+BUILD    = build
+PORT    ?= 5000
+LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
+
+DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev lua-busted \
+               lua-socket python3-websockets pkg-config gcc make
+
+.PHONY: all build asan deps run test test-busted test-asan clean
+
+all: build
+
+build: $(BUILD)/moonsocket $(BUILD)/lib/moonsocket/core.so
+
+asan: $(BUILD)/asan/moonsocket $(BUILD)/asan/lib/moonsocket/core.so
+
+$(BUILD)/moonsocket: $(CORE_SRC) csrc/main.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CORE_SRC) csrc/main.c -llua5.4 $(LIBS) -lm
+
+$(BUILD)/lib/moonsocket/core.so: $(CORE_SRC) $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(CORE_SRC) $(LIBS)
+
+$(BUILD)/asan/moonsocket: $(CORE_SRC) csrc/main.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -o $@ $(CORE_SRC) csrc/main.c -llua5.4 $(LIBS) -lm
+
+$(BUILD)/asan/lib/moonsocket/core.so: $(CORE_SRC) $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -shared -o $@ $(CORE_SRC) $(LIBS)
+
+# Install what is missing (as root, or through sudo when there is one).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+run: deps
+	@$(MAKE) --no-print-directory build
+	PORT=$(PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/echo/app.lua
+
+# Every suite; the last line sums them: "N passed, N failed".
+test: deps
+	@$(MAKE) --no-print-directory build asan
+	@sh spec/run.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,910 @@
+/* conn.c - a connection's I/O: the HTTP request, the RFC 6455 protocol,
+ * the output queue and the timeouts */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "frame.h"
+#include "handshake.h"
+#include "server.h"
+#include "utf8.h"
+
+/* ------------------------------------------------------------------ */
+/* Output queue                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Queued bytes live in chunks: owned chunks copy small frames together;
+ * a large payload is written straight from its Lua string, which a
+ * registry reference keeps alive until it is written. */
+struct ms_chunk {
+  struct ms_chunk *next;
+  const char *data;
+  size_t len, sent, cap;      /* cap 0: data is a Lua string's */
+  int ref;
+  char buf[];
+};
+
+#define CHUNK_CAP      (16384 - sizeof(struct ms_chunk))
+#define ANCHOR_MIN     8192    /* payloads from here on are not copied */
+#define FREE_CHUNKS    64      /* spare chunks a server keeps */
+#define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
+#define IOV_BATCH      64
+
+static struct ms_chunk *chunk_new(struct ms_server *s, size_t need) {
+  struct ms_chunk *ch;
+  if (need <= CHUNK_CAP && s->free_chunks) {
+    ch = s->free_chunks;
+    s->free_chunks = ch->next;
+    s->nfree_chunks--;
+  } else {
+    size_t cap = need > CHUNK_CAP ? need : CHUNK_CAP;
+    ch = malloc(sizeof *ch + cap);
+    if (!ch) return NULL;
+    ch->cap = cap;
+  }
+  ch->next = NULL;
+  ch->data = ch->buf;
+  ch->len = ch->sent = 0;
+  ch->ref = LUA_NOREF;
+  return ch;
+}
+
+static void chunk_free(struct ms_server *s, struct ms_chunk *ch,
+                       lua_State *L) {
+  if (ch->ref != LUA_NOREF) {
+    if (L) luaL_unref(L, LUA_REGISTRYINDEX, ch->ref);
+    free(ch);
+  } else if (ch->cap == CHUNK_CAP && s->nfree_chunks < FREE_CHUNKS) {
+    ch->next = s->free_chunks;
+    s->free_chunks = ch;
+    s->nfree_chunks++;
+  } else {
+    free(ch);
+  }
+}
+
+static void mark_pending(struct ms_conn *c) {
+  if (!(c->flags & CF_IN_PENDING)) {
+    c->flags |= CF_IN_PENDING;
+    c->next_pending = c->server->pending;
+    c->server->pending = c;
+  }
+}
+
+static void queue_link(struct ms_conn *c, struct ms_chunk *ch) {
+  if (c->out_tail) c->out_tail->next = ch;
+  else c->out_head = ch;
+  c->out_tail = ch;
+}
+
+/* Copy bytes to the queue.  Returns -1 when memory ran out. */
+static int out_copy(struct ms_conn *c, const void *data, size_t len) {
+  struct ms_chunk *t = c->out_tail;
+  if (!t || t->ref != LUA_NOREF || t->cap - t->len < len) {
+    t = chunk_new(c->server, len);
+    if (!t) return -1;
+    queue_link(c, t);
+  }
+  memcpy(t->buf + t->len, data, len);
+  t->len += len;
+  c->out_bytes += len;
+  mark_pending(c);
+  return 0;
+}
+
+/* Queue the Lua string at idx of L without copying it. */
+static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
+                      const char *data, size_t len) {
+  struct ms_chunk *ch = malloc(sizeof *ch);
+  if (!ch) return -1;
+  lua_pushvalue(L, idx);
+  ch->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ch->next = NULL;
+  ch->data = data;
+  ch->len = len;
+  ch->sent = ch->cap = 0;
+  queue_link(c, ch);
+  c->out_bytes += len;
+  mark_pending(c);
+  return 0;
+}
+
+static void out_clear(struct ms_conn *c, lua_State *L) {
+  struct ms_chunk *ch = c->out_head, *next;
+  for (; ch; ch = next) {
+    next = ch->next;
+    chunk_free(c->server, ch, L);
+  }
+  c->out_head = c->out_tail = NULL;
+  c->out_bytes = 0;
+}
+
+static void set_events(struct ms_conn *c, int events) {
+  if ((c->io.events & (EV_READ | EV_WRITE)) == events) return;
+  struct ev_loop *loop = c->server->module->loop;
+  ev_io_stop(loop, &c->io);
+  ev_io_set(&c->io, c->io.fd, events);
+  if (events) ev_io_start(loop, &c->io);
+}
+
+static int read_events(struct ms_conn *c) {
+  return c->flags & CF_PAUSED ? 0 : EV_READ;
+}
+
+/* ------------------------------------------------------------------ */
+/* Closing                                                             */
+/* ------------------------------------------------------------------ */
+
+static double now_of(struct ms_conn *c) {
+  return ev_now(c->server->module->loop);
+}
+
+static void notify_close(struct ms_conn *c, int code, const char *reason,
+                         size_t len) {
+  if (c->flags & CF_NOTIFIED) return;
+  c->flags |= CF_NOTIFIED;
+  ms_lua_close(c, code, reason, len);
+}
+
+void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
+  out_clear(c, L);
+  free(c->in);
+  free(c->msg);
+  free(c->ctl);
+  c->in = c->msg = c->ctl = NULL;
+  c->in_len = c->msg_len = c->msg_cap = 0;
+}
+
+/* Close the socket at once.  A WebSocket that was not closed cleanly
+ * reports code (1006 for a lost connection) to its handler. */
+void ms_conn_abort(struct ms_conn *c, int code) {
+  if (c->state == CS_CLOSED) return;
+  int was_ws = c->state != CS_HTTP;
+  struct ms_server *s = c->server;
+  c->state = CS_CLOSED;
+  ev_io_stop(s->module->loop, &c->io);
+  close(c->io.fd);
+  c->io.fd = -1;
+  ms_conn_free_buffers(c, s->module->L);
+  c->prev->next = c->next;
+  c->next->prev = c->prev;
+  if (s->conns == c) s->conns = c->next == c ? NULL : c->next;
+  s->nconns--;
+  if (was_ws) notify_close(c, code, "", 0);
+  /* unanchor later, outside the callback that closed it */
+  if (!(c->flags & CF_IN_PENDING)) {
+    c->flags |= CF_IN_PENDING;
+    c->next_pending = s->released;
+    s->released = c;
+  }
+}
+
+static void start_draining(struct ms_conn *c) {
+  c->state = CS_DRAINING;
+  c->deadline = now_of(c) + c->server->opts.close_timeout;
+  free(c->msg);
+  free(c->ctl);
+  c->msg = c->ctl = NULL;
+  c->msg_len = c->msg_cap = 0;
+  mark_pending(c);     /* flush, then shut down writing */
+}
+
+static void send_close_frame(struct ms_conn *c, int code, const char *reason,
+                             size_t len) {
+  uint8_t frame[2 + WS_CONTROL_MAX];
+  size_t plen = 0;
+  if (code) {
+    frame[2] = (uint8_t)(code >> 8);
+    frame[3] = (uint8_t)code;
+    memcpy(frame + 4, reason, len);
+    plen = 2 + len;
+  }
+  frame[0] = 0x80 | WS_OP_CLOSE;
+  frame[1] = (uint8_t)plen;
+  if (out_copy(c, frame, 2 + plen) < 0) ms_conn_abort(c, 1006);
+}
+
+/* Start the closing handshake (section 7.1.2). */
+void ms_conn_close(struct ms_conn *c, int code, const char *reason,
+                   size_t reason_len) {
+  if (c->state != CS_OPEN) return;
+  send_close_frame(c, code, reason, reason_len);
+  if (c->state == CS_CLOSED) return;
+  c->state = CS_CLOSING;
+  c->close_code = (uint16_t)code;
+  c->deadline = now_of(c) + c->server->opts.close_timeout;
+}
+
+/* Fail the WebSocket connection (section 7.1.7): say why, stop reading
+ * frames, and close once the close frame is out. */
+static void fail(struct ms_conn *c, int code, const char *why) {
+  if (c->state == CS_OPEN)
+    send_close_frame(c, code, why, strlen(why));
+  if (c->state == CS_CLOSED) return;
+  start_draining(c);
+  notify_close(c, code, why, strlen(why));
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing                                                             */
+/* ------------------------------------------------------------------ */
+
+static void flush_with(struct ms_conn *c, lua_State *L) {
+  struct ms_server *s = c->server;
+  if (c->state == CS_CLOSED) return;
+  while (c->out_head) {
+    struct iovec iov[IOV_BATCH];
+    int n = 0;
+    size_t want = 0;
+    for (struct ms_chunk *ch = c->out_head; ch && n < IOV_BATCH;
+         ch = ch->next, n++) {
+      iov[n].iov_base = (char *)ch->data + ch->sent;
+      iov[n].iov_len = ch->len - ch->sent;
+      want += iov[n].iov_len;
+    }
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+    ssize_t w = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
+    size_t wrote = (size_t)w;
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      ms_conn_abort(c, 1006);
+      return;
+    }
+    c->out_bytes -= (size_t)w;
+    while (w > 0) {
+      struct ms_chunk *ch = c->out_head;
+      size_t left = ch->len - ch->sent;
+      if ((size_t)w < left) {
+        ch->sent += (size_t)w;
+        break;
+      }
+      w -= (ssize_t)left;
+      c->out_head = ch->next;
+      if (!c->out_head) c->out_tail = NULL;
+      chunk_free(s, ch, L);
+    }
+    if (wrote < want && c->out_head) break;   /* kernel is full */
+  }
+  if (c->out_head) {
+    c->flags |= CF_WRITE_WAIT;
+    set_events(c, read_events(c) | EV_WRITE);
+    return;
+  }
+  int drained = c->flags & CF_WRITE_WAIT;
+  if (drained) {
+    c->flags &= ~CF_WRITE_WAIT;
+    set_events(c, read_events(c));
+  }
+  if (c->state == CS_DRAINING && !(c->flags & CF_SHUT_WR)) {
+    /* all is out: half-close and read until the peer closes, so that a
+     * reset does not destroy what we sent (RFC 7230 section 6.6) */
+    c->flags |= CF_SHUT_WR;
+    shutdown(c->io.fd, SHUT_WR);
+    c->flags &= ~CF_PAUSED;
+    set_events(c, EV_READ);
+  } else if (drained && c->state == CS_OPEN) {
+    ms_lua_drain(c);
+  } else if (drained && c->state == CS_HTTP && (c->flags & CF_PAUSED)) {
+    ms_conn_resume_reading(c);
+  }
+}
+
+void ms_conn_flush(struct ms_conn *c) {
+  flush_with(c, c->server->module->L);
+}
+
+enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
+                                 const char *data, size_t len,
+                                 lua_State *L, int idx) {
+  if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
+  if (c->out_bytes > c->server->opts.max_backpressure) {
+    /* a consumer this slow is closed (policy 1008); the message is
+     * dropped and the sender told so */
+    fail(c, 1008, "send buffer limit exceeded");
+    return MS_DROPPED_BACKPRESSURE;
+  }
+  uint8_t hdr[10];
+  size_t hl = frame_write_header(hdr, opcode, 1, 0, len);
+  int rc;
+  if (len >= ANCHOR_MIN && L) {
+    rc = out_copy(c, hdr, hl);
+    if (rc == 0) rc = out_anchor(c, L, idx, data, len);
+  } else if (c->out_tail && c->out_tail->ref == LUA_NOREF &&
+             c->out_tail->cap - c->out_tail->len >= hl + len) {
+    struct ms_chunk *t = c->out_tail;     /* the common small frame */
+    memcpy(t->buf + t->len, hdr, hl);
+    memcpy(t->buf + t->len + hl, data, len);
+    t->len += hl + len;
+    c->out_bytes += hl + len;
+    mark_pending(c);
+    rc = 0;
+  } else {
+    rc = out_copy(c, hdr, hl);
+    if (rc == 0) rc = out_copy(c, data, len);
+  }
+  if (rc < 0) {
+    ms_conn_abort(c, 1006);
+    return MS_DROPPED_CLOSED;
+  }
+  if (c->out_bytes >= FLUSH_EAGER) flush_with(c, L);
+  if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
+  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+}
+
+/* ------------------------------------------------------------------ */
+/* HTTP                                                                */
+/* ------------------------------------------------------------------ */
+
+const char *ms_status_reason(int status) {
+  switch (status) {
+  case 101: return "Switching Protocols";
+  case 200: return "OK";
+  case 204: return "No Content";
+  case 206: return "Partial Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 304: return "Not Modified";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 413: return "Content Too Large";
+  case 414: return "URI Too Long";
+  case 426: return "Upgrade Required";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 503: return "Service Unavailable";
+  case 505: return "HTTP Version Not Supported";
+  default: return "Unknown";
+  }
+}
+
+void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
+                     size_t headers_len, const char *body, size_t body_len,
+                     int is_head) {
+  if (c->state != CS_HTTP) return;
+  char head[256];
+  int keep = c->flags & CF_KEEP_ALIVE;
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s",
+                   status, ms_status_reason(status), body_len,
+                   keep ? "" : "Connection: close\r\n");
+  if (out_copy(c, head, (size_t)n) < 0 ||
+      out_copy(c, headers, headers_len) < 0 ||
+      out_copy(c, "\r\n", 2) < 0 ||
+      (!is_head && body_len && out_copy(c, body, body_len) < 0)) {
+    ms_conn_abort(c, 0);
+    return;
+  }
+  if (!keep) start_draining(c);
+}
+
+int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
+                    const char **why) {
+  char accept[WS_ACCEPT_LEN + 1];
+  int status = handshake_check(req, accept, why);
+  if (status) return status;
+  char resp[160];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 101 Switching Protocols\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+  if (out_copy(c, resp, (size_t)n) < 0) {
+    ms_conn_abort(c, 0);
+    *why = "out of memory";
+    return 500;
+  }
+  c->state = CS_OPEN;
+  c->deadline = now_of(c) + c->server->opts.keep_alive_interval;
+  return 0;
+}
+
+/* Whether a request carries a body, which this server does not read:
+ * the connection then closes after the response. */
+static int has_body(const struct http_request *req) {
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (http_ieq(h->name, h->name_len, "transfer-encoding")) return 1;
+    if (http_ieq(h->name, h->name_len, "content-length") &&
+        !(h->value_len == 1 && h->value[0] == '0'))
+      return 1;
+  }
+  return 0;
+}
+
+static int wants_close(const struct http_request *req) {
+  int close = req->minor_version == 0;
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (!http_ieq(h->name, h->name_len, "connection")) continue;
+    if (http_has_token(h->value, h->value_len, "close")) return 1;
+    if (http_has_token(h->value, h->value_len, "keep-alive")) close = 0;
+  }
+  return close;
+}
+
+static void respond_error(struct ms_conn *c, int status, const char *why) {
+  char hdr[96];
+  int n = 0;
+  if (status == 426)
+    n = snprintf(hdr, sizeof hdr,
+                 "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+  char body[160];
+  int bn = snprintf(body, sizeof body, "%d %s: %s\n", status,
+                    ms_status_reason(status), why);
+  c->flags &= ~CF_KEEP_ALIVE;
+  ms_conn_respond(c, status, hdr, (size_t)n, body, (size_t)bn, 0);
+}
+
+void ms_conn_respond_error(struct ms_conn *c, int status, const char *why) {
+  respond_error(c, status, why);
+}
+
+/* Returns the bytes used, 0 when the head is incomplete. */
+static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
+                           size_t scanned) {
+  struct ms_server *s = c->server;
+  struct http_header headers[s->limits.max_headers];
+  struct http_request req;
+  req.headers = headers;
+  long r = http_parse_request((const char *)p, n, scanned, &s->limits, &req);
+  if (r == 0) return 0;
+  if (r < 0) {
+    int status = (int)-r;
+    respond_error(c, status, status == 431 ? "request head too large"
+                  : status == 414 ? "request line too long"
+                  : status == 505 ? "only HTTP/1.x is served"
+                  : "malformed request");
+    return n;
+  }
+  if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;
+  else c->flags |= CF_KEEP_ALIVE;
+  ms_lua_request(c, &req);
+  if (c->state == CS_HTTP) {
+    /* answered: the next request has its own deadline */
+    c->deadline = now_of(c) + s->opts.handshake_timeout;
+    if (c->out_bytes > s->opts.max_backpressure) {
+      c->flags |= CF_PAUSED;        /* pipelining faster than it reads */
+      set_events(c, c->io.events & EV_WRITE);
+    }
+  }
+  return (size_t)r;
+}
+
+/* ------------------------------------------------------------------ */
+/* WebSocket frames                                                    */
+/* ------------------------------------------------------------------ */
+
+static int valid_close_code(unsigned code) {
+  /* section 7.4: the registered codes an endpoint may send, and the
+   * ranges for libraries and applications */
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+         (code >= 3000 && code <= 4999);
+}
+
+static void handle_close_frame(struct ms_conn *c, const uint8_t *p,
+                               size_t len) {
+  unsigned code = 1005;                 /* no status code was present */
+  const char *reason = "";
+  size_t rlen = 0;
+  if (len == 1) {
+    fail(c, 1002, "close frame with a 1-byte payload");
+    return;
+  }
+  if (len >= 2) {
+    code = (unsigned)p[0] << 8 | p[1];
+    if (!valid_close_code(code)) {
+      fail(c, 1002, "invalid close code");
+      return;
+    }
+    reason = (const char *)p + 2;
+    rlen = len - 2;
+    if (utf8_validate(UTF8_ACCEPT, p + 2, rlen) != UTF8_ACCEPT) {
+      fail(c, 1007, "close reason is not UTF-8");
+      return;
+    }
+  }
+  if (c->state == CS_OPEN) {
+    /* echo the code (section 5.5.1) */
+    send_close_frame(c, len >= 2 ? (int)code : 0, "", 0);
+    if (c->state == CS_CLOSED) return;
+  }
+  start_draining(c);
+  notify_close(c, (int)code, reason, rlen);
+}
+
+static void handle_control(struct ms_conn *c, unsigned opcode,
+                           const uint8_t *p, size_t len) {
+  switch (opcode) {
+  case WS_OP_PING:
+    if (c->state == CS_OPEN) {         /* section 5.5.2 */
+      uint8_t frame[2 + WS_CONTROL_MAX];
+      frame[0] = 0x80 | WS_OP_PONG;
+      frame[1] = (uint8_t)len;
+      memcpy(frame + 2, p, len);
+      if (out_copy(c, frame, 2 + len) < 0) ms_conn_abort(c, 1006);
+    }
+    break;
+  case WS_OP_PONG:
+    if (c->state == CS_OPEN) ms_lua_pong(c, p, len);
+    break;
+  case WS_OP_CLOSE:
+    handle_close_frame(c, p, len);
+    break;
+  }
+}
+
+static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
+  unsigned op = c->msg_op;
+  c->msg_op = 0;
+  int more = 1;
+  if (c->state == CS_OPEN) more = ms_lua_message(c, p, len, op);
+  c->msg_len = 0;
+  if (c->msg_cap > 4096) {       /* keep no large buffer while idle */
+    free(c->msg);
+    c->msg = NULL;
+    c->msg_cap = 0;
+  }
+  return more;
+}
+
+static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
+                      uint64_t rest) {
+  size_t need = c->msg_len + len + (size_t)rest;
+  if (need > c->msg_cap) {
+    size_t cap = c->msg_cap * 2 > need ? c->msg_cap * 2 : need;
+    if (cap > c->server->opts.max_message_size && need <=
+        c->server->opts.max_message_size)
+      cap = c->server->opts.max_message_size;
+    uint8_t *m = realloc(c->msg, cap);
+    if (!m) return -1;
+    c->msg = m;
+    c->msg_cap = cap;
+  }
+  memcpy(c->msg + c->msg_len, p, len);
+  c->msg_len += len;
+  return 0;
+}
+
+/* Start a frame whose header is h. Returns 0, or -1 after failing. */
+static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
+  int code = frame_check(h, 0, c->msg_op != 0);
+  if (code) {
+    fail(c, code, h->masked ? "protocol error" : "client frame not masked");
+    return -1;
+  }
+  if (h->opcode < 8) {
+    if (c->msg_len + h->length > c->server->opts.max_message_size) {
+      fail(c, 1009, "message too big");
+      return -1;
+    }
+    if (h->opcode != WS_OP_CONT) {
+      c->msg_op = h->opcode;
+      c->utf8 = UTF8_ACCEPT;
+    }
+  }
+  c->frame_op = h->opcode;
+  c->frame_left = h->length;
+  memcpy(c->mask, h->mask, 4);
+  c->mask_off = 0;
+  c->ctl_len = 0;
+  c->flags = (uint16_t)((c->flags & ~CF_FIN) | (h->fin ? CF_FIN : 0) |
+                        CF_IN_FRAME);
+  return 0;
+}
+
+/* Consume payload bytes of the current frame. Returns -1 to stop. */
+static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
+  frame_unmask(p, avail, c->mask, c->mask_off);
+  c->mask_off = (uint8_t)((c->mask_off + avail) & 3);
+  c->frame_left -= avail;
+  int done = c->frame_left == 0;
+  if (done) c->flags &= ~CF_IN_FRAME;
+
+  if (c->frame_op >= 8) {             /* control frame */
+    if (done && !c->ctl) {
+      handle_control(c, c->frame_op, p, avail);
+      return 0;
+    }
+    if (!c->ctl && !(c->ctl = malloc(WS_CONTROL_MAX))) {
+      ms_conn_abort(c, 1006);
+      return -1;
+    }
+    memcpy(c->ctl + c->ctl_len, p, avail);
+    c->ctl_len = (uint8_t)(c->ctl_len + avail);
+    if (done) {
+      uint8_t *ctl = c->ctl;
+      c->ctl = NULL;
+      handle_control(c, c->frame_op, ctl, c->ctl_len);
+      free(ctl);
+    }
+    return 0;
+  }
+
+  int fin = done && (c->flags & CF_FIN);
+  if (c->msg_op == WS_OP_TEXT && c->state == CS_OPEN) {
+    c->utf8 = utf8_validate(c->utf8, p, avail);     /* fail fast */
+    if (c->utf8 == UTF8_REJECT || (fin && c->utf8 != UTF8_ACCEPT)) {
+      fail(c, 1007, "invalid UTF-8 in a text message");
+      return -1;
+    }
+  }
+  if (fin && c->msg_len == 0)         /* whole message in place */
+    return deliver(c, p, avail) ? 0 : -1;
+  if (c->state != CS_OPEN) return 0;  /* closing: data is dropped */
+  if (msg_append(c, p, avail, c->frame_left) < 0) {
+    ms_conn_abort(c, 1006);
+    return -1;
+  }
+  if (fin) return deliver(c, c->msg, c->msg_len) ? 0 : -1;
+  return 0;
+}
+
+/* Consume frames from p[0..n).  Returns the bytes used; fewer than n
+ * when the connection stops reading or leaves the WebSocket states. */
+static size_t process_frames(struct ms_conn *c, uint8_t *p, size_t n) {
+  size_t i = 0;
+  while (i < n && (c->state == CS_OPEN || c->state == CS_CLOSING) &&
+         !(c->flags & CF_PAUSED)) {
+    if (!(c->flags & CF_IN_FRAME)) {
+      struct frame_header h;
+      int hl;
+      if (c->hdr_len) {                 /* a header split over reads */
+        size_t take = n - i;
+        size_t room = (size_t)(WS_FRAME_HEADER_MAX - c->hdr_len);
+        if (take > room) take = room;
+        memcpy(c->hdr + c->hdr_len, p + i, take);
+        hl = frame_parse_header(c->hdr, c->hdr_len + take, &h);
+        if (hl == 0) {
+          c->hdr_len = (uint8_t)(c->hdr_len + take);
+          return n;
+        }
+        if (hl > 0) {
+          i += (size_t)hl - c->hdr_len;
+          c->hdr_len = 0;
+        }
+      } else {
+        hl = frame_parse_header(p + i, n - i, &h);
+        if (hl == 0) {
+          memcpy(c->hdr, p + i, n - i);
+          c->hdr_len = (uint8_t)(n - i);
+          return n;
+        }
+        if (hl > 0) i += (size_t)hl;
+      }
+      if (hl < 0) {
+        fail(c, 1002, "invalid frame length");
+        return n;
+      }
+      if (begin_frame(c, &h) < 0) return n;
+    }
+    size_t avail = n - i;
+    if (avail > c->frame_left) avail = (size_t)c->frame_left;
+    int rc = frame_payload(c, p + i, avail);
+    i += avail;
+    if (rc < 0) break;
+  }
+  return i;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Process p[0..n) in order; returns the bytes used. */
+static size_t process(struct ms_conn *c, uint8_t *p, size_t n,
+                      size_t scanned) {
+  size_t i = 0;
+  for (;;) {
+    if (c->flags & CF_PAUSED) return i;
+    switch (c->state) {
+    case CS_HTTP: {
+      if (i == n) return n;
+      size_t used = process_http(c, p + i, n - i, i ? 0 : scanned);
+      if (used == 0) return i;
+      i += used;
+      break;
+    }
+    case CS_OPEN: case CS_CLOSING:
+      if (i == n) return n;
+      i += process_frames(c, p + i, n - i);
+      break;
+    default:
+      return n;                   /* draining or closed: discarded */
+    }
+  }
+}
+
+/* Feed bytes: after those kept from before, if any; keep what is not
+ * used (an incomplete request head, or frames a busy coroutine has not
+ * asked for). */
+static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
+  uint8_t *owned = NULL;
+  size_t scanned = 0;
+  if (c->in) {
+    owned = realloc(c->in, c->in_len + n);
+    if (!owned) {
+      ms_conn_abort(c, 1006);
+      return;
+    }
+    if (n) memcpy(owned + c->in_len, p, n);
+    scanned = c->in_len;
+    p = owned;
+    n += c->in_len;
+    c->in = NULL;
+    c->in_len = 0;
+  }
+  size_t used = process(c, p, n, scanned);
+  if (used < n && c->state != CS_CLOSED && c->state != CS_DRAINING) {
+    size_t rest = n - used;
+    if (owned) {
+      memmove(owned, owned + used, rest);
+      c->in = owned;
+      owned = NULL;
+    } else if (!(c->in = malloc(rest))) {
+      ms_conn_abort(c, 1006);
+      return;
+    } else {
+      memcpy(c->in, p + used, rest);
+    }
+    c->in_len = rest;
+  }
+  free(owned);
+}
+
+static void on_eof(struct ms_conn *c) {
+  if (c->state == CS_HTTP && c->out_head) {
+    start_draining(c);          /* answer what was asked, then close */
+    return;
+  }
+  ms_conn_abort(c, 1006);
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct ms_conn *c = (struct ms_conn *)w;
+  struct ms_server *s = c->server;
+  (void)loop;
+  if (revents & EV_WRITE) {
+    ms_conn_flush(c);
+    if (c->state == CS_CLOSED) return;
+  }
+  if (!(revents & EV_READ) || (c->flags & CF_PAUSED)) return;
+  ssize_t n = read(c->io.fd, s->rbuf, s->opts.receive_buffer_size);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      ms_conn_abort(c, 1006);
+    return;
+  }
+  if (n == 0) {
+    if (c->state == CS_DRAINING && (c->flags & CF_SHUT_WR))
+      ms_conn_abort(c, 1006);    /* the peer closed too: done */
+    else if (c->state == CS_DRAINING)
+      set_events(c, c->io.events & EV_WRITE);  /* flush, then close */
+    else
+      on_eof(c);
+    return;
+  }
+  c->last_read = ev_now(loop);
+  if (c->state == CS_DRAINING) return;       /* lingering: discard */
+  feed(c, s->rbuf, (size_t)n);
+}
+
+void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
+  c->server = s;
+  c->state = CS_HTTP;
+  c->last_read = ev_now(s->module->loop);
+  c->deadline = c->last_read + s->opts.handshake_timeout;
+  if (s->conns) {
+    c->next = s->conns;
+    c->prev = s->conns->prev;
+    c->prev->next = c;
+    c->next->prev = c;
+  } else {
+    c->next = c->prev = c;
+    s->conns = c;
+  }
+  s->nconns++;
+  ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+  ev_io_start(s->module->loop, &c->io);
+}
+
+void ms_conn_resume_reading(struct ms_conn *c) {
+  if (!(c->flags & CF_PAUSED) || c->state == CS_CLOSED) return;
+  c->flags &= ~CF_PAUSED;
+  set_events(c, EV_READ | (c->io.events & EV_WRITE));
+  if (c->in) mark_pending(c);     /* kept bytes are processed first */
+}
+
+/* ------------------------------------------------------------------ */
+/* The loop's hooks: before it sleeps, and the timeout sweep           */
+/* ------------------------------------------------------------------ */
+
+void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+  struct ms_server *s = (struct ms_server *)((char *)w -
+                         offsetof(struct ms_server, prepare));
+  (void)loop;
+  (void)revents;
+  struct ms_conn *c;
+  while ((c = s->pending)) {
+    s->pending = c->next_pending;
+    c->flags &= ~CF_IN_PENDING;
+    if (c->state == CS_CLOSED) {
+      c->flags |= CF_IN_PENDING;
+      c->next_pending = s->released;
+      s->released = c;
+      continue;
+    }
+    if (c->in && !(c->flags & CF_PAUSED) && c->state != CS_DRAINING)
+      feed(c, NULL, 0);
+    ms_conn_flush(c);
+  }
+  while ((c = s->released)) {
+    s->released = c->next_pending;
+    ms_lua_release(c);
+  }
+  if (s->closing || s->module->shutting_down)
+    ms_module_check_done(s->module);
+}
+
+void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  struct ms_server *s = (struct ms_server *)((char *)w -
+                         offsetof(struct ms_server, sweep));
+  (void)revents;
+  double now = ev_now(loop);
+  if (s->listener.fd >= 0 && !ev_is_active(&s->listener) && !s->closing)
+    ev_io_start(loop, &s->listener);        /* accepts were paused */
+  if (!s->conns) return;
+  /* walk a snapshot of the count: aborting unlinks the current node */
+  struct ms_conn *c = s->conns;
+  size_t n = s->nconns;
+  for (size_t i = 0; i < n && s->conns; i++) {
+    struct ms_conn *next = c->next;
+    switch (c->state) {
+    case CS_HTTP:
+      if (now >= c->deadline) ms_conn_abort(c, 0);
+      break;
+    case CS_OPEN: {
+      double every = s->opts.keep_alive_interval;
+      if (every > 0 && now >= c->deadline && now - c->last_read >= every) {
+        static const uint8_t ping[2] = { 0x80 | WS_OP_PING, 0 };
+        if (out_copy(c, ping, 2) < 0) ms_conn_abort(c, 1006);
+        c->deadline = now + every;
+      } else if (every > 0 && now >= c->deadline) {
+        c->deadline = c->last_read + every;
+      }
+      break;
+    }
+    case CS_CLOSING: case CS_DRAINING:
+      if (now >= c->deadline) ms_conn_abort(c, 1006);
+      break;
+    }
+    c = next;
+  }
+}
+
+void ms_conn_pause(struct ms_conn *c) {
+  if (c->state == CS_CLOSED || (c->flags & CF_PAUSED)) return;
+  c->flags |= CF_PAUSED;
+  set_events(c, c->io.events & EV_WRITE);
+}
+
+void ms_server_free_chunks(struct ms_server *s) {
+  while (s->free_chunks) {
+    struct ms_chunk *next = s->free_chunks->next;
+    free(s->free_chunks);
+    s->free_chunks = next;
+  }
+  s->nfree_chunks = 0;
+}

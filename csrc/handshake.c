@@ -1,0 +1,99 @@
+/* handshake.c - validate a WebSocket upgrade and compute its accept key */
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include "handshake.h"
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+static int is_base64_char(int c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+         (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+int handshake_accept_key(const char *key, size_t len, char *accept) {
+  /* 16 bytes encode to 22 base64 characters and "==" (section 4.1) */
+  if (len != 24 || key[22] != '=' || key[23] != '=') return -1;
+  for (int i = 0; i < 22; i++)
+    if (!is_base64_char((unsigned char)key[i])) return -1;
+  unsigned char decoded[18];
+  if (EVP_DecodeBlock(decoded, (const unsigned char *)key, 24) != 18)
+    return -1;
+  unsigned char buf[24 + sizeof ws_guid - 1];
+  memcpy(buf, key, 24);
+  memcpy(buf + 24, ws_guid, sizeof ws_guid - 1);
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(buf, sizeof buf, digest);
+  EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
+  return 0;
+}
+
+/* The only value of header name, or NULL; *count tells how many. */
+static const struct http_header *find_header(const struct http_request *req,
+                                             const char *name, int *count) {
+  const struct http_header *found = NULL;
+  *count = 0;
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (http_ieq(h->name, h->name_len, name)) {
+      if (!found) found = h;
+      (*count)++;
+    }
+  }
+  return found;
+}
+
+static int has_token(const struct http_request *req, const char *name,
+                     const char *token) {
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (http_ieq(h->name, h->name_len, name) &&
+        http_has_token(h->value, h->value_len, token))
+      return 1;
+  }
+  return 0;
+}
+
+int handshake_wanted(const struct http_request *req) {
+  return has_token(req, "upgrade", "websocket");
+}
+
+int handshake_check(const struct http_request *req, char *accept,
+                    const char **why) {
+  int n;
+  if (!http_ieq(req->method, req->method_len, "GET")) {
+    *why = "the method of an upgrade request must be GET";
+    return 400;
+  }
+  if (req->minor_version < 1) {
+    *why = "an upgrade request must be HTTP/1.1";
+    return 400;
+  }
+  if (!find_header(req, "host", &n) || n != 1) {
+    *why = "an upgrade request needs one Host header";
+    return 400;
+  }
+  if (!handshake_wanted(req)) {
+    *why = "missing 'Upgrade: websocket'";
+    return 400;
+  }
+  if (!has_token(req, "connection", "upgrade")) {
+    *why = "missing 'Connection: Upgrade'";
+    return 400;
+  }
+  const struct http_header *v = find_header(req, "sec-websocket-version", &n);
+  if (!v || n != 1 || v->value_len != 2 || memcmp(v->value, "13", 2) != 0) {
+    *why = "unsupported Sec-WebSocket-Version (13 is supported)";
+    return 426;
+  }
+  const struct http_header *k = find_header(req, "sec-websocket-key", &n);
+  if (!k || n != 1 ||
+      handshake_accept_key(k->value, k->value_len, accept) != 0) {
+    *why = "Sec-WebSocket-Key must be one base64 value of 16 bytes";
+    return 400;
+  }
+  accept[WS_ACCEPT_LEN] = '\0';
+  return 0;
+}

@@ -1,0 +1,123 @@
+/* http.c - HTTP/1.1 request head parser */
+#include <string.h>
+
+#include "http.h"
+
+/* tchar, RFC 7230 section 3.2.6 */
+static int is_tchar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+      (c >= '0' && c <= '9'))
+    return 1;
+  return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* field-content: VCHAR, obs-text, SP and HTAB; never CR, LF or NUL */
+static int is_field_char(unsigned char c) {
+  return c == '\t' || (c >= 0x20 && c != 0x7F);
+}
+
+static int to_lower(int c) {
+  return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+int http_ieq(const char *a, size_t n, const char *b) {
+  size_t i = 0;
+  for (; i < n; i++)
+    if (!b[i] || to_lower((unsigned char)a[i]) != to_lower((unsigned char)b[i]))
+      return 0;
+  return b[i] == '\0';
+}
+
+int http_has_token(const char *v, size_t n, const char *token) {
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < n && v[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+    if (end > start && http_ieq(v + start, end - start, token)) return 1;
+  }
+  return 0;
+}
+
+/* Find CRLF CRLF at or after from; returns the offset after it or 0. */
+static size_t find_head_end(const char *p, size_t n, size_t from) {
+  for (size_t i = from; i + 3 < n; i++) {
+    const char *q = memchr(p + i, '\r', n - i - 3);
+    if (!q) return 0;
+    i = (size_t)(q - p);
+    if (q[1] == '\n' && q[2] == '\r' && q[3] == '\n') return i + 4;
+  }
+  return 0;
+}
+
+static long parse_request_line(const char *p, const char *eol,
+                               const struct http_limits *limits,
+                               struct http_request *req) {
+  const char *q = p;
+  while (q < eol && is_tchar((unsigned char)*q)) q++;
+  if (q == p || q == eol || *q != ' ') return -400;
+  req->method = p;
+  req->method_len = (size_t)(q - p);
+  const char *t = ++q;
+  while (q < eol && (unsigned char)*q > 0x20 && *q != 0x7F) q++;
+  if (q == t || q == eol || *q != ' ') return -400;
+  if ((size_t)(eol - p) > limits->max_line) return -414;
+  req->target = t;
+  req->target_len = (size_t)(q - t);
+  q++;
+  if (eol - q != 8 || memcmp(q, "HTTP/", 5) != 0 ||
+      q[5] < '0' || q[5] > '9' || q[6] != '.' || q[7] < '0' || q[7] > '9')
+    return -400;
+  if (q[5] != '1') return -505;
+  req->minor_version = q[7] - '0';
+  return 0;
+}
+
+long http_parse_request(const char *p, size_t n, size_t scanned,
+                        const struct http_limits *limits,
+                        struct http_request *req) {
+  size_t from = scanned > 3 ? scanned - 3 : 0;
+  size_t head = find_head_end(p, n, from);
+  if (!head) {
+    /* a request line that has not ended yet is judged by max_line */
+    const char *eol = memchr(p, '\n', n);
+    if (!eol && n > limits->max_line) return -414;
+    if (n > limits->max_head) return -431;
+    return 0;
+  }
+  if (head > limits->max_head) {
+    const char *eol = memchr(p, '\n', head);
+    if ((size_t)(eol - p) > limits->max_line) return -414;
+    return -431;
+  }
+  const char *end = p + head - 2;    /* at the CRLF of the empty line */
+  const char *eol = memchr(p, '\r', head);
+  if (eol[1] != '\n') return -400;
+  long r = parse_request_line(p, eol, limits, req);
+  if (r) return r;
+  req->nheaders = 0;
+  const char *line = eol + 2;
+  while (line < end) {
+    const char *q = line;
+    while (is_tchar((unsigned char)*q)) q++;
+    /* no empty names, no space before the colon, no obs-fold (3.2.4) */
+    if (q == line || *q != ':') return -400;
+    if (req->nheaders == limits->max_headers) return -431;
+    struct http_header *h = &req->headers[req->nheaders++];
+    h->name = line;
+    h->name_len = (size_t)(q - line);
+    q++;
+    while (*q == ' ' || *q == '\t') q++;
+    const char *v = q;
+    while (is_field_char((unsigned char)*q)) q++;
+    if (q[0] != '\r' || q[1] != '\n') return -400;
+    const char *ve = q;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    h->value = v;
+    h->value_len = (size_t)(ve - v);
+    line = q + 2;
+  }
+  return (long)head;
+}

@@ -1,0 +1,44 @@
+/* http.h - HTTP/1.1 request head parser (RFC 7230 section 3): no
+ * allocation, no I/O; the caller keeps the bytes and calls again with
+ * more of them until the head is complete. */
+#ifndef MS_HTTP_H
+#define MS_HTTP_H
+
+#include <stddef.h>
+
+struct http_header {
+  const char *name, *value;
+  size_t name_len, value_len;
+};
+
+struct http_limits {
+  size_t max_head;       /* whole head, request line included -> 431 */
+  size_t max_line;       /* request line -> 414 */
+  size_t max_headers;    /* header fields -> 431 */
+};
+
+struct http_request {
+  const char *method, *target;
+  size_t method_len, target_len;
+  int minor_version;               /* HTTP/1.x */
+  size_t nheaders;
+  struct http_header *headers;     /* caller's array of max_headers */
+};
+
+/* Parse the head at p[0..n).  Returns the head's size (request line,
+ * headers and the empty line) when complete, 0 when incomplete, or the
+ * negated HTTP status to answer with (-400, -414, -431, -505).
+ * scanned is how many bytes an earlier call already saw (0 at first):
+ * the search for the empty line resumes from there. */
+long http_parse_request(const char *p, size_t n, size_t scanned,
+                        const struct http_limits *limits,
+                        struct http_request *req);
+
+/* Case-insensitive ASCII comparison of a[0..n) and the string b. */
+int http_ieq(const char *a, size_t n, const char *b);
+
+/* Whether the comma-separated list v[0..n) holds the token (RFC 7230
+ * section 7), compared case-insensitively. */
+int http_has_token(const char *v, size_t n, const char *token);
+
+#endif

@@ -1,0 +1,918 @@
+/* lmoonsocket.c - the Lua module moonsocket.core: servers, WebSocket
+ * objects, and the events delivered to Lua handlers */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "frame.h"
+#include "handshake.h"
+#include "moonsocket.h"
+#include "server.h"
+#include "utf8.h"
+
+#define MODULE_KEY "moonsocket.core.state"
+#define LOOP_KEY   "moonsocket.core.loop"
+#define SERVER_MT  "moonsocket.server"
+#define WS_MT      "moonsocket.ws"
+
+/* Uservalues of a WebSocket object */
+enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA };
+
+/* ------------------------------------------------------------------ */
+/* Calling Lua                                                         */
+/* ------------------------------------------------------------------ */
+
+void ms_log(struct ms_server *s, const char *fmt, ...) {
+  (void)s;
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("moonsocket: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)",
+                                  luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Call the function below nargs arguments; log an error with its
+ * traceback.  Returns 0 on success. */
+static int pcall_logged(struct ms_server *s, lua_State *L, int nargs,
+                        int nresults, const char *what) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  int rc = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  if (rc != LUA_OK) {
+    ms_log(s, "error in %s: %s", what, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  return rc;
+}
+
+static void push_conn(lua_State *L, struct ms_conn *c) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+}
+
+/* Push handler[name] and the WebSocket; 0 when there is no such
+ * callback (nothing pushed). */
+static int push_callback(lua_State *L, struct ms_conn *c, const char *name) {
+  push_conn(L, c);
+  if (lua_getiuservalue(L, -1, UV_HANDLER) != LUA_TTABLE) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  if (lua_getfield(L, -1, name) == LUA_TNIL) {
+    lua_pop(L, 3);
+    return 0;
+  }
+  lua_remove(L, -2);             /* the handler table */
+  lua_insert(L, -2);             /* function, ws */
+  return 1;
+}
+
+static void handler_failed(struct ms_conn *c) {
+  if (c->state == CS_OPEN) ms_conn_close(c, 1011, "internal error", 14);
+}
+
+static const char *kind_name(unsigned opcode) {
+  return opcode == WS_OP_TEXT ? "text" : "binary";
+}
+
+/* Resume the coroutine of c with the nargs values on its stack. */
+static void resume(struct ms_conn *c, int nargs) {
+  lua_State *L = c->server->module->L, *co = c->co;
+  int nres;
+  int rc = lua_resume(co, L, nargs, &nres);
+  if (rc == LUA_YIELD) {
+    lua_pop(co, nres);
+  } else {
+    if (rc != LUA_OK) {
+      const char *msg = lua_tostring(co, -1);
+      luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+      ms_log(c->server, "error in handler: %s", lua_tostring(L, -1));
+      lua_pop(L, 1);
+      handler_failed(c);
+    } else if (c->state == CS_OPEN) {
+      ms_conn_close(c, 1000, "", 0);    /* the handler returned */
+    }
+    c->co = NULL;
+    c->flags &= ~(CF_CO_RECV | CF_CO_SEND);
+    if (c->state != CS_CLOSED && (c->flags & CF_PAUSED))
+      ms_conn_resume_reading(c);        /* read the peer's close frame */
+    return;
+  }
+  if (!(c->flags & CF_CO_RECV)) ms_conn_pause(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+/* ------------------------------------------------------------------ */
+
+static void push_request(lua_State *L, struct ms_conn *c,
+                         const struct http_request *req) {
+  lua_createtable(L, 0, 10);
+  lua_pushlstring(L, req->method, req->method_len);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req->target, req->target_len);
+  lua_setfield(L, -2, "target");
+  const char *q = memchr(req->target, '?', req->target_len);
+  size_t plen = q ? (size_t)(q - req->target) : req->target_len;
+  lua_pushlstring(L, req->target, plen);
+  lua_setfield(L, -2, "path");
+  if (q) {
+    lua_pushlstring(L, q + 1, req->target_len - plen - 1);
+    lua_setfield(L, -2, "query");
+  }
+  lua_pushstring(L, req->minor_version ? "1.1" : "1.0");
+  lua_setfield(L, -2, "version");
+  lua_createtable(L, 0, (int)req->nheaders);
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    luaL_Buffer b;
+    char *name = luaL_buffinitsize(L, &b, h->name_len);
+    for (size_t k = 0; k < h->name_len; k++) {
+      char ch = h->name[k];
+      name[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+    luaL_pushresultsize(&b, h->name_len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {  /* repeated: join (7230) */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h->value, h->value_len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->value, h->value_len);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(c->io.fd, (struct sockaddr *)&ss, &len) == 0) {
+    char addr[INET6_ADDRSTRLEN];
+    int v6 = ss.ss_family == AF_INET6;
+    inet_ntop(ss.ss_family, v6 ? (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                               : (void *)&((struct sockaddr_in *)&ss)->sin_addr,
+              addr, sizeof addr);
+    lua_pushstring(L, addr);
+    lua_setfield(L, -2, "remote_addr");
+    lua_pushinteger(L, ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                : ((struct sockaddr_in *)&ss)->sin_port));
+    lua_setfield(L, -2, "remote_port");
+  }
+  lua_pushboolean(L, handshake_wanted(req));
+  lua_setfield(L, -2, "upgrade");
+}
+
+/* Serialise the headers table at idx as "Name: value\r\n" lines;
+ * -1 for a name or value that would break the response. */
+static int push_header_lines(lua_State *L, int idx) {
+  lua_pushliteral(L, "");
+  int acc = lua_gettop(L);
+  if (!lua_istable(L, idx)) return 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t nl, vl;
+    int vt = lua_type(L, -1);
+    if (lua_type(L, -2) != LUA_TSTRING ||
+        (vt != LUA_TSTRING && vt != LUA_TNUMBER)) {
+      lua_pop(L, 2);
+      return -1;
+    }
+    const char *n = lua_tolstring(L, -2, &nl);
+    const char *v = lua_tolstring(L, -1, &vl);
+    if (nl == 0 || strlen(n) != nl || strcspn(n, "\r\n: \t") != nl ||
+        strlen(v) != vl || strcspn(v, "\r\n") != vl) {
+      lua_pop(L, 2);
+      return -1;
+    }
+    lua_pushvalue(L, acc);
+    lua_pushfstring(L, "%s: %s\r\n", n, v);
+    lua_concat(L, 2);
+    lua_replace(L, acc);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
+  struct ms_server *s = c->server;
+  lua_State *L = s->module->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->on_request);
+  push_request(L, c, req);
+  lua_pushvalue(L, -1);
+  lua_insert(L, top + 1);               /* keep the request below */
+  if (pcall_logged(s, L, 1, 3, "request handler") != LUA_OK) {
+    ms_conn_respond_error(c, 500, "the application failed");
+    lua_settop(L, top);
+    return;
+  }
+  int req_idx = top + 1, r = top + 2;
+  if (c->state != CS_HTTP) {
+    lua_settop(L, top);
+    return;
+  }
+  switch (lua_type(L, r)) {
+  case LUA_TNUMBER: {
+    int status = (int)lua_tointeger(L, r);
+    size_t blen = 0;
+    const char *body = lua_tolstring(L, r + 2, &blen);
+    if (status < 200 || status > 999 || (lua_type(L, r + 2) != LUA_TNIL &&
+        lua_type(L, r + 2) != LUA_TSTRING) || push_header_lines(L, r + 1)) {
+      ms_log(s, "request handler returned an invalid response");
+      ms_conn_respond_error(c, 500, "the application failed");
+      break;
+    }
+    size_t hlen;
+    const char *hdrs = lua_tolstring(L, -1, &hlen);
+    ms_conn_respond(c, status, hdrs, hlen, body, blen,
+                    http_ieq(req->method, req->method_len, "HEAD"));
+    break;
+  }
+  case LUA_TTABLE: case LUA_TFUNCTION: {
+    const char *why;
+    if (!handshake_wanted(req)) {
+      ms_conn_respond_error(c, 426, "this endpoint accepts WebSocket "
+                            "connections only");
+      break;
+    }
+    int status = ms_conn_upgrade(c, req, &why);
+    if (status) {
+      ms_conn_respond_error(c, status, why);
+      break;
+    }
+    push_conn(L, c);
+    lua_pushvalue(L, req_idx);
+    lua_setiuservalue(L, -2, UV_REQUEST);
+    if (lua_type(L, r) == LUA_TFUNCTION) {
+      lua_State *co = lua_newthread(L);
+      lua_setiuservalue(L, -2, UV_HANDLER);
+      lua_pushvalue(L, r);
+      lua_xmove(L, co, 1);
+      c->co = co;
+      c->flags |= CF_COROUTINE;
+    } else {
+      lua_pushvalue(L, r);
+      lua_setiuservalue(L, -2, UV_HANDLER);
+    }
+    ms_lua_open(c);
+    break;
+  }
+  case LUA_TNIL:
+    ms_conn_respond_error(c, 404, "no route for this path");
+    break;
+  default:
+    ms_log(s, "request handler returned a %s", luaL_typename(L, r));
+    ms_conn_respond_error(c, 500, "the application failed");
+  }
+  lua_settop(L, top);
+}
+
+void ms_lua_open(struct ms_conn *c) {
+  lua_State *L = c->server->module->L;
+  if (c->flags & CF_COROUTINE) {
+    push_conn(L, c);
+    lua_xmove(L, c->co, 1);            /* handler(ws) */
+    resume(c, 1);
+    return;
+  }
+  if (push_callback(L, c, "open") &&
+      pcall_logged(c->server, L, 1, 0, "open handler") != LUA_OK)
+    handler_failed(c);
+}
+
+int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
+                   unsigned opcode) {
+  lua_State *L = c->server->module->L;
+  if (c->flags & CF_COROUTINE) {
+    if (!c->co) return 1;              /* the handler has returned */
+    lua_State *co = c->co;
+    c->flags &= ~CF_CO_RECV;
+    lua_pushlstring(co, (const char *)data, len);
+    lua_pushstring(co, kind_name(opcode));
+    resume(c, 2);
+  } else if (push_callback(L, c, "message")) {
+    lua_pushlstring(L, (const char *)data, len);
+    lua_pushstring(L, kind_name(opcode));
+    if (pcall_logged(c->server, L, 3, 0, "message handler") != LUA_OK)
+      handler_failed(c);
+  }
+  return (c->state == CS_OPEN || c->state == CS_CLOSING) &&
+         !(c->flags & CF_PAUSED);
+}
+
+void ms_lua_pong(struct ms_conn *c, const uint8_t *data, size_t len) {
+  lua_State *L = c->server->module->L;
+  if (push_callback(L, c, "pong")) {
+    lua_pushlstring(L, (const char *)data, len);
+    if (pcall_logged(c->server, L, 2, 0, "pong handler") != LUA_OK)
+      handler_failed(c);
+  }
+}
+
+void ms_lua_drain(struct ms_conn *c) {
+  lua_State *L = c->server->module->L;
+  if (c->flags & CF_COROUTINE) {
+    if (c->co && (c->flags & CF_CO_SEND)) {
+      c->flags &= ~CF_CO_SEND;
+      lua_pushliteral(c->co, "sent");
+      resume(c, 1);
+    }
+  } else if (push_callback(L, c, "drain") &&
+             pcall_logged(c->server, L, 1, 0, "drain handler") != LUA_OK) {
+    handler_failed(c);
+  }
+}
+
+void ms_lua_close(struct ms_conn *c, int code, const char *reason,
+                  size_t len) {
+  lua_State *L = c->server->module->L;
+  c->close_code = (uint16_t)code;
+  if (c->flags & CF_COROUTINE) {
+    if (!c->co) return;
+    lua_State *co = c->co;
+    if (c->flags & CF_CO_RECV) {
+      c->flags &= ~CF_CO_RECV;
+      lua_pushnil(co);
+      lua_pushliteral(co, "closed");
+      lua_pushinteger(co, code);
+      lua_pushlstring(co, reason, len);
+      resume(c, 4);
+    } else if (c->flags & CF_CO_SEND) {
+      c->flags &= ~CF_CO_SEND;
+      lua_pushnil(co);
+      lua_pushliteral(co, "connection closed");
+      lua_pushliteral(co, "ECLOSED");
+      resume(c, 3);
+    }
+    return;
+  }
+  if (push_callback(L, c, "close")) {
+    lua_pushinteger(L, code);
+    lua_pushlstring(L, reason, len);
+    pcall_logged(c->server, L, 3, 0, "close handler");
+  }
+}
+
+void ms_lua_release(struct ms_conn *c) {
+  lua_State *L = c->server->module->L;
+  c->flags &= ~CF_IN_PENDING;
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+  c->ref = LUA_NOREF;
+}
+
+struct ms_conn *ms_lua_new_conn(struct ms_server *s);
+struct ms_conn *ms_lua_new_conn(struct ms_server *s) {
+  lua_State *L = s->module->L;
+  struct ms_conn *c = lua_newuserdatauv(L, sizeof *c, NUV);
+  memset(c, 0, sizeof *c);
+  c->io.fd = -1;
+  c->state = CS_CLOSED;
+  c->ref = LUA_NOREF;
+  luaL_setmetatable(L, WS_MT);
+  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* The module and its servers                                          */
+/* ------------------------------------------------------------------ */
+
+static struct ms_module *get_module(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, MODULE_KEY);
+  struct ms_module *m = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!m) luaL_error(L, "moonsocket.core is not loaded in this state");
+  return m;
+}
+
+static void server_finish(struct ms_server *s) {
+  struct ms_module *m = s->module;
+  lua_State *L = m->L;
+  ev_prepare_stop(m->loop, &s->prepare);
+  ev_timer_stop(m->loop, &s->sweep);
+  free(s->rbuf);
+  s->rbuf = NULL;
+  ms_server_free_chunks(s);
+  for (struct ms_server **p = &m->servers; *p; p = &(*p)->next)
+    if (*p == s) {
+      *p = s->next;
+      break;
+    }
+  luaL_unref(L, LUA_REGISTRYINDEX, s->on_request);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+  s->on_request = s->ref = LUA_NOREF;
+}
+
+static void server_close(struct ms_server *s) {
+  if (s->closing) return;
+  s->closing = 1;
+  ms_server_stop_accepting(s);
+  struct ms_conn *c = s->conns;
+  for (size_t i = 0, n = s->nconns; i < n && c; i++) {
+    struct ms_conn *next = c->next;
+    if (c->state == CS_OPEN)
+      ms_conn_close(c, 1001, "server shutting down", 20);
+    else if (c->state == CS_HTTP && !c->out_head)
+      ms_conn_abort(c, 0);
+    c = next;
+  }
+  ev_feed_event(s->module->loop, &s->prepare, EV_PREPARE);
+}
+
+void ms_module_check_done(struct ms_module *m) {
+  struct ms_server *s = m->servers, *next;
+  for (; s; s = next) {
+    next = s->next;
+    if (s->closing && s->nconns == 0 && !s->pending && !s->released)
+      server_finish(s);
+  }
+  if (m->shutting_down && !m->servers) {
+    ev_timer_stop(m->loop, &m->shutdown_timer);
+    ev_break(m->loop, EVBREAK_ALL);
+  }
+}
+
+static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
+  struct ms_module *m = (struct ms_module *)((char *)w -
+                         offsetof(struct ms_module, shutdown_timer));
+  (void)loop;
+  (void)rev;
+  for (struct ms_server *s = m->servers; s; s = s->next)
+    while (s->conns) ms_conn_abort(s->conns, 1006);
+  for (struct ms_server *s = m->servers; s; s = s->next)
+    ev_feed_event(m->loop, &s->prepare, EV_PREPARE);
+  if (!m->servers) ev_break(m->loop, EVBREAK_ALL);
+}
+
+static void module_shutdown(struct ms_module *m, double timeout) {
+  if (m->shutting_down) return;
+  m->shutting_down = 1;
+  for (struct ms_server *s = m->servers; s; s = s->next) server_close(s);
+  ev_timer_init(&m->shutdown_timer, shutdown_expired, timeout, 0);
+  ev_timer_start(m->loop, &m->shutdown_timer);
+  if (!m->servers) ev_break(m->loop, EVBREAK_ALL);
+}
+
+void moonsocket_shutdown(lua_State *L, double timeout) {
+  module_shutdown(get_module(L), timeout);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+  struct ms_module *m = w->data;
+  (void)revents;
+  if (m->shutting_down) {              /* a second signal: stop now */
+    shutdown_expired(loop, &m->shutdown_timer, 0);
+    return;
+  }
+  ms_log(NULL, "signal %d: shutting down", w->signum);
+  module_shutdown(m, 5.0);
+}
+
+int moonsocket_run(lua_State *L) {
+  struct ms_module *m = get_module(L);
+  ev_signal_init(&m->sigint, signal_cb, SIGINT);
+  ev_signal_init(&m->sigterm, signal_cb, SIGTERM);
+  m->sigint.data = m->sigterm.data = m;
+  ev_signal_start(m->loop, &m->sigint);
+  ev_signal_start(m->loop, &m->sigterm);
+  ev_unref(m->loop);                   /* signals alone keep nothing */
+  ev_unref(m->loop);
+  ev_run(m->loop, 0);
+  ev_ref(m->loop);
+  ev_ref(m->loop);
+  ev_signal_stop(m->loop, &m->sigint);
+  ev_signal_stop(m->loop, &m->sigterm);
+  return 0;
+}
+
+static int l_run(lua_State *L) {
+  moonsocket_run(L);
+  return 0;
+}
+
+static int l_shutdown(lua_State *L) {
+  double timeout = luaL_optnumber(L, 1, 5.0);
+  luaL_argcheck(L, timeout >= 0, 1, "timeout must not be negative");
+  moonsocket_shutdown(L, timeout);
+  return 0;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, ev_now(get_module(L)->loop));
+  return 1;
+}
+
+static double sweep_interval(const struct ms_options *o) {
+  double t = 1.0;
+  if (o->close_timeout / 4 < t) t = o->close_timeout / 4;
+  if (o->handshake_timeout / 4 < t) t = o->handshake_timeout / 4;
+  if (o->keep_alive_interval > 0 && o->keep_alive_interval / 4 < t)
+    t = o->keep_alive_interval / 4;
+  return t < 0.005 ? 0.005 : t;
+}
+
+static const char *const listen_keys[] = {
+  "host", "port", "backlog", "handler", NULL
+};
+
+static int l_listen(lua_State *L) {
+  struct ms_module *m = get_module(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "host");
+  const char *host = luaL_optstring(L, -1, "127.0.0.1");
+  lua_getfield(L, 1, "port");
+  lua_Integer port = luaL_optinteger(L, -1, 0);
+  luaL_argcheck(L, port >= 0 && port <= 65535, 1,
+                "option 'port' must be an integer from 0 to 65535");
+  lua_getfield(L, 1, "backlog");
+  lua_Integer backlog = luaL_optinteger(L, -1, 511);
+  luaL_argcheck(L, backlog >= 1 && backlog <= 65535, 1,
+                "option 'backlog' must be an integer from 1 to 65535");
+  lua_getfield(L, 1, "handler");
+  luaL_argcheck(L, lua_isfunction(L, -1), 1,
+                "option 'handler' must be a function");
+  struct ms_options opts;
+  ms_options_defaults(&opts);
+  ms_options_read(L, 1, &opts, listen_keys);
+
+  struct ms_server *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  s->listener.fd = -1;
+  s->on_request = s->ref = LUA_NOREF;
+  s->closing = 1;                      /* closed until it listens */
+  luaL_setmetatable(L, SERVER_MT);
+  s->module = m;
+  s->opts = opts;
+  s->limits.max_head = opts.max_header_size;
+  s->limits.max_line = opts.max_request_line;
+  s->limits.max_headers = opts.max_headers;
+  if (!(s->rbuf = malloc(opts.receive_buffer_size)))
+    return luaL_error(L, "out of memory");
+  const char *err;
+  if (ms_server_listen(s, host, (int)port, (int)backlog, &err) != 0) {
+    free(s->rbuf);
+    s->rbuf = NULL;
+    luaL_pushfail(L);
+    lua_pushfstring(L, "cannot listen on %s:%d: %s", host, (int)port, err);
+    lua_pushliteral(L, "ELISTEN");
+    return 3;
+  }
+  s->closing = 0;
+  lua_pushvalue(L, -2);
+  s->on_request = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ev_prepare_init(&s->prepare, ms_server_prepare_cb);
+  ev_prepare_start(m->loop, &s->prepare);
+  double every = sweep_interval(&opts);
+  ev_timer_init(&s->sweep, ms_server_sweep_cb, every, every);
+  ev_timer_start(m->loop, &s->sweep);
+  s->next = m->servers;
+  m->servers = s;
+  return 1;
+}
+
+static struct ms_server *check_server(lua_State *L) {
+  return luaL_checkudata(L, 1, SERVER_MT);
+}
+
+static int server_address(lua_State *L) {
+  struct ms_server *s = check_server(L);
+  lua_pushstring(L, s->host);
+  lua_pushinteger(L, s->port);
+  return 2;
+}
+
+static int server_connections(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_server(L)->nconns);
+  return 1;
+}
+
+static int server_close_l(lua_State *L) {
+  struct ms_server *s = check_server(L);
+  if (s->module) server_close(s);
+  return 0;
+}
+
+static int server_gc(lua_State *L) {
+  /* only reached at lua_close while serving, or once finished */
+  struct ms_server *s = check_server(L);
+  if (s->rbuf && s->module) {
+    ms_server_stop_accepting(s);
+    ev_prepare_stop(s->module->loop, &s->prepare);
+    ev_timer_stop(s->module->loop, &s->sweep);
+    free(s->rbuf);
+    s->rbuf = NULL;
+  }
+  return 0;
+}
+
+static int server_tostring(lua_State *L) {
+  struct ms_server *s = check_server(L);
+  lua_pushfstring(L, "moonsocket.server (%s:%d, %d connections)", s->host,
+                  s->port, (int)s->nconns);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* WebSocket objects                                                   */
+/* ------------------------------------------------------------------ */
+
+static struct ms_conn *check_ws(lua_State *L) {
+  return luaL_checkudata(L, 1, WS_MT);
+}
+
+static const char *state_name(const struct ms_conn *c) {
+  switch (c->state) {
+  case CS_HTTP: return "connecting";
+  case CS_OPEN: return "open";
+  case CS_CLOSING: case CS_DRAINING: return "closing";
+  default: return "closed";
+  }
+}
+
+static int push_send_status(lua_State *L, enum ms_send_status st) {
+  switch (st) {
+  case MS_SENT: lua_pushliteral(L, "sent"); return 1;
+  case MS_QUEUED: lua_pushliteral(L, "queued"); return 1;
+  case MS_DROPPED_CLOSED:
+    luaL_pushfail(L);
+    lua_pushliteral(L, "dropped: the connection is closed");
+    lua_pushliteral(L, "ECLOSED");
+    return 3;
+  default:
+    luaL_pushfail(L);
+    lua_pushliteral(L, "dropped: max_backpressure exceeded");
+    lua_pushliteral(L, "EBACKPRESSURE");
+    return 3;
+  }
+}
+
+static int ws_send(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  static const char *const kinds[] = { "text", "binary", NULL };
+  int kind = luaL_checkoption(L, 3, "text", kinds);
+  enum ms_send_status st = ms_conn_send(c, kind ? WS_OP_BINARY : WS_OP_TEXT,
+                                        data, len, L, 2);
+  if (st == MS_QUEUED && c->co == L) {
+    c->flags |= CF_CO_SEND;            /* back-pressure: wait for drain */
+    return lua_yield(L, 0);
+  }
+  return push_send_status(L, st);
+}
+
+static int ws_ping(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *data = luaL_optlstring(L, 2, "", &len);
+  luaL_argcheck(L, len <= WS_CONTROL_MAX, 2, "ping payload over 125 bytes");
+  return push_send_status(L, ms_conn_send(c, WS_OP_PING, data, len, NULL,
+                                          0));
+}
+
+static int ws_close(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  lua_Integer code = luaL_optinteger(L, 2, 1000);
+  size_t len;
+  const char *reason = luaL_optlstring(L, 3, "", &len);
+  luaL_argcheck(L, code == 1000 || (code >= 1001 && code <= 1003) ||
+                (code >= 1007 && code <= 1014) ||
+                (code >= 3000 && code <= 4999), 2, "invalid close code");
+  luaL_argcheck(L, len <= WS_CONTROL_MAX - 2, 3, "reason over 123 bytes");
+  luaL_argcheck(L, utf8_validate(UTF8_ACCEPT, (const uint8_t *)reason,
+                                 len) == UTF8_ACCEPT, 3,
+                "reason is not UTF-8");
+  if (c->state != CS_OPEN) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "the connection is already closing or closed");
+    lua_pushliteral(L, "ECLOSED");
+    return 3;
+  }
+  ms_conn_close(c, (int)code, reason, len);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int ws_receive(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  if (c->co != L)
+    return luaL_error(L, "receive() works only in the coroutine of a "
+                      "function handler");
+  if (c->state != CS_OPEN) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    lua_pushinteger(L, c->close_code);
+    return 3;
+  }
+  c->flags |= CF_CO_RECV;
+  ms_conn_resume_reading(c);
+  return lua_yield(L, 0);
+}
+
+static int ws_index(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  const char *key = lua_tostring(L, 2);
+  if (!key) return 1;
+  if (strcmp(key, "request") == 0) {
+    lua_getiuservalue(L, 1, UV_REQUEST);
+  } else if (strcmp(key, "data") == 0) {
+    if (lua_getiuservalue(L, 1, UV_DATA) == LUA_TNIL) {
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, 1, UV_DATA);
+    }
+  } else if (strcmp(key, "state") == 0) {
+    lua_pushstring(L, state_name(c));
+  } else if (strcmp(key, "buffered_amount") == 0) {
+    lua_pushinteger(L, (lua_Integer)c->out_bytes);
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+static int ws_gc(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  if (c->state != CS_CLOSED && c->server) {   /* only at lua_close */
+    ev_io_stop(c->server->module->loop, &c->io);
+    close(c->io.fd);
+    c->state = CS_CLOSED;
+    ms_conn_free_buffers(c, NULL);
+  }
+  return 0;
+}
+
+static int ws_tostring(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  lua_pushfstring(L, "moonsocket.ws (%s): %p", state_name(c), (void *)c);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Pure helpers, exposed for tests and tools                           */
+/* ------------------------------------------------------------------ */
+
+static int l_accept_key(lua_State *L) {
+  size_t len;
+  const char *key = luaL_checklstring(L, 1, &len);
+  char accept[WS_ACCEPT_LEN + 1];
+  if (handshake_accept_key(key, len, accept) != 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "key is not base64 of 16 bytes");
+    return 2;
+  }
+  lua_pushlstring(L, accept, WS_ACCEPT_LEN);
+  return 1;
+}
+
+static int l_utf8_valid(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, utf8_validate(UTF8_ACCEPT, (const uint8_t *)s, len) ==
+                  UTF8_ACCEPT);
+  return 1;
+}
+
+static int l_parse_request(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  struct http_header headers[64];
+  struct http_limits limits = { 8192, 4096, 64 };
+  struct http_request req;
+  req.headers = headers;
+  long r = http_parse_request(s, len, 0, &limits, &req);
+  if (r <= 0) {
+    luaL_pushfail(L);
+    if (r == 0) lua_pushliteral(L, "incomplete");
+    else lua_pushinteger(L, -r);
+    return 2;
+  }
+  lua_pushinteger(L, r);
+  lua_createtable(L, 0, 4);
+  lua_pushlstring(L, req.method, req.method_len);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req.target, req.target_len);
+  lua_setfield(L, -2, "target");
+  lua_pushinteger(L, req.minor_version);
+  lua_setfield(L, -2, "minor_version");
+  lua_createtable(L, (int)req.nheaders, 0);
+  for (size_t i = 0; i < req.nheaders; i++) {
+    lua_createtable(L, 2, 0);
+    lua_pushlstring(L, headers[i].name, headers[i].name_len);
+    lua_rawseti(L, -2, 1);
+    lua_pushlstring(L, headers[i].value, headers[i].value_len);
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "headers");
+  return 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening                                                             */
+/* ------------------------------------------------------------------ */
+
+void moonsocket_use_loop(lua_State *L, struct ev_loop *loop) {
+  lua_pushlightuserdata(L, loop);
+  lua_setfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
+}
+
+static int module_gc(lua_State *L) {
+  struct ms_module *m = lua_touserdata(L, 1);
+  if (ev_is_active(&m->shutdown_timer))
+    ev_timer_stop(m->loop, &m->shutdown_timer);
+  return 0;
+}
+
+int luaopen_moonsocket_core(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    { "listen", l_listen }, { "run", l_run }, { "shutdown", l_shutdown },
+    { "now", l_now }, { "accept_key", l_accept_key },
+    { "utf8_valid", l_utf8_valid }, { "parse_request", l_parse_request },
+    { NULL, NULL }
+  };
+  static const luaL_Reg server_methods[] = {
+    { "address", server_address }, { "connections", server_connections },
+    { "close", server_close_l }, { NULL, NULL }
+  };
+  static const luaL_Reg ws_methods[] = {
+    { "send", ws_send }, { "ping", ws_ping }, { "close", ws_close },
+    { "receive", ws_receive }, { NULL, NULL }
+  };
+
+  if (lua_getfield(L, LUA_REGISTRYINDEX, MODULE_KEY) == LUA_TNIL) {
+    lua_pop(L, 1);
+    struct ms_module *m = lua_newuserdatauv(L, sizeof *m, 0);
+    memset(m, 0, sizeof *m);
+    lua_getfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
+    m->loop = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!m->loop) m->loop = EV_DEFAULT;
+    if (!m->loop) return luaL_error(L, "cannot initialise the event loop");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    m->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    ev_init(&m->shutdown_timer, shutdown_expired);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, module_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, MODULE_KEY);
+
+    luaL_newmetatable(L, SERVER_MT);
+    luaL_newlib(L, server_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, server_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, server_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, WS_MT);
+    luaL_newlib(L, ws_methods);
+    lua_pushcclosure(L, ws_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ws_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, ws_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  luaL_newlib(L, funcs);
+  lua_pushliteral(L, MOONSOCKET_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  return 1;
+}
+
+void moonsocket_preload(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_moonsocket_core);
+  lua_setfield(L, -2, "moonsocket.core");
+  lua_pop(L, 1);
+}

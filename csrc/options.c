@@ -1,0 +1,89 @@
+/* options.c - server options: defaults, ranges and validation */
+#include <stddef.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "server.h"
+
+enum { OPT_SIZE, OPT_SECONDS };
+
+static const struct option_spec {
+  const char *name;
+  int type;
+  size_t offset;
+  double def, min, max;
+} option_specs[] = {
+#define SIZE(f, d, lo, hi) \
+  { #f, OPT_SIZE, offsetof(struct ms_options, f), d, lo, hi }
+#define SECS(f, d, lo, hi) \
+  { #f, OPT_SECONDS, offsetof(struct ms_options, f), d, lo, hi }
+  SIZE(max_message_size, 1 << 20, 1, 1ull << 40),
+  SIZE(max_backpressure, 1 << 20, 1024, 1ull << 40),
+  SIZE(receive_buffer_size, 64 << 10, 1024, 64 << 20),
+  SIZE(max_header_size, 8 << 10, 256, 1 << 20),
+  SIZE(max_headers, 64, 1, 1024),
+  SIZE(max_request_line, 4 << 10, 64, 1 << 20),
+  SECS(handshake_timeout, 10, 0.001, 86400),
+  SECS(close_timeout, 5, 0.001, 86400),
+  SECS(keep_alive_interval, 120, 0, 86400),
+#undef SIZE
+#undef SECS
+};
+
+#define NOPTIONS (sizeof option_specs / sizeof option_specs[0])
+
+void ms_options_defaults(struct ms_options *o) {
+  for (size_t i = 0; i < NOPTIONS; i++) {
+    const struct option_spec *sp = &option_specs[i];
+    char *field = (char *)o + sp->offset;
+    if (sp->type == OPT_SIZE) *(size_t *)field = (size_t)sp->def;
+    else *(double *)field = sp->def;
+  }
+}
+
+static const struct option_spec *find_option(const char *name) {
+  for (size_t i = 0; i < NOPTIONS; i++)
+    if (strcmp(option_specs[i].name, name) == 0) return &option_specs[i];
+  return NULL;
+}
+
+static int skipped(const char *name, const char *const *skip) {
+  for (; skip && *skip; skip++)
+    if (strcmp(*skip, name) == 0) return 1;
+  return 0;
+}
+
+void ms_options_read(lua_State *L, int idx, struct ms_options *o,
+                     const char *const *skip) {
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "option names must be strings");
+    const char *name = lua_tostring(L, -2);
+    const struct option_spec *sp = find_option(name);
+    if (!sp) {
+      if (!skipped(name, skip)) luaL_error(L, "unknown option '%s'", name);
+      lua_pop(L, 1);
+      continue;
+    }
+    int isnum;
+    lua_Number v = lua_tonumberx(L, -1, &isnum);
+    char *field = (char *)o + sp->offset;
+    if (sp->type == OPT_SIZE) {
+      int isint;
+      lua_Integer n = lua_tointegerx(L, -1, &isint);
+      if (!isint || n < sp->min || n > sp->max)
+        luaL_error(L, "option '%s' must be an integer from %I to %I",
+                   name, (lua_Integer)sp->min, (lua_Integer)sp->max);
+      *(size_t *)field = (size_t)n;
+    } else {
+      if (!isnum || !(v >= sp->min && v <= sp->max))
+        luaL_error(L, "option '%s' must be a number of seconds from %f "
+                   "to %f", name, (lua_Number)sp->min, (lua_Number)sp->max);
+      *(double *)field = v;
+    }
+    lua_pop(L, 1);
+  }
+}

@@ -1,0 +1,166 @@
+/* server.h - the core's shared structures: module state, servers and
+ * connections (internal; the public API is moonsocket.h) */
+#ifndef MS_SERVER_H
+#define MS_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+#include <lua.h>
+
+#include "http.h"
+
+/* Options of a server, each with its default.  options.c validates them
+ * and documents their ranges; README.md lists them for users. */
+struct ms_options {
+  size_t max_message_size;     /* 1 MiB: larger messages close with 1009 */
+  size_t max_backpressure;     /* 1 MiB: queued bytes before a slow
+                                  consumer is closed */
+  size_t receive_buffer_size;  /* 64 KiB: the server's one read buffer */
+  size_t max_header_size;      /* 8 KiB: request head, else 431 */
+  size_t max_headers;          /* 64: header fields, else 431 */
+  size_t max_request_line;     /* 4 KiB: request line, else 414 */
+  double handshake_timeout;    /* 10 s: to send a whole request head */
+  double close_timeout;        /* 5 s: to answer our close frame */
+  double keep_alive_interval;  /* 120 s: ping an idle socket; 0 = off */
+};
+
+void ms_options_defaults(struct ms_options *o);
+/* Read the options in the table at idx over *o; raises naming the
+ * option and its range when one is invalid or unknown.  Keys listed in
+ * skip (NULL-terminated) belong to the caller. */
+void ms_options_read(lua_State *L, int idx, struct ms_options *o,
+                     const char *const *skip);
+
+/* Per lua_State: the loop and what spans servers. */
+struct ms_module {
+  struct ev_loop *loop;
+  lua_State *L;                 /* the main thread: callbacks run here */
+  struct ms_server *servers;
+  ev_signal sigint, sigterm;
+  ev_timer shutdown_timer;
+  int shutting_down;
+};
+
+struct ms_chunk;
+
+struct ms_server {
+  ev_io listener;
+  ev_prepare prepare;           /* flushes writes before the loop sleeps */
+  ev_timer sweep;               /* every timeout, for every connection */
+  struct ms_module *module;
+  struct ms_server *next;       /* in module->servers */
+  struct ms_options opts;
+  struct http_limits limits;
+  struct ms_conn *conns;        /* open connections, a circular list */
+  struct ms_conn *pending;      /* to flush or to resume in prepare */
+  struct ms_conn *released;     /* closed: unanchor in prepare */
+  struct ms_chunk *free_chunks; /* small output chunks kept for reuse */
+  unsigned nfree_chunks;
+  size_t nconns;
+  uint8_t *rbuf;                /* the one receive buffer */
+  int ref;                      /* anchors the server while it serves */
+  int on_request;               /* registry ref of the Lua pipeline */
+  int closing;
+  char host[64];
+  int port;
+};
+
+enum ms_conn_state {
+  CS_HTTP,         /* reading a request head */
+  CS_OPEN,         /* WebSocket open */
+  CS_CLOSING,      /* our close frame sent, waiting for the peer's */
+  CS_DRAINING,     /* flush what is queued, then shut down and linger */
+  CS_CLOSED        /* socket closed, waiting to be unanchored */
+};
+
+enum {
+  CF_IN_PENDING = 1 << 0,   /* in server->pending */
+  CF_WRITE_WAIT = 1 << 1,   /* the kernel refused bytes: EV_WRITE on */
+  CF_PAUSED = 1 << 2,       /* not reading (coroutine busy) */
+  CF_COROUTINE = 1 << 3,    /* handler is a coroutine */
+  CF_CO_RECV = 1 << 4,      /* coroutine waits in receive() */
+  CF_CO_SEND = 1 << 5,      /* coroutine waits in send() for drain */
+  CF_KEEP_ALIVE = 1 << 6,   /* HTTP: another request may follow */
+  CF_SHUT_WR = 1 << 7,      /* shutdown(SHUT_WR) done */
+  CF_NOTIFIED = 1 << 8,     /* close event delivered */
+  CF_IN_FRAME = 1 << 9,     /* inside a frame's payload */
+  CF_FIN = 1 << 10,         /* current frame is final */
+  CF_CTL_SPLIT = 1 << 11,   /* control payload split across reads */
+};
+
+struct ms_conn {
+  ev_io io;
+  struct ms_server *server;
+  struct ms_conn *prev, *next;      /* in server->conns */
+  struct ms_conn *next_pending;     /* in server->pending / released */
+  struct ms_chunk *out_head, *out_tail;
+  size_t out_bytes;                 /* queued, not yet written */
+  uint8_t *in;                      /* bytes not yet processed */
+  size_t in_len;
+  uint8_t *msg;                     /* message being reassembled */
+  size_t msg_len, msg_cap;
+  uint64_t frame_left;              /* payload bytes still to come */
+  lua_State *co;                    /* coroutine handler's thread */
+  double deadline;                  /* timeout of the current state */
+  double last_read;
+  int ref;                          /* anchors the userdata while open */
+  uint32_t utf8;                    /* validator state, text messages */
+  uint16_t flags;
+  uint16_t close_code;              /* sent, or to report */
+  uint8_t state;
+  uint8_t frame_op, msg_op;
+  uint8_t mask[4], mask_off;
+  uint8_t hdr_len;                  /* bytes of a split frame header */
+  uint8_t hdr[14];                  /* or of a split control payload */
+  uint8_t ctl_len;
+  uint8_t *ctl;                     /* control payload split over reads */
+};
+
+/* listener.c */
+int ms_server_listen(struct ms_server *s, const char *host, int port,
+                     int backlog, const char **err);
+void ms_server_stop_accepting(struct ms_server *s);
+
+/* conn.c: I/O and the protocol */
+void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd);
+void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
+                     size_t headers_len, const char *body, size_t body_len,
+                     int is_head);
+int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
+                    const char **why);
+enum ms_send_status { MS_SENT, MS_QUEUED, MS_DROPPED_CLOSED,
+                      MS_DROPPED_BACKPRESSURE };
+enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
+                                 const char *data, size_t len,
+                                 lua_State *L, int idx);
+void ms_conn_close(struct ms_conn *c, int code, const char *reason,
+                   size_t reason_len);
+void ms_conn_abort(struct ms_conn *c, int code);
+void ms_conn_resume_reading(struct ms_conn *c);
+void ms_conn_flush(struct ms_conn *c);
+void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents);
+void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void ms_conn_free_buffers(struct ms_conn *c, lua_State *L);
+void ms_server_free_chunks(struct ms_server *s);
+const char *ms_status_reason(int status);
+void ms_conn_respond_error(struct ms_conn *c, int status, const char *why);
+void ms_conn_pause(struct ms_conn *c);
+
+/* lmoonsocket.c: events delivered to Lua.  on_message returns 0 when
+ * the connection should stop reading (closed, or coroutine busy). */
+void ms_lua_request(struct ms_conn *c, const struct http_request *req);
+void ms_lua_open(struct ms_conn *c);
+int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
+                   unsigned opcode);
+void ms_lua_pong(struct ms_conn *c, const uint8_t *data, size_t len);
+void ms_lua_drain(struct ms_conn *c);
+void ms_lua_close(struct ms_conn *c, int code, const char *reason,
+                  size_t len);
+void ms_lua_release(struct ms_conn *c);
+void ms_lua_unref(struct ms_server *s, int ref);
+void ms_module_check_done(struct ms_module *m);
+void ms_log(struct ms_server *s, const char *fmt, ...);
+
+#endif

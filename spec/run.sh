@@ -1,0 +1,45 @@
+#!/bin/sh
+# spec/run.sh - run every suite (busted over the plain build, then again
+# over the ASan+UBSan build) and close with one line summing them all:
+# "N passed, N failed[, N skipped]".  Exits non-zero if anything failed.
+set -u
+cd "$(dirname "$0")/.."
+out=test-output
+mkdir -p "$out"
+passed=0 failed=0 skipped=0
+
+# run_suite NAME COMMAND...: COMMAND prints TAP
+run_suite() {
+  name=$1
+  shift
+  echo "== $name"
+  "$@" > "$out/$name.tap" 2>&1
+  status=$?
+  p=$(grep -c '^ok ' "$out/$name.tap" | tr -d ' ')
+  s=$(grep -c '^ok .*# SKIP' "$out/$name.tap" | tr -d ' ')
+  f=$(grep -c '^not ok ' "$out/$name.tap" | tr -d ' ')
+  p=$((p - s))
+  if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+    f=1    # the runner itself failed: count it
+  fi
+  grep -E '^(not ok|#)' "$out/$name.tap" | head -60
+  echo "$name: $p passed, $f failed, $s skipped"
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+}
+
+export LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;'
+
+run_suite busted env MOONSOCKET_BIN=build/moonsocket \
+  LUA_CPATH='build/lib/?.so;;' lua5.4 /usr/bin/busted -o TAP
+
+asan_lib=$(${CC:-cc} -print-file-name=libasan.so)
+ubsan_lib=$(${CC:-cc} -print-file-name=libubsan.so)
+run_suite busted-asan env MOONSOCKET_BIN=build/asan/moonsocket \
+  LUA_CPATH='build/asan/lib/?.so;;' LD_PRELOAD="$asan_lib $ubsan_lib" \
+  ASAN_OPTIONS=detect_leaks=0 lua5.4 /usr/bin/busted -o TAP \
+  --cpath='build/asan/lib/?.so'
+
+line="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
+echo "$line"
+[ "$failed" -eq 0 ]

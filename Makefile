@@ -21,7 +21,14 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make
 
-.PHONY: all build asan deps run test test-busted test-asan clean
+.PHONY: all build asan deps run test install clean
+
+# `make install` (and luarocks) put the Lua modules under LUADIR, the
+# core under LIBDIR and the runner under BINDIR.
+PREFIX  ?= /usr/local
+LUADIR  ?= $(PREFIX)/share/lua/5.4
+LIBDIR  ?= $(PREFIX)/lib/lua/5.4
+BINDIR  ?= $(PREFIX)/bin
 
 all: build
 
@@ -64,6 +71,16 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory build asan
 	@sh spec/run.sh
+
+install: build
+	install -d $(DESTDIR)$(LUADIR)/moonsocket/handlers \
+	  $(DESTDIR)$(LIBDIR)/moonsocket $(DESTDIR)$(BINDIR)
+	install -m 644 lua/moonsocket/*.lua $(DESTDIR)$(LUADIR)/moonsocket/
+	install -m 644 lua/moonsocket/handlers/*.lua \
+	  $(DESTDIR)$(LUADIR)/moonsocket/handlers/
+	install -m 755 $(BUILD)/lib/moonsocket/core.so \
+	  $(DESTDIR)$(LIBDIR)/moonsocket/core.so
+	install -m 755 $(BUILD)/moonsocket $(DESTDIR)$(BINDIR)/moonsocket
 
 clean:
 	rm -rf $(BUILD)

@@ -435,7 +435,10 @@ static int wants_close(const struct http_request *req) {
   return close;
 }
 
-static void respond_error(struct ms_conn *c, int status, const char *why) {
+/* An error response with a short text body; the connection closes after
+ * it unless keep_alive (a well-formed request may be followed by more). */
+static void respond_error(struct ms_conn *c, int status, const char *why,
+                          int keep_alive) {
   char hdr[96];
   int n = 0;
   if (status == 426)
@@ -444,12 +447,13 @@ static void respond_error(struct ms_conn *c, int status, const char *why) {
   char body[160];
   int bn = snprintf(body, sizeof body, "%d %s: %s\n", status,
                     ms_status_reason(status), why);
-  c->flags &= ~CF_KEEP_ALIVE;
+  if (!keep_alive) c->flags &= ~CF_KEEP_ALIVE;
   ms_conn_respond(c, status, hdr, (size_t)n, body, (size_t)bn, 0);
 }
 
-void ms_conn_respond_error(struct ms_conn *c, int status, const char *why) {
-  respond_error(c, status, why);
+void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
+                           int keep_alive) {
+  respond_error(c, status, why, keep_alive);
 }
 
 /* Returns the bytes used, 0 when the head is incomplete. */
@@ -466,7 +470,7 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
     respond_error(c, status, status == 431 ? "request head too large"
                   : status == 414 ? "request line too long"
                   : status == 505 ? "only HTTP/1.x is served"
-                  : "malformed request");
+                  : "malformed request", 0);
     return n;
   }
   if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;
@@ -573,7 +577,7 @@ static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
     c->msg = m;
     c->msg_cap = cap;
   }
-  memcpy(c->msg + c->msg_len, p, len);
+  if (len) memcpy(c->msg + c->msg_len, p, len);
   c->msg_len += len;
   return 0;
 }

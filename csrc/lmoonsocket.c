@@ -222,11 +222,13 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   lua_pushvalue(L, -1);
   lua_insert(L, top + 1);               /* keep the request below */
   if (pcall_logged(s, L, 1, 3, "request handler") != LUA_OK) {
-    ms_conn_respond_error(c, 500, "the application failed");
+    ms_conn_respond_error(c, 500, "the application failed", 1);
     lua_settop(L, top);
     return;
   }
   int req_idx = top + 1, r = top + 2;
+  /* after a refused upgrade the client's state is unknown: close */
+  int keep = !handshake_wanted(req);
   if (c->state != CS_HTTP) {
     lua_settop(L, top);
     return;
@@ -239,7 +241,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     if (status < 200 || status > 999 || (lua_type(L, r + 2) != LUA_TNIL &&
         lua_type(L, r + 2) != LUA_TSTRING) || push_header_lines(L, r + 1)) {
       ms_log(s, "request handler returned an invalid response");
-      ms_conn_respond_error(c, 500, "the application failed");
+      ms_conn_respond_error(c, 500, "the application failed", 1);
       break;
     }
     size_t hlen;
@@ -252,12 +254,12 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     const char *why;
     if (!handshake_wanted(req)) {
       ms_conn_respond_error(c, 426, "this endpoint accepts WebSocket "
-                            "connections only");
+                            "connections only", 1);
       break;
     }
     int status = ms_conn_upgrade(c, req, &why);
     if (status) {
-      ms_conn_respond_error(c, status, why);
+      ms_conn_respond_error(c, status, why, 0);
       break;
     }
     push_conn(L, c);
@@ -278,11 +280,11 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     break;
   }
   case LUA_TNIL:
-    ms_conn_respond_error(c, 404, "no route for this path");
+    ms_conn_respond_error(c, 404, "no route for this path", keep);
     break;
   default:
     ms_log(s, "request handler returned a %s", luaL_typename(L, r));
-    ms_conn_respond_error(c, 500, "the application failed");
+    ms_conn_respond_error(c, 500, "the application failed", 1);
   }
   lua_settop(L, top);
 }

@@ -145,7 +145,8 @@ void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L);
 void ms_server_free_chunks(struct ms_server *s);
 const char *ms_status_reason(int status);
-void ms_conn_respond_error(struct ms_conn *c, int status, const char *why);
+void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
+                           int keep_alive);
 void ms_conn_pause(struct ms_conn *c);
 
 /* lmoonsocket.c: events delivered to Lua.  on_message returns 0 when

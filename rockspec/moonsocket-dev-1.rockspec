@@ -1,0 +1,40 @@
+rockspec_format = "3.0"
+package = "moonsocket"
+version = "dev-1"
+source = {
+  url = "git+file:///dev/null",   -- `luarocks make` builds the work tree
+}
+description = {
+  summary = "WebSocket server: a C core on libev, scripted in Lua 5.4",
+  detailed = [[
+RFC 6455 WebSockets with the sockets, handshake and framing in C on
+libev, and the app (middleware pipeline, routes, handlers) in Lua.
+Installs the module moonsocket.core, the Lua modules and the
+`moonsocket` runner.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  EV = { header = "ev.h", library = "ev" },
+  CRYPTO = { header = "openssl/sha.h", library = "crypto" },
+}
+build = {
+  type = "make",
+  build_target = "build",
+  build_variables = {
+    CFLAGS = "$(CFLAGS)",
+    LUA_INC = "-I$(LUA_INCDIR)",
+  },
+  install_target = "install",
+  install_variables = {
+    LUADIR = "$(LUADIR)",
+    LIBDIR = "$(LIBDIR)",
+    BINDIR = "$(BINDIR)",
+  },
+}
+test = {
+  type = "command",
+  command = "make test",
+}

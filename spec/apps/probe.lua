@@ -1,0 +1,90 @@
+-- Test app: WebSocket routes whose messages are commands, and an HTTP
+-- route reporting what the handlers saw.  Env: PORT, MAX_BACKPRESSURE,
+-- KEEP_ALIVE, CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, HOST.
+local moonsocket = require "moonsocket"
+
+local events = {}
+local function record(line) events[#events + 1] = line end
+
+local app = moonsocket.app {
+  max_backpressure = tonumber(os.getenv("MAX_BACKPRESSURE")) or 1048576,
+  keep_alive_interval = tonumber(os.getenv("KEEP_ALIVE")) or 0,
+  close_timeout = tonumber(os.getenv("CLOSE_TIMEOUT")) or 1,
+  handshake_timeout = tonumber(os.getenv("HANDSHAKE_TIMEOUT")) or 10,
+}
+
+app:use(function(req, next)
+  if req.path == "/events" then
+    return 200, { ["Content-Type"] = "text/plain" },
+      table.concat(events, "\n")
+  elseif req.path == "/fail" then
+    error("middleware failed on purpose")
+  elseif req.path == "/bad-header" then
+    return 200, { ["X-Evil"] = "a\r\nInjected: yes" }, "no"
+  end
+  return next()
+end)
+
+local function flood(ws, count, size)
+  local tally = { sent = 0, queued = 0 }
+  local payload = string.rep("x", size)
+  for _ = 1, count do
+    local status, err, code = ws:send(payload, "binary")
+    if not status then
+      record("flood stopped: " .. err .. " " .. code)
+      return
+    end
+    tally[status] = tally[status] + 1
+  end
+  record(("flood sent=%d queued=%d"):format(tally.sent, tally.queued))
+  ws:send("flood done")
+end
+
+app:ws("/ws", {
+  open = function(ws)
+    ws.data.count = 0
+    record("open " .. ws.request.path .. " " .. (ws.request.query or "")
+           .. " " .. ws.state)
+  end,
+  message = function(ws, msg)
+    ws.data.count = ws.data.count + 1
+    local command, a, b = msg:match("^(%w+):?(%d*):?(%d*)")
+    if command == "boom" then
+      error("handler failed on purpose")
+    elseif command == "close" then
+      ws:close(4000, "bye")
+    elseif command == "info" then
+      ws:send(("%s %s %s %d"):format(ws.request.headers["x-probe"],
+        ws.request.remote_addr, ws.state, ws.data.count))
+    elseif command == "flood" then
+      flood(ws, tonumber(a), tonumber(b))
+    elseif command == "ping" then
+      ws:ping("server ping")
+    end
+  end,
+  drain = function(ws)
+    record("drain " .. ws.buffered_amount)
+  end,
+  pong = function(_, data)
+    record("pong " .. data)
+  end,
+  close = function(ws, code, reason)
+    record(("close %d %s %s"):format(code, reason, ws.state))
+  end,
+})
+
+app:ws("/co", function(ws)
+  local msg = ws:receive()
+  local count, size = msg:match("^flood:(%d+):(%d+)")
+  local payload = string.rep("y", tonumber(size))
+  for _ = 1, tonumber(count) do
+    assert(ws:send(payload, "binary"))
+  end
+  ws:send("flood done")
+  local _, err, code = ws:receive()
+  record(("co receive %s %s"):format(err, code))
+end)
+
+assert(app:listen { host = os.getenv("HOST"),
+                    port = tonumber(os.getenv("PORT")) or 0 })
+moonsocket.run()

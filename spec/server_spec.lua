@@ -1,0 +1,247 @@
+-- spec/server_spec.lua: the Lua API over a real server: callbacks and
+-- their order, request data, handler errors, back-pressure and drain,
+-- timeouts, keep-alive pings, the middleware pipeline, shutdown, IPv6.
+local helper = require "helper"
+
+local TEXT, BINARY = helper.TEXT, helper.BINARY
+local PING, PONG = helper.PING, helper.PONG
+
+local function events(port)
+  local status, _, body, sock = helper.http(port,
+    "GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+  if sock then sock:close() end
+  assert.are.equal(200, status)
+  return body
+end
+
+local function wait_event(port, pattern)
+  local seen
+  local ok = helper.wait_until(function()
+    seen = events(port)
+    return seen:find(pattern) ~= nil
+  end, 5)
+  assert(ok, ("no event matching %q in:\n%s"):format(pattern, seen))
+end
+
+describe("server", function()
+  local server
+
+  setup(function()
+    server = helper.start_server("spec/apps/probe.lua",
+      { MAX_BACKPRESSURE = 262144, KEEP_ALIVE = 0, CLOSE_TIMEOUT = 0.5,
+        HANDSHAKE_TIMEOUT = 0.5 })
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  it("calls open with the request and gives per-connection data", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws?room=7",
+      { ["X-Probe"] = "hello" }))
+    ws:send_text("info")
+    ws:send_text("info")
+    assert.are.same({ TEXT, "hello 127.0.0.1 open 1" },
+                    { ws:recv_message() })
+    assert.are.same({ TEXT, "hello 127.0.0.1 open 2" },
+                    { ws:recv_message() })
+    wait_event(server.port, "open /ws room=7 open")
+    ws:close(1000, "done")
+    assert.are.equal(1000, ws:expect_close())
+    wait_event(server.port, "close 1000 done closing")
+  end)
+
+  it("closes with 1011 on a handler error and keeps serving", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("boom")
+    assert.are.equal(1011, ws:expect_close())
+    local other = assert(helper.ws_connect(server.port, "/ws"))
+    other:send_text("info")
+    assert.are.equal(TEXT, (other:recv_message()))
+    other:abort()
+    helper.wait_until(function()
+      return server:log():find("handler failed on purpose") ~= nil
+    end, 2)
+    assert.matches("error in message handler: spec/apps/probe.lua:%d+: "
+      .. "handler failed on purpose\nstack traceback:", server:log())
+  end)
+
+  it("reports 1006 to close when the peer vanishes", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("info")
+    ws:recv_message()
+    ws:abort()
+    wait_event(server.port, "close 1006  closed")
+  end)
+
+  it("starts the closing handshake from ws:close", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("close")
+    local code, reason = ws:expect_close()
+    assert.are.same({ 4000, "bye" }, { code, reason })
+    wait_event(server.port, "close 4000  closing")
+  end)
+
+  it("closes TCP when the peer never answers our close", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("close")
+    local frame = ws:read_frame()
+    assert.are.equal(helper.CLOSE, frame.opcode)
+    -- no answer: the server gives up after close_timeout (0.5 s)
+    assert.is_true(ws:is_closed(3))
+    wait_event(server.port, "close 1006")
+  end)
+
+  it("closes connections that send no request head in time", function()
+    local sock = helper.connect(server.port)
+    sock:send("GET / HTTP/1.1\r\n")
+    assert.is_true((helper.socket_closed(sock, 3)))
+    sock:close()
+  end)
+
+  it("sends pings on request and reports pongs", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("ping")
+    assert.are.same({ PING, "server ping" }, { ws:recv_message() })
+    ws:send_frame{ opcode = PONG, payload = "server ping" }
+    wait_event(server.port, "pong server ping")
+    ws:abort()
+  end)
+
+  it("closes a consumer over max_backpressure with 1008", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("flood:64:65536")
+    wait_event(server.port,
+      "flood stopped: dropped: max_backpressure exceeded EBACKPRESSURE")
+    local frame
+    repeat
+      frame = assert(ws:read_frame())
+    until frame.opcode == helper.CLOSE
+    assert.are.equal(1008, string.unpack(">I2", frame.payload))
+    wait_event(server.port, "close 1008 send buffer limit exceeded")
+    ws:abort()
+  end)
+
+  it("yields a coroutine's send under back-pressure", function()
+    local ws = assert(helper.ws_connect(server.port, "/co"))
+    -- 8 MiB through a 256 KiB max_backpressure: only waiting for drain
+    -- between sends gets all of it through
+    ws:send_text("flood:128:65536")
+    helper.wait_until(function() return false end, 0.3)
+    for i = 1, 128 do
+      local op, payload = ws:recv_message()
+      assert.are.equal(BINARY, op, "message " .. i)
+      assert.are.equal(65536, #payload)
+    end
+    assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
+    ws:close(1000)
+    ws:expect_close(1000)
+    wait_event(server.port, "co receive closed 1000")
+  end)
+
+  it("runs middleware before the routes", function()
+    local status, headers, body, sock = helper.http(server.port,
+      "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(200, status)
+    assert.are.equal("text/plain", headers["content-type"])
+    assert.are.equal(#body, tonumber(headers["content-length"]))
+    -- keep-alive: a second request on the same connection
+    sock:send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(404, (helper.read_response(sock)))
+    sock:close()
+  end)
+
+  it("answers pipelined requests in order", function()
+    local sock = helper.connect(server.port)
+    sock:send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "GET /events HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert.are.equal(404, (helper.read_response(sock)))
+    assert.are.equal(200, (helper.read_response(sock)))
+    assert.are.equal(426, (helper.read_response(sock)))
+    assert.is_true((helper.socket_closed(sock, 2)))
+    sock:close()
+  end)
+
+  it("answers 500 when middleware fails or returns a bad header", function()
+    for _, path in ipairs { "/fail", "/bad-header" } do
+      local status, _, _, sock = helper.http(server.port,
+        "GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.equal(500, status)
+      sock:close()
+    end
+    assert.matches("middleware failed on purpose", server:log())
+  end)
+end)
+
+describe("server options", function()
+  it("pings idle sockets every keep_alive_interval", function()
+    local server = helper.start_server("spec/apps/probe.lua",
+      { KEEP_ALIVE = 0.2 })
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    local t0 = os.time()
+    assert.are.same({ PING, "" }, { ws:recv_message(3) })
+    assert.are.same({ PING, "" }, { ws:recv_message(3) })
+    assert.is_true(os.time() - t0 <= 3)
+    ws:abort()
+    helper.stop_and_check(server)
+  end)
+
+  it("queues under back-pressure, then drains", function()
+    local server = helper.start_server("spec/apps/probe.lua",
+      { MAX_BACKPRESSURE = 64 * 1048576 })
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    -- 32 MiB is more than loopback's socket buffers take at once
+    ws:send_text("flood:32:1048576")
+    helper.wait_until(function() return false end, 0.3)  -- not reading
+    for _ = 1, 32 do
+      local op, payload = ws:recv_message()
+      assert.are.equal(BINARY, op)
+      assert.are.equal(1048576, #payload)
+    end
+    assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
+    local tally = events(server.port)
+    local sent, queued = tally:match("flood sent=(%d+) queued=(%d+)")
+    assert.are.equal(32, tonumber(sent) + tonumber(queued))
+    assert.is_true(tonumber(queued) > 0)
+    wait_event(server.port, "drain 0")
+    ws:abort()
+    helper.stop_and_check(server)
+  end)
+
+  it("listens on IPv6", function()
+    local server = helper.start_server("spec/apps/probe.lua",
+      { HOST = "::1" })
+    assert.matches("listening on %[::1%]:%d+", server:log())
+    local socket = require "socket"
+    local sock = assert(socket.tcp6())
+    sock:settimeout(5)
+    assert(sock:connect("::1", server.port))
+    sock:send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(404, (helper.read_response(sock)))
+    sock:close()
+    helper.stop_and_check(server)
+  end)
+
+  it("refuses a bad option at startup, naming it", function()
+    local bin = os.getenv("MOONSOCKET_BIN") or "build/moonsocket"
+    local run = io.popen(("CLOSE_TIMEOUT=-1 %s spec/apps/probe.lua 2>&1; "
+      .. "echo \"exit $?\""):format(bin))
+    local out = run:read("a")
+    run:close()
+    assert.matches("option 'close_timeout' must be a number of seconds "
+      .. "from 0.001 to 86400", out)
+    assert.matches("exit 1\n$", out)
+  end)
+
+  it("closes open sockets with 1001 on SIGTERM and exits 0", function()
+    local server = helper.start_server("spec/apps/probe.lua", {})
+    local a = assert(helper.ws_connect(server.port, "/ws"))
+    local b = assert(helper.ws_connect(server.port, "/co"))
+    server:kill("TERM")
+    assert.are.equal(1001, a:expect_close())
+    assert.are.equal(1001, b:expect_close())
+    assert.are.equal(0, server:stop())
+    helper.assert_clean_log(server)
+  end)
+end)

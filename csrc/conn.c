@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -22,12 +23,14 @@
 
 /* Queued bytes live in chunks: owned chunks copy small frames together;
  * a large payload is written straight from its Lua string, which a
- * registry reference keeps alive until it is written. */
+ * registry reference keeps alive until it is written; a file is sent
+ * from its descriptor by sendfile. */
 struct ms_chunk {
   struct ms_chunk *next;
   const char *data;
-  size_t len, sent, cap;      /* cap 0: data is a Lua string's */
-  int ref;
+  size_t len, sent, cap;      /* cap 0: data is not the chunk's own */
+  int ref;                    /* the Lua string's, or LUA_NOREF */
+  int fd;                     /* a file's, or -1 */
   char buf[];
 };
 
@@ -36,6 +39,7 @@ struct ms_chunk {
 #define FREE_CHUNKS    64      /* spare chunks a server keeps */
 #define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
 #define IOV_BATCH      64
+#define FLUSH_BUDGET   (2u << 20)    /* bytes per connection per flush */
 
 static struct ms_chunk *chunk_new(struct ms_server *s, size_t need) {
   struct ms_chunk *ch;
@@ -53,13 +57,15 @@ static struct ms_chunk *chunk_new(struct ms_server *s, size_t need) {
   ch->data = ch->buf;
   ch->len = ch->sent = 0;
   ch->ref = LUA_NOREF;
+  ch->fd = -1;
   return ch;
 }
 
 static void chunk_free(struct ms_server *s, struct ms_chunk *ch,
                        lua_State *L) {
-  if (ch->ref != LUA_NOREF) {
-    if (L) luaL_unref(L, LUA_REGISTRYINDEX, ch->ref);
+  if (ch->ref != LUA_NOREF || ch->fd >= 0) {
+    if (ch->ref != LUA_NOREF && L) luaL_unref(L, LUA_REGISTRYINDEX, ch->ref);
+    if (ch->fd >= 0) close(ch->fd);
     free(ch);
   } else if (ch->cap == CHUNK_CAP && s->nfree_chunks < FREE_CHUNKS) {
     ch->next = s->free_chunks;
@@ -78,6 +84,11 @@ static void mark_pending(struct ms_conn *c) {
   }
 }
 
+/* Free bytes at the end of an owned chunk; 0 for strings and files. */
+static size_t chunk_room(const struct ms_chunk *ch) {
+  return ch && ch->data == ch->buf ? ch->cap - ch->len : 0;
+}
+
 static void queue_link(struct ms_conn *c, struct ms_chunk *ch) {
   if (c->out_tail) c->out_tail->next = ch;
   else c->out_head = ch;
@@ -87,7 +98,7 @@ static void queue_link(struct ms_conn *c, struct ms_chunk *ch) {
 /* Copy bytes to the queue.  Returns -1 when memory ran out. */
 static int out_copy(struct ms_conn *c, const void *data, size_t len) {
   struct ms_chunk *t = c->out_tail;
-  if (!t || t->ref != LUA_NOREF || t->cap - t->len < len) {
+  if (!t || chunk_room(t) < len) {
     t = chunk_new(c->server, len);
     if (!t) return -1;
     queue_link(c, t);
@@ -106,6 +117,7 @@ static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
   if (!ch) return -1;
   lua_pushvalue(L, idx);
   ch->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ch->fd = -1;
   ch->next = NULL;
   ch->data = data;
   ch->len = len;
@@ -236,42 +248,72 @@ static void fail(struct ms_conn *c, int code, const char *why) {
 /* Writing                                                             */
 /* ------------------------------------------------------------------ */
 
-static void flush_with(struct ms_conn *c, lua_State *L) {
-  struct ms_server *s = c->server;
-  if (c->state == CS_CLOSED) return;
+/* Drop the written bytes from the queue's head. */
+static void out_consume(struct ms_conn *c, size_t w, lua_State *L) {
+  c->out_bytes -= w;
   while (c->out_head) {
+    struct ms_chunk *ch = c->out_head;
+    size_t left = ch->len - ch->sent;
+    if (w < left) {
+      ch->sent += w;
+      break;
+    }
+    w -= left;
+    c->out_head = ch->next;
+    if (!c->out_head) c->out_tail = NULL;
+    chunk_free(c->server, ch, L);
+  }
+}
+
+/* Write once: a file chunk by sendfile, else the memory chunks up to the
+ * next file chunk by one sendmsg.  Returns the bytes written, 0 when the
+ * kernel refuses more, -1 after aborting the connection. */
+static ssize_t write_some(struct ms_conn *c, size_t budget) {
+  struct ms_chunk *head = c->out_head;
+  ssize_t w;
+  size_t want;
+  if (head->fd >= 0) {
+    off_t off = (off_t)head->sent;
+    want = head->len - head->sent;
+    if (want > budget) want = budget;
+    do w = sendfile(c->io.fd, head->fd, &off, want);
+    while (w < 0 && errno == EINTR);
+    if (w == 0 && want) {            /* the file shrank under us */
+      ms_conn_abort(c, 1006);
+      return -1;
+    }
+  } else {
     struct iovec iov[IOV_BATCH];
     int n = 0;
-    size_t want = 0;
-    for (struct ms_chunk *ch = c->out_head; ch && n < IOV_BATCH;
-         ch = ch->next, n++) {
+    want = 0;
+    for (struct ms_chunk *ch = head; ch && ch->fd < 0 && n < IOV_BATCH &&
+         want < budget; ch = ch->next, n++) {
       iov[n].iov_base = (char *)ch->data + ch->sent;
       iov[n].iov_len = ch->len - ch->sent;
       want += iov[n].iov_len;
     }
     struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-    ssize_t w = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
-    size_t wrote = (size_t)w;
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      ms_conn_abort(c, 1006);
-      return;
-    }
-    c->out_bytes -= (size_t)w;
-    while (w > 0) {
-      struct ms_chunk *ch = c->out_head;
-      size_t left = ch->len - ch->sent;
-      if ((size_t)w < left) {
-        ch->sent += (size_t)w;
-        break;
-      }
-      w -= (ssize_t)left;
-      c->out_head = ch->next;
-      if (!c->out_head) c->out_tail = NULL;
-      chunk_free(s, ch, L);
-    }
-    if (wrote < want && c->out_head) break;   /* kernel is full */
+    do w = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+  }
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    ms_conn_abort(c, 1006);
+    return -1;
+  }
+  return w;
+}
+
+static void flush_with(struct ms_conn *c, lua_State *L) {
+  if (c->state == CS_CLOSED) return;
+  size_t budget = FLUSH_BUDGET;      /* fairness between connections */
+  while (c->out_head && budget) {
+    ssize_t w = write_some(c, budget);
+    if (w < 0) return;
+    if (w == 0 && c->out_head->len > c->out_head->sent)
+      break;                          /* the kernel is full */
+    out_consume(c, (size_t)w, L);     /* (empty chunks pop too) */
+    budget = (size_t)w < budget ? budget - (size_t)w : 0;
   }
   if (c->out_head) {
     c->flags |= CF_WRITE_WAIT;
@@ -317,8 +359,7 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
   if (len >= ANCHOR_MIN && L) {
     rc = out_copy(c, hdr, hl);
     if (rc == 0) rc = out_anchor(c, L, idx, data, len);
-  } else if (c->out_tail && c->out_tail->ref == LUA_NOREF &&
-             c->out_tail->cap - c->out_tail->len >= hl + len) {
+  } else if (chunk_room(c->out_tail) >= hl + len) {
     struct ms_chunk *t = c->out_tail;     /* the common small frame */
     memcpy(t->buf + t->len, hdr, hl);
     memcpy(t->buf + t->len + hl, data, len);
@@ -373,18 +414,45 @@ const char *ms_status_reason(int status) {
 
 void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
                      size_t headers_len, const char *body, size_t body_len,
-                     int is_head) {
-  if (c->state != CS_HTTP) return;
+                     int file, int is_head) {
+  if (c->state != CS_HTTP) {
+    if (file >= 0) close(file);
+    return;
+  }
   char head[256];
   int keep = c->flags & CF_KEEP_ALIVE;
-  int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s",
-                   status, ms_status_reason(status), body_len,
+  /* 204 and 304 have no body, nor a length (RFC 7230 section 3.3.2) */
+  int bodiless = status == 204 || status == 304;
+  char length[48] = "";
+  if (!bodiless)
+    snprintf(length, sizeof length, "Content-Length: %zu\r\n", body_len);
+  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n%s%s", status,
+                   ms_status_reason(status), length,
                    keep ? "" : "Connection: close\r\n");
-  if (out_copy(c, head, (size_t)n) < 0 ||
-      out_copy(c, headers, headers_len) < 0 ||
-      out_copy(c, "\r\n", 2) < 0 ||
-      (!is_head && body_len && out_copy(c, body, body_len) < 0)) {
+  int rc = out_copy(c, head, (size_t)n) < 0 ||
+           out_copy(c, headers, headers_len) < 0 ||
+           out_copy(c, "\r\n", 2) < 0;
+  if (!rc && !is_head && !bodiless && body_len) {
+    if (file >= 0) {
+      struct ms_chunk *ch = malloc(sizeof *ch);
+      if (ch) {
+        ch->next = NULL;
+        ch->data = NULL;
+        ch->len = body_len;
+        ch->sent = ch->cap = 0;
+        ch->ref = LUA_NOREF;
+        ch->fd = file;
+        file = -1;
+        queue_link(c, ch);
+        c->out_bytes += body_len;
+      }
+      rc = ch == NULL;
+    } else {
+      rc = out_copy(c, body, body_len) < 0;
+    }
+  }
+  if (file >= 0) close(file);
+  if (rc) {
     ms_conn_abort(c, 0);
     return;
   }
@@ -448,7 +516,7 @@ static void respond_error(struct ms_conn *c, int status, const char *why,
   int bn = snprintf(body, sizeof body, "%d %s: %s\n", status,
                     ms_status_reason(status), why);
   if (!keep_alive) c->flags &= ~CF_KEEP_ALIVE;
-  ms_conn_respond(c, status, hdr, (size_t)n, body, (size_t)bn, 0);
+  ms_conn_respond(c, status, hdr, (size_t)n, body, (size_t)bn, -1, 0);
 }
 
 void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
@@ -744,14 +812,18 @@ static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
       return;
     }
     if (n) memcpy(owned + c->in_len, p, n);
-    scanned = c->in_len;
+    /* the search for a head's end resumes where it stopped */
+    scanned = c->flags & CF_HEAD_SCANNED ? c->in_len : 0;
     p = owned;
     n += c->in_len;
     c->in = NULL;
     c->in_len = 0;
   }
   size_t used = process(c, p, n, scanned);
+  c->flags &= ~CF_HEAD_SCANNED;
   if (used < n && c->state != CS_CLOSED && c->state != CS_DRAINING) {
+    if (c->state == CS_HTTP && !(c->flags & CF_PAUSED))
+      c->flags |= CF_HEAD_SCANNED;
     size_t rest = n - used;
     if (owned) {
       memmove(owned, owned + used, rest);

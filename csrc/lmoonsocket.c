@@ -8,7 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -24,6 +29,13 @@
 #define LOOP_KEY   "moonsocket.core.loop"
 #define SERVER_MT  "moonsocket.server"
 #define WS_MT      "moonsocket.ws"
+#define FILE_MT    "moonsocket.file"
+
+/* An open file to answer a request with: the connection takes fd. */
+struct ms_file {
+  int fd;
+  size_t size;
+};
 
 /* Uservalues of a WebSocket object */
 enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA };
@@ -204,6 +216,10 @@ static int push_header_lines(lua_State *L, int idx) {
       lua_pop(L, 2);
       return -1;
     }
+    if (http_ieq(n, nl, "content-length") || http_ieq(n, nl, "connection")) {
+      lua_pop(L, 1);                  /* the core writes these */
+      continue;
+    }
     lua_pushvalue(L, acc);
     lua_pushfstring(L, "%s: %s\r\n", n, v);
     lua_concat(L, 2);
@@ -237,16 +253,22 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   case LUA_TNUMBER: {
     int status = (int)lua_tointeger(L, r);
     size_t blen = 0;
-    const char *body = lua_tolstring(L, r + 2, &blen);
-    if (status < 200 || status > 999 || (lua_type(L, r + 2) != LUA_TNIL &&
-        lua_type(L, r + 2) != LUA_TSTRING) || push_header_lines(L, r + 1)) {
+    const char *body = NULL;
+    struct ms_file *file = luaL_testudata(L, r + 2, FILE_MT);
+    if (file && file->fd >= 0) blen = file->size;
+    else if (lua_type(L, r + 2) == LUA_TSTRING)
+      body = lua_tolstring(L, r + 2, &blen);
+    if (status < 200 || status > 999 || (!body && !(file && file->fd >= 0) &&
+        !lua_isnil(L, r + 2)) || push_header_lines(L, r + 1)) {
       ms_log(s, "request handler returned an invalid response");
       ms_conn_respond_error(c, 500, "the application failed", 1);
       break;
     }
     size_t hlen;
     const char *hdrs = lua_tolstring(L, -1, &hlen);
-    ms_conn_respond(c, status, hdrs, hlen, body, blen,
+    int fd = file ? file->fd : -1;
+    if (file) file->fd = -1;          /* the connection owns it now */
+    ms_conn_respond(c, status, hdrs, hlen, body, blen, fd,
                     http_ieq(req->method, req->method_len, "HEAD"));
     break;
   }
@@ -775,6 +797,120 @@ static int ws_tostring(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Files, for static content: opened here, sent by sendfile            */
+/* ------------------------------------------------------------------ */
+
+static int push_errno(lua_State *L, const char *what, const char *path) {
+  int e = errno;
+  static const struct { int e; const char *code; } codes[] = {
+    { ENOENT, "ENOENT" }, { ENOTDIR, "ENOTDIR" }, { EACCES, "EACCES" },
+    { EISDIR, "EISDIR" }, { ELOOP, "ELOOP" }, { ENAMETOOLONG, "ENAMETOOLONG" },
+    { EMFILE, "EMFILE" },
+  };
+  const char *code = "EIO";
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+    if (codes[i].e == e) code = codes[i].code;
+  luaL_pushfail(L);
+  lua_pushfstring(L, "%s %s: %s", what, path, strerror(e));
+  lua_pushstring(L, code);
+  return 3;
+}
+
+/* core.open_file(path) -> file | nil, message, code.  Regular files
+ * only; file.size, file.mtime (s), file.mtime_ns, file.ino. */
+static int l_open_file(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, strlen(path) == len, 1, "path contains a NUL byte");
+  struct ms_file *f = lua_newuserdatauv(L, sizeof *f, 1);
+  f->fd = -1;                          /* closed until it is open */
+  f->size = 0;
+  luaL_setmetatable(L, FILE_MT);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return push_errno(L, "cannot open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return push_errno(L, "cannot stat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    errno = S_ISDIR(st.st_mode) ? EISDIR : EACCES;
+    return push_errno(L, "cannot serve", path);
+  }
+  f->fd = fd;
+  f->size = (size_t)st.st_size;
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_sec);
+  lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_nsec);
+  lua_setfield(L, -2, "mtime_ns");
+  lua_pushinteger(L, (lua_Integer)st.st_ino);
+  lua_setfield(L, -2, "ino");
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static int file_close(lua_State *L) {
+  struct ms_file *f = luaL_checkudata(L, 1, FILE_MT);
+  if (f->fd >= 0) {
+    close(f->fd);
+    f->fd = -1;
+  }
+  return 0;
+}
+
+static int file_index(lua_State *L) {
+  luaL_checkudata(L, 1, FILE_MT);
+  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+  }
+  if (lua_isnil(L, -1) && lua_type(L, 2) == LUA_TSTRING &&
+      strcmp(lua_tostring(L, 2), "close") == 0)
+    lua_pushcfunction(L, file_close);
+  return 1;
+}
+
+/* core.realpath(path) -> absolute path without links | nil, msg, code */
+static int l_realpath(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, strlen(path) == len, 1, "path contains a NUL byte");
+  char buf[PATH_MAX];
+  if (!realpath(path, buf)) return push_errno(L, "cannot resolve", path);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* core.http_date(seconds) -> "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 7231
+ * section 7.1.1.1), and core.parse_http_date(s) -> seconds | nil */
+static int l_http_date(lua_State *L) {
+  time_t t = (time_t)luaL_checkinteger(L, 1);
+  struct tm tm;
+  char buf[64];
+  if (!gmtime_r(&t, &tm)) return luaL_argerror(L, 1, "time out of range");
+  strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static int l_parse_http_date(lua_State *L) {
+  const char *s = luaL_checkstring(L, 1);
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *end = strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (!end || *end) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)timegm(&tm));
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
 /* Pure helpers, exposed for tests and tools                           */
 /* ------------------------------------------------------------------ */
 
@@ -855,6 +991,8 @@ int luaopen_moonsocket_core(lua_State *L) {
     { "listen", l_listen }, { "run", l_run }, { "shutdown", l_shutdown },
     { "now", l_now }, { "accept_key", l_accept_key },
     { "utf8_valid", l_utf8_valid }, { "parse_request", l_parse_request },
+    { "open_file", l_open_file }, { "realpath", l_realpath },
+    { "http_date", l_http_date }, { "parse_http_date", l_parse_http_date },
     { NULL, NULL }
   };
   static const luaL_Reg server_methods[] = {
@@ -892,6 +1030,15 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, server_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, FILE_MT);
+    lua_pushcfunction(L, file_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, file_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, file_close);
+    lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, WS_MT);

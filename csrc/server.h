@@ -87,7 +87,7 @@ enum {
   CF_NOTIFIED = 1 << 8,     /* close event delivered */
   CF_IN_FRAME = 1 << 9,     /* inside a frame's payload */
   CF_FIN = 1 << 10,         /* current frame is final */
-  CF_CTL_SPLIT = 1 << 11,   /* control payload split across reads */
+  CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
 };
 
 struct ms_conn {
@@ -125,9 +125,11 @@ void ms_server_stop_accepting(struct ms_server *s);
 
 /* conn.c: I/O and the protocol */
 void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd);
+/* Answer the request: the body is body[0..body_len), or when file >= 0
+ * body_len bytes of that descriptor, which the connection then owns. */
 void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
                      size_t headers_len, const char *body, size_t body_len,
-                     int is_head);
+                     int file, int is_head);
 int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
                     const char **why);
 enum ms_send_status { MS_SENT, MS_QUEUED, MS_DROPPED_CLOSED,

@@ -1,5 +1,6 @@
--- The echo sample: a WebSocket echo endpoint at /ws.
--- Run it with `make run`, or `moonsocket examples/echo/app.lua`.
+-- The echo sample: the page at http://localhost:5000 and a WebSocket
+-- echo at /ws.  Run it with `make run`, or `moonsocket examples/echo/app.lua`
+-- from the repository's root.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
@@ -8,6 +9,7 @@ local app = moonsocket.app {
 }
 
 app:ws("/ws", require "moonsocket.handlers.echo")
+app:use(moonsocket.static(os.getenv("PUBLIC_DIR") or "public"))
 
 assert(app:listen {
   host = os.getenv("HOST") or "127.0.0.1",

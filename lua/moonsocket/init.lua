@@ -89,6 +89,11 @@ function app_mt:close()
   for _, server in ipairs(self.servers) do server:close() end
 end
 
+-- moonsocket.static(dir, opts): middleware serving the files of dir.
+function _M.static(dir, opts)
+  return require("moonsocket.static").new(dir, opts)
+end
+
 -- Serve until every server has closed; SIGINT and SIGTERM shut down.
 _M.run = core.run
 

@@ -507,11 +507,10 @@ static int wants_close(const struct http_request *req) {
  * it unless keep_alive (a well-formed request may be followed by more). */
 static void respond_error(struct ms_conn *c, int status, const char *why,
                           int keep_alive) {
-  char hdr[96];
-  int n = 0;
-  if (status == 426)
-    n = snprintf(hdr, sizeof hdr,
-                 "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+  char hdr[128];
+  int n = snprintf(hdr, sizeof hdr, "Content-Type: text/plain; "
+                   "charset=utf-8\r\n%s", status != 426 ? "" :
+                   "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
   char body[160];
   int bn = snprintf(body, sizeof body, "%d %s: %s\n", status,
                     ms_status_reason(status), why);
@@ -589,8 +588,8 @@ static void handle_close_frame(struct ms_conn *c, const uint8_t *p,
     }
   }
   if (c->state == CS_OPEN) {
-    /* echo the code (section 5.5.1) */
-    send_close_frame(c, len >= 2 ? (int)code : 0, "", 0);
+    /* echo the code (section 5.5.1), and the reason with it */
+    send_close_frame(c, len >= 2 ? (int)code : 0, reason, rlen);
     if (c->state == CS_CLOSED) return;
   }
   start_draining(c);

@@ -47,7 +47,7 @@ describe("server", function()
                     { ws:recv_message() })
     wait_event(server.port, "open /ws room=7 open")
     ws:close(1000, "done")
-    assert.are.equal(1000, ws:expect_close())
+    assert.are.same({ 1000, "done" }, { ws:expect_close() })  -- echoed
     wait_event(server.port, "close 1000 done closing")
   end)
 

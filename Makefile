@@ -20,8 +20,9 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make
+TEST_PACKAGES = chromium
 
-.PHONY: all build asan deps run test install clean
+.PHONY: all build asan deps test-deps apt-install run test install clean
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
 # core under LIBDIR and the runner under BINDIR.
@@ -54,7 +55,18 @@ $(BUILD)/asan/lib/moonsocket/core.so: $(CORE_SRC) $(HEADERS)
 
 # Install what is missing (as root, or through sudo when there is one).
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(DEB_PACKAGES)"
+
+# The browser test: Debian's Chromium, Node.js (Debian's when the machine
+# has none) and playwright-core from package-lock.json.
+test-deps: deps
+	@pkgs="$(TEST_PACKAGES)"; command -v node >/dev/null || \
+	  pkgs="$$pkgs nodejs npm"; \
+	$(MAKE) --no-print-directory apt-install PACKAGES="$$pkgs"
+	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+
+apt-install:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -68,7 +80,7 @@ run: deps
 	PORT=$(PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/echo/app.lua
 
 # Every suite; the last line sums them: "N passed, N failed".
-test: deps
+test: test-deps
 	@$(MAKE) --no-print-directory build asan
 	@sh spec/run.sh
 

@@ -1,7 +1,8 @@
 #!/bin/sh
-# spec/run.sh - run every suite (busted over the plain build, then again
-# over the ASan+UBSan build) and close with one line summing them all:
-# "N passed, N failed[, N skipped]".  Exits non-zero if anything failed.
+# spec/run.sh - run every suite (busted and the browser test, over the
+# plain build and over the ASan+UBSan build) and close with one line
+# summing them all: "N passed, N failed[, N skipped]".  Exits non-zero if
+# anything failed.
 set -u
 cd "$(dirname "$0")/.."
 out=test-output
@@ -22,7 +23,9 @@ run_suite() {
   if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
     f=1    # the runner itself failed: count it
   fi
-  grep -E '^(not ok|#)' "$out/$name.tap" | head -60
+  # each failure with the lines that explain it
+  awk '/^not ok/ { show = 1 } /^ok / { show = 0 } show' "$out/$name.tap" |
+    head -80
   echo "$name: $p passed, $f failed, $s skipped"
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 }
@@ -38,6 +41,12 @@ run_suite busted-asan env MOONSOCKET_BIN=build/asan/moonsocket \
   LUA_CPATH='build/asan/lib/?.so;;' LD_PRELOAD="$asan_lib $ubsan_lib" \
   ASAN_OPTIONS=detect_leaks=0 lua5.4 /usr/bin/busted -o TAP \
   --cpath='build/asan/lib/?.so'
+
+# the sample page in headless Chromium, against each build
+run_suite browser env MOONSOCKET_BIN=build/moonsocket \
+  node --test --test-reporter=tap spec/browser/
+run_suite browser-asan env MOONSOCKET_BIN=build/asan/moonsocket \
+  node --test --test-reporter=tap spec/browser/
 
 line="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && line="$line, $skipped skipped"

@@ -232,6 +232,19 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
   c->state = CS_CLOSING;
   c->close_code = (uint16_t)code;
   c->deadline = now_of(c) + c->server->opts.close_timeout;
+  ms_conn_resume_reading(c);          /* to read the peer's close frame */
+}
+
+/* Shutting down: answer what is queued on an HTTP connection, then close
+ * it; one with nothing queued closes now. */
+void ms_conn_end_http(struct ms_conn *c) {
+  if (c->state != CS_HTTP) return;
+  if (!c->out_head) {
+    ms_conn_abort(c, 0);
+    return;
+  }
+  c->flags &= ~CF_KEEP_ALIVE;
+  start_draining(c);
 }
 
 /* Fail the WebSocket connection (section 7.1.7): say why, stop reading
@@ -304,7 +317,8 @@ static ssize_t write_some(struct ms_conn *c, size_t budget) {
   return w;
 }
 
-static void flush_with(struct ms_conn *c, lua_State *L) {
+static void flush_with(struct ms_conn *c) {
+  lua_State *L = c->server->module->L;   /* unrefs written strings */
   if (c->state == CS_CLOSED) return;
   size_t budget = FLUSH_BUDGET;      /* fairness between connections */
   while (c->out_head && budget) {
@@ -314,6 +328,13 @@ static void flush_with(struct ms_conn *c, lua_State *L) {
       break;                          /* the kernel is full */
     out_consume(c, (size_t)w, L);     /* (empty chunks pop too) */
     budget = (size_t)w < budget ? budget - (size_t)w : 0;
+    if (w > 0 && (c->state == CS_HTTP || c->state == CS_DRAINING)) {
+      /* a slow reader of a long response is not idle */
+      double now = now_of(c);
+      c->deadline = now + (c->state == CS_HTTP
+                           ? c->server->opts.handshake_timeout
+                           : c->server->opts.close_timeout);
+    }
   }
   if (c->out_head) {
     c->flags |= CF_WRITE_WAIT;
@@ -334,13 +355,13 @@ static void flush_with(struct ms_conn *c, lua_State *L) {
     set_events(c, EV_READ);
   } else if (drained && c->state == CS_OPEN) {
     ms_lua_drain(c);
-  } else if (drained && c->state == CS_HTTP && (c->flags & CF_PAUSED)) {
-    ms_conn_resume_reading(c);
+  } else if (c->state == CS_HTTP && (c->flags & CF_PAUSED)) {
+    ms_conn_resume_reading(c);        /* the pipeline may go on */
   }
 }
 
 void ms_conn_flush(struct ms_conn *c) {
-  flush_with(c, c->server->module->L);
+  flush_with(c);
 }
 
 enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
@@ -375,7 +396,7 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
     ms_conn_abort(c, 1006);
     return MS_DROPPED_CLOSED;
   }
-  if (c->out_bytes >= FLUSH_EAGER) flush_with(c, L);
+  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
   if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
   return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
 }
@@ -492,6 +513,13 @@ static int has_body(const struct http_request *req) {
   return 0;
 }
 
+static int host_count(const struct http_request *req) {
+  int n = 0;
+  for (size_t i = 0; i < req->nheaders; i++)
+    n += http_ieq(req->headers[i].name, req->headers[i].name_len, "host");
+  return n;
+}
+
 static int wants_close(const struct http_request *req) {
   int close = req->minor_version == 0;
   for (size_t i = 0; i < req->nheaders; i++) {
@@ -527,6 +555,8 @@ void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
 static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
                            size_t scanned) {
   struct ms_server *s = c->server;
+  if (n >= 2 && p[0] == '\r' && p[1] == '\n')
+    return 2;                /* an empty line before a request (7230 3.5) */
   struct http_header headers[s->limits.max_headers];
   struct http_request req;
   req.headers = headers;
@@ -542,7 +572,12 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
   }
   if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
-  ms_lua_request(c, &req);
+  if (req.minor_version >= 1 && host_count(&req) != 1)
+    respond_error(c, 400, "an HTTP/1.1 request needs one Host header", 0);
+  else if (s->closing)
+    respond_error(c, 503, "the server is shutting down", 0);
+  else
+    ms_lua_request(c, &req);
   if (c->state == CS_HTTP) {
     /* answered: the next request has its own deadline */
     c->deadline = now_of(c) + s->opts.handshake_timeout;
@@ -601,6 +636,10 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
   switch (opcode) {
   case WS_OP_PING:
     if (c->state == CS_OPEN) {         /* section 5.5.2 */
+      if (c->out_bytes > c->server->opts.max_backpressure) {
+        fail(c, 1008, "send buffer limit exceeded");   /* a ping flood */
+        break;
+      }
       uint8_t frame[2 + WS_CONTROL_MAX];
       frame[0] = 0x80 | WS_OP_PONG;
       frame[1] = (uint8_t)len;
@@ -714,7 +753,10 @@ static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
   }
   if (fin && c->msg_len == 0)         /* whole message in place */
     return deliver(c, p, avail) ? 0 : -1;
-  if (c->state != CS_OPEN) return 0;  /* closing: data is dropped */
+  if (c->state != CS_OPEN) {           /* closing: data is dropped */
+    if (fin) c->msg_op = 0;
+    return 0;
+  }
   if (msg_append(c, p, avail, c->frame_left) < 0) {
     ms_conn_abort(c, 1006);
     return -1;

@@ -35,6 +35,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct ms_conn *c = ms_lua_new_conn(s);
+    if (!c) {
+      close(fd);
+      return;
+    }
     ms_conn_start(c, s, fd);
   }
 }

@@ -84,19 +84,47 @@ static void push_conn(lua_State *L, struct ms_conn *c) {
 
 /* Push handler[name] and the WebSocket; 0 when there is no such
  * callback (nothing pushed). */
+/* Protected: call_field(ws, name, ...) calls handler[name](ws, ...)
+ * when the handler has that field through its metatable, whose
+ * metamethods may raise. */
+static int call_field(lua_State *L) {
+  lua_getiuservalue(L, 1, UV_HANDLER);
+  if (lua_getfield(L, -1, lua_tostring(L, 2)) == LUA_TNIL) return 0;
+  lua_replace(L, 2);               /* ws, function, args..., handler */
+  lua_pop(L, 1);
+  lua_pushvalue(L, 1);
+  lua_copy(L, 2, 1);
+  lua_copy(L, -1, 2);              /* function, ws, args... */
+  lua_pop(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
+/* Push what calls the callback name of c's handler table: the function
+ * and ws, or call_field, ws and name.  Returns how many arguments are
+ * pushed after the function (1 or 2), 0 when there is no callback. */
 static int push_callback(lua_State *L, struct ms_conn *c, const char *name) {
   push_conn(L, c);
   if (lua_getiuservalue(L, -1, UV_HANDLER) != LUA_TTABLE) {
     lua_pop(L, 2);
     return 0;
   }
-  if (lua_getfield(L, -1, name) == LUA_TNIL) {
-    lua_pop(L, 3);
+  lua_pushstring(L, name);
+  if (lua_rawget(L, -2) != LUA_TNIL) {     /* the common case */
+    lua_remove(L, -2);
+    lua_insert(L, -2);                      /* function, ws */
+    return 1;
+  }
+  lua_pop(L, 1);
+  if (!lua_getmetatable(L, -1)) {
+    lua_pop(L, 2);
     return 0;
   }
-  lua_remove(L, -2);             /* the handler table */
-  lua_insert(L, -2);             /* function, ws */
-  return 1;
+  lua_pop(L, 2);
+  lua_pushcfunction(L, call_field);
+  lua_insert(L, -2);                        /* call_field, ws */
+  lua_pushstring(L, name);
+  return 2;
 }
 
 static void handler_failed(struct ms_conn *c) {
@@ -128,6 +156,14 @@ static void resume(struct ms_conn *c, int nargs) {
     c->flags &= ~(CF_CO_RECV | CF_CO_SEND);
     if (c->state != CS_CLOSED && (c->flags & CF_PAUSED))
       ms_conn_resume_reading(c);        /* read the peer's close frame */
+    return;
+  }
+  if (!(c->flags & (CF_CO_RECV | CF_CO_SEND))) {
+    /* nothing will resume it: a yield outside receive() and send() */
+    ms_log(c->server, "error in handler: it yielded outside receive() "
+           "and send(); the connection is closed");
+    c->co = NULL;
+    handler_failed(c);
     return;
   }
   if (!(c->flags & CF_CO_RECV)) ms_conn_pause(c);
@@ -229,15 +265,27 @@ static int push_header_lines(lua_State *L, int idx) {
   return 0;
 }
 
+/* Protected: build the request table and run the pipeline on it.
+ * Returns the request and the pipeline's first three results. */
+static int call_pipeline(lua_State *L) {
+  struct ms_conn *c = lua_touserdata(L, 1);
+  const struct http_request *req = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  push_request(L, c, req);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->on_request);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 3);
+  return 4;
+}
+
 void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   struct ms_server *s = c->server;
   lua_State *L = s->module->L;
   int top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->on_request);
-  push_request(L, c, req);
-  lua_pushvalue(L, -1);
-  lua_insert(L, top + 1);               /* keep the request below */
-  if (pcall_logged(s, L, 1, 3, "request handler") != LUA_OK) {
+  lua_pushcfunction(L, call_pipeline);
+  lua_pushlightuserdata(L, c);
+  lua_pushlightuserdata(L, (void *)req);
+  if (pcall_logged(s, L, 2, 4, "request handler") != LUA_OK) {
     ms_conn_respond_error(c, 500, "the application failed", 1);
     lua_settop(L, top);
     return;
@@ -319,8 +367,8 @@ void ms_lua_open(struct ms_conn *c) {
     resume(c, 1);
     return;
   }
-  if (push_callback(L, c, "open") &&
-      pcall_logged(c->server, L, 1, 0, "open handler") != LUA_OK)
+  int n = push_callback(L, c, "open");
+  if (n && pcall_logged(c->server, L, n, 0, "open handler") != LUA_OK)
     handler_failed(c);
 }
 
@@ -334,11 +382,14 @@ int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
     lua_pushlstring(co, (const char *)data, len);
     lua_pushstring(co, kind_name(opcode));
     resume(c, 2);
-  } else if (push_callback(L, c, "message")) {
-    lua_pushlstring(L, (const char *)data, len);
-    lua_pushstring(L, kind_name(opcode));
-    if (pcall_logged(c->server, L, 3, 0, "message handler") != LUA_OK)
-      handler_failed(c);
+  } else {
+    int n = push_callback(L, c, "message");
+    if (n) {
+      lua_pushlstring(L, (const char *)data, len);
+      lua_pushstring(L, kind_name(opcode));
+      if (pcall_logged(c->server, L, n + 2, 0, "message handler") != LUA_OK)
+        handler_failed(c);
+    }
   }
   return (c->state == CS_OPEN || c->state == CS_CLOSING) &&
          !(c->flags & CF_PAUSED);
@@ -346,9 +397,10 @@ int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
 
 void ms_lua_pong(struct ms_conn *c, const uint8_t *data, size_t len) {
   lua_State *L = c->server->module->L;
-  if (push_callback(L, c, "pong")) {
+  int n = push_callback(L, c, "pong");
+  if (n) {
     lua_pushlstring(L, (const char *)data, len);
-    if (pcall_logged(c->server, L, 2, 0, "pong handler") != LUA_OK)
+    if (pcall_logged(c->server, L, n + 1, 0, "pong handler") != LUA_OK)
       handler_failed(c);
   }
 }
@@ -361,9 +413,10 @@ void ms_lua_drain(struct ms_conn *c) {
       lua_pushliteral(c->co, "sent");
       resume(c, 1);
     }
-  } else if (push_callback(L, c, "drain") &&
-             pcall_logged(c->server, L, 1, 0, "drain handler") != LUA_OK) {
-    handler_failed(c);
+  } else {
+    int n = push_callback(L, c, "drain");
+    if (n && pcall_logged(c->server, L, n, 0, "drain handler") != LUA_OK)
+      handler_failed(c);
   }
 }
 
@@ -390,10 +443,11 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
     }
     return;
   }
-  if (push_callback(L, c, "close")) {
+  int n = push_callback(L, c, "close");
+  if (n) {
     lua_pushinteger(L, code);
     lua_pushlstring(L, reason, len);
-    pcall_logged(c->server, L, 3, 0, "close handler");
+    pcall_logged(c->server, L, n + 2, 0, "close handler");
   }
 }
 
@@ -404,16 +458,26 @@ void ms_lua_release(struct ms_conn *c) {
   c->ref = LUA_NOREF;
 }
 
-struct ms_conn *ms_lua_new_conn(struct ms_server *s);
-struct ms_conn *ms_lua_new_conn(struct ms_server *s) {
-  lua_State *L = s->module->L;
+static int new_conn(lua_State *L) {
   struct ms_conn *c = lua_newuserdatauv(L, sizeof *c, NUV);
   memset(c, 0, sizeof *c);
   c->io.fd = -1;
   c->state = CS_CLOSED;
   c->ref = LUA_NOREF;
   luaL_setmetatable(L, WS_MT);
+  lua_pushvalue(L, -1);
   c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+/* A connection object, anchored; NULL when memory ran out. */
+struct ms_conn *ms_lua_new_conn(struct ms_server *s);
+struct ms_conn *ms_lua_new_conn(struct ms_server *s) {
+  lua_State *L = s->module->L;
+  lua_pushcfunction(L, new_conn);
+  if (pcall_logged(s, L, 0, 1, "accept") != LUA_OK) return NULL;
+  struct ms_conn *c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
   return c;
 }
 
@@ -456,8 +520,8 @@ static void server_close(struct ms_server *s) {
     struct ms_conn *next = c->next;
     if (c->state == CS_OPEN)
       ms_conn_close(c, 1001, "server shutting down", 20);
-    else if (c->state == CS_HTTP && !c->out_head)
-      ms_conn_abort(c, 0);
+    else
+      ms_conn_end_http(c);
     c = next;
   }
   ev_feed_event(s->module->loop, &s->prepare, EV_PREPARE);
@@ -698,6 +762,9 @@ static int ws_send(lua_State *L) {
   const char *data = luaL_checklstring(L, 2, &len);
   static const char *const kinds[] = { "text", "binary", NULL };
   int kind = luaL_checkoption(L, 3, "text", kinds);
+  luaL_argcheck(L, kind || utf8_validate(UTF8_ACCEPT, (const uint8_t *)data,
+                                         len) == UTF8_ACCEPT, 2,
+                "text is not UTF-8 (send it as \"binary\")");
   enum ms_send_status st = ms_conn_send(c, kind ? WS_OP_BINARY : WS_OP_TEXT,
                                         data, len, L, 2);
   if (st == MS_QUEUED && c->co == L) {

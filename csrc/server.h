@@ -140,6 +140,7 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
 void ms_conn_close(struct ms_conn *c, int code, const char *reason,
                    size_t reason_len);
 void ms_conn_abort(struct ms_conn *c, int code);
+void ms_conn_end_http(struct ms_conn *c);
 void ms_conn_resume_reading(struct ms_conn *c);
 void ms_conn_flush(struct ms_conn *c);
 void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents);

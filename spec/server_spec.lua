@@ -139,6 +139,82 @@ describe("server", function()
     wait_event(server.port, "co receive closed 1000")
   end)
 
+  it("closes with 1011 when a handler sends text that is not UTF-8",
+     function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("badtext")
+    assert.are.equal(1011, ws:expect_close())
+    assert.matches("text is not UTF%-8", server:log())
+  end)
+
+  it("survives a handler table whose metatable raises", function()
+    local ws = assert(helper.ws_connect(server.port, "/strict"))
+    -- the lookup of 'open' raised: logged, 1011, the server goes on
+    assert.are.equal(1011, ws:expect_close())
+    assert.matches("error in open handler: spec/apps/probe.lua:%d+: "
+      .. "no field open", server:log())
+    local echo = assert(helper.ws_connect(server.port, "/ws"))
+    echo:send_text("info")
+    assert.are.equal(TEXT, (echo:recv_message()))
+    echo:abort()
+  end)
+
+  it("closes with 1011 a coroutine that yields by itself", function()
+    local ws = assert(helper.ws_connect(server.port, "/yield"))
+    assert.are.same({ TEXT, "about to yield" }, { ws:recv_message() })
+    assert.are.equal(1011, ws:expect_close())
+    assert.matches("yielded outside receive%(%) and send%(%)", server:log())
+  end)
+
+  it("closes a ping flood that does not read its pongs with 1008", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    local ping = helper.build_frame{ opcode = PING,
+                                     payload = string.rep("p", 125) }
+    ws:settimeout(0.5)
+    for _ = 1, 40 do       -- up to 40 x 1 MiB of pings, never reading
+      local ok = ws:send_raw(string.rep(ping, 8000))
+      if not ok then break end
+      if events(server.port):find("close 1008") then break end
+    end
+    wait_event(server.port, "close 1008 send buffer limit exceeded")
+    ws:abort()
+  end)
+
+  it("drops data after its close but still reads the peer's close",
+     function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("close")
+    local frame = ws:read_frame()
+    assert.are.equal(helper.CLOSE, frame.opcode)
+    -- a fragmented message and a whole one before our close reply
+    ws:send_frame{ fin = false, opcode = TEXT, payload = "a" }
+    ws:send_frame{ opcode = helper.CONTINUATION, payload = "b" }
+    ws:send_text("c")
+    ws:close(1000, "late")
+    assert.is_true(ws:is_closed(2))
+    wait_event(server.port, "close 1000 late")
+  end)
+
+  it("answers 400 to an HTTP/1.1 request without one Host", function()
+    for _, head in ipairs { "GET /events HTTP/1.1\r\n\r\n",
+        "GET /events HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" } do
+      local status, _, _, sock = helper.http(server.port, head)
+      assert.are.equal(400, status)
+      sock:close()
+    end
+    local status, _, _, sock = helper.http(server.port,
+      "GET /events HTTP/1.0\r\n\r\n")
+    assert.are.equal(200, status)      -- HTTP/1.0 needs none
+    sock:close()
+  end)
+
+  it("ignores an empty line before a request", function()
+    local status, _, _, sock = helper.http(server.port,
+      "\r\nGET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(200, status)
+    sock:close()
+  end)
+
   it("runs middleware before the routes", function()
     local status, headers, body, sock = helper.http(server.port,
       "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -41,8 +41,10 @@ describe("static files", function()
       root)))
     assert(os.execute(("ln -s %q %q/outdir"):format(outside, root)))
     assert(os.execute(("ln -s style.css %q/alias.css"):format(root)))
+    write(root .. "/mid.bin", string.rep("m", 1536 * 1024))
+    write(root .. "/large.bin", string.rep("l", 8 * 1024 * 1024))
     server = helper.start_server("spec/apps/static.lua",
-      { STATIC_DIR = root })
+      { STATIC_DIR = root, HANDSHAKE_TIMEOUT = 0.3 })
   end)
 
   teardown(function()
@@ -131,6 +133,28 @@ describe("static files", function()
   it("answers 404 to missing files", function()
     assert.are.equal(404, (get(server.port, "/missing.html")))
     assert.are.equal(404, (get(server.port, "/style.css/x")))
+  end)
+
+  it("goes on with a pipeline after a reply over max_backpressure",
+     function()
+    -- 1.5 MiB pauses reading the pipeline; the queue may empty at once
+    local sock = helper.connect(server.port)
+    sock:send("GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n")
+    local status, _, body = helper.read_response(sock)
+    assert.are.same({ 200, 1536 * 1024 }, { status, #body })
+    status, _, body = helper.read_response(sock)
+    assert.are.same({ 200, "1" }, { status, body })
+    sock:close()
+  end)
+
+  it("keeps sending to a slow reader past handshake_timeout", function()
+    -- 8 MiB at 3 MB/s: far longer than the 0.3 s handshake_timeout, and
+    -- more than loopback's socket buffers hold
+    local out, status = helper.run_peer("slow_reader.py",
+      { server.port, "/large.bin", 3000000 })
+    assert.are.equal(0, status, out)
+    assert.are.equal("HTTP/1.1 200 OK " .. 8 * 1024 * 1024 .. "\n", out)
   end)
 
   it("redirects a directory without its slash", function()

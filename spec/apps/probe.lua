@@ -60,6 +60,8 @@ app:ws("/ws", {
       flood(ws, tonumber(a), tonumber(b))
     elseif command == "ping" then
       ws:ping("server ping")
+    elseif command == "badtext" then
+      ws:send("\xff\xfe", "text")
     end
   end,
   drain = function(ws)
@@ -83,6 +85,16 @@ app:ws("/co", function(ws)
   ws:send("flood done")
   local _, err, code = ws:receive()
   record(("co receive %s %s"):format(err, code))
+end)
+
+-- a handler whose missing fields raise, as "strict" classes do
+app:ws("/strict", setmetatable({
+  message = function(ws, msg) ws:send(msg) end,
+}, { __index = function(_, key) error("no field " .. key) end }))
+
+app:ws("/yield", function(ws)
+  ws:send("about to yield")
+  coroutine.yield()
 end)
 
 assert(app:listen { host = os.getenv("HOST"),

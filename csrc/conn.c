@@ -158,6 +158,10 @@ static double now_of(struct ms_conn *c) {
   return ev_now(c->server->module->loop);
 }
 
+static void set_why(struct ms_conn *c, enum ms_why why) {
+  if (c->why == WHY_NONE) c->why = (uint8_t)why;   /* the first cause */
+}
+
 static void notify_close(struct ms_conn *c, int code, const char *reason,
                          size_t len) {
   if (c->flags & CF_NOTIFIED) return;
@@ -178,7 +182,7 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
  * reports code (1006 for a lost connection) to its handler. */
 void ms_conn_abort(struct ms_conn *c, int code) {
   if (c->state == CS_CLOSED) return;
-  int was_ws = c->state != CS_HTTP;
+  int was_ws = c->flags & CF_UPGRADED;
   struct ms_server *s = c->server;
   c->state = CS_CLOSED;
   ev_io_stop(s->module->loop, &c->io);
@@ -189,6 +193,7 @@ void ms_conn_abort(struct ms_conn *c, int code) {
   c->next->prev = c->prev;
   if (s->conns == c) s->conns = c->next == c ? NULL : c->next;
   s->nconns--;
+  set_why(c, WHY_LOST);
   if (was_ws) notify_close(c, code, "", 0);
   /* unanchor later, outside the callback that closed it */
   if (!(c->flags & CF_IN_PENDING)) {
@@ -200,7 +205,7 @@ void ms_conn_abort(struct ms_conn *c, int code) {
 
 static void start_draining(struct ms_conn *c) {
   c->state = CS_DRAINING;
-  c->deadline = now_of(c) + c->server->opts.close_timeout;
+  c->deadline = now_of(c) + c->opts->close_timeout;
   free(c->msg);
   free(c->ctl);
   c->msg = c->ctl = NULL;
@@ -225,13 +230,14 @@ static void send_close_frame(struct ms_conn *c, int code, const char *reason,
 
 /* Start the closing handshake (section 7.1.2). */
 void ms_conn_close(struct ms_conn *c, int code, const char *reason,
-                   size_t reason_len) {
+                   size_t reason_len, enum ms_why why) {
   if (c->state != CS_OPEN) return;
+  set_why(c, why);
   send_close_frame(c, code, reason, reason_len);
   if (c->state == CS_CLOSED) return;
   c->state = CS_CLOSING;
   c->close_code = (uint16_t)code;
-  c->deadline = now_of(c) + c->server->opts.close_timeout;
+  c->deadline = now_of(c) + c->opts->close_timeout;
   ms_conn_resume_reading(c);          /* to read the peer's close frame */
 }
 
@@ -250,6 +256,7 @@ void ms_conn_end_http(struct ms_conn *c) {
 /* Fail the WebSocket connection (section 7.1.7): say why, stop reading
  * frames, and close once the close frame is out. */
 static void fail(struct ms_conn *c, int code, const char *why) {
+  set_why(c, WHY_ERROR);
   if (c->state == CS_OPEN)
     send_close_frame(c, code, why, strlen(why));
   if (c->state == CS_CLOSED) return;
@@ -333,7 +340,7 @@ static void flush_with(struct ms_conn *c) {
       double now = now_of(c);
       c->deadline = now + (c->state == CS_HTTP
                            ? c->server->opts.handshake_timeout
-                           : c->server->opts.close_timeout);
+                           : c->opts->close_timeout);
     }
   }
   if (c->out_head) {
@@ -368,7 +375,7 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                  const char *data, size_t len,
                                  lua_State *L, int idx) {
   if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
-  if (c->out_bytes > c->server->opts.max_backpressure) {
+  if (c->out_bytes > c->opts->max_backpressure) {
     /* a consumer this slow is closed (policy 1008); the message is
      * dropped and the sender told so */
     fail(c, 1008, "send buffer limit exceeded");
@@ -481,22 +488,26 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
 }
 
 int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
-                    const char **why) {
+                    const char *protocol, const char **why) {
   char accept[WS_ACCEPT_LEN + 1];
   int status = handshake_check(req, accept, why);
   if (status) return status;
-  char resp[160];
+  char resp[384];
   int n = snprintf(resp, sizeof resp,
                    "HTTP/1.1 101 Switching Protocols\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
-  if (out_copy(c, resp, (size_t)n) < 0) {
+                   "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n", accept,
+                   protocol ? "Sec-WebSocket-Protocol: " : "",
+                   protocol ? protocol : "", protocol ? "\r\n" : "");
+  if (n >= (int)sizeof resp || out_copy(c, resp, (size_t)n) < 0) {
     ms_conn_abort(c, 0);
     *why = "out of memory";
     return 500;
   }
   c->state = CS_OPEN;
-  c->deadline = now_of(c) + c->server->opts.keep_alive_interval;
+  c->flags |= CF_UPGRADED;
+  c->opened = now_of(c);
+  c->deadline = c->opened + c->opts->keep_alive_interval;
   return 0;
 }
 
@@ -622,6 +633,7 @@ static void handle_close_frame(struct ms_conn *c, const uint8_t *p,
       return;
     }
   }
+  set_why(c, WHY_PEER);
   if (c->state == CS_OPEN) {
     /* echo the code (section 5.5.1), and the reason with it */
     send_close_frame(c, len >= 2 ? (int)code : 0, reason, rlen);
@@ -636,7 +648,7 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
   switch (opcode) {
   case WS_OP_PING:
     if (c->state == CS_OPEN) {         /* section 5.5.2 */
-      if (c->out_bytes > c->server->opts.max_backpressure) {
+      if (c->out_bytes > c->opts->max_backpressure) {
         fail(c, 1008, "send buffer limit exceeded");   /* a ping flood */
         break;
       }
@@ -675,9 +687,8 @@ static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
   size_t need = c->msg_len + len + (size_t)rest;
   if (need > c->msg_cap) {
     size_t cap = c->msg_cap * 2 > need ? c->msg_cap * 2 : need;
-    if (cap > c->server->opts.max_message_size && need <=
-        c->server->opts.max_message_size)
-      cap = c->server->opts.max_message_size;
+    if (cap > c->opts->max_message_size && need <= c->opts->max_message_size)
+      cap = c->opts->max_message_size;
     uint8_t *m = realloc(c->msg, cap);
     if (!m) return -1;
     c->msg = m;
@@ -696,7 +707,7 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
     return -1;
   }
   if (h->opcode < 8) {
-    if (c->msg_len + h->length > c->server->opts.max_message_size) {
+    if (c->msg_len + h->length > c->opts->max_message_size) {
       fail(c, 1009, "message too big");
       return -1;
     }
@@ -920,6 +931,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
 void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   c->server = s;
+  c->opts = &s->opts;
   c->state = CS_HTTP;
   c->last_read = ev_now(s->module->loop);
   c->deadline = c->last_read + s->opts.handshake_timeout;
@@ -975,6 +987,38 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     ms_module_check_done(s->module);
 }
 
+/* The timeouts of an open WebSocket: idle_timeout, the keep-alive ping
+ * and its keep_alive_timeout. */
+static void sweep_open(struct ms_conn *c, double now) {
+  const struct ms_options *o = c->opts;
+  if (o->idle_timeout > 0 && now - c->last_read >= o->idle_timeout) {
+    ms_conn_close(c, 1001, "idle timeout", 12, WHY_TIMEOUT);
+    return;
+  }
+  if (c->ping_sent > 0) {
+    if (c->last_read >= c->ping_sent) {
+      c->ping_sent = 0;                    /* answered, or other frames */
+    } else if (o->keep_alive_timeout > 0 &&
+               now - c->ping_sent >= o->keep_alive_timeout) {
+      ms_conn_close(c, 1001, "keep-alive timeout", 18, WHY_TIMEOUT);
+      return;
+    }
+  }
+  double every = o->keep_alive_interval;
+  if (every <= 0 || now < c->deadline) return;
+  if (now - c->last_read >= every) {
+    static const uint8_t ping[2] = { 0x80 | WS_OP_PING, 0 };
+    if (out_copy(c, ping, 2) < 0) {
+      ms_conn_abort(c, 1006);
+      return;
+    }
+    if (c->ping_sent <= 0) c->ping_sent = now;
+    c->deadline = now + every;
+  } else {
+    c->deadline = c->last_read + every;
+  }
+}
+
 void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   struct ms_server *s = (struct ms_server *)((char *)w -
                          offsetof(struct ms_server, sweep));
@@ -992,19 +1036,14 @@ void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     case CS_HTTP:
       if (now >= c->deadline) ms_conn_abort(c, 0);
       break;
-    case CS_OPEN: {
-      double every = s->opts.keep_alive_interval;
-      if (every > 0 && now >= c->deadline && now - c->last_read >= every) {
-        static const uint8_t ping[2] = { 0x80 | WS_OP_PING, 0 };
-        if (out_copy(c, ping, 2) < 0) ms_conn_abort(c, 1006);
-        c->deadline = now + every;
-      } else if (every > 0 && now >= c->deadline) {
-        c->deadline = c->last_read + every;
-      }
+    case CS_OPEN:
+      sweep_open(c, now);
       break;
-    }
     case CS_CLOSING: case CS_DRAINING:
-      if (now >= c->deadline) ms_conn_abort(c, 1006);
+      if (now >= c->deadline) {
+        set_why(c, WHY_TIMEOUT);
+        ms_conn_abort(c, 1006);
+      }
       break;
     }
     c = next;

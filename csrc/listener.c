@@ -27,19 +27,27 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
           errno == ENOMEM) {
         /* out of descriptors: stop accepting until the next sweep
          * rather than spin on a readable listener */
-        ms_log(s, "accept: %s; pausing accepts", strerror(errno));
+        ms_log(s, LOG_ERROR, "accept: %s; pausing accepts",
+               strerror(errno));
         ev_io_stop(loop, w);
       }
       return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int full = s->nconns >= s->opts.max_connections;
     struct ms_conn *c = ms_lua_new_conn(s);
     if (!c) {
       close(fd);
       return;
     }
     ms_conn_start(c, s, fd);
+    if (full) {
+      /* answered at once, then closed once the answer is out */
+      ms_log(s, LOG_WARN, "max_connections (%zu) reached: 503",
+             s->opts.max_connections);
+      ms_conn_respond_error(c, 503, "too many connections", 0);
+    }
   }
 }
 

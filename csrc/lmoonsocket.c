@@ -30,6 +30,7 @@
 #define SERVER_MT  "moonsocket.server"
 #define WS_MT      "moonsocket.ws"
 #define FILE_MT    "moonsocket.file"
+#define ROUTE_MT   "moonsocket.route"
 
 /* An open file to answer a request with: the connection takes fd. */
 struct ms_file {
@@ -44,11 +45,15 @@ enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA };
 /* Calling Lua                                                         */
 /* ------------------------------------------------------------------ */
 
-void ms_log(struct ms_server *s, const char *fmt, ...) {
-  (void)s;
+/* One line on stderr: "moonsocket: LEVEL message", when the server's
+ * log_level lets it through (without a server, at info and above). */
+void ms_log(struct ms_server *s, int level, const char *fmt, ...) {
+  static const char *const names[] = { "", "error", "warn", "info",
+                                       "debug" };
+  if (level > (s ? s->opts.log_level : LOG_INFO)) return;
   va_list ap;
   va_start(ap, fmt);
-  fputs("moonsocket: ", stderr);
+  fprintf(stderr, "moonsocket: %s ", names[level]);
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
   va_end(ap);
@@ -72,7 +77,7 @@ static int pcall_logged(struct ms_server *s, lua_State *L, int nargs,
   int rc = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
   if (rc != LUA_OK) {
-    ms_log(s, "error in %s: %s", what, lua_tostring(L, -1));
+    ms_log(s, LOG_ERROR, "error in %s: %s", what, lua_tostring(L, -1));
     lua_pop(L, 1);
   }
   return rc;
@@ -128,7 +133,8 @@ static int push_callback(lua_State *L, struct ms_conn *c, const char *name) {
 }
 
 static void handler_failed(struct ms_conn *c) {
-  if (c->state == CS_OPEN) ms_conn_close(c, 1011, "internal error", 14);
+  if (c->state == CS_OPEN)
+    ms_conn_close(c, 1011, "internal error", 14, WHY_ERROR);
 }
 
 static const char *kind_name(unsigned opcode) {
@@ -146,11 +152,12 @@ static void resume(struct ms_conn *c, int nargs) {
     if (rc != LUA_OK) {
       const char *msg = lua_tostring(co, -1);
       luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
-      ms_log(c->server, "error in handler: %s", lua_tostring(L, -1));
+      ms_log(c->server, LOG_ERROR, "error in handler: %s",
+             lua_tostring(L, -1));
       lua_pop(L, 1);
       handler_failed(c);
     } else if (c->state == CS_OPEN) {
-      ms_conn_close(c, 1000, "", 0);    /* the handler returned */
+      ms_conn_close(c, 1000, "", 0, WHY_LOCAL);  /* handler returned */
     }
     c->co = NULL;
     c->flags &= ~(CF_CO_RECV | CF_CO_SEND);
@@ -160,8 +167,8 @@ static void resume(struct ms_conn *c, int nargs) {
   }
   if (!(c->flags & (CF_CO_RECV | CF_CO_SEND))) {
     /* nothing will resume it: a yield outside receive() and send() */
-    ms_log(c->server, "error in handler: it yielded outside receive() "
-           "and send(); the connection is closed");
+    ms_log(c->server, LOG_ERROR, "error in handler: it yielded outside "
+           "receive() and send(); the connection is closed");
     c->co = NULL;
     handler_failed(c);
     return;
@@ -274,8 +281,72 @@ static int call_pipeline(lua_State *L) {
   push_request(L, c, req);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->on_request);
   lua_pushvalue(L, 1);
-  lua_call(L, 1, 3);
-  return 4;
+  lua_call(L, 1, 4);
+  return 5;
+}
+
+/* The options a route declared, created by core.route_options. */
+struct ms_route {
+  struct ms_options opts;
+};
+
+/* RFC 7230 token: a subprotocol value the 101 may carry. */
+static int valid_token(const char *p) {
+  if (!*p) return 0;
+  for (; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+          (*p >= '0' && *p <= '9') || strchr("!#$%&'*+-.^_`|~", *p)))
+      return 0;
+  return 1;
+}
+
+static double sweep_interval(const struct ms_options *o);
+
+/* Give c the options of its route; the sweep then runs often enough
+ * for the route's timeouts too. */
+static void use_route(struct ms_conn *c, const struct ms_route *route) {
+  struct ms_server *s = c->server;
+  c->opts = &route->opts;
+  double every = sweep_interval(&route->opts);
+  if (every < s->sweep.repeat) {
+    s->sweep.repeat = every;
+    ev_timer_again(s->module->loop, &s->sweep);
+  }
+}
+
+static const char *why_name(int why) {
+  static const char *const names[] = { "local", "peer", "local", "timeout",
+                                       "error", "lost", "shutdown" };
+  return names[why];
+}
+
+static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
+  if (c->server->opts.log_level < LOG_INFO) return;
+  lua_getfield(L, req_idx, "remote_addr");
+  lua_getfield(L, req_idx, "target");
+  ms_log(c->server, LOG_INFO, "open %s %s", lua_tostring(L, -2),
+         lua_tostring(L, -1));
+  lua_pop(L, 2);
+}
+
+static void log_close(struct ms_conn *c, lua_State *L, int code,
+                      const char *reason, size_t len) {
+  if (c->server->opts.log_level < LOG_INFO) return;
+  int top = lua_gettop(L);
+  push_conn(L, c);
+  if (lua_getiuservalue(L, -1, UV_REQUEST) != LUA_TTABLE) {
+    lua_settop(L, top);
+    return;
+  }
+  lua_getfield(L, -1, "remote_addr");
+  const char *addr = lua_tostring(L, -1);
+  lua_getfield(L, -2, "target");
+  const char *target = lua_tostring(L, -1);
+  const char *why = lua_pushlstring(L, reason, len);
+  ms_log(c->server, LOG_INFO, "close %s %s %.3fs %d \"%s\" %s", addr,
+         target, ev_now(c->server->module->loop) - c->opened, code, why,
+         why_name(c->why));
+  lua_settop(L, top);
 }
 
 void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
@@ -285,7 +356,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   lua_pushcfunction(L, call_pipeline);
   lua_pushlightuserdata(L, c);
   lua_pushlightuserdata(L, (void *)req);
-  if (pcall_logged(s, L, 2, 4, "request handler") != LUA_OK) {
+  if (pcall_logged(s, L, 2, 5, "request handler") != LUA_OK) {
     ms_conn_respond_error(c, 500, "the application failed", 1);
     lua_settop(L, top);
     return;
@@ -308,7 +379,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
       body = lua_tolstring(L, r + 2, &blen);
     if (status < 200 || status > 999 || (!body && !(file && file->fd >= 0) &&
         !lua_isnil(L, r + 2)) || push_header_lines(L, r + 1)) {
-      ms_log(s, "request handler returned an invalid response");
+      ms_log(s, LOG_ERROR, "request handler returned an invalid response");
       ms_conn_respond_error(c, 500, "the application failed", 1);
       break;
     }
@@ -316,6 +387,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     const char *hdrs = lua_tolstring(L, -1, &hlen);
     int fd = file ? file->fd : -1;
     if (file) file->fd = -1;          /* the connection owns it now */
+    if (!keep) c->flags &= ~CF_KEEP_ALIVE;   /* a refused upgrade */
     ms_conn_respond(c, status, hdrs, hlen, body, blen, fd,
                     http_ieq(req->method, req->method_len, "HEAD"));
     break;
@@ -327,14 +399,32 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
                             "connections only", 1);
       break;
     }
-    int status = ms_conn_upgrade(c, req, &why);
+    struct ms_route *route = luaL_testudata(L, r + 1, ROUTE_MT);
+    const char *protocol = lua_tostring(L, r + 3);
+    if (protocol && !valid_token(protocol)) {
+      ms_log(s, LOG_ERROR, "invalid subprotocol '%s'", protocol);
+      ms_conn_respond_error(c, 500, "the application failed", 0);
+      break;
+    }
+    if (route) use_route(c, route);
+    int status = ms_conn_upgrade(c, req, protocol, &why);
     if (status) {
+      c->opts = &s->opts;
       ms_conn_respond_error(c, status, why, 0);
       break;
     }
     push_conn(L, c);
     lua_pushvalue(L, req_idx);
+    if (protocol) {
+      lua_pushvalue(L, r + 3);
+      lua_setfield(L, -2, "protocol");
+    }
     lua_setiuservalue(L, -2, UV_REQUEST);
+    if (lua_istable(L, r + 2)) {
+      lua_pushvalue(L, r + 2);
+      lua_setiuservalue(L, -2, UV_DATA);
+    }
+    log_open(c, L, req_idx);
     if (lua_type(L, r) == LUA_TFUNCTION) {
       lua_State *co = lua_newthread(L);
       lua_setiuservalue(L, -2, UV_HANDLER);
@@ -353,7 +443,8 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     ms_conn_respond_error(c, 404, "no route for this path", keep);
     break;
   default:
-    ms_log(s, "request handler returned a %s", luaL_typename(L, r));
+    ms_log(s, LOG_ERROR, "request handler returned a %s",
+           luaL_typename(L, r));
     ms_conn_respond_error(c, 500, "the application failed", 1);
   }
   lua_settop(L, top);
@@ -424,6 +515,7 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
                   size_t len) {
   lua_State *L = c->server->module->L;
   c->close_code = (uint16_t)code;
+  log_close(c, L, code, reason, len);
   if (c->flags & CF_COROUTINE) {
     if (!c->co) return;
     lua_State *co = c->co;
@@ -433,7 +525,8 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
       lua_pushliteral(co, "closed");
       lua_pushinteger(co, code);
       lua_pushlstring(co, reason, len);
-      resume(c, 4);
+      lua_pushstring(co, why_name(c->why));
+      resume(c, 5);
     } else if (c->flags & CF_CO_SEND) {
       c->flags &= ~CF_CO_SEND;
       lua_pushnil(co);
@@ -447,7 +540,8 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
   if (n) {
     lua_pushinteger(L, code);
     lua_pushlstring(L, reason, len);
-    pcall_logged(c->server, L, n + 2, 0, "close handler");
+    lua_pushstring(L, why_name(c->why));
+    pcall_logged(c->server, L, n + 3, 0, "close handler");
   }
 }
 
@@ -498,6 +592,7 @@ static void server_finish(struct ms_server *s) {
   lua_State *L = m->L;
   ev_prepare_stop(m->loop, &s->prepare);
   ev_timer_stop(m->loop, &s->sweep);
+  ev_timer_stop(m->loop, &s->shutdown_timer);
   free(s->rbuf);
   s->rbuf = NULL;
   ms_server_free_chunks(s);
@@ -511,6 +606,26 @@ static void server_finish(struct ms_server *s) {
   s->on_request = s->ref = LUA_NOREF;
 }
 
+static void server_close(struct ms_server *s);
+
+static void server_shutdown_expired(struct ev_loop *loop, ev_timer *w,
+                                    int rev) {
+  struct ms_server *s = (struct ms_server *)((char *)w -
+                         offsetof(struct ms_server, shutdown_timer));
+  (void)rev;
+  while (s->conns) ms_conn_abort(s->conns, 1006);
+  ev_feed_event(loop, &s->prepare, EV_PREPARE);
+}
+
+/* Close gracefully: what is left after timeout seconds is cut off. */
+void ms_server_shutdown(struct ms_server *s, double timeout) {
+  server_close(s);
+  if (s->rbuf && !ev_is_active(&s->shutdown_timer)) {
+    ev_timer_set(&s->shutdown_timer, timeout, 0);
+    ev_timer_start(s->module->loop, &s->shutdown_timer);
+  }
+}
+
 static void server_close(struct ms_server *s) {
   if (s->closing) return;
   s->closing = 1;
@@ -519,7 +634,7 @@ static void server_close(struct ms_server *s) {
   for (size_t i = 0, n = s->nconns; i < n && c; i++) {
     struct ms_conn *next = c->next;
     if (c->state == CS_OPEN)
-      ms_conn_close(c, 1001, "server shutting down", 20);
+      ms_conn_close(c, 1001, "server shutting down", 20, WHY_SHUTDOWN);
     else
       ms_conn_end_http(c);
     c = next;
@@ -555,7 +670,8 @@ static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
 static void module_shutdown(struct ms_module *m, double timeout) {
   if (m->shutting_down) return;
   m->shutting_down = 1;
-  for (struct ms_server *s = m->servers; s; s = s->next) server_close(s);
+  for (struct ms_server *s = m->servers; s; s = s->next)
+    ms_server_shutdown(s, timeout);
   ev_timer_init(&m->shutdown_timer, shutdown_expired, timeout, 0);
   ev_timer_start(m->loop, &m->shutdown_timer);
   if (!m->servers) ev_break(m->loop, EVBREAK_ALL);
@@ -572,7 +688,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
     shutdown_expired(loop, &m->shutdown_timer, 0);
     return;
   }
-  ms_log(NULL, "signal %d: shutting down", w->signum);
+  ms_log(NULL, LOG_INFO, "signal %d: shutting down", w->signum);
   module_shutdown(m, 5.0);
 }
 
@@ -612,16 +728,15 @@ static int l_now(lua_State *L) {
 
 static double sweep_interval(const struct ms_options *o) {
   double t = 1.0;
+  if (o->idle_timeout > 0 && o->idle_timeout / 4 < t) t = o->idle_timeout / 4;
+  if (o->keep_alive_timeout > 0 && o->keep_alive_timeout / 4 < t)
+    t = o->keep_alive_timeout / 4;
   if (o->close_timeout / 4 < t) t = o->close_timeout / 4;
   if (o->handshake_timeout / 4 < t) t = o->handshake_timeout / 4;
   if (o->keep_alive_interval > 0 && o->keep_alive_interval / 4 < t)
     t = o->keep_alive_interval / 4;
   return t < 0.005 ? 0.005 : t;
 }
-
-static const char *const listen_keys[] = {
-  "host", "port", "backlog", "handler", NULL
-};
 
 static int l_listen(lua_State *L) {
   struct ms_module *m = get_module(L);
@@ -641,7 +756,11 @@ static int l_listen(lua_State *L) {
                 "option 'handler' must be a function");
   struct ms_options opts;
   ms_options_defaults(&opts);
-  ms_options_read(L, 1, &opts, listen_keys);
+  if (lua_getfield(L, 1, "options") != LUA_TNIL) {
+    luaL_argcheck(L, lua_istable(L, -1), 1, "'options' must be a table");
+    ms_options_read(L, -1, &opts, 0);
+  }
+  lua_pop(L, 1);
 
   struct ms_server *s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
@@ -675,8 +794,35 @@ static int l_listen(lua_State *L) {
   double every = sweep_interval(&opts);
   ev_timer_init(&s->sweep, ms_server_sweep_cb, every, every);
   ev_timer_start(m->loop, &s->sweep);
+  ev_init(&s->shutdown_timer, server_shutdown_expired);
   s->next = m->servers;
   m->servers = s;
+  return 1;
+}
+
+/* core.route_options(app_options, route_options): the options of a
+ * route, over the defaults; server options may not be set per route. */
+static int l_route_options(lua_State *L) {
+  lua_settop(L, 2);
+  struct ms_route *r = lua_newuserdatauv(L, sizeof *r, 0);
+  ms_options_defaults(&r->opts);
+  luaL_setmetatable(L, ROUTE_MT);
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    struct ms_options server;
+    ms_options_defaults(&server);
+    ms_options_read(L, 1, &server, 0);     /* checks every app option */
+    r->opts.max_message_size = server.max_message_size;
+    r->opts.max_backpressure = server.max_backpressure;
+    r->opts.close_timeout = server.close_timeout;
+    r->opts.keep_alive_interval = server.keep_alive_interval;
+    r->opts.keep_alive_timeout = server.keep_alive_timeout;
+    r->opts.idle_timeout = server.idle_timeout;
+  }
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    ms_options_read(L, 2, &r->opts, 1);
+  }
   return 1;
 }
 
@@ -699,6 +845,16 @@ static int server_connections(lua_State *L) {
 static int server_close_l(lua_State *L) {
   struct ms_server *s = check_server(L);
   if (s->module) server_close(s);
+  return 0;
+}
+
+/* server:shutdown(timeout): stop accepting, close every WebSocket with
+ * 1001 and wait up to timeout seconds (5) for the closing handshakes. */
+static int server_shutdown_l(lua_State *L) {
+  struct ms_server *s = check_server(L);
+  double timeout = luaL_optnumber(L, 2, 5.0);
+  luaL_argcheck(L, timeout >= 0, 2, "timeout must not be negative");
+  if (s->module) ms_server_shutdown(s, timeout);
   return 0;
 }
 
@@ -801,7 +957,7 @@ static int ws_close(lua_State *L) {
     lua_pushliteral(L, "ECLOSED");
     return 3;
   }
-  ms_conn_close(c, (int)code, reason, len);
+  ms_conn_close(c, (int)code, reason, len, WHY_LOCAL);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -815,7 +971,9 @@ static int ws_receive(lua_State *L) {
     luaL_pushfail(L);
     lua_pushliteral(L, "closed");
     lua_pushinteger(L, c->close_code);
-    return 3;
+    lua_pushliteral(L, "");
+    lua_pushstring(L, why_name(c->why));
+    return 5;
   }
   c->flags |= CF_CO_RECV;
   ms_conn_resume_reading(c);
@@ -836,6 +994,9 @@ static int ws_index(lua_State *L) {
       lua_pushvalue(L, -1);
       lua_setiuservalue(L, 1, UV_DATA);
     }
+  } else if (strcmp(key, "protocol") == 0) {
+    if (lua_getiuservalue(L, 1, UV_REQUEST) == LUA_TTABLE)
+      lua_getfield(L, -1, "protocol");
   } else if (strcmp(key, "state") == 0) {
     lua_pushstring(L, state_name(c));
   } else if (strcmp(key, "buffered_amount") == 0) {
@@ -1060,11 +1221,13 @@ int luaopen_moonsocket_core(lua_State *L) {
     { "utf8_valid", l_utf8_valid }, { "parse_request", l_parse_request },
     { "open_file", l_open_file }, { "realpath", l_realpath },
     { "http_date", l_http_date }, { "parse_http_date", l_parse_http_date },
+    { "route_options", l_route_options },
     { NULL, NULL }
   };
   static const luaL_Reg server_methods[] = {
     { "address", server_address }, { "connections", server_connections },
-    { "close", server_close_l }, { NULL, NULL }
+    { "close", server_close_l }, { "shutdown", server_shutdown_l },
+    { NULL, NULL }
   };
   static const luaL_Reg ws_methods[] = {
     { "send", ws_send }, { "ping", ws_ping }, { "close", ws_close },
@@ -1097,6 +1260,9 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, server_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, ROUTE_MT);
     lua_pop(L, 1);
 
     luaL_newmetatable(L, FILE_MT);

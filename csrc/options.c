@@ -6,27 +6,37 @@
 
 #include "server.h"
 
-enum { OPT_SIZE, OPT_SECONDS };
+enum { OPT_SIZE, OPT_SECONDS, OPT_LEVEL };
+
+static const char *const level_names[] = {
+  "off", "error", "warn", "info", "debug", NULL
+};
 
 static const struct option_spec {
   const char *name;
   int type;
+  int per_route;
   size_t offset;
   double def, min, max;
 } option_specs[] = {
-#define SIZE(f, d, lo, hi) \
-  { #f, OPT_SIZE, offsetof(struct ms_options, f), d, lo, hi }
-#define SECS(f, d, lo, hi) \
-  { #f, OPT_SECONDS, offsetof(struct ms_options, f), d, lo, hi }
-  SIZE(max_message_size, 1 << 20, 1, 1ull << 40),
-  SIZE(max_backpressure, 1 << 20, 1024, 1ull << 40),
-  SIZE(receive_buffer_size, 64 << 10, 1024, 64 << 20),
-  SIZE(max_header_size, 8 << 10, 256, 1 << 20),
-  SIZE(max_headers, 64, 1, 1024),
-  SIZE(max_request_line, 4 << 10, 64, 1 << 20),
-  SECS(handshake_timeout, 10, 0.001, 86400),
-  SECS(close_timeout, 5, 0.001, 86400),
-  SECS(keep_alive_interval, 120, 0, 86400),
+#define SIZE(f, r, d, lo, hi) \
+  { #f, OPT_SIZE, r, offsetof(struct ms_options, f), d, lo, hi }
+#define SECS(f, r, d, lo, hi) \
+  { #f, OPT_SECONDS, r, offsetof(struct ms_options, f), d, lo, hi }
+  SIZE(max_message_size, 1, 1 << 20, 1, 1ull << 40),
+  SIZE(max_backpressure, 1, 1 << 20, 1024, 1ull << 40),
+  SECS(close_timeout, 1, 5, 0.001, 86400),
+  SECS(keep_alive_interval, 1, 120, 0, 86400),   /* 0: off */
+  SECS(keep_alive_timeout, 1, 0, 0, 86400),      /* 0: off */
+  SECS(idle_timeout, 1, 0, 0, 86400),            /* 0: off */
+  SIZE(receive_buffer_size, 0, 64 << 10, 1024, 64 << 20),
+  SIZE(max_header_size, 0, 8 << 10, 256, 1 << 20),
+  SIZE(max_headers, 0, 64, 1, 1024),
+  SIZE(max_request_line, 0, 4 << 10, 64, 1 << 20),
+  SIZE(max_connections, 0, 65536, 1, 1 << 24),
+  SECS(handshake_timeout, 0, 10, 0.001, 86400),
+  { "log_level", OPT_LEVEL, 0, offsetof(struct ms_options, log_level),
+    LOG_INFO, LOG_OFF, LOG_DEBUG },
 #undef SIZE
 #undef SECS
 };
@@ -38,6 +48,7 @@ void ms_options_defaults(struct ms_options *o) {
     const struct option_spec *sp = &option_specs[i];
     char *field = (char *)o + sp->offset;
     if (sp->type == OPT_SIZE) *(size_t *)field = (size_t)sp->def;
+    else if (sp->type == OPT_LEVEL) *(int *)field = (int)sp->def;
     else *(double *)field = sp->def;
   }
 }
@@ -48,14 +59,8 @@ static const struct option_spec *find_option(const char *name) {
   return NULL;
 }
 
-static int skipped(const char *name, const char *const *skip) {
-  for (; skip && *skip; skip++)
-    if (strcmp(*skip, name) == 0) return 1;
-  return 0;
-}
-
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
-                     const char *const *skip) {
+                     int per_route) {
   idx = lua_absindex(L, idx);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -63,15 +68,23 @@ void ms_options_read(lua_State *L, int idx, struct ms_options *o,
       luaL_error(L, "option names must be strings");
     const char *name = lua_tostring(L, -2);
     const struct option_spec *sp = find_option(name);
-    if (!sp) {
-      if (!skipped(name, skip)) luaL_error(L, "unknown option '%s'", name);
-      lua_pop(L, 1);
-      continue;
-    }
+    if (!sp) luaL_error(L, "unknown option '%s'", name);
+    if (per_route && !sp->per_route)
+      luaL_error(L, "option '%s' belongs to the server, not to a route",
+                 name);
     int isnum;
     lua_Number v = lua_tonumberx(L, -1, &isnum);
     char *field = (char *)o + sp->offset;
-    if (sp->type == OPT_SIZE) {
+    if (sp->type == OPT_LEVEL) {
+      const char *level = lua_tostring(L, -1);
+      int i = 0;
+      while (level && level_names[i] && strcmp(level_names[i], level) != 0)
+        i++;
+      if (!level || !level_names[i])
+        luaL_error(L, "option '%s' must be one of off, error, warn, info, "
+                   "debug", name);
+      *(int *)field = i;
+    } else if (sp->type == OPT_SIZE) {
       int isint;
       lua_Integer n = lua_tointegerx(L, -1, &isint);
       if (!isint || n < sp->min || n > sp->max)

@@ -11,27 +11,35 @@
 
 #include "http.h"
 
-/* Options of a server, each with its default.  options.c validates them
- * and documents their ranges; README.md lists them for users. */
+enum ms_log_level { LOG_OFF, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+/* Options, each with its default.  options.c validates them and knows
+ * their ranges; README.md lists them for users.  The first group may be
+ * set per route; the second belongs to the server. */
 struct ms_options {
   size_t max_message_size;     /* 1 MiB: larger messages close with 1009 */
   size_t max_backpressure;     /* 1 MiB: queued bytes before a slow
                                   consumer is closed */
+  double close_timeout;        /* 5 s: to answer our close frame */
+  double keep_alive_interval;  /* 120 s: ping an idle socket; 0 = off */
+  double keep_alive_timeout;   /* off: a ping unanswered this long closes */
+  double idle_timeout;         /* off: nothing received this long closes */
+
   size_t receive_buffer_size;  /* 64 KiB: the server's one read buffer */
   size_t max_header_size;      /* 8 KiB: request head, else 431 */
   size_t max_headers;          /* 64: header fields, else 431 */
   size_t max_request_line;     /* 4 KiB: request line, else 414 */
+  size_t max_connections;      /* 65536: beyond, 503 and close */
   double handshake_timeout;    /* 10 s: to send a whole request head */
-  double close_timeout;        /* 5 s: to answer our close frame */
-  double keep_alive_interval;  /* 120 s: ping an idle socket; 0 = off */
+  int log_level;               /* "info": a line per connection */
 };
 
 void ms_options_defaults(struct ms_options *o);
 /* Read the options in the table at idx over *o; raises naming the
- * option and its range when one is invalid or unknown.  Keys listed in
- * skip (NULL-terminated) belong to the caller. */
+ * option and its range when one is invalid or unknown.  With per_route,
+ * server options raise too. */
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
-                     const char *const *skip);
+                     int per_route);
 
 /* Per lua_State: the loop and what spans servers. */
 struct ms_module {
@@ -43,12 +51,17 @@ struct ms_module {
   int shutting_down;
 };
 
+/* Why a WebSocket ended, as its close handler is told. */
+enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
+              WHY_LOST, WHY_SHUTDOWN };
+
 struct ms_chunk;
 
 struct ms_server {
   ev_io listener;
   ev_prepare prepare;           /* flushes writes before the loop sleeps */
   ev_timer sweep;               /* every timeout, for every connection */
+  ev_timer shutdown_timer;      /* a graceful close's time limit */
   struct ms_module *module;
   struct ms_server *next;       /* in module->servers */
   struct ms_options opts;
@@ -88,6 +101,7 @@ enum {
   CF_IN_FRAME = 1 << 9,     /* inside a frame's payload */
   CF_FIN = 1 << 10,         /* current frame is final */
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
+  CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
 };
 
 struct ms_conn {
@@ -103,13 +117,17 @@ struct ms_conn {
   size_t msg_len, msg_cap;
   uint64_t frame_left;              /* payload bytes still to come */
   lua_State *co;                    /* coroutine handler's thread */
+  const struct ms_options *opts;    /* the server's, or its route's */
   double deadline;                  /* timeout of the current state */
   double last_read;
+  double opened;                    /* accepted, then upgraded */
+  double ping_sent;                 /* keep-alive ping awaiting an answer */
   int ref;                          /* anchors the userdata while open */
   uint32_t utf8;                    /* validator state, text messages */
   uint16_t flags;
   uint16_t close_code;              /* sent, or to report */
   uint8_t state;
+  uint8_t why;                      /* enum ms_why */
   uint8_t frame_op, msg_op;
   uint8_t mask[4], mask_off;
   uint8_t hdr_len;                  /* bytes of a split frame header */
@@ -131,14 +149,14 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
                      size_t headers_len, const char *body, size_t body_len,
                      int file, int is_head);
 int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
-                    const char **why);
+                    const char *protocol, const char **why);
 enum ms_send_status { MS_SENT, MS_QUEUED, MS_DROPPED_CLOSED,
                       MS_DROPPED_BACKPRESSURE };
 enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                  const char *data, size_t len,
                                  lua_State *L, int idx);
 void ms_conn_close(struct ms_conn *c, int code, const char *reason,
-                   size_t reason_len);
+                   size_t reason_len, enum ms_why why);
 void ms_conn_abort(struct ms_conn *c, int code);
 void ms_conn_end_http(struct ms_conn *c);
 void ms_conn_resume_reading(struct ms_conn *c);
@@ -165,6 +183,7 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
 void ms_lua_release(struct ms_conn *c);
 void ms_lua_unref(struct ms_server *s, int ref);
 void ms_module_check_done(struct ms_module *m);
-void ms_log(struct ms_server *s, const char *fmt, ...);
+void ms_log(struct ms_server *s, int level, const char *fmt, ...);
+void ms_server_shutdown(struct ms_server *s, double timeout);
 
 #endif

@@ -76,10 +76,10 @@ end)
 describe("listen", function()
   it("names a bad option and its range", function()
     assert.has_error(function()
-      core.listen { handler = print, max_message_size = 0 }
+      core.listen { handler = print, options = { max_message_size = 0 } }
     end, "option 'max_message_size' must be an integer from 1 to 1099511627776")
     assert.has_error(function()
-      core.listen { handler = print, no_such_option = 1 }
+      core.listen { handler = print, options = { no_such_option = 1 } }
     end, "unknown option 'no_such_option'")
   end)
 

@@ -1,6 +1,7 @@
 -- moonsocket: an app is a pipeline of middleware in front of WebSocket
 -- routes; the C core (moonsocket.core) does the sockets and the protocol.
 local core = require "moonsocket.core"
+local policy = require "moonsocket.policy"
 
 local error = error
 local io_stderr = io.stderr
@@ -11,19 +12,37 @@ local type = type
 
 local _M = { _VERSION = core._VERSION, core = core }
 
+-- Options that Lua applies (per app or per route); the rest go to the
+-- core, which checks them.
+local LUA_OPTIONS = {
+  allowed_origins = true, upgrade = true, subprotocols = true,
+  select_subprotocol = true, subprotocol_required = true,
+}
+
+local function split_options(options, what)
+  local core_opts, lua_opts = {}, {}
+  if options ~= nil and type(options) ~= "table" then
+    error("bad argument to '" .. what .. "' (table of options expected, got "
+          .. type(options) .. ")", 3)
+  end
+  for k, v in pairs(options or {}) do
+    if LUA_OPTIONS[k] then lua_opts[k] = v else core_opts[k] = v end
+  end
+  return core_opts, lua_opts
+end
+
+local PLAIN = { ["Content-Type"] = "text/plain; charset=utf-8" }
+
 local app_mt = {}
 app_mt.__index = app_mt
 
--- moonsocket.app(options): options are the core's server options
--- (max_message_size, keep_alive_interval, ...); listen() checks them.
+-- moonsocket.app(options): the core's options (README: Options) and the
+-- route policies, which every route gets unless it sets its own.
 function _M.app(options)
-  if options ~= nil and type(options) ~= "table" then
-    error("bad argument #1 to 'app' (table expected, got "
-          .. type(options) .. ")", 2)
-  end
-  local opts = {}
-  for k, v in pairs(options or {}) do opts[k] = v end
-  return setmetatable({ options = opts, stack = {}, servers = {} }, app_mt)
+  local core_opts, lua_opts = split_options(options, "app")
+  core.route_options(core_opts)          -- a bad option fails here
+  return setmetatable({ core_options = core_opts, policy = lua_opts,
+                        stack = {}, routes = {}, servers = {} }, app_mt)
 end
 
 -- app:use(middleware): middleware(req, next) answers the request by
@@ -39,10 +58,57 @@ function app_mt:use(middleware)
   return self
 end
 
--- app:ws(path, handler): a WebSocket route.  handler is a table of
--- callbacks (open, message, close, drain, pong) or a function run as a
--- coroutine per connection.
-function app_mt:ws(path, handler)
+local function check_route_policy(p)
+  for _, name in ipairs { "upgrade", "select_subprotocol" } do
+    if p[name] ~= nil and type(p[name]) ~= "function" then
+      error("option '" .. name .. "' must be a function", 4)
+    end
+  end
+  if p.subprotocols ~= nil then
+    if type(p.subprotocols) ~= "table" then
+      error("option 'subprotocols' must be a list of names", 4)
+    end
+    for _, name in ipairs(p.subprotocols) do
+      if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+.^_`|~-]+$")
+      then
+        error("option 'subprotocols' holds an invalid name", 4)
+      end
+    end
+  end
+end
+
+-- Accept or refuse an upgrade on a route: origin, hook, subprotocol.
+local function admit(route, handler, req)
+  if not policy.origin_allowed(route.origins, req) then
+    return 403, PLAIN, "403 Forbidden: origin not allowed\n"
+  end
+  local data
+  if route.upgrade then
+    req.cookies = policy.cookies(req.headers.cookie)
+    local verdict, headers, body = route.upgrade(req)
+    if verdict == false then
+      return 403, PLAIN, "403 Forbidden\n"
+    elseif type(verdict) == "number" then
+      return verdict, headers, body
+    elseif type(verdict) == "table" then
+      data = verdict
+    end
+  end
+  local protocol
+  if route.speaks or route.select_subprotocol then
+    protocol = policy.choose_subprotocol(route, req)
+    if protocol == nil and route.subprotocol_required ~= false then
+      return 400, PLAIN, "400 Bad Request: no supported subprotocol\n"
+    end
+  end
+  return handler, route.core, data, protocol
+end
+
+-- app:ws(path, handler, options): a WebSocket route.  handler is a table
+-- of callbacks (open, message, close, drain, pong) or a function run as
+-- a coroutine per connection.  options override the app's for this
+-- route: the per-route core options and the policies.
+function app_mt:ws(path, handler, options)
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     error("bad argument #1 to 'ws' (path starting with '/' expected)", 2)
   end
@@ -51,9 +117,30 @@ function app_mt:ws(path, handler)
     error("bad argument #2 to 'ws' (table or function expected, got "
           .. t .. ")", 2)
   end
+  -- `app:ws(path, require "m")` passes require's second result, the
+  -- module's file name: that is no options table
+  if type(options) == "string" then options = nil end
+  local core_opts, lua_opts = split_options(options, "ws")
+  local p = {}
+  for k, v in pairs(self.policy) do p[k] = v end
+  for k, v in pairs(lua_opts) do p[k] = v end
+  check_route_policy(p)
+  local route = {
+    core = core.route_options(self.core_options, core_opts),
+    origins = policy.origin_policy(p.allowed_origins),
+    upgrade = p.upgrade,
+    select_subprotocol = p.select_subprotocol,
+    subprotocol_required = p.subprotocol_required,
+  }
+  if p.subprotocols then
+    route.speaks = {}
+    for _, name in ipairs(p.subprotocols) do route.speaks[name] = true end
+  end
+  self.routes[#self.routes + 1] = route
   return self:use(function(req, next)
-    if req.path == path then return handler end
-    return next()
+    if req.path ~= path then return next() end
+    if not req.upgrade then return handler end   -- the core answers 426
+    return admit(route, handler, req)
   end)
 end
 
@@ -72,10 +159,10 @@ end
 -- the server, or nil, message, "ELISTEN".
 function app_mt:listen(where)
   where = where or {}
-  local opts = { handler = self:handler() }
-  for k, v in pairs(self.options) do opts[k] = v end
-  for _, k in ipairs { "host", "port", "backlog" } do opts[k] = where[k] end
-  local server, err, code = core.listen(opts)
+  local server, err, code = core.listen {
+    host = where.host, port = where.port, backlog = where.backlog,
+    handler = self:handler(), options = self.core_options,
+  }
   if not server then return nil, err, code end
   local host, port = server:address()
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
@@ -87,6 +174,13 @@ end
 -- app:close(): stop accepting and close this app's connections (1001).
 function app_mt:close()
   for _, server in ipairs(self.servers) do server:close() end
+end
+
+-- app:shutdown(timeout): stop accepting, close every WebSocket with 1001,
+-- wait up to timeout seconds (5) for the closing handshakes; messages
+-- already queued go out before the close frames.
+function app_mt:shutdown(timeout)
+  for _, server in ipairs(self.servers) do server:shutdown(timeout) end
 end
 
 -- moonsocket.static(dir, opts): middleware serving the files of dir.

@@ -241,16 +241,13 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
   ms_conn_resume_reading(c);          /* to read the peer's close frame */
 }
 
-/* Shutting down: answer what is queued on an HTTP connection, then close
- * it; one with nothing queued closes now. */
+/* Shutting down: an HTTP connection answers what it was asked (perhaps
+ * by the very handler shutting down) and closes; an idle one closes. */
 void ms_conn_end_http(struct ms_conn *c) {
   if (c->state != CS_HTTP) return;
-  if (!c->out_head) {
-    ms_conn_abort(c, 0);
-    return;
-  }
   c->flags &= ~CF_KEEP_ALIVE;
-  start_draining(c);
+  if (c->out_head) start_draining(c);
+  else if (!(c->flags & CF_IN_REQUEST)) ms_conn_abort(c, 0);
 }
 
 /* Fail the WebSocket connection (section 7.1.7): say why, stop reading
@@ -587,8 +584,11 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
     respond_error(c, 400, "an HTTP/1.1 request needs one Host header", 0);
   else if (s->closing)
     respond_error(c, 503, "the server is shutting down", 0);
-  else
+  else {
+    c->flags |= CF_IN_REQUEST;
     ms_lua_request(c, &req);
+    c->flags &= ~CF_IN_REQUEST;
+  }
   if (c->state == CS_HTTP) {
     /* answered: the next request has its own deadline */
     c->deadline = now_of(c) + s->opts.handshake_timeout;

@@ -102,6 +102,7 @@ enum {
   CF_FIN = 1 << 10,         /* current frame is final */
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
+  CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */
 };
 
 struct ms_conn {

@@ -1,0 +1,270 @@
+-- spec/policy_spec.lua: route policies (origins, the upgrade hook,
+-- subprotocols), per-route options, idle and keep-alive timeouts, why a
+-- socket ended, max_connections, logging and graceful shutdown.
+local helper = require "helper"
+
+local TEXT = helper.TEXT
+
+local function events(port)
+  local status, _, body, sock = helper.http(port,
+    "GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+  if sock then sock:close() end
+  assert.are.equal(200, status)
+  return body
+end
+
+local function wait_event(port, text)
+  local seen
+  local ok = helper.wait_until(function()
+    seen = events(port)
+    return seen:find(text, 1, true) ~= nil
+  end, 5)
+  assert(ok, ("no event %q in:\n%s"):format(text, seen))
+end
+
+-- The status an upgrade to path with extra headers gets (101 or other),
+-- the response headers, and the socket.
+local function upgrade(port, path, headers)
+  local request = helper.upgrade_request{ path = path, headers = headers }
+  local status, h, _, sock = helper.http(port, request)
+  return status, h, sock
+end
+
+describe("policies", function()
+  local server
+
+  setup(function()
+    server = helper.start_server("spec/apps/policy.lua",
+                                 { MAX_CONNECTIONS = 100 })
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  describe("allowed_origins", function()
+    it("accepts a listed origin however it is cased or ported", function()
+      for _, origin in ipairs { "https://example.com",
+          "HTTPS://EXAMPLE.COM:443", "http://localhost:5000" } do
+        local status, _, sock = upgrade(server.port, "/origins",
+                                        { Origin = origin })
+        assert.are.equal(101, status, origin)
+        sock:close()
+      end
+    end)
+
+    it("answers 403 to another origin and closes", function()
+      for _, origin in ipairs { "https://evil.test", "http://example.com",
+          "https://example.com:8443", "null" } do
+        local status, _, sock = upgrade(server.port, "/origins",
+                                        { Origin = origin })
+        assert.are.equal(403, status, origin)
+        assert.is_true((helper.socket_closed(sock, 2)))
+        sock:close()
+      end
+    end)
+
+    it("lets a request without Origin through (it is no browser)", function()
+      local status, _, sock = upgrade(server.port, "/origins")
+      assert.are.equal(101, status)
+      sock:close()
+    end)
+
+    it("asks a policy function", function()
+      local ok, _, a = upgrade(server.port, "/originfn",
+                               { Origin = "https://ok.test" })
+      local no, _, b = upgrade(server.port, "/originfn",
+                               { Origin = "https://no.test" })
+      local none, _, c = upgrade(server.port, "/originfn")
+      assert.are.same({ 101, 403, 403 }, { ok, no, none })
+      a:close(); b:close(); c:close()
+    end)
+  end)
+
+  describe("the upgrade hook", function()
+    it("accepts and attaches data", function()
+      for _, try in ipairs { { "/auth?token=secret" },
+          { "/auth", { Cookie = "theme=dark; session=abc" } } } do
+        local ws = assert(helper.ws_connect(server.port, try[1], try[2]))
+        ws:send_text("who")
+        assert.are.same({ TEXT, "alice" }, { ws:recv_message() })
+        ws:abort()
+      end
+    end)
+
+    it("refuses with its own status and headers", function()
+      local status, headers, sock = upgrade(server.port, "/auth?token=bad")
+      assert.are.equal(401, status)
+      assert.are.equal("Bearer", headers["www-authenticate"])
+      sock:close()
+    end)
+
+    it("refuses with 403 when it says false", function()
+      local status, _, sock = upgrade(server.port, "/auth")
+      assert.are.equal(403, status)
+      sock:close()
+    end)
+  end)
+
+  describe("subprotocols (Python websockets)", function()
+    local function negotiate(path, ...)
+      local out, status = helper.run_peer("policy_client.py",
+        { server.port, "subprotocol", path, ... })
+      assert.are.equal(0, status, out)
+      return out
+    end
+
+    it("picks the first of the client's list that the route speaks",
+       function()
+      assert.are.equal("chat.v1 chat.v1\n",
+                       negotiate("/chat", "chat.v0", "chat.v1", "chat.v2"))
+      assert.are.equal("chat.v2 chat.v2\n", negotiate("/chat", "chat.v2"))
+    end)
+
+    it("refuses when nothing matches, unless told not to", function()
+      assert.are.equal("refused 400\n", negotiate("/chat", "other"))
+      assert.are.equal("refused 400\n", negotiate("/chat"))
+      assert.are.equal("None nil\n", negotiate("/chat-optional", "other"))
+    end)
+
+    it("lets a chooser pick from the offer", function()
+      assert.are.equal("b b\n", negotiate("/choose", "a", "b"))
+    end)
+  end)
+
+  it("applies per-route options over the app's", function()
+    local small = assert(helper.ws_connect(server.port, "/small"))
+    small:send_text(string.rep("x", 11))
+    assert.are.equal(1009, small:expect_close())
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text(string.rep("x", 11))
+    assert.are.same({ TEXT, string.rep("x", 11) }, { ws:recv_message() })
+    ws:abort()
+  end)
+
+  describe("timeouts", function()
+    it("closes a silent socket after idle_timeout (1001, timeout)",
+       function()
+      local ws = assert(helper.ws_connect(server.port, "/idle"))
+      local code, reason = ws:expect_close()
+      assert.are.same({ 1001, "idle timeout" }, { code, reason })
+      wait_event(server.port, "idle close 1001  timeout")  -- the reply's
+    end)
+
+    it("keeps a client that pings open past idle_timeout", function()
+      local out = helper.run_peer("policy_client.py",
+        { server.port, "pings", "/idle", 1.2 })
+      assert.are.equal("open\n", out)
+    end)
+
+    it("closes a socket that does not answer pings (keep_alive_timeout)",
+       function()
+      local ws = assert(helper.ws_connect(server.port, "/keepalive"))
+      local frame = assert(ws:read_frame())
+      assert.are.equal(helper.PING, frame.opcode)
+      local code, reason = ws:expect_close()     -- no pong from us
+      assert.are.same({ 1001, "keep-alive timeout" }, { code, reason })
+      wait_event(server.port, "keepalive close 1001  timeout")
+    end)
+
+    it("keeps a socket that answers its pings", function()
+      local out = helper.run_peer("policy_client.py",
+        { server.port, "pings", "/keepalive", 1.2 })
+      assert.are.equal("open\n", out)
+    end)
+  end)
+
+  it("tells the close handler why the socket ended", function()
+    local a = assert(helper.ws_connect(server.port, "/ws"))
+    a:close(1000, "done")
+    a:expect_close(1000)
+    wait_event(server.port, "ws close 1000 done peer")
+    local b = assert(helper.ws_connect(server.port, "/ws"))
+    b:send_text("bye")
+    b:expect_close(4001)
+    wait_event(server.port, "ws close 4001  local")
+    local c = assert(helper.ws_connect(server.port, "/ws"))
+    c:send_frame{ opcode = TEXT, payload = "x", mask = false }
+    c:expect_close(1002)
+    wait_event(server.port, "ws close 1002 client frame not masked error")
+    local d = assert(helper.ws_connect(server.port, "/ws"))
+    d:send_text("x")
+    d:recv_message()
+    d:abort()
+    wait_event(server.port, "ws close 1006  lost")
+  end)
+
+  it("logs a line per open and close", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws?x=1"))
+    ws:close(1000, "logged")
+    ws:expect_close(1000)
+    helper.wait_until(function()
+      return server:log():find('"logged"', 1, true) ~= nil
+    end, 3)
+    local log = server:log()
+    assert.matches("moonsocket: info open 127%.0%.0%.1 /ws%?x=1\n", log)
+    assert.matches('moonsocket: info close 127%.0%.0%.1 /ws%?x=1 '
+      .. '%d+%.%d%d%ds 1000 "logged" peer\n', log)
+  end)
+end)
+
+describe("server limits and shutdown", function()
+  it("answers 503 beyond max_connections", function()
+    local server = helper.start_server("spec/apps/policy.lua",
+      { MAX_CONNECTIONS = 3, LOG_LEVEL = "error" })
+    local open = {}
+    for i = 1, 3 do open[i] = assert(helper.ws_connect(server.port, "/ws")) end
+    local status, _, _, sock = helper.http(server.port,
+      "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(503, status)
+    assert.is_true((helper.socket_closed(sock, 2)))
+    sock:close()
+    open[1]:close(1000)
+    open[1]:expect_close(1000)
+    helper.wait_until(function()
+      local st, _, _, s = helper.http(server.port,
+        "GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      if s then s:close() end
+      return st == 200
+    end, 3)
+    for i = 2, 3 do open[i]:abort() end
+    helper.stop_and_check(server)
+    -- log_level = "error" left out the open and close lines
+    assert.does_not.match("info open", server:log())
+  end)
+
+  it("app:shutdown closes sockets with 1001 and the runner exits 0",
+     function()
+    local server = helper.start_server("spec/apps/policy.lua", {})
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    local status, _, _, sock = helper.http(server.port,
+      "GET /shutdown HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(200, status)
+    sock:close()
+    assert.are.equal(1001, ws:expect_close())
+    assert.is_true(helper.wait_until(function()
+      return server:exited() ~= nil
+    end, 5))
+    assert.are.equal(0, server:stop())
+    assert.matches('info close 127%.0%.0%.1 /ws %d+%.%d+s 1001 "" shutdown',
+                   server:log())
+  end)
+
+  it("delivers what was queued before the 1001 on SIGTERM", function()
+    local server = helper.start_server("spec/apps/probe.lua",
+      { MAX_BACKPRESSURE = 64 * 1048576 })
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("flood:24:1048576")       -- 24 MiB, not read yet
+    helper.wait_until(function() return false end, 0.3)
+    server:kill("TERM")
+    for i = 1, 24 do
+      local op, payload = ws:recv_message()
+      assert.are.equal(helper.BINARY, op, "message " .. i)
+      assert.are.equal(1048576, #payload)
+    end
+    assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
+    assert.are.equal(1001, ws:expect_close())
+    assert.are.equal(0, server:stop())
+    helper.assert_clean_log(server)
+  end)
+end)

@@ -6,12 +6,13 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
-LIBS     = -lev -lcrypto
+LIBS     = -lev -lssl -lcrypto
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
 CORE_SRC = csrc/utf8.c csrc/frame.c csrc/http.c csrc/handshake.c \
-           csrc/options.c csrc/listener.c csrc/conn.c csrc/lmoonsocket.c
+           csrc/options.c csrc/listener.c csrc/conn.c csrc/tls.c \
+           csrc/lmoonsocket.c
 HEADERS  = $(wildcard csrc/*.h)
 
 BUILD    = build
@@ -22,7 +23,8 @@ DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make
 TEST_PACKAGES = chromium
 
-.PHONY: all build asan deps test-deps apt-install run test install clean
+.PHONY: all build asan deps test-deps apt-install run test install clean \
+        bench bench-peers
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
 # core under LIBDIR and the runner under BINDIR.
@@ -93,6 +95,14 @@ install: build
 	install -m 755 $(BUILD)/lib/moonsocket/core.so \
 	  $(DESTDIR)$(LIBDIR)/moonsocket/core.so
 	install -m 755 $(BUILD)/moonsocket $(DESTDIR)$(BINDIR)/moonsocket
+
+# Benchmarks (bench/README.md): the load generator, and the matrix run
+# against moonsocket and its peers side by side.
+bench: build
+	@$(MAKE) --no-print-directory -C bench
+
+bench-peers: build
+	@$(MAKE) --no-print-directory -C bench peers
 
 clean:
 	rm -rf $(BUILD)

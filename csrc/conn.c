@@ -186,6 +186,10 @@ void ms_conn_abort(struct ms_conn *c, int code) {
   struct ms_server *s = c->server;
   c->state = CS_CLOSED;
   ev_io_stop(s->module->loop, &c->io);
+  if (c->ssl) {
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
   close(c->io.fd);
   c->io.fd = -1;
   ms_conn_free_buffers(c, s->module->L);
@@ -285,10 +289,42 @@ static void out_consume(struct ms_conn *c, size_t w, lua_State *L) {
 /* Write once: a file chunk by sendfile, else the memory chunks up to the
  * next file chunk by one sendmsg.  Returns the bytes written, 0 when the
  * kernel refuses more, -1 after aborting the connection. */
+/* write_some over TLS: one record write from the head chunk.  A retry
+ * after WANT_WRITE repeats the same length, as OpenSSL requires. */
+static ssize_t write_tls(struct ms_conn *c) {
+  struct ms_chunk *head = c->out_head;
+  size_t want = head->len - head->sent;
+  const void *data = head->data + head->sent;
+  uint8_t file[16384];
+  if (head->fd >= 0) {
+    if (want > sizeof file) want = sizeof file;
+    ssize_t r = pread(head->fd, file, want, (off_t)head->sent);
+    if (r <= 0) {                    /* unreadable, or shrank under us */
+      ms_conn_abort(c, 1006);
+      return -1;
+    }
+    data = file;
+    want = (size_t)r;
+  }
+  if (want == 0) return 0;
+  ssize_t w = ms_tls_write(c->ssl, data, want);
+  if (w == MS_TLS_WANT_READ) c->flags |= CF_TLS_WRITE_WANTS_READ;
+  if (w == MS_TLS_WANT_READ || w == MS_TLS_WANT_WRITE) return 0;
+  if (w <= 0) {
+    char why[160];
+    ms_log(c->server, LOG_DEBUG, "TLS write failed: %s",
+           ms_tls_error(why, sizeof why));
+    ms_conn_abort(c, 1006);
+    return -1;
+  }
+  return w;
+}
+
 static ssize_t write_some(struct ms_conn *c, size_t budget) {
   struct ms_chunk *head = c->out_head;
   ssize_t w;
   size_t want;
+  if (c->ssl) return write_tls(c);
   if (head->fd >= 0) {
     off_t off = (off_t)head->sent;
     want = head->len - head->sent;
@@ -354,6 +390,7 @@ static void flush_with(struct ms_conn *c) {
     /* all is out: half-close and read until the peer closes, so that a
      * reset does not destroy what we sent (RFC 7230 section 6.6) */
     c->flags |= CF_SHUT_WR;
+    if (c->ssl) ms_tls_shutdown(c->ssl);
     shutdown(c->io.fd, SHUT_WR);
     c->flags &= ~CF_PAUSED;
     set_events(c, EV_READ);
@@ -721,8 +758,8 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
   memcpy(c->mask, h->mask, 4);
   c->mask_off = 0;
   c->ctl_len = 0;
-  c->flags = (uint16_t)((c->flags & ~CF_FIN) | (h->fin ? CF_FIN : 0) |
-                        CF_IN_FRAME);
+  c->flags = (c->flags & ~(uint32_t)CF_FIN) | (h->fin ? CF_FIN : 0) |
+             CF_IN_FRAME;
   return 0;
 }
 
@@ -900,21 +937,93 @@ static void on_eof(struct ms_conn *c) {
   ms_conn_abort(c, 1006);
 }
 
+/* Answer plain HTTP sent to a TLS port in plain text, as nginx does,
+ * and close: the client learns to use https:// or wss://. */
+static void refuse_plain_http(struct ms_conn *c) {
+  static const char answer[] = "HTTP/1.1 400 Bad Request\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 52\r\n"
+    "Connection: close\r\n\r\n"
+    "400 Bad Request: this port speaks TLS (https, wss)\n";
+  ssize_t w = send(c->io.fd, answer, sizeof answer - 1, MSG_NOSIGNAL);
+  (void)w;
+  ms_log(c->server, LOG_INFO, "plain HTTP on a TLS port: answered 400");
+  ms_conn_abort(c, 0);
+}
+
+/* Read into the server's buffer: the socket, or TLS records.  Returns
+ * the bytes, 0 at the end, -1 when nothing is there yet, -2 when the
+ * connection was closed for an error. */
+static ssize_t conn_recv(struct ms_conn *c) {
+  struct ms_server *s = c->server;
+  size_t size = s->opts.receive_buffer_size;
+  if (!c->ssl || c->state == CS_DRAINING) {   /* lingering reads raw */
+    ssize_t n = read(c->io.fd, s->rbuf, size);
+    if (n >= 0) return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return -1;
+    ms_conn_abort(c, 1006);
+    return -2;
+  }
+  ssize_t n = ms_tls_read(c->ssl, s->rbuf, size);
+  if (n >= 0) return n;
+  if (n == MS_TLS_WANT_WRITE) {           /* a handshake to answer */
+    c->flags |= CF_TLS_READ_WANTS_WRITE;
+    set_events(c, c->io.events | EV_WRITE);
+  }
+  if (n == MS_TLS_WANT_READ || n == MS_TLS_WANT_WRITE) return -1;
+  if (n == MS_TLS_PLAIN_HTTP) {
+    refuse_plain_http(c);
+  } else {
+    char why[160];
+    ms_log(s, LOG_INFO, "TLS connection failed: %s",
+           ms_tls_error(why, sizeof why));
+    ms_conn_abort(c, 1006);
+  }
+  return -2;
+}
+
+static void conn_read(struct ms_conn *c);
+static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n);
+
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   struct ms_conn *c = (struct ms_conn *)w;
-  struct ms_server *s = c->server;
   (void)loop;
   if (revents & EV_WRITE) {
+    if (c->flags & CF_TLS_READ_WANTS_WRITE) {
+      c->flags &= ~(uint32_t)CF_TLS_READ_WANTS_WRITE;
+      if (!c->out_head && !(c->flags & CF_WRITE_WAIT))
+        set_events(c, read_events(c));
+      conn_read(c);
+      if (c->state == CS_CLOSED) return;
+    }
     ms_conn_flush(c);
     if (c->state == CS_CLOSED) return;
   }
-  if (!(revents & EV_READ) || (c->flags & CF_PAUSED)) return;
-  ssize_t n = read(c->io.fd, s->rbuf, s->opts.receive_buffer_size);
-  if (n < 0) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-      ms_conn_abort(c, 1006);
-    return;
+  if (!(revents & EV_READ)) return;
+  if (c->flags & CF_TLS_WRITE_WANTS_READ) {
+    c->flags &= ~(uint32_t)CF_TLS_WRITE_WANTS_READ;
+    ms_conn_flush(c);
+    if (c->state == CS_CLOSED) return;
   }
+  if (!(c->flags & CF_PAUSED)) conn_read(c);
+}
+
+static void conn_read(struct ms_conn *c) {
+  struct ms_server *s = c->server;
+  struct ev_loop *loop = s->module->loop;
+  /* TLS may hold decrypted bytes the socket no longer signals */
+  do {
+    ssize_t n = conn_recv(c);
+    if (n < 0) return;
+    if (!conn_got(c, loop, (size_t)n)) return;
+  } while (c->ssl && c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
+           SSL_pending(c->ssl) > 0);
+}
+
+/* Handle n bytes read into the server's buffer (0: the end of stream).
+ * Returns whether reading may go on. */
+static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n) {
+  struct ms_server *s = c->server;
   if (n == 0) {
     if (c->state == CS_DRAINING && (c->flags & CF_SHUT_WR))
       ms_conn_abort(c, 1006);    /* the peer closed too: done */
@@ -922,11 +1031,12 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
       set_events(c, c->io.events & EV_WRITE);  /* flush, then close */
     else
       on_eof(c);
-    return;
+    return 0;
   }
   c->last_read = ev_now(loop);
-  if (c->state == CS_DRAINING) return;       /* lingering: discard */
-  feed(c, s->rbuf, (size_t)n);
+  if (c->state == CS_DRAINING) return 1;     /* lingering: discard */
+  feed(c, s->rbuf, n);
+  return c->state != CS_CLOSED;
 }
 
 void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
@@ -947,6 +1057,10 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   s->nconns++;
   ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
   ev_io_start(s->module->loop, &c->io);
+  if (s->tls && !(c->ssl = ms_tls_accept(s->tls, fd))) {
+    ms_log(s, LOG_ERROR, "cannot start TLS on a connection");
+    ms_conn_abort(c, 0);
+  }
 }
 
 void ms_conn_resume_reading(struct ms_conn *c) {
@@ -977,6 +1091,9 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     }
     if (c->in && !(c->flags & CF_PAUSED) && c->state != CS_DRAINING)
       feed(c, NULL, 0);
+    if (c->ssl && c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
+        SSL_pending(c->ssl) > 0)
+      conn_read(c);               /* records decrypted before a pause */
     ms_conn_flush(c);
   }
   while ((c = s->released)) {

@@ -31,6 +31,7 @@
 #define WS_MT      "moonsocket.ws"
 #define FILE_MT    "moonsocket.file"
 #define ROUTE_MT   "moonsocket.route"
+#define TLS_MT     "moonsocket.tls"
 
 /* An open file to answer a request with: the connection takes fd. */
 struct ms_file {
@@ -692,20 +693,23 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
   module_shutdown(m, 5.0);
 }
 
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents);
+
 int moonsocket_run(lua_State *L) {
   struct ms_module *m = get_module(L);
   ev_signal_init(&m->sigint, signal_cb, SIGINT);
   ev_signal_init(&m->sigterm, signal_cb, SIGTERM);
-  m->sigint.data = m->sigterm.data = m;
+  ev_signal_init(&m->sighup, sighup_cb, SIGHUP);
+  m->sigint.data = m->sigterm.data = m->sighup.data = m;
   ev_signal_start(m->loop, &m->sigint);
   ev_signal_start(m->loop, &m->sigterm);
-  ev_unref(m->loop);                   /* signals alone keep nothing */
-  ev_unref(m->loop);
+  ev_signal_start(m->loop, &m->sighup);
+  for (int i = 0; i < 3; i++) ev_unref(m->loop);  /* signals keep nothing */
   ev_run(m->loop, 0);
-  ev_ref(m->loop);
-  ev_ref(m->loop);
+  for (int i = 0; i < 3; i++) ev_ref(m->loop);
   ev_signal_stop(m->loop, &m->sigint);
   ev_signal_stop(m->loop, &m->sigterm);
+  ev_signal_stop(m->loop, &m->sighup);
   return 0;
 }
 
@@ -738,6 +742,102 @@ static double sweep_interval(const struct ms_options *o) {
   return t < 0.005 ? 0.005 : t;
 }
 
+/* A string field of the table at idx, or NULL; strdup'ed. */
+static char *dup_field(lua_State *L, int idx, const char *key,
+                       const char *option, int required) {
+  int t = lua_getfield(L, idx, key);
+  if (t == LUA_TNIL && !required) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (t != LUA_TSTRING)
+    luaL_error(L, "option '%s' must be a string", option);
+  char *copy = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (!copy) luaL_error(L, "out of memory");
+  return copy;
+}
+
+static int tls_gc(lua_State *L) {
+  ms_tls_free(luaL_checkudata(L, 1, TLS_MT));
+  return 0;
+}
+
+/* The tls table of listen: cert, key, password, min_version ("1.2",
+ * "1.3"), ciphers, ciphersuites, sni = { [name] = { cert, key,
+ * password } }.  Returns a moonsocket.tls userdata, left on the stack. */
+static struct ms_tls *read_tls(lua_State *L, int idx) {
+  static const char *const keys[] = { "cert", "key", "password",
+    "min_version", "ciphers", "ciphersuites", "sni", NULL };
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int known = 0;
+    for (const char *const *k = keys; *k; k++)
+      known |= lua_type(L, -2) == LUA_TSTRING &&
+               strcmp(lua_tostring(L, -2), *k) == 0;
+    if (!known)
+      luaL_error(L, "unknown option 'tls.%s'", lua_tostring(L, -2));
+    lua_pop(L, 1);
+  }
+  struct ms_tls *t = lua_newuserdatauv(L, sizeof *t, 0);
+  memset(t, 0, sizeof *t);
+  luaL_setmetatable(L, TLS_MT);
+  t->min_version = TLS1_2_VERSION;
+  t->ncerts = 1;
+  t->certs[0].cert = dup_field(L, idx, "cert", "tls.cert", 1);
+  t->certs[0].key = dup_field(L, idx, "key", "tls.key", 1);
+  t->certs[0].password = dup_field(L, idx, "password", "tls.password", 0);
+  t->ciphers = dup_field(L, idx, "ciphers", "tls.ciphers", 0);
+  t->ciphersuites = dup_field(L, idx, "ciphersuites", "tls.ciphersuites",
+                              0);
+  if (lua_getfield(L, idx, "min_version") != LUA_TNIL) {
+    const char *v = lua_tostring(L, -1);
+    if (v && strcmp(v, "1.2") == 0) t->min_version = TLS1_2_VERSION;
+    else if (v && strcmp(v, "1.3") == 0) t->min_version = TLS1_3_VERSION;
+    else luaL_error(L, "option 'tls.min_version' must be \"1.2\" or "
+                    "\"1.3\"");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, idx, "sni") != LUA_TNIL) {
+    int sni = lua_gettop(L);
+    if (!lua_istable(L, sni))
+      luaL_error(L, "option 'tls.sni' must be a table of names");
+    lua_pushnil(L);
+    while (lua_next(L, sni)) {
+      if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
+        luaL_error(L, "option 'tls.sni' maps server names to tables");
+      if (t->ncerts > MS_TLS_MAX_SNI)
+        luaL_error(L, "option 'tls.sni' holds more than %d names",
+                   MS_TLS_MAX_SNI);
+      struct ms_tls_cert *c = &t->certs[t->ncerts++];
+      int entry = lua_gettop(L);
+      c->name = strdup(lua_tostring(L, -2));
+      c->cert = dup_field(L, entry, "cert", "tls.sni.cert", 1);
+      c->key = dup_field(L, entry, "key", "tls.sni.key", 1);
+      c->password = dup_field(L, entry, "password", "tls.sni.password", 0);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return t;
+}
+
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+  struct ms_module *m = w->data;
+  (void)loop;
+  (void)revents;
+  for (struct ms_server *s = m->servers; s; s = s->next) {
+    if (!s->tls) continue;
+    char why[512];
+    if (ms_tls_load(s->tls, why, sizeof why) == 0)
+      ms_log(s, LOG_INFO, "SIGHUP: certificates of %s:%d reloaded",
+             s->host, s->port);
+    else
+      ms_log(s, LOG_ERROR, "SIGHUP: certificates of %s:%d kept: %s",
+             s->host, s->port, why);
+  }
+}
+
 static int l_listen(lua_State *L) {
   struct ms_module *m = get_module(L);
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -761,9 +861,26 @@ static int l_listen(lua_State *L) {
     ms_options_read(L, -1, &opts, 0);
   }
   lua_pop(L, 1);
+  struct ms_tls *tls = NULL;
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {       /* at index 6 */
+    luaL_argcheck(L, lua_istable(L, -1), 1, "'tls' must be a table");
+    tls = read_tls(L, 6);                           /* at index 7 */
+    char why[512];
+    if (ms_tls_load(tls, why, sizeof why) != 0) {
+      luaL_pushfail(L);
+      lua_pushstring(L, why);
+      lua_pushliteral(L, "ETLS");
+      return 3;
+    }
+  }
 
-  struct ms_server *s = lua_newuserdatauv(L, sizeof *s, 0);
+  struct ms_server *s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
+  if (tls) {
+    lua_pushvalue(L, 7);
+    lua_setiuservalue(L, -2, 1);      /* the server keeps its contexts */
+    s->tls = tls;
+  }
   s->listener.fd = -1;
   s->on_request = s->ref = LUA_NOREF;
   s->closing = 1;                      /* closed until it listens */
@@ -785,7 +902,7 @@ static int l_listen(lua_State *L) {
     return 3;
   }
   s->closing = 0;
-  lua_pushvalue(L, -2);
+  lua_pushvalue(L, 5);                 /* the handler */
   s->on_request = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -1011,6 +1128,8 @@ static int ws_gc(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   if (c->state != CS_CLOSED && c->server) {   /* only at lua_close */
     ev_io_stop(c->server->module->loop, &c->io);
+    if (c->ssl) SSL_free(c->ssl);
+    c->ssl = NULL;
     close(c->io.fd);
     c->state = CS_CLOSED;
     ms_conn_free_buffers(c, NULL);
@@ -1263,6 +1382,11 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_pop(L, 1);
 
     luaL_newmetatable(L, ROUTE_MT);
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, TLS_MT);
+    lua_pushcfunction(L, tls_gc);
+    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, FILE_MT);

@@ -10,6 +10,7 @@
 #include <lua.h>
 
 #include "http.h"
+#include "tls.h"
 
 enum ms_log_level { LOG_OFF, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
@@ -46,7 +47,7 @@ struct ms_module {
   struct ev_loop *loop;
   lua_State *L;                 /* the main thread: callbacks run here */
   struct ms_server *servers;
-  ev_signal sigint, sigterm;
+  ev_signal sigint, sigterm, sighup;
   ev_timer shutdown_timer;
   int shutting_down;
 };
@@ -76,6 +77,7 @@ struct ms_server {
   int ref;                      /* anchors the server while it serves */
   int on_request;               /* registry ref of the Lua pipeline */
   int closing;
+  struct ms_tls *tls;           /* certificates, or NULL: plain TCP */
   char host[64];
   int port;
 };
@@ -103,6 +105,8 @@ enum {
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
   CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */
+  CF_TLS_READ_WANTS_WRITE = 1 << 15,  /* TLS: a read waits for EV_WRITE */
+  CF_TLS_WRITE_WANTS_READ = 1 << 16,  /* TLS: a write waits for EV_READ */
 };
 
 struct ms_conn {
@@ -125,7 +129,7 @@ struct ms_conn {
   double ping_sent;                 /* keep-alive ping awaiting an answer */
   int ref;                          /* anchors the userdata while open */
   uint32_t utf8;                    /* validator state, text messages */
-  uint16_t flags;
+  uint32_t flags;
   uint16_t close_code;              /* sent, or to report */
   uint8_t state;
   uint8_t why;                      /* enum ms_why */
@@ -135,6 +139,7 @@ struct ms_conn {
   uint8_t hdr[14];                  /* or of a split control payload */
   uint8_t ctl_len;
   uint8_t *ctl;                     /* control payload split over reads */
+  SSL *ssl;                         /* TLS state, or NULL */
 };
 
 /* listener.c */

@@ -155,13 +155,15 @@ function app_mt:handler()
   return function(req) return step(req, 1) end
 end
 
--- app:listen{host = "127.0.0.1", port = 5000, backlog = 511}: returns
--- the server, or nil, message, "ELISTEN".
+-- app:listen{host = "127.0.0.1", port = 5000, backlog = 511, tls = nil}:
+-- returns the server, or nil, message, "ELISTEN" (or "ETLS" when the
+-- certificates cannot be loaded).  tls = { cert, key, password,
+-- min_version, ciphers, ciphersuites, sni } serves https and wss.
 function app_mt:listen(where)
   where = where or {}
   local server, err, code = core.listen {
     host = where.host, port = where.port, backlog = where.backlog,
-    handler = self:handler(), options = self.core_options,
+    tls = where.tls, handler = self:handler(), options = self.core_options,
   }
   if not server then return nil, err, code end
   local host, port = server:address()

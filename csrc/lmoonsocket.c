@@ -697,6 +697,11 @@ static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents);
 
 int moonsocket_run(lua_State *L) {
   struct ms_module *m = get_module(L);
+  /* OpenSSL writes to sockets without MSG_NOSIGNAL: a peer that left
+   * must not kill the process (plain sockets never raise it) */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
   ev_signal_init(&m->sigint, signal_cb, SIGINT);
   ev_signal_init(&m->sigterm, signal_cb, SIGTERM);
   ev_signal_init(&m->sighup, sighup_cb, SIGHUP);

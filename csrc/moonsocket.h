@@ -24,7 +24,10 @@ int luaopen_moonsocket_core(lua_State *L);
 void moonsocket_preload(lua_State *L);
 
 /* Run the loop until every server has closed, with SIGINT and SIGTERM
- * starting a graceful shutdown.  Returns 0. */
+ * starting a graceful shutdown and SIGHUP reloading TLS certificates.
+ * SIGPIPE is ignored unless the host set a handler: OpenSSL writes to
+ * sockets without MSG_NOSIGNAL.  A host that runs the loop itself and
+ * serves TLS must ignore SIGPIPE too.  Returns 0. */
 int moonsocket_run(lua_State *L);
 
 /* Stop accepting, close every WebSocket with 1001, wait up to timeout

@@ -47,6 +47,8 @@ run_suite browser env MOONSOCKET_BIN=build/moonsocket \
   node --test --test-reporter=tap spec/browser/
 run_suite browser-asan env MOONSOCKET_BIN=build/asan/moonsocket \
   node --test --test-reporter=tap spec/browser/
+run_suite browser-tls-asan env MOONSOCKET_BIN=build/asan/moonsocket \
+  BROWSER_TLS=1 node --test --test-reporter=tap spec/browser/
 
 line="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && line="$line, $skipped skipped"

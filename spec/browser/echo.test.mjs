@@ -14,6 +14,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import os from "node:os";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -27,10 +28,17 @@ const SHOTS = path.join(ROOT, "test-output", "browser");
 const TEST_TIMEOUT = 30_000;   // ms, for each test and hook
 const STEP_TIMEOUT = 10_000;   // ms, for one wait inside a test
 const ONE_MIB = 1024 * 1024;
+// BROWSER_TLS=1: the same test over https and wss (examples/tls, with
+// the self-signed certificate it makes in a temporary folder).
+const TLS = process.env.BROWSER_TLS === "1";
+const APP = TLS ? "examples/tls/app.lua" : "examples/echo/app.lua";
+const HTTP = TLS ? "https" : "http";
+const WS = TLS ? "wss" : "ws";
+const SUFFIX = TLS ? "-tls" : "";
 const CHROMIUM_ARGS = [
   "--no-sandbox", "--disable-gpu", "--disable-background-networking",
   "--disable-component-update", "--no-first-run", "--disable-quic",
-  "--disable-sync",
+  "--disable-sync", ...(TLS ? ["--ignore-certificate-errors"] : []),
 ];
 
 // ------------------------------------------------------------ the server
@@ -39,9 +47,10 @@ const CHROMIUM_ARGS = [
 // ("moonsocket: listening on 127.0.0.1:<port>") or rejects, with what it
 // wrote to stderr, when it exits or stays silent too long.
 function startServer() {
-  const child = spawn(SERVER_BIN, ["examples/echo/app.lua"], {
+  const child = spawn(SERVER_BIN, [APP], {
     cwd: ROOT,
-    env: { ...process.env, PORT: "0", HOST: "127.0.0.1",
+    env: { ...process.env, PORT: "0", TLS_PORT: "0", HOST: "127.0.0.1",
+      CERT_DIR: path.join(os.tmpdir(), `moonsocket-browser-${process.pid}`),
       PUBLIC_DIR: "public", LUA_PATH: "lua/?.lua;lua/?/init.lua;;" },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -98,7 +107,7 @@ const foreignRequests = []; // any request that left the server's origin
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
   server = await startServer();
-  origin = `http://127.0.0.1:${server.port}`;
+  origin = `${HTTP}://127.0.0.1:${server.port}`;
   browser = await chromium.launch({
     executablePath: CHROMIUM_BIN,
     headless: true,
@@ -190,7 +199,7 @@ test("the page loads from moonsocket, ready to connect",
     assert.match(response.headers()["content-type"] ?? "", /^text\/html/);
     await expectState(page, "ready", "Ready to connect…");
     assert.equal(await page.inputValue("#url"),
-      `ws://127.0.0.1:${server.port}/ws`);
+      `${WS}://127.0.0.1:${server.port}/ws`);
     assert.deepEqual(await buttons(page),
       { connect: true, send: false, close: false, urlReadOnly: false });
     assert.equal(await page.locator("#log .entry").count(), 0);
@@ -206,7 +215,7 @@ test("Connect opens the socket and logs the URL",
     const open = entries(page, "open");
     assert.equal(await open.count(), 1);
     assert.match(await open.textContent(),
-      new RegExp(`Connected to ws://127\\.0\\.0\\.1:${server.port}/ws`));
+      new RegExp(`Connected to ${WS}://127\\.0\\.0\\.1:${server.port}/ws`));
   });
 
 test("a message is echoed, with its size and round trip",
@@ -293,7 +302,7 @@ test("Close Socket closes with 1000 and the reason",
       list.map((entry) => entry.dataset.kind));
     assert.deepEqual(kinds, ["open",
       ...Array(4).fill(["send", "receive"]).flat(), "close"]);
-    await page.screenshot({ path: path.join(SHOTS, "echo.png"),
+    await page.screenshot({ path: path.join(SHOTS, `echo${SUFFIX}.png`),
       fullPage: true });
   });
 
@@ -301,7 +310,7 @@ test("a path with no route logs an error and an abnormal close",
   { timeout: TEST_TIMEOUT }, async () => {
     await page.click("#clear-log");
     assert.equal(await page.locator("#log .entry").count(), 0);
-    const url = `ws://127.0.0.1:${server.port}/nope`;
+    const url = `${WS}://127.0.0.1:${server.port}/nope`;
     await page.fill("#url", url);
     await page.click("#connect");
     await expectState(page, "error", "Error (code 1006)");
@@ -321,7 +330,7 @@ test("a path with no route logs an error and an abnormal close",
 
 test("the page recovers: a new socket to /ws works after the failure",
   { timeout: TEST_TIMEOUT }, async () => {
-    await page.fill("#url", `ws://127.0.0.1:${server.port}/ws`);
+    await page.fill("#url", `${WS}://127.0.0.1:${server.port}/ws`);
     await page.click("#connect");
     await expectState(page, "open", "Open");
     await page.fill("#message", "again");
@@ -344,8 +353,8 @@ test("a malformed URL is reported, not thrown",
 
 test("on a phone-sized screen, in the dark scheme",
   { timeout: TEST_TIMEOUT }, async () => {
-    for (const [scheme, file] of [["light", "echo-phone.png"],
-      ["dark", "echo-dark.png"]]) {
+    for (const [scheme, file] of [["light", `echo-phone${SUFFIX}.png`],
+      ["dark", `echo-dark${SUFFIX}.png`]]) {
       const phone = await newPage({ viewport: { width: 390, height: 844 },
         isMobile: true, hasTouch: true, deviceScaleFactor: 2,
         colorScheme: scheme });

@@ -6,20 +6,20 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
-LIBS     = -lev -lssl -lcrypto
+LIBS     = -lev -lssl -lcrypto -lz
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
 CORE_SRC = csrc/utf8.c csrc/frame.c csrc/http.c csrc/handshake.c \
            csrc/options.c csrc/listener.c csrc/conn.c csrc/tls.c \
-           csrc/lmoonsocket.c
+           csrc/deflate.c csrc/lmoonsocket.c
 HEADERS  = $(wildcard csrc/*.h)
 
 BUILD    = build
 PORT    ?= 5000
 LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
-DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev lua-busted \
+DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make
 TEST_PACKAGES = chromium
 

@@ -171,6 +171,12 @@ static void notify_close(struct ms_conn *c, int code, const char *reason,
 
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   out_clear(c, L);
+  if (c->deflate) {
+    deflate_state_free(&c->deflate->state);
+    deflate_buf_free(&c->deflate->message);
+    free(c->deflate);
+    c->deflate = NULL;
+  }
   free(c->in);
   free(c->msg);
   free(c->ctl);
@@ -405,9 +411,26 @@ void ms_conn_flush(struct ms_conn *c) {
   flush_with(c);
 }
 
+/* Compress a message into the server's scratch buffer and queue it
+ * with RSV1 set.  Returns 1 when queued, 0 to send it plain instead
+ * (zlib failed: the compressor was dropped), -1 out of memory. */
+static int send_compressed(struct ms_conn *c, unsigned opcode,
+                           const char *data, size_t len) {
+  struct deflate_buf *z = &c->server->zbuf;
+  z->len = 0;
+  if (deflate_compress(&c->deflate->state, &c->deflate->params,
+                       (const uint8_t *)data, len, z) != DEFLATE_OK)
+    return 0;
+  uint8_t hdr[10];
+  size_t hl = frame_write_header(hdr, opcode, 1, DEFLATE_RSV, z->len);
+  int rc = out_copy(c, hdr, hl) < 0 || out_copy(c, z->data, z->len) < 0;
+  if (z->cap > (1u << 20)) deflate_buf_free(z);   /* keep no huge buffer */
+  return rc ? -1 : 1;
+}
+
 enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                  const char *data, size_t len,
-                                 lua_State *L, int idx) {
+                                 lua_State *L, int idx, int compress) {
   if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
   if (c->out_bytes > c->opts->max_backpressure) {
     /* a consumer this slow is closed (policy 1008); the message is
@@ -418,7 +441,12 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
   uint8_t hdr[10];
   size_t hl = frame_write_header(hdr, opcode, 1, 0, len);
   int rc;
-  if (len >= ANCHOR_MIN && L) {
+  int packed = compress && c->deflate && opcode < 8 &&
+               deflate_should_compress(&c->deflate->params, len)
+               ? send_compressed(c, opcode, data, len) : 0;
+  if (packed) {
+    rc = packed < 0 ? -1 : 0;
+  } else if (len >= ANCHOR_MIN && L) {
     rc = out_copy(c, hdr, hl);
     if (rc == 0) rc = out_anchor(c, L, idx, data, len);
   } else if (chunk_room(c->out_tail) >= hl + len) {
@@ -521,18 +549,54 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
   if (!keep) start_draining(c);
 }
 
+/* The client's extension offers, every Sec-WebSocket-Extensions field
+ * joined (RFC 7230 section 3.2.2), against the route's configuration. */
+static int negotiate_deflate(const struct http_request *req,
+                             const struct deflate_config *cfg,
+                             struct deflate_params *params, char *ext) {
+  char offers[8192];
+  size_t len = 0;
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (!http_ieq(h->name, h->name_len, "sec-websocket-extensions"))
+      continue;
+    if (len + h->value_len + 2 > sizeof offers) return 0;
+    if (len) {
+      memcpy(offers + len, ", ", 2);
+      len += 2;
+    }
+    memcpy(offers + len, h->value, h->value_len);
+    len += h->value_len;
+  }
+  return len && deflate_negotiate(offers, len, cfg, params, ext,
+                                  DEFLATE_RESPONSE_MAX) == 1;
+}
+
 int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
                     const char *protocol, const char **why) {
   char accept[WS_ACCEPT_LEN + 1];
   int status = handshake_check(req, accept, why);
   if (status) return status;
-  char resp[384];
+  char ext[DEFLATE_RESPONSE_MAX] = "";
+  struct deflate_params params;
+  if (c->opts->deflate.enabled && negotiate_deflate(req, &c->opts->deflate,
+                                                    &params, ext)) {
+    if (!(c->deflate = calloc(1, sizeof *c->deflate))) {
+      ms_conn_abort(c, 0);
+      *why = "out of memory";
+      return 500;
+    }
+    c->deflate->params = params;
+  }
+  char resp[640];
   int n = snprintf(resp, sizeof resp,
                    "HTTP/1.1 101 Switching Protocols\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n", accept,
+                   "Sec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n", accept,
                    protocol ? "Sec-WebSocket-Protocol: " : "",
-                   protocol ? protocol : "", protocol ? "\r\n" : "");
+                   protocol ? protocol : "", protocol ? "\r\n" : "",
+                   *ext ? "Sec-WebSocket-Extensions: " : "", ext,
+                   *ext ? "\r\n" : "");
   if (n >= (int)sizeof resp || out_copy(c, resp, (size_t)n) < 0) {
     ms_conn_abort(c, 0);
     *why = "out of memory";
@@ -738,19 +802,25 @@ static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
 
 /* Start a frame whose header is h. Returns 0, or -1 after failing. */
 static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
-  int code = frame_check(h, 0, c->msg_op != 0);
+  int code = frame_check(h, c->deflate ? DEFLATE_RSV : 0, c->msg_op != 0);
   if (code) {
     fail(c, code, h->masked ? "protocol error" : "client frame not masked");
     return -1;
   }
   if (h->opcode < 8) {
-    if (c->msg_len + h->length > c->opts->max_message_size) {
-      fail(c, 1009, "message too big");
-      return -1;
-    }
     if (h->opcode != WS_OP_CONT) {
       c->msg_op = h->opcode;
       c->utf8 = UTF8_ACCEPT;
+      /* RSV1 on a message's first frame: compressed (RFC 7692 6.1) */
+      if (h->rsv & DEFLATE_RSV) c->flags |= CF_COMPRESSED;
+      else c->flags &= ~(uint32_t)CF_COMPRESSED;
+    }
+    /* a compressed message is limited by its inflated size instead, as
+     * it streams through zlib without being kept */
+    if (!(c->flags & CF_COMPRESSED) &&
+        c->msg_len + h->length > c->opts->max_message_size) {
+      fail(c, 1009, "message too big");
+      return -1;
     }
   }
   c->frame_op = h->opcode;
@@ -761,6 +831,41 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
   c->flags = (c->flags & ~(uint32_t)CF_FIN) | (h->fin ? CF_FIN : 0) |
              CF_IN_FRAME;
   return 0;
+}
+
+/* Payload of a compressed message: inflate as it comes, check the
+ * inflated text as it comes, deliver it at the end. */
+static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
+                           int fin) {
+  struct ms_deflate *d = c->deflate;
+  if (c->state != CS_OPEN) {           /* closing: data is dropped */
+    if (fin) c->msg_op = 0;
+    return 0;
+  }
+  size_t before = d->message.len;
+  int rc = deflate_inflate_chunk(&d->state, &d->params, p, avail, fin,
+                                 c->opts->max_message_size, &d->message);
+  if (rc != DEFLATE_OK) {
+    fail(c, deflate_close_code(rc), rc == DEFLATE_TOO_BIG
+         ? "message too big" : rc == DEFLATE_BAD_DATA
+         ? "invalid compressed data" : "cannot inflate");
+    return -1;
+  }
+  if (c->msg_op == WS_OP_TEXT) {
+    c->utf8 = utf8_validate(c->utf8, d->message.data + before,
+                            d->message.len - before);
+    if (c->utf8 == UTF8_REJECT || (fin && c->utf8 != UTF8_ACCEPT)) {
+      fail(c, 1007, "invalid UTF-8 in a text message");
+      return -1;
+    }
+  }
+  if (!fin) return 0;
+  int more = deliver(c, d->message.data, d->message.len);
+  if (c->deflate) {
+    d->message.len = 0;
+    if (d->message.cap > 65536) deflate_buf_free(&d->message);
+  }
+  return more ? 0 : -1;
 }
 
 /* Consume payload bytes of the current frame. Returns -1 to stop. */
@@ -792,6 +897,7 @@ static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
   }
 
   int fin = done && (c->flags & CF_FIN);
+  if (c->flags & CF_COMPRESSED) return inflate_payload(c, p, avail, fin);
   if (c->msg_op == WS_OP_TEXT && c->state == CS_OPEN) {
     c->utf8 = utf8_validate(c->utf8, p, avail);     /* fail fast */
     if (c->utf8 == UTF8_REJECT || (fin && c->utf8 != UTF8_ACCEPT)) {

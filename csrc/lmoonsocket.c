@@ -597,6 +597,7 @@ static void server_finish(struct ms_server *s) {
   free(s->rbuf);
   s->rbuf = NULL;
   ms_server_free_chunks(s);
+  deflate_buf_free(&s->zbuf);
   for (struct ms_server **p = &m->servers; *p; p = &(*p)->next)
     if (*p == s) {
       *p = s->next;
@@ -940,6 +941,7 @@ static int l_route_options(lua_State *L) {
     r->opts.keep_alive_interval = server.keep_alive_interval;
     r->opts.keep_alive_timeout = server.keep_alive_timeout;
     r->opts.idle_timeout = server.idle_timeout;
+    r->opts.deflate = server.deflate;
   }
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -1040,11 +1042,18 @@ static int ws_send(lua_State *L) {
   const char *data = luaL_checklstring(L, 2, &len);
   static const char *const kinds[] = { "text", "binary", NULL };
   int kind = luaL_checkoption(L, 3, "text", kinds);
+  int compress = 1;                /* { compress = false } sends plain */
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    if (lua_getfield(L, 4, "compress") != LUA_TNIL)
+      compress = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
   luaL_argcheck(L, kind || utf8_validate(UTF8_ACCEPT, (const uint8_t *)data,
                                          len) == UTF8_ACCEPT, 2,
                 "text is not UTF-8 (send it as \"binary\")");
   enum ms_send_status st = ms_conn_send(c, kind ? WS_OP_BINARY : WS_OP_TEXT,
-                                        data, len, L, 2);
+                                        data, len, L, 2, compress);
   if (st == MS_QUEUED && c->co == L) {
     c->flags |= CF_CO_SEND;            /* back-pressure: wait for drain */
     return lua_yield(L, 0);
@@ -1058,7 +1067,7 @@ static int ws_ping(lua_State *L) {
   const char *data = luaL_optlstring(L, 2, "", &len);
   luaL_argcheck(L, len <= WS_CONTROL_MAX, 2, "ping payload over 125 bytes");
   return push_send_status(L, ms_conn_send(c, WS_OP_PING, data, len, NULL,
-                                          0));
+                                          0, 0));
 }
 
 static int ws_close(lua_State *L) {
@@ -1119,6 +1128,8 @@ static int ws_index(lua_State *L) {
   } else if (strcmp(key, "protocol") == 0) {
     if (lua_getiuservalue(L, 1, UV_REQUEST) == LUA_TTABLE)
       lua_getfield(L, -1, "protocol");
+  } else if (strcmp(key, "compressed") == 0) {
+    lua_pushboolean(L, c->deflate != NULL);
   } else if (strcmp(key, "state") == 0) {
     lua_pushstring(L, state_name(c));
   } else if (strcmp(key, "buffered_amount") == 0) {

@@ -6,7 +6,7 @@
 
 #include "server.h"
 
-enum { OPT_SIZE, OPT_SECONDS, OPT_LEVEL };
+enum { OPT_SIZE, OPT_SECONDS, OPT_LEVEL, OPT_DEFLATE };
 
 static const char *const level_names[] = {
   "off", "error", "warn", "info", "debug", NULL
@@ -29,6 +29,8 @@ static const struct option_spec {
   SECS(keep_alive_interval, 1, 120, 0, 86400),   /* 0: off */
   SECS(keep_alive_timeout, 1, 0, 0, 86400),      /* 0: off */
   SECS(idle_timeout, 1, 0, 0, 86400),            /* 0: off */
+  { "compression", OPT_DEFLATE, 1, offsetof(struct ms_options, deflate),
+    0, 0, 0 },
   SIZE(receive_buffer_size, 0, 64 << 10, 1024, 64 << 20),
   SIZE(max_header_size, 0, 8 << 10, 256, 1 << 20),
   SIZE(max_headers, 0, 64, 1, 1024),
@@ -49,6 +51,10 @@ void ms_options_defaults(struct ms_options *o) {
     char *field = (char *)o + sp->offset;
     if (sp->type == OPT_SIZE) *(size_t *)field = (size_t)sp->def;
     else if (sp->type == OPT_LEVEL) *(int *)field = (int)sp->def;
+    else if (sp->type == OPT_DEFLATE) {
+      static const struct deflate_config off = DEFLATE_CONFIG_DEFAULT;
+      *(struct deflate_config *)field = off;
+    }
     else *(double *)field = sp->def;
   }
 }
@@ -57,6 +63,58 @@ static const struct option_spec *find_option(const char *name) {
   for (size_t i = 0; i < NOPTIONS; i++)
     if (strcmp(option_specs[i].name, name) == 0) return &option_specs[i];
   return NULL;
+}
+
+/* compression = false | true | { server_max_window_bits = 15, ... } */
+static void read_compression(lua_State *L, struct deflate_config *cfg) {
+  static const struct deflate_config defaults = DEFLATE_CONFIG_DEFAULT;
+  static const struct { const char *name; size_t offset; int flag; } keys[] = {
+#define KEY(f, flag) { #f, offsetof(struct deflate_config, f), flag }
+    KEY(server_max_window_bits, 0), KEY(client_max_window_bits, 0),
+    KEY(server_no_context_takeover, 1), KEY(client_no_context_takeover, 1),
+    KEY(mem_level, 0), KEY(level, 0),
+#undef KEY
+  };
+  *cfg = defaults;
+  if (lua_isboolean(L, -1)) {
+    cfg->enabled = lua_toboolean(L, -1);
+    return;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "option 'compression' must be a boolean or a table");
+  cfg->enabled = 1;
+  int t = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+                                                     : "?";
+    int known = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+      if (strcmp(keys[i].name, key) != 0) continue;
+      int *field = (int *)((char *)cfg + keys[i].offset);
+      if (keys[i].flag) {
+        if (!lua_isboolean(L, -1))
+          luaL_error(L, "option 'compression.%s' must be a boolean", key);
+        *field = lua_toboolean(L, -1);
+      } else {
+        if (!lua_isinteger(L, -1))
+          luaL_error(L, "option 'compression.%s' must be an integer", key);
+        *field = (int)lua_tointeger(L, -1);
+      }
+      known = 1;
+    }
+    if (strcmp(key, "threshold") == 0) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+        luaL_error(L, "option 'compression.threshold' must be a size");
+      cfg->threshold = (size_t)lua_tointeger(L, -1);
+      known = 1;
+    }
+    if (!known) luaL_error(L, "unknown option 'compression.%s'", key);
+    lua_pop(L, 1);
+  }
+  const char *why;
+  if (deflate_config_check(cfg, &why) != 0)
+    luaL_error(L, "option 'compression': %s", why);
 }
 
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
@@ -75,7 +133,9 @@ void ms_options_read(lua_State *L, int idx, struct ms_options *o,
     int isnum;
     lua_Number v = lua_tonumberx(L, -1, &isnum);
     char *field = (char *)o + sp->offset;
-    if (sp->type == OPT_LEVEL) {
+    if (sp->type == OPT_DEFLATE) {
+      read_compression(L, (struct deflate_config *)field);
+    } else if (sp->type == OPT_LEVEL) {
       const char *level = lua_tostring(L, -1);
       int i = 0;
       while (level && level_names[i] && strcmp(level_names[i], level) != 0)

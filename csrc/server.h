@@ -9,6 +9,7 @@
 #include <ev.h>
 #include <lua.h>
 
+#include "deflate.h"
 #include "http.h"
 #include "tls.h"
 
@@ -25,6 +26,7 @@ struct ms_options {
   double keep_alive_interval;  /* 120 s: ping an idle socket; 0 = off */
   double keep_alive_timeout;   /* off: a ping unanswered this long closes */
   double idle_timeout;         /* off: nothing received this long closes */
+  struct deflate_config deflate; /* compression: off (RFC 7692) */
 
   size_t receive_buffer_size;  /* 64 KiB: the server's one read buffer */
   size_t max_header_size;      /* 8 KiB: request head, else 431 */
@@ -71,6 +73,7 @@ struct ms_server {
   struct ms_conn *pending;      /* to flush or to resume in prepare */
   struct ms_conn *released;     /* closed: unanchor in prepare */
   struct ms_chunk *free_chunks; /* small output chunks kept for reuse */
+  struct deflate_buf zbuf;      /* compressed output before framing */
   unsigned nfree_chunks;
   size_t nconns;
   uint8_t *rbuf;                /* the one receive buffer */
@@ -107,6 +110,7 @@ enum {
   CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */
   CF_TLS_READ_WANTS_WRITE = 1 << 15,  /* TLS: a read waits for EV_WRITE */
   CF_TLS_WRITE_WANTS_READ = 1 << 16,  /* TLS: a write waits for EV_READ */
+  CF_COMPRESSED = 1 << 17,  /* the message being read is compressed */
 };
 
 struct ms_conn {
@@ -140,6 +144,14 @@ struct ms_conn {
   uint8_t ctl_len;
   uint8_t *ctl;                     /* control payload split over reads */
   SSL *ssl;                         /* TLS state, or NULL */
+  struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
+};
+
+/* permessage-deflate of one connection, when negotiated */
+struct ms_deflate {
+  struct deflate_params params;
+  struct deflate_state state;
+  struct deflate_buf message;       /* the message being inflated */
 };
 
 /* listener.c */
@@ -160,7 +172,7 @@ enum ms_send_status { MS_SENT, MS_QUEUED, MS_DROPPED_CLOSED,
                       MS_DROPPED_BACKPRESSURE };
 enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                  const char *data, size_t len,
-                                 lua_State *L, int idx);
+                                 lua_State *L, int idx, int compress);
 void ms_conn_close(struct ms_conn *c, int code, const char *reason,
                    size_t reason_len, enum ms_why why);
 void ms_conn_abort(struct ms_conn *c, int code);

@@ -42,6 +42,9 @@ run_suite busted-asan env MOONSOCKET_BIN=build/asan/moonsocket \
   ASAN_OPTIONS=detect_leaks=0 lua5.4 /usr/bin/busted -o TAP \
   --cpath='build/asan/lib/?.so'
 
+# C unit tests of the core's pure modules (plain and ASan+UBSan)
+run_suite c-units make --no-print-directory -C spec/c
+
 # the sample page in headless Chromium, against each build
 run_suite browser env MOONSOCKET_BIN=build/moonsocket \
   node --test --test-reporter=tap spec/browser/

@@ -6,6 +6,7 @@ local moonsocket = require "moonsocket"
 local app = moonsocket.app {
   keep_alive_interval = 120,      -- seconds between pings to idle sockets
   max_message_size = 16 * 1024 * 1024,
+  compression = true,             -- permessage-deflate, as browsers offer
 }
 
 app:ws("/ws", require "moonsocket.handlers.echo")

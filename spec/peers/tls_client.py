@@ -16,10 +16,16 @@ import websockets
 
 
 def context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    # one context for all connections: making one loads the CA store
+    global CONTEXT
+    if CONTEXT is None:
+        CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        CONTEXT.check_hostname = False
+        CONTEXT.verify_mode = ssl.CERT_NONE
+    return CONTEXT
+
+
+CONTEXT = None
 
 
 def url(port):

@@ -192,6 +192,13 @@ void ms_conn_abort(struct ms_conn *c, int code) {
   struct ms_server *s = c->server;
   c->state = CS_CLOSED;
   ev_io_stop(s->module->loop, &c->io);
+  c->prev->next = c->next;
+  c->next->prev = c->prev;
+  if (s->conns == c) s->conns = c->next == c ? NULL : c->next;
+  s->nconns--;
+  set_why(c, WHY_LOST);
+  /* told while the socket still exists: its peer's address is known */
+  if (was_ws) notify_close(c, code, "", 0);
   if (c->ssl) {
     SSL_free(c->ssl);
     c->ssl = NULL;
@@ -199,12 +206,6 @@ void ms_conn_abort(struct ms_conn *c, int code) {
   close(c->io.fd);
   c->io.fd = -1;
   ms_conn_free_buffers(c, s->module->L);
-  c->prev->next = c->next;
-  c->next->prev = c->prev;
-  if (s->conns == c) s->conns = c->next == c ? NULL : c->next;
-  s->nconns--;
-  set_why(c, WHY_LOST);
-  if (was_ws) notify_close(c, code, "", 0);
   /* unanchor later, outside the callback that closed it */
   if (!(c->flags & CF_IN_PENDING)) {
     c->flags |= CF_IN_PENDING;

@@ -119,5 +119,6 @@ long http_parse_request(const char *p, size_t n, size_t scanned,
     h->value_len = (size_t)(ve - v);
     line = q + 2;
   }
+  req->head_len = head;
   return (long)head;
 }

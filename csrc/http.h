@@ -23,6 +23,7 @@ struct http_request {
   int minor_version;               /* HTTP/1.x */
   size_t nheaders;
   struct http_header *headers;     /* caller's array of max_headers */
+  size_t head_len;                 /* the whole head, from method on */
 };
 
 /* Parse the head at p[0..n).  Returns the head's size (request line,

@@ -40,7 +40,10 @@ struct ms_file {
 };
 
 /* Uservalues of a WebSocket object */
-enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA };
+/* Uservalues of a WebSocket object.  The request is kept as its raw
+ * head, a string, and made a table only when asked for: an idle socket
+ * then holds a few hundred bytes instead of a table of headers. */
+enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, UV_PROTOCOL, NUV = UV_PROTOCOL };
 
 /* ------------------------------------------------------------------ */
 /* Calling Lua                                                         */
@@ -330,12 +333,35 @@ static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
   lua_pop(L, 2);
 }
 
+/* Push ws.request of the object at idx: the cached table, or one made
+ * from the raw head (then cached); nil before an upgrade. */
+static void push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, UV_REQUEST) != LUA_TSTRING) return;
+  size_t len;
+  const char *raw = lua_tolstring(L, -1, &len);
+  struct http_header headers[c->server->limits.max_headers];
+  struct http_limits limits = { len, len, c->server->limits.max_headers };
+  struct http_request req;
+  req.headers = headers;
+  if (http_parse_request(raw, len, 0, &limits, &req) <= 0) return;
+  push_request(L, c, &req);
+  if (lua_getiuservalue(L, idx, UV_PROTOCOL) == LUA_TSTRING)
+    lua_setfield(L, -2, "protocol");
+  else
+    lua_pop(L, 1);
+  lua_remove(L, -2);                   /* the raw head */
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, UV_REQUEST);
+}
+
 static void log_close(struct ms_conn *c, lua_State *L, int code,
                       const char *reason, size_t len) {
   if (c->server->opts.log_level < LOG_INFO) return;
   int top = lua_gettop(L);
   push_conn(L, c);
-  if (lua_getiuservalue(L, -1, UV_REQUEST) != LUA_TTABLE) {
+  push_ws_request(L, c, -1);
+  if (!lua_istable(L, -1)) {
     lua_settop(L, top);
     return;
   }
@@ -415,12 +441,12 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
       break;
     }
     push_conn(L, c);
-    lua_pushvalue(L, req_idx);
+    lua_pushlstring(L, req->method, req->head_len);
+    lua_setiuservalue(L, -2, UV_REQUEST);
     if (protocol) {
       lua_pushvalue(L, r + 3);
-      lua_setfield(L, -2, "protocol");
+      lua_setiuservalue(L, -2, UV_PROTOCOL);
     }
-    lua_setiuservalue(L, -2, UV_REQUEST);
     if (lua_istable(L, r + 2)) {
       lua_pushvalue(L, r + 2);
       lua_setiuservalue(L, -2, UV_DATA);
@@ -1118,7 +1144,7 @@ static int ws_index(lua_State *L) {
   const char *key = lua_tostring(L, 2);
   if (!key) return 1;
   if (strcmp(key, "request") == 0) {
-    lua_getiuservalue(L, 1, UV_REQUEST);
+    push_ws_request(L, c, 1);
   } else if (strcmp(key, "data") == 0) {
     if (lua_getiuservalue(L, 1, UV_DATA) == LUA_TNIL) {
       lua_newtable(L);
@@ -1126,8 +1152,7 @@ static int ws_index(lua_State *L) {
       lua_setiuservalue(L, 1, UV_DATA);
     }
   } else if (strcmp(key, "protocol") == 0) {
-    if (lua_getiuservalue(L, 1, UV_REQUEST) == LUA_TTABLE)
-      lua_getfield(L, -1, "protocol");
+    lua_getiuservalue(L, 1, UV_PROTOCOL);
   } else if (strcmp(key, "compressed") == 0) {
     lua_pushboolean(L, c->deflate != NULL);
   } else if (strcmp(key, "state") == 0) {

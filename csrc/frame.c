@@ -53,25 +53,22 @@ int frame_check(const struct frame_header *h, unsigned rsv_allowed,
 }
 
 void frame_unmask(uint8_t *p, size_t n, const uint8_t key[4], size_t offset) {
+  size_t i = 0;
+  /* bytes up to a word boundary, then a word at a time */
+  size_t head = (8 - ((uintptr_t)p & 7)) & 7;
+  if (head > n) head = n;
+  for (; i < head; i++) p[i] ^= key[(offset + i) & 3];
   uint8_t k[8];
-  for (int i = 0; i < 8; i++) k[i] = key[(offset + i) & 3];
-  /* byte at a time until p is word aligned, rotating the key with it */
-  while (n && ((uintptr_t)p & 7)) {
-    *p++ ^= k[0];
-    n--;
-    uint8_t t = k[0];
-    memmove(k, k + 1, 7);
-    k[7] = t;
-  }
+  for (int j = 0; j < 8; j++) k[j] = key[(offset + i + (size_t)j) & 3];
   uint64_t kw;
   memcpy(&kw, k, 8);
-  for (; n >= 8; n -= 8, p += 8) {
+  for (; i + 8 <= n; i += 8) {
     uint64_t w;
-    memcpy(&w, p, 8);
+    memcpy(&w, p + i, 8);
     w ^= kw;
-    memcpy(p, &w, 8);
+    memcpy(p + i, &w, 8);
   }
-  for (size_t i = 0; i < n; i++) p[i] ^= k[i];
+  for (; i < n; i++) p[i] ^= key[(offset + i) & 3];
 }
 
 size_t frame_write_header(uint8_t out[10], unsigned opcode, int fin,

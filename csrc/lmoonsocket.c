@@ -118,7 +118,10 @@ static int push_callback(lua_State *L, struct ms_conn *c, const char *name) {
     lua_pop(L, 2);
     return 0;
   }
-  lua_pushstring(L, name);
+  if (name[0] == 'm')                       /* "message": made once */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->module->ref_message);
+  else
+    lua_pushstring(L, name);
   if (lua_rawget(L, -2) != LUA_TNIL) {     /* the common case */
     lua_remove(L, -2);
     lua_insert(L, -2);                      /* function, ws */
@@ -141,8 +144,11 @@ static void handler_failed(struct ms_conn *c) {
     ms_conn_close(c, 1011, "internal error", 14, WHY_ERROR);
 }
 
-static const char *kind_name(unsigned opcode) {
-  return opcode == WS_OP_TEXT ? "text" : "binary";
+/* "text" or "binary", from strings made once (no hashing per message) */
+static void push_kind(lua_State *L, const struct ms_module *m,
+                      unsigned opcode) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX,
+              opcode == WS_OP_TEXT ? m->ref_text : m->ref_binary);
 }
 
 /* Resume the coroutine of c with the nargs values on its stack. */
@@ -496,17 +502,39 @@ int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
   if (c->flags & CF_COROUTINE) {
     if (!c->co) return 1;              /* the handler has returned */
     lua_State *co = c->co;
+    struct ms_server *s = c->server;
     c->flags &= ~CF_CO_RECV;
-    lua_pushlstring(co, (const char *)data, len);
-    lua_pushstring(co, kind_name(opcode));
+    /* the main thread holds the string too: while it is anchored there
+     * its address cannot be another string's (see s->validated) */
+    const char *msg = lua_pushlstring(L, (const char *)data, len);
+    lua_pushvalue(L, -1);
+    lua_xmove(L, co, 1);
+    push_kind(co, c->server->module, opcode);
+    if (opcode == WS_OP_TEXT) {
+      s->validated = msg;
+      s->validated_len = len;
+    }
     resume(c, 2);
+    s->validated = NULL;
+    lua_pop(L, 1);
   } else {
     int n = push_callback(L, c, "message");
     if (n) {
-      lua_pushlstring(L, (const char *)data, len);
-      lua_pushstring(L, kind_name(opcode));
-      if (pcall_logged(c->server, L, n + 2, 0, "message handler") != LUA_OK)
-        handler_failed(c);
+      struct ms_server *s = c->server;
+      /* a copy below the call anchors the string while the handler
+       * runs, whatever it does with its argument (see s->validated) */
+      const char *msg = lua_pushlstring(L, (const char *)data, len);
+      lua_insert(L, -(n + 2));
+      lua_pushvalue(L, -(n + 2));
+      push_kind(L, s->module, opcode);
+      if (opcode == WS_OP_TEXT) {
+        s->validated = msg;
+        s->validated_len = len;
+      }
+      int rc = pcall_logged(s, L, n + 2, 0, "message handler");
+      s->validated = NULL;
+      lua_pop(L, 1);
+      if (rc != LUA_OK) handler_failed(c);
     }
   }
   return (c->state == CS_OPEN || c->state == CS_CLOSING) &&
@@ -1032,8 +1060,28 @@ static int server_tostring(lua_State *L) {
 /* WebSocket objects                                                   */
 /* ------------------------------------------------------------------ */
 
+/* The WebSocket at index 1.  Its functions carry the metatable as
+ * upvalue 1: the check is a pointer compare, not a registry lookup by
+ * name (this runs on every send). */
 static struct ms_conn *check_ws(lua_State *L) {
-  return luaL_checkudata(L, 1, WS_MT);
+  void *p = lua_touserdata(L, 1);
+  if (p && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  luaL_typeerror(L, 1, WS_MT);
+  return NULL;
+}
+
+/* "text" (the default) or "binary"; 1 for binary. */
+static int check_kind(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  size_t n;
+  const char *k = luaL_checklstring(L, idx, &n);
+  if (n == 4 && memcmp(k, "text", 4) == 0) return 0;
+  if (n == 6 && memcmp(k, "binary", 6) == 0) return 1;
+  return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", k));
 }
 
 static const char *state_name(const struct ms_conn *c) {
@@ -1066,8 +1114,7 @@ static int ws_send(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  static const char *const kinds[] = { "text", "binary", NULL };
-  int kind = luaL_checkoption(L, 3, "text", kinds);
+  int kind = check_kind(L, 3);
   int compress = 1;                /* { compress = false } sends plain */
   if (!lua_isnoneornil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
@@ -1075,8 +1122,12 @@ static int ws_send(lua_State *L) {
       compress = lua_toboolean(L, -1);
     lua_pop(L, 1);
   }
-  luaL_argcheck(L, kind || utf8_validate(UTF8_ACCEPT, (const uint8_t *)data,
-                                         len) == UTF8_ACCEPT, 2,
+  /* text must be UTF-8: checked unless it is the message the handler
+   * was just given, which was checked on its way in (an echo) */
+  struct ms_server *s = c->server;
+  luaL_argcheck(L, kind || (data == s->validated && len == s->validated_len)
+                || utf8_validate(UTF8_ACCEPT, (const uint8_t *)data, len) ==
+                   UTF8_ACCEPT, 2,
                 "text is not UTF-8 (send it as \"binary\")");
   enum ms_send_status st = ms_conn_send(c, kind ? WS_OP_BINARY : WS_OP_TEXT,
                                         data, len, L, 2, compress);
@@ -1138,9 +1189,9 @@ static int ws_receive(lua_State *L) {
 }
 
 static int ws_index(lua_State *L) {
+  lua_pushvalue(L, 2);                 /* methods first: the common case */
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
   struct ms_conn *c = check_ws(L);
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   const char *key = lua_tostring(L, 2);
   if (!key) return 1;
   if (strcmp(key, "request") == 0) {
@@ -1407,6 +1458,12 @@ int luaopen_moonsocket_core(lua_State *L) {
     m->L = lua_tothread(L, -1);
     lua_pop(L, 1);
     ev_init(&m->shutdown_timer, shutdown_expired);
+    lua_pushliteral(L, "text");
+    m->ref_text = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "binary");
+    m->ref_binary = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "message");
+    m->ref_message = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, module_gc);
     lua_setfield(L, -2, "__gc");
@@ -1439,13 +1496,20 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
 
+    /* every ws function gets the metatable as upvalue 1 (check_ws) */
     luaL_newmetatable(L, WS_MT);
-    luaL_newlib(L, ws_methods);
-    lua_pushcclosure(L, ws_index, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, ws_methods, 1);
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_pushcclosure(L, ws_index, 2);  /* metatable, methods */
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, ws_gc);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, ws_gc, 1);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, ws_tostring);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, ws_tostring, 1);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
   } else {

@@ -52,6 +52,8 @@ struct ms_module {
   ev_signal sigint, sigterm, sighup;
   ev_timer shutdown_timer;
   int shutting_down;
+  int ref_text, ref_binary;     /* the kinds, pushed without hashing */
+  int ref_message;              /* the callback's name, likewise */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */
@@ -74,6 +76,8 @@ struct ms_server {
   struct ms_conn *released;     /* closed: unanchor in prepare */
   struct ms_chunk *free_chunks; /* small output chunks kept for reuse */
   struct deflate_buf zbuf;      /* compressed output before framing */
+  const char *validated;        /* the text message a handler is being */
+  size_t validated_len;         /* given: sending it back needs no check */
   unsigned nfree_chunks;
   size_t nconns;
   uint8_t *rbuf;                /* the one receive buffer */

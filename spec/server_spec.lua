@@ -147,6 +147,18 @@ describe("server", function()
     assert.matches("text is not UTF%-8", server:log())
   end)
 
+  it("raises Lua's standard errors on misuse", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("misuse")
+    assert.are.same({ TEXT, table.concat({
+      -- called through pcall, Lua cannot name the function: '?'
+      "bad argument #1 to '?' (moonsocket.ws expected, got number)",
+      "bad argument #3 to '?' (invalid option 'bogus')",
+      "bad argument #2 to '?' (invalid close code)" }, "\n") },
+      { ws:recv_message() })
+    ws:abort()
+  end)
+
   it("survives a handler table whose metatable raises", function()
     local ws = assert(helper.ws_connect(server.port, "/strict"))
     -- the lookup of 'open' raised: logged, 1011, the server goes on

@@ -62,6 +62,11 @@ app:ws("/ws", {
       ws:ping("server ping")
     elseif command == "badtext" then
       ws:send("\xff\xfe", "text")
+    elseif command == "misuse" then
+      local _, e1 = pcall(ws.send, 42, "x")
+      local _, e2 = pcall(ws.send, ws, "x", "bogus")
+      local _, e3 = pcall(ws.close, ws, 1005)
+      ws:send(table.concat({ e1, e2, e3 }, "\n"))
     end
   end,
   drain = function(ws)

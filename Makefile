@@ -24,7 +24,7 @@ DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
 TEST_PACKAGES = chromium
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
-        bench bench-peers
+        bench bench-peers fuzz
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
 # core under LIBDIR and the runner under BINDIR.
@@ -103,6 +103,10 @@ bench: build
 
 bench-peers: build
 	@$(MAKE) --no-print-directory -C bench peers
+
+# libFuzzer over every parser (fuzz/README.md): FUZZ_SECONDS each (60).
+fuzz:
+	@$(MAKE) --no-print-directory -C fuzz
 
 clean:
 	rm -rf $(BUILD)

@@ -12,7 +12,7 @@ struct deflate_stream;   /* a z_stream and its heap count (deflate.c) */
 #define DEFLATE_RSV 4u
 
 /* Room for the longest response deflate_negotiate writes, NUL included. */
-#define DEFLATE_RESPONSE_MAX 128
+#define DEFLATE_RESPONSE_MAX 160
 
 /* Results of the payload functions.  The close code each one earns is
  * deflate_close_code's answer. */

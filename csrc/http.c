@@ -53,7 +53,6 @@ static size_t find_head_end(const char *p, size_t n, size_t from) {
 }
 
 static long parse_request_line(const char *p, const char *eol,
-                               const struct http_limits *limits,
                                struct http_request *req) {
   const char *q = p;
   while (q < eol && is_tchar((unsigned char)*q)) q++;
@@ -63,7 +62,6 @@ static long parse_request_line(const char *p, const char *eol,
   const char *t = ++q;
   while (q < eol && (unsigned char)*q > 0x20 && *q != 0x7F) q++;
   if (q == t || q == eol || *q != ' ') return -400;
-  if ((size_t)(eol - p) > limits->max_line) return -414;
   req->target = t;
   req->target_len = (size_t)(q - t);
   q++;
@@ -75,27 +73,27 @@ static long parse_request_line(const char *p, const char *eol,
   return 0;
 }
 
+/* The request line's length: the bytes before its CR or LF, or all of
+ * p[0..n) while neither has come. */
+static size_t request_line_len(const char *p, size_t n) {
+  size_t i = 0;
+  while (i < n && p[i] != '\r' && p[i] != '\n') i++;
+  return i;
+}
+
 long http_parse_request(const char *p, size_t n, size_t scanned,
                         const struct http_limits *limits,
                         struct http_request *req) {
   size_t from = scanned > 3 ? scanned - 3 : 0;
   size_t head = find_head_end(p, n, from);
-  if (!head) {
-    /* a request line that has not ended yet is judged by max_line */
-    const char *eol = memchr(p, '\n', n);
-    if (!eol && n > limits->max_line) return -414;
-    if (n > limits->max_head) return -431;
-    return 0;
-  }
-  if (head > limits->max_head) {
-    const char *eol = memchr(p, '\n', head);
-    if ((size_t)(eol - p) > limits->max_line) return -414;
-    return -431;
-  }
+  size_t seen = n < limits->max_line + 1 ? n : limits->max_line + 1;
+  if (request_line_len(p, seen) > limits->max_line) return -414;
+  if (!head) return n > limits->max_head ? -431 : 0;
+  if (head > limits->max_head) return -431;
   const char *end = p + head - 2;    /* at the CRLF of the empty line */
   const char *eol = memchr(p, '\r', head);
   if (eol[1] != '\n') return -400;
-  long r = parse_request_line(p, eol, limits, req);
+  long r = parse_request_line(p, eol, req);
   if (r) return r;
   req->nheaders = 0;
   const char *line = eol + 2;

@@ -45,6 +45,10 @@ run_suite busted-asan env MOONSOCKET_BIN=build/asan/moonsocket \
 # C unit tests of the core's pure modules (plain and ASan+UBSan)
 run_suite c-units make --no-print-directory -C spec/c
 
+# every parser fuzzed for a short smoke, the regressions replayed, and
+# each run on inputs that end at an unreadable page
+run_suite fuzz-smoke make --no-print-directory -C fuzz smoke
+
 # the sample page in headless Chromium, against each build
 run_suite browser env MOONSOCKET_BIN=build/moonsocket \
   node --test --test-reporter=tap spec/browser/

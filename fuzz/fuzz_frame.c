@@ -1,0 +1,331 @@
+/* fuzz_frame.c - a client's frame stream read as conn.c's process_frames
+ * reads it (frame_parse_header, frame_check, frame_unmask, a 14-byte
+ * buffer for a header split over reads), fed in random chunks, against
+ * the whole stream at once and against a byte-at-a-time reference of
+ * RFC 6455 section 5.2: all three must log the same frames.
+ * Input: FUZZ_SEED_LEN bytes for the splitter, a flags byte (bit 0:
+ * permessage-deflate was negotiated, so RSV1 is allowed), the stream. */
+#include "deflate.h"
+#include "frame.h"
+#include "fuzz.h"
+
+/* What a reader saw: header records, and the unmasked payload bytes. */
+struct log {
+  uint8_t *data;
+  size_t len, cap;
+};
+
+static void log_put(struct log *l, const void *p, size_t n) {
+  if (l->len + n > l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 256;
+    while (cap < l->len + n) cap *= 2;
+    if (!(l->data = realloc(l->data, cap))) abort();
+    l->cap = cap;
+  }
+  if (n) memcpy(l->data + l->len, p, n);
+  l->len += n;
+}
+
+static void log_u64(struct log *l, uint64_t v) {
+  uint8_t b[8];
+  for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+  log_put(l, b, 8);
+}
+
+struct trace {
+  struct log events, payload;
+};
+
+/* A header and the close code frame_check gave it; payload_at ties it
+ * to the payload bytes logged so far. */
+static void log_header(struct trace *t, const struct frame_header *h,
+                       int code) {
+  uint8_t b[10] = { 'H', h->fin, h->rsv, h->opcode, h->masked,
+                    h->mask[0], h->mask[1], h->mask[2], h->mask[3],
+                    (uint8_t)(code - 1000) };
+  if (!h->masked) memset(b + 5, 0, 4);    /* no key on the wire */
+  log_put(&t->events, b, sizeof b);
+  log_u64(&t->events, h->length);
+  log_u64(&t->events, t->payload.len);
+}
+
+static void log_bad_length(struct trace *t) {
+  log_put(&t->events, "X", 1);
+  log_u64(&t->events, t->payload.len);
+}
+
+/* What ends a read: where it stopped and in which state. */
+struct ending {
+  uint64_t left, hdr_len, mask_off, in_frame, in_message, stopped;
+};
+
+/* ---------------------------------------------------------------------
+ * The reader under test: conn.c's frame state less the connection
+ * ------------------------------------------------------------------- */
+
+struct reader {
+  uint8_t hdr[WS_FRAME_HEADER_MAX];
+  size_t hdr_len;
+  int in_frame, fin, in_message, stopped;
+  uint8_t opcode;
+  uint64_t left;
+  uint8_t mask[4];
+  size_t mask_off;
+  unsigned rsv_allowed;
+  struct trace *trace;
+};
+
+/* The header round-trips through frame_write_header, in the fewest
+ * bytes (section 5.2: "the minimal number of bytes MUST be used"). */
+static void check_write_header(const struct frame_header *h) {
+  uint8_t out[10];
+  size_t k = frame_write_header(out, h->opcode, h->fin, h->rsv, h->length);
+  size_t want = h->length < 126 ? 2 : h->length <= 0xFFFF ? 4 : 10;
+  FUZZ_CHECK(k == want, "frame_write_header wrote %zu bytes for %llu",
+             k, (unsigned long long)h->length);
+  struct frame_header back;
+  int hl = frame_parse_header(out, k, &back);
+  FUZZ_CHECK(hl == (int)k && back.fin == h->fin && back.rsv == h->rsv &&
+             back.opcode == h->opcode && back.length == h->length &&
+             !back.masked, "a written header parses back otherwise");
+}
+
+static void begin_frame(struct reader *rd, const struct frame_header *h) {
+  int code = frame_check(h, rd->rsv_allowed, rd->in_message);
+  FUZZ_CHECK(code == 0 || code == 1002, "frame_check gave %d", code);
+  log_header(rd->trace, h, code);
+  check_write_header(h);
+  if (code) {                      /* the core fails the connection */
+    rd->stopped = 1;
+    return;
+  }
+  if (h->opcode == WS_OP_TEXT || h->opcode == WS_OP_BINARY)
+    rd->in_message = 1;
+  rd->opcode = h->opcode;
+  rd->fin = h->fin;
+  rd->left = h->length;
+  memcpy(rd->mask, h->mask, 4);
+  rd->mask_off = 0;
+  rd->in_frame = 1;
+}
+
+static void frame_payload(struct reader *rd, uint8_t *p, size_t avail) {
+  frame_unmask(p, avail, rd->mask, rd->mask_off);
+  rd->mask_off = (rd->mask_off + avail) & 3;
+  rd->left -= avail;
+  log_put(&rd->trace->payload, p, avail);
+  if (rd->left == 0) {
+    rd->in_frame = 0;
+    if (rd->opcode < 8 && rd->fin) rd->in_message = 0;
+  }
+}
+
+/* conn.c's process_frames, step for step. */
+static void reader_feed(struct reader *rd, uint8_t *p, size_t n) {
+  size_t i = 0;
+  while (i < n && !rd->stopped) {
+    if (!rd->in_frame) {
+      struct frame_header h;
+      int hl;
+      if (rd->hdr_len) {               /* a header split over reads */
+        size_t take = n - i;
+        size_t room = WS_FRAME_HEADER_MAX - rd->hdr_len;
+        if (take > room) take = room;
+        memcpy(rd->hdr + rd->hdr_len, p + i, take);
+        hl = frame_parse_header(rd->hdr, rd->hdr_len + take, &h);
+        if (hl == 0) {
+          FUZZ_CHECK(rd->hdr_len + take < WS_FRAME_HEADER_MAX,
+                     "%zu bytes are not yet a header",
+                     rd->hdr_len + take);
+          rd->hdr_len += take;
+          return;
+        }
+        if (hl > 0) {
+          FUZZ_CHECK((size_t)hl > rd->hdr_len && (size_t)hl <=
+                     rd->hdr_len + take, "header of %d bytes from %zu + %zu",
+                     hl, rd->hdr_len, take);
+          i += (size_t)hl - rd->hdr_len;
+          rd->hdr_len = 0;
+        }
+      } else {
+        hl = frame_parse_header(p + i, n - i, &h);
+        if (hl == 0) {
+          FUZZ_CHECK(n - i < WS_FRAME_HEADER_MAX,
+                     "%zu bytes are not yet a header", n - i);
+          memcpy(rd->hdr, p + i, n - i);
+          rd->hdr_len = n - i;
+          return;
+        }
+        if (hl > 0) {
+          FUZZ_CHECK((size_t)hl <= n - i, "header of %d bytes from %zu",
+                     hl, n - i);
+          i += (size_t)hl;
+        }
+      }
+      if (hl < 0) {
+        FUZZ_CHECK(hl == -1, "frame_parse_header returned %d", hl);
+        log_bad_length(rd->trace);
+        rd->stopped = 1;
+        return;
+      }
+      begin_frame(rd, &h);
+      if (rd->stopped) return;
+    }
+    size_t avail = n - i;
+    if (avail > rd->left) avail = (size_t)rd->left;
+    frame_payload(rd, p + i, avail);
+    i += avail;
+  }
+}
+
+static struct ending reader_ending(const struct reader *rd) {
+  struct ending e = { rd->left, rd->hdr_len, rd->mask_off, rd->in_frame,
+                      rd->in_message, rd->stopped };
+  if (!rd->in_frame) e.left = e.mask_off = 0;
+  if (rd->stopped) e.hdr_len = 0;     /* failed: what is kept is moot */
+  return e;
+}
+
+/* ---------------------------------------------------------------------
+ * The reference: section 5.2 read byte by byte, from the whole stream
+ * ------------------------------------------------------------------- */
+
+static int ref_check(const struct frame_header *h, unsigned rsv_allowed,
+                     int in_message) {
+  int control = h->opcode >= 8;
+  if (!h->masked) return 1002;                           /* 5.1 */
+  if (h->opcode > 2 && h->opcode != 8 && h->opcode != 9 && h->opcode != 10)
+    return 1002;                                         /* reserved */
+  if (control)                                           /* 5.5 */
+    return !h->fin || h->length > 125 || h->rsv ? 1002 : 0;
+  if (h->opcode == 0)                                    /* 5.4 */
+    return !in_message || h->rsv ? 1002 : 0;
+  return in_message || (h->rsv & ~rsv_allowed) ? 1002 : 0;
+}
+
+static struct ending ref_read(const uint8_t *s, size_t n,
+                              unsigned rsv_allowed, struct trace *t) {
+  struct ending e = { 0, 0, 0, 0, 0, 0 };
+  size_t i = 0;
+  while (i < n) {
+    size_t rest = n - i;
+    if (rest < 2) {
+      e.hdr_len = rest;
+      break;
+    }
+    struct frame_header h;
+    memset(&h, 0, sizeof h);
+    h.fin = (s[i] & 0x80) != 0;
+    h.rsv = (uint8_t)((s[i] >> 4) & 7);
+    h.opcode = s[i] & 15;
+    h.masked = (s[i + 1] & 0x80) != 0;
+    size_t len7 = s[i + 1] & 0x7F;
+    size_t extra = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+    size_t size = 2 + extra + (h.masked ? 4 : 0);
+    if (rest < size) {
+      e.hdr_len = rest;
+      break;
+    }
+    h.length = len7;
+    if (extra) {
+      h.length = 0;
+      for (size_t k = 0; k < extra; k++)
+        h.length = h.length * 256 + s[i + 2 + k];
+    }
+    if (extra == 8 && h.length >> 63) {
+      log_bad_length(t);
+      e.stopped = 1;
+      break;
+    }
+    if (h.masked) memcpy(h.mask, s + i + 2 + extra, 4);
+    i += size;
+    int code = ref_check(&h, rsv_allowed, (int)e.in_message);
+    log_header(t, &h, code);
+    if (code) {
+      e.stopped = 1;
+      break;
+    }
+    if (h.opcode == WS_OP_TEXT || h.opcode == WS_OP_BINARY) e.in_message = 1;
+    uint64_t k = 0;
+    for (; k < h.length && i < n; k++, i++) {
+      uint8_t b = s[i] ^ h.mask[k % 4];
+      log_put(&t->payload, &b, 1);
+    }
+    if (k < h.length) {
+      e.in_frame = 1;
+      e.left = h.length - k;
+      e.mask_off = k % 4;
+      break;
+    }
+    if (h.opcode < 8 && h.fin) e.in_message = 0;
+  }
+  return e;
+}
+
+/* ---------------------------------------------------------------------
+ * The three readings compared
+ * ------------------------------------------------------------------- */
+
+static int same_trace(const struct trace *a, const struct trace *b) {
+  return a->events.len == b->events.len &&
+         a->payload.len == b->payload.len &&
+         (!a->events.len ||
+          memcmp(a->events.data, b->events.data, a->events.len) == 0) &&
+         (!a->payload.len ||
+          memcmp(a->payload.data, b->payload.data, a->payload.len) == 0);
+}
+
+static void trace_free(struct trace *t) {
+  free(t->events.data);
+  free(t->payload.data);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < FUZZ_SEED_LEN + 1) return 0;
+  struct fuzz_rng rng = fuzz_rng_from(data);
+  unsigned rsv_allowed = data[FUZZ_SEED_LEN] & 1 ? DEFLATE_RSV : 0;
+  const uint8_t *s = data + FUZZ_SEED_LEN + 1;
+  size_t n = size - FUZZ_SEED_LEN - 1;
+
+  struct trace ref = { { 0 }, { 0 } };
+  struct ending ref_end = ref_read(s, n, rsv_allowed, &ref);
+
+  /* the whole stream in one read */
+  struct trace whole = { { 0 }, { 0 } };
+  struct reader rd = { .rsv_allowed = rsv_allowed, .trace = &whole };
+  uint8_t *buf = fuzz_copy(s, n);
+  reader_feed(&rd, buf, n);
+  free(buf);
+  struct ending whole_end = reader_ending(&rd);
+
+  /* random reads, each in its own exact-size buffer at a random
+   * alignment, as frame_unmask works word by word */
+  struct trace chunked = { { 0 }, { 0 } };
+  memset(&rd, 0, sizeof rd);
+  rd.rsv_allowed = rsv_allowed;
+  rd.trace = &chunked;
+  for (size_t at = 0; at < n;) {
+    size_t k = fuzz_chunk(&rng, n - at);
+    size_t skew = fuzz_next(&rng) & 7;
+    uint8_t *block = malloc(skew + k);
+    if (!block) abort();
+    memcpy(block + skew, s + at, k);
+    reader_feed(&rd, block + skew, k);
+    free(block);
+    at += k;
+  }
+  struct ending chunked_end = reader_ending(&rd);
+
+  FUZZ_CHECK(same_trace(&whole, &ref),
+             "read whole, the stream gives other frames than section 5.2");
+  FUZZ_CHECK(memcmp(&whole_end, &ref_end, sizeof ref_end) == 0,
+             "read whole, the stream ends in another state");
+  FUZZ_CHECK(same_trace(&chunked, &whole),
+             "read in chunks, the stream gives other frames");
+  FUZZ_CHECK(memcmp(&chunked_end, &whole_end, sizeof ref_end) == 0,
+             "read in chunks, the stream ends in another state");
+  trace_free(&ref);
+  trace_free(&whole);
+  trace_free(&chunked);
+  return 0;
+}

@@ -17,13 +17,17 @@
 
 #include "client.h"
 #include "stats.h"
+#include "tls.h"
 
 const char *const client_error_names[ERR_KINDS] = {
-  "connect", "handshake", "protocol", "verify", "closed", "timeout"
+  "connect", "handshake", "protocol", "verify", "closed", "timeout", "tls"
 };
 
 #define MAX_HEAD 2048           /* a 101 response head larger is refused */
 #define ERRORS_PRINTED 5        /* per run; the rest are only counted */
+#define READ_ROUNDS 4           /* reads per socket per event (fairness) */
+#define TLS_READ_ROUNDS 64      /* records, each at most 16 KiB */
+#define INFLATE_SCRATCH 65536   /* inflated bytes checked per piece */
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -32,7 +36,7 @@ static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
  * ====================================================================== */
 
 int client_ctx_init(struct client_ctx *ctx, const char *host, int port,
-                    const char *path) {
+                    const char *path, int deflate) {
   struct sockaddr_in *v4 = (struct sockaddr_in *)&ctx->addr;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ctx->addr;
   char host_header[INET6_ADDRSTRLEN + 2];
@@ -54,8 +58,10 @@ int client_ctx_init(struct client_ctx *ctx, const char *host, int port,
   int n = snprintf(ctx->request_head, sizeof ctx->request_head,
                    "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
-                   path, host_header, port);
+                   "Sec-WebSocket-Version: 13\r\n%s"
+                   "Sec-WebSocket-Key: ", path, host_header, port,
+                   deflate ? "Sec-WebSocket-Extensions: " PMD_OFFER "\r\n"
+                           : "");
   if (n < 0 || (size_t)n >= sizeof ctx->request_head - 32) {
     fprintf(stderr, "loadgen: path too long\n");
     return -1;
@@ -64,6 +70,15 @@ int client_ctx_init(struct client_ctx *ctx, const char *host, int port,
   ctx->rbuf_size = 256 * 1024;
   ctx->rbuf = malloc(ctx->rbuf_size);
   if (!ctx->rbuf) return -1;
+  ctx->deflate = deflate;
+  ctx->zout = NULL;
+  ctx->zout_cap = 0;
+  ctx->zin_size = deflate ? INFLATE_SCRATCH : 0;
+  ctx->zin = deflate ? malloc(ctx->zin_size) : NULL;
+  if (deflate && !ctx->zin) return -1;
+  ctx->tls_info[0] = ctx->deflate_info[0] = '\0';
+  ctx->plain_sent = ctx->wire_sent = 0;
+  ctx->plain_received = ctx->wire_received = 0;
   memset(ctx->errors, 0, sizeof ctx->errors);
   ctx->errors_printed = 0;
   return 0;
@@ -71,7 +86,9 @@ int client_ctx_init(struct client_ctx *ctx, const char *host, int port,
 
 void client_ctx_free(struct client_ctx *ctx) {
   free(ctx->rbuf);
-  ctx->rbuf = NULL;
+  free(ctx->zout);
+  free(ctx->zin);
+  ctx->rbuf = ctx->zout = ctx->zin = NULL;
 }
 
 uint64_t client_ctx_errors(const struct client_ctx *ctx) {
@@ -105,24 +122,88 @@ static void set_write_wait(struct client *c, int on) {
   c->write_wait = on;
 }
 
+/* What the transport functions return besides byte counts. */
+enum {
+  IO_WAIT_WRITABLE = -1,        /* try again on EPOLLOUT */
+  IO_WAIT_READABLE = -2,        /* try again on EPOLLIN */
+  IO_FAILED = -3                /* c has been failed */
+};
+
+/* Bytes out: to the socket, or as TLS records. */
+static ssize_t transport_send(struct client *c, const uint8_t *p, size_t n) {
+  char why[256];
+  if (c->ssl) {
+    ssize_t w = tls_write(c->ssl, p, n);
+    if (w > 0) return w;
+    if (w == TLS_WANT_WRITE) return IO_WAIT_WRITABLE;
+    if (w == TLS_WANT_READ) {
+      c->tls_write_wants_read = 1;
+      return IO_WAIT_READABLE;
+    }
+    client_fail(c, ERR_TLS, tls_error(why, sizeof why));
+    return IO_FAILED;
+  }
+  for (;;) {
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w >= 0) return w;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return IO_WAIT_WRITABLE;
+    client_fail(c, ERR_CLOSED, strerror(errno));
+    return IO_FAILED;
+  }
+}
+
+/* Bytes in (0 at the end of the stream): from the socket, or TLS
+ * records.  After the server's close_notify only TCP's EOF is left,
+ * read from the socket itself. */
+static ssize_t transport_recv(struct client *c, uint8_t *p, size_t n) {
+  char why[256];
+  if (c->ssl && !c->tls_closed) {
+    ssize_t r = tls_read(c->ssl, p, n);
+    if (r > 0) return r;
+    if (r == TLS_WANT_READ) return IO_WAIT_READABLE;
+    if (r == TLS_WANT_WRITE) {
+      c->tls_read_wants_write = 1;
+      set_write_wait(c, 1);
+      return IO_WAIT_WRITABLE;
+    }
+    if (r != TLS_CLOSED) {
+      client_fail(c, ERR_TLS, tls_error(why, sizeof why));
+      return IO_FAILED;
+    }
+    if (c->state != CL_WAIT_EOF) return 0;
+    c->tls_closed = 1;
+  }
+  for (;;) {
+    ssize_t r = recv(c->fd, p, n, 0);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return IO_WAIT_READABLE;
+    client_fail(c, ERR_CLOSED, strerror(errno));
+    return IO_FAILED;
+  }
+}
+
 void client_flush(struct client *c) {
-  if (c->state == CL_DONE || c->state == CL_CONNECTING) return;
+  if (c->state == CL_DONE || c->state == CL_CONNECTING ||
+      c->state == CL_TLS)
+    return;
+  c->tls_write_wants_read = 0;
   while (c->out_off < c->out_len) {
-    ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                     MSG_NOSIGNAL);
+    ssize_t n = transport_send(c, c->out + c->out_off,
+                               c->out_len - c->out_off);
+    if (n == IO_FAILED) return;
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        set_write_wait(c, 1);
-        return;
-      }
-      client_fail(c, ERR_CLOSED, strerror(errno));
+      /* a TLS write that waits for a read is retried after the next
+       * read (client_event flushes after reading), not on EPOLLOUT,
+       * which would fire at once and spin */
+      set_write_wait(c, n == IO_WAIT_WRITABLE || c->tls_read_wants_write);
       return;
     }
     c->out_off += (size_t)n;
   }
   c->out_off = c->out_len = 0;
-  set_write_wait(c, 0);
+  set_write_wait(c, c->tls_read_wants_write);
 }
 
 /* Copy n bytes masked with key (RFC 6455 5.3), a word at a time. */
@@ -141,13 +222,14 @@ static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
   for (; i < n; i++) dst[i] = src[i] ^ key[i & 3];
 }
 
-/* A client frame: FIN, opcode, masked, a fresh key (RFC 6455 5.2). */
-static int queue_frame(struct client *c, unsigned opcode, const uint8_t *data,
-                       size_t len) {
+/* A client frame: FIN, opcode, masked, a fresh key (RFC 6455 5.2);
+ * rsv is PMD_RSV1 for a compressed message, else 0. */
+static int queue_frame(struct client *c, unsigned opcode, unsigned rsv,
+                       const uint8_t *data, size_t len) {
   if (out_reserve(c, len + 14) != 0) return -1;
   uint8_t *p = c->out + c->out_len;
   uint64_t key = prng_next(&c->ctx->rng);
-  *p++ = (uint8_t)(0x80 | opcode);
+  *p++ = (uint8_t)(0x80 | rsv | opcode);
   if (len < 126) {
     *p++ = (uint8_t)(0x80 | len);
   } else if (len < 65536) {
@@ -169,10 +251,24 @@ void client_send(struct client *c, uint32_t ticket) {
   if (c->state != CL_OPEN || c->ring_count == ctx->depth) return;
   struct in_flight *f =
       &c->ring[(c->ring_head + c->ring_count) % ctx->depth];
+  const uint8_t *data = payload_bytes(ctx->payload, ticket);
+  size_t len = ctx->payload->size;
+  unsigned rsv = 0;
   f->ticket = ticket;
   f->sent_ns = now_ns();
-  if (queue_frame(c, ctx->opcode, payload_bytes(ctx->payload, ticket),
-                  ctx->payload->size) != 0) {
+  ctx->plain_sent += len;
+  if (c->pmd) {                 /* RFC 7692 7.2.1, timed with the rest */
+    long z = pmd_compress(c->pmd, data, len, &ctx->zout, &ctx->zout_cap);
+    if (z < 0) {
+      client_fail(c, ERR_CONNECT, "zlib cannot compress");
+      return;
+    }
+    data = ctx->zout;
+    len = (size_t)z;
+    rsv = PMD_RSV1;
+  }
+  ctx->wire_sent += len;
+  if (queue_frame(c, ctx->opcode, rsv, data, len) != 0) {
     client_fail(c, ERR_CONNECT, "out of memory");
     return;
   }
@@ -183,7 +279,7 @@ void client_send(struct client *c, uint32_t ticket) {
 void client_close(struct client *c) {
   static const uint8_t normal[2] = { 1000 >> 8, 1000 & 0xff };
   if (c->state != CL_OPEN) return;
-  if (queue_frame(c, 8, normal, 2) != 0) {
+  if (queue_frame(c, 8, 0, normal, 2) != 0) {
     client_fail(c, ERR_CONNECT, "out of memory");
     return;
   }
@@ -194,7 +290,16 @@ void client_close(struct client *c) {
  * Life cycle
  * ====================================================================== */
 
+/* The connection's TLS and compression state, gone with its socket. */
+static void drop_session(struct client *c) {
+  SSL_free(c->ssl);
+  c->ssl = NULL;
+  pmd_free(c->pmd);
+  c->pmd = NULL;
+}
+
 static void finish(struct client *c, int ok) {
+  drop_session(c);
   if (c->fd >= 0) {
     epoll_ctl(c->ctx->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -219,6 +324,7 @@ void client_fail(struct client *c, enum client_error kind, const char *what) {
 }
 
 void client_free(struct client *c) {
+  drop_session(c);
   free(c->out);
   free(c->ring);
   free(c->head);
@@ -241,7 +347,8 @@ void client_start(struct client *c, struct client_ctx *ctx) {
   c->ctx = ctx;
   c->state = CL_CONNECTING;
   c->opened = 0;
-  c->in_frame = c->in_message = 0;
+  c->in_frame = c->in_message = c->in_compressed = 0;
+  c->tls_closed = c->tls_read_wants_write = c->tls_write_wants_read = 0;
   c->hdr_len = c->ctl_len = 0;
   c->out_off = c->out_len = 0;
   c->write_wait = 1;
@@ -310,9 +417,14 @@ static int has_token(const char *list, size_t len, const char *token) {
   return 0;
 }
 
-/* 0 when the head is a valid 101 for our key, else what is wrong. */
-static const char *check_response(struct client *c, char *head, size_t len) {
+/* 0 when the head is a valid 101 for our key, else what is wrong.
+ * With deflate offered, it must be accepted: *pmd is what it settled,
+ * and *ext, *ext_len its header value. */
+static const char *check_response(struct client *c, char *head, size_t len,
+                                  struct pmd_params *pmd, const char **ext,
+                                  size_t *ext_len) {
   int upgrade = 0, connection = 0, accept = 0;
+  *ext = NULL;
   if (len < 12 || memcmp(head, "HTTP/1.1 101", 12) != 0) return "not 101";
   char *line = memchr(head, '\n', len);
   char *end = head + len;
@@ -336,11 +448,18 @@ static const char *check_response(struct client *c, char *head, size_t len) {
                == 0)
         accept = vlen == 28 && memcmp(v, c->accept, 28) == 0;
       else if (nlen == 24 &&
-               strncasecmp(line, "sec-websocket-extensions", 24) == 0)
-        return "an extension we did not offer";
+               strncasecmp(line, "sec-websocket-extensions", 24) == 0) {
+        if (!c->ctx->deflate) return "an extension we did not offer";
+        if (*ext) return "two Sec-WebSocket-Extensions fields";
+        const char *why = pmd_parse_response(v, vlen, pmd);
+        if (why) return why;
+        *ext = v;
+        *ext_len = vlen;
+      }
     }
     line = eol;
   }
+  if (c->ctx->deflate && !*ext) return "permessage-deflate declined";
   if (!upgrade) return "no Upgrade: websocket";
   if (!connection) return "no Connection: upgrade";
   if (!accept) return "wrong or missing Sec-WebSocket-Accept";
@@ -365,7 +484,19 @@ static int read_head(struct client *c, const uint8_t *p, size_t n) {
     return 0;
   }
   size_t head_len = (size_t)(end + 4 - c->head);
-  const char *why = check_response(c, c->head, head_len);
+  struct pmd_params params;
+  const char *ext;
+  size_t ext_len = 0;
+  const char *why = check_response(c, c->head, head_len, &params, &ext,
+                                   &ext_len);
+  if (!why && ext) {
+    struct client_ctx *ctx = c->ctx;
+    if (!ctx->deflate_info[0])
+      snprintf(ctx->deflate_info, sizeof ctx->deflate_info, "%.*s",
+               (int)ext_len, ext);
+    if (!(c->pmd = pmd_new(&params, ctx->deflate_level)))
+      why = "out of memory";
+  }
   if (why) {
     char msg[160];
     int line = (int)strcspn(c->head, "\r\n");
@@ -399,7 +530,11 @@ static int start_frame(struct client *c) {
   const uint8_t *h = c->hdr;
   unsigned op = h[0] & 0x0f;
   uint64_t len = h[1] & 0x7f;
-  if (h[0] & 0x70) return client_fail(c, ERR_PROTOCOL, "RSV bits set"), -1;
+  /* RSV1 only on the first frame of a message, and only when
+   * permessage-deflate was negotiated (RFC 7692 6.1) */
+  int rsv1 = (h[0] & PMD_RSV1) != 0;
+  if ((h[0] & 0x30) || (rsv1 && (!c->pmd || op == 0 || op >= 8)))
+    return client_fail(c, ERR_PROTOCOL, "RSV bits set"), -1;
   if (h[1] & 0x80)          /* RFC 6455 5.1: servers must not mask */
     return client_fail(c, ERR_PROTOCOL, "masked server frame"), -1;
   if (len == 126) {
@@ -412,6 +547,7 @@ static int start_frame(struct client *c) {
   c->frame_fin = (h[0] & 0x80) != 0;
   c->frame_left = len;
   c->ctl_len = 0;
+  if (op < 8) c->ctx->wire_received += len;
   if (op >= 8) {
     if (op > 10) return client_fail(c, ERR_PROTOCOL, "unknown opcode"), -1;
     if (!c->frame_fin || len > 125)
@@ -429,6 +565,7 @@ static int start_frame(struct client *c) {
     if (c->ring_count == 0)
       return client_fail(c, ERR_VERIFY, "a message nobody sent"), -1;
     c->in_message = 1;
+    c->in_compressed = (uint8_t)rsv1;
     c->msg_pos = 0;
   } else {
     return client_fail(c, ERR_PROTOCOL, "unknown opcode"), -1;
@@ -443,6 +580,7 @@ static int end_message(struct client *c) {
     return client_fail(c, ERR_VERIFY, "echo shorter than sent"), -1;
   struct in_flight *f = &c->ring[c->ring_head];
   uint64_t rtt = now_ns() - f->sent_ns;
+  ctx->plain_received += c->msg_pos;
   c->ring_head = (c->ring_head + 1) % ctx->depth;
   c->ring_count--;
   c->in_message = 0;
@@ -454,7 +592,8 @@ static int end_message(struct client *c) {
 static int end_control(struct client *c) {
   switch (c->frame_op) {
   case 9:                           /* ping: pong with its payload */
-    if (c->state == CL_OPEN && queue_frame(c, 10, c->ctl, c->ctl_len) != 0)
+    if (c->state == CL_OPEN &&
+        queue_frame(c, 10, 0, c->ctl, c->ctl_len) != 0)
       return client_fail(c, ERR_CONNECT, "out of memory"), -1;
     return 0;
   case 10:
@@ -471,8 +610,32 @@ static int end_control(struct client *c) {
   }
 }
 
-static int read_frames(struct client *c, const uint8_t *p, size_t n) {
+/* Bytes of the echo being read, as they come (inflated when it was
+ * compressed): each must be the next of what was sent. */
+static int check_echo(void *arg, const uint8_t *p, size_t n) {
+  struct client *c = arg;
   const struct payload *pl = c->ctx->payload;
+  const uint8_t *want = payload_bytes(pl, c->ring[c->ring_head].ticket);
+  if (c->msg_pos + n > pl->size)
+    return client_fail(c, ERR_VERIFY, "echo longer than sent"), -1;
+  if (memcmp(want + c->msg_pos, p, n) != 0)
+    return client_fail(c, ERR_VERIFY, "echo differs from sent"), -1;
+  c->msg_pos += n;
+  return 0;
+}
+
+/* A piece of a compressed echo; last ends the message (RFC 7692 7.2.2) */
+static int inflate_echo(struct client *c, const uint8_t *p, size_t n,
+                        int last) {
+  struct client_ctx *ctx = c->ctx;
+  const char *why = NULL;
+  int rc = pmd_inflate(c->pmd, p, n, last, ctx->zin, ctx->zin_size,
+                       check_echo, c, &why);
+  if (rc < 0 && why) client_fail(c, ERR_PROTOCOL, why);
+  return rc ? -1 : 0;
+}
+
+static int read_frames(struct client *c, const uint8_t *p, size_t n) {
   while (n > 0) {
     if (c->state == CL_WAIT_EOF)
       return client_fail(c, ERR_PROTOCOL, "bytes after close frame"), -1;
@@ -491,13 +654,9 @@ static int read_frames(struct client *c, const uint8_t *p, size_t n) {
     if (c->frame_op >= 8) {
       memcpy(c->ctl + c->ctl_len, p, take);
       c->ctl_len = (uint8_t)(c->ctl_len + take);
-    } else if (take) {
-      const uint8_t *want = payload_bytes(pl, c->ring[c->ring_head].ticket);
-      if (c->msg_pos + take > pl->size)
-        return client_fail(c, ERR_VERIFY, "echo longer than sent"), -1;
-      if (memcmp(want + c->msg_pos, p, take) != 0)
-        return client_fail(c, ERR_VERIFY, "echo differs from sent"), -1;
-      c->msg_pos += take;
+    } else if (take && (c->in_compressed ? inflate_echo(c, p, take, 0)
+                                         : check_echo(c, p, take)) != 0) {
+      return -1;
     }
     p += take;
     n -= take;
@@ -507,6 +666,7 @@ static int read_frames(struct client *c, const uint8_t *p, size_t n) {
       if (c->frame_op >= 8) {
         if (end_control(c) != 0) return -1;
       } else if (c->frame_fin) {
+        if (c->in_compressed && inflate_echo(c, NULL, 0, 1) != 0) return -1;
         if (end_message(c) != 0) return -1;
       }
     }
@@ -520,14 +680,15 @@ static int read_frames(struct client *c, const uint8_t *p, size_t n) {
 
 static void on_readable(struct client *c) {
   struct client_ctx *ctx = c->ctx;
-  for (int rounds = 0; rounds < 4; rounds++) {
-    ssize_t n = recv(c->fd, ctx->rbuf, ctx->rbuf_size, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      client_fail(c, ERR_CLOSED, strerror(errno));
-      return;
-    }
+  c->tls_read_wants_write = 0;
+  /* TLS: a record at a time, and epoll cannot see what read-ahead has
+   * already taken from the socket, so that is always read too */
+  for (int rounds = 0;
+       rounds < (c->ssl ? TLS_READ_ROUNDS : READ_ROUNDS) ||
+       (c->ssl && !c->tls_closed && SSL_has_pending(c->ssl));
+       rounds++) {
+    ssize_t n = transport_recv(c, ctx->rbuf, ctx->rbuf_size);
+    if (n < 0) return;
     if (n == 0) {
       if (c->state == CL_WAIT_EOF) finish(c, 1);
       else client_fail(c, ERR_CLOSED, "server closed the connection");
@@ -536,8 +697,28 @@ static void on_readable(struct client *c) {
     int rc = c->state == CL_HANDSHAKE
                  ? read_head(c, ctx->rbuf, (size_t)n)
                  : read_frames(c, ctx->rbuf, (size_t)n);
-    if (rc != 0 || (size_t)n < ctx->rbuf_size) return;
+    if (rc != 0 || (!c->ssl && (size_t)n < ctx->rbuf_size)) return;
   }
+}
+
+/* Drive the TLS handshake; once it is done, send the upgrade request. */
+static void tls_step(struct client *c) {
+  struct client_ctx *ctx = c->ctx;
+  char why[256];
+  int rc = tls_handshake(c->ssl);
+  if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+    set_write_wait(c, rc == TLS_WANT_WRITE);
+    return;
+  }
+  if (rc != TLS_DONE) {
+    client_fail(c, ERR_TLS, tls_error(why, sizeof why));
+    return;
+  }
+  if (!ctx->tls_info[0])
+    tls_describe(c->ssl, ctx->tls_info, sizeof ctx->tls_info);
+  c->state = CL_HANDSHAKE;
+  client_flush(c);
+  if (c->state == CL_HANDSHAKE && SSL_has_pending(c->ssl)) on_readable(c);
 }
 
 void client_event(struct client *c, uint32_t events) {
@@ -550,11 +731,25 @@ void client_event(struct client *c, uint32_t events) {
       client_fail(c, ERR_CONNECT, strerror(err));
       return;
     }
+    if (c->ctx->tls) {
+      if (!(c->ssl = tls_new(c->ctx->tls, c->fd))) {
+        client_fail(c, ERR_TLS, "SSL_new failed");
+        return;
+      }
+      c->state = CL_TLS;
+      tls_step(c);
+      return;
+    }
     c->state = CL_HANDSHAKE;
     client_flush(c);
     return;
   }
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+  if (c->state == CL_TLS) {
+    tls_step(c);
+    return;
+  }
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+      c->tls_read_wants_write) {
     on_readable(c);
     if (c->state == CL_DONE) return;
   }

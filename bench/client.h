@@ -7,12 +7,16 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+
 #include "payload.h"
+#include "pmd.h"
 #include "prng.h"
 
 enum client_state {
   CL_IDLE,         /* no socket */
   CL_CONNECTING,   /* non-blocking connect in progress */
+  CL_TLS,          /* TLS handshake in progress (--tls) */
   CL_HANDSHAKE,    /* request sent, reading the 101 */
   CL_OPEN,
   CL_CLOSING,      /* our close frame queued, waiting for the server's */
@@ -28,6 +32,7 @@ enum client_error {
   ERR_VERIFY,      /* an echo differs from what was sent */
   ERR_CLOSED,      /* reset, EOF or close frame we did not ask for */
   ERR_TIMEOUT,     /* still unfinished when the run ended */
+  ERR_TLS,         /* TLS handshake or record failure */
   ERR_KINDS
 };
 
@@ -60,6 +65,18 @@ struct client_ctx {
   void *user;
   uint64_t errors[ERR_KINDS];
   unsigned errors_printed;
+  SSL_CTX *tls;                 /* NULL: plain TCP */
+  char tls_info[96];            /* what the first handshake negotiated */
+  int deflate;                  /* permessage-deflate offered */
+  int deflate_level;            /* our compressor's zlib level */
+  char deflate_info[128];       /* the first 101's extension answer */
+  uint8_t *zout;                /* one compressed message, to be framed */
+  size_t zout_cap;
+  uint8_t *zin;                 /* inflated bytes, checked as they come */
+  size_t zin_size;
+  /* data message payload bytes over the run: the messages' own, and
+   * what went over the wire (compressed); each way */
+  uint64_t plain_sent, wire_sent, plain_received, wire_received;
 };
 
 struct in_flight {
@@ -73,6 +90,7 @@ struct client {
   uint8_t state;
   uint8_t opened;               /* reached CL_OPEN */
   uint8_t in_frame, frame_op, frame_fin, in_message;
+  uint8_t in_compressed;        /* the message being read had RSV1 */
   uint8_t hdr_len;
   uint8_t hdr[14];              /* a frame header split over reads */
   uint8_t ctl_len;
@@ -90,12 +108,19 @@ struct client {
   uint64_t started_ns;
   uint64_t sent, received;
   size_t index;                 /* for the run's own use */
+  SSL *ssl;                     /* --tls: this connection's TLS */
+  uint8_t tls_closed;           /* close_notify read: wait for TCP EOF */
+  uint8_t tls_read_wants_write; /* retry the read when writable */
+  uint8_t tls_write_wants_read; /* retry the flush when readable */
+  struct pmd *pmd;              /* negotiated compression, or NULL */
 };
 
 /* host is numeric (an IPv4 or IPv6 address); returns -1 with a message
- * on stderr when it is not.  The rest of the fields are the caller's. */
+ * on stderr when it is not.  deflate: offer permessage-deflate and
+ * insist on it.  The rest of the fields are the caller's (tls,
+ * deflate_level, ...). */
 int client_ctx_init(struct client_ctx *ctx, const char *host, int port,
-                    const char *path);
+                    const char *path, int deflate);
 void client_ctx_free(struct client_ctx *ctx);
 uint64_t client_ctx_errors(const struct client_ctx *ctx);
 

@@ -15,6 +15,7 @@
 #include "client.h"
 #include "payload.h"
 #include "stats.h"
+#include "tls.h"
 
 #define MAX_PIDS 8
 
@@ -38,6 +39,10 @@ struct options {
   int pids[MAX_PIDS], npids;
   unsigned long long seed;
   int quiet;
+  int tls;                      /* 0 plain, 13 TLS 1.3, 12 TLS 1.2 */
+  int deflate;                  /* offer (and require) permessage-deflate */
+  int deflate_level;            /* the client's zlib level */
+  long each;                    /* rss: messages each connection echoes */
 };
 
 /* One measurement: the connections and what they have counted. */
@@ -81,9 +86,18 @@ static void fill_pipeline(struct run *r, struct client *c) {
   }
 }
 
+/* rss --each: a connection is settled once it has echoed its share */
+static int exchanging(const struct run *r, const struct client *c) {
+  return r->o->test == TEST_RSS && c->received < (uint64_t)r->o->each;
+}
+
 static void on_open(struct client *c) {
   struct run *r = c->ctx->user;
   r->opened++;
+  if (exchanging(r, c)) {
+    client_send(c, payload_pick(r->ctx.payload, &r->ctx.rng));
+    return;
+  }
   r->pending--;
   if (r->o->test == TEST_HANDSHAKE) {
     if (r->recording) hist_add(&r->hist, now_ns() - c->started_ns);
@@ -98,6 +112,13 @@ static void on_message(struct client *c, uint64_t rtt_ns) {
   struct run *r = c->ctx->user;
   r->echoes++;
   if (r->recording) hist_add(&r->hist, rtt_ns);
+  if (r->o->test == TEST_RSS) {
+    if (exchanging(r, c))
+      client_send(c, payload_pick(r->ctx.payload, &r->ctx.rng));
+    else if (c->received == (uint64_t)r->o->each)
+      r->pending--;
+    return;
+  }
   if (r->phase == PH_DRAIN) {
     if (c->ring_count == 0) client_close(c);
     return;
@@ -107,7 +128,8 @@ static void on_message(struct client *c, uint64_t rtt_ns) {
 
 static void on_done(struct client *c, int ok) {
   struct run *r = c->ctx->user;
-  if (!c->opened) r->pending--;       /* failed before it opened */
+  if (!c->opened || exchanging(r, c))
+    r->pending--;                     /* failed before it settled */
   r->active--;
   if (!ok) r->failed++;
   if (r->o->test == TEST_HANDSHAKE && ok && r->phase == PH_MEASURE)
@@ -207,9 +229,40 @@ static void sleep_loop(struct run *r, double seconds) {
  * Reports: a key=value line on stdout, a summary on stderr
  * ====================================================================== */
 
+/* TLS and compression, when used: what was negotiated, and how much
+ * smaller the data messages were on the wire, each way. */
+static void print_transport(const struct run *r) {
+  const struct options *o = r->o;
+  const struct client_ctx *x = &r->ctx;
+  char tls[sizeof x->tls_info];
+  if (o->tls) {
+    snprintf(tls, sizeof tls, "%s", x->tls_info[0] ? x->tls_info : "?");
+    for (char *s = tls; *s; s++)
+      if (*s == ' ') *s = ',';
+    printf(" tls=%s", tls);
+  }
+  if (o->deflate) {
+    double out = x->plain_sent ? (double)x->wire_sent /
+                                 (double)x->plain_sent : 0;
+    double in = x->plain_received ? (double)x->wire_received /
+                                    (double)x->plain_received : 0;
+    /* the answer without spaces, so that the line stays key=value */
+    printf(" deflate=%s", x->deflate_info[0] ? "" : "none");
+    for (const char *s = x->deflate_info; *s; s++)
+      if (*s != ' ') putchar(*s);
+    printf(" wire_ratio_sent=%.4f wire_ratio_received=%.4f", out, in);
+    if (!o->quiet)
+      fprintf(stderr, "  permessage-deflate: %s; on the wire %.1f%% of "
+              "the payload sent, %.1f%% of that received\n",
+              x->deflate_info, 100 * out, 100 * in);
+  }
+  if (o->tls && !o->quiet) fprintf(stderr, "  TLS: %s\n", x->tls_info);
+}
+
 static void print_common(const struct run *r, const struct cpu_sample *a,
                          const struct cpu_sample *b) {
   const struct options *o = r->o;
+  print_transport(r);
   printf(" errors=%llu", (unsigned long long)client_ctx_errors(&r->ctx));
   for (int i = 0; i < ERR_KINDS; i++)
     printf(" err_%s=%llu", client_error_names[i],
@@ -414,7 +467,8 @@ static void usage(FILE *f) {
     "  -c, --conns N        connections (echo 100, handshake 8, rss 10000)\n"
     "  -d, --depth N        messages in flight per connection (1)\n"
     "  -s, --size N         payload bytes (16)\n"
-    "  -k, --payload KIND   random|zero|repeat|adversarial (random)\n"
+    "  -k, --payload KIND   random|zero|repeat|adversarial|text (random;\n"
+    "                       text: JSON-like records, compressible)\n"
     "  -x, --text           text frames (random bytes become ASCII);\n"
     "                       binary otherwise\n"
     "  -w, --warmup SECS    before measuring (1)\n"
@@ -427,6 +481,14 @@ static void usage(FILE *f) {
     "  -l, --label NAME     names the server in the report\n"
     "  -S, --seed N         payloads and masks (1)\n"
     "  -q, --quiet          only the key=value line\n"
+    "      --tls            TLS 1.3 (OpenSSL; no certificate checks, no\n"
+    "                       session resumption: every handshake is full)\n"
+    "      --tls12          TLS 1.2 instead\n"
+    "      --deflate        offer permessage-deflate (client_max_window_bits)\n"
+    "                       and require it; compress every message\n"
+    "      --deflate-level N  the client's zlib level, -1..9 (-1: 6)\n"
+    "  -m, --each N         rss: each connection echoes N messages (-s,\n"
+    "                       -k) once open, before the reading (0)\n"
     "Exit status: 0 when no error was counted, 1 otherwise, 2 for usage.\n");
 }
 
@@ -439,6 +501,9 @@ static int parse_long(const char *s, long min, long max, long *out) {
   return 0;
 }
 
+/* long options without a letter */
+enum { OPT_TLS = 256, OPT_TLS12, OPT_DEFLATE, OPT_DEFLATE_LEVEL };
+
 static int parse_options(int argc, char **argv, struct options *o) {
   static const struct option longs[] = {
     { "host", 1, 0, 'H' }, { "port", 1, 0, 'P' }, { "path", 1, 0, 'u' },
@@ -448,6 +513,9 @@ static int parse_options(int argc, char **argv, struct options *o) {
     { "messages", 1, 0, 'n' }, { "timeout", 1, 0, 't' },
     { "pid", 1, 0, 'p' }, { "parallel", 1, 0, 'j' }, { "label", 1, 0, 'l' },
     { "seed", 1, 0, 'S' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, 'h' },
+    { "tls", 0, 0, OPT_TLS }, { "tls12", 0, 0, OPT_TLS12 },
+    { "deflate", 0, 0, OPT_DEFLATE },
+    { "deflate-level", 1, 0, OPT_DEFLATE_LEVEL }, { "each", 1, 0, 'm' },
     { 0, 0, 0, 0 }
   };
   long v;
@@ -463,8 +531,10 @@ static int parse_options(int argc, char **argv, struct options *o) {
   o->warmup = 1;
   o->duration = 5;
   o->seed = 1;
-  while ((opt = getopt_long(argc, argv, "H:P:u:c:d:s:k:xw:T:n:t:p:j:l:S:qh",
-                            longs, NULL)) != -1) {
+  o->deflate_level = -1;
+  while ((opt = getopt_long(argc, argv,
+                            "H:P:u:c:d:s:k:xw:T:n:t:p:j:l:S:qhm:", longs,
+                            NULL)) != -1) {
     switch (opt) {
     case 'H': o->host = optarg; break;
     case 'u': o->path = optarg; break;
@@ -472,6 +542,14 @@ static int parse_options(int argc, char **argv, struct options *o) {
     case 'x': o->text = 1; break;
     case 'q': o->quiet = 1; break;
     case 'h': usage(stdout); exit(0);
+    case OPT_TLS: if (!o->tls) o->tls = 13; break;
+    case OPT_TLS12: o->tls = 12; break;
+    case OPT_DEFLATE: o->deflate = 1; break;
+    case OPT_DEFLATE_LEVEL:
+      if (parse_long(optarg, -1, 9, &v)) goto bad;
+      o->deflate_level = (int)v;
+      break;
+    case 'm': if (parse_long(optarg, 0, 1000000, &o->each)) goto bad; break;
     case 'P':
       if (parse_long(optarg, 1, 65535, &v)) goto bad;
       o->port = (int)v;
@@ -544,7 +622,10 @@ static int parse_options(int argc, char **argv, struct options *o) {
     o->timeout = o->test == TEST_RSS ? 300 : o->warmup + o->duration + 30;
   return 0;
 bad:
-  fprintf(stderr, "loadgen: bad value for -%c: %s\n", opt, optarg);
+  if (opt < 256)
+    fprintf(stderr, "loadgen: bad value for -%c: %s\n", opt, optarg);
+  else
+    fprintf(stderr, "loadgen: bad value for --deflate-level: %s\n", optarg);
   return -1;
 }
 
@@ -565,10 +646,12 @@ int main(int argc, char **argv) {
   r.nclients = (size_t)o.conns + (o.test == TEST_RSS ? RSS_WARM : 0);
   if (o.test == TEST_RSS) raise_fd_limit(r.nclients);
   if (payload_init(&payload, o.kind, o.size, o.text, o.seed) != 0 ||
-      client_ctx_init(&r.ctx, o.host, o.port, o.path) != 0) {
+      client_ctx_init(&r.ctx, o.host, o.port, o.path, o.deflate) != 0 ||
+      (o.tls && !(r.ctx.tls = tls_ctx_new(o.tls == 12)))) {
     fprintf(stderr, "loadgen: cannot set up\n");
     return 2;
   }
+  r.ctx.deflate_level = o.deflate_level;
   prng_seed(&r.ctx.rng, o.seed * 0x9e3779b97f4a7c15u + 1);
   r.ctx.payload = &payload;
   r.ctx.opcode = o.text ? 1 : 2;
@@ -602,6 +685,7 @@ int main(int argc, char **argv) {
   free(r.clients);
   free(r.restart);
   close(r.ctx.epfd);
+  SSL_CTX_free(r.ctx.tls);
   client_ctx_free(&r.ctx);
   payload_free(&payload);
   return rc == 0 && errors == 0 ? 0 : 1;

@@ -1,15 +1,17 @@
 /* payload.c - the payload kinds: pools of message bytes built once */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "payload.h"
 
 static const char *const kind_names[] = {
-  "random", "zero", "repeat", "adversarial"
+  "random", "zero", "repeat", "adversarial", "text"
 };
+#define KINDS (sizeof kind_names / sizeof kind_names[0])
 
-/* Random windows start anywhere in the first RANDOM_SPAN bytes: about a
- * million distinct messages of any size. */
+/* Random and text windows start anywhere in the first RANDOM_SPAN
+ * bytes: about a million distinct messages of any size. */
 #define RANDOM_SPAN (1u << 20)
 /* Adversarial messages are stored whole: at most this many bytes. */
 #define ADVERSARIAL_POOL (64u << 20)
@@ -17,6 +19,29 @@ static const char *const kind_names[] = {
 static uint8_t random_byte(struct prng *r, int text) {
   uint8_t b = (uint8_t)(prng_next(r) >> 56);
   return text ? (uint8_t)(0x20 + b % 95) : b;   /* printable ASCII */
+}
+
+/* What a chat or feed sends: the same keys every time, a few names and
+ * phrases, numbers that vary.  Deflate finds the repeats within one
+ * message and, with context takeover, across messages. */
+static void fill_text(uint8_t *pool, size_t size, struct prng *r) {
+  static const char *const users[] = { "alice", "bob", "carol", "dave" };
+  static const char *const msgs[] = {
+    "hello world", "see you at noon", "ok", "running late, start without me"
+  };
+  char rec[128];
+  size_t at = 0;
+  unsigned seq = 10000;
+  while (at < size) {
+    uint64_t x = prng_next(r);
+    seq += 1 + (unsigned)(x % 7);
+    int n = snprintf(rec, sizeof rec, "{\"user\":\"%s\",\"seq\":%u,"
+                     "\"msg\":\"%s\"},", users[(x >> 8) & 3], seq,
+                     msgs[(x >> 16) & 3]);
+    size_t k = (size_t)n < size - at ? (size_t)n : size - at;
+    memcpy(pool + at, rec, k);
+    at += k;
+  }
 }
 
 int payload_init(struct payload *p, enum payload_kind kind, size_t size,
@@ -28,7 +53,7 @@ int payload_init(struct payload *p, enum payload_kind kind, size_t size,
   p->size = size;
   p->tickets = 1;
   switch (kind) {
-  case PAYLOAD_RANDOM:
+  case PAYLOAD_RANDOM: case PAYLOAD_TEXT:
     p->tickets = RANDOM_SPAN;
     pool_size = RANDOM_SPAN + size;
     break;
@@ -45,6 +70,8 @@ int payload_init(struct payload *p, enum payload_kind kind, size_t size,
   if (!p->pool) return -1;
   if (kind == PAYLOAD_RANDOM) {
     for (size_t i = 0; i < pool_size; i++) p->pool[i] = random_byte(&r, text);
+  } else if (kind == PAYLOAD_TEXT) {
+    fill_text(p->pool, pool_size, &r);
   } else if (kind == PAYLOAD_ADVERSARIAL) {
     /* Equal 8-byte halves: OpenResty's LuaJIT hashes a 16-byte string
      * as crc32(crc32(len, first half) ^ crc32(0, second half)); CRC is
@@ -68,8 +95,8 @@ void payload_free(struct payload *p) {
 }
 
 int payload_kind_parse(const char *name) {
-  for (int i = 0; i < 4; i++)
-    if (strcmp(name, kind_names[i]) == 0) return i;
+  for (size_t i = 0; i < KINDS; i++)
+    if (strcmp(name, kind_names[i]) == 0) return (int)i;
   return -1;
 }
 

@@ -12,7 +12,8 @@ enum payload_kind {
   PAYLOAD_RANDOM,       /* a window into a pool of random bytes */
   PAYLOAD_ZERO,         /* every byte 0 */
   PAYLOAD_REPEAT,       /* every byte 'a' */
-  PAYLOAD_ADVERSARIAL   /* 8 random bytes repeated: two equal halves */
+  PAYLOAD_ADVERSARIAL,  /* 8 random bytes repeated: two equal halves */
+  PAYLOAD_TEXT          /* JSON-like records: compressible ASCII */
 };
 
 /* Messages are named by a ticket; payload_bytes(p, ticket) is where the
@@ -43,7 +44,7 @@ static inline uint32_t payload_pick(const struct payload *p,
 static inline const uint8_t *payload_bytes(const struct payload *p,
                                            uint32_t ticket) {
   switch (p->kind) {
-  case PAYLOAD_RANDOM: return p->pool + ticket;
+  case PAYLOAD_RANDOM: case PAYLOAD_TEXT: return p->pool + ticket;
   case PAYLOAD_ADVERSARIAL: return p->pool + (size_t)ticket * p->size;
   default: return p->pool;
   }

@@ -359,16 +359,20 @@ def versions(args):
                                   timeout=10).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             return "?"
-    commit = args.revision or out(["git", "-C", ROOT, "describe",
-                                   "--always", "--dirty"])
-    when = out(["git", "-C", ROOT, "log", "-1", "--format=%cs %s"])
+    if args.revision:           # another build: the tree says nothing
+        commit = args.revision
+    else:
+        commit = out(["git", "-C", ROOT, "describe", "--always",
+                      "--dirty"])
+        commit += " (" + out(["git", "-C", ROOT, "log", "-1",
+                              "--format=%cs %s"]) + ")"
     zlib = out(["dpkg-query", "-W", "-f", "${Version}", "zlib1g"])
-    return commit, when, out(["openssl", "version"]), zlib
+    return commit, out(["openssl", "version"]), zlib
 
 
 def render(args, comparison, rows, results, problems):
     nproc, model, kernel = run_peers.machine()
-    commit, when, openssl, zlib = versions(args)
+    commit, openssl, zlib = versions(args)
     names = [v[0] for v in comparison["variants"]]
     ratios = comparison["ratios"]
     out = []
@@ -379,7 +383,7 @@ def render(args, comparison, rows, results, problems):
     w(f"- machine: {nproc} CPUs (`nproc`), {model}, kernel {kernel}; "
       "shared and noisy: compare the ratios of one run, not figures "
       "across runs")
-    w(f"- commit: {commit} ({when}); server binary {args.server} "
+    w(f"- commit: {commit}; server binary {args.server} "
       f"(sha256 {args.server_sha}); {openssl}; zlib {zlib}")
     pinned = "" if run_peers.PIN else \
         " (NOT pinned: taskset or a second CPU missing)"

@@ -864,7 +864,7 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
   int more = deliver(c, d->message.data, d->message.len);
   if (c->deflate) {
     d->message.len = 0;
-    if (d->message.cap > 65536) deflate_buf_free(&d->message);
+    deflate_buf_free(&d->message);    /* an idle socket holds none */
   }
   return more ? 0 : -1;
 }

@@ -699,4 +699,23 @@ function Client:abort()
   self.sock:close()
 end
 
+-- The /events log of a test app (spec/apps/probe.lua, policy.lua).
+function helper.events(port)
+  local status, _, body, sock = helper.http(port,
+    "GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+  if sock then sock:close() end
+  luassert.are.equal(200, status)
+  return body
+end
+
+-- Waits up to 5 s for an event matching pattern (plain text if plain).
+function helper.wait_event(port, pattern, plain)
+  local seen
+  local ok = helper.wait_until(function()
+    seen = helper.events(port)
+    return seen:find(pattern, 1, plain) ~= nil
+  end, 5)
+  luassert(ok, ("no event %q in:\n%s"):format(pattern, seen))
+end
+
 return helper

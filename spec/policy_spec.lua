@@ -5,21 +5,10 @@ local helper = require "helper"
 
 local TEXT = helper.TEXT
 
-local function events(port)
-  local status, _, body, sock = helper.http(port,
-    "GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-  if sock then sock:close() end
-  assert.are.equal(200, status)
-  return body
-end
+local function events(port) return helper.events(port) end
 
 local function wait_event(port, text)
-  local seen
-  local ok = helper.wait_until(function()
-    seen = events(port)
-    return seen:find(text, 1, true) ~= nil
-  end, 5)
-  assert(ok, ("no event %q in:\n%s"):format(text, seen))
+  helper.wait_event(port, text, true)
 end
 
 -- The status an upgrade to path with extra headers gets (101 or other),

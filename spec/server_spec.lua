@@ -6,21 +6,10 @@ local helper = require "helper"
 local TEXT, BINARY = helper.TEXT, helper.BINARY
 local PING, PONG = helper.PING, helper.PONG
 
-local function events(port)
-  local status, _, body, sock = helper.http(port,
-    "GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-  if sock then sock:close() end
-  assert.are.equal(200, status)
-  return body
-end
+local function events(port) return helper.events(port) end
 
-local function wait_event(port, pattern)
-  local seen
-  local ok = helper.wait_until(function()
-    seen = events(port)
-    return seen:find(pattern) ~= nil
-  end, 5)
-  assert(ok, ("no event matching %q in:\n%s"):format(pattern, seen))
+local function wait_event(port, text)
+  helper.wait_event(port, text, false)
 end
 
 describe("server", function()

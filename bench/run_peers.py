@@ -524,13 +524,13 @@ def render(args, names, skipped, rows, results, problems, elapsed):
 # ----------------------------------------------------------------------
 
 
-def callgrind_run(messages, outdir, conns, size, text):
-    out = os.path.join(outdir, f"callgrind.out.{messages}")
+def callgrind_run(messages, outdir, conns, size, text, name="moonsocket"):
+    out = os.path.join(outdir, f"callgrind.out.{name}.{messages}")
 
     def wrap(argv):
         return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                 "--dump-instr=no"] + argv
-    server = Server("moonsocket", wrap=wrap)
+    server = Server(name, wrap=wrap)
     try:
         server.wait_ready(60)
         kv, err = loadgen(server, "moonsocket-callgrind",

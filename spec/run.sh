@@ -45,6 +45,9 @@ run_suite busted-asan env MOONSOCKET_BIN=build/asan/moonsocket \
 # C unit tests of the core's pure modules (plain and ASan+UBSan)
 run_suite c-units make --no-print-directory -C spec/c
 
+# the hot path's instructions per echo against the committed budget
+run_suite callgrind-guard make --no-print-directory -s -C bench guard
+
 # every parser fuzzed for a short smoke, the regressions replayed, and
 # each run on inputs that end at an unreadable page
 run_suite fuzz-smoke make --no-print-directory -C fuzz smoke

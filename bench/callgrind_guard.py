@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""callgrind_guard.py - the hot path's cost guard, independent of time.
+
+For each workload in callgrind-budget, runs moonsocket under
+valgrind --tool=callgrind twice (SMALL then BIG echoes on one
+connection) and takes the difference over BIG - SMALL echoes, so that
+start-up and the handshake cancel: user-space instructions per echoed
+message.  Fails a workload whose cost exceeds its committed budget by
+more than the tolerance (10 %).  Prints TAP.
+
+    callgrind_guard.py            check every workload
+    callgrind_guard.py --update   measure and rewrite the budget file
+
+One connection, one message in flight: every echo takes the same path
+(one read, one Lua call, one sendmsg, one loop iteration), which makes
+the count stable to about 0.5 % between runs.  The budget belongs to a
+toolchain (compiler, Debian's liblua5.4, libev, libc): after changing
+one, run --update and commit the new figures with the reason.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
+import run_peers  # noqa: E402
+
+BUDGET_FILE = os.path.join(BENCH, "callgrind-budget")
+SMALL, BIG = 2000, 20000
+TOLERANCE = 0.10
+
+# name: (server, payload bytes, text frames)
+WORKLOADS = {
+    "echo-16-binary": ("moonsocket", 16, False),
+    "echo-16-binary-coroutine": ("moonsocket-coroutine", 16, False),
+    "echo-1024-text": ("moonsocket", 1024, True),
+}
+
+
+def measure(name):
+    server, size, text = WORKLOADS[name]
+    outdir = tempfile.mkdtemp(prefix="callgrind-guard-")
+    try:
+        small = run_peers.callgrind_run(SMALL, outdir, 1, size, text, server)
+        big = run_peers.callgrind_run(BIG, outdir, 1, size, text, server)
+        return (run_peers.total_ir(big) - run_peers.total_ir(small)) \
+            / (BIG - SMALL)
+    finally:
+        shutil.rmtree(outdir, ignore_errors=True)
+
+
+def read_budget():
+    budget = {}
+    with open(BUDGET_FILE) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, value = line.split()
+                budget[name] = int(value)
+    return budget
+
+
+def write_budget(measured):
+    with open(BUDGET_FILE, "w") as f:
+        f.write("# User-space instructions per echoed message, measured by\n"
+                "# bench/callgrind_guard.py (make -C bench guard).  The\n"
+                "# guard fails when a workload exceeds its budget by more\n"
+                f"# than {TOLERANCE:.0%}.  Regenerate with --update and say "
+                "why in the commit.\n")
+        for name in WORKLOADS:
+            f.write(f"{name} {round(measured[name])}\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--update", action="store_true",
+                    help="measure and rewrite the budget file")
+    args = ap.parse_args()
+    run_peers.PIN = False
+    if not shutil.which("valgrind"):
+        print("1..0 # SKIP valgrind is not installed")
+        return 1
+    if not os.access(run_peers.LOADGEN, os.X_OK):
+        sys.exit("callgrind_guard: build bench/loadgen first")
+    budget = {} if args.update else read_budget()
+    names = list(WORKLOADS)
+    print(f"1..{len(names)}")
+    measured, failed = {}, 0
+    for i, name in enumerate(names, 1):
+        try:
+            measured[name] = m = measure(name)
+        except (RuntimeError, SystemExit) as e:
+            print(f"not ok {i} - {name}: the workload failed: {e}")
+            failed += 1
+            continue
+        if args.update:
+            print(f"ok {i} - {name}: {m:,.0f} instructions per echo")
+            continue
+        limit = budget[name] * (1 + TOLERANCE)
+        verdict = "ok" if m <= limit else "not ok"
+        failed += verdict != "ok"
+        print(f"{verdict} {i} - {name}: {m:,.0f} instructions per echo "
+              f"(budget {budget[name]:,}, limit {limit:,.0f}, "
+              f"{(m / budget[name] - 1):+.1%})")
+    if args.update and not failed:
+        write_budget(measured)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

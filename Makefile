@@ -21,7 +21,7 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make
-TEST_PACKAGES = chromium
+TEST_PACKAGES = chromium valgrind
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
         bench bench-peers fuzz

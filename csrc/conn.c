@@ -23,12 +23,14 @@
 
 /* Queued bytes live in chunks: owned chunks copy small frames together;
  * a large payload is written straight from its Lua string, which a
- * registry reference keeps alive until it is written; a file is sent
- * from its descriptor by sendfile. */
+ * registry reference keeps alive until it is written; a published
+ * frame is written from the one copy its subscribers share; a file is
+ * sent from its descriptor by sendfile. */
 struct ms_chunk {
   struct ms_chunk *next;
   const char *data;
   size_t len, sent, cap;      /* cap 0: data is not the chunk's own */
+  struct ms_shared *shared;   /* a published frame's, or NULL */
   int ref;                    /* the Lua string's, or LUA_NOREF */
   int fd;                     /* a file's, or -1 */
   char buf[];
@@ -56,6 +58,22 @@ static struct ms_chunk *chunk_new(struct ms_server *s, size_t need) {
   ch->next = NULL;
   ch->data = ch->buf;
   ch->len = ch->sent = 0;
+  ch->shared = NULL;
+  ch->ref = LUA_NOREF;
+  ch->fd = -1;
+  return ch;
+}
+
+/* A chunk that points at bytes it does not own (a Lua string, a shared
+ * frame, a file): the caller sets what keeps them alive. */
+static struct ms_chunk *chunk_borrow(const char *data, size_t len) {
+  struct ms_chunk *ch = malloc(sizeof *ch);
+  if (!ch) return NULL;
+  ch->next = NULL;
+  ch->data = data;
+  ch->len = len;
+  ch->sent = ch->cap = 0;
+  ch->shared = NULL;
   ch->ref = LUA_NOREF;
   ch->fd = -1;
   return ch;
@@ -63,9 +81,10 @@ static struct ms_chunk *chunk_new(struct ms_server *s, size_t need) {
 
 static void chunk_free(struct ms_server *s, struct ms_chunk *ch,
                        lua_State *L) {
-  if (ch->ref != LUA_NOREF || ch->fd >= 0) {
+  if (ch->ref != LUA_NOREF || ch->fd >= 0 || ch->shared) {
     if (ch->ref != LUA_NOREF && L) luaL_unref(L, LUA_REGISTRYINDEX, ch->ref);
     if (ch->fd >= 0) close(ch->fd);
+    if (ch->shared) ms_shared_release(ch->shared);
     free(ch);
   } else if (ch->cap == CHUNK_CAP && s->nfree_chunks < FREE_CHUNKS) {
     ch->next = s->free_chunks;
@@ -113,15 +132,10 @@ static int out_copy(struct ms_conn *c, const void *data, size_t len) {
 /* Queue the Lua string at idx of L without copying it. */
 static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
                       const char *data, size_t len) {
-  struct ms_chunk *ch = malloc(sizeof *ch);
+  struct ms_chunk *ch = chunk_borrow(data, len);
   if (!ch) return -1;
   lua_pushvalue(L, idx);
   ch->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  ch->fd = -1;
-  ch->next = NULL;
-  ch->data = data;
-  ch->len = len;
-  ch->sent = ch->cap = 0;
   queue_link(c, ch);
   c->out_bytes += len;
   mark_pending(c);
@@ -162,10 +176,16 @@ static void set_why(struct ms_conn *c, enum ms_why why) {
   if (c->why == WHY_NONE) c->why = (uint8_t)why;   /* the first cause */
 }
 
+/* A socket that is no longer open gets no more published messages. */
+static void leave_topics(struct ms_conn *c) {
+  if (c->subs) ms_topic_leave_all(&c->server->module->topics, c);
+}
+
 static void notify_close(struct ms_conn *c, int code, const char *reason,
                          size_t len) {
   if (c->flags & CF_NOTIFIED) return;
   c->flags |= CF_NOTIFIED;
+  leave_topics(c);
   ms_lua_close(c, code, reason, len);
 }
 
@@ -197,6 +217,7 @@ void ms_conn_abort(struct ms_conn *c, int code) {
   if (s->conns == c) s->conns = c->next == c ? NULL : c->next;
   s->nconns--;
   set_why(c, WHY_LOST);
+  leave_topics(c);
   /* told while the socket still exists: its peer's address is known */
   if (was_ws) notify_close(c, code, "", 0);
   if (c->ssl) {
@@ -247,6 +268,7 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
   send_close_frame(c, code, reason, reason_len);
   if (c->state == CS_CLOSED) return;
   c->state = CS_CLOSING;
+  leave_topics(c);
   c->close_code = (uint16_t)code;
   c->deadline = now_of(c) + c->opts->close_timeout;
   ms_conn_resume_reading(c);          /* to read the peer's close frame */
@@ -471,6 +493,38 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
   return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
 }
 
+enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
+                                       const uint8_t *frame, size_t len,
+                                       struct ms_shared *sh) {
+  if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
+  if (c->out_bytes > c->opts->max_backpressure) {
+    fail(c, 1008, "send buffer limit exceeded");
+    return MS_DROPPED_BACKPRESSURE;
+  }
+  int rc = 0;
+  if (!sh) {
+    rc = out_copy(c, frame, len);
+  } else {
+    struct ms_chunk *ch = chunk_borrow((const char *)frame, len);
+    if (ch) {
+      ch->shared = sh;
+      sh->refs++;
+      queue_link(c, ch);
+      c->out_bytes += len;
+      mark_pending(c);
+    } else {
+      rc = -1;
+    }
+  }
+  if (rc < 0) {
+    ms_conn_abort(c, 1006);
+    return MS_DROPPED_CLOSED;
+  }
+  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
+  if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
+  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+}
+
 /* ------------------------------------------------------------------ */
 /* HTTP                                                                */
 /* ------------------------------------------------------------------ */
@@ -525,13 +579,8 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
            out_copy(c, "\r\n", 2) < 0;
   if (!rc && !is_head && !bodiless && body_len) {
     if (file >= 0) {
-      struct ms_chunk *ch = malloc(sizeof *ch);
+      struct ms_chunk *ch = chunk_borrow(NULL, body_len);
       if (ch) {
-        ch->next = NULL;
-        ch->data = NULL;
-        ch->len = body_len;
-        ch->sent = ch->cap = 0;
-        ch->ref = LUA_NOREF;
         ch->fd = file;
         file = -1;
         queue_link(c, ch);

@@ -36,6 +36,11 @@ int frame_check(const struct frame_header *h, unsigned rsv_allowed,
 /* XOR p[0..n) with the masking key, starting at key byte offset & 3. */
 void frame_unmask(uint8_t *p, size_t n, const uint8_t key[4], size_t offset);
 
+/* The size of a server frame header for a payload of length bytes. */
+static inline size_t frame_header_size(uint64_t length) {
+  return length < 126 ? 2 : length < 65536 ? 4 : 10;
+}
+
 /* Write an unmasked server frame header into out; returns its size. */
 size_t frame_write_header(uint8_t out[10], unsigned opcode, int fin,
                           unsigned rsv, uint64_t length);

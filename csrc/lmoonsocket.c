@@ -1188,6 +1188,13 @@ static int ws_receive(lua_State *L) {
   return lua_yield(L, 0);
 }
 
+/* ws.topics: a new array of the names, in subscription order */
+static void push_topic_name(void *arg, const char *name, size_t len) {
+  lua_State *L = arg;
+  lua_pushlstring(L, name, len);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
 static int ws_index(lua_State *L) {
   lua_pushvalue(L, 2);                 /* methods first: the common case */
   if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
@@ -1208,6 +1215,9 @@ static int ws_index(lua_State *L) {
     lua_pushboolean(L, c->deflate != NULL);
   } else if (strcmp(key, "state") == 0) {
     lua_pushstring(L, state_name(c));
+  } else if (strcmp(key, "topics") == 0) {
+    lua_newtable(L);
+    ms_topic_each_of_conn(c, push_topic_name, L);
   } else if (strcmp(key, "buffered_amount") == 0) {
     lua_pushinteger(L, (lua_Integer)c->out_bytes);
   } else {
@@ -1232,6 +1242,101 @@ static int ws_gc(lua_State *L) {
 static int ws_tostring(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   lua_pushfstring(L, "moonsocket.ws (%s): %p", state_name(c), (void *)c);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Publish and subscribe                                               */
+/* ------------------------------------------------------------------ */
+
+static const char *check_topic(lua_State *L, int idx, size_t *len) {
+  const char *name = luaL_checklstring(L, idx, len);
+  luaL_argcheck(L, *len > 0, idx, "empty topic name");
+  return name;
+}
+
+static int push_closed(lua_State *L) {
+  luaL_pushfail(L);
+  lua_pushliteral(L, "the connection is closing or closed");
+  lua_pushliteral(L, "ECLOSED");
+  return 3;
+}
+
+static int push_no_memory(lua_State *L) {
+  luaL_pushfail(L);
+  lua_pushliteral(L, "out of memory");
+  lua_pushliteral(L, "ENOMEM");
+  return 3;
+}
+
+/* ws:subscribe(topic) -> true (subscribed now) | false (already was) */
+static int ws_subscribe(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  if (c->state != CS_OPEN) return push_closed(L);
+  int r = ms_topic_subscribe(&c->server->module->topics, c, name, len);
+  if (r < 0) return push_no_memory(L);
+  lua_pushboolean(L, r);
+  return 1;
+}
+
+/* ws:unsubscribe(topic) -> true (was subscribed) | false */
+static int ws_unsubscribe(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  lua_pushboolean(L, ms_topic_unsubscribe(&c->server->module->topics, c,
+                                          name, len));
+  return 1;
+}
+
+static int ws_is_subscribed(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  lua_pushboolean(L, ms_topic_is_subscribed(c, name, len));
+  return 1;
+}
+
+/* Publish data (kind at idx+1) to topic at idx, skipping skip.  Text is
+ * checked once here, not per subscriber. */
+static int publish(lua_State *L, struct ms_module *m, int idx,
+                   struct ms_conn *skip) {
+  size_t nlen, len;
+  const char *name = check_topic(L, idx, &nlen);
+  const char *data = luaL_checklstring(L, idx + 1, &len);
+  int binary = check_kind(L, idx + 2);
+  struct ms_server *s = skip ? skip->server : NULL;
+  luaL_argcheck(L, binary || (s && data == s->validated &&
+                              len == s->validated_len) ||
+                utf8_validate(UTF8_ACCEPT, (const uint8_t *)data, len) ==
+                UTF8_ACCEPT, idx + 1,
+                "text is not UTF-8 (publish it as \"binary\")");
+  long n = ms_topic_publish(&m->topics, name, nlen,
+                            binary ? WS_OP_BINARY : WS_OP_TEXT, data, len,
+                            skip);
+  if (n < 0) return push_no_memory(L);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* ws:publish(topic, data [, kind]): every subscriber but ws */
+static int ws_publish(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  return publish(L, c->server->module, 2, c);
+}
+
+/* publish(topic, data [, kind]) -> the number of sockets reached */
+static int l_publish(lua_State *L) {
+  return publish(L, get_module(L), 1, NULL);
+}
+
+static int l_subscribers(lua_State *L) {
+  size_t len;
+  const char *name = check_topic(L, 1, &len);
+  lua_pushinteger(L, (lua_Integer)ms_topic_subscribers(
+                         &get_module(L)->topics, name, len));
   return 1;
 }
 
@@ -1422,6 +1527,7 @@ static int module_gc(lua_State *L) {
   struct ms_module *m = lua_touserdata(L, 1);
   if (ev_is_active(&m->shutdown_timer))
     ev_timer_stop(m->loop, &m->shutdown_timer);
+  ms_topics_free(&m->topics);
   return 0;
 }
 
@@ -1433,6 +1539,7 @@ int luaopen_moonsocket_core(lua_State *L) {
     { "open_file", l_open_file }, { "realpath", l_realpath },
     { "http_date", l_http_date }, { "parse_http_date", l_parse_http_date },
     { "route_options", l_route_options },
+    { "publish", l_publish }, { "subscribers", l_subscribers },
     { NULL, NULL }
   };
   static const luaL_Reg server_methods[] = {
@@ -1442,7 +1549,9 @@ int luaopen_moonsocket_core(lua_State *L) {
   };
   static const luaL_Reg ws_methods[] = {
     { "send", ws_send }, { "ping", ws_ping }, { "close", ws_close },
-    { "receive", ws_receive }, { NULL, NULL }
+    { "receive", ws_receive }, { "subscribe", ws_subscribe },
+    { "unsubscribe", ws_unsubscribe }, { "subscribed", ws_is_subscribed },
+    { "publish", ws_publish }, { NULL, NULL }
   };
 
   if (lua_getfield(L, LUA_REGISTRYINDEX, MODULE_KEY) == LUA_TNIL) {

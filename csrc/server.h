@@ -12,6 +12,7 @@
 #include "deflate.h"
 #include "http.h"
 #include "tls.h"
+#include "topic.h"
 
 enum ms_log_level { LOG_OFF, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
@@ -52,8 +53,11 @@ struct ms_module {
   ev_signal sigint, sigterm, sighup;
   ev_timer shutdown_timer;
   int shutting_down;
+  int running;                  /* moonsocket_run runs the loop: only
+                                   then may the module break it */
   int ref_text, ref_binary;     /* the kinds, pushed without hashing */
   int ref_message;              /* the callback's name, likewise */
+  struct ms_topics topics;      /* publish/subscribe, across servers */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */
@@ -149,6 +153,7 @@ struct ms_conn {
   uint8_t *ctl;                     /* control payload split over reads */
   SSL *ssl;                         /* TLS state, or NULL */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
+  struct ms_sub *subs;              /* topics subscribed to */
 };
 
 /* permessage-deflate of one connection, when negotiated */
@@ -177,6 +182,11 @@ enum ms_send_status { MS_SENT, MS_QUEUED, MS_DROPPED_CLOSED,
 enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                  const char *data, size_t len,
                                  lua_State *L, int idx, int compress);
+/* Queue a whole frame, built by the caller; with sh, by reference to
+ * the shared copy (taking a reference), else copied. */
+enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
+                                       const uint8_t *frame, size_t len,
+                                       struct ms_shared *sh);
 void ms_conn_close(struct ms_conn *c, int code, const char *reason,
                    size_t reason_len, enum ms_why why);
 void ms_conn_abort(struct ms_conn *c, int code);

@@ -185,6 +185,18 @@ function app_mt:shutdown(timeout)
   for _, server in ipairs(self.servers) do server:shutdown(timeout) end
 end
 
+-- app:publish(topic, data, kind): queue data ("text", the default, or
+-- "binary") to every socket subscribed to topic (ws:subscribe); returns
+-- how many it reached.  The frame is built once for all of them.
+function app_mt:publish(topic, data, kind)
+  return core.publish(topic, data, kind)
+end
+
+-- app:subscribers(topic): how many sockets are subscribed to topic.
+function app_mt:subscribers(topic)
+  return core.subscribers(topic)
+end
+
 -- moonsocket.static(dir, opts): middleware serving the files of dir.
 function _M.static(dir, opts)
   return require("moonsocket.static").new(dir, opts)

@@ -1,0 +1,66 @@
+-- Test app: topics driven by the clients' text messages at /ws.
+--   sub T / unsub T / subscribed T   -> "sub T true" etc.
+--   pub T MSG / pubbin T MSG         -> app:publish, "pub N"
+--   wspub T MSG                      -> ws:publish (not to itself)
+--   count T                          -> "count N"
+--   topics                           -> "topics A,B"
+--   nest T                           -> when this socket closes, its
+--     close handler publishes "gone" to T and closes every socket that
+--     sent "victim": closing and publishing while a publish runs.
+--   victim
+-- env PORT, MAX_BACKPRESSURE.
+local moonsocket = require "moonsocket"
+
+local app = moonsocket.app {
+  max_backpressure = tonumber(os.getenv("MAX_BACKPRESSURE")) or 1024 * 1024,
+}
+
+local victims = {}
+
+local function reply(ws, ...)
+  ws:send(table.concat({ ... }, " "))
+end
+
+app:ws("/ws", {
+  message = function(ws, msg)
+    local cmd, topic, rest = msg:match("^(%S+) ?(%S*) ?(.*)$")
+    if cmd == "sub" then
+      reply(ws, "sub", topic, tostring(ws:subscribe(topic)))
+    elseif cmd == "unsub" then
+      reply(ws, "unsub", topic, tostring(ws:unsubscribe(topic)))
+    elseif cmd == "subscribed" then
+      reply(ws, "subscribed", topic, tostring(ws:subscribed(topic)))
+    elseif cmd == "pub" then
+      reply(ws, "pub", app:publish(topic, rest))
+    elseif cmd == "pubbin" then
+      reply(ws, "pub", app:publish(topic, rest, "binary"))
+    elseif cmd == "pubbig" then       -- pubbig T N: N bytes of 'x'
+      reply(ws, "pub", app:publish(topic, ("x"):rep(tonumber(rest))))
+    elseif cmd == "wspub" then
+      reply(ws, "wspub", ws:publish(topic, rest))
+    elseif cmd == "count" then
+      reply(ws, "count", topic, app:subscribers(topic))
+    elseif cmd == "topics" then
+      reply(ws, "topics", table.concat(ws.topics, ","))
+    elseif cmd == "nest" then
+      ws.data.nest = topic
+      reply(ws, "nest", topic)
+    elseif cmd == "victim" then
+      victims[ws] = true
+      reply(ws, "victim")
+    end
+  end,
+  close = function(ws)
+    victims[ws] = nil
+    local topic = ws.data.nest
+    if topic then
+      for v in pairs(victims) do
+        v:close(4000, "closed by a close handler")
+        v:unsubscribe(topic)
+      end
+      app:publish(topic, "gone")
+    end
+  end,
+})
+assert(app:listen { port = tonumber(os.getenv("PORT")) or 0 })
+moonsocket.run()

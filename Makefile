@@ -6,13 +6,14 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
-LIBS     = -lev -lssl -lcrypto -lz
+LIBS     = -lev -lssl -lcrypto -lz -lhiredis
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
 CORE_SRC = csrc/utf8.c csrc/frame.c csrc/http.c csrc/handshake.c \
            csrc/options.c csrc/listener.c csrc/conn.c csrc/tls.c \
-           csrc/deflate.c csrc/topic.c csrc/lmoonsocket.c
+           csrc/deflate.c csrc/topic.c csrc/workers.c csrc/backplane.c \
+           csrc/lmoonsocket.c
 HEADERS  = $(wildcard csrc/*.h)
 
 BUILD    = build
@@ -20,11 +21,12 @@ PORT    ?= 5000
 LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
-               lua-socket python3-websockets pkg-config gcc make
-TEST_PACKAGES = chromium valgrind
+               lua-socket python3-websockets pkg-config gcc make libhiredis-dev
+TEST_PACKAGES = chromium valgrind redis-server gdb
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
-        bench bench-peers fuzz
+        chat bench bench-peers fuzz lib examples FORCE install-lua install-lib \
+        valgrind soak
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
 # core under LIBDIR and the runner under BINDIR.
@@ -32,12 +34,21 @@ PREFIX  ?= /usr/local
 LUADIR  ?= $(PREFIX)/share/lua/5.4
 LIBDIR  ?= $(PREFIX)/lib/lua/5.4
 BINDIR  ?= $(PREFIX)/bin
+# ...and the library a host program links (examples/embed) under
+# CLIBDIR, its header under INCLUDEDIR and moonsocket.pc under PCDIR.
+CLIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PCDIR   ?= $(CLIBDIR)/pkgconfig
+LUA_PC  ?= lua5.4
+VERSION  = $(shell sed -n 's/.*MOONSOCKET_VERSION "\(.*\)".*/\1/p' \
+                   csrc/moonsocket.h)
 
 all: build
 
 build: $(BUILD)/moonsocket $(BUILD)/lib/moonsocket/core.so
 
-asan: $(BUILD)/asan/moonsocket $(BUILD)/asan/lib/moonsocket/core.so
+asan: $(BUILD)/asan/moonsocket $(BUILD)/asan/lib/moonsocket/core.so \
+      $(BUILD)/asan/examples/embed-host
 
 $(BUILD)/moonsocket: $(CORE_SRC) csrc/main.c $(HEADERS)
 	@mkdir -p $(@D)
@@ -54,6 +65,59 @@ $(BUILD)/asan/moonsocket: $(CORE_SRC) csrc/main.c $(HEADERS)
 $(BUILD)/asan/lib/moonsocket/core.so: $(CORE_SRC) $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -shared -o $@ $(CORE_SRC) $(LIBS)
+
+# The library for host programs: the core without the runner, as an
+# archive and a shared object.  Both hold one object whose only global
+# symbols are the API of csrc/moonsocket.h, so the core's internal names
+# (http_*, utf8_*, ms_*) cannot clash with a host's.  Lua is left to the
+# host, which links it (moonsocket.pc requires it).
+LIB_OBJ  = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+OBJCOPY ?= objcopy
+
+lib: $(BUILD)/libmoonsocket.a $(BUILD)/libmoonsocket.so $(BUILD)/moonsocket.pc
+
+$(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/moonsocket.o: $(LIB_OBJ)
+	$(LD) -r -o $@.tmp $(LIB_OBJ)
+	$(OBJCOPY) -w --keep-global-symbol='moonsocket_*' \
+	  --keep-global-symbol=luaopen_moonsocket_core $@.tmp $@
+	@rm -f $@.tmp
+
+$(BUILD)/libmoonsocket.a: $(BUILD)/obj/moonsocket.o
+	rm -f $@
+	$(AR) rcs $@ $<
+
+$(BUILD)/libmoonsocket.so: $(BUILD)/obj/moonsocket.o
+	$(CC) -shared -o $@ $< $(LIBS)
+
+# Written on every run: it holds PREFIX, which may differ from the last.
+$(BUILD)/moonsocket.pc: moonsocket.pc.in FORCE
+	@mkdir -p $(@D)
+	@sed -e 's|@prefix@|$(PREFIX)|' \
+	  -e 's|@libdir@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(CLIBDIR))|' \
+	  -e 's|@includedir@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	  -e 's|@version@|$(VERSION)|' -e 's|@lua_pc@|$(LUA_PC)|' $< > $@
+
+FORCE:
+
+# examples/embed: a host program with its own loop, on the archive (and
+# on the sources under the sanitizers, for the tests).
+examples: $(BUILD)/examples/embed-host
+
+$(BUILD)/examples/embed-host: examples/embed/host.c csrc/moonsocket.h \
+                              $(BUILD)/libmoonsocket.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Icsrc -o $@ examples/embed/host.c \
+	  $(BUILD)/libmoonsocket.a -llua5.4 $(LIBS) -lm
+
+$(BUILD)/asan/examples/embed-host: examples/embed/host.c $(CORE_SRC) \
+                                   $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -Icsrc -o $@ examples/embed/host.c \
+	  $(CORE_SRC) -llua5.4 $(LIBS) -lm
 
 # Install what is missing (as root, or through sudo when there is one).
 deps:
@@ -81,12 +145,25 @@ run: deps
 	@$(MAKE) --no-print-directory build
 	PORT=$(PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/echo/app.lua
 
+# The chat sample (examples/chat) on PORT when it is given, else 5001,
+# beside the echo's 5000.
+CHAT_PORT = $(if $(filter file,$(origin PORT)),5001,$(PORT))
+
+chat: deps
+	@$(MAKE) --no-print-directory build
+	PORT=$(CHAT_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/chat/app.lua
+
 # Every suite; the last line sums them: "N passed, N failed".
 test: test-deps
-	@$(MAKE) --no-print-directory build asan
+	@$(MAKE) --no-print-directory build asan examples
+	@$(MAKE) --no-print-directory -C bench loadgen
 	@sh spec/run.sh
 
-install: build
+# install-lua is what luarocks installs (into its tree); install-lib is
+# the C library for host programs, which goes under PREFIX.
+install: install-lua install-lib
+
+install-lua: build
 	install -d $(DESTDIR)$(LUADIR)/moonsocket/handlers \
 	  $(DESTDIR)$(LIBDIR)/moonsocket $(DESTDIR)$(BINDIR)
 	install -m 644 lua/moonsocket/*.lua $(DESTDIR)$(LUADIR)/moonsocket/
@@ -95,6 +172,16 @@ install: build
 	install -m 755 $(BUILD)/lib/moonsocket/core.so \
 	  $(DESTDIR)$(LIBDIR)/moonsocket/core.so
 	install -m 755 $(BUILD)/moonsocket $(DESTDIR)$(BINDIR)/moonsocket
+
+install-lib: lib
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(CLIBDIR) \
+	  $(DESTDIR)$(PCDIR)
+	install -m 644 csrc/moonsocket.h $(DESTDIR)$(INCLUDEDIR)/moonsocket.h
+	install -m 644 $(BUILD)/libmoonsocket.a \
+	  $(DESTDIR)$(CLIBDIR)/libmoonsocket.a
+	install -m 755 $(BUILD)/libmoonsocket.so \
+	  $(DESTDIR)$(CLIBDIR)/libmoonsocket.so
+	install -m 644 $(BUILD)/moonsocket.pc $(DESTDIR)$(PCDIR)/moonsocket.pc
 
 # Benchmarks (bench/README.md): the load generator, and the matrix run
 # against moonsocket and its peers side by side.
@@ -107,6 +194,22 @@ bench-peers: build
 # libFuzzer over every parser (fuzz/README.md): FUZZ_SECONDS each (60).
 fuzz:
 	@$(MAKE) --no-print-directory -C fuzz
+
+# The busted suite once with every server under valgrind's memcheck
+# (spec/valgrind.sh: a log per process in test-output/valgrind/); fails
+# on any error or definite leak.
+valgrind: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES=valgrind
+	@$(MAKE) --no-print-directory build examples
+	@sh spec/valgrind.sh
+
+# 10,000 connections churning for SOAK_SECONDS (300) against one server
+# whose memory, descriptors and log are checked (bench/soak.py; gdb reads
+# malloc's figures).
+soak: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES=gdb
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory -C bench soak
 
 clean:
 	rm -rf $(BUILD)

@@ -52,7 +52,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
 }
 
 int ms_server_listen(struct ms_server *s, const char *host, int port,
-                     int backlog, const char **err) {
+                     int backlog, enum ms_listen_mode mode,
+                     const char **err) {
   struct addrinfo hints, *res, *ai;
   char service[16];
   memset(&hints, 0, sizeof hints);
@@ -75,8 +76,10 @@ int ms_server_listen(struct ms_server *s, const char *host, int port,
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (mode != MS_LISTEN_ALONE)
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-        listen(fd, backlog) == 0)
+        (mode == MS_LISTEN_RESERVE || listen(fd, backlog) == 0))
       break;
     saved = errno;
     close(fd);
@@ -87,6 +90,8 @@ int ms_server_listen(struct ms_server *s, const char *host, int port,
     *err = strerror(saved);
     return -1;
   }
+  if (s->listener.fd >= 0) close(s->listener.fd);   /* the reservation */
+  s->backlog = backlog;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   getsockname(fd, (struct sockaddr *)&ss, &len);
@@ -98,7 +103,7 @@ int ms_server_listen(struct ms_server *s, const char *host, int port,
                   ? ((struct sockaddr_in6 *)&ss)->sin6_port
                   : ((struct sockaddr_in *)&ss)->sin_port);
   ev_io_init(&s->listener, accept_cb, fd, EV_READ);
-  ev_io_start(s->module->loop, &s->listener);
+  if (mode != MS_LISTEN_RESERVE) ev_io_start(s->module->loop, &s->listener);
   return 0;
 }
 

@@ -19,11 +19,13 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "backplane.h"
 #include "frame.h"
 #include "handshake.h"
 #include "moonsocket.h"
 #include "server.h"
 #include "utf8.h"
+#include "workers.h"
 
 #define MODULE_KEY "moonsocket.core.state"
 #define LOOP_KEY   "moonsocket.core.loop"
@@ -55,12 +57,17 @@ void ms_log(struct ms_server *s, int level, const char *fmt, ...) {
   static const char *const names[] = { "", "error", "warn", "info",
                                        "debug" };
   if (level > (s ? s->opts.log_level : LOG_INFO)) return;
+  /* one write per line: workers share the stream */
+  char line[1024];
+  int n = snprintf(line, sizeof line - 1, "moonsocket: %s ", names[level]);
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "moonsocket: %s ", names[level]);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  int k = vsnprintf(line + n, sizeof line - 1 - (size_t)n, fmt, ap);
   va_end(ap);
+  n = k < 0 ? n : n + k > (int)sizeof line - 2 ? (int)sizeof line - 2
+                                                : n + k;
+  line[n++] = '\n';
+  fwrite(line, 1, (size_t)n, stderr);
 }
 
 static int traceback(lua_State *L) {
@@ -705,9 +712,11 @@ void ms_module_check_done(struct ms_module *m) {
     if (s->closing && s->nconns == 0 && !s->pending && !s->released)
       server_finish(s);
   }
+  /* the last server is gone: Redis must not keep the loop going */
+  if (!m->servers) ms_backplane_close_module(m);
   if (m->shutting_down && !m->servers) {
     ev_timer_stop(m->loop, &m->shutdown_timer);
-    ev_break(m->loop, EVBREAK_ALL);
+    if (m->running) ev_break(m->loop, EVBREAK_ALL);
   }
 }
 
@@ -720,7 +729,7 @@ static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
     while (s->conns) ms_conn_abort(s->conns, 1006);
   for (struct ms_server *s = m->servers; s; s = s->next)
     ev_feed_event(m->loop, &s->prepare, EV_PREPARE);
-  if (!m->servers) ev_break(m->loop, EVBREAK_ALL);
+  if (!m->servers && m->running) ev_break(m->loop, EVBREAK_ALL);
 }
 
 static void module_shutdown(struct ms_module *m, double timeout) {
@@ -728,9 +737,15 @@ static void module_shutdown(struct ms_module *m, double timeout) {
   m->shutting_down = 1;
   for (struct ms_server *s = m->servers; s; s = s->next)
     ms_server_shutdown(s, timeout);
-  ev_timer_init(&m->shutdown_timer, shutdown_expired, timeout, 0);
-  ev_timer_start(m->loop, &m->shutdown_timer);
-  if (!m->servers) ev_break(m->loop, EVBREAK_ALL);
+  /* only the loop moonsocket_run runs is broken: a host's loop goes on
+   * with the host's work, and no watcher of ours is left to keep it */
+  if (m->servers) {
+    ev_timer_init(&m->shutdown_timer, shutdown_expired, timeout, 0);
+    ev_timer_start(m->loop, &m->shutdown_timer);
+  } else {
+    ms_backplane_close_module(m);
+    if (m->running) ev_break(m->loop, EVBREAK_ALL);
+  }
 }
 
 void moonsocket_shutdown(lua_State *L, double timeout) {
@@ -752,11 +767,14 @@ static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents);
 
 int moonsocket_run(lua_State *L) {
   struct ms_module *m = get_module(L);
-  /* OpenSSL writes to sockets without MSG_NOSIGNAL: a peer that left
-   * must not kill the process (plain sockets never raise it) */
+  /* OpenSSL writes to sockets without MSG_NOSIGNAL, and sendfile has no
+   * such flag: a peer that left must not kill the process */
   struct sigaction sa;
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
     signal(SIGPIPE, SIG_IGN);
+  if (m->nworkers > 1 && !m->worker && !m->running &&
+      ms_workers_run(m) == 0)
+    return 0;                          /* the master, done */
   ev_signal_init(&m->sigint, signal_cb, SIGINT);
   ev_signal_init(&m->sigterm, signal_cb, SIGTERM);
   ev_signal_init(&m->sighup, sighup_cb, SIGHUP);
@@ -765,7 +783,10 @@ int moonsocket_run(lua_State *L) {
   ev_signal_start(m->loop, &m->sigterm);
   ev_signal_start(m->loop, &m->sighup);
   for (int i = 0; i < 3; i++) ev_unref(m->loop);  /* signals keep nothing */
+  int was_running = m->running;
+  m->running = 1;
   ev_run(m->loop, 0);
+  m->running = was_running;
   for (int i = 0; i < 3; i++) ev_ref(m->loop);
   ev_signal_stop(m->loop, &m->sigint);
   ev_signal_stop(m->loop, &m->sigterm);
@@ -898,6 +919,32 @@ static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
   }
 }
 
+/* Option 'workers' of the listen table at 1: 1 (the default), a count,
+ * or "auto", the number of online CPUs.  Every listen of a process
+ * asks for the same number: the workers serve every server. */
+static int check_workers(lua_State *L, struct ms_module *m) {
+  lua_Integer n = 1;
+  int t = lua_getfield(L, 1, "workers");
+  if (t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    n = cpus < 1 ? 1 : cpus > MS_WORKERS_MAX ? MS_WORKERS_MAX : cpus;
+  } else if (t != LUA_TNIL) {
+    luaL_argcheck(L, lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
+                  lua_tointeger(L, -1) <= MS_WORKERS_MAX, 1,
+                  "option 'workers' must be \"auto\" or an integer from 1 "
+                  "to 256");
+    n = lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+  if (m->worker) return 1;        /* a worker listens on its own */
+  if (n > 1 && !ev_is_default_loop(m->loop))
+    luaL_argerror(L, 1, "workers need libev's default loop");
+  if (m->nworkers && m->nworkers != n)
+    luaL_argerror(L, 1, "every listen must ask for the same 'workers'");
+  m->nworkers = (int)n;
+  return (int)n;
+}
+
 static int l_listen(lua_State *L) {
   struct ms_module *m = get_module(L);
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -914,6 +961,7 @@ static int l_listen(lua_State *L) {
   lua_getfield(L, 1, "handler");
   luaL_argcheck(L, lua_isfunction(L, -1), 1,
                 "option 'handler' must be a function");
+  int workers = check_workers(L, m);
   struct ms_options opts;
   ms_options_defaults(&opts);
   if (lua_getfield(L, 1, "options") != LUA_TNIL) {
@@ -953,7 +1001,9 @@ static int l_listen(lua_State *L) {
   if (!(s->rbuf = malloc(opts.receive_buffer_size)))
     return luaL_error(L, "out of memory");
   const char *err;
-  if (ms_server_listen(s, host, (int)port, (int)backlog, &err) != 0) {
+  enum ms_listen_mode mode = workers > 1 ? MS_LISTEN_RESERVE
+                            : MS_LISTEN_ALONE;
+  if (ms_server_listen(s, host, (int)port, (int)backlog, mode, &err) != 0) {
     free(s->rbuf);
     s->rbuf = NULL;
     luaL_pushfail(L);
@@ -1043,6 +1093,8 @@ static int server_gc(lua_State *L) {
     ms_server_stop_accepting(s);
     ev_prepare_stop(s->module->loop, &s->prepare);
     ev_timer_stop(s->module->loop, &s->sweep);
+    /* a host's loop may run on after lua_close */
+    ev_timer_stop(s->module->loop, &s->shutdown_timer);
     free(s->rbuf);
     s->rbuf = NULL;
   }
@@ -1313,10 +1365,14 @@ static int publish(lua_State *L, struct ms_module *m, int idx,
                 utf8_validate(UTF8_ACCEPT, (const uint8_t *)data, len) ==
                 UTF8_ACCEPT, idx + 1,
                 "text is not UTF-8 (publish it as \"binary\")");
-  long n = ms_topic_publish(&m->topics, name, nlen,
-                            binary ? WS_OP_BINARY : WS_OP_TEXT, data, len,
-                            skip);
+  unsigned op = binary ? WS_OP_BINARY : WS_OP_TEXT;
+  long n = ms_topic_publish(&m->topics, name, nlen, op, data, len, skip);
   if (n < 0) return push_no_memory(L);
+  /* the other workers of this node through the master; other nodes
+   * through Redis (the workers of a node share its id there) */
+  if (m->link) ms_workers_publish(m, name, nlen, op, data, len);
+  if (m->backplane)
+    ms_backplane_publish(m->backplane, name, nlen, op, data, len);
   lua_pushinteger(L, n);
   return 1;
 }
@@ -1330,6 +1386,19 @@ static int ws_publish(lua_State *L) {
 /* publish(topic, data [, kind]) -> the number of sockets reached */
 static int l_publish(lua_State *L) {
   return publish(L, get_module(L), 1, NULL);
+}
+
+/* worker() -> this worker's number (1..n), or nil without workers */
+static int l_worker(lua_State *L) {
+  struct ms_module *m = get_module(L);
+  if (m->worker) lua_pushinteger(L, m->worker);
+  else luaL_pushfail(L);
+  return 1;
+}
+
+/* backplane(options): publish through Redis to every node */
+static int l_backplane(lua_State *L) {
+  return ms_lua_backplane(L, get_module(L));
 }
 
 static int l_subscribers(lua_State *L) {
@@ -1528,6 +1597,7 @@ static int module_gc(lua_State *L) {
   if (ev_is_active(&m->shutdown_timer))
     ev_timer_stop(m->loop, &m->shutdown_timer);
   ms_topics_free(&m->topics);
+  ms_workers_free(m);
   return 0;
 }
 
@@ -1540,6 +1610,8 @@ int luaopen_moonsocket_core(lua_State *L) {
     { "http_date", l_http_date }, { "parse_http_date", l_parse_http_date },
     { "route_options", l_route_options },
     { "publish", l_publish }, { "subscribers", l_subscribers },
+    { "backplane", l_backplane },
+    { "worker", l_worker },
     { NULL, NULL }
   };
   static const luaL_Reg server_methods[] = {

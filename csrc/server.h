@@ -58,6 +58,11 @@ struct ms_module {
   int ref_text, ref_binary;     /* the kinds, pushed without hashing */
   int ref_message;              /* the callback's name, likewise */
   struct ms_topics topics;      /* publish/subscribe, across servers */
+  struct ms_backplane *backplane; /* Redis, to other nodes, or NULL */
+  int nworkers;                 /* processes to serve in; 1: this one */
+  int worker;                   /* this worker's number, 0 in a master */
+  struct ms_workers *workers;   /* the master's, while it supervises */
+  struct ms_link *link;         /* a worker's link to the master */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */
@@ -91,6 +96,7 @@ struct ms_server {
   struct ms_tls *tls;           /* certificates, or NULL: plain TCP */
   char host[64];
   int port;
+  int backlog;
 };
 
 enum ms_conn_state {
@@ -163,9 +169,14 @@ struct ms_deflate {
   struct deflate_buf message;       /* the message being inflated */
 };
 
-/* listener.c */
+/* listener.c: a server listens alone; or, with workers, the master
+ * only reserves the address (bound, not listening) and each worker
+ * listens on its own socket (SO_REUSEPORT: the kernel spreads the
+ * connections). */
+enum ms_listen_mode { MS_LISTEN_ALONE, MS_LISTEN_RESERVE, MS_LISTEN_SHARED };
 int ms_server_listen(struct ms_server *s, const char *host, int port,
-                     int backlog, const char **err);
+                     int backlog, enum ms_listen_mode mode,
+                     const char **err);
 void ms_server_stop_accepting(struct ms_server *s);
 
 /* conn.c: I/O and the protocol */

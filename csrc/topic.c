@@ -20,6 +20,7 @@ struct ms_topic {
   struct ms_sub *head, *tail;
   size_t count;          /* subscribers, not counting those who left */
   unsigned publishing;   /* publishes under way (they may nest) */
+  size_t left;           /* nodes of those who left meanwhile */
   uint64_t hash;
   size_t len;
   char name[];
@@ -130,7 +131,10 @@ static void sub_remove(struct ms_topics *ts, struct ms_sub *s) {
   struct ms_topic *t = s->topic;
   t->count--;
   s->conn = NULL;
-  if (t->publishing) return;
+  if (t->publishing) {
+    t->left++;
+    return;
+  }
   unlink_from_topic(t, s);
   free(s);
   if (t->count == 0) destroy(ts, t);
@@ -217,11 +221,12 @@ void ms_shared_release(struct ms_shared *sh) {
 /* After the outermost publish: free the nodes of those who left. */
 static void compact(struct ms_topics *ts, struct ms_topic *t) {
   struct ms_sub *s = t->head, *next;
-  for (; s; s = next) {
+  for (; s && t->left; s = next) {
     next = s->next;
     if (!s->conn) {
       unlink_from_topic(t, s);
       free(s);
+      t->left--;
     }
   }
   if (t->count == 0) destroy(ts, t);

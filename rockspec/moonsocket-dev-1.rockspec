@@ -19,6 +19,7 @@ dependencies = {
 external_dependencies = {
   EV = { header = "ev.h", library = "ev" },
   CRYPTO = { header = "openssl/sha.h", library = "crypto" },
+  HIREDIS = { header = "hiredis/async.h", library = "hiredis" },
 }
 build = {
   type = "make",
@@ -27,7 +28,7 @@ build = {
     CFLAGS = "$(CFLAGS)",
     LUA_INC = "-I$(LUA_INCDIR)",
   },
-  install_target = "install",
+  install_target = "install-lua",   -- not the C library for hosts
   install_variables = {
     LUADIR = "$(LUADIR)",
     LIBDIR = "$(LIBDIR)",

@@ -11,7 +11,13 @@ local random = math.random
 
 local helper = { _VERSION = "0.1" }
 
-helper.DEFAULT_TIMEOUT = 5
+-- MOONSOCKET_TIMESCALE stretches the helpers' waits and the timings of
+-- specs that ask for it (helper.scaled), for a server under valgrind.
+helper.TIMESCALE = tonumber(os.getenv("MOONSOCKET_TIMESCALE") or "") or 1
+function helper.scaled(seconds)
+  return seconds * helper.TIMESCALE
+end
+helper.DEFAULT_TIMEOUT = helper.scaled(5)
 helper.LUA_PATH = "lua/?.lua;lua/?/init.lua;;"
 -- RFC 6455 §1.3: the GUID appended to Sec-WebSocket-Key.
 helper.GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -146,8 +152,12 @@ Server.__index = Server
 
 -- Starts argv (a list of words, run through `env`) in the background with
 -- the environment `env` (a table).  Waits up to 5 s for the line
--- "listening on HOST:<port>" in its output.
-function helper.spawn(argv, env)
+-- "listening on HOST:<port>" in its output.  opts.stdin: a file (or a
+-- FIFO: it is opened read-write, so without waiting for a writer) to be
+-- its stdin instead of /dev/null.  opts.ready: the pattern to wait for
+-- instead, its capture the port (for programs other than moonsocket).
+-- opts.nofile: its limit on open files (4096).
+function helper.spawn(argv, env, opts)
   local base = os.tmpname()
   local self = setmetatable({
     logfile = base, pidfile = base .. ".pid", statusfile = base .. ".rc",
@@ -162,20 +172,22 @@ function helper.spawn(argv, env)
   for _, word in ipairs(argv) do words[#words + 1] = shell_quote(word) end
   -- The inner subshell raises the fd limit and becomes the server (exec),
   -- so $! is the server's pid; the outer one waits to record its status.
+  local stdin = opts and opts.stdin
   local command = string.format(
-    "( ( ulimit -n 4096 2>/dev/null; %s ) >%s 2>&1 </dev/null & "
+    "( ( ulimit -n %d 2>/dev/null; %s ) >%s 2>&1 %s & "
     .. "echo $! >%s; wait $!; echo $? >%s.tmp; mv %s.tmp %s ) "
-    .. ">/dev/null 2>&1 </dev/null &",
+    .. ">/dev/null 2>&1 </dev/null &", opts and opts.nofile or 4096,
     concat(words, " "), shell_quote(self.logfile),
+    stdin and "<>" .. shell_quote(stdin) or "</dev/null",
     shell_quote(self.pidfile), shell_quote(self.statusfile),
     shell_quote(self.statusfile), shell_quote(self.statusfile))
   luassert(os.execute(command), "failed to run: " .. command)
   self.pid = luassert(helper.wait_until(function()
     return tonumber(read_file(self.pidfile) or "")
   end), "server did not start: " .. command)
+  local ready = opts and opts.ready or "listening on %S*:(%d+)"
   local port = helper.wait_until(function()
-    local port = (read_file(self.logfile) or "")
-      :match("listening on %S*:(%d+)")
+    local port = (read_file(self.logfile) or ""):match(ready)
     return tonumber(port) or (self:exited() and "exited")
   end)
   if type(port) ~= "number" then
@@ -188,12 +200,28 @@ function helper.spawn(argv, env)
 end
 
 -- Starts the server under test on `app` (e.g. "spec/apps/echo.lua") with
--- the extra environment `env`.
-function helper.start_server(app, env)
+-- the extra environment `env`.  MOONSOCKET_WRAPPER, when set, is a
+-- command line (words split at spaces) that runs the server, e.g.
+-- "valgrind --log-file=vg.%p.log".  opts go to helper.spawn.
+function helper.start_server(app, env, opts)
   local bin = os.getenv("MOONSOCKET_BIN") or "build/moonsocket"
   local full_env = { LUA_PATH = helper.LUA_PATH, PORT = 0 }
   for name, value in pairs(env or {}) do full_env[name] = value end
-  return helper.spawn({ bin, app }, full_env)
+  local argv = {}
+  for word in (os.getenv("MOONSOCKET_WRAPPER") or ""):gmatch("%S+") do
+    argv[#argv + 1] = word
+  end
+  argv[#argv + 1] = bin
+  argv[#argv + 1] = app
+  return helper.spawn(argv, full_env, opts)
+end
+
+-- A TCP port on 127.0.0.1 that was free a moment ago.
+function helper.free_port()
+  local sock = luassert(socket.bind("127.0.0.1", 0))
+  local _, port = sock:getsockname()
+  sock:close()
+  return tonumber(port)
 end
 
 -- The exit status once the process has exited, or nil.
@@ -214,17 +242,18 @@ function Server:kill(signal)
     self.pid))
 end
 
--- SIGTERM, wait up to `timeout` (5 s) for exit, then SIGKILL.  Returns the
--- exit status (128 + signal number when killed by a signal).
+-- SIGTERM, wait up to `timeout` (5 s, scaled) for exit, then SIGKILL.
+-- Returns the exit status (128 + signal number when killed by a signal).
 function Server:stop(timeout)
   if not self.log_text then
     if not self:exited() then
       self:kill("TERM")
       if not helper.wait_until(function() return self:exited() end,
-          timeout or 5) then
+          helper.scaled(timeout or 5)) then
         self.killed = true
         self:kill("KILL")
-        helper.wait_until(function() return self:exited() end, 5)
+        helper.wait_until(function() return self:exited() end,
+          helper.scaled(5))
       end
     end
     self.log_text = read_file(self.logfile) or ""
@@ -708,13 +737,14 @@ function helper.events(port)
   return body
 end
 
--- Waits up to 5 s for an event matching pattern (plain text if plain).
+-- Waits up to 5 s (scaled) for an event matching pattern (plain text if
+-- plain).
 function helper.wait_event(port, pattern, plain)
   local seen
   local ok = helper.wait_until(function()
     seen = helper.events(port)
     return seen:find(pattern, 1, plain) ~= nil
-  end, 5)
+  end, helper.scaled(5))
   luassert(ok, ("no event %q in:\n%s"):format(pattern, seen))
 end
 

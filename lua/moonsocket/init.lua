@@ -155,15 +155,18 @@ function app_mt:handler()
   return function(req) return step(req, 1) end
 end
 
--- app:listen{host = "127.0.0.1", port = 5000, backlog = 511, tls = nil}:
--- returns the server, or nil, message, "ELISTEN" (or "ETLS" when the
--- certificates cannot be loaded).  tls = { cert, key, password,
+-- app:listen{host = "127.0.0.1", port = 5000, backlog = 511, tls = nil,
+-- workers = 1}: returns the server, or nil, message, "ELISTEN" (or "ETLS"
+-- when the certificates cannot be loaded).  workers = N (or "auto", one
+-- per CPU) serves in N forked processes that share the port; run() then
+-- supervises them, and a publish reaches the subscribers of all.  tls = { cert, key, password,
 -- min_version, ciphers, ciphersuites, sni } serves https and wss.
 function app_mt:listen(where)
   where = where or {}
   local server, err, code = core.listen {
     host = where.host, port = where.port, backlog = where.backlog,
     tls = where.tls, handler = self:handler(), options = self.core_options,
+    workers = where.workers,
   }
   if not server then return nil, err, code end
   local host, port = server:address()
@@ -197,10 +200,26 @@ function app_mt:subscribers(topic)
   return core.subscribers(topic)
 end
 
+-- app:use_backplane{ redis = "redis://127.0.0.1:6379",
+-- channel_prefix = "moonsocket:", max_pending = 16 MiB }: from now on
+-- app:publish and ws:publish also reach the subscribers of every other
+-- process using that Redis (README: Backplane).  Returns the app.
+function app_mt:use_backplane(options)
+  if type(options) ~= "table" then
+    error("bad argument #1 to 'use_backplane' (table of options expected, "
+          .. "got " .. type(options) .. ")", 2)
+  end
+  self.backplane = core.backplane(options)   -- a bad option fails here
+  return self
+end
+
 -- moonsocket.static(dir, opts): middleware serving the files of dir.
 function _M.static(dir, opts)
   return require("moonsocket.static").new(dir, opts)
 end
+
+-- worker(): this process's worker number (1..n), nil without workers.
+_M.worker = core.worker
 
 -- Serve until every server has closed; SIGINT and SIGTERM shut down.
 _M.run = core.run

@@ -8,12 +8,21 @@
 --     close handler publishes "gone" to T and closes every socket that
 --     sent "victim": closing and publishing while a publish runs.
 --   victim
--- env PORT, MAX_BACKPRESSURE.
+--   pid                              -> "pid PID WORKER"
+--   bp                               -> "bp true" when the backplane is
+--     connected, "bp false" when not, "bp nil" without one
+-- env PORT, MAX_BACKPRESSURE, WORKERS; REDIS_URL: use a Redis backplane
+-- (BP_MAX_PENDING: its max_pending).
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
   max_backpressure = tonumber(os.getenv("MAX_BACKPRESSURE")) or 1024 * 1024,
 }
+
+if os.getenv("REDIS_URL") then
+  app:use_backplane { redis = os.getenv("REDIS_URL"),
+                      max_pending = tonumber(os.getenv("BP_MAX_PENDING")) }
+end
 
 local victims = {}
 
@@ -45,6 +54,12 @@ app:ws("/ws", {
     elseif cmd == "nest" then
       ws.data.nest = topic
       reply(ws, "nest", topic)
+    elseif cmd == "pid" then          -- which process serves this socket
+      local f = assert(io.open("/proc/self/stat"))
+      reply(ws, "pid", f:read("n"), tostring(moonsocket.worker()))
+      f:close()
+    elseif cmd == "bp" then
+      reply(ws, "bp", tostring(app.backplane and app.backplane.connected))
     elseif cmd == "victim" then
       victims[ws] = true
       reply(ws, "victim")
@@ -62,5 +77,6 @@ app:ws("/ws", {
     end
   end,
 })
-assert(app:listen { port = tonumber(os.getenv("PORT")) or 0 })
+assert(app:listen { port = tonumber(os.getenv("PORT")) or 0,
+                    workers = tonumber(os.getenv("WORKERS")) })
 moonsocket.run()

@@ -1,0 +1,736 @@
+/* backplane.c - publish/subscribe across processes through Redis: one
+ * connection subscribed to every topic, one that publishes */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libev.h>
+#include <lauxlib.h>
+
+#include "backplane.h"
+#include "frame.h"
+#include "server.h"
+#include "topic.h"
+#include "utf8.h"
+
+#define BACKPLANE_MT "moonsocket.backplane"
+
+/* A message on the wire: a header, then the data as published.
+ *   byte 0     WIRE_VERSION
+ *   byte 1     the opcode: 1 text, 2 binary (RFC 6455 section 5.2)
+ *   bytes 2-9  the origin, the node that published it
+ * Anything else on our channels (shorter, another version) is not ours
+ * and is ignored. */
+#define WIRE_VERSION 1
+#define WIRE_HEADER 10
+
+#define RETRY_MIN 0.1          /* s: the first retry after a failure */
+#define RETRY_MAX 5.0          /* s: the back-off doubles up to this */
+#define CONNECT_TIMEOUT 5.0    /* s: to connect, authenticate, subscribe */
+#define COMMAND_OVERHEAD 64    /* bytes a PUBLISH adds to its arguments
+                                  (RESP framing, the reply), about */
+#define DEFAULT_URL "redis://127.0.0.1:6379"
+#define DEFAULT_PREFIX "moonsocket:"
+#define DEFAULT_MAX_PENDING ((size_t)16 << 20)
+
+enum bp_state {
+  BP_CLOSED,        /* built, or closed: no connection, no timer */
+  BP_IDLE,          /* the first connect waits for the loop to run */
+  BP_CONNECTING,    /* connections opened, not both ready */
+  BP_UP,            /* subscribed, and publishing */
+  BP_DOWN           /* both dropped, the timer retries */
+};
+
+/* One PSUBSCRIBE to prefix* rather than a SUBSCRIBE per topic: a node
+ * also receives topics it has no subscriber for (dropped after a hash
+ * lookup), but its subscription never changes as sockets join and leave
+ * topics: no command per join, no moment when a socket has joined and
+ * its SUBSCRIBE is not yet confirmed, nothing to replay on reconnect. */
+struct ms_backplane {
+  struct ms_module *module;     /* NULL once closed */
+  redisAsyncContext *sub;       /* PSUBSCRIBE prefix* */
+  redisAsyncContext *pub;       /* PUBLISH: Redis refuses it on a
+                                   subscribed connection */
+  ev_timer timer;               /* first connect, connect timeout, retry */
+  ev_fork forked;               /* a worker connects on its own */
+  int state;                    /* enum bp_state */
+  int sub_ready, pub_ready;
+  int outage_logged;            /* one line per outage */
+  int overflowing;              /* over max_pending: one line per episode */
+  int ref;                      /* anchors the userdata while open */
+  double retry;                 /* the next back-off delay */
+  uint64_t origin;              /* random, shared by a node's workers:
+                                   their own messages come back */
+  uint64_t unsent, unsent_mark; /* publishes while down; at outage start */
+  uint64_t dropped, dropped_mark; /* over max_pending; at episode start */
+  size_t pending;               /* bytes given to Redis, not answered */
+  size_t max_pending;           /* 16 MiB */
+  char host[256];
+  int port;                     /* 6379 */
+  int db;                       /* 0: no SELECT */
+  char *password;               /* NULL: no AUTH */
+  char *prefix;                 /* "moonsocket:": channel = prefix..topic */
+  size_t prefix_len;
+  char *pattern;                /* prefix, glob-escaped, then '*' */
+};
+
+/* ------------------------------------------------------------------ */
+/* Connections                                                         */
+/* ------------------------------------------------------------------ */
+
+static struct ms_server *log_server(const struct ms_backplane *b) {
+  return b->module ? b->module->servers : NULL;   /* its log_level */
+}
+
+static uint64_t random_origin(const struct ms_backplane *b) {
+  uint64_t r;
+  if (getrandom(&r, sizeof r, 0) != sizeof r)
+    r = (uint64_t)(uintptr_t)b ^ ((uint64_t)getpid() << 32) ^
+        (uint64_t)(ev_time() * 1e6);
+  return r;
+}
+
+static void start_timer(struct ms_backplane *b, double after) {
+  struct ev_loop *loop = b->module->loop;
+  ev_timer_stop(loop, &b->timer);
+  ev_timer_set(&b->timer, after, 0);
+  ev_timer_start(loop, &b->timer);
+}
+
+/* Forget a connection: its callbacks, run now or (from inside one of
+ * them) once hiredis returns, find no backplane and do nothing. */
+static void drop(redisAsyncContext **p) {
+  redisAsyncContext *ac = *p;
+  if (!ac) return;
+  *p = NULL;
+  ac->data = NULL;
+  redisAsyncFree(ac);
+}
+
+static void drop_connections(struct ms_backplane *b) {
+  drop(&b->sub);
+  drop(&b->pub);
+  b->sub_ready = b->pub_ready = 0;
+  b->pending = 0;
+  b->overflowing = 0;
+}
+
+/* A connection failed or was lost: drop both, and retry after the
+ * back-off.  Publishes reach this node only until both are back. */
+static void go_down(struct ms_backplane *b, const char *why) {
+  if (b->state != BP_CONNECTING && b->state != BP_UP) return;
+  if (!b->outage_logged) {
+    b->outage_logged = 1;
+    b->unsent_mark = b->unsent;
+    ms_log(log_server(b), LOG_WARN, "backplane: redis %s:%d unavailable "
+           "(%s); publishes reach this node only until it is back",
+           b->host, b->port, why);
+  }
+  drop_connections(b);
+  b->state = BP_DOWN;
+  start_timer(b, b->retry);
+  b->retry = b->retry * 2 < RETRY_MAX ? b->retry * 2 : RETRY_MAX;
+}
+
+static void check_up(struct ms_backplane *b) {
+  if (b->state != BP_CONNECTING || !b->sub_ready || !b->pub_ready) return;
+  b->state = BP_UP;
+  b->retry = RETRY_MIN;
+  ev_timer_stop(b->module->loop, &b->timer);
+  if (b->outage_logged)
+    ms_log(log_server(b), LOG_WARN, "backplane: reconnected to redis "
+           "%s:%d; %llu publishes during the outage reached this node "
+           "only", b->host, b->port,
+           (unsigned long long)(b->unsent - b->unsent_mark));
+  else
+    ms_log(log_server(b), LOG_INFO, "backplane: connected to redis %s:%d",
+           b->host, b->port);
+  b->outage_logged = 0;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  struct ms_backplane *b = ac->data;
+  if (!b || status == REDIS_OK) return;
+  /* hiredis frees ac when this returns */
+  if (ac == b->sub) b->sub = NULL;
+  else if (ac == b->pub) b->pub = NULL;
+  go_down(b, ac->errstr ? ac->errstr : "cannot connect");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+  struct ms_backplane *b = ac->data;
+  if (!b) return;
+  if (ac == b->sub) b->sub = NULL;
+  else if (ac == b->pub) b->pub = NULL;
+  else return;
+  go_down(b, status == REDIS_OK || !ac->errstr ? "connection closed"
+                                                : ac->errstr);
+}
+
+/* The answer to AUTH or SELECT (privdata: its name). */
+static void on_setup_reply(redisAsyncContext *ac, void *r, void *what) {
+  struct ms_backplane *b = ac->data;
+  redisReply *reply = r;
+  if (!b || !reply || reply->type != REDIS_REPLY_ERROR) return;
+  char why[160];
+  snprintf(why, sizeof why, "%s refused: %s", (const char *)what,
+           reply->str);
+  go_down(b, why);
+}
+
+/* The answer to the publishing connection's PING: it is ready. */
+static void on_ping(redisAsyncContext *ac, void *r, void *unused) {
+  struct ms_backplane *b = ac->data;
+  redisReply *reply = r;
+  (void)unused;
+  if (!b || !reply) return;
+  if (reply->type == REDIS_REPLY_ERROR) {
+    go_down(b, reply->str);
+    return;
+  }
+  b->pub_ready = 1;
+  check_up(b);
+}
+
+/* A message from another node: to this node's subscribers, never back
+ * to Redis (every node receives it from Redis itself). */
+static void deliver(struct ms_backplane *b, const char *channel,
+                    size_t clen, const char *msg, size_t mlen) {
+  if (clen <= b->prefix_len || memcmp(channel, b->prefix, b->prefix_len))
+    return;
+  if (mlen < WIRE_HEADER || (uint8_t)msg[0] != WIRE_VERSION) return;
+  unsigned opcode = (uint8_t)msg[1];
+  if (opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) return;
+  if (memcmp(msg + 2, &b->origin, 8) == 0)
+    return;                     /* ours: delivered here when published */
+  const uint8_t *data = (const uint8_t *)msg + WIRE_HEADER;
+  size_t len = mlen - WIRE_HEADER;
+  /* anyone may write to the channel: text must still be UTF-8 */
+  if (opcode == WS_OP_TEXT &&
+      utf8_validate(UTF8_ACCEPT, data, len) != UTF8_ACCEPT)
+    return;
+  /* handlers run by this (a slow subscriber's close) may close b: it is
+   * not touched afterwards */
+  ms_topic_publish(&b->module->topics, channel + b->prefix_len,
+                   clen - b->prefix_len, opcode, (const char *)data, len,
+                   NULL);
+}
+
+/* Every reply on the subscribed connection: the PSUBSCRIBE answer, then
+ * a "pmessage" per message. */
+static void on_sub_reply(redisAsyncContext *ac, void *r, void *unused) {
+  struct ms_backplane *b = ac->data;
+  redisReply *reply = r;
+  (void)unused;
+  if (!b || !reply) return;
+  if (reply->type == REDIS_REPLY_ERROR) {
+    go_down(b, reply->str);
+    return;
+  }
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) return;
+  redisReply **e = reply->element;
+  if (e[0]->type != REDIS_REPLY_STRING) return;
+  if (strcmp(e[0]->str, "psubscribe") == 0) {
+    b->sub_ready = 1;
+    check_up(b);
+  } else if (strcmp(e[0]->str, "pmessage") == 0 && reply->elements == 4 &&
+             e[2]->type == REDIS_REPLY_STRING &&
+             e[3]->type == REDIS_REPLY_STRING) {
+    deliver(b, e[2]->str, e[2]->len, e[3]->str, e[3]->len);
+  }
+}
+
+/* A PUBLISH answered (privdata: what it counted in pending). */
+static void on_published(redisAsyncContext *ac, void *r, void *cost) {
+  struct ms_backplane *b = ac->data;
+  (void)r;
+  if (!b) return;
+  size_t n = (size_t)(uintptr_t)cost;
+  b->pending = n < b->pending ? b->pending - n : 0;
+  if (b->overflowing && b->pending <= b->max_pending / 2) {
+    b->overflowing = 0;
+    ms_log(log_server(b), LOG_WARN, "backplane: redis caught up; %llu "
+           "publishes over max_pending reached this node only",
+           (unsigned long long)(b->dropped - b->dropped_mark));
+  }
+}
+
+static redisAsyncContext *open_connection(struct ms_backplane *b,
+                                          int subscriber, char *why,
+                                          size_t whylen) {
+  redisAsyncContext *ac = redisAsyncConnect(b->host, b->port);
+  if (!ac) {
+    snprintf(why, whylen, "out of memory");
+    return NULL;
+  }
+  if (ac->err) {
+    snprintf(why, whylen, "%s", ac->errstr);
+    redisAsyncFree(ac);
+    return NULL;
+  }
+  ac->data = b;
+  redisLibevAttach(b->module->loop, ac);
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  redisEnableKeepAlive(&ac->c);   /* a vanished host is noticed */
+  /* pipelined: Redis answers in order, so the first error is AUTH's */
+  int rc = REDIS_OK;
+  if (b->password) {
+    const char *argv[] = { "AUTH", b->password };
+    rc |= redisAsyncCommandArgv(ac, on_setup_reply, (void *)"AUTH", 2,
+                                argv, NULL);
+  }
+  if (b->db)
+    rc |= redisAsyncCommand(ac, on_setup_reply, (void *)"SELECT",
+                            "SELECT %d", b->db);
+  if (subscriber) {
+    const char *argv[] = { "PSUBSCRIBE", b->pattern };
+    rc |= redisAsyncCommandArgv(ac, on_sub_reply, NULL, 2, argv, NULL);
+  } else {
+    rc |= redisAsyncCommand(ac, on_ping, NULL, "PING");
+  }
+  if (rc != REDIS_OK) {
+    snprintf(why, whylen, "out of memory");
+    ac->data = NULL;
+    redisAsyncFree(ac);
+    return NULL;
+  }
+  return ac;
+}
+
+static void connect_both(struct ms_backplane *b) {
+  char why[160];
+  b->state = BP_CONNECTING;
+  start_timer(b, CONNECT_TIMEOUT);
+  if (!(b->sub = open_connection(b, 1, why, sizeof why)) ||
+      !(b->pub = open_connection(b, 0, why, sizeof why)))
+    go_down(b, why);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  struct ms_backplane *b = w->data;
+  (void)loop;
+  (void)revents;
+  if (b->state == BP_CONNECTING) go_down(b, "timed out");
+  else if (!b->module->workers) connect_both(b);
+  /* else a master of workers: it serves nothing, its workers connect */
+}
+
+/* In a forked worker: the connections are the parent's (closing our
+ * copies leaves them open there); connect anew.  The origin stays: the
+ * node's workers relay publishes to each other themselves, so each
+ * ignores what its siblings sent through Redis. */
+static void fork_cb(struct ev_loop *loop, ev_fork *w, int revents) {
+  struct ms_backplane *b = w->data;
+  (void)loop;
+  (void)revents;
+  drop_connections(b);
+  b->state = BP_IDLE;
+  b->outage_logged = 0;
+  b->retry = RETRY_MIN;
+  start_timer(b, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Publishing                                                          */
+/* ------------------------------------------------------------------ */
+
+enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
+                                              const char *topic,
+                                              size_t topic_len,
+                                              unsigned opcode,
+                                              const char *data,
+                                              size_t len) {
+  if (b->state != BP_UP) {
+    b->unsent++;
+    return MS_BP_UNAVAILABLE;
+  }
+  size_t clen = b->prefix_len + topic_len;
+  size_t plen = WIRE_HEADER + len;
+  size_t cost = clen + plen + COMMAND_OVERHEAD;
+  /* pending never exceeds max_pending: what would is dropped, so a
+   * slow Redis costs a bounded amount of memory */
+  if (cost > b->max_pending - b->pending) {
+    b->dropped++;
+    if (!b->overflowing) {
+      b->overflowing = 1;
+      b->dropped_mark = b->dropped - 1;
+      ms_log(log_server(b), LOG_WARN, "backplane: more than max_pending "
+             "(%zu bytes) waiting for redis; publishes reach this node "
+             "only until it catches up", b->max_pending);
+    }
+    return MS_BP_DROPPED;
+  }
+  char *buf = malloc(clen + plen);
+  if (!buf) return MS_BP_NO_MEMORY;
+  memcpy(buf, b->prefix, b->prefix_len);
+  memcpy(buf + b->prefix_len, topic, topic_len);
+  char *payload = buf + clen;
+  payload[0] = WIRE_VERSION;
+  payload[1] = (char)opcode;
+  memcpy(payload + 2, &b->origin, 8);
+  memcpy(payload + WIRE_HEADER, data, len);
+  const char *argv[] = { "PUBLISH", buf, payload };
+  const size_t argvlen[] = { 7, clen, plen };
+  int rc = redisAsyncCommandArgv(b->pub, on_published,
+                                 (void *)(uintptr_t)cost, 3, argv,
+                                 argvlen);
+  free(buf);                    /* hiredis keeps its own copy */
+  if (rc != REDIS_OK) return MS_BP_NO_MEMORY;
+  b->pending += cost;
+  return MS_BP_SENT;
+}
+
+/* ------------------------------------------------------------------ */
+/* Closing                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Idempotent; also frees what a failed construction left. */
+static void backplane_close(struct ms_backplane *b) {
+  struct ms_module *m = b->module;
+  if (m) {
+    drop_connections(b);
+    ev_timer_stop(m->loop, &b->timer);
+    if (ev_is_active(&b->forked)) {
+      ev_ref(m->loop);
+      ev_fork_stop(m->loop, &b->forked);
+    }
+    if (m->backplane == b) m->backplane = NULL;
+    luaL_unref(m->L, LUA_REGISTRYINDEX, b->ref);
+    b->ref = LUA_NOREF;
+    b->module = NULL;
+  }
+  b->state = BP_CLOSED;
+  free(b->password);
+  free(b->prefix);
+  free(b->pattern);
+  b->password = b->prefix = b->pattern = NULL;
+}
+
+void ms_backplane_close_module(struct ms_module *m) {
+  if (m->backplane) backplane_close(m->backplane);
+}
+
+/* ------------------------------------------------------------------ */
+/* Options                                                             */
+/* ------------------------------------------------------------------ */
+
+struct redis_url {
+  char host[256];
+  int port, db;
+  const char *password;         /* percent-encoded, in the URL */
+  size_t password_len;
+  int has_password;
+};
+
+static int digits(const char *p, const char *end, long max, long *out) {
+  if (p == end) return -1;
+  long v = 0;
+  for (; p < end; p++) {
+    if (*p < '0' || *p > '9') return -1;
+    v = v * 10 + (*p - '0');
+    if (v > max) return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* redis://[:password@]host[:port][/db]; host may be [IPv6]. */
+static int parse_url(const char *s, size_t len, struct redis_url *u) {
+  static const char scheme[] = "redis://";
+  const char *end = s + len;
+  memset(u, 0, sizeof *u);
+  u->port = 6379;
+  if (len < sizeof scheme - 1 || memcmp(s, scheme, sizeof scheme - 1))
+    return -1;
+  const char *p = s + sizeof scheme - 1;
+  const char *auth_end = memchr(p, '/', (size_t)(end - p));
+  if (!auth_end) auth_end = end;
+  const char *at = NULL;
+  for (const char *q = p; q < auth_end; q++)
+    if (*q == '@') at = q;
+  if (at) {
+    if (*p != ':') return -1;   /* no user name: AUTH password */
+    u->password = p + 1;
+    u->password_len = (size_t)(at - p - 1);
+    u->has_password = u->password_len > 0;
+    p = at + 1;
+  }
+  const char *host = p, *host_end;
+  if (*p == '[') {
+    host = p + 1;
+    host_end = memchr(host, ']', (size_t)(auth_end - host));
+    if (!host_end) return -1;
+    p = host_end + 1;
+  } else {
+    host_end = memchr(p, ':', (size_t)(auth_end - p));
+    if (!host_end) host_end = auth_end;
+    p = host_end;
+  }
+  size_t hlen = (size_t)(host_end - host);
+  if (hlen == 0 || hlen >= sizeof u->host || memchr(host, '\0', hlen))
+    return -1;
+  memcpy(u->host, host, hlen);
+  long v;
+  if (p < auth_end) {
+    if (*p != ':' || digits(p + 1, auth_end, 65535, &v) < 0 || v == 0)
+      return -1;
+    u->port = (int)v;
+  }
+  if (auth_end < end && auth_end + 1 < end) {
+    if (digits(auth_end + 1, end, INT32_MAX, &v) < 0) return -1;
+    u->db = (int)v;
+  }
+  return 0;
+}
+
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* A percent-decoded copy, or NULL (a bad escape or a NUL: *bad set,
+ * for hiredis takes the password as a C string). */
+static char *percent_decode(const char *s, size_t len, int *bad) {
+  char *out = malloc(len + 1), *o = out;
+  if (!out) return NULL;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] != '%') {
+      *o++ = s[i];
+      if (s[i]) continue;
+      free(out);
+      *bad = 1;
+      return NULL;
+    }
+    int hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
+    int lo = hi >= 0 ? hex_value(s[i + 2]) : -1;
+    if (lo < 0 || (hi | lo) == 0) {
+      free(out);
+      *bad = 1;
+      return NULL;
+    }
+    *o++ = (char)(hi << 4 | lo);
+    i += 2;
+  }
+  *o = '\0';
+  return out;
+}
+
+/* prefix with Redis's glob characters escaped, then '*' */
+static char *glob_pattern(const char *prefix, size_t len) {
+  char *out = malloc(2 * len + 2), *o = out;
+  if (!out) return NULL;
+  for (size_t i = 0; i < len; i++) {
+    if (prefix[i] && strchr("*?[]\\", prefix[i])) *o++ = '\\';
+    *o++ = prefix[i];
+  }
+  *o++ = '*';
+  *o = '\0';
+  return out;
+}
+
+static const char *opt_string(lua_State *L, const char *name,
+                              const char *def, size_t *len) {
+  int t = lua_getfield(L, 1, name);
+  const char *s = def;
+  if (t == LUA_TNIL) *len = strlen(def);
+  else if (t == LUA_TSTRING) s = lua_tolstring(L, -1, len);
+  else luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be a "
+                                           "string", name));
+  lua_pop(L, 1);                /* the string stays in the table */
+  return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* The Lua object                                                      */
+/* ------------------------------------------------------------------ */
+
+static struct ms_backplane *check_backplane(lua_State *L) {
+  return luaL_checkudata(L, 1, BACKPLANE_MT);
+}
+
+/* bp:publish(topic, data [, kind]): to the other nodes only -> "sent",
+ * or fail, message, code */
+static int bp_publish(lua_State *L) {
+  static const char *const kinds[] = { "text", "binary", NULL };
+  struct ms_backplane *b = check_backplane(L);
+  size_t tlen, len;
+  const char *topic = luaL_checklstring(L, 2, &tlen);
+  luaL_argcheck(L, tlen > 0, 2, "empty topic name");
+  const char *data = luaL_checklstring(L, 3, &len);
+  int binary = luaL_checkoption(L, 4, "text", kinds);
+  luaL_argcheck(L, binary || utf8_validate(UTF8_ACCEPT,
+                (const uint8_t *)data, len) == UTF8_ACCEPT, 3,
+                "text is not UTF-8 (publish it as \"binary\")");
+  const char *msg, *code;
+  if (b->state == BP_CLOSED) {
+    msg = "the backplane is closed";
+    code = "ECLOSED";
+  } else {
+    switch (ms_backplane_publish(b, topic, tlen,
+                                 binary ? WS_OP_BINARY : WS_OP_TEXT,
+                                 data, len)) {
+    case MS_BP_SENT:
+      lua_pushliteral(L, "sent");
+      return 1;
+    case MS_BP_UNAVAILABLE:
+      msg = "redis is unavailable";
+      code = "EUNAVAILABLE";
+      break;
+    case MS_BP_DROPPED:
+      msg = "dropped: max_pending exceeded";
+      code = "EBACKPRESSURE";
+      break;
+    default:
+      msg = "out of memory";
+      code = "ENOMEM";
+      break;
+    }
+  }
+  luaL_pushfail(L);
+  lua_pushstring(L, msg);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+/* close(), __gc and __close */
+static int bp_close(lua_State *L) {
+  backplane_close(check_backplane(L));
+  return 0;
+}
+
+/* Methods, and the fields connected, unsent (publishes made while
+ * Redis was down) and dropped (over max_pending). */
+static int bp_index(lua_State *L) {
+  struct ms_backplane *b = check_backplane(L);
+  const char *key = lua_tostring(L, 2);
+  if (key && strcmp(key, "connected") == 0)
+    lua_pushboolean(L, b->state == BP_UP);
+  else if (key && strcmp(key, "unsent") == 0)
+    lua_pushinteger(L, (lua_Integer)b->unsent);
+  else if (key && strcmp(key, "dropped") == 0)
+    lua_pushinteger(L, (lua_Integer)b->dropped);
+  else
+    lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static int bp_tostring(lua_State *L) {
+  static const char *const states[] = { "closed", "connecting",
+                                        "connecting", "connected",
+                                        "unavailable" };
+  struct ms_backplane *b = check_backplane(L);
+  lua_pushfstring(L, "moonsocket.backplane (redis %s:%d, %s)", b->host,
+                  b->port, states[b->state]);
+  return 1;
+}
+
+static void push_metatable(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    { "publish", bp_publish }, { "close", bp_close }, { NULL, NULL }
+  };
+  if (!luaL_newmetatable(L, BACKPLANE_MT)) return;
+  luaL_newlib(L, methods);
+  lua_pushcclosure(L, bp_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, bp_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, bp_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, bp_tostring);
+  lua_setfield(L, -2, "__tostring");
+}
+
+/* backplane{ redis = url, channel_prefix = "moonsocket:",
+ *            max_pending = 16 MiB } */
+int ms_lua_backplane(lua_State *L, struct ms_module *m) {
+  static const char *const known[] = { "redis", "channel_prefix",
+                                       "max_pending", NULL };
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pop(L, 1);
+    /* checked first: lua_tostring on a number key would upset lua_next */
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_argerror(L, 1, "option names must be strings");
+    const char *name = lua_tostring(L, -1);
+    int i = 0;
+    while (known[i] && strcmp(known[i], name) != 0) i++;
+    if (!known[i])
+      luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", name));
+  }
+  size_t url_len, prefix_len;
+  const char *url = opt_string(L, "redis", DEFAULT_URL, &url_len);
+  const char *prefix = opt_string(L, "channel_prefix", DEFAULT_PREFIX,
+                                  &prefix_len);
+  if (memchr(prefix, '\0', prefix_len))
+    luaL_argerror(L, 1, "option 'channel_prefix' must not hold a NUL");
+  struct redis_url u;
+  if (parse_url(url, url_len, &u) < 0)
+    luaL_argerror(L, 1, lua_pushfstring(L, "option 'redis': invalid URL "
+                  "'%s' (redis://[:password@]host:port[/db] expected)",
+                  url));
+  size_t max_pending = DEFAULT_MAX_PENDING;
+  if (lua_getfield(L, 1, "max_pending") != LUA_TNIL) {
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < 1024 || v > ((lua_Integer)1 << 40))
+      luaL_argerror(L, 1, "option 'max_pending' must be a size from 1024 "
+                    "to 1099511627776 bytes");
+    max_pending = (size_t)v;
+  }
+  lua_pop(L, 1);
+  if (m->backplane) luaL_error(L, "a backplane is already in use");
+
+  /* closed first: what raises from here on leaves __gc to free */
+  struct ms_backplane *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  b->state = BP_CLOSED;
+  b->ref = LUA_NOREF;
+  push_metatable(L);
+  lua_setmetatable(L, -2);
+  memcpy(b->host, u.host, sizeof b->host);
+  b->port = u.port;
+  b->db = u.db;
+  b->max_pending = max_pending;
+  b->prefix_len = prefix_len;
+  int bad = 0;
+  if (u.has_password &&
+      !(b->password = percent_decode(u.password, u.password_len, &bad))) {
+    if (bad)
+      luaL_argerror(L, 1, "option 'redis': invalid password (a bad "
+                    "%-escape, or a NUL)");
+    luaL_error(L, "out of memory");
+  }
+  if (!(b->prefix = malloc(prefix_len + 1)) ||
+      !(b->pattern = glob_pattern(prefix, prefix_len)))
+    luaL_error(L, "out of memory");
+  memcpy(b->prefix, prefix, prefix_len);
+  b->prefix[prefix_len] = '\0';
+
+  lua_pushvalue(L, -1);
+  b->ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* the loop calls back */
+  b->module = m;
+  b->retry = RETRY_MIN;
+  b->state = BP_IDLE;
+  m->backplane = b;
+  b->origin = random_origin(b);
+  /* connect once the loop runs: a master forks its workers first, and
+   * they connect, not it */
+  ev_timer_init(&b->timer, timer_cb, 0, 0);
+  b->timer.data = b;
+  ev_timer_start(m->loop, &b->timer);
+  ev_fork_init(&b->forked, fork_cb);
+  b->forked.data = b;
+  ev_fork_start(m->loop, &b->forked);
+  ev_unref(m->loop);            /* it keeps no loop running */
+  return 1;
+}

@@ -1,0 +1,469 @@
+/* workers.c - worker processes: the master forks and supervises them,
+ * and relays what one publishes to the others */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "moonsocket.h"
+#include "server.h"
+#include "workers.h"
+
+/* A publish on a link: length of what follows (4 bytes, host order:
+ * both ends are this program on this machine), opcode (1), topic
+ * length (4), the topic, the data. */
+#define MSG_HEAD     9
+#define LINK_PENDING (64u << 20)   /* unsent bytes a link may hold */
+#define LINK_MSG_MAX (1u << 30)    /* a longer message is corrupt */
+#define RESTART_PAUSE 1.0          /* after a worker lived less than 1 s */
+
+/* One end of a master-worker socketpair. */
+struct ms_link {
+  ev_io io;
+  struct ms_module *m;
+  int index;                       /* the worker's, 1..n */
+  int unref;                       /* a worker's: keeps no loop alive */
+  uint8_t *in;
+  size_t in_len, in_cap;
+  uint8_t *out;
+  size_t out_off, out_len, out_cap;
+  size_t dropped;                  /* publishes lost to LINK_PENDING */
+};
+
+struct worker {
+  pid_t pid;
+  double started;
+  int restart;                     /* died: fork again */
+  ev_child child;
+  struct ms_link link;
+};
+
+struct ms_workers {
+  int n, alive, stopping;
+  ev_signal sigint, sigterm, sighup;
+  ev_timer restart_timer;
+  struct worker w[];
+};
+
+/* ------------------------------------------------------------------ */
+/* Links                                                               */
+/* ------------------------------------------------------------------ */
+
+static void link_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+static void link_events(struct ms_link *l, int events) {
+  struct ev_loop *loop = l->m->loop;
+  if (l->io.events == events) return;
+  if (l->unref) ev_ref(loop);
+  ev_io_stop(loop, &l->io);
+  ev_io_set(&l->io, l->io.fd, events);
+  ev_io_start(loop, &l->io);
+  if (l->unref) ev_unref(loop);
+}
+
+static void link_open(struct ms_link *l, struct ms_module *m, int fd,
+                      int index, int unref) {
+  memset(l, 0, sizeof *l);
+  l->m = m;
+  l->index = index;
+  l->unref = unref;
+  ev_io_init(&l->io, link_cb, fd, EV_READ);
+  ev_io_start(m->loop, &l->io);
+  if (unref) ev_unref(m->loop);
+}
+
+static void link_close(struct ms_link *l) {
+  if (l->io.fd < 0) return;
+  if (l->unref) ev_ref(l->m->loop);
+  ev_io_stop(l->m->loop, &l->io);
+  close(l->io.fd);
+  l->io.fd = -1;
+  free(l->in);
+  free(l->out);
+  l->in = l->out = NULL;
+  l->in_len = l->in_cap = l->out_off = l->out_len = l->out_cap = 0;
+}
+
+static void link_flush(struct ms_link *l) {
+  while (l->out_off < l->out_len) {
+    ssize_t w = send(l->io.fd, l->out + l->out_off, l->out_len - l->out_off,
+                     MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) l->out_off = l->out_len;
+      break;
+    }
+    l->out_off += (size_t)w;
+  }
+  if (l->out_off == l->out_len) l->out_off = l->out_len = 0;
+  link_events(l, l->out_len ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* Queue the parts of one message; all or nothing. */
+static void link_send(struct ms_link *l, const struct iovec *iov, int n) {
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += iov[i].iov_len;
+  if (l->io.fd < 0) return;
+  size_t pending = l->out_len - l->out_off;
+  if (pending + total > LINK_PENDING) {
+    if (l->dropped++ == 0)
+      ms_log(NULL, LOG_ERROR, "worker %d: publish link %zu bytes behind: "
+             "dropping publishes", l->index, pending);
+    return;
+  }
+  if (l->out_off && l->out_len + total > l->out_cap) {
+    memmove(l->out, l->out + l->out_off, pending);
+    l->out_len = pending;
+    l->out_off = 0;
+  }
+  if (l->out_len + total > l->out_cap) {
+    size_t cap = l->out_cap ? l->out_cap : 4096;
+    while (cap < l->out_len + total) cap *= 2;
+    uint8_t *p = realloc(l->out, cap);
+    if (!p) {
+      l->dropped++;
+      return;
+    }
+    l->out = p;
+    l->out_cap = cap;
+  }
+  for (int i = 0; i < n; i++) {
+    memcpy(l->out + l->out_len, iov[i].iov_base, iov[i].iov_len);
+    l->out_len += iov[i].iov_len;
+  }
+  if (l->dropped) {
+    ms_log(NULL, LOG_WARN, "worker %d: publish link caught up; %zu "
+           "publishes were lost", l->index, l->dropped);
+    l->dropped = 0;
+  }
+  link_flush(l);
+}
+
+/* A whole message arrived at p[0..len): the master hands it to every
+ * other worker; a worker delivers it to its own subscribers. */
+static void link_deliver(struct ms_link *l, const uint8_t *p, size_t len) {
+  struct ms_module *m = l->m;
+  if (m->workers) {
+    struct ms_workers *ws = m->workers;
+    struct iovec iov = { (void *)p, len };
+    for (int i = 0; i < ws->n; i++)
+      if (i + 1 != l->index && ws->w[i].link.io.fd >= 0)
+        link_send(&ws->w[i].link, &iov, 1);
+    return;
+  }
+  uint32_t tlen;
+  memcpy(&tlen, p + 5, 4);
+  if (tlen > len - MSG_HEAD) return;            /* corrupt: ignore */
+  const char *topic = (const char *)p + MSG_HEAD;
+  ms_topic_publish(&m->topics, topic, tlen, p[4],
+                   topic + tlen, len - MSG_HEAD - tlen, NULL);
+}
+
+static void link_lost(struct ms_link *l) {
+  struct ms_module *m = l->m;
+  link_close(l);
+  if (!m->workers) {
+    /* the master is gone: nothing will restart or stop us */
+    ms_log(NULL, LOG_ERROR, "worker %d: the master process is gone; "
+           "shutting down", m->worker);
+    moonsocket_shutdown(m->L, 5);
+  }
+}
+
+static void link_read(struct ms_link *l) {
+  for (;;) {
+    if (l->in_cap - l->in_len < 65536) {
+      size_t cap = l->in_cap ? l->in_cap * 2 : 65536;
+      uint8_t *p = realloc(l->in, cap);
+      if (!p) {
+        link_lost(l);
+        return;
+      }
+      l->in = p;
+      l->in_cap = cap;
+    }
+    ssize_t r = recv(l->io.fd, l->in + l->in_len, l->in_cap - l->in_len, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (r <= 0) {
+      link_lost(l);
+      return;
+    }
+    l->in_len += (size_t)r;
+    size_t off = 0;
+    while (l->in_len - off >= 4) {
+      uint32_t mlen;
+      memcpy(&mlen, l->in + off, 4);
+      if (mlen < MSG_HEAD - 4 || mlen > LINK_MSG_MAX) {
+        ms_log(NULL, LOG_ERROR, "worker link: corrupt message");
+        link_lost(l);
+        return;
+      }
+      if (l->in_len - off < 4 + (size_t)mlen) break;
+      link_deliver(l, l->in + off, 4 + (size_t)mlen);
+      if (l->io.fd < 0) return;
+      off += 4 + (size_t)mlen;
+    }
+    memmove(l->in, l->in + off, l->in_len - off);
+    l->in_len -= off;
+    if ((size_t)r < 65536) break;
+  }
+  if (l->in_len == 0 && l->in_cap > 65536) {   /* keep no huge buffer */
+    free(l->in);
+    l->in = NULL;
+    l->in_cap = 0;
+  }
+}
+
+static void link_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct ms_link *l = (struct ms_link *)w;
+  (void)loop;
+  if (revents & EV_WRITE) link_flush(l);
+  if ((revents & EV_READ) && l->io.fd >= 0) link_read(l);
+}
+
+void ms_workers_publish(struct ms_module *m, const char *topic,
+                        size_t topic_len, unsigned opcode,
+                        const char *data, size_t len) {
+  struct ms_link *l = m->link;
+  if (!l || l->io.fd < 0) return;
+  if (topic_len + len > LINK_MSG_MAX - MSG_HEAD) return;
+  uint8_t head[MSG_HEAD];
+  uint32_t mlen = (uint32_t)(MSG_HEAD - 4 + topic_len + len);
+  uint32_t tlen = (uint32_t)topic_len;
+  memcpy(head, &mlen, 4);
+  head[4] = (uint8_t)opcode;
+  memcpy(head + 5, &tlen, 4);
+  struct iovec iov[3] = { { head, MSG_HEAD }, { (void *)topic, topic_len },
+                          { (void *)data, len } };
+  link_send(l, iov, 3);
+}
+
+void ms_workers_free(struct ms_module *m) {
+  if (m->link) {
+    link_close(m->link);
+    free(m->link);
+    m->link = NULL;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* The master                                                          */
+/* ------------------------------------------------------------------ */
+
+static void forward_signal(struct ms_workers *ws, int sig) {
+  for (int i = 0; i < ws->n; i++)
+    if (ws->w[i].pid > 0) kill(ws->w[i].pid, sig);
+}
+
+static void master_signal_cb(struct ev_loop *loop, ev_signal *w,
+                             int revents) {
+  struct ms_module *m = w->data;
+  struct ms_workers *ws = m->workers;
+  (void)revents;
+  if (w->signum == SIGHUP) {
+    forward_signal(ws, SIGHUP);
+    return;
+  }
+  if (!ws->stopping)
+    ms_log(NULL, LOG_INFO, "signal %d: stopping %d workers", w->signum,
+           ws->alive);
+  ws->stopping = 1;
+  forward_signal(ws, SIGTERM);
+  ev_timer_stop(loop, &ws->restart_timer);
+  if (ws->alive == 0) ev_break(loop, EVBREAK_ALL);
+}
+
+static void child_cb(struct ev_loop *loop, ev_child *w, int revents) {
+  struct worker *wk = (struct worker *)((char *)w -
+                                        offsetof(struct worker, child));
+  struct ms_module *m = w->data;
+  struct ms_workers *ws = m->workers;
+  int i = (int)(wk - ws->w);
+  (void)revents;
+  ev_child_stop(loop, w);
+  link_close(&wk->link);
+  wk->pid = 0;
+  ws->alive--;
+  int st = w->rstatus;
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !ws->stopping) {
+    /* a clean exit was asked for (a signal to the whole process
+     * group, as ^C sends, or the app closed its servers): the master
+     * ends with the last one */
+    ms_log(NULL, LOG_INFO, "worker %d (pid %d) exited", i + 1,
+           (int)w->rpid);
+    ws->stopping = 1;
+    ev_timer_stop(loop, &ws->restart_timer);
+  }
+  if (ws->stopping) {
+    if (ws->alive == 0) ev_break(loop, EVBREAK_ALL);
+    return;
+  }
+  if (WIFSIGNALED(st))
+    ms_log(NULL, LOG_ERROR, "worker %d (pid %d) killed by signal %d; "
+           "restarting", i + 1, (int)w->rpid, WTERMSIG(st));
+  else
+    ms_log(NULL, LOG_ERROR, "worker %d (pid %d) exited with status %d; "
+           "restarting", i + 1, (int)w->rpid, WEXITSTATUS(st));
+  wk->restart = 1;
+  /* one that dies at once is not forked again at once */
+  double pause = ev_now(loop) - wk->started < RESTART_PAUSE
+                 ? RESTART_PAUSE : 0;
+  if (!ev_is_active(&ws->restart_timer)) {
+    ev_timer_set(&ws->restart_timer, pause, 0);
+    ev_timer_start(loop, &ws->restart_timer);
+  }
+}
+
+/* Forks happen between runs of the loop, never inside a callback: the
+ * child leaves this function and goes on to serve. */
+static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)w;
+  (void)revents;
+  ev_break(loop, EVBREAK_ALL);
+}
+
+/* The child side of a fork: drop the master's watchers, take the link,
+ * and listen on this worker's own sockets. */
+static void become_worker(struct ms_module *m, int index, int fd) {
+  struct ms_workers *ws = m->workers;
+  struct ev_loop *loop = m->loop;
+  ev_loop_fork(loop);
+  for (int i = 0; i < ws->n; i++) {
+    struct worker *wk = &ws->w[i];
+    if (ev_is_active(&wk->child)) ev_child_stop(loop, &wk->child);
+    link_close(&wk->link);
+  }
+  ev_signal_stop(loop, &ws->sigint);
+  ev_signal_stop(loop, &ws->sigterm);
+  ev_signal_stop(loop, &ws->sighup);
+  ev_timer_stop(loop, &ws->restart_timer);
+  free(ws);
+  m->workers = NULL;
+  m->worker = index;
+  m->link = malloc(sizeof *m->link);
+  if (!m->link) {
+    ms_log(NULL, LOG_ERROR, "worker %d: out of memory", index);
+    _exit(1);
+  }
+  link_open(m->link, m, fd, index, 1);
+  for (struct ms_server *s = m->servers; s; s = s->next) {
+    const char *err;
+    if (ms_server_listen(s, s->host, s->port, s->backlog, MS_LISTEN_SHARED,
+                         &err) != 0) {
+      ms_log(s, LOG_ERROR, "worker %d: cannot listen on %s:%d: %s", index,
+             s->host, s->port, err);
+      _exit(1);
+    }
+  }
+}
+
+/* Returns 1 in the child. */
+static int spawn(struct ms_module *m, int i) {
+  struct ms_workers *ws = m->workers;
+  struct worker *wk = &ws->w[i];
+  int sv[2];
+  wk->restart = 0;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                 sv) != 0) {
+    ms_log(NULL, LOG_ERROR, "worker %d: socketpair: %s", i + 1,
+           strerror(errno));
+    wk->restart = 1;
+    return 0;
+  }
+  fflush(NULL);                      /* no buffered output twice */
+  pid_t pid = fork();
+  if (pid < 0) {
+    ms_log(NULL, LOG_ERROR, "worker %d: fork: %s", i + 1, strerror(errno));
+    close(sv[0]);
+    close(sv[1]);
+    wk->restart = 1;
+    return 0;
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    become_worker(m, i + 1, sv[1]);
+    return 1;
+  }
+  close(sv[1]);
+  wk->pid = pid;
+  wk->started = ev_now(m->loop);
+  ws->alive++;
+  link_open(&wk->link, m, sv[0], i + 1, 0);
+  ev_child_init(&wk->child, child_cb, pid, 0);
+  wk->child.data = m;
+  ev_child_start(m->loop, &wk->child);
+  ms_log(NULL, LOG_INFO, "worker %d started (pid %d)", i + 1, (int)pid);
+  return 0;
+}
+
+int ms_workers_run(struct ms_module *m) {
+  struct ev_loop *loop = m->loop;
+  int n = m->nworkers;
+  struct ms_workers *ws = calloc(1, sizeof *ws + (size_t)n * sizeof ws->w[0]);
+  if (!ws) {
+    ms_log(NULL, LOG_ERROR, "workers: out of memory");
+    return 0;
+  }
+  ws->n = n;
+  m->workers = ws;
+  for (int i = 0; i < n; i++) ws->w[i].link.io.fd = -1;
+  /* the master serves nothing itself: its reserved sockets only keep
+   * the ports, and its servers' timers stay quiet */
+  for (struct ms_server *s = m->servers; s; s = s->next) {
+    ev_prepare_stop(loop, &s->prepare);
+    ev_timer_stop(loop, &s->sweep);
+  }
+  ev_signal_init(&ws->sigint, master_signal_cb, SIGINT);
+  ev_signal_init(&ws->sigterm, master_signal_cb, SIGTERM);
+  ev_signal_init(&ws->sighup, master_signal_cb, SIGHUP);
+  ws->sigint.data = ws->sigterm.data = ws->sighup.data = m;
+  ev_signal_start(loop, &ws->sigint);
+  ev_signal_start(loop, &ws->sigterm);
+  ev_signal_start(loop, &ws->sighup);
+  ev_init(&ws->restart_timer, restart_cb);
+  for (int i = 0; i < n; i++) ws->w[i].restart = 1;
+  for (;;) {
+    for (int i = 0; i < n; i++) {
+      if (!ws->w[i].restart || ws->stopping) continue;
+      if (spawn(m, i)) {
+        /* the worker: its servers start their watchers again */
+        for (struct ms_server *s = m->servers; s; s = s->next) {
+          ev_prepare_start(loop, &s->prepare);
+          ev_timer_start(loop, &s->sweep);
+        }
+        return 1;
+      }
+    }
+    if (ws->stopping && ws->alive == 0) break;
+    for (int i = 0; i < n; i++)      /* a fork failed: try again later */
+      if (ws->w[i].restart && !ev_is_active(&ws->restart_timer)) {
+        ev_timer_set(&ws->restart_timer, RESTART_PAUSE, 0);
+        ev_timer_start(loop, &ws->restart_timer);
+      }
+    ev_run(loop, 0);
+    if (ws->stopping && ws->alive == 0) break;
+  }
+  ev_signal_stop(loop, &ws->sigint);
+  ev_signal_stop(loop, &ws->sigterm);
+  ev_signal_stop(loop, &ws->sighup);
+  ev_timer_stop(loop, &ws->restart_timer);
+  for (int i = 0; i < n; i++) link_close(&ws->w[i].link);
+  ms_log(NULL, LOG_INFO, "every worker has exited");
+  m->workers = NULL;
+  free(ws);
+  /* the master's servers end here: a later run finds nothing to do */
+  m->nworkers = 1;
+  for (struct ms_server *s = m->servers; s; s = s->next) {
+    ms_server_stop_accepting(s);
+    s->closing = 1;
+  }
+  ms_module_check_done(m);
+  return 0;
+}

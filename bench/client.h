@@ -41,11 +41,16 @@ extern const char *const client_error_names[ERR_KINDS];
 struct client;
 
 /* What a connection tells the run driving it.  done() is the last
- * thing a connection does in a callback: it may be restarted after. */
+ * thing a connection does in a callback: it may be restarted after.
+ * data (optional) takes the bytes of every data message as they come,
+ * at c->msg_pos in it (c->msg_op its opcode), instead of checking them
+ * as the echo of what was sent; it returns -1 after client_fail.  Its
+ * message() follows with rtt_ns 0. */
 struct client_events {
   void (*open)(struct client *c);
   void (*message)(struct client *c, uint64_t rtt_ns);
   void (*done)(struct client *c, int ok);
+  int (*data)(struct client *c, const uint8_t *p, size_t n);
 };
 
 /* What the connections of a run share. */
@@ -90,6 +95,7 @@ struct client {
   uint8_t state;
   uint8_t opened;               /* reached CL_OPEN */
   uint8_t in_frame, frame_op, frame_fin, in_message;
+  uint8_t msg_op;               /* the opcode of the message being read */
   uint8_t in_compressed;        /* the message being read had RSV1 */
   uint8_t hdr_len;
   uint8_t hdr[14];              /* a frame header split over reads */
@@ -130,6 +136,10 @@ void client_start(struct client *c, struct client_ctx *ctx);
 void client_event(struct client *c, uint32_t events);
 /* Queue a message (ticket names its payload); caller flushes. */
 void client_send(struct client *c, uint32_t ticket);
+/* Queue a message of the caller's bytes: nothing is expected back for
+ * it (events->data reads what comes); caller flushes. */
+void client_send_bytes(struct client *c, unsigned opcode,
+                       const uint8_t *data, size_t len);
 /* Queue a close frame (1000) and wait for the server's; caller flushes. */
 void client_close(struct client *c);
 /* Write what is queued; arms EPOLLOUT when the kernel refuses bytes. */

@@ -1,5 +1,7 @@
 /* loadgen.c - a WebSocket load generator: echo throughput and latency,
- * handshakes per second, and a server's memory per idle connection */
+ * handshakes per second, a server's memory per idle connection,
+ * connection churn with the server's memory over time, and fan-out
+ * from one publisher to many subscribers (fanout.c) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -13,18 +15,25 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "fanout.h"
 #include "payload.h"
 #include "stats.h"
 #include "tls.h"
 
 #define MAX_PIDS 8
 
-enum test { TEST_ECHO, TEST_LATENCY, TEST_HANDSHAKE, TEST_RSS };
+enum test { TEST_ECHO, TEST_LATENCY, TEST_HANDSHAKE, TEST_RSS, TEST_CHURN,
+            TEST_FANOUT };
 static const char *const test_names[] = {
-  "echo", "latency", "handshake", "rss"
+  "echo", "latency", "handshake", "rss", "churn", "fanout"
 };
+#define NTESTS (sizeof test_names / sizeof test_names[0])
 
-enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN };
+/* PH_SETTLE: churn holds each connection open once it has echoed */
+enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_SETTLE, PH_DRAIN };
+static const char *const phase_names[] = {
+  "setup", "warmup", "measure", "settle", "drain"
+};
 
 struct options {
   enum test test;
@@ -42,7 +51,25 @@ struct options {
   int tls;                      /* 0 plain, 13 TLS 1.3, 12 TLS 1.2 */
   int deflate;                  /* offer (and require) permessage-deflate */
   int deflate_level;            /* the client's zlib level */
-  long each;                    /* rss: messages each connection echoes */
+  long each;                    /* rss, churn: messages each connection
+                                   echoes (churn: then it closes) */
+  double hold;                  /* churn: seconds a connection pauses in
+                                   all, spread before each step */
+  const char *rss_log;          /* churn: a line per second to this file */
+};
+
+/* churn: what the run knows of each slot of connections */
+struct slot {
+  uint32_t gen;                 /* connections started in it */
+  uint8_t settled;              /* has echoed its share and paused */
+  uint8_t holding;              /* held open: PH_SETUP, PH_SETTLE */
+};
+
+/* churn: a step after a pause, in a min-heap by due time */
+struct wait {
+  uint64_t due;
+  size_t index;
+  uint32_t gen;                 /* stale once the slot has started anew */
 };
 
 /* One measurement: the connections and what they have counted. */
@@ -64,6 +91,18 @@ struct run {
                                    (room for each twice: see loop) */
   size_t nrestart;
   uint64_t deadline;            /* the global time limit */
+  /* churn */
+  struct slot *slots;
+  size_t held;                  /* slots holding */
+  struct wait *waits;           /* a min-heap on due */
+  size_t wait_count, wait_cap;
+  uint64_t pause_ns;            /* the mean; each is 0.5 to 1.5 times */
+  uint64_t t0, next_sample;     /* next_sample 0: no sampling */
+  long rss_peak, rss_peak_measure;
+  size_t open_min;              /* fewest open WebSockets, measured */
+  double open_sum;
+  unsigned open_samples;
+  FILE *log;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -86,14 +125,104 @@ static void fill_pipeline(struct run *r, struct client *c) {
   }
 }
 
-/* rss --each: a connection is settled once it has echoed its share */
+/* rss --each, churn: a connection is settled once it has echoed its
+ * share */
 static int exchanging(const struct run *r, const struct client *c) {
-  return r->o->test == TEST_RSS && c->received < (uint64_t)r->o->each;
+  return (r->o->test == TEST_RSS || r->o->test == TEST_CHURN) &&
+         c->received < (uint64_t)r->o->each;
+}
+
+/* churn: a settled connection closes (and is replaced when done), or,
+ * while the run opens or settles, stays open */
+static void churn_settled(struct run *r, struct client *c) {
+  struct slot *s = &r->slots[c->index];
+  s->settled = 1;
+  r->pending--;
+  if (r->phase == PH_SETUP || r->phase == PH_SETTLE) {
+    s->holding = 1;
+    r->held++;
+  } else {
+    client_close(c);
+  }
+}
+
+/* churn: the next step of an open connection: an echo, or settling */
+static void churn_act(struct run *r, struct client *c) {
+  if (r->phase == PH_DRAIN)
+    client_close(c);                  /* one echo at a time: none left */
+  else if (exchanging(r, c))
+    client_send(c, payload_pick(r->ctx.payload, &r->ctx.rng));
+  else if (r->slots[c->index].settled)
+    client_close(c);                  /* was held: see churn_resume */
+  else
+    churn_settled(r, c);
+}
+
+static void wait_push(struct run *r, struct client *c, uint64_t due) {
+  size_t i = r->wait_count++;
+  struct wait w = { due, c->index, r->slots[c->index].gen };
+  while (i > 0 && r->waits[(i - 1) / 2].due > due) {
+    r->waits[i] = r->waits[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  r->waits[i] = w;
+}
+
+static struct wait wait_pop(struct run *r) {
+  struct wait top = r->waits[0], last = r->waits[--r->wait_count];
+  size_t i = 0, n = r->wait_count;
+  for (;;) {
+    size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && r->waits[child + 1].due < r->waits[child].due)
+      child++;
+    if (r->waits[child].due >= last.due) break;
+    r->waits[i] = r->waits[child];
+    i = child;
+  }
+  if (n) r->waits[i] = last;
+  return top;
+}
+
+/* A random share of `span` ns, from lo/8 to hi/8 of it. */
+static uint64_t jitter(struct run *r, uint64_t span, unsigned lo,
+                       unsigned hi) {
+  uint64_t x = prng_next(&r->ctx.rng) % 1024;
+  return span / 8 * lo + (span / 8 * (hi - lo)) / 1024 * x;
+}
+
+/* ... now, or after a pause: --hold spread over each + 1 pauses, each
+ * 0.5 to 1.5 times the mean so that the connections drift apart.  The
+ * first opening goes straight through; settling keeps the pace, so
+ * that it adds no burst of its own to the reading that follows. */
+static void churn_step(struct run *r, struct client *c) {
+  if (!r->pause_ns || r->phase == PH_SETUP || r->phase == PH_DRAIN ||
+      r->wait_count == r->wait_cap) {
+    churn_act(r, c);
+    return;
+  }
+  wait_push(r, c, now_ns() + jitter(r, r->pause_ns, 4, 12));
+}
+
+/* churn: the steps whose pause is over (all of them when draining) */
+static void churn_due(struct run *r, uint64_t now) {
+  while (r->wait_count) {
+    if (r->waits[0].due > now && r->phase != PH_DRAIN) break;
+    struct wait w = wait_pop(r);
+    struct client *c = &r->clients[w.index];
+    if (r->slots[w.index].gen != w.gen || c->state != CL_OPEN) continue;
+    churn_act(r, c);
+    client_flush(c);
+  }
 }
 
 static void on_open(struct client *c) {
   struct run *r = c->ctx->user;
   r->opened++;
+  if (r->o->test == TEST_CHURN) {
+    churn_step(r, c);
+    return;
+  }
   if (exchanging(r, c)) {
     client_send(c, payload_pick(r->ctx.payload, &r->ctx.rng));
     return;
@@ -112,6 +241,10 @@ static void on_message(struct client *c, uint64_t rtt_ns) {
   struct run *r = c->ctx->user;
   r->echoes++;
   if (r->recording) hist_add(&r->hist, rtt_ns);
+  if (r->o->test == TEST_CHURN) {
+    churn_step(r, c);
+    return;
+  }
   if (r->o->test == TEST_RSS) {
     if (exchanging(r, c))
       client_send(c, payload_pick(r->ctx.payload, &r->ctx.rng));
@@ -128,17 +261,30 @@ static void on_message(struct client *c, uint64_t rtt_ns) {
 
 static void on_done(struct client *c, int ok) {
   struct run *r = c->ctx->user;
-  if (!c->opened || exchanging(r, c))
-    r->pending--;                     /* failed before it settled */
   r->active--;
   if (!ok) r->failed++;
+  if (r->o->test == TEST_CHURN) {
+    struct slot *s = &r->slots[c->index];
+    if (!s->settled) r->pending--;
+    if (s->holding) {                 /* lost while held open */
+      s->holding = 0;
+      r->held--;
+    }
+    if (ok) r->cycles++;
+    if (r->phase != PH_DRAIN) r->restart[r->nrestart++] = c->index;
+    return;
+  }
+  if (!c->opened || exchanging(r, c))
+    r->pending--;                     /* failed before it settled */
   if (r->o->test == TEST_HANDSHAKE && ok && r->phase == PH_MEASURE)
     r->cycles++;
   if (r->o->test == TEST_HANDSHAKE && r->phase != PH_DRAIN)
     r->restart[r->nrestart++] = c->index;
 }
 
-static const struct client_events events = { on_open, on_message, on_done };
+static const struct client_events events = {
+  on_open, on_message, on_done, NULL
+};
 
 /* ======================================================================
  * The loop
@@ -147,14 +293,23 @@ static const struct client_events events = { on_open, on_message, on_done };
 static void start_client(struct run *r, size_t i) {
   r->pending++;
   r->active++;
+  if (r->slots) {
+    r->slots[i].gen++;
+    r->slots[i].settled = 0;
+  }
   client_start(&r->clients[i], &r->ctx);
 }
+
+static void churn_sample(struct run *r, uint64_t now);
 
 /* Serve events until `until` (ns), until done(r) says so, or until the
  * global limit or a signal; returns -1 for the last two. */
 static int loop(struct run *r, uint64_t until, int (*done)(struct run *)) {
   struct epoll_event evs[256];
   for (;;) {
+    if (r->next_sample && now_ns() >= r->next_sample)
+      churn_sample(r, now_ns());
+    if (r->wait_count) churn_due(r, now_ns());
     /* A start that fails at once queues its slot again: behind these */
     size_t again = r->phase == PH_DRAIN ? 0 : r->nrestart;
     for (size_t i = 0; i < again; i++) start_client(r, r->restart[i]);
@@ -164,7 +319,10 @@ static int loop(struct run *r, uint64_t until, int (*done)(struct run *)) {
     uint64_t now = now_ns();
     if (interrupted || now >= r->deadline) return -1;
     if (now >= until) return 0;
-    uint64_t wait = (until < r->deadline ? until : r->deadline) - now;
+    uint64_t wake = until < r->deadline ? until : r->deadline;
+    if (r->wait_count && r->waits[0].due < wake)
+      wake = r->waits[0].due > now ? r->waits[0].due : now;
+    uint64_t wait = wake - now;
     int ms = (int)(wait / 1000000) + 1;
     if (ms > 100) ms = 100;
     int n = epoll_wait(r->ctx.epfd, evs, 256, ms);
@@ -446,13 +604,172 @@ report:;
   return rc;
 }
 
+/* churn: the server's RSS, and how many of ours are open, once a
+ * second; a line to --rss-log each time */
+static void churn_sample(struct run *r, uint64_t now) {
+  long kib = pid_rss_kib(r->o->pids[0]);
+  size_t open = 0;
+  for (size_t i = 0; i < r->nclients; i++)
+    if (r->clients[i].state == CL_OPEN) open++;
+  r->next_sample += 1000000000;
+  if (r->next_sample <= now) r->next_sample = now + 1000000000;
+  if (kib > r->rss_peak) r->rss_peak = kib;
+  if (r->phase == PH_MEASURE) {
+    if (kib > r->rss_peak_measure) r->rss_peak_measure = kib;
+    if (!r->open_samples || open < r->open_min) r->open_min = open;
+    r->open_sum += (double)open;
+    r->open_samples++;
+  }
+  if (r->log) {
+    fprintf(r->log, "%.1f %s %ld %zu %zu %llu %llu\n",
+            (double)(now - r->t0) / 1e9, phase_names[r->phase], kib, open,
+            r->active, (unsigned long long)r->cycles,
+            (unsigned long long)client_ctx_errors(&r->ctx));
+    fflush(r->log);
+  }
+}
+
+static int all_held(struct run *r) {
+  return r->held == r->nclients;
+}
+
+/* Let every connection finish its cycle and open again, then hold them
+ * all open and echoed: the same state at each reading. */
+static int churn_settle(struct run *r, double seconds) {
+  r->phase = PH_SETTLE;
+  if (loop(r, now_ns() + (uint64_t)(seconds * 1e9), all_held) != 0 ||
+      !all_held(r)) {
+    fprintf(stderr, "loadgen: churn: %zu of %zu connections open and "
+            "echoed after %.0f s\n", r->held, r->nclients, seconds);
+    return -1;
+  }
+  return 0;
+}
+
+/* Close what is held open, at random times over one --hold so that
+ * the connections start out of step: each is replaced once its close
+ * is done. */
+static void churn_resume(struct run *r, enum phase phase) {
+  uint64_t now = now_ns();
+  r->phase = phase;
+  for (size_t i = 0; i < r->nclients; i++) {
+    struct client *c = &r->clients[i];
+    if (!r->slots[i].holding) continue;
+    r->slots[i].holding = 0;
+    r->held--;
+    if (r->pause_ns && r->wait_count < r->wait_cap) {
+      wait_push(r, c, now + jitter(r, r->pause_ns * (uint64_t)(r->o->each
+                                                               + 1), 0, 8));
+    } else {
+      client_close(c);
+      client_flush(c);
+    }
+  }
+}
+
+#define SETTLE_LIMIT 60         /* seconds for every connection to open */
+
+/* N connections, each: connect, upgrade, M echoes, closing handshake,
+ * then a new one in its place.  RSS readings with all N open and held:
+ * after the first opening, after the warm-up (the baseline) and after
+ * the measured churn; then once all are closed. */
+static int run_churn(struct run *r) {
+  const struct options *o = r->o;
+  struct cpu_sample a, b;
+  int pid = o->pids[0], rc = -1;
+  long start = pid_rss_kib(pid), first = -1, base = -1, end = -1, closed;
+  uint64_t c0 = 0, c1 = 0, e0 = 0, e1 = 0;
+  size_t opened0 = 0, opened1 = 0;
+  if (o->rss_log && !(r->log = fopen(o->rss_log, "w")))
+    perror(o->rss_log);
+  if (r->log)
+    fprintf(r->log, "# seconds phase rss_kib open sockets cycles errors\n");
+  r->t0 = r->next_sample = now_ns();
+  cpu_sample(&a, o->pids, o->npids);
+  b = a;
+  if (open_clients(r, 0, r->nclients) != 0 ||
+      churn_settle(r, SETTLE_LIMIT) != 0)
+    goto report;
+  first = pid_rss_kib(pid);
+  churn_resume(r, PH_WARMUP);
+  sleep_loop(r, o->warmup);
+  if (churn_settle(r, SETTLE_LIMIT) != 0) goto report;
+  sleep_loop(r, 0.5);           /* let the server settle */
+  base = pid_rss_kib(pid);
+  cpu_sample(&a, o->pids, o->npids);
+  b = a;
+  c0 = r->cycles;
+  e0 = r->echoes;
+  opened0 = r->opened;
+  churn_resume(r, PH_MEASURE);
+  if (loop(r, now_ns() + (uint64_t)(o->duration * 1e9), NULL) != 0)
+    goto report;
+  cpu_sample(&b, o->pids, o->npids);
+  c1 = r->cycles;
+  e1 = r->echoes;
+  opened1 = r->opened;
+  if (churn_settle(r, SETTLE_LIMIT) != 0) goto report;
+  sleep_loop(r, 0.5);
+  end = pid_rss_kib(pid);
+  rc = 0;
+report:;
+  uint64_t cycles = c1 - c0;
+  double secs = (double)(b.t - a.t) / 1e9;
+  double rate = secs > 0 ? (double)cycles / secs : 0;
+  close_all(r, 30);
+  sleep_loop(r, 0.5);
+  closed = pid_rss_kib(pid);
+  r->next_sample = 0;
+  printf("test=churn label=%s conns=%zu each=%ld hold=%.3f size=%zu "
+         "seconds=%.3f "
+         "cycles=%llu cycles_per_s=%.1f opened_measured=%zu "
+         "opened_total=%zu echoes_measured=%llu open_min=%zu "
+         "open_avg=%.0f rss_start_kib=%ld rss_first_kib=%ld "
+         "rss_base_kib=%ld rss_peak_kib=%ld rss_peak_measure_kib=%ld "
+         "rss_end_kib=%ld rss_closed_kib=%ld", o->label, r->nclients,
+         o->each, o->hold, o->size, secs, (unsigned long long)cycles, rate,
+         opened1 - opened0, r->opened, (unsigned long long)(e1 - e0),
+         r->open_min, r->open_samples ? r->open_sum / r->open_samples : 0,
+         start, first, base, r->rss_peak, r->rss_peak_measure, end, closed);
+  if (!o->quiet)
+    fprintf(stderr, "churn %s: %zu connections, %ld echoes each: %.0f "
+            "cycles/s over %.1f s (%zu opened in all); open WebSockets "
+            "min %zu, mean %.0f; server RSS %ld KiB empty, %ld with all "
+            "open after the warm-up, peak %ld, %ld at the end, %ld "
+            "after closing\n", o->label, r->nclients, o->each, rate, secs,
+            r->opened, r->open_min,
+            r->open_samples ? r->open_sum / r->open_samples : 0, start,
+            base, r->rss_peak, end, closed);
+  print_common(r, &a, &b);
+  if (r->log) fclose(r->log);
+  r->log = NULL;
+  return rc;
+}
+
+/* C subscribers of one topic and a publisher (fanout.c); the figures
+ * beside it as for the others */
+static int run_fanout(struct run *r) {
+  const struct options *o = r->o;
+  struct fanout_params p = {
+    .ctx = &r->ctx, .subs = r->clients, .nsubs = r->nclients,
+    .label = o->label, .depth = o->depth, .parallel = o->parallel,
+    .size = o->size, .warmup = o->warmup, .duration = o->duration,
+    .messages = o->messages, .pids = o->pids, .npids = o->npids,
+    .deadline = r->deadline, .interrupted = &interrupted,
+    .hist = &r->hist, .quiet = o->quiet,
+  };
+  int rc = fanout_run(&p);
+  print_common(r, &p.a, &p.b);
+  return rc;
+}
+
 /* ======================================================================
  * Command line
  * ====================================================================== */
 
 static void usage(FILE *f) {
   fprintf(f,
-    "usage: loadgen [options] echo|latency|handshake|rss\n"
+    "usage: loadgen [options] echo|latency|handshake|rss|churn|fanout\n"
     "  echo       C connections x D messages in flight x S bytes, echoed\n"
     "             and checked; messages/s, MB/s, round-trip percentiles\n"
     "  latency    echo with C=1 D=1 (the defaults of this test)\n"
@@ -460,11 +777,21 @@ static void usage(FILE *f) {
     "             upgrade (101 and Sec-WebSocket-Accept checked), close\n"
     "  rss        the server's VmRSS before and after opening N idle\n"
     "             connections (needs --pid)\n"
+    "  churn      C connections (10000), each: upgrade, M echoes (-m, 3),\n"
+    "             closing handshake, replaced by a new one; the -T window\n"
+    "             after -w of warm-up; the server's VmRSS with all open\n"
+    "             before and after, and once a second (needs --pid)\n"
+    "  fanout     C subscribers (10000) of one topic and a publisher with\n"
+    "             D publishes (-d) of S bytes (8 or more) in flight, each\n"
+    "             until every subscriber has it; deliveries/s, every one\n"
+    "             checked: bytes, once, in order (against the app\n"
+    "             bench/apps/fanout.lua); -n: a fixed number of publishes\n"
     "options:\n"
     "  -H, --host ADDR      numeric address (127.0.0.1)\n"
     "  -P, --port N         port (required)\n"
     "  -u, --path PATH      request target (/ws)\n"
-    "  -c, --conns N        connections (echo 100, handshake 8, rss 10000)\n"
+    "  -c, --conns N        connections (echo 100, handshake 8, rss,\n"
+    "                       churn and fanout 10000)\n"
     "  -d, --depth N        messages in flight per connection (1)\n"
     "  -s, --size N         payload bytes (16)\n"
     "  -k, --payload KIND   random|zero|repeat|adversarial|text (random;\n"
@@ -473,9 +800,11 @@ static void usage(FILE *f) {
     "                       binary otherwise\n"
     "  -w, --warmup SECS    before measuring (1)\n"
     "  -T, --duration SECS  measured (5)\n"
-    "  -n, --messages N     echo: stop after N echoes instead of a time\n"
+    "  -n, --messages N     echo: stop after N echoes instead of a time;\n"
+    "                       fanout: after N publishes\n"
     "  -t, --timeout SECS   hard limit of the whole run (warmup +\n"
-    "                       duration + 30; rss 300)\n"
+    "                       duration + 30; rss 300; churn + 300;\n"
+    "                       fanout + 120)\n"
     "  -p, --pid PID[,PID]  the server's processes: their CPU is shown\n"
     "  -j, --parallel N     upgrades in progress at once when opening (256)\n"
     "  -l, --label NAME     names the server in the report\n"
@@ -488,7 +817,14 @@ static void usage(FILE *f) {
     "                       and require it; compress every message\n"
     "      --deflate-level N  the client's zlib level, -1..9 (-1: 6)\n"
     "  -m, --each N         rss: each connection echoes N messages (-s,\n"
-    "                       -k) once open, before the reading (0)\n"
+    "                       -k) once open, before the reading (0);\n"
+    "                       churn: before it closes (3)\n"
+    "      --hold SECS      churn: each connection pauses this long in\n"
+    "                       all, in M + 1 equal pauses: after opening and\n"
+    "                       after each echo (0)\n"
+    "      --rss-log FILE   churn: a line per second (time, phase, server\n"
+    "                       RSS KiB, open WebSockets, sockets, cycles,\n"
+    "                       errors)\n"
     "Exit status: 0 when no error was counted, 1 otherwise, 2 for usage.\n");
 }
 
@@ -502,7 +838,8 @@ static int parse_long(const char *s, long min, long max, long *out) {
 }
 
 /* long options without a letter */
-enum { OPT_TLS = 256, OPT_TLS12, OPT_DEFLATE, OPT_DEFLATE_LEVEL };
+enum { OPT_TLS = 256, OPT_TLS12, OPT_DEFLATE, OPT_DEFLATE_LEVEL,
+       OPT_RSS_LOG, OPT_HOLD };
 
 static int parse_options(int argc, char **argv, struct options *o) {
   static const struct option longs[] = {
@@ -516,6 +853,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     { "tls", 0, 0, OPT_TLS }, { "tls12", 0, 0, OPT_TLS12 },
     { "deflate", 0, 0, OPT_DEFLATE },
     { "deflate-level", 1, 0, OPT_DEFLATE_LEVEL }, { "each", 1, 0, 'm' },
+    { "rss-log", 1, 0, OPT_RSS_LOG }, { "hold", 1, 0, OPT_HOLD },
     { 0, 0, 0, 0 }
   };
   long v;
@@ -532,6 +870,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
   o->duration = 5;
   o->seed = 1;
   o->deflate_level = -1;
+  o->each = -1;
   while ((opt = getopt_long(argc, argv,
                             "H:P:u:c:d:s:k:xw:T:n:t:p:j:l:S:qhm:", longs,
                             NULL)) != -1) {
@@ -545,6 +884,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     case OPT_TLS: if (!o->tls) o->tls = 13; break;
     case OPT_TLS12: o->tls = 12; break;
     case OPT_DEFLATE: o->deflate = 1; break;
+    case OPT_RSS_LOG: o->rss_log = optarg; break;
     case OPT_DEFLATE_LEVEL:
       if (parse_long(optarg, -1, 9, &v)) goto bad;
       o->deflate_level = (int)v;
@@ -567,12 +907,13 @@ static int parse_options(int argc, char **argv, struct options *o) {
       if ((kind = payload_kind_parse(optarg)) < 0) goto bad;
       o->kind = (enum payload_kind)kind;
       break;
-    case 'w': case 'T': case 't': {
+    case 'w': case 'T': case 't': case OPT_HOLD: {
       double d = strtod(optarg, &end);
       if (*end || end == optarg || d < 0 || d > 86400) goto bad;
       if (opt == 'w') o->warmup = d;
       else if (opt == 'T') o->duration = d;
-      else o->timeout = d;
+      else if (opt == 't') o->timeout = d;
+      else o->hold = d;
       break;
     }
     case 'n':
@@ -600,7 +941,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     usage(stderr);
     return -1;
   }
-  for (int t = 0; t < 4; t++)
+  for (size_t t = 0; t < NTESTS; t++)
     if (strcmp(argv[optind], test_names[t]) == 0) o->test = (enum test)t;
   if (strcmp(argv[optind], test_names[o->test]) != 0) {
     fprintf(stderr, "loadgen: unknown test: %s\n", argv[optind]);
@@ -610,22 +951,33 @@ static int parse_options(int argc, char **argv, struct options *o) {
     fprintf(stderr, "loadgen: --port is required\n");
     return -1;
   }
-  if (o->test == TEST_RSS && !o->npids) {
-    fprintf(stderr, "loadgen: rss needs --pid\n");
+  if ((o->test == TEST_RSS || o->test == TEST_CHURN) && !o->npids) {
+    fprintf(stderr, "loadgen: %s needs --pid\n", test_names[o->test]);
+    return -1;
+  }
+  if (o->test == TEST_FANOUT && o->size < FANOUT_SEQ_DIGITS) {
+    fprintf(stderr, "loadgen: fanout needs -s %d or more\n",
+            FANOUT_SEQ_DIGITS);
     return -1;
   }
   if (o->conns < 0)
     o->conns = o->test == TEST_LATENCY ? 1 : o->test == TEST_HANDSHAKE ? 8
-               : o->test == TEST_RSS ? 10000 : 100;
+               : o->test == TEST_RSS || o->test == TEST_CHURN ||
+                 o->test == TEST_FANOUT ? 10000 : 100;
   if (o->depth < 0) o->depth = 1;
+  if (o->each < 0) o->each = o->test == TEST_CHURN ? 3 : 0;
   if (!o->timeout)
-    o->timeout = o->test == TEST_RSS ? 300 : o->warmup + o->duration + 30;
+    o->timeout = o->test == TEST_RSS ? 300
+                 : o->test == TEST_CHURN ? o->warmup + o->duration + 300
+                 : o->test == TEST_FANOUT ? o->warmup + o->duration + 120
+                 : o->warmup + o->duration + 30;
   return 0;
 bad:
   if (opt < 256)
     fprintf(stderr, "loadgen: bad value for -%c: %s\n", opt, optarg);
   else
-    fprintf(stderr, "loadgen: bad value for --deflate-level: %s\n", optarg);
+    fprintf(stderr, "loadgen: bad value for --%s: %s\n",
+            opt == OPT_HOLD ? "hold" : "deflate-level", optarg);
   return -1;
 }
 
@@ -644,7 +996,8 @@ int main(int argc, char **argv) {
 
   r.o = &o;
   r.nclients = (size_t)o.conns + (o.test == TEST_RSS ? RSS_WARM : 0);
-  if (o.test == TEST_RSS) raise_fd_limit(r.nclients);
+  if (o.test == TEST_RSS || o.test == TEST_CHURN || o.test == TEST_FANOUT)
+    raise_fd_limit(r.nclients + 1);
   if (payload_init(&payload, o.kind, o.size, o.text, o.seed) != 0 ||
       client_ctx_init(&r.ctx, o.host, o.port, o.path, o.deflate) != 0 ||
       (o.tls && !(r.ctx.tls = tls_ctx_new(o.tls == 12)))) {
@@ -661,7 +1014,14 @@ int main(int argc, char **argv) {
   r.ctx.epfd = epoll_create1(EPOLL_CLOEXEC);
   r.clients = calloc(r.nclients, sizeof *r.clients);
   r.restart = calloc(2 * r.nclients, sizeof *r.restart);
-  if (r.ctx.epfd < 0 || !r.clients || !r.restart) {
+  if (o.test == TEST_CHURN) {
+    r.wait_cap = 2 * r.nclients;  /* room for stale entries */
+    r.slots = calloc(r.nclients, sizeof *r.slots);
+    r.waits = calloc(r.wait_cap, sizeof *r.waits);
+    r.pause_ns = (uint64_t)(o.hold / (double)(o.each + 1) * 1e9);
+  }
+  if (r.ctx.epfd < 0 || !r.clients || !r.restart ||
+      (o.test == TEST_CHURN && (!r.slots || !r.waits))) {
     fprintf(stderr, "loadgen: cannot set up\n");
     return 2;
   }
@@ -674,6 +1034,8 @@ int main(int argc, char **argv) {
   switch (o.test) {
   case TEST_HANDSHAKE: rc = run_handshake(&r); break;
   case TEST_RSS: rc = run_rss(&r); break;
+  case TEST_CHURN: rc = run_churn(&r); break;
+  case TEST_FANOUT: rc = run_fanout(&r); break;
   default: rc = run_echo(&r); break;
   }
   if (interrupted) fprintf(stderr, "loadgen: interrupted\n");
@@ -684,6 +1046,8 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < r.nclients; i++) client_free(&r.clients[i]);
   free(r.clients);
   free(r.restart);
+  free(r.slots);
+  free(r.waits);
   close(r.ctx.epfd);
   SSL_CTX_free(r.ctx.tls);
   client_ctx_free(&r.ctx);

@@ -13,16 +13,12 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import os from "node:os";
 import { mkdirSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { ROOT, startServer as startApp } from "./support.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
-  "../..");
-const SERVER_BIN = process.env.MOONSOCKET_BIN || "build/moonsocket";
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const SHOTS = path.join(ROOT, "test-output", "browser");
 const TEST_TIMEOUT = 30_000;   // ms, for each test and hook
@@ -43,55 +39,11 @@ const CHROMIUM_ARGS = [
 
 // ------------------------------------------------------------ the server
 
-// Spawns the echo sample with PORT=0 and resolves with the port it prints
-// ("moonsocket: listening on 127.0.0.1:<port>") or rejects, with what it
-// wrote to stderr, when it exits or stays silent too long.
+// The echo sample (or examples/tls) on free ports, its page from public/.
 function startServer() {
-  const child = spawn(SERVER_BIN, [APP], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: "0", TLS_PORT: "0", HOST: "127.0.0.1",
-      CERT_DIR: path.join(os.tmpdir(), `moonsocket-browser-${process.pid}`),
-      PUBLIC_DIR: "public", LUA_PATH: "lua/?.lua;lua/?/init.lua;;" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const server = { child, stderr: "", exit: null };
-  server.exited = new Promise((resolve) => {
-    child.on("exit", (code, signal) => {
-      server.exit = { code, signal };
-      resolve(server.exit);
-    });
-    child.on("error", (err) => {
-      server.exit = { code: null, signal: null, error: err };
-      resolve(server.exit);
-    });
-  });
-  child.stdout.resume();
-  child.stderr.setEncoding("utf8");
-
-  return new Promise((resolve, reject) => {
-    const fail = (why) => {
-      clearTimeout(timer);
-      child.kill("SIGKILL");
-      reject(new Error(`${SERVER_BIN} ${why}; stderr:\n${server.stderr}`));
-    };
-    const timer = setTimeout(() => fail("printed no port in 10 s"),
-      STEP_TIMEOUT);
-    child.stderr.on("data", (chunk) => {
-      server.stderr += chunk;
-      const found = /listening on ([\d.]+):(\d+)/.exec(server.stderr);
-      if (found && server.port === undefined) {
-        clearTimeout(timer);
-        server.port = Number(found[2]);
-        resolve(server);
-      }
-    });
-    server.exited.then((exit) => {
-      if (server.port === undefined) {
-        fail(exit.error ? `failed to start: ${exit.error.message}`
-          : `exited early (code ${exit.code}, signal ${exit.signal})`);
-      }
-    });
-  });
+  return startApp(APP, { TLS_PORT: "0",
+    CERT_DIR: path.join(os.tmpdir(), `moonsocket-browser-${process.pid}`),
+    PUBLIC_DIR: "public" });
 }
 
 // ------------------------------------------------------------- fixtures

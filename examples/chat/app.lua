@@ -1,0 +1,214 @@
+-- The chat sample: a page at http://localhost:5001 and chat rooms over
+-- the WebSocket at /chat.  Run it with `make chat`, or
+-- `moonsocket examples/chat/app.lua` from the repository's root.
+--
+-- Every message is a JSON object with a "type" (json.lua, beside this
+-- file).  The page sends:
+--   {"type":"join","name":N,"room":R}   join R as N; again to switch
+--                                       rooms (N may then be left out)
+--   {"type":"say","text":T}             T to everyone in the room
+-- and the server:
+--   {"type":"welcome","room":R,"name":N,"count":C,"members":[...]}
+--       to whoever joined: N is its name in R (" (2)" and so on added
+--       when the name is taken there), members every name in R, sorted
+--   {"type":"joined","room":R,"name":N,"count":C}   to the others in R
+--   {"type":"left","room":R,"name":N,"count":C}     to those still in R
+--   {"type":"message","room":R,"name":N,"text":T}   to all of R, sender
+--                                                   included
+--   {"type":"error","error":E}          the message was refused; nothing
+--                                       changed
+-- A room is a topic, "room:" .. R: the core keeps its subscribers,
+-- frames each message once for all of them and counts them.  The names
+-- of a room live in this process, so the app runs without workers.
+local moonsocket = require "moonsocket"
+local policy = require "moonsocket.policy"
+
+local find, match, sub = string.find, string.match, string.sub
+local next, pairs, sort, type = next, pairs, table.sort, type
+local utf8_codes, utf8_len, utf8_offset = utf8.codes, utf8.len, utf8.offset
+
+local here = match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"
+local json = dofile(here .. "json.lua")
+local encode, serialize_origin = json.encode, policy.serialize_origin
+
+local MAX_LABEL = 32      -- characters in a name or a room name
+local MAX_TEXT = 2000     -- characters in a message
+local TOPIC = "room:"
+
+local app = moonsocket.app {}
+
+local rooms = {}          -- room name -> { [member name] = ws }
+
+------------------------------------------------------------------------
+-- Names and messages
+------------------------------------------------------------------------
+
+-- Control characters (C0, DEL, C1), and the format characters that
+-- reorder or break the text around them: marks, line and paragraph
+-- separators, bidirectional embeddings, overrides and isolates.
+local function has_control(s)
+  for _, cp in utf8_codes(s) do
+    if cp < 0x20 or (cp >= 0x7F and cp <= 0x9F)
+        or cp == 0x200E or cp == 0x200F
+        or (cp >= 0x2028 and cp <= 0x202E)
+        or (cp >= 0x2066 and cp <= 0x2069) then
+      return true
+    end
+  end
+  return false
+end
+
+-- A name or a room: a string of 1 to 32 characters once the spaces
+-- around it are gone, with no control characters.  Decoded strings are
+-- always UTF-8, so utf8.len cannot fail.
+local function check_label(value, what)
+  if type(value) ~= "string" then
+    return nil, ('"%s" must be a string'):format(what)
+  end
+  if has_control(value) then
+    return nil, what .. " must not contain control characters"
+  end
+  local first = find(value, "[^ ]")
+  if first then value = sub(value, first, find(value, "[^ ] *$")) end
+  local len = first and utf8_len(value) or 0
+  if len < 1 or len > MAX_LABEL then
+    return nil, ("%s must be 1 to %d characters"):format(what, MAX_LABEL)
+  end
+  return value
+end
+
+-- wanted, or, when someone in the room has it, "wanted (2)", "wanted
+-- (3)", ...; cut to stay within 32 characters.
+local function unique_name(members, wanted)
+  local name, n = wanted, 1
+  while members[name] do
+    n = n + 1
+    local suffix = " (" .. n .. ")"
+    local base, keep = wanted, MAX_LABEL - #suffix
+    if utf8_len(base) > keep then
+      base = match(sub(base, 1, utf8_offset(base, keep + 1) - 1), "^(.-) *$")
+    end
+    name = base .. suffix
+  end
+  return name
+end
+
+local function member_list(members)
+  local list = json.array()
+  for name in pairs(members) do list[#list + 1] = name end
+  sort(list)
+  return list
+end
+
+------------------------------------------------------------------------
+-- Rooms
+------------------------------------------------------------------------
+
+local function send(ws, event)
+  return ws:send(encode(event))
+end
+
+local function refuse(ws, why)
+  return send(ws, { type = "error", error = why })
+end
+
+-- Leave the room ws is in, if any, and tell those who stay.
+local function leave(ws)
+  local data = ws.data
+  local room, name = data.room, data.name
+  if not room then return end
+  data.room, data.name = nil, nil
+  local members = rooms[room]
+  members[name] = nil
+  if next(members) == nil then rooms[room] = nil end
+  local topic = TOPIC .. room
+  ws:unsubscribe(topic)             -- a closed socket has left already
+  app:publish(topic, encode { type = "left", room = room, name = name,
+                              count = app:subscribers(topic) })
+end
+
+local commands = {}
+
+function commands.join(ws, event)
+  local data = ws.data
+  local room, why = check_label(event.room, "room")
+  if not room then return refuse(ws, why) end
+  local wanted = event.name
+  if wanted == nil then wanted = data.wanted end
+  wanted, why = check_label(wanted, "name")
+  if not wanted then return refuse(ws, why) end
+  if room == data.room then
+    return refuse(ws, "you are in " .. room .. " already")
+  end
+  leave(ws)
+  local topic = TOPIC .. room
+  local ok, err = ws:subscribe(topic)
+  if ok == nil then return refuse(ws, "cannot join " .. room .. ": " .. err) end
+  local members = rooms[room] or {}
+  rooms[room] = members
+  local name = unique_name(members, wanted)
+  members[name] = ws
+  data.room, data.name, data.wanted = room, name, wanted
+  local count = app:subscribers(topic)
+  send(ws, { type = "welcome", room = room, name = name, count = count,
+             members = member_list(members) })
+  ws:publish(topic, encode { type = "joined", room = room, name = name,
+                             count = count })
+end
+
+function commands.say(ws, event)
+  local data = ws.data
+  if not data.room then return refuse(ws, "join a room first") end
+  local text = event.text
+  if type(text) ~= "string" then
+    return refuse(ws, '"text" must be a string')
+  end
+  if not find(text, "%S") then return refuse(ws, "the message is empty") end
+  if utf8_len(text) > MAX_TEXT then
+    return refuse(ws, ("the message is longer than %d characters")
+      :format(MAX_TEXT))
+  end
+  app:publish(TOPIC .. data.room, encode { type = "message",
+    room = data.room, name = data.name, text = text })
+end
+
+-- Only this site's pages: a browser's Origin must name the host that
+-- served the page.  Other clients send what they like, or nothing.
+local function same_site(origin, req)
+  if origin == nil then return true end
+  local host, site = req.headers.host or "", serialize_origin(origin)
+  return site == serialize_origin("http://" .. host)
+      or site == serialize_origin("https://" .. host)
+end
+
+app:ws("/chat", {
+  message = function(ws, data, kind)
+    if kind ~= "text" then return refuse(ws, "send JSON as text") end
+    local event, err = json.decode(data)
+    if not event then return refuse(ws, err) end
+    if json.type(event) ~= "object" then
+      return refuse(ws, "expected a JSON object")
+    end
+    local command = type(event.type) == "string" and commands[event.type]
+    if not command then
+      return refuse(ws, '"type" must be "join" or "say"')
+    end
+    return command(ws, event)
+  end,
+  close = leave,
+}, {
+  -- the longest message escaped as badly as JSON allows (12 bytes of
+  -- \uXXXX\uXXXX per character) still fits; larger ones close with 1009
+  max_message_size = 32 * 1024,
+  max_backpressure = 256 * 1024,  -- a reader this far behind is dropped
+  keep_alive_interval = 30,       -- ping quiet sockets so proxies keep
+  keep_alive_timeout = 15,        -- them, and let vanished ones leave
+  allowed_origins = same_site,
+})
+app:use(moonsocket.static(here .. "public"))
+
+assert(app:listen {
+  host = os.getenv("HOST") or "127.0.0.1",
+  port = tonumber(os.getenv("PORT")) or 5001,
+})
+moonsocket.run()

@@ -1,0 +1,353 @@
+// spec/browser/chat.test.mjs - the chat sample page in a real browser.
+//
+// Starts the chat sample (examples/chat/app.lua) on a free port and opens
+// its page in several headless Debian Chromium contexts at once, one per
+// person: two join a room and talk, a third in another room hears none
+// of it, people switch rooms, leave with the button and by closing the
+// tab.  Screenshots go to test-output/browser/.
+//
+//   npm install && node --test --test-reporter=tap spec/browser/
+//
+// Env: MOONSOCKET_BIN (default build/moonsocket), CHROMIUM_BIN (default
+// /usr/bin/chromium).  Under BROWSER_TLS=1 every test is skipped: the
+// chat sample serves plain http only, and echo.test.mjs covers https and
+// wss over examples/tls.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT, startServer } from "./support.mjs";
+
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const SHOTS = path.join(ROOT, "test-output", "browser");
+const TEST_TIMEOUT = 30_000;   // ms, for each test and hook
+const STEP_TIMEOUT = 10_000;   // ms, for one wait inside a test
+const TLS = process.env.BROWSER_TLS === "1";
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--no-first-run", "--disable-quic",
+  "--disable-sync",
+];
+const SANITIZER_MARKS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+  "runtime error:"];
+// every test, skipped under BROWSER_TLS=1 (see above)
+const OPTIONS = { timeout: TEST_TIMEOUT, skip: TLS &&
+  "the chat sample serves plain http only (echo.test.mjs covers wss)" };
+
+let server;
+let browser;
+let origin;
+const people = {};          // name -> its page, each in its own context
+const pageErrors = [];      // uncaught exceptions in the pages
+const consoleErrors = [];   // console.error and browser-logged errors
+const foreignRequests = []; // any request that left the server's origin
+
+before(async () => {
+  if (OPTIONS.skip) return;
+  mkdirSync(SHOTS, { recursive: true });
+  server = await startServer("examples/chat/app.lua");
+  origin = `http://127.0.0.1:${server.port}`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM_BIN,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    timeout: STEP_TIMEOUT,
+  });
+}, { timeout: TEST_TIMEOUT });
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (server && server.exit === null) server.child.kill("SIGKILL");
+}, { timeout: TEST_TIMEOUT });
+
+// A page of its own (a separate browser context: another person) with
+// the chat loaded.
+async function openPage(contextOptions = {}) {
+  const context = await browser.newContext({
+    viewport: { width: 1000, height: 800 }, ...contextOptions });
+  const tab = await context.newPage();
+  tab.setDefaultTimeout(STEP_TIMEOUT);
+  tab.on("pageerror", (err) => pageErrors.push(err.message));
+  tab.on("console", (msg) => {
+    if (msg.type() === "error") consoleErrors.push(msg.text());
+  });
+  tab.on("request", (request) => {
+    const url = request.url();
+    if (!url.startsWith(`${origin}/`) && !url.startsWith("data:")) {
+      foreignRequests.push(url);
+    }
+  });
+  tab.on("websocket", (socket) => {
+    if (socket.url() !== `ws://127.0.0.1:${server.port}/chat`) {
+      foreignRequests.push(socket.url());
+    }
+  });
+  const response = await tab.goto(`${origin}/`);
+  assert.equal(response.status(), 200);
+  return tab;
+}
+
+// ------------------------------------------------------------- helpers
+
+// What the page shows: state, room, count, members and the log.
+function view(tab) {
+  return tab.evaluate(() => {
+    const $ = (id) => document.getElementById(id);
+    return {
+      state: $("state").dataset.state,
+      stateText: $("state").textContent,
+      title: $("room-title").textContent,
+      count: $("count").textContent,
+      members: Array.from($("members").children, (li) =>
+        (li.dataset.me ? "*" : "") + li.textContent),
+      log: Array.from($("log").children, (entry) => {
+        const who = entry.querySelector(".who");
+        const text = entry.querySelector(".text").textContent;
+        return `${entry.dataset.kind}${entry.dataset.mine ? "*" : ""}: ` +
+          (who ? `${who.textContent}: ${text}` : text);
+      }),
+    };
+  });
+}
+
+// Waits until check(view) holds; on a timeout the error shows the view.
+async function waitFor(tab, what, check) {
+  const deadline = Date.now() + STEP_TIMEOUT;
+  let seen;
+  for (;;) {
+    seen = await view(tab);
+    if (check(seen)) return seen;
+    if (Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`${what} not shown: ${JSON.stringify(seen, null, 1)}`);
+}
+
+const waitForLog = (tab, line) =>
+  waitFor(tab, JSON.stringify(line), (seen) => seen.log.includes(line));
+
+async function buttons(tab) {
+  return tab.evaluate(() => {
+    const on = (id) => !document.getElementById(id).disabled;
+    return { join: on("join"), leave: on("leave"), send: on("send"),
+      message: on("message"),
+      joinLabel: document.getElementById("join").textContent };
+  });
+}
+
+async function joinAs(tab, name, room) {
+  await tab.fill("#name", name);
+  await tab.fill("#room", room);
+  await tab.click("#join");
+  return waitFor(tab, `in ${room}`, (seen) =>
+    seen.state === "open" && seen.stateText === `In ${room}`);
+}
+
+async function say(tab, text, how = "enter") {
+  await tab.fill("#message", text);
+  if (how === "enter") await tab.press("#message", "Enter");
+  else await tab.click("#send");
+}
+
+// ---------------------------------------------------------------- tests
+
+test("the page loads from moonsocket, ready to join",
+  OPTIONS, async () => {
+    const tab = await openPage();
+    people.alice = tab;
+    assert.equal(await tab.title(), "moonsocket chat");
+    const response = await tab.request.get(`${origin}/`);
+    assert.match(response.headers()["content-type"] ?? "", /^text\/html/);
+    assert.deepEqual(await view(tab), { state: "ready",
+      stateText: "Not connected", title: "Not in a room", count: "",
+      members: [], log: [] });
+    assert.deepEqual(await buttons(tab), { join: true, leave: false,
+      send: false, message: false, joinLabel: "Join" });
+    assert.equal(await tab.inputValue("#room"), "lobby");
+  });
+
+test("a blank name is caught on the page, a bad one by the server",
+  OPTIONS, async () => {
+    const tab = people.alice;
+    await tab.fill("#name", "   ");
+    await tab.click("#join");
+    await waitForLog(tab, "error: Pick a name and a room first");
+    assert.equal((await view(tab)).state, "ready");
+    await tab.fill("#name", "evil\u202etxt.exe");
+    await tab.click("#join");
+    const seen = await waitForLog(tab,
+      "error: name must not contain control characters");
+    assert.deepEqual([seen.state, seen.stateText, seen.title],
+      ["open", "Connected", "Not in a room"]);
+    assert.deepEqual(await buttons(tab), { join: true, leave: true,
+      send: false, message: false, joinLabel: "Join" });
+  });
+
+test("two people join the same room and see each other come",
+  OPTIONS, async () => {
+    const alice = people.alice;
+    const seen = await joinAs(alice, "alice", "lobby");
+    assert.deepEqual(seen, { state: "open", stateText: "In lobby",
+      title: "Room: lobby", count: "1 person here", members: ["*alice"],
+      log: ["notice: You joined lobby as alice"] });
+    assert.deepEqual(await buttons(alice), { join: true, leave: true,
+      send: true, message: true, joinLabel: "Switch room" });
+
+    const bob = people.bob = await openPage();
+    assert.deepEqual((await joinAs(bob, "bob", "lobby")).members,
+      ["alice", "*bob"]);
+    assert.equal((await view(bob)).count, "2 people here");
+    const after = await waitForLog(alice, "notice: bob joined");
+    assert.equal(after.count, "2 people here");
+    assert.deepEqual(after.members, ["*alice", "bob"]);
+  });
+
+test("what one writes, the other reads, as text",
+  OPTIONS, async () => {
+    const { alice, bob } = people;
+    const attack = '<img src="x" onerror="window.__xss = 1"><b>hi</b> 🌙';
+    await say(alice, attack);
+    await waitForLog(bob, `message: alice: ${attack}`);
+    await waitForLog(alice, `message*: alice: ${attack}`);
+    assert.equal(await alice.inputValue("#message"), "");
+    await say(bob, "hello alice", "click");
+    await waitForLog(alice, "message: bob: hello alice");
+    await waitForLog(bob, "message*: bob: hello alice");
+    for (const tab of [alice, bob]) {
+      assert.equal(await tab.locator("#log img, #log b").count(), 0);
+      assert.equal(await tab.evaluate(() => window.__xss), undefined);
+    }
+    assert.deepEqual((await view(bob)).log, [
+      "notice: You joined lobby as bob",
+      `message: alice: ${attack}`,
+      "message*: bob: hello alice",
+    ]);
+  });
+
+test("someone in another room sees none of it",
+  OPTIONS, async () => {
+    const { alice, bob } = people;
+    const carol = people.carol = await openPage();
+    await joinAs(carol, "carol", "kitchen");
+    await say(carol, "anyone in the kitchen?");
+    await waitForLog(carol, "message*: carol: anyone in the kitchen?");
+    // carol's message went out before this one: whoever would get it
+    // has it by the time bob sees this
+    await say(alice, "only for the lobby");
+    await waitForLog(bob, "message: alice: only for the lobby");
+    await waitForLog(alice, "message*: alice: only for the lobby");
+    const kitchen = await view(carol);
+    assert.deepEqual(kitchen.log, ["notice: You joined kitchen as carol",
+      "message*: carol: anyone in the kitchen?"]);
+    assert.deepEqual([kitchen.count, kitchen.members],
+      ["1 person here", ["*carol"]]);
+    for (const tab of [alice, bob]) {
+      const { log, count } = await view(tab);
+      assert.equal(count, "2 people here");
+      assert.ok(!log.some((line) => line.includes("carol")),
+        log.join("\n"));
+    }
+  });
+
+test("switching rooms says who left and who joined",
+  OPTIONS, async () => {
+    const { alice, bob, carol } = people;
+    const joined = await joinAs(carol, "carol", "lobby");
+    assert.deepEqual([joined.log, joined.count, joined.members], [
+      ["notice: You joined lobby as carol"], "3 people here",
+      ["alice", "bob", "*carol"]]);
+    for (const tab of [alice, bob]) {
+      const seen = await waitForLog(tab, "notice: carol joined");
+      assert.equal(seen.count, "3 people here");
+    }
+    await joinAs(carol, "carol", "kitchen");
+    for (const tab of [alice, bob]) {
+      const seen = await waitForLog(tab, "notice: carol left");
+      assert.equal(seen.count, "2 people here");
+      assert.ok(!seen.members.includes("carol"), seen.members.join());
+    }
+    // a name already in the room gets a number
+    const other = await openPage();
+    const twin = await joinAs(other, "alice", "lobby");
+    assert.equal(twin.log[0], "notice: You joined lobby as alice (2)");
+    await waitForLog(alice, "notice: alice (2) joined");
+    await other.context().close();
+    await waitForLog(alice, "notice: alice (2) left");
+  });
+
+test("closing a page tells the room it left",
+  OPTIONS, async () => {
+    const { alice, bob, carol } = people;
+    await bob.context().close();
+    delete people.bob;
+    const seen = await waitForLog(alice, "notice: bob left");
+    assert.equal(seen.count, "1 person here");
+    assert.deepEqual(seen.members, ["*alice"]);
+    assert.ok(!(await view(carol)).log.some((line) => line.includes("bob")));
+    await alice.screenshot({ path: path.join(SHOTS, "chat.png"),
+      fullPage: true });
+  });
+
+test("Leave closes the socket with 1000; Join comes back",
+  OPTIONS, async () => {
+    const { alice, carol } = people;
+    await alice.click("#leave");
+    const left = await waitFor(alice, "closed", (seen) =>
+      seen.state === "closed");
+    assert.match(left.stateText, /^Closed \(code 1000(: Leaving)?\)$/);
+    assert.match(left.log.at(-1), /^notice: You left lobby \(code 1000/);
+    assert.deepEqual([left.title, left.count, left.members],
+      ["Not in a room", "", []]);
+    assert.deepEqual(await buttons(alice), { join: true, leave: false,
+      send: false, message: false, joinLabel: "Join" });
+    await joinAs(alice, "alice", "kitchen");
+    await waitForLog(carol, "notice: alice joined");
+    await say(carol, "welcome back");
+    await waitForLog(alice, "message: carol: welcome back");
+  });
+
+test("on a phone-sized screen, in the dark scheme",
+  OPTIONS, async () => {
+    for (const [scheme, file] of [["light", "chat-phone.png"],
+      ["dark", "chat-dark.png"]]) {
+      const phone = await openPage({ viewport: { width: 390, height: 844 },
+        isMobile: true, hasTouch: true, deviceScaleFactor: 2,
+        colorScheme: scheme });
+      await joinAs(phone, `a rather long name, ${scheme}`, "kitchen");
+      await say(phone, "Hello from a phone");
+      await say(phone, "x".repeat(300));
+      await say(people.carol, `hello ${scheme} phone`);
+      await waitForLog(phone, `message: carol: hello ${scheme} phone`);
+      // Nothing wider than the screen: no sideways scrolling.
+      const overflow = await phone.evaluate(() =>
+        document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+      await phone.screenshot({ path: path.join(SHOTS, file),
+        fullPage: true });
+      await phone.context().close();
+    }
+  });
+
+test("the pages ran clean: no script errors, no request off the server",
+  OPTIONS, async () => {
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(foreignRequests, []);
+    assert.deepEqual(consoleErrors, []);
+  });
+
+test("the server stops on SIGTERM with exit code 0",
+  OPTIONS, async () => {
+    await browser.close();
+    server.child.kill("SIGTERM");
+    const timer = new Promise((resolve) =>
+      setTimeout(() => resolve("timeout"), STEP_TIMEOUT));
+    const exit = await Promise.race([server.exited, timer]);
+    assert.notEqual(exit, "timeout",
+      "server still running 10 s after SIGTERM");
+    assert.deepEqual(exit, { code: 0, signal: null }, server.stderr);
+    for (const mark of SANITIZER_MARKS) {
+      assert.ok(!server.stderr.includes(mark), server.stderr);
+    }
+  });

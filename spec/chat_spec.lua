@@ -1,0 +1,504 @@
+-- spec/chat_spec.lua: the chat sample (examples/chat) over the wire, and
+-- the JSON it speaks (examples/chat/json.lua).
+
+local helper = require "helper"
+local json = dofile("examples/chat/json.lua")
+
+local rep = string.rep
+
+------------------------------------------------------------------------
+-- The JSON module
+------------------------------------------------------------------------
+
+describe("examples/chat/json.lua", function()
+  it("escapes what RFC 8259 section 7 requires, and nothing else", function()
+    assert.are.equal([["a\"b\\c/d\b\f\n\r\t\u0000\u001f é 😀]] .. '"',
+      json.encode("a\"b\\c/d\b\f\n\r\t\0\31 é 😀"))
+    assert.are.equal('"\\u0001\\u0002\\u000b\\u001e"',
+      json.encode("\1\2\11\30"))
+    assert.are.equal('"\127 / \226\128\168"', json.encode("\127 / \u{2028}"))
+  end)
+
+  it("writes objects with sorted keys, arrays, numbers and literals",
+    function()
+    assert.are.equal(
+      '{"a":[1,-2,0.5,null,true,false],"b":{},"c":[],"d":"x"}',
+      json.encode { d = "x", c = json.array(), b = {},
+        a = json.array { 1, -2, 0.5, json.null, true, false } })
+    assert.are.equal("0.1", json.encode(0.1))
+    assert.are.equal("1e+300", json.encode(1e300))
+    assert.are.equal("9007199254740993", json.encode(9007199254740993))
+  end)
+
+  it("raises on what JSON cannot hold", function()
+    assert.has_error(function() json.encode(0 / 0) end,
+      "json.encode: cannot encode NaN")
+    assert.has_error(function() json.encode(math.huge) end,
+      "json.encode: cannot encode infinity")
+    assert.has_error(function() json.encode("\xff") end,
+      "json.encode: cannot encode a string that is not UTF-8")
+    assert.has_error(function() json.encode { [1] = true } end,
+      "json.encode: cannot encode a key of type number")
+    assert.has_error(function() json.encode(print) end,
+      "json.encode: cannot encode a function")
+    local cycle = {}
+    cycle.self = cycle
+    assert.has_error(function() json.encode(cycle) end,
+      "json.encode: nested too deeply (a cycle?)")
+  end)
+
+  it("reads every escape, surrogate pairs and whitespace", function()
+    local value = assert(json.decode(' \t\r\n{ "s" : "\\"\\\\\\/\\b\\f\\n'
+      .. '\\r\\t\\u0041\\u00e9\\u20AC\\ud83d\\ude00\\u0000" ,"n":[ 0, -1.5e2,'
+      .. ' 2E-1, 10 ], "t": true, "f": false, "z": null } '))
+    assert.are.equal('"\\/\b\f\n\r\tAé€😀\0', value.s)
+    assert.are.same({ 0, -150.0, 0.2, 10 }, value.n)
+    assert.are.equal("array", json.type(value.n))
+    assert.are.equal("object", json.type(value))
+    assert.is_true(value.t)
+    assert.is_false(value.f)
+    assert.are.equal(json.null, value.z)
+    assert.are.equal("null", json.type(value.z))
+    assert.are.equal("integer", math.type(value.n[4]))
+  end)
+
+  it("round-trips what it writes", function()
+    local value = { text = "\0\31\"\\ é 😀", list = json.array { 1, "2" },
+      nested = { deeper = json.array { json.array {} } } }
+    assert.are.same(value, json.decode(json.encode(value)))
+    assert.are.equal(json.encode(value),
+      json.encode(json.decode(json.encode(value))))
+  end)
+
+  it("says where and why invalid JSON is invalid", function()
+    local cases = {
+      { "", "byte 1: expected a value, found the end of the text" },
+      { "{", "byte 2: expected a string key, found the end of the text" },
+      { '{"a" 1}', "byte 6: expected ':' after a key, found '1'" },
+      { '{"a":1,}', "byte 8: expected a string key, found '}'" },
+      { "{'a':1}", "byte 2: expected a string key, found '''" },
+      { "[1,]", "byte 4: expected a value, found ']'" },
+      { "[1 2]", "byte 4: expected ',' or ']', found '2'" },
+      { "[01]", "byte 3: expected ',' or ']', found '1'" },
+      { "1.", "byte 2: digits expected after '.'" },
+      { "1e+", "byte 2: digits expected in the exponent" },
+      { "-", "byte 1: invalid number" },
+      { "+1", "byte 1: expected a value, found '+'" },
+      { "nul", "byte 1: expected a value, found 'n'" },
+      { "True", "byte 1: expected a value, found 'T'" },
+      { '"abc', "byte 1: unterminated string" },
+      { '"a\tb"', "byte 3: a control character in a string (escape it)" },
+      { '"\\x"', "byte 2: invalid escape \\x" },
+      { '"\\u12"', "byte 2: \\u needs four hexadecimal digits" },
+      { '"\\ud800"', "byte 2: a high surrogate without a low one" },
+      { '"\\ud800\\u0041"', "byte 2: a high surrogate without a low one" },
+      { '"\\udc00"', "byte 2: a low surrogate without a high one" },
+      { '{"a":1} x', "byte 9: 'x' after the value" },
+      { "1 2", "byte 3: '2' after the value" },
+      { '"\xe9"', "byte 2: not UTF-8" },
+      { "\1", "byte 1: expected a value, found byte 0x01" },
+      { rep("[", 33) .. rep("]", 33), "byte 33: nested too deeply" },
+    }
+    for _, case in ipairs(cases) do
+      assert.are.same({ nil, "invalid JSON at " .. case[2] },
+        { json.decode(case[1]) }, case[1])
+    end
+    local deepest = rep("[", 32) .. rep("]", 32)
+    assert.are.equal(deepest, json.encode(json.decode(deepest)))
+  end)
+end)
+
+------------------------------------------------------------------------
+-- The app
+------------------------------------------------------------------------
+
+-- The next message, which must be text: decoded, and as it came.
+local function recv(ws)
+  local kind, data = ws:recv_message()
+  assert.are.equal(helper.TEXT, kind, data)
+  local event = assert(json.decode(data))
+  return event, data
+end
+
+local function send(ws, event)
+  assert.is_true(ws:send_text(json.encode(event)))
+end
+
+local function expect_error(ws, text)
+  assert.are.same({ type = "error", error = text }, (recv(ws)))
+end
+
+-- Nothing is waiting for ws: the answer to a question comes first.
+local function assert_quiet(ws)
+  send(ws, { type = "say", text = " " })
+  local event = recv(ws)
+  assert.are.equal("error", event.type, json.encode(event))
+end
+
+local function members(...)
+  return json.array { ... }
+end
+
+describe("examples/chat", function()
+  local server
+  local open = {}
+
+  -- A new client at /chat (closed after each test).
+  local function connect(headers)
+    local ws = assert(helper.ws_connect(server.port, "/chat", headers))
+    open[#open + 1] = ws
+    return ws
+  end
+
+  -- Joins room as name; returns the client and its welcome.
+  local function join(name, room)
+    local ws = connect()
+    send(ws, { type = "join", name = name, room = room })
+    local welcome = recv(ws)
+    assert.are.equal("welcome", welcome.type, json.encode(welcome))
+    return ws, welcome
+  end
+
+  setup(function()
+    server = helper.start_server("examples/chat/app.lua", {})
+  end)
+
+  after_each(function()
+    for _, ws in ipairs(open) do ws:abort() end
+    open = {}
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  it("serves its page, script and style", function()
+    for path, kind in pairs { ["/"] = "text/html; charset=utf-8",
+        ["/app.js"] = "text/javascript; charset=utf-8",
+        ["/style.css"] = "text/css; charset=utf-8" } do
+      local status, headers, body, sock = helper.http(server.port,
+        "GET " .. path .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      sock:close()
+      assert.are.equal(200, status, path)
+      assert.are.equal(kind, headers["content-type"], path)
+      assert.is_true(#body > 0, path)
+    end
+    local _, _, page, sock = helper.http(server.port,
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    sock:close()
+    assert.truthy(page:find("connect-src 'self';", 1, true))
+  end)
+
+  it("welcomes the first member and tells the room who joins", function()
+    local alice = connect()
+    send(alice, { type = "join", name = "alice", room = "lobby" })
+    local welcome, raw = recv(alice)
+    assert.are.equal('{"count":1,"members":["alice"],"name":"alice",'
+      .. '"room":"lobby","type":"welcome"}', raw)
+    assert.are.same({ type = "welcome", room = "lobby", name = "alice",
+      count = 1, members = members("alice") }, welcome)
+    local bob, welcome_bob = join("bob", "lobby")
+    assert.are.same({ type = "welcome", room = "lobby", name = "bob",
+      count = 2, members = members("alice", "bob") }, welcome_bob)
+    assert.are.same({ type = "joined", room = "lobby", name = "bob",
+      count = 2 }, (recv(alice)))
+    assert_quiet(bob)             -- no notice of its own joining
+  end)
+
+  it("a message reaches everyone in the room, its sender too, and no one"
+    .. " else", function()
+    local alice = join("alice", "den")
+    local bob = join("bob", "den")
+    recv(alice)                                        -- bob joined
+    local carol = join("carol", "attic")
+    local text = 'say "hi"\n\t\\ é 😀 \0 </b>'
+    send(alice, { type = "say", text = text })
+    local expected = '{"name":"alice","room":"den","text":"say \\"hi\\"\\n'
+      .. '\\t\\\\ é 😀 \\u0000 </b>","type":"message"}'
+    for _, ws in ipairs { alice, bob } do
+      local event, raw = recv(ws)
+      assert.are.equal(expected, raw)
+      assert.are.equal(text, event.text)
+    end
+    -- escapes from the client arrive decoded
+    bob:send_text('{"type":"say","text":"\\ud83d\\ude00 \\u00e9\\/"}')
+    for _, ws in ipairs { alice, bob } do
+      assert.are.same({ type = "message", room = "den", name = "bob",
+        text = "😀 é/" }, (recv(ws)))
+    end
+    assert_quiet(carol)
+    send(carol, { type = "say", text = "anyone?" })
+    assert.are.equal("anyone?", recv(carol).text)
+    assert_quiet(alice)
+    assert_quiet(bob)
+  end)
+
+  it("a name taken in the room gets a number, cut to 32 characters",
+    function()
+    join("dana", "names")
+    local _, second = join("dana", "names")
+    assert.are.equal("dana (2)", second.name)
+    local _, third = join("dana", "names")
+    assert.are.equal("dana (3)", third.name)
+    assert.are.same(members("dana", "dana (2)", "dana (3)"), third.members)
+    local _, elsewhere = join("dana", "other names")
+    assert.are.equal("dana", elsewhere.name)
+    -- at most 32 characters, counted in characters, not bytes
+    join(rep("x", 32), "names")
+    assert.are.equal(rep("x", 28) .. " (2)",
+      select(2, join(rep("x", 32), "names")).name)
+    join(rep("é", 32), "names")
+    assert.are.equal(rep("é", 28) .. " (2)",
+      select(2, join(rep("é", 32), "names")).name)
+    -- no space left before the number
+    join(rep("y", 27) .. " zzzz", "names")
+    assert.are.equal(rep("y", 27) .. " (2)",
+      select(2, join(rep("y", 27) .. " zzzz", "names")).name)
+    -- spaces around a name or room are dropped
+    local _, trimmed = join("  erin ", "  names  ")
+    assert.are.same({ "erin", "names" }, { trimmed.name, trimmed.room })
+  end)
+
+  it("switching rooms leaves one and joins the other, with notices",
+    function()
+    local alice = join("alice", "north")
+    local carol = join("carol", "south")
+    local bob = join("bob", "north")
+    recv(alice)                                        -- bob joined
+    send(bob, { type = "join", room = "south" })       -- keeps its name
+    assert.are.same({ type = "welcome", room = "south", name = "bob",
+      count = 2, members = members("bob", "carol") }, (recv(bob)))
+    assert.are.same({ type = "left", room = "north", name = "bob",
+      count = 1 }, (recv(alice)))
+    assert.are.same({ type = "joined", room = "south", name = "bob",
+      count = 2 }, (recv(carol)))
+    send(bob, { type = "say", text = "hello south" })
+    assert.are.equal("hello south", recv(carol).text)
+    assert.are.equal("hello south", recv(bob).text)
+    assert_quiet(alice)
+    -- the same room again is refused; a new name comes with a new room
+    send(bob, { type = "join", room = "south" })
+    expect_error(bob, "you are in south already")
+    send(bob, { type = "join", name = "robert", room = "north" })
+    assert.are.same({ type = "welcome", room = "north", name = "robert",
+      count = 2, members = members("alice", "robert") }, (recv(bob)))
+    assert.are.same({ type = "left", room = "south", name = "bob",
+      count = 1 }, (recv(carol)))
+    assert.are.same({ type = "joined", room = "north", name = "robert",
+      count = 2 }, (recv(alice)))
+    -- the name it left is free again
+    assert.are.equal("bob", select(2, join("bob", "south")).name)
+  end)
+
+  it("closing, or vanishing, leaves the room with a notice", function()
+    local alice = join("alice", "west")
+    local bob = join("bob", "west")
+    local carol = join("carol", "west")
+    recv(alice)
+    recv(alice)
+    recv(bob)
+    bob:close(1001, "going away")
+    bob:expect_close(1001)
+    assert.are.same({ type = "left", room = "west", name = "bob",
+      count = 2 }, (recv(alice)))
+    assert.are.same({ type = "left", room = "west", name = "bob",
+      count = 2 }, (recv(carol)))
+    carol:abort()                                      -- TCP drops
+    assert.are.same({ type = "left", room = "west", name = "carol",
+      count = 1 }, (recv(alice)))
+    -- a name taken by someone who left is free again
+    local _, welcome = join("carol", "west")
+    assert.are.same(members("alice", "carol"), welcome.members)
+    assert.are.equal(2, welcome.count)
+  end)
+
+  it("the count is the number of sockets in the room", function()
+    local first = join("p1", "crowd")
+    local crowd = { first }
+    for i = 2, 12 do
+      local ws, welcome = join("p" .. i, "crowd")
+      assert.are.equal(i, welcome.count)
+      crowd[i] = ws
+    end
+    for i = 2, 12 do
+      assert.are.same({ type = "joined", room = "crowd", name = "p" .. i,
+        count = i }, (recv(first)))
+    end
+    for i = 2, 7 do crowd[i]:abort() end
+    local gone = {}
+    for _ = 2, 7 do
+      local event = recv(first)
+      assert.are.equal("left", event.type)
+      gone[#gone + 1] = event.count
+    end
+    assert.are.same({ 11, 10, 9, 8, 7, 6 }, gone)
+    local _, welcome = join("late", "crowd")
+    assert.are.equal(7, welcome.count)
+    assert.are.equal(7, #welcome.members)
+  end)
+
+  it("invalid names and rooms get the error reply and change nothing",
+    function()
+    local ws = connect()
+    local cases = {
+      { { name = "", room = "r" }, "name must be 1 to 32 characters" },
+      { { name = "   ", room = "r" }, "name must be 1 to 32 characters" },
+      { { name = rep("n", 33), room = "r" },
+        "name must be 1 to 32 characters" },
+      { { name = rep("é", 33), room = "r" },
+        "name must be 1 to 32 characters" },
+      { { name = "a\nb", room = "r" },
+        "name must not contain control characters" },
+      { { name = "tab\t", room = "r" },
+        "name must not contain control characters" },
+      { { name = "nul\0", room = "r" },
+        "name must not contain control characters" },
+      { { name = "c1\u{85}", room = "r" },
+        "name must not contain control characters" },
+      { { name = "evil\u{202E}txt.exe", room = "r" },
+        "name must not contain control characters" },
+      { { name = 5, room = "r" }, '"name" must be a string' },
+      { { room = "r" }, '"name" must be a string' },
+      { { name = "ok", room = "" }, "room must be 1 to 32 characters" },
+      { { name = "ok", room = rep("r", 33) },
+        "room must be 1 to 32 characters" },
+      { { name = "ok", room = "a\rb" },
+        "room must not contain control characters" },
+      { { name = "ok" }, '"room" must be a string' },
+      { { name = "ok", room = json.array { "r" } },
+        '"room" must be a string' },
+    }
+    for _, case in ipairs(cases) do
+      local event = case[1]
+      event.type = "join"
+      send(ws, event)
+      expect_error(ws, case[2])
+    end
+    send(ws, { type = "say", text = "hello?" })
+    expect_error(ws, "join a room first")
+    -- 32 characters of two bytes each are fine
+    send(ws, { type = "join", name = rep("é", 32), room = "r" })
+    local welcome = recv(ws)
+    assert.are.same({ rep("é", 32), 1 }, { welcome.name, welcome.count })
+    -- a refused switch leaves it where it was
+    send(ws, { type = "join", name = "", room = "elsewhere" })
+    expect_error(ws, "name must be 1 to 32 characters")
+    send(ws, { type = "say", text = "still here" })
+    assert.are.same({ type = "message", room = "r", name = rep("é", 32),
+      text = "still here" }, (recv(ws)))
+  end)
+
+  it("messages must be 1 to 2,000 characters", function()
+    local ws = join("long", "limits")
+    local other = join("reader", "limits")
+    recv(ws)                                           -- reader joined
+    send(ws, { type = "say", text = rep("a", 2001) })
+    expect_error(ws, "the message is longer than 2000 characters")
+    send(ws, { type = "say", text = rep("😀", 2001) })
+    expect_error(ws, "the message is longer than 2000 characters")
+    for _, text in ipairs { "", " \n\t " } do
+      send(ws, { type = "say", text = text })
+      expect_error(ws, "the message is empty")
+    end
+    send(ws, { type = "say", text = 42 })
+    expect_error(ws, '"text" must be a string')
+    assert_quiet(other)
+    -- 2,000 characters of four bytes go through, even with every one
+    -- written as an escaped surrogate pair (24,000 bytes)
+    send(ws, { type = "say", text = rep("😀", 2000) })
+    assert.are.equal(rep("😀", 2000), recv(other).text)
+    ws:send_text('{"type":"say","text":"' .. rep("\\ud83d\\ude00", 2000)
+      .. '"}')
+    assert.are.equal(rep("😀", 2000), recv(other).text)
+    recv(ws)
+    recv(ws)
+  end)
+
+  it("a message over max_message_size closes with 1009", function()
+    local ws = join("big", "limits2")
+    local other = join("witness", "limits2")
+    recv(ws)
+    ws:send_text('{"type":"say","text":"' .. rep("a", 32 * 1024) .. '"}')
+    ws:expect_close(1009)
+    assert.are.same({ type = "left", room = "limits2", name = "big",
+      count = 1 }, (recv(other)))
+  end)
+
+  it("a member who stops reading is dropped, and the room told", function()
+    local stuck = join("stuck", "flood")
+    local talker = join("talker", "flood")
+    local reader = join("reader", "flood")
+    recv(talker)                                       -- reader joined
+    -- 8,000-byte messages until the one that never reads is over the
+    -- 256 KiB max_backpressure (beyond what the kernel buffers): its
+    -- close handler tells the room while the message is published
+    local text = rep("😀", 2000)
+    local left = {}
+    local function read_until_message(ws)
+      while true do
+        local event = recv(ws)
+        if event.type == "message" then
+          assert.are.equal(text, event.text)
+          return
+        end
+        assert.are.same({ type = "left", room = "flood", name = "stuck",
+          count = 2 }, event)
+        left[ws] = true
+      end
+    end
+    local sent = 0
+    repeat
+      send(talker, { type = "say", text = text })
+      sent = sent + 1
+      read_until_message(talker)
+      read_until_message(reader)
+    until (left[talker] and left[reader]) or sent == 3000
+    assert.is_true(left[talker] and left[reader], "never dropped")
+    assert.is_true(sent > 10)
+    stuck:abort()
+    local _, welcome = join("late", "flood")
+    assert.are.same(members("late", "reader", "talker"), welcome.members)
+    assert.are.equal(3, welcome.count)
+  end)
+
+  it("what is not a command gets an error reply, and the socket stays",
+    function()
+    local ws = connect()
+    local cases = {
+      { "hello", "invalid JSON at byte 1: expected a value, found 'h'" },
+      { '{"type":"say",}',
+        "invalid JSON at byte 15: expected a string key, found '}'" },
+      { '{"type":"say","text":"\\ud800"}',
+        "invalid JSON at byte 23: a high surrogate without a low one" },
+      { "[]", "expected a JSON object" },
+      { '"join"', "expected a JSON object" },
+      { "null", "expected a JSON object" },
+      { "{}", '"type" must be "join" or "say"' },
+      { '{"type":"shout"}', '"type" must be "join" or "say"' },
+      { '{"type":["join"]}', '"type" must be "join" or "say"' },
+      { '{"type":"__index"}', '"type" must be "join" or "say"' },
+    }
+    for _, case in ipairs(cases) do
+      assert.is_true(ws:send_text(case[1]))
+      expect_error(ws, case[2])
+    end
+    assert.is_true(ws:send_binary(json.encode { type = "say", text = "x" }))
+    expect_error(ws, "send JSON as text")
+    send(ws, { type = "join", name = "survivor", room = "errors" })
+    assert.are.equal("welcome", recv(ws).type)
+  end)
+
+  it("takes sockets from this site's pages only", function()
+    local request = helper.upgrade_request { path = "/chat",
+      headers = { Origin = "https://evil.test" } }
+    local status, _, _, sock = helper.http(server.port, request)
+    sock:close()
+    assert.are.equal(403, status)
+    local host = "127.0.0.1:" .. server.port
+    for _, origin in ipairs { "http://" .. host, "HTTP://" .. host } do
+      local ws = connect { Host = host, Origin = origin }
+      send(ws, { type = "join", name = "local", room = "origin" })
+      assert.are.equal("welcome", recv(ws).type)
+    end
+  end)
+end)

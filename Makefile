@@ -13,7 +13,7 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
 CORE_SRC = csrc/utf8.c csrc/frame.c csrc/http.c csrc/handshake.c \
            csrc/options.c csrc/listener.c csrc/conn.c csrc/tls.c \
            csrc/deflate.c csrc/topic.c csrc/workers.c csrc/backplane.c \
-           csrc/lmoonsocket.c
+           csrc/client.c csrc/lmoonsocket.c
 HEADERS  = $(wildcard csrc/*.h)
 
 BUILD    = build

@@ -142,6 +142,49 @@ static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
   return 0;
 }
 
+/* Room for len bytes at the queue's end: their address, or NULL when
+ * memory ran out.  The caller writes them all. */
+static uint8_t *out_reserve(struct ms_conn *c, size_t len) {
+  struct ms_chunk *t = c->out_tail;
+  if (!t || chunk_room(t) < len) {
+    t = chunk_new(c->server, len);
+    if (!t) return NULL;
+    queue_link(c, t);
+  }
+  uint8_t *p = (uint8_t *)t->buf + t->len;
+  t->len += len;
+  c->out_bytes += len;
+  mark_pending(c);
+  return p;
+}
+
+/* Queue a client frame: masked with a fresh key from a CSPRNG (RFC
+ * 6455 section 5.3: the server's bytes must not be predictable to
+ * whoever chose the payload).  Returns -1 out of memory or entropy. */
+static int out_masked(struct ms_conn *c, unsigned opcode, unsigned rsv,
+                      const void *data, size_t len) {
+  uint8_t hdr[WS_FRAME_HEADER_MAX];
+  size_t hl = frame_write_header(hdr, opcode, 1, rsv, len);
+  hdr[1] |= 0x80;
+  if (ms_client_random(c->server, hdr + hl, 4) < 0) return -1;
+  uint8_t *p = out_reserve(c, hl + 4 + len);
+  if (!p) return -1;
+  memcpy(p, hdr, hl + 4);
+  frame_mask_copy(p + hl + 4, data, len, hdr + hl);
+  return 0;
+}
+
+/* Queue a control frame (section 5.5): payload up to 125 bytes. */
+static int out_control(struct ms_conn *c, unsigned opcode,
+                       const void *payload, size_t len) {
+  if (c->flags & CF_CLIENT) return out_masked(c, opcode, 0, payload, len);
+  uint8_t frame[2 + WS_CONTROL_MAX];
+  frame[0] = (uint8_t)(0x80 | opcode);
+  frame[1] = (uint8_t)len;
+  if (len) memcpy(frame + 2, payload, len);
+  return out_copy(c, frame, 2 + len);
+}
+
 static void out_clear(struct ms_conn *c, lua_State *L) {
   struct ms_chunk *ch = c->out_head, *next;
   for (; ch; ch = next) {
@@ -206,7 +249,19 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
 
 /* Close the socket at once.  A WebSocket that was not closed cleanly
  * reports code (1006 for a lost connection) to its handler. */
+static void abort_with(struct ms_conn *c, int code, const char *reason);
+
 void ms_conn_abort(struct ms_conn *c, int code) {
+  abort_with(c, code, "");
+}
+
+void ms_conn_abort_with(struct ms_conn *c, int code, const char *reason,
+                        enum ms_why why) {
+  set_why(c, why);
+  abort_with(c, code, reason);
+}
+
+static void abort_with(struct ms_conn *c, int code, const char *reason) {
   if (c->state == CS_CLOSED) return;
   int was_ws = c->flags & CF_UPGRADED;
   struct ms_server *s = c->server;
@@ -219,7 +274,7 @@ void ms_conn_abort(struct ms_conn *c, int code) {
   set_why(c, WHY_LOST);
   leave_topics(c);
   /* told while the socket still exists: its peer's address is known */
-  if (was_ws) notify_close(c, code, "", 0);
+  if (was_ws) notify_close(c, code, reason, strlen(reason));
   if (c->ssl) {
     SSL_free(c->ssl);
     c->ssl = NULL;
@@ -247,17 +302,16 @@ static void start_draining(struct ms_conn *c) {
 
 static void send_close_frame(struct ms_conn *c, int code, const char *reason,
                              size_t len) {
-  uint8_t frame[2 + WS_CONTROL_MAX];
+  uint8_t payload[WS_CONTROL_MAX];
   size_t plen = 0;
   if (code) {
-    frame[2] = (uint8_t)(code >> 8);
-    frame[3] = (uint8_t)code;
-    memcpy(frame + 4, reason, len);
+    payload[0] = (uint8_t)(code >> 8);
+    payload[1] = (uint8_t)code;
+    memcpy(payload + 2, reason, len);
     plen = 2 + len;
   }
-  frame[0] = 0x80 | WS_OP_CLOSE;
-  frame[1] = (uint8_t)plen;
-  if (out_copy(c, frame, 2 + plen) < 0) ms_conn_abort(c, 1006);
+  if (out_control(c, WS_OP_CLOSE, payload, plen) < 0)
+    ms_conn_abort(c, 1006);
 }
 
 /* Start the closing handshake (section 7.1.2). */
@@ -401,7 +455,7 @@ static void flush_with(struct ms_conn *c) {
       /* a slow reader of a long response is not idle */
       double now = now_of(c);
       c->deadline = now + (c->state == CS_HTTP
-                           ? c->server->opts.handshake_timeout
+                           ? c->opts->handshake_timeout
                            : c->opts->close_timeout);
     }
   }
@@ -451,9 +505,43 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
   return rc ? -1 : 1;
 }
 
+/* ms_conn_send of a client: every frame is masked, so copied. */
+static enum ms_send_status client_send(struct ms_conn *c, unsigned opcode,
+                                       const char *data, size_t len,
+                                       int compress) {
+  if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
+  if (c->out_bytes > c->opts->max_backpressure) {
+    fail(c, 1008, "send buffer limit exceeded");
+    return MS_DROPPED_BACKPRESSURE;
+  }
+  unsigned rsv = 0;
+  struct deflate_buf *z = &c->server->zbuf;
+  if (compress && c->deflate && opcode < 8 &&
+      deflate_should_compress(&c->deflate->params, len)) {
+    z->len = 0;
+    if (deflate_compress(&c->deflate->state, &c->deflate->params,
+                         (const uint8_t *)data, len, z) == DEFLATE_OK) {
+      data = (const char *)z->data;
+      len = z->len;
+      rsv = DEFLATE_RSV;             /* RFC 7692 section 6 */
+    }
+  }
+  int rc = out_masked(c, opcode, rsv, data, len);
+  if (z->cap > (1u << 20)) deflate_buf_free(z);   /* keep no huge buffer */
+  if (rc < 0) {
+    ms_conn_abort(c, 1006);
+    return MS_DROPPED_CLOSED;
+  }
+  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
+  if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
+  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+}
+
 enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                  const char *data, size_t len,
                                  lua_State *L, int idx, int compress) {
+  if (c->flags & CF_CLIENT) return client_send(c, opcode, data, len,
+                                               compress);
   if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
   if (c->out_bytes > c->opts->max_backpressure) {
     /* a consumer this slow is closed (policy 1008); the message is
@@ -803,11 +891,7 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
         fail(c, 1008, "send buffer limit exceeded");   /* a ping flood */
         break;
       }
-      uint8_t frame[2 + WS_CONTROL_MAX];
-      frame[0] = 0x80 | WS_OP_PONG;
-      frame[1] = (uint8_t)len;
-      memcpy(frame + 2, p, len);
-      if (out_copy(c, frame, 2 + len) < 0) ms_conn_abort(c, 1006);
+      if (out_control(c, WS_OP_PONG, p, len) < 0) ms_conn_abort(c, 1006);
     }
     break;
   case WS_OP_PONG:
@@ -852,9 +936,15 @@ static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
 
 /* Start a frame whose header is h. Returns 0, or -1 after failing. */
 static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
-  int code = frame_check(h, c->deflate ? DEFLATE_RSV : 0, c->msg_op != 0);
+  unsigned rsv = c->deflate ? DEFLATE_RSV : 0;
+  int code = c->flags & CF_CLIENT
+             ? frame_check_from_server(h, rsv, c->msg_op != 0)
+             : frame_check(h, rsv, c->msg_op != 0);
   if (code) {
-    fail(c, code, h->masked ? "protocol error" : "client frame not masked");
+    fail(c, code, (c->flags & CF_CLIENT) == 0 && !h->masked
+                  ? "client frame not masked"
+                  : (c->flags & CF_CLIENT) && h->masked
+                  ? "server frame masked" : "protocol error");
     return -1;
   }
   if (h->opcode < 8) {
@@ -1029,7 +1119,9 @@ static size_t process(struct ms_conn *c, uint8_t *p, size_t n,
     switch (c->state) {
     case CS_HTTP: {
       if (i == n) return n;
-      size_t used = process_http(c, p + i, n - i, i ? 0 : scanned);
+      size_t used = c->flags & CF_CLIENT
+                    ? ms_client_response(c, p + i, n - i)
+                    : process_http(c, p + i, n - i, i ? 0 : scanned);
       if (used == 0) return i;
       i += used;
       break;
@@ -1219,6 +1311,37 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   }
 }
 
+void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,
+                          void (*cb)(struct ev_loop *, ev_io *, int)) {
+  c->server = s;
+  c->state = CS_HTTP;
+  /* a client's WebSocket reports its close even when it never opened */
+  c->flags |= CF_CLIENT | CF_UPGRADED;
+  c->last_read = ev_now(s->module->loop);
+  c->deadline = c->last_read + c->opts->handshake_timeout;
+  if (s->conns) {
+    c->next = s->conns;
+    c->prev = s->conns->prev;
+    c->prev->next = c;
+    c->next->prev = c;
+  } else {
+    c->next = c->prev = c;
+    s->conns = c;
+  }
+  s->nconns++;
+  ev_io_init(&c->io, cb, fd, EV_WRITE);
+  if (fd >= 0) ev_io_start(s->module->loop, &c->io);
+}
+
+void ms_conn_connected(struct ms_conn *c, const char *request,
+                       size_t len) {
+  ev_set_cb(&c->io, conn_io_cb);
+  set_events(c, EV_READ);
+  c->deadline = now_of(c) + c->opts->handshake_timeout;
+  if (out_copy(c, request, len) < 0)
+    ms_conn_abort_with(c, 1006, "out of memory", WHY_ERROR);
+}
+
 void ms_conn_resume_reading(struct ms_conn *c) {
   if (!(c->flags & CF_PAUSED) || c->state == CS_CLOSED) return;
   c->flags &= ~CF_PAUSED;
@@ -1280,8 +1403,7 @@ static void sweep_open(struct ms_conn *c, double now) {
   double every = o->keep_alive_interval;
   if (every <= 0 || now < c->deadline) return;
   if (now - c->last_read >= every) {
-    static const uint8_t ping[2] = { 0x80 | WS_OP_PING, 0 };
-    if (out_copy(c, ping, 2) < 0) {
+    if (out_control(c, WS_OP_PING, NULL, 0) < 0) {
       ms_conn_abort(c, 1006);
       return;
     }
@@ -1307,7 +1429,10 @@ void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     struct ms_conn *next = c->next;
     switch (c->state) {
     case CS_HTTP:
-      if (now >= c->deadline) ms_conn_abort(c, 0);
+      if (now >= c->deadline && (c->flags & CF_CLIENT))
+        ms_conn_abort_with(c, 1006, "handshake timeout", WHY_TIMEOUT);
+      else if (now >= c->deadline)
+        ms_conn_abort(c, 0);
       break;
     case CS_OPEN:
       sweep_open(c, now);

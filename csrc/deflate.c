@@ -325,6 +325,33 @@ static int accept_offer(const struct offer *o,
   return 1;
 }
 
+int deflate_accept_response(const char *value, size_t len,
+                            const struct deflate_config *cfg,
+                            struct deflate_params *out) {
+  struct cursor c = { value, value + len };
+  struct offer o;
+  /* one element, ours, with valid parameters (section 5 and 7.1) */
+  if (!read_offer(&c, &o)) return 0;
+  skip_ows(&c);
+  if (c.p != c.end) return 0;
+  /* Our compressor is the "client" of the response and deflate.c's
+   * compressor reads the server_* fields: swap the directions.  Any
+   * window from the server inflates with 15 bits.  zlib cannot deflate
+   * with 8 bits (see accept_offer): then nothing is compressed, which
+   * section 6 allows. */
+  int client_bits = o.seen & 1u << P_CLIENT_BITS ? o.client_bits : 15;
+  out->server_max_window_bits = (uint8_t)(client_bits < 9 ? 9
+                                                          : client_bits);
+  out->client_max_window_bits = 15;
+  out->server_no_context_takeover = (uint8_t)(
+      (o.seen & 1u << P_CLIENT_NCT) != 0 || cfg->client_no_context_takeover);
+  out->client_no_context_takeover = (o.seen & 1u << P_SERVER_NCT) != 0;
+  out->level = (int8_t)cfg->level;
+  out->mem_level = (uint8_t)cfg->mem_level;
+  out->threshold = client_bits < 9 ? SIZE_MAX : cfg->threshold;
+  return 1;
+}
+
 int deflate_negotiate(const char *value, size_t len,
                       const struct deflate_config *cfg,
                       struct deflate_params *out,

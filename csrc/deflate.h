@@ -82,6 +82,19 @@ int deflate_negotiate(const char *value, size_t len,
                       struct deflate_params *out,
                       char *response, size_t response_size);
 
+/* The offer a client sends (section 5): it lets the server limit our
+ * window (7.1.2.2). */
+#define DEFLATE_CLIENT_OFFER "permessage-deflate; client_max_window_bits"
+
+/* The client's side of section 7.1: check the server's response
+ * value[0..len) to DEFLATE_CLIENT_OFFER.  Returns 1 and fills *out, in
+ * which "server" names our sending direction and "client" our
+ * receiving one, or 0 when the response is not acceptable and the
+ * connection must fail. */
+int deflate_accept_response(const char *value, size_t len,
+                            const struct deflate_config *cfg,
+                            struct deflate_params *out);
+
 /* Whether a message of len bytes is worth compressing. */
 int deflate_should_compress(const struct deflate_params *params, size_t len);
 

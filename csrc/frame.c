@@ -27,12 +27,13 @@ int frame_parse_header(const uint8_t *p, size_t n, struct frame_header *h) {
   }
   h->length = len;
   if (h->masked) memcpy(h->mask, q, 4);
+  else memset(h->mask, 0, 4);          /* unmasking is then a no-op */
   return (int)need;
 }
 
-int frame_check(const struct frame_header *h, unsigned rsv_allowed,
-                int in_message) {
-  if (!h->masked) return 1002;                   /* section 5.1 */
+/* The checks shared by both directions. */
+static int check_frame(const struct frame_header *h, unsigned rsv_allowed,
+                       int in_message) {
   switch (h->opcode) {
   case WS_OP_CONT:
     if (!in_message) return 1002;                /* section 5.4 */
@@ -52,6 +53,18 @@ int frame_check(const struct frame_header *h, unsigned rsv_allowed,
   return 0;
 }
 
+int frame_check(const struct frame_header *h, unsigned rsv_allowed,
+                int in_message) {
+  if (!h->masked) return 1002;                   /* section 5.1 */
+  return check_frame(h, rsv_allowed, in_message);
+}
+
+int frame_check_from_server(const struct frame_header *h,
+                            unsigned rsv_allowed, int in_message) {
+  if (h->masked) return 1002;                    /* section 5.1 */
+  return check_frame(h, rsv_allowed, in_message);
+}
+
 void frame_unmask(uint8_t *p, size_t n, const uint8_t key[4], size_t offset) {
   size_t i = 0;
   /* bytes up to a word boundary, then a word at a time */
@@ -69,6 +82,24 @@ void frame_unmask(uint8_t *p, size_t n, const uint8_t key[4], size_t offset) {
     memcpy(p + i, &w, 8);
   }
   for (; i < n; i++) p[i] ^= key[(offset + i) & 3];
+}
+
+void frame_mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
+                     const uint8_t key[4]) {
+  /* a word at a time; the key repeats every 4 bytes, so from dst's
+   * start the 8-byte pattern is the key twice */
+  uint8_t k[8] = { key[0], key[1], key[2], key[3],
+                   key[0], key[1], key[2], key[3] };
+  uint64_t kw;
+  memcpy(&kw, k, 8);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, src + i, 8);
+    w ^= kw;
+    memcpy(dst + i, &w, 8);
+  }
+  for (; i < n; i++) dst[i] = src[i] ^ key[i & 3];
 }
 
 size_t frame_write_header(uint8_t out[10], unsigned opcode, int fin,

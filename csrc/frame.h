@@ -33,8 +33,18 @@ int frame_parse_header(const uint8_t *p, size_t n, struct frame_header *h);
 int frame_check(const struct frame_header *h, unsigned rsv_allowed,
                 int in_message);
 
+/* The same for a frame a client received from a server, which must not
+ * be masked (section 5.1). */
+int frame_check_from_server(const struct frame_header *h,
+                            unsigned rsv_allowed, int in_message);
+
 /* XOR p[0..n) with the masking key, starting at key byte offset & 3. */
 void frame_unmask(uint8_t *p, size_t n, const uint8_t key[4], size_t offset);
+
+/* Copy src[0..n) to dst masked with key (a client's frame, section
+ * 5.3), a word at a time. */
+void frame_mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
+                     const uint8_t key[4]);
 
 /* The size of a server frame header for a payload of length bytes. */
 static inline size_t frame_header_size(uint64_t length) {

@@ -73,6 +73,34 @@ static long parse_request_line(const char *p, const char *eol,
   return 0;
 }
 
+/* The header fields from line up to end (the empty line's CRLF). */
+static long parse_fields(const char *line, const char *end,
+                         const struct http_limits *limits,
+                         struct http_request *req) {
+  req->nheaders = 0;
+  while (line < end) {
+    const char *q = line;
+    while (is_tchar((unsigned char)*q)) q++;
+    /* no empty names, no space before the colon, no obs-fold (3.2.4) */
+    if (q == line || *q != ':') return -400;
+    if (req->nheaders == limits->max_headers) return -431;
+    struct http_header *h = &req->headers[req->nheaders++];
+    h->name = line;
+    h->name_len = (size_t)(q - line);
+    q++;
+    while (*q == ' ' || *q == '\t') q++;
+    const char *v = q;
+    while (is_field_char((unsigned char)*q)) q++;
+    if (q[0] != '\r' || q[1] != '\n') return -400;
+    const char *ve = q;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    h->value = v;
+    h->value_len = (size_t)(ve - v);
+    line = q + 2;
+  }
+  return 0;
+}
+
 /* The request line's length: the bytes before its CR or LF, or all of
  * p[0..n) while neither has come. */
 static size_t request_line_len(const char *p, size_t n) {
@@ -95,28 +123,35 @@ long http_parse_request(const char *p, size_t n, size_t scanned,
   if (eol[1] != '\n') return -400;
   long r = parse_request_line(p, eol, req);
   if (r) return r;
-  req->nheaders = 0;
-  const char *line = eol + 2;
-  while (line < end) {
-    const char *q = line;
-    while (is_tchar((unsigned char)*q)) q++;
-    /* no empty names, no space before the colon, no obs-fold (3.2.4) */
-    if (q == line || *q != ':') return -400;
-    if (req->nheaders == limits->max_headers) return -431;
-    struct http_header *h = &req->headers[req->nheaders++];
-    h->name = line;
-    h->name_len = (size_t)(q - line);
-    q++;
-    while (*q == ' ' || *q == '\t') q++;
-    const char *v = q;
-    while (is_field_char((unsigned char)*q)) q++;
-    if (q[0] != '\r' || q[1] != '\n') return -400;
-    const char *ve = q;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-    h->value = v;
-    h->value_len = (size_t)(ve - v);
-    line = q + 2;
+  r = parse_fields(eol + 2, end, limits, req);
+  if (r) return r;
+  req->head_len = head;
+  return (long)head;
+}
+
+long http_parse_response(const char *p, size_t n,
+                         const struct http_limits *limits,
+                         struct http_request *req, int *status) {
+  size_t head = find_head_end(p, n, 0);
+  if (!head) return n > limits->max_head ? -431 : 0;
+  if (head > limits->max_head) return -431;
+  const char *eol = memchr(p, '\r', head);
+  if (eol[1] != '\n') return -400;
+  /* status-line = HTTP-version SP status-code SP reason-phrase (3.1.2) */
+  if (eol - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' ||
+      p[7] > '9' || p[8] != ' ' || (eol - p > 12 && p[12] != ' '))
+    return -400;
+  int code = 0;
+  for (int i = 9; i < 12; i++) {
+    if (p[i] < '0' || p[i] > '9') return -400;
+    code = code * 10 + (p[i] - '0');
   }
+  req->method = req->target = NULL;
+  req->method_len = req->target_len = 0;
+  req->minor_version = p[7] - '0';
+  long r = parse_fields(eol + 2, p + head - 2, limits, req);
+  if (r) return r;
+  *status = code;
   req->head_len = head;
   return (long)head;
 }

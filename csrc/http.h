@@ -1,4 +1,4 @@
-/* http.h - HTTP/1.1 request head parser (RFC 7230 section 3): no
+/* http.h - HTTP/1.1 request and response head parser (RFC 7230 section 3): no
  * allocation, no I/O; the caller keeps the bytes and calls again with
  * more of them until the head is complete. */
 #ifndef MS_HTTP_H
@@ -34,6 +34,14 @@ struct http_request {
 long http_parse_request(const char *p, size_t n, size_t scanned,
                         const struct http_limits *limits,
                         struct http_request *req);
+
+/* The same for a response head (a client's view): the status line
+ * "HTTP/1.x NNN reason", then the header fields, which fill req (method
+ * and target NULL); *status is the status code.  Returns the head's
+ * size, 0 when incomplete, -431 or -400. */
+long http_parse_response(const char *p, size_t n,
+                         const struct http_limits *limits,
+                         struct http_request *req, int *status);
 
 /* Case-insensitive ASCII comparison of a[0..n) and the string b. */
 int http_ieq(const char *a, size_t n, const char *b);

@@ -20,6 +20,7 @@
 #include <lualib.h>
 
 #include "backplane.h"
+#include "client.h"
 #include "frame.h"
 #include "handshake.h"
 #include "moonsocket.h"
@@ -581,7 +582,13 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
   if (c->flags & CF_COROUTINE) {
     if (!c->co) return;
     lua_State *co = c->co;
-    if (c->flags & CF_CO_RECV) {
+    if ((c->flags & CF_CLIENT) && c->opened == 0) {
+      /* a client that never opened: its handler runs now, and its
+       * first receive() tells it how the connect failed */
+      push_conn(L, c);
+      lua_xmove(L, co, 1);
+      resume(c, 1);
+    } else if (c->flags & CF_CO_RECV) {
       c->flags &= ~CF_CO_RECV;
       lua_pushnil(co);
       lua_pushliteral(co, "closed");
@@ -605,6 +612,43 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
     lua_pushstring(L, why_name(c->why));
     pcall_logged(c->server, L, n + 3, 0, "close handler");
   }
+}
+
+int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len) {
+  lua_State *L = c->server->module->L;
+  push_conn(L, c);
+  /* until the 101, UV_PROTOCOL holds the list we offered */
+  lua_getiuservalue(L, -1, UV_PROTOCOL);
+  size_t olen;
+  const char *offered = lua_tolstring(L, -1, &olen);
+  int rc = 0;
+  if (p) {
+    char name[256];
+    rc = len < sizeof name && offered ? 0 : -1;
+    if (rc == 0) {
+      memcpy(name, p, len);
+      name[len] = '\0';
+      rc = strlen(name) == len && valid_token(name) &&
+           http_has_token(offered, olen, name) ? 0 : -1;
+    }
+    if (rc == 0) lua_pushlstring(L, p, len);
+    else lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_setiuservalue(L, -3, UV_PROTOCOL);
+  lua_pop(L, 2);
+  return rc;
+}
+
+const char *ms_lua_client_request(struct ms_conn *c, size_t *len) {
+  lua_State *L = c->server->module->L;
+  push_conn(L, c);
+  lua_getiuservalue(L, -1, UV_REQUEST);
+  /* the ws object keeps the string: the pointer stays valid */
+  const char *request = lua_tolstring(L, -1, len);
+  lua_pop(L, 2);
+  return request;
 }
 
 void ms_lua_release(struct ms_conn *c) {
@@ -727,6 +771,8 @@ static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
   (void)rev;
   for (struct ms_server *s = m->servers; s; s = s->next)
     while (s->conns) ms_conn_abort(s->conns, 1006);
+  while (m->client && m->client->conns)
+    ms_conn_abort(m->client->conns, 1006);
   for (struct ms_server *s = m->servers; s; s = s->next)
     ev_feed_event(m->loop, &s->prepare, EV_PREPARE);
   if (!m->servers && m->running) ev_break(m->loop, EVBREAK_ALL);
@@ -735,6 +781,7 @@ static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
 static void module_shutdown(struct ms_module *m, double timeout) {
   if (m->shutting_down) return;
   m->shutting_down = 1;
+  ms_client_shutdown(m);
   for (struct ms_server *s = m->servers; s; s = s->next)
     ms_server_shutdown(s, timeout);
   /* only the loop moonsocket_run runs is broken: a host's loop goes on
@@ -1162,6 +1209,14 @@ static int push_send_status(lua_State *L, enum ms_send_status st) {
   }
 }
 
+/* A client's send before its WebSocket is open: nothing is queued. */
+static int push_connecting(lua_State *L) {
+  luaL_pushfail(L);
+  lua_pushliteral(L, "dropped: the connection is not open yet");
+  lua_pushliteral(L, "ECONNECTING");
+  return 3;
+}
+
 static int ws_send(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   size_t len;
@@ -1187,6 +1242,8 @@ static int ws_send(lua_State *L) {
     c->flags |= CF_CO_SEND;            /* back-pressure: wait for drain */
     return lua_yield(L, 0);
   }
+  if (st == MS_DROPPED_CLOSED && c->state == CS_HTTP)
+    return push_connecting(L);
   return push_send_status(L, st);
 }
 
@@ -1195,8 +1252,11 @@ static int ws_ping(lua_State *L) {
   size_t len;
   const char *data = luaL_optlstring(L, 2, "", &len);
   luaL_argcheck(L, len <= WS_CONTROL_MAX, 2, "ping payload over 125 bytes");
-  return push_send_status(L, ms_conn_send(c, WS_OP_PING, data, len, NULL,
-                                          0, 0));
+  enum ms_send_status st = ms_conn_send(c, WS_OP_PING, data, len, NULL,
+                                        0, 0);
+  if (st == MS_DROPPED_CLOSED && c->state == CS_HTTP)
+    return push_connecting(L);
+  return push_send_status(L, st);
 }
 
 static int ws_close(lua_State *L) {
@@ -1211,6 +1271,12 @@ static int ws_close(lua_State *L) {
   luaL_argcheck(L, utf8_validate(UTF8_ACCEPT, (const uint8_t *)reason,
                                  len) == UTF8_ACCEPT, 3,
                 "reason is not UTF-8");
+  if (c->state == CS_HTTP && (c->flags & CF_CLIENT)) {
+    /* no WebSocket yet: give up the attempt (close event 1006) */
+    ms_conn_abort_with(c, 1006, "closed while connecting", WHY_LOCAL);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   if (c->state != CS_OPEN) {
     luaL_pushfail(L);
     lua_pushliteral(L, "the connection is already closing or closed");
@@ -1326,6 +1392,9 @@ static int ws_subscribe(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   size_t len;
   const char *name = check_topic(L, 2, &len);
+  /* published frames are built once, unmasked: for servers' sockets */
+  luaL_argcheck(L, !(c->flags & CF_CLIENT), 1,
+                "a client connection cannot subscribe");
   if (c->state != CS_OPEN) return push_closed(L);
   int r = ms_topic_subscribe(&c->server->module->topics, c, name, len);
   if (r < 0) return push_no_memory(L);
@@ -1584,6 +1653,277 @@ static int l_parse_request(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Clients                                                             */
+/* ------------------------------------------------------------------ */
+
+/* A string field of the table at idx: its value, or NULL when absent;
+ * raises naming the option when it is not a string without CR or LF. */
+static const char *opt_string(lua_State *L, int idx, const char *key,
+                              const char *option) {
+  int t = lua_getfield(L, idx, key);
+  if (t == LUA_TNIL) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  size_t len = 0;
+  const char *v = t == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+  if (!v || strlen(v) != len || strcspn(v, "\r\n") != len)
+    luaL_error(L, "option '%s' must be a string without CR or LF", option);
+  lua_pop(L, 1);                /* the table keeps the string alive */
+  return v;
+}
+
+/* The headers a client writes itself (section 4.1), which opts.headers
+ * may not repeat. */
+static int reserved_header(const char *name) {
+  static const char *const names[] = { "host", "upgrade", "connection",
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol",
+    "sec-websocket-extensions", "origin", "content-length", NULL };
+  for (const char *const *n = names; *n; n++)
+    if (http_ieq(name, strlen(name), *n)) return 1;
+  return 0;
+}
+
+/* opts.protocols: a list of tokens, pushed joined with ", " (or nil) */
+static void push_protocols(lua_State *L, int idx) {
+  if (lua_getfield(L, idx, "protocols") == LUA_TNIL) return;
+  int list = lua_gettop(L);
+  if (!lua_istable(L, list))
+    luaL_error(L, "option 'protocols' must be a list of names");
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    const char *name = lua_tostring(L, -1);
+    if (lua_type(L, -1) != LUA_TSTRING || !valid_token(name))
+      luaL_error(L, "option 'protocols' holds an invalid name");
+    lua_pop(L, 1);
+    if (i > 1) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, name);
+  }
+  if (n == 0) lua_pushnil(L);
+  else luaL_pushresult(&b);
+  lua_replace(L, list);
+}
+
+/* core.connect{ host, port, target, secure, handler, options, protocols,
+ * headers, origin, handshake_timeout, tls = { verify, cafile } }: a ws
+ * object, connecting.  moonsocket.connect (init.lua) parses the URL. */
+static int l_connect(lua_State *L) {
+  struct ms_module *m = get_module(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  const char *host = opt_string(L, 1, "host", "host");
+  luaL_argcheck(L, host && *host && strlen(host) < 256, 1,
+                "'host' must be a name or an address");
+  lua_getfield(L, 1, "port");
+  lua_Integer port = luaL_optinteger(L, -1, 0);
+  luaL_argcheck(L, port >= 1 && port <= 65535, 1,
+                "'port' must be an integer from 1 to 65535");
+  lua_pop(L, 1);
+  const char *target = opt_string(L, 1, "target", "target");
+  luaL_argcheck(L, target && target[0] == '/' && !strpbrk(target, " \t"), 1,
+                "'target' must be a path (and query)");
+  lua_getfield(L, 1, "secure");
+  struct ms_client_tls tls = { lua_toboolean(L, -1), 1, NULL };
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
+    luaL_argcheck(L, lua_istable(L, -1), 1, "option 'tls' must be a table");
+    int t = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      const char *k = lua_tostring(L, -2);
+      if (lua_type(L, -2) != LUA_TSTRING ||
+          (strcmp(k, "verify") != 0 && strcmp(k, "cafile") != 0))
+        luaL_error(L, "unknown option 'tls.%s'", k ? k : "?");
+      lua_pop(L, 1);
+    }
+    if (lua_getfield(L, t, "verify") != LUA_TNIL) {
+      if (!lua_isboolean(L, -1))
+        luaL_error(L, "option 'tls.verify' must be a boolean");
+      tls.verify = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    tls.cafile = opt_string(L, t, "cafile", "tls.cafile");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "handler");                          /* at 2 */
+  luaL_argcheck(L, lua_istable(L, 2) || lua_isfunction(L, 2), 1,
+                "option 'handler' must be a table or a function");
+  struct ms_options opts;
+  ms_options_defaults(&opts);
+  if (lua_getfield(L, 1, "options") != LUA_TNIL) {
+    luaL_argcheck(L, lua_istable(L, -1), 1, "'options' must be a table");
+    ms_options_read(L, -1, &opts, 1);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "handshake_timeout") != LUA_TNIL) {
+    lua_Number t = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(t >= 0.001 && t <= 86400))
+      luaL_error(L, "option 'handshake_timeout' must be a number of "
+                 "seconds from 0.001 to 86400");
+    opts.handshake_timeout = t;
+  }
+  lua_pop(L, 1);
+  const char *origin = opt_string(L, 1, "origin", "origin");
+  push_protocols(L, 1);                                   /* at 3 */
+  lua_getfield(L, 1, "headers");                          /* at 4 */
+  if (!lua_isnil(L, 4)) {
+    luaL_argcheck(L, lua_istable(L, 4), 1, "option 'headers' must be a "
+                  "table");
+    lua_pushnil(L);
+    while (lua_next(L, 4)) {
+      if (lua_type(L, -2) == LUA_TSTRING &&
+          reserved_header(lua_tostring(L, -2)))
+        luaL_error(L, "option 'headers': '%s' is set by the client",
+                   lua_tostring(L, -2));
+      lua_pop(L, 1);
+    }
+  }
+  if (push_header_lines(L, 4) < 0)                        /* at 5 */
+    luaL_error(L, "option 'headers' must map names to values without CR "
+               "or LF");
+  struct ms_server *ctx = ms_client_context(m);
+  if (!ctx) return luaL_error(L, "out of memory");
+
+  struct ms_client *cl = lua_newuserdatauv(L, sizeof *cl, NUV);  /* 6 */
+  memset(cl, 0, sizeof *cl);
+  struct ms_conn *c = &cl->conn;
+  c->io.fd = -1;
+  c->state = CS_CLOSED;
+  c->ref = LUA_NOREF;
+  c->server = ctx;
+  cl->opts = opts;
+  c->opts = &cl->opts;
+  luaL_setmetatable(L, WS_MT);
+  char key[25];
+  if (ms_client_new_key(cl, key) < 0)
+    return luaL_error(L, "no random bytes for a Sec-WebSocket-Key");
+  /* section 4.1: the request; a v6 address is bracketed in Host */
+  int v6 = strchr(host, ':') != NULL;
+  int default_port = port == (tls.enabled ? 443 : 80);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "GET %s HTTP/1.1\r\nHost: %s%s%s", target,
+                  v6 ? "[" : "", host, v6 ? "]" : "");
+  luaL_addvalue(&b);
+  if (!default_port) {
+    lua_pushfstring(L, ":%d", (int)port);
+    luaL_addvalue(&b);
+  }
+  lua_pushfstring(L, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n",
+                  key);
+  luaL_addvalue(&b);
+  if (origin) {
+    lua_pushfstring(L, "Origin: %s\r\n", origin);
+    luaL_addvalue(&b);
+  }
+  if (!lua_isnil(L, 3)) {
+    lua_pushfstring(L, "Sec-WebSocket-Protocol: %s\r\n",
+                    lua_tostring(L, 3));
+    luaL_addvalue(&b);
+  }
+  if (opts.deflate.enabled)
+    luaL_addstring(&b, "Sec-WebSocket-Extensions: " DEFLATE_CLIENT_OFFER
+                   "\r\n");
+  lua_pushvalue(L, 5);
+  luaL_addvalue(&b);
+  luaL_addstring(&b, "\r\n");
+  luaL_pushresult(&b);
+  lua_setiuservalue(L, 6, UV_REQUEST);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 6, UV_PROTOCOL);      /* offered, until the 101 */
+  if (lua_isfunction(L, 2)) {
+    lua_State *co = lua_newthread(L);
+    lua_setiuservalue(L, 6, UV_HANDLER);
+    lua_pushvalue(L, 2);
+    lua_xmove(L, co, 1);
+    c->co = co;
+    c->flags |= CF_COROUTINE;
+  } else {
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 6, UV_HANDLER);
+  }
+  lua_pushvalue(L, 6);
+  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* anchored until released */
+  ms_client_connect(cl, ctx, host, (int)port, &tls);
+  /* the sweep runs often enough for this connection's timeouts */
+  double every = sweep_interval(&opts);
+  if (!ev_is_active(&ctx->sweep) || every < ctx->sweep.repeat) {
+    ctx->sweep.repeat = every;
+    ev_timer_again(m->loop, &ctx->sweep);
+  }
+  lua_settop(L, 6);
+  return 1;
+}
+
+/* core.reader(fd, fn): fn(data) for the bytes that arrive on fd, as
+ * they arrive, then fn(nil) at its end; a reader object whose close()
+ * stops it.  For a terminal or a pipe (stdin) beside the sockets. */
+#define READER_MT "moonsocket.reader"
+
+struct ms_reader {
+  ev_io io;
+  struct ms_module *module;
+  int ref;                      /* anchors the reader while it reads */
+  int fn;
+};
+
+static void reader_stop(struct ms_reader *r, lua_State *L) {
+  if (r->ref == LUA_NOREF) return;
+  ev_io_stop(r->module->loop, &r->io);
+  luaL_unref(L, LUA_REGISTRYINDEX, r->fn);
+  luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+  r->ref = r->fn = LUA_NOREF;
+}
+
+static void reader_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct ms_reader *r = (struct ms_reader *)w;
+  lua_State *L = r->module->L;
+  char buf[16384];
+  (void)loop;
+  (void)revents;
+  ssize_t n = read(w->fd, buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn);
+  if (n > 0) {
+    lua_pushlstring(L, buf, (size_t)n);
+  } else {
+    lua_pushnil(L);                      /* the end, or an error */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    reader_stop(r, L);
+    lua_insert(L, -3);                   /* anchored for the call */
+  }
+  pcall_logged(NULL, L, 1, 0, "reader");
+  if (n <= 0) lua_pop(L, 1);
+}
+
+static int l_reader(lua_State *L) {
+  struct ms_module *m = get_module(L);
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 1, "not a descriptor");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  struct ms_reader *r = lua_newuserdatauv(L, sizeof *r, 0);
+  r->module = m;
+  r->ref = r->fn = LUA_NOREF;
+  luaL_setmetatable(L, READER_MT);
+  lua_pushvalue(L, 2);
+  r->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ev_io_init(&r->io, reader_cb, (int)fd, EV_READ);
+  ev_io_start(m->loop, &r->io);
+  return 1;
+}
+
+static int reader_close(lua_State *L) {
+  reader_stop(luaL_checkudata(L, 1, READER_MT), L);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Opening                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -1598,6 +1938,7 @@ static int module_gc(lua_State *L) {
     ev_timer_stop(m->loop, &m->shutdown_timer);
   ms_topics_free(&m->topics);
   ms_workers_free(m);
+  ms_client_context_free(m);
   return 0;
 }
 
@@ -1611,7 +1952,8 @@ int luaopen_moonsocket_core(lua_State *L) {
     { "route_options", l_route_options },
     { "publish", l_publish }, { "subscribers", l_subscribers },
     { "backplane", l_backplane },
-    { "worker", l_worker },
+    { "worker", l_worker }, { "connect", l_connect },
+    { "reader", l_reader },
     { NULL, NULL }
   };
   static const luaL_Reg server_methods[] = {
@@ -1661,6 +2003,17 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_pop(L, 1);
 
     luaL_newmetatable(L, ROUTE_MT);
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, READER_MT);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, reader_close);
+    lua_setfield(L, -2, "close");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, reader_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, reader_close);
+    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, TLS_MT);

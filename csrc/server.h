@@ -63,6 +63,7 @@ struct ms_module {
   int worker;                   /* this worker's number, 0 in a master */
   struct ms_workers *workers;   /* the master's, while it supervises */
   struct ms_link *link;         /* a worker's link to the master */
+  struct ms_server *client;     /* owns client connections, or NULL */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */
@@ -125,6 +126,7 @@ enum {
   CF_TLS_READ_WANTS_WRITE = 1 << 15,  /* TLS: a read waits for EV_WRITE */
   CF_TLS_WRITE_WANTS_READ = 1 << 16,  /* TLS: a write waits for EV_READ */
   CF_COMPRESSED = 1 << 17,  /* the message being read is compressed */
+  CF_CLIENT = 1 << 18,      /* our client: frames out masked, in not */
 };
 
 struct ms_conn {
@@ -212,6 +214,27 @@ const char *ms_status_reason(int status);
 void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
                            int keep_alive);
 void ms_conn_pause(struct ms_conn *c);
+/* A client connection: linked into s with io callback cb, connecting
+ * on fd (or fd -1: failed already, cb gets EV_CUSTOM). */
+void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,
+                          void (*cb)(struct ev_loop *, ev_io *, int));
+/* Connected (and TLS done): send the request and read the response. */
+void ms_conn_connected(struct ms_conn *c, const char *request,
+                       size_t len);
+/* Close at once, telling the handler code, reason and why. */
+void ms_conn_abort_with(struct ms_conn *c, int code, const char *reason,
+                        enum ms_why why);
+
+/* client.c: the client side (RFC 6455 section 4.1) */
+struct ms_server *ms_client_context(struct ms_module *m);
+void ms_client_context_free(struct ms_module *m);
+void ms_client_shutdown(struct ms_module *m);
+/* Fill key with n bytes of the context's CSPRNG buffer; -1 when
+ * OpenSSL cannot give random bytes. */
+int ms_client_random(struct ms_server *s, uint8_t *key, size_t n);
+/* Bytes of the response head at p[0..n): the bytes used, 0 while
+ * incomplete; the connection is open or aborted after a head. */
+size_t ms_client_response(struct ms_conn *c, const uint8_t *p, size_t n);
 
 /* lmoonsocket.c: events delivered to Lua.  on_message returns 0 when
  * the connection should stop reading (closed, or coroutine busy). */
@@ -224,6 +247,9 @@ void ms_lua_drain(struct ms_conn *c);
 void ms_lua_close(struct ms_conn *c, int code, const char *reason,
                   size_t len);
 void ms_lua_release(struct ms_conn *c);
+/* The subprotocol of a 101: 0 when it was offered (then kept as
+ * ws.protocol), -1 when not. */
+int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len);
 void ms_lua_unref(struct ms_server *s, int ref);
 void ms_module_check_done(struct ms_module *m);
 void ms_log(struct ms_server *s, int level, const char *fmt, ...);

@@ -185,7 +185,9 @@ function helper.spawn(argv, env, opts)
   self.pid = luassert(helper.wait_until(function()
     return tonumber(read_file(self.pidfile) or "")
   end), "server did not start: " .. command)
-  local ready = opts and opts.ready or "listening on %S*:(%d+)"
+  -- the whole line: an IPv6 "[::1]:" written before its port must not
+  -- pass for port 1
+  local ready = opts and opts.ready or "listening on %S*:(%d+)\n"
   local port = helper.wait_until(function()
     local port = (read_file(self.logfile) or ""):match(ready)
     return tonumber(port) or (self:exited() and "exited")
@@ -296,6 +298,31 @@ function helper.run_peer(name, args)
   for _, arg in ipairs(args or {}) do words[#words + 1] = tostring(arg) end
   for i, word in ipairs(words) do words[i] = shell_quote(word) end
   local pipe = assert(io.popen(concat(words, " ") .. " 2>&1", "r"))
+  local output = pipe:read("a")
+  local _, how, status = pipe:close()
+  if how == "signal" then status = 128 + status end
+  return output, status
+end
+
+-- Runs an app (e.g. "spec/apps/client.lua") under the moonsocket binary
+-- to completion with the given arguments and extra environment.
+-- Returns its output (stdout and stderr) and exit status.
+function helper.run_app(app, args, env)
+  local words = { "env" }
+  local full_env = { LUA_PATH = helper.LUA_PATH }
+  for name, value in pairs(env or {}) do full_env[name] = value end
+  for name, value in pairs(full_env) do
+    words[#words + 1] = name .. "=" .. tostring(value)
+  end
+  for word in (os.getenv("MOONSOCKET_WRAPPER") or ""):gmatch("%S+") do
+    words[#words + 1] = word
+  end
+  words[#words + 1] = os.getenv("MOONSOCKET_BIN") or "build/moonsocket"
+  words[#words + 1] = app
+  for _, arg in ipairs(args or {}) do words[#words + 1] = tostring(arg) end
+  for i, word in ipairs(words) do words[i] = shell_quote(word) end
+  local pipe = assert(io.popen("timeout 60 " .. concat(words, " ")
+                               .. " 2>&1", "r"))
   local output = pipe:read("a")
   local _, how, status = pipe:close()
   if how == "signal" then status = 128 + status end

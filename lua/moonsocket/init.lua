@@ -8,6 +8,7 @@ local io_stderr = io.stderr
 local ipairs = ipairs
 local pairs = pairs
 local setmetatable = setmetatable
+local tonumber = tonumber
 local type = type
 
 local _M = { _VERSION = core._VERSION, core = core }
@@ -216,6 +217,64 @@ end
 -- moonsocket.static(dir, opts): middleware serving the files of dir.
 function _M.static(dir, opts)
   return require("moonsocket.static").new(dir, opts)
+end
+
+-- Options of moonsocket.connect that are not the core's WebSocket options.
+local CLIENT_OPTIONS = {
+  handler = true, protocols = true, headers = true, origin = true,
+  tls = true, handshake_timeout = true,
+}
+
+-- "ws://host:port/path?query" (RFC 6455 section 3): secure, host, port,
+-- target; nil and a message for anything else.
+local function parse_url(url)
+  local scheme, rest = url:match("^(%a+)://(.*)$")
+  scheme = scheme and scheme:lower()
+  if scheme ~= "ws" and scheme ~= "wss" then
+    return nil, "the scheme must be ws:// or wss://"
+  end
+  if rest:find("#", 1, true) then
+    return nil, "a WebSocket URL has no fragment"
+  end
+  local authority, target = rest:match("^([^/?]*)(.*)$")
+  if target == "" then target = "/"
+  elseif target:sub(1, 1) == "?" then target = "/" .. target end
+  if target:find("[%s%c]") then
+    return nil, "the path holds spaces or control characters"
+  end
+  local host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:@%[%]]+):?(%d*)$") end
+  if not host then return nil, "no valid host" end
+  local secure = scheme == "wss"
+  port = port ~= "" and tonumber(port) or (secure and 443 or 80)
+  if port < 1 or port > 65535 then return nil, "port out of range" end
+  return { secure = secure, host = host, port = port, target = target }
+end
+
+-- moonsocket.connect(url, opts): a client WebSocket to url, connecting
+-- on the loop; the ws object comes back at once (ws.state is
+-- "connecting").  opts.handler is a table of callbacks or a function run
+-- as a coroutine, as on the server; the other options are in README.md
+-- (Client).  A malformed URL or option raises.
+function _M.connect(url, opts)
+  if type(url) ~= "string" then
+    error("bad argument #1 to 'connect' (string expected, got "
+          .. type(url) .. ")", 2)
+  end
+  if type(opts) ~= "table" then
+    error("bad argument #2 to 'connect' (table of options expected, got "
+          .. type(opts) .. ")", 2)
+  end
+  local params, err = parse_url(url)
+  if not params then
+    error("bad argument #1 to 'connect' (" .. err .. ")", 2)
+  end
+  local core_opts = {}
+  for k, v in pairs(opts) do
+    if CLIENT_OPTIONS[k] then params[k] = v else core_opts[k] = v end
+  end
+  params.options = core_opts
+  return core.connect(params)
 end
 
 -- worker(): this process's worker number (1..n), nil without workers.

@@ -22,7 +22,7 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make libhiredis-dev
-TEST_PACKAGES = chromium valgrind redis-server gdb
+TEST_PACKAGES = chromium valgrind redis-server gdb nginx
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
         chat bench bench-peers fuzz lib examples FORCE install-lua install-lib \

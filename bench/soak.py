@@ -5,36 +5,47 @@ on any error of the load generator (a failed handshake, an echo that
 differs from what was sent by one byte, a close not echoed), or when
 the server does not exit cleanly.
 
-    soak.py [--seconds S] [--conns N] [--warmup S] [--hold S] ...
+    soak.py [--seconds S] [--conns N] [--warmup S] [--rewarm S] ...
 
 `loadgen churn` keeps N connections (10,000) busy: each connects,
 upgrades, echoes M masked messages (3), closes with the closing
 handshake and is replaced at once, pausing --hold seconds (2) in all
 along the way, so that nearly all N are open at any moment.  loadgen
-reads the server's VmRSS once a second and with all N open and held at
-two points: after the warm-up (the baseline) and after the measured
-churn (the end).  Then everything is closed and this script asks the
-server (bench/apps/soak.lua, GET /memory) for a full garbage
-collection.
+reads the server's VmRSS once a second, and with all N open and held
+at the baseline (after --rewarm) and at the end (after --seconds).
+
+The server (bench/apps/soak.lua) runs two rounds of it.  The first,
+--warmup seconds (20), grows every pool and table to what N
+connections need; then everything is closed and measured.  The second
+is the soak proper; then everything is closed and measured again.
+"Measured" is: a full garbage collection (GET /memory answers the Lua
+heap), the server's descriptors, and, through gdb, malloc_stats() (the
+bytes malloc has in use) and malloc_trim(0).
 
 The criteria, and why they are what they are:
 
-- RSS at the end (N open) at most --tolerance (10 %) above the
-  baseline (N open).  Lua frees garbage in cycles, so RSS moves with
-  the collector; a leak of a few bytes per connection shows over a
-  million connections.
-- After closing and a full collection, the Lua heap within
-  --lua-slack KiB (256) of the fresh server's.
-- glibc keeps freed memory inside its heap (only a free top of heap
-  above M_TRIM_THRESHOLD goes back to the kernel), so RSS after closing
-  stays near the high-water mark even when nothing leaks.  With gdb,
-  this script calls malloc_stats() and malloc_trim(0) in the server
-  after closing, as it did in the fresh server: the bytes malloc has in
-  use must be within --heap-slack KiB (1024) of the fresh server's, and
-  RSS after the trim within --trim-slack KiB (4096) of the fresh
-  server's after its trim.  Without gdb these two are skipped and RSS
-  after closing is only checked against the baseline (N open).
-- The server's open file descriptors back to their number before.
+- No error counted by loadgen, in either round.
+- RSS at the end (N open) at most --tolerance (20 %) above the
+  baseline (N open).  glibc keeps freed memory, so RSS follows the
+  heap's high-water mark: it climbs to a plateau as the collector's
+  peaks and bursts of output reach new highs (8 to 9 % over the
+  baseline within the first two minutes in runs here, flat after),
+  while a leak keeps climbing.  The trim after the first round lets
+  the second start from what is in use rather than from the high-water
+  mark of closing all N at once.
+- All closed, after a full collection, the second round must leave
+  the Lua heap within --lua-slack KiB (64) and malloc's bytes in use
+  within --heap-slack KiB (512) of the first: a leak of a byte per
+  connection shows over a million connections.  They are compared
+  with the first round's, not the fresh server's, because N
+  connections leave capacity behind that is no leak: about 260 KiB of
+  Lua's registry (a reference per connection, its array never
+  shrinks), the spare output chunks (64 of 16 KiB), libev's arrays
+  indexed by descriptor.
+- RSS after malloc_trim(0) within --trim-slack KiB (1024) of the first
+  round's.  Without gdb the malloc figures are skipped and RSS, all
+  closed, must only not exceed the baseline with N open.
+- The server's descriptors back to their number before.
 - The server exits 0 on SIGTERM with no warning or error in its log.
 """
 import argparse
@@ -167,13 +178,13 @@ def main():
                     default=float(env("SOAK_SECONDS", "300")),
                     help="measured churn (SOAK_SECONDS, 300)")
     ap.add_argument("--warmup", type=float,
-                    default=float(env("SOAK_WARMUP", "30")),
+                    default=float(env("SOAK_WARMUP", "20")),
                     help="churn before closing everything the first time "
-                    "(SOAK_WARMUP, 30)")
+                    "(SOAK_WARMUP, 20)")
     ap.add_argument("--rewarm", type=float,
-                    default=float(env("SOAK_REWARM", "10")),
+                    default=float(env("SOAK_REWARM", "60")),
                     help="churn after opening again, before the RSS "
-                    "baseline (SOAK_REWARM, 5)")
+                    "baseline (SOAK_REWARM, 60)")
     ap.add_argument("--conns", type=int,
                     default=int(env("SOAK_CONNS", "10000")),
                     help="connections kept busy (SOAK_CONNS, 10000)")
@@ -183,13 +194,13 @@ def main():
                     help="seconds each connection pauses in all (2)")
     ap.add_argument("--size", type=int, default=200,
                     help="message bytes (200: a 16-bit length)")
-    ap.add_argument("--tolerance", type=float, default=0.10,
-                    help="end over baseline RSS, N open (0.10)")
+    ap.add_argument("--tolerance", type=float, default=0.20,
+                    help="end over baseline RSS, N open (0.20)")
     ap.add_argument("--lua-slack", type=float, default=64,
                     help="Lua heap KiB, all closed, after the churn over "
                     "after the warm-up (64)")
-    ap.add_argument("--heap-slack", type=float, default=256,
-                    help="malloc in use KiB, likewise (256)")
+    ap.add_argument("--heap-slack", type=float, default=512,
+                    help="malloc in use KiB, likewise (512)")
     ap.add_argument("--trim-slack", type=float, default=1024,
                     help="RSS KiB after malloc_trim(0), likewise (1024)")
     ap.add_argument("--server", default=os.path.join(ROOT, "build",

@@ -9,6 +9,7 @@ set -u
 cd "$(dirname "$0")/.."
 bin=${MOONSOCKET_BIN:-build/moonsocket}
 logs=test-output/valgrind
+[ -x "$bin" ] || { echo "no $bin: make build"; exit 1; }
 rm -rf "$logs"
 mkdir -p "$logs"
 # copies, so that a rebuild meanwhile changes nothing under test (the

@@ -37,20 +37,28 @@ struct ms_chunk {
 };
 
 #define CHUNK_CAP      (16384 - sizeof(struct ms_chunk))
+#define CHUNK_SMALL    (1024 - sizeof(struct ms_chunk))
 #define ANCHOR_MIN     8192    /* payloads from here on are not copied */
 #define FREE_CHUNKS    64      /* spare chunks a server keeps */
 #define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
 #define IOV_BATCH      64
 #define FLUSH_BUDGET   (2u << 20)    /* bytes per connection per flush */
 
-static struct ms_chunk *chunk_new(struct ms_server *s, size_t need) {
+/* A chunk for need bytes at the end of a queue.  Spare chunks are
+ * reused first.  Without one, a queue's first chunk is small when need
+ * is: many sockets queueing a little at once (a close to all at
+ * shutdown, a publish to thousands) must not take 16 KiB each; a queue
+ * that fills it grows by full chunks. */
+static struct ms_chunk *chunk_new(struct ms_server *s, size_t need,
+                                  int first) {
   struct ms_chunk *ch;
-  if (need <= CHUNK_CAP && s->free_chunks) {
+  if (s->free_chunks && need <= s->free_chunks->cap) {
     ch = s->free_chunks;
     s->free_chunks = ch->next;
     s->nfree_chunks--;
   } else {
-    size_t cap = need > CHUNK_CAP ? need : CHUNK_CAP;
+    size_t cap = need > CHUNK_CAP ? need
+                 : first && need <= CHUNK_SMALL ? CHUNK_SMALL : CHUNK_CAP;
     ch = malloc(sizeof *ch + cap);
     if (!ch) return NULL;
     ch->cap = cap;
@@ -86,7 +94,8 @@ static void chunk_free(struct ms_server *s, struct ms_chunk *ch,
     if (ch->fd >= 0) close(ch->fd);
     if (ch->shared) ms_shared_release(ch->shared);
     free(ch);
-  } else if (ch->cap == CHUNK_CAP && s->nfree_chunks < FREE_CHUNKS) {
+  } else if ((ch->cap == CHUNK_CAP || ch->cap == CHUNK_SMALL) &&
+             s->nfree_chunks < FREE_CHUNKS) {
     ch->next = s->free_chunks;
     s->free_chunks = ch;
     s->nfree_chunks++;
@@ -118,7 +127,7 @@ static void queue_link(struct ms_conn *c, struct ms_chunk *ch) {
 static int out_copy(struct ms_conn *c, const void *data, size_t len) {
   struct ms_chunk *t = c->out_tail;
   if (!t || chunk_room(t) < len) {
-    t = chunk_new(c->server, len);
+    t = chunk_new(c->server, len, !t);
     if (!t) return -1;
     queue_link(c, t);
   }
@@ -147,7 +156,7 @@ static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
 static uint8_t *out_reserve(struct ms_conn *c, size_t len) {
   struct ms_chunk *t = c->out_tail;
   if (!t || chunk_room(t) < len) {
-    t = chunk_new(c->server, len);
+    t = chunk_new(c->server, len, !t);
     if (!t) return NULL;
     queue_link(c, t);
   }

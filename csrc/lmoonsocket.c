@@ -1288,6 +1288,19 @@ static int ws_close(lua_State *L) {
   return 1;
 }
 
+/* local ws <close> = ...: leaving the scope closes the WebSocket, with
+ * 1000, or 1011 when the scope is left by an error; nothing when it is
+ * already closing or closed. */
+static int ws_close_scope(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  int failed = !lua_isnoneornil(L, 2);
+  if (c->state == CS_HTTP && (c->flags & CF_CLIENT))
+    ms_conn_abort_with(c, 1006, "closed while connecting", WHY_LOCAL);
+  else if (c->state == CS_OPEN)
+    ms_conn_close(c, failed ? 1011 : 1000, "", 0, WHY_LOCAL);
+  return 0;
+}
+
 static int ws_receive(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   if (c->co != L)
@@ -1998,6 +2011,8 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, server_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, server_close_l);   /* local s <close> = ... */
+    lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, server_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
@@ -2042,6 +2057,9 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, ws_gc, 1);
     lua_setfield(L, -2, "__gc");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, ws_close_scope, 1);
+    lua_setfield(L, -2, "__close");
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, ws_tostring, 1);
     lua_setfield(L, -2, "__tostring");

@@ -5,7 +5,7 @@
 local helper = require "helper"
 
 local CLIENT = "spec/apps/client.lua"
-local CERTS = "examples/tls/certs/"
+local CERTS = helper.example_certs()
 
 local function run(scenario, url, env)
   return helper.run_app(CLIENT, { scenario, url }, env)

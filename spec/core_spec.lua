@@ -92,4 +92,14 @@ describe("listen", function()
     assert.matches("Address already in use", err)
     a:close()
   end)
+
+  it("stops listening when a <close> variable leaves its scope", function()
+    local port
+    do
+      local server <close> = assert(core.listen { handler = print })
+      port = select(2, server:address())
+      assert.is_truthy(require("socket").connect("127.0.0.1", port))
+    end
+    assert.is_nil(require("socket").connect("127.0.0.1", port))
+  end)
 end)

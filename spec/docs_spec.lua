@@ -531,7 +531,8 @@ describe("docs/deploying-behind-nginx.md", function()
   it("terminates TLS in nginx and proxies wss to ws", function()
     local app = start_app(30)
     local port, redirect = helper.free_port(), helper.free_port()
-    local certs = assert(io.popen("pwd")):read("l") .. "/examples/tls/certs/"
+    local certs = assert(io.popen("pwd")):read("l") .. "/"
+                  .. helper.example_certs()
     local conf = replace_once(tls, "listen 443 ssl;",
                               "listen 127.0.0.1:" .. port .. " ssl;")
     conf = replace_once(conf, "listen 80;",

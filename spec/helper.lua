@@ -288,6 +288,21 @@ function helper.stop_and_check(server)
   helper.assert_clean_log(server)
 end
 
+-- The directory (with its trailing slash) of examples/tls's self-signed
+-- certificate for localhost and 127.0.0.1, made as that example makes
+-- it when a fresh clone has none yet.
+function helper.example_certs()
+  local dir = "examples/tls/certs/"
+  if not io.open(dir .. "cert.pem") then
+    luassert(os.execute(("mkdir -p %s && openssl req -x509 -newkey "
+      .. "rsa:2048 -nodes -days 30 -subj /CN=localhost -addext "
+      .. "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout %skey.pem "
+      .. "-out %scert.pem 2>/dev/null"):format(dir, dir, dir)),
+      "openssl req failed")
+  end
+  return dir
+end
+
 -- Runs a peer script (spec/peers/NAME) with /usr/bin/python3 and the
 -- given arguments to completion.  Returns its output (stdout and stderr)
 -- and exit status.  A sanitizer preloaded for the busted process is not

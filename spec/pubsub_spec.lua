@@ -100,6 +100,13 @@ describe("topics", function()
     close_all { c }
   end)
 
+  it("closes a WebSocket held in a <close> variable with 1000", function()
+    local ws = assert(helper.ws_connect(server.port))
+    assert.are.equal("scope", ask(ws, "scope"))
+    assert.are.equal(1000, ws:expect_close())
+    ws:abort()
+  end)
+
   it("large messages are shared by every subscriber intact", function()
     local subs = open(server.port, 3)
     for _, ws in ipairs(subs) do ask(ws, "sub big") end

@@ -9,6 +9,7 @@
 --     sent "victim": closing and publishing while a publish runs.
 --   victim
 --   pid                              -> "pid PID WORKER"
+--   scope                            -> "scope", then close 1000 (<close>)
 --   bp                               -> "bp true" when the backplane is
 --     connected, "bp false" when not, "bp nil" without one
 -- env PORT, MAX_BACKPRESSURE, WORKERS; REDIS_URL: use a Redis backplane
@@ -60,6 +61,9 @@ app:ws("/ws", {
       f:close()
     elseif cmd == "bp" then
       reply(ws, "bp", tostring(app.backplane and app.backplane.connected))
+    elseif cmd == "scope" then        -- leaving a <close> scope closes
+      local w <close> = ws
+      reply(w, "scope")
     elseif cmd == "victim" then
       victims[ws] = true
       reply(ws, "victim")

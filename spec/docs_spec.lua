@@ -444,6 +444,7 @@ describe("docs/deploying-behind-nginx.md", function()
     end)
     wait_listening(port)
 
+    local _
     local status, headers, body, sock = request_from(port,
       "GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
     sock:close()

@@ -916,7 +916,12 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
   unsigned op = c->msg_op;
   c->msg_op = 0;
   int more = 1;
-  if (c->state == CS_OPEN) more = ms_lua_message(c, p, len, op);
+  /* a message sent before the peer saw our close frame still reaches
+   * a callback handler (section 7.1.2 lets us read on): what it tries
+   * to send back is reported dropped, not silently lost */
+  if (c->state == CS_OPEN ||
+      (c->state == CS_CLOSING && !(c->flags & CF_COROUTINE)))
+    more = ms_lua_message(c, p, len, op);
   c->msg_len = 0;
   if (c->msg_cap > 4096) {       /* keep no large buffer while idle */
     free(c->msg);

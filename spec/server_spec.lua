@@ -71,6 +71,18 @@ describe("server", function()
     wait_event(server.port, "close 4000  closing")
   end)
 
+  it("hands messages that cross our close frame to the handler, whose"
+    .. " send reports them dropped", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    -- one write: the second message is read after the server closed
+    assert.is_true(ws:send_raw(
+      helper.build_frame{ opcode = helper.TEXT, payload = "close" } ..
+      helper.build_frame{ opcode = helper.TEXT, payload = "after" }))
+    local code, reason = ws:expect_close()
+    assert.are.same({ 4000, "bye" }, { code, reason })
+    wait_event(server.port, "late after nil ECLOSED", true)
+  end)
+
   it("closes TCP when the peer never answers our close", function()
     local ws = assert(helper.ws_connect(server.port, "/ws"))
     ws:send_text("close")

@@ -47,6 +47,11 @@ app:ws("/ws", {
            .. " " .. ws.state)
   end,
   message = function(ws, msg)
+    if ws.state ~= "open" then          -- sent before our close arrived
+      local status, _, code = ws:send(msg)
+      record(("late %s %s %s"):format(msg, tostring(status), code))
+      return
+    end
     ws.data.count = ws.data.count + 1
     local command, a, b = msg:match("^(%w+):?(%d*):?(%d*)")
     if command == "boom" then

@@ -1301,12 +1301,8 @@ static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n) {
   return c->state != CS_CLOSED;
 }
 
-void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
-  c->server = s;
-  c->opts = &s->opts;
-  c->state = CS_HTTP;
-  c->last_read = ev_now(s->module->loop);
-  c->deadline = c->last_read + s->opts.handshake_timeout;
+/* Put c on the server's circular list of connections. */
+static void conn_link(struct ms_conn *c, struct ms_server *s) {
   if (s->conns) {
     c->next = s->conns;
     c->prev = s->conns->prev;
@@ -1317,6 +1313,15 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
     s->conns = c;
   }
   s->nconns++;
+}
+
+void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
+  c->server = s;
+  c->opts = &s->opts;
+  c->state = CS_HTTP;
+  c->last_read = ev_now(s->module->loop);
+  c->deadline = c->last_read + s->opts.handshake_timeout;
+  conn_link(c, s);
   ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
   ev_io_start(s->module->loop, &c->io);
   if (s->tls && !(c->ssl = ms_tls_accept(s->tls, fd))) {
@@ -1333,16 +1338,7 @@ void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,
   c->flags |= CF_CLIENT | CF_UPGRADED;
   c->last_read = ev_now(s->module->loop);
   c->deadline = c->last_read + c->opts->handshake_timeout;
-  if (s->conns) {
-    c->next = s->conns;
-    c->prev = s->conns->prev;
-    c->prev->next = c;
-    c->next->prev = c;
-  } else {
-    c->next = c->prev = c;
-    s->conns = c;
-  }
-  s->nconns++;
+  conn_link(c, s);
   ev_io_init(&c->io, cb, fd, EV_WRITE);
   if (fd >= 0) ev_io_start(s->module->loop, &c->io);
 }

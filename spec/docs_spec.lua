@@ -221,6 +221,16 @@ describe("docs/lua-api.md", function()
     assert.are.same({}, missing, kind .. " without documentation")
   end
 
+  -- the field names an __index function in C source compares key with
+  local function index_fields(source, fn)
+    local body = source:match("static int " .. fn .. "(.-)\n}\n")
+    local fields = {}
+    for name in body:gmatch('strcmp%(key, "([%w_]+)"%)') do
+      fields[#fields + 1] = name
+    end
+    return fields
+  end
+
   it("documents every function of moonsocket.core", function()
     expect("core functions", names_in(c_table(binding, "funcs")),
            "core.%s(")
@@ -229,12 +239,7 @@ describe("docs/lua-api.md", function()
   it("documents every method and field of the ws object", function()
     expect("ws methods", names_in(c_table(binding, "ws_methods")),
            "ws:%s(")
-    local index = binding:match("static int ws_index(.-)\n}\n")
-    local fields = {}
-    for name in index:gmatch('strcmp%(key, "([%w_]+)"%)') do
-      fields[#fields + 1] = name
-    end
-    expect("ws fields", fields, "ws.%s")
+    expect("ws fields", index_fields(binding, "ws_index"), "ws.%s")
   end)
 
   it("documents every method of the server object", function()
@@ -245,12 +250,8 @@ describe("docs/lua-api.md", function()
   it("documents the backplane object", function()
     expect("backplane methods", names_in(c_table(backplane, "methods")),
            "bp:%s(")
-    local index = backplane:match("static int bp_index(.-)\n}\n")
-    local fields = {}
-    for name in index:gmatch('strcmp%(key, "([%w_]+)"%)') do
-      fields[#fields + 1] = name
-    end
-    expect("backplane fields", fields, "bp.%s")
+    expect("backplane fields", index_fields(backplane, "bp_index"),
+           "bp.%s")
   end)
 
   it("documents every function of moonsocket and of the app", function()

@@ -514,15 +514,36 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
   return rc ? -1 : 1;
 }
 
-/* ms_conn_send of a client: every frame is masked, so copied. */
-static enum ms_send_status client_send(struct ms_conn *c, unsigned opcode,
-                                       const char *data, size_t len,
-                                       int compress) {
+/* Whether a message may be queued: MS_SENT to go on, else why not.  A
+ * consumer this slow is closed (policy 1008); the message is dropped
+ * and the sender told so. */
+static enum ms_send_status send_admit(struct ms_conn *c) {
   if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
   if (c->out_bytes > c->opts->max_backpressure) {
     fail(c, 1008, "send buffer limit exceeded");
     return MS_DROPPED_BACKPRESSURE;
   }
+  return MS_SENT;
+}
+
+/* After queueing a message (rc -1: memory ran out): write at once when
+ * much is queued, and say whether it went out or waits. */
+static enum ms_send_status send_queued(struct ms_conn *c, int rc) {
+  if (rc < 0) {
+    ms_conn_abort(c, 1006);
+    return MS_DROPPED_CLOSED;
+  }
+  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
+  if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
+  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+}
+
+/* ms_conn_send of a client: every frame is masked, so copied. */
+static enum ms_send_status client_send(struct ms_conn *c, unsigned opcode,
+                                       const char *data, size_t len,
+                                       int compress) {
+  enum ms_send_status st = send_admit(c);
+  if (st != MS_SENT) return st;
   unsigned rsv = 0;
   struct deflate_buf *z = &c->server->zbuf;
   if (compress && c->deflate && opcode < 8 &&
@@ -537,13 +558,7 @@ static enum ms_send_status client_send(struct ms_conn *c, unsigned opcode,
   }
   int rc = out_masked(c, opcode, rsv, data, len);
   if (z->cap > (1u << 20)) deflate_buf_free(z);   /* keep no huge buffer */
-  if (rc < 0) {
-    ms_conn_abort(c, 1006);
-    return MS_DROPPED_CLOSED;
-  }
-  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
-  if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
-  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+  return send_queued(c, rc);
 }
 
 enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
@@ -551,13 +566,8 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                  lua_State *L, int idx, int compress) {
   if (c->flags & CF_CLIENT) return client_send(c, opcode, data, len,
                                                compress);
-  if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
-  if (c->out_bytes > c->opts->max_backpressure) {
-    /* a consumer this slow is closed (policy 1008); the message is
-     * dropped and the sender told so */
-    fail(c, 1008, "send buffer limit exceeded");
-    return MS_DROPPED_BACKPRESSURE;
-  }
+  enum ms_send_status st = send_admit(c);
+  if (st != MS_SENT) return st;
   uint8_t hdr[10];
   size_t hl = frame_write_header(hdr, opcode, 1, 0, len);
   int rc;
@@ -581,23 +591,14 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
     rc = out_copy(c, hdr, hl);
     if (rc == 0) rc = out_copy(c, data, len);
   }
-  if (rc < 0) {
-    ms_conn_abort(c, 1006);
-    return MS_DROPPED_CLOSED;
-  }
-  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
-  if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
-  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+  return send_queued(c, rc);
 }
 
 enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
                                        const uint8_t *frame, size_t len,
                                        struct ms_shared *sh) {
-  if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
-  if (c->out_bytes > c->opts->max_backpressure) {
-    fail(c, 1008, "send buffer limit exceeded");
-    return MS_DROPPED_BACKPRESSURE;
-  }
+  enum ms_send_status st = send_admit(c);
+  if (st != MS_SENT) return st;
   int rc = 0;
   if (!sh) {
     rc = out_copy(c, frame, len);
@@ -613,13 +614,7 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
       rc = -1;
     }
   }
-  if (rc < 0) {
-    ms_conn_abort(c, 1006);
-    return MS_DROPPED_CLOSED;
-  }
-  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
-  if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
-  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+  return send_queued(c, rc);
 }
 
 /* ------------------------------------------------------------------ */

@@ -30,6 +30,9 @@ struct ms_chunk {
   struct ms_chunk *next;
   const char *data;
   size_t len, sent, cap;      /* cap 0: data is not the chunk's own */
+  size_t first;               /* where its first frame starts, or
+                                 NO_FRAME (an HTTP answer, a payload) */
+  unsigned msgs;              /* data messages whose last byte is here */
   struct ms_shared *shared;   /* a published frame's, or NULL */
   int ref;                    /* the Lua string's, or LUA_NOREF */
   int fd;                     /* a file's, or -1 */
@@ -43,6 +46,7 @@ struct ms_chunk {
 #define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
 #define IOV_BATCH      64
 #define FLUSH_BUDGET   (2u << 20)    /* bytes per connection per flush */
+#define NO_FRAME       SIZE_MAX
 
 /* A chunk for need bytes at the end of a queue.  Spare chunks are
  * reused first.  Without one, a queue's first chunk is small when need
@@ -66,6 +70,8 @@ static struct ms_chunk *chunk_new(struct ms_server *s, size_t need,
   ch->next = NULL;
   ch->data = ch->buf;
   ch->len = ch->sent = 0;
+  ch->first = NO_FRAME;
+  ch->msgs = 0;
   ch->shared = NULL;
   ch->ref = LUA_NOREF;
   ch->fd = -1;
@@ -81,6 +87,8 @@ static struct ms_chunk *chunk_borrow(const char *data, size_t len) {
   ch->data = data;
   ch->len = len;
   ch->sent = ch->cap = 0;
+  ch->first = NO_FRAME;
+  ch->msgs = 0;
   ch->shared = NULL;
   ch->ref = LUA_NOREF;
   ch->fd = -1;
@@ -167,6 +175,18 @@ static uint8_t *out_reserve(struct ms_conn *c, size_t len) {
   return p;
 }
 
+/* A frame's header ends the queue but for back bytes: a chunk knows
+ * where its first frame starts, for out_drop to walk its frames. */
+static void out_framed(struct ms_conn *c, size_t back) {
+  struct ms_chunk *t = c->out_tail;
+  if (t->first == NO_FRAME) t->first = t->len - back;
+}
+
+/* A data message's last byte was queued. */
+static void out_message(struct ms_conn *c) {
+  c->out_tail->msgs++;
+}
+
 /* Queue a client frame: masked with a fresh key from a CSPRNG (RFC
  * 6455 section 5.3: the server's bytes must not be predictable to
  * whoever chose the payload).  Returns -1 out of memory or entropy. */
@@ -178,6 +198,8 @@ static int out_masked(struct ms_conn *c, unsigned opcode, unsigned rsv,
   if (ms_client_random(c->server, hdr + hl, 4) < 0) return -1;
   uint8_t *p = out_reserve(c, hl + 4 + len);
   if (!p) return -1;
+  out_framed(c, hl + 4 + len);
+  if (opcode < 8) out_message(c);
   memcpy(p, hdr, hl + 4);
   frame_mask_copy(p + hl + 4, data, len, hdr + hl);
   return 0;
@@ -191,7 +213,9 @@ static int out_control(struct ms_conn *c, unsigned opcode,
   frame[0] = (uint8_t)(0x80 | opcode);
   frame[1] = (uint8_t)len;
   if (len) memcpy(frame + 2, payload, len);
-  return out_copy(c, frame, 2 + len);
+  if (out_copy(c, frame, 2 + len) < 0) return -1;
+  out_framed(c, 2 + len);
+  return 0;
 }
 
 static void out_clear(struct ms_conn *c, lua_State *L) {
@@ -202,6 +226,91 @@ static void out_clear(struct ms_conn *c, lua_State *L) {
   }
   c->out_head = c->out_tail = NULL;
   c->out_bytes = 0;
+}
+
+/* The head chunk's frames: the data messages ending in its written
+ * part, and where the frame being written ends (the first frame
+ * boundary at or after sent; bytes before the chunk's first frame, a
+ * frame's tail or an HTTP answer, count as one).  A frame whose payload
+ * goes on into the next chunk leaves cut at NO_FRAME. */
+struct head_walk {
+  size_t cut;
+  unsigned written;       /* messages ending at or before sent */
+  unsigned kept;          /* messages ending at or before cut */
+};
+
+static struct head_walk walk_head(const struct ms_chunk *h) {
+  struct head_walk w = { NO_FRAME, 0, 0 };
+  size_t off = h->first == NO_FRAME ? h->len : h->first;
+  unsigned walked = 0;
+  if (off >= h->sent) w.cut = off;
+  while (off < h->len) {
+    struct frame_header fh;
+    const uint8_t *p = (const uint8_t *)h->data + off;
+    int hl = frame_parse_header(p, h->len - off, &fh);
+    if (hl <= 0 || fh.length > h->len - off - (size_t)hl)
+      break;                  /* the payload is in the next chunk */
+    off += (size_t)hl + (size_t)fh.length;
+    if (w.cut == NO_FRAME && off >= h->sent) w.cut = off;
+    if (fh.opcode < 8 && fh.fin) {
+      walked++;
+      if (off <= h->sent) w.written++;
+      if (off <= w.cut) w.kept++;
+    }
+  }
+  if (h->msgs > walked) {     /* a message's tail: it ends at first */
+    if ((h->first == NO_FRAME ? h->len : h->first) <= h->sent)
+      w.written++;
+    w.kept++;
+  }
+  return w;
+}
+
+/* Data messages queued and not wholly written. */
+static unsigned out_unsent(const struct ms_conn *c) {
+  unsigned n = 0;
+  for (const struct ms_chunk *ch = c->out_head; ch; ch = ch->next)
+    n += ch->msgs;
+  if (n && c->out_head->sent) n -= walk_head(c->out_head).written;
+  return n;
+}
+
+/* Cut the queue after the frame being written (a close frame may only
+ * follow whole frames): what was not begun is dropped.  Returns the
+ * data messages dropped. */
+static unsigned out_drop(struct ms_conn *c) {
+  struct ms_chunk *h = c->out_head, *keep = h;
+  if (!h) return 0;
+  unsigned total = 0, kept;
+  for (const struct ms_chunk *ch = h; ch; ch = ch->next) total += ch->msgs;
+  struct head_walk w = walk_head(h);
+  size_t cut = w.cut;
+  kept = w.kept;
+  if (c->ssl && cut != NO_FRAME) {
+    cut = h->len;       /* a TLS write is retried with the same length */
+    kept = h->msgs;
+  }
+  if (cut == NO_FRAME && h->next) {    /* keep the frame's payload */
+    keep = h->next;
+    cut = keep->first == NO_FRAME ? keep->len : keep->first;
+    kept = h->msgs + 1;
+  }
+  if (cut != NO_FRAME) {
+    c->out_bytes -= keep->len - cut;
+    keep->len = cut;
+    if (keep->first >= cut) keep->first = NO_FRAME;
+    keep->msgs = keep == h ? kept : 1;
+  }
+  struct ms_chunk *ch = keep->next;
+  keep->next = NULL;
+  c->out_tail = keep;
+  while (ch) {
+    struct ms_chunk *next = ch->next;
+    c->out_bytes -= ch->len - ch->sent;
+    chunk_free(c->server, ch, c->server->module->L);
+    ch = next;
+  }
+  return total - kept;
 }
 
 static void set_events(struct ms_conn *c, int events) {
@@ -233,13 +342,16 @@ static void leave_topics(struct ms_conn *c) {
   if (c->subs) ms_topic_leave_all(&c->server->module->topics, c);
 }
 
+/* Tell the handler, once; unsent: its data messages never written. */
 static void notify_close(struct ms_conn *c, int code, const char *reason,
-                         size_t len) {
+                         size_t len, unsigned unsent) {
   if (c->flags & CF_NOTIFIED) return;
   c->flags |= CF_NOTIFIED;
+  c->unsent = unsent;
   leave_topics(c);
   ms_lua_close(c, code, reason, len);
 }
+
 
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   out_clear(c, L);
@@ -283,7 +395,7 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
   set_why(c, WHY_LOST);
   leave_topics(c);
   /* told while the socket still exists: its peer's address is known */
-  if (was_ws) notify_close(c, code, reason, strlen(reason));
+  if (was_ws) notify_close(c, code, reason, strlen(reason), out_unsent(c));
   if (c->ssl) {
     SSL_free(c->ssl);
     c->ssl = NULL;
@@ -346,15 +458,21 @@ void ms_conn_end_http(struct ms_conn *c) {
   else if (!(c->flags & CF_IN_REQUEST)) ms_conn_abort(c, 0);
 }
 
-/* Fail the WebSocket connection (section 7.1.7): say why, stop reading
- * frames, and close once the close frame is out. */
+/* Fail the WebSocket connection (section 7.1.7): drop what has not
+ * begun to go out, say why, stop reading frames, and close once the
+ * close frame is out.  The handler is told at once: the messages lost
+ * include one still being written, which may yet arrive whole. */
 static void fail(struct ms_conn *c, int code, const char *why) {
+  unsigned lost = 0;
   set_why(c, WHY_ERROR);
-  if (c->state == CS_OPEN)
+  if (c->state == CS_OPEN) {
+    lost = out_drop(c);
+    lost += out_unsent(c);
     send_close_frame(c, code, why, strlen(why));
+  }
   if (c->state == CS_CLOSED) return;
   start_draining(c);
-  notify_close(c, code, why, strlen(why));
+  notify_close(c, code, why, strlen(why), lost);
 }
 
 /* ------------------------------------------------------------------ */
@@ -509,9 +627,14 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
     return 0;
   uint8_t hdr[10];
   size_t hl = frame_write_header(hdr, opcode, 1, DEFLATE_RSV, z->len);
-  int rc = out_copy(c, hdr, hl) < 0 || out_copy(c, z->data, z->len) < 0;
+  int rc = out_copy(c, hdr, hl);
+  if (rc == 0) {
+    out_framed(c, hl);
+    rc = out_copy(c, z->data, z->len);
+  }
+  if (rc == 0) out_message(c);
   if (z->cap > (1u << 20)) deflate_buf_free(z);   /* keep no huge buffer */
-  return rc ? -1 : 1;
+  return rc < 0 ? -1 : 1;
 }
 
 /* Whether a message may be queued: MS_SENT to go on, else why not.  A
@@ -578,9 +701,15 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
     rc = packed < 0 ? -1 : 0;
   } else if (len >= ANCHOR_MIN && L) {
     rc = out_copy(c, hdr, hl);
-    if (rc == 0) rc = out_anchor(c, L, idx, data, len);
+    if (rc == 0) {
+      out_framed(c, hl);
+      rc = out_anchor(c, L, idx, data, len);
+    }
+    if (rc == 0) out_message(c);
   } else if (chunk_room(c->out_tail) >= hl + len) {
     struct ms_chunk *t = c->out_tail;     /* the common small frame */
+    if (t->first == NO_FRAME) t->first = t->len;
+    t->msgs++;
     memcpy(t->buf + t->len, hdr, hl);
     memcpy(t->buf + t->len + hl, data, len);
     t->len += hl + len;
@@ -589,7 +718,11 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
     rc = 0;
   } else {
     rc = out_copy(c, hdr, hl);
-    if (rc == 0) rc = out_copy(c, data, len);
+    if (rc == 0) {
+      out_framed(c, hl);
+      rc = out_copy(c, data, len);
+    }
+    if (rc == 0) out_message(c);
   }
   return send_queued(c, rc);
 }
@@ -602,9 +735,15 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
   int rc = 0;
   if (!sh) {
     rc = out_copy(c, frame, len);
+    if (rc == 0) {
+      out_framed(c, len);
+      out_message(c);
+    }
   } else {
     struct ms_chunk *ch = chunk_borrow((const char *)frame, len);
     if (ch) {
+      ch->first = 0;
+      ch->msgs = 1;
       ch->shared = sh;
       sh->refs++;
       queue_link(c, ch);
@@ -883,7 +1022,7 @@ static void handle_close_frame(struct ms_conn *c, const uint8_t *p,
     if (c->state == CS_CLOSED) return;
   }
   start_draining(c);
-  notify_close(c, (int)code, reason, rlen);
+  notify_close(c, (int)code, reason, rlen, 0);
 }
 
 static void handle_control(struct ms_conn *c, unsigned opcode,
@@ -912,10 +1051,12 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
   c->msg_op = 0;
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
-   * a callback handler (section 7.1.2 lets us read on): what it tries
-   * to send back is reported dropped, not silently lost */
+   * the handler (section 7.1.2 lets us read on; a coroutine's when it
+   * waits in receive): what it tries to send back is reported dropped,
+   * not silently lost */
   if (c->state == CS_OPEN ||
-      (c->state == CS_CLOSING && !(c->flags & CF_COROUTINE)))
+      (c->state == CS_CLOSING && (!(c->flags & CF_COROUTINE) ||
+                                  (c->flags & CF_CO_RECV))))
     more = ms_lua_message(c, p, len, op);
   c->msg_len = 0;
   if (c->msg_cap > 4096) {       /* keep no large buffer while idle */
@@ -987,10 +1128,6 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
 static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
                            int fin) {
   struct ms_deflate *d = c->deflate;
-  if (c->state != CS_OPEN) {           /* closing: data is dropped */
-    if (fin) c->msg_op = 0;
-    return 0;
-  }
   size_t before = d->message.len;
   int rc = deflate_inflate_chunk(&d->state, &d->params, p, avail, fin,
                                  c->opts->max_message_size, &d->message);
@@ -1047,7 +1184,7 @@ static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
 
   int fin = done && (c->flags & CF_FIN);
   if (c->flags & CF_COMPRESSED) return inflate_payload(c, p, avail, fin);
-  if (c->msg_op == WS_OP_TEXT && c->state == CS_OPEN) {
+  if (c->msg_op == WS_OP_TEXT) {
     c->utf8 = utf8_validate(c->utf8, p, avail);     /* fail fast */
     if (c->utf8 == UTF8_REJECT || (fin && c->utf8 != UTF8_ACCEPT)) {
       fail(c, 1007, "invalid UTF-8 in a text message");
@@ -1056,10 +1193,6 @@ static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
   }
   if (fin && c->msg_len == 0)         /* whole message in place */
     return deliver(c, p, avail) ? 0 : -1;
-  if (c->state != CS_OPEN) {           /* closing: data is dropped */
-    if (fin) c->msg_op = 0;
-    return 0;
-  }
   if (msg_append(c, p, avail, c->frame_left) < 0) {
     ms_conn_abort(c, 1006);
     return -1;

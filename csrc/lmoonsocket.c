@@ -595,7 +595,8 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
       lua_pushinteger(co, code);
       lua_pushlstring(co, reason, len);
       lua_pushstring(co, why_name(c->why));
-      resume(c, 5);
+      lua_pushinteger(co, c->unsent);
+      resume(c, 6);
     } else if (c->flags & CF_CO_SEND) {
       c->flags &= ~CF_CO_SEND;
       lua_pushnil(co);
@@ -610,7 +611,8 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
     lua_pushinteger(L, code);
     lua_pushlstring(L, reason, len);
     lua_pushstring(L, why_name(c->why));
-    pcall_logged(c->server, L, n + 3, 0, "close handler");
+    lua_pushinteger(L, c->unsent);
+    pcall_logged(c->server, L, n + 4, 0, "close handler");
   }
 }
 
@@ -1306,13 +1308,17 @@ static int ws_receive(lua_State *L) {
   if (c->co != L)
     return luaL_error(L, "receive() works only in the coroutine of a "
                       "function handler");
-  if (c->state != CS_OPEN) {
+  /* closing: messages the peer sent before it saw our close frame are
+   * still read, until its close frame */
+  if (c->state != CS_OPEN &&
+      (c->state != CS_CLOSING || (c->flags & CF_NOTIFIED))) {
     luaL_pushfail(L);
     lua_pushliteral(L, "closed");
     lua_pushinteger(L, c->close_code);
     lua_pushliteral(L, "");
     lua_pushstring(L, why_name(c->why));
-    return 5;
+    lua_pushinteger(L, c->unsent);
+    return 6;
   }
   c->flags |= CF_CO_RECV;
   ms_conn_resume_reading(c);

@@ -148,6 +148,7 @@ struct ms_conn {
   double opened;                    /* accepted, then upgraded */
   double ping_sent;                 /* keep-alive ping awaiting an answer */
   int ref;                          /* anchors the userdata while open */
+  unsigned unsent;                  /* messages lost, as reported */
   uint32_t utf8;                    /* validator state, text messages */
   uint32_t flags;
   uint16_t close_code;              /* sent, or to report */

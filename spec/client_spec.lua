@@ -52,8 +52,8 @@ describe("client against moonsocket", function()
       assert.are.equal(0, status, output)
       assert_echoes(output)
       assert.truthy(output:find("\nsend\tsent\n", 1, true), output)
-      assert.truthy(output:find("\nreceive\tnil\tclosed\t4000\t\tlocal\n$"),
-        output)
+      assert.truthy(output:find(
+        "\nreceive\tnil\tclosed\t4000\tco done\tlocal\t0\n$"), output)
     end)
 
   it("pings and gets the pong", function()
@@ -77,7 +77,7 @@ describe("client against moonsocket", function()
       .. "connect: Connection refused\terror\n", output)
     output = run("co_echo", url2)
     assert.are.equal("state\tconnecting\nreceive\tnil\tclosed\t1006\t\t"
-      .. "error\n", output)
+      .. "error\t0\n", output)
   end)
 end)
 

@@ -166,9 +166,53 @@ describe("topics", function()
     assert.are.equal(4000, victim:expect_close())
     victim:abort()
     -- the stuck socket was failed with 1008 (its close frame is queued
-    -- behind what it never read)
+    -- behind the message being written, which it never read); its
+    -- handler was told of the messages dropped, and of that one
+    local code, unsent = ask(pub, "closed flood"):match("^closed (%d+) (%d+)$")
+    assert.are.equal("1008", code)
+    assert.is_true(tonumber(unsent) >= 1, unsent)
     stuck:abort()
     assert.are.equal("count flood 3", ask(pub, "count flood"))
+    close_all(good)
+    close_all { pub }
+  end)
+
+  it("a subscriber failed during a publish is told at once what it lost;"
+    .. " its close handler may close others and publish", function()
+    -- x is over the limit with nothing of the first message written
+    -- when the second publish reaches it: it is failed in the middle
+    -- of that publish, and its handler closes a later subscriber and
+    -- publishes again
+    local x = assert(helper.ws_connect(server.port))
+    ask(x, "sub first")
+    ask(x, "sub second")
+    ask(x, "nest second")
+    local victim = assert(helper.ws_connect(server.port))
+    ask(victim, "sub second")
+    assert.are.equal("victim", ask(victim, "victim"))
+    local good = open(server.port, 3)
+    for _, ws in ipairs(good) do ask(ws, "sub second") end
+    local pub = assert(helper.ws_connect(server.port))
+    -- x and the readers get the second message; the victim, closed by
+    -- x's handler before the publish reached it, does not
+    assert.are.equal("pub2 1 3", ask(pub, "pub2 first second 100000"))
+    for _, ws in ipairs(good) do
+      local seen = {}
+      for _ = 1, 2 do
+        local kind, msg = ws:recv_message()
+        assert.are.equal(helper.TEXT, kind)
+        seen[#seen + 1] = #msg
+      end
+      table.sort(seen)
+      assert.are.same({ 4, 100000 }, seen)       -- "gone" and the message
+    end
+    -- the first message was dropped before a byte of it went out
+    assert.are.equal("closed 1008 1", ask(pub, "closed second"))
+    assert.are.equal(1008, x:expect_close())
+    x:abort()
+    assert.are.equal(4000, victim:expect_close())
+    victim:abort()
+    assert.are.equal("count second 3", ask(pub, "count second"))
     close_all(good)
     close_all { pub }
   end)

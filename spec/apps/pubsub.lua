@@ -1,12 +1,17 @@
 -- Test app: topics driven by the clients' text messages at /ws.
 --   sub T / unsub T / subscribed T   -> "sub T true" etc.
 --   pub T MSG / pubbin T MSG         -> app:publish, "pub N"
+--   pubbig T N                       -> N bytes of 'x' to T, "pub N"
+--   pub2 T U N                       -> N bytes to T, then to U, in one
+--     handler call (nothing is written between): "pub2 N M"
 --   wspub T MSG                      -> ws:publish (not to itself)
 --   count T                          -> "count N"
 --   topics                           -> "topics A,B"
 --   nest T                           -> when this socket closes, its
 --     close handler publishes "gone" to T and closes every socket that
---     sent "victim": closing and publishing while a publish runs.
+--     sent "victim": closing and publishing while a publish runs.  The
+--     close handler also records its arguments: "closed T" -> "closed
+--     CODE UNSENT" of the last socket that closed with nest T.
 --   victim
 --   pid                              -> "pid PID WORKER"
 --   scope                            -> "scope", then close 1000 (<close>)
@@ -26,6 +31,7 @@ if os.getenv("REDIS_URL") then
 end
 
 local victims = {}
+local closed = {}           -- nest topic -> "CODE UNSENT"
 
 local function reply(ws, ...)
   ws:send(table.concat({ ... }, " "))
@@ -46,6 +52,11 @@ app:ws("/ws", {
       reply(ws, "pub", app:publish(topic, rest, "binary"))
     elseif cmd == "pubbig" then       -- pubbig T N: N bytes of 'x'
       reply(ws, "pub", app:publish(topic, ("x"):rep(tonumber(rest))))
+    elseif cmd == "pub2" then
+      local second, n = rest:match("^(%S+) (%d+)$")
+      local payload = ("x"):rep(tonumber(n))
+      reply(ws, "pub2", app:publish(topic, payload),
+            app:publish(second, payload))
     elseif cmd == "wspub" then
       reply(ws, "wspub", ws:publish(topic, rest))
     elseif cmd == "count" then
@@ -64,15 +75,18 @@ app:ws("/ws", {
     elseif cmd == "scope" then        -- leaving a <close> scope closes
       local w <close> = ws
       reply(w, "scope")
+    elseif cmd == "closed" then
+      reply(ws, "closed", closed[topic] or "none")
     elseif cmd == "victim" then
       victims[ws] = true
       reply(ws, "victim")
     end
   end,
-  close = function(ws)
+  close = function(ws, code, _, _, unsent)
     victims[ws] = nil
     local topic = ws.data.nest
     if topic then
+      closed[topic] = code .. " " .. unsent
       for v in pairs(victims) do
         v:close(4000, "closed by a close handler")
         v:unsubscribe(topic)

@@ -42,10 +42,11 @@ struct ms_file {
   size_t size;
 };
 
-/* Uservalues of a WebSocket object */
-/* Uservalues of a WebSocket object.  The request is kept as its raw
- * head, a string, and made a table only when asked for: an idle socket
- * then holds a few hundred bytes instead of a table of headers. */
+/* Uservalues of a WebSocket object.  The request is made a table only
+ * when asked for: while open runs, from the parsed request; after, from
+ * the raw head kept by keep_request (a client keeps the head it sent).
+ * An idle socket then holds no table of headers, and by default not
+ * even the head. */
 enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, UV_PROTOCOL, NUV = UV_PROTOCOL };
 
 /* ------------------------------------------------------------------ */
@@ -348,23 +349,31 @@ static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
 }
 
 /* Push ws.request of the object at idx: the cached table, or one made
- * from the raw head (then cached); nil before an upgrade. */
+ * from the request being opened or from the raw head kept (then
+ * cached); nil before an upgrade. */
 static void push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
+  struct ms_server *s = c->server;
   idx = lua_absindex(L, idx);
-  if (lua_getiuservalue(L, idx, UV_REQUEST) != LUA_TSTRING) return;
-  size_t len;
-  const char *raw = lua_tolstring(L, -1, &len);
-  struct http_header headers[c->server->limits.max_headers];
-  struct http_limits limits = { len, len, c->server->limits.max_headers };
-  struct http_request req;
-  req.headers = headers;
-  if (http_parse_request(raw, len, 0, &limits, &req) <= 0) return;
-  push_request(L, c, &req);
+  int t = lua_getiuservalue(L, idx, UV_REQUEST);
+  if (t == LUA_TTABLE) return;
+  struct http_header headers[s->limits.max_headers];
+  struct http_request parsed;
+  const struct http_request *req = s->opening == c ? s->opening_req : NULL;
+  if (!req && t == LUA_TSTRING) {
+    size_t len;
+    const char *raw = lua_tolstring(L, -1, &len);
+    struct http_limits limits = { len, len, s->limits.max_headers };
+    parsed.headers = headers;
+    if (http_parse_request(raw, len, 0, &limits, &parsed) > 0)
+      req = &parsed;
+  }
+  if (!req) return;
+  push_request(L, c, req);
   if (lua_getiuservalue(L, idx, UV_PROTOCOL) == LUA_TSTRING)
     lua_setfield(L, -2, "protocol");
   else
     lua_pop(L, 1);
-  lua_remove(L, -2);                   /* the raw head */
+  lua_remove(L, -2);                   /* the raw head, or nil */
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, UV_REQUEST);
 }
@@ -374,20 +383,55 @@ static void log_close(struct ms_conn *c, lua_State *L, int code,
   if (c->server->opts.log_level < LOG_INFO) return;
   int top = lua_gettop(L);
   push_conn(L, c);
-  push_ws_request(L, c, -1);
-  if (!lua_istable(L, -1)) {
-    lua_settop(L, top);
+  const char *label = NULL;            /* "ADDR TARGET" */
+  if (c->flags & CF_REQUEST_DROPPED) {
+    lua_getiuservalue(L, -1, UV_REQUEST);
+    label = lua_tostring(L, -1);
+  } else {
+    push_ws_request(L, c, -1);
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "remote_addr");
+      lua_getfield(L, -2, "target");
+      label = lua_pushfstring(L, "%s %s", lua_tostring(L, -2),
+                              lua_tostring(L, -1));
+    }
+  }
+  if (label) {
+    const char *why = lua_pushlstring(L, reason, len);
+    ms_log(c->server, LOG_INFO, "close %s %.3fs %d \"%s\" %s", label,
+           ev_now(c->server->module->loop) - c->opened, code, why,
+           why_name(c->why));
+  }
+  lua_settop(L, top);
+}
+
+/* After the open event (its callback returned, or its coroutine first
+ * waited or ended): the route's keep_request keeps the request, as
+ * its raw head unless it was made a table; else it is dropped, and
+ * only "ADDR TARGET" stays, for the close line when that is logged. */
+static void end_open(struct ms_conn *c, lua_State *L,
+                     const struct http_request *req, int req_idx) {
+  push_conn(L, c);
+  if (c->opts->keep_request) {
+    if (lua_getiuservalue(L, -1, UV_REQUEST) != LUA_TTABLE) {
+      lua_pushlstring(L, req->method, req->head_len);
+      lua_setiuservalue(L, -3, UV_REQUEST);
+    }
+    lua_pop(L, 2);
     return;
   }
-  lua_getfield(L, -1, "remote_addr");
-  const char *addr = lua_tostring(L, -1);
-  lua_getfield(L, -2, "target");
-  const char *target = lua_tostring(L, -1);
-  const char *why = lua_pushlstring(L, reason, len);
-  ms_log(c->server, LOG_INFO, "close %s %s %.3fs %d \"%s\" %s", addr,
-         target, ev_now(c->server->module->loop) - c->opened, code, why,
-         why_name(c->why));
-  lua_settop(L, top);
+  c->flags |= CF_REQUEST_DROPPED;
+  if (c->server->opts.log_level >= LOG_INFO && !(c->flags & CF_NOTIFIED)) {
+    lua_getfield(L, req_idx, "remote_addr");
+    lua_getfield(L, req_idx, "target");
+    lua_pushfstring(L, "%s %s", lua_tostring(L, -2), lua_tostring(L, -1));
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_setiuservalue(L, -2, UV_REQUEST);
+  lua_pop(L, 1);
 }
 
 void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
@@ -455,8 +499,6 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
       break;
     }
     push_conn(L, c);
-    lua_pushlstring(L, req->method, req->head_len);
-    lua_setiuservalue(L, -2, UV_REQUEST);
     if (protocol) {
       lua_pushvalue(L, r + 3);
       lua_setiuservalue(L, -2, UV_PROTOCOL);
@@ -477,7 +519,15 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
       lua_pushvalue(L, r);
       lua_setiuservalue(L, -2, UV_HANDLER);
     }
+    /* ws.request is made from req if the open handler asks for it */
+    struct ms_conn *was = s->opening;
+    const struct http_request *was_req = s->opening_req;
+    s->opening = c;
+    s->opening_req = req;
     ms_lua_open(c);
+    s->opening = was;
+    s->opening_req = was_req;
+    end_open(c, L, req, req_idx);
     break;
   }
   case LUA_TNIL:
@@ -1095,6 +1145,7 @@ static int l_route_options(lua_State *L) {
     r->opts.keep_alive_timeout = server.keep_alive_timeout;
     r->opts.idle_timeout = server.idle_timeout;
     r->opts.deflate = server.deflate;
+    r->opts.keep_request = server.keep_request;
   }
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -1339,6 +1390,10 @@ static int ws_index(lua_State *L) {
   const char *key = lua_tostring(L, 2);
   if (!key) return 1;
   if (strcmp(key, "request") == 0) {
+    if (c->flags & CF_REQUEST_DROPPED)
+      return luaL_error(L, "ws.request is kept only until open returns; "
+                        "set keep_request = true on the route or copy "
+                        "what you need into ws.data");
     push_ws_request(L, c, 1);
   } else if (strcmp(key, "data") == 0) {
     if (lua_getiuservalue(L, 1, UV_DATA) == LUA_TNIL) {
@@ -1775,6 +1830,10 @@ static int l_connect(lua_State *L) {
   if (lua_getfield(L, 1, "options") != LUA_TNIL) {
     luaL_argcheck(L, lua_istable(L, -1), 1, "'options' must be a table");
     ms_options_read(L, -1, &opts, 1);
+    /* a client keeps the request it sent: nothing to choose */
+    if (lua_getfield(L, -1, "keep_request") != LUA_TNIL)
+      luaL_error(L, "option 'keep_request' belongs to server routes");
+    lua_pop(L, 1);
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "handshake_timeout") != LUA_TNIL) {

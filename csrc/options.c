@@ -6,7 +6,7 @@
 
 #include "server.h"
 
-enum { OPT_SIZE, OPT_SECONDS, OPT_LEVEL, OPT_DEFLATE };
+enum { OPT_SIZE, OPT_SECONDS, OPT_LEVEL, OPT_DEFLATE, OPT_BOOL };
 
 static const char *const level_names[] = {
   "off", "error", "warn", "info", "debug", NULL
@@ -31,6 +31,8 @@ static const struct option_spec {
   SECS(idle_timeout, 1, 0, 0, 86400),            /* 0: off */
   { "compression", OPT_DEFLATE, 1, offsetof(struct ms_options, deflate),
     0, 0, 0 },
+  { "keep_request", OPT_BOOL, 1, offsetof(struct ms_options, keep_request),
+    0, 0, 1 },
   SIZE(receive_buffer_size, 0, 64 << 10, 1024, 64 << 20),
   SIZE(max_header_size, 0, 8 << 10, 256, 1 << 20),
   SIZE(max_headers, 0, 64, 1, 1024),
@@ -50,7 +52,8 @@ void ms_options_defaults(struct ms_options *o) {
     const struct option_spec *sp = &option_specs[i];
     char *field = (char *)o + sp->offset;
     if (sp->type == OPT_SIZE) *(size_t *)field = (size_t)sp->def;
-    else if (sp->type == OPT_LEVEL) *(int *)field = (int)sp->def;
+    else if (sp->type == OPT_LEVEL || sp->type == OPT_BOOL)
+      *(int *)field = (int)sp->def;
     else if (sp->type == OPT_DEFLATE) {
       static const struct deflate_config off = DEFLATE_CONFIG_DEFAULT;
       *(struct deflate_config *)field = off;
@@ -135,6 +138,10 @@ void ms_options_read(lua_State *L, int idx, struct ms_options *o,
     char *field = (char *)o + sp->offset;
     if (sp->type == OPT_DEFLATE) {
       read_compression(L, (struct deflate_config *)field);
+    } else if (sp->type == OPT_BOOL) {
+      if (!lua_isboolean(L, -1))
+        luaL_error(L, "option '%s' must be a boolean", name);
+      *(int *)field = lua_toboolean(L, -1);
     } else if (sp->type == OPT_LEVEL) {
       const char *level = lua_tostring(L, -1);
       int i = 0;

@@ -28,6 +28,7 @@ struct ms_options {
   double keep_alive_timeout;   /* off: a ping unanswered this long closes */
   double idle_timeout;         /* off: nothing received this long closes */
   struct deflate_config deflate; /* compression: off (RFC 7692) */
+  int keep_request;            /* false: ws.request until open returns */
 
   size_t receive_buffer_size;  /* 64 KiB: the server's one read buffer */
   size_t max_header_size;      /* 8 KiB: request head, else 431 */
@@ -88,6 +89,8 @@ struct ms_server {
   struct deflate_buf zbuf;      /* compressed output before framing */
   const char *validated;        /* the text message a handler is being */
   size_t validated_len;         /* given: sending it back needs no check */
+  struct ms_conn *opening;      /* whose open handler runs, with the */
+  const struct http_request *opening_req; /* request it was opened by */
   unsigned nfree_chunks;
   size_t nconns;
   uint8_t *rbuf;                /* the one receive buffer */
@@ -120,6 +123,7 @@ enum {
   CF_NOTIFIED = 1 << 8,     /* close event delivered */
   CF_IN_FRAME = 1 << 9,     /* inside a frame's payload */
   CF_FIN = 1 << 10,         /* current frame is final */
+  CF_REQUEST_DROPPED = 1 << 11, /* after open: ws.request is gone */
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
   CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */

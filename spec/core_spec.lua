@@ -81,6 +81,19 @@ describe("listen", function()
     assert.has_error(function()
       core.listen { handler = print, options = { no_such_option = 1 } }
     end, "unknown option 'no_such_option'")
+    assert.has_error(function()
+      core.listen { handler = print, options = { keep_request = 1 } }
+    end, "option 'keep_request' must be a boolean")
+  end)
+
+  it("takes keep_request on routes only, not on clients", function()
+    assert.has_no_error(function()
+      core.route_options({ keep_request = true }, { keep_request = false })
+    end)
+    assert.has_error(function()
+      core.connect { host = "127.0.0.1", port = 9, target = "/",
+                     handler = {}, options = { keep_request = true } }
+    end, "option 'keep_request' belongs to server routes")
   end)
 
   it("reports a port it cannot bind", function()

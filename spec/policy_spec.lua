@@ -195,6 +195,19 @@ describe("policies", function()
     assert.matches('moonsocket: info close 127%.0%.0%.1 /ws%?x=1 '
       .. '%d+%.%d%d%ds 1000 "logged" peer\n', log)
   end)
+
+  it("logs the same close line for a route that keeps its request",
+     function()
+    local ws = assert(helper.ws_connect(server.port, "/kept?y=2"))
+    ws:send_text("bye")
+    ws:expect_close(4001)
+    helper.wait_until(function()
+      return server:log():find("close 127.0.0.1 /kept?y=2 ", 1, true) ~= nil
+    end, 3)
+    -- the peer's answer to our close frame: its code, no reason
+    assert.matches('moonsocket: info close 127%.0%.0%.1 /kept%?y=2 '
+      .. '%d+%.%d%d%ds 4001 "" local\n', server:log())
+  end)
 end)
 
 describe("server limits and shutdown", function()

@@ -40,6 +40,40 @@ describe("server", function()
     wait_event(server.port, "close 1000 done closing")
   end)
 
+  local DROPPED = "ws.request is kept only until open returns; set "
+    .. "keep_request = true on the route or copy what you need into ws.data"
+
+  it("drops ws.request when open returns", function()
+    local ws = assert(helper.ws_connect(server.port, "/ws?room=8"))
+    ws:send_text("request")
+    local kind, text = ws:recv_message()
+    assert.are.equal(TEXT, kind)
+    assert.matches("^spec/apps/probe.lua:%d+: ", text)
+    assert.are.equal(DROPPED, text:gsub("^[^:]+:%d+: ", ""))
+    wait_event(server.port, "open /ws room=8 open")
+    ws:abort()
+  end)
+
+  it("drops a coroutine's ws.request when it first waits", function()
+    local ws = assert(helper.ws_connect(server.port, "/co-request?x=1"))
+    assert.are.same({ TEXT, "/co-request?x=1" }, { ws:recv_message() })
+    ws:send_text("next")
+    local _, text = ws:recv_message()
+    assert.are.equal(DROPPED, text:gsub("^[^:]+:%d+: ", ""))
+    ws:abort()
+  end)
+
+  it("keeps ws.request on a route with keep_request", function()
+    local ws = assert(helper.ws_connect(server.port, "/kept?k=2",
+      { ["X-Probe"] = "kept" }))
+    ws:send_text("a")
+    ws:send_text("b")
+    assert.are.same({ TEXT, "/kept?k=2 kept" }, { ws:recv_message() })
+    assert.are.same({ TEXT, "/kept?k=2 kept" }, { ws:recv_message() })
+    ws:close(1000)
+    ws:expect_close(1000)
+  end)
+
   it("closes with 1011 on a handler error and keeps serving", function()
     local ws = assert(helper.ws_connect(server.port, "/ws"))
     ws:send_text("boom")

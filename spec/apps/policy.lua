@@ -43,6 +43,7 @@ app:use(function(req, next)
 end)
 
 app:ws("/ws", handler("ws"))
+app:ws("/kept", handler("kept"), { keep_request = true })
 app:ws("/origins", handler("origins"), {
   allowed_origins = { "https://Example.com:443", "http://localhost:5000" },
 })

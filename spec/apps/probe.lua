@@ -43,6 +43,9 @@ end
 app:ws("/ws", {
   open = function(ws)
     ws.data.count = 0
+    -- ws.request is gone after open: keep what later messages need
+    ws.data.probe = ws.request.headers["x-probe"]
+    ws.data.addr = ws.request.remote_addr
     record("open " .. ws.request.path .. " " .. (ws.request.query or "")
            .. " " .. ws.state)
   end,
@@ -59,8 +62,10 @@ app:ws("/ws", {
     elseif command == "close" then
       ws:close(4000, "bye")
     elseif command == "info" then
-      ws:send(("%s %s %s %d"):format(ws.request.headers["x-probe"],
-        ws.request.remote_addr, ws.state, ws.data.count))
+      ws:send(("%s %s %s %d"):format(ws.data.probe, ws.data.addr, ws.state,
+        ws.data.count))
+    elseif command == "request" then
+      ws:send(select(2, pcall(function() return ws.request end)))
     elseif command == "flood" then
       flood(ws, tonumber(a), tonumber(b))
     elseif command == "ping" then
@@ -95,6 +100,21 @@ app:ws("/co", function(ws)
   ws:send("flood done")
   local _, err, code = ws:receive()
   record(("co receive %s %s"):format(err, code))
+end)
+
+-- ws.request kept for the connection's life
+app:ws("/kept", {
+  message = function(ws)
+    ws:send(("%s %s"):format(ws.request.target, ws.request.headers["x-probe"]))
+  end,
+}, { keep_request = true })
+
+-- a coroutine has ws.request until it first waits
+app:ws("/co-request", function(ws)
+  ws:send(ws.request.target)
+  ws:receive()
+  ws:send(select(2, pcall(function() return ws.request end)))
+  ws:receive()
 end)
 
 -- a handler whose missing fields raise, as "strict" classes do

@@ -422,9 +422,10 @@ static const char *check_response(struct ms_client *cl, int status,
   }
   const struct http_header *p = one_header(r, "sec-websocket-protocol",
                                            &n);
-  if (n > 1 || ms_lua_client_protocol(c, p ? p->value : NULL,
-                                      p ? p->value_len : 0) < 0)
-    return "handshake: a subprotocol we did not offer";
+  int rc = n > 1 ? -1 : ms_lua_client_protocol(c, p ? p->value : NULL,
+                                               p ? p->value_len : 0);
+  if (rc == -2) return "out of memory";
+  if (rc < 0) return "handshake: a subprotocol we did not offer";
   return NULL;
 }
 

@@ -46,8 +46,10 @@ struct ms_file {
  * when asked for: while open runs, from the parsed request; after, from
  * the raw head kept by keep_request (a client keeps the head it sent).
  * An idle socket then holds no table of headers, and by default not
- * even the head. */
-enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, UV_PROTOCOL, NUV = UV_PROTOCOL };
+ * even the head.  The subprotocol is c->protocol, in C: a slot would
+ * cost every socket, the few that have one pay for it.  A client has
+ * one more slot, UV_OFFERED: the protocols it offered, until the 101. */
+enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA, UV_OFFERED };
 
 /* ------------------------------------------------------------------ */
 /* Calling Lua                                                         */
@@ -369,10 +371,10 @@ static void push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
   }
   if (!req) return;
   push_request(L, c, req);
-  if (lua_getiuservalue(L, idx, UV_PROTOCOL) == LUA_TSTRING)
+  if (c->protocol) {
+    lua_pushstring(L, c->protocol);
     lua_setfield(L, -2, "protocol");
-  else
-    lua_pop(L, 1);
+  }
   lua_remove(L, -2);                   /* the raw head, or nil */
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, UV_REQUEST);
@@ -491,18 +493,21 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
       ms_conn_respond_error(c, 500, "the application failed", 0);
       break;
     }
+    char *chosen = protocol ? strdup(protocol) : NULL;
+    if (protocol && !chosen) {
+      ms_conn_respond_error(c, 500, "out of memory", 0);
+      break;
+    }
     if (route) use_route(c, route);
     int status = ms_conn_upgrade(c, req, protocol, &why);
     if (status) {
+      free(chosen);
       c->opts = &s->opts;
       ms_conn_respond_error(c, status, why, 0);
       break;
     }
+    c->protocol = chosen;
     push_conn(L, c);
-    if (protocol) {
-      lua_pushvalue(L, r + 3);
-      lua_setiuservalue(L, -2, UV_PROTOCOL);
-    }
     if (lua_istable(L, r + 2)) {
       lua_pushvalue(L, r + 2);
       lua_setiuservalue(L, -2, UV_DATA);
@@ -669,8 +674,7 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
 int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len) {
   lua_State *L = c->server->module->L;
   push_conn(L, c);
-  /* until the 101, UV_PROTOCOL holds the list we offered */
-  lua_getiuservalue(L, -1, UV_PROTOCOL);
+  lua_getiuservalue(L, -1, UV_OFFERED);
   size_t olen;
   const char *offered = lua_tolstring(L, -1, &olen);
   int rc = 0;
@@ -683,12 +687,10 @@ int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len) {
       rc = strlen(name) == len && valid_token(name) &&
            http_has_token(offered, olen, name) ? 0 : -1;
     }
-    if (rc == 0) lua_pushlstring(L, p, len);
-    else lua_pushnil(L);
-  } else {
-    lua_pushnil(L);
+    if (rc == 0 && !(c->protocol = strdup(name))) rc = -2;
   }
-  lua_setiuservalue(L, -3, UV_PROTOCOL);
+  lua_pushnil(L);                      /* the offer is answered */
+  lua_setiuservalue(L, -3, UV_OFFERED);
   lua_pop(L, 2);
   return rc;
 }
@@ -1402,7 +1404,8 @@ static int ws_index(lua_State *L) {
       lua_setiuservalue(L, 1, UV_DATA);
     }
   } else if (strcmp(key, "protocol") == 0) {
-    lua_getiuservalue(L, 1, UV_PROTOCOL);
+    if (c->protocol) lua_pushstring(L, c->protocol);
+    else lua_pushnil(L);
   } else if (strcmp(key, "compressed") == 0) {
     lua_pushboolean(L, c->deflate != NULL);
   } else if (strcmp(key, "state") == 0) {
@@ -1420,6 +1423,8 @@ static int ws_index(lua_State *L) {
 
 static int ws_gc(lua_State *L) {
   struct ms_conn *c = check_ws(L);
+  free(c->protocol);
+  c->protocol = NULL;
   if (c->state != CS_CLOSED && c->server) {   /* only at lua_close */
     ev_io_stop(c->server->module->loop, &c->io);
     if (c->ssl) SSL_free(c->ssl);
@@ -1865,7 +1870,8 @@ static int l_connect(lua_State *L) {
   struct ms_server *ctx = ms_client_context(m);
   if (!ctx) return luaL_error(L, "out of memory");
 
-  struct ms_client *cl = lua_newuserdatauv(L, sizeof *cl, NUV);  /* 6 */
+  struct ms_client *cl = lua_newuserdatauv(L, sizeof *cl,
+                                           UV_OFFERED);         /* 6 */
   memset(cl, 0, sizeof *cl);
   struct ms_conn *c = &cl->conn;
   c->io.fd = -1;
@@ -1912,7 +1918,7 @@ static int l_connect(lua_State *L) {
   luaL_pushresult(&b);
   lua_setiuservalue(L, 6, UV_REQUEST);
   lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 6, UV_PROTOCOL);      /* offered, until the 101 */
+  lua_setiuservalue(L, 6, UV_OFFERED);
   if (lua_isfunction(L, 2)) {
     lua_State *co = lua_newthread(L);
     lua_setiuservalue(L, 6, UV_HANDLER);

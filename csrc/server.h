@@ -167,6 +167,7 @@ struct ms_conn {
   SSL *ssl;                         /* TLS state, or NULL */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
   struct ms_sub *subs;              /* topics subscribed to */
+  char *protocol;                   /* the subprotocol, or NULL */
 };
 
 /* permessage-deflate of one connection, when negotiated */
@@ -253,7 +254,7 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
                   size_t len);
 void ms_lua_release(struct ms_conn *c);
 /* The subprotocol of a 101: 0 when it was offered (then kept as
- * ws.protocol), -1 when not. */
+ * ws.protocol), -1 when not, -2 when memory ran out. */
 int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len);
 void ms_lua_unref(struct ms_server *s, int ref);
 void ms_module_check_done(struct ms_module *m);

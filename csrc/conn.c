@@ -326,6 +326,50 @@ static int read_events(struct ms_conn *c) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Input left incomplete between reads                                 */
+/* ------------------------------------------------------------------ */
+
+/* What a connection keeps of its input between reads, only while a
+ * request head, a frame header, a frame or a message is incomplete: an
+ * idle socket holds none.  feed() works on a copy on its stack (c->rx
+ * points there, CF_RX_LOCAL), so a read of whole messages allocates
+ * nothing for it. */
+struct ms_rx {
+  uint8_t *in;                      /* bytes not yet processed */
+  size_t in_len;
+  uint8_t *msg;                     /* message being reassembled */
+  size_t msg_len, msg_cap;
+  uint64_t frame_left;              /* payload bytes still to come */
+  uint32_t utf8;                    /* validator state, text messages */
+  uint8_t frame_op, msg_op;
+  uint8_t mask[4], mask_off;
+  uint8_t hdr_len;                  /* bytes of a split frame header */
+  uint8_t hdr[14];
+  uint8_t ctl_len;
+  uint8_t *ctl;                     /* control payload split over reads */
+};
+
+static void rx_free_buffers(struct ms_rx *rx) {
+  free(rx->in);
+  free(rx->msg);
+  free(rx->ctl);
+}
+
+/* Drop c's input state.  feed's copy is only emptied: feed still
+ * refers to it, and frees nothing twice. */
+static void rx_free(struct ms_conn *c) {
+  struct ms_rx *rx = c->rx;
+  if (!rx) return;
+  rx_free_buffers(rx);
+  if (c->flags & CF_RX_LOCAL) {
+    memset(rx, 0, sizeof *rx);
+  } else {
+    free(rx);
+    c->rx = NULL;
+  }
+}
+
+/* ------------------------------------------------------------------ */
 /* Closing                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -361,11 +405,7 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
     free(c->deflate);
     c->deflate = NULL;
   }
-  free(c->in);
-  free(c->msg);
-  free(c->ctl);
-  c->in = c->msg = c->ctl = NULL;
-  c->in_len = c->msg_len = c->msg_cap = 0;
+  rx_free(c);
 }
 
 /* Close the socket at once.  A WebSocket that was not closed cleanly
@@ -414,10 +454,7 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
 static void start_draining(struct ms_conn *c) {
   c->state = CS_DRAINING;
   c->deadline = now_of(c) + c->opts->close_timeout;
-  free(c->msg);
-  free(c->ctl);
-  c->msg = c->ctl = NULL;
-  c->msg_len = c->msg_cap = 0;
+  rx_free(c);          /* what comes now is discarded */
   mark_pending(c);     /* flush, then shut down writing */
 }
 
@@ -1047,8 +1084,9 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
 }
 
 static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
-  unsigned op = c->msg_op;
-  c->msg_op = 0;
+  struct ms_rx *rx = c->rx;           /* feed's: stays while Lua runs */
+  unsigned op = rx->msg_op;
+  rx->msg_op = 0;
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
    * the handler (section 7.1.2 lets us read on; a coroutine's when it
@@ -1058,38 +1096,40 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
       (c->state == CS_CLOSING && (!(c->flags & CF_COROUTINE) ||
                                   (c->flags & CF_CO_RECV))))
     more = ms_lua_message(c, p, len, op);
-  c->msg_len = 0;
-  if (c->msg_cap > 4096) {       /* keep no large buffer while idle */
-    free(c->msg);
-    c->msg = NULL;
-    c->msg_cap = 0;
+  rx->msg_len = 0;
+  if (rx->msg_cap > 4096) {      /* keep no large buffer meanwhile */
+    free(rx->msg);
+    rx->msg = NULL;
+    rx->msg_cap = 0;
   }
   return more;
 }
 
 static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
                       uint64_t rest) {
-  size_t need = c->msg_len + len + (size_t)rest;
-  if (need > c->msg_cap) {
-    size_t cap = c->msg_cap * 2 > need ? c->msg_cap * 2 : need;
+  struct ms_rx *rx = c->rx;
+  size_t need = rx->msg_len + len + (size_t)rest;
+  if (need > rx->msg_cap) {
+    size_t cap = rx->msg_cap * 2 > need ? rx->msg_cap * 2 : need;
     if (cap > c->opts->max_message_size && need <= c->opts->max_message_size)
       cap = c->opts->max_message_size;
-    uint8_t *m = realloc(c->msg, cap);
+    uint8_t *m = realloc(rx->msg, cap);
     if (!m) return -1;
-    c->msg = m;
-    c->msg_cap = cap;
+    rx->msg = m;
+    rx->msg_cap = cap;
   }
-  if (len) memcpy(c->msg + c->msg_len, p, len);
-  c->msg_len += len;
+  if (len) memcpy(rx->msg + rx->msg_len, p, len);
+  rx->msg_len += len;
   return 0;
 }
 
 /* Start a frame whose header is h. Returns 0, or -1 after failing. */
 static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
+  struct ms_rx *rx = c->rx;
   unsigned rsv = c->deflate ? DEFLATE_RSV : 0;
   int code = c->flags & CF_CLIENT
-             ? frame_check_from_server(h, rsv, c->msg_op != 0)
-             : frame_check(h, rsv, c->msg_op != 0);
+             ? frame_check_from_server(h, rsv, rx->msg_op != 0)
+             : frame_check(h, rsv, rx->msg_op != 0);
   if (code) {
     fail(c, code, (c->flags & CF_CLIENT) == 0 && !h->masked
                   ? "client frame not masked"
@@ -1099,8 +1139,8 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
   }
   if (h->opcode < 8) {
     if (h->opcode != WS_OP_CONT) {
-      c->msg_op = h->opcode;
-      c->utf8 = UTF8_ACCEPT;
+      rx->msg_op = h->opcode;
+      rx->utf8 = UTF8_ACCEPT;
       /* RSV1 on a message's first frame: compressed (RFC 7692 6.1) */
       if (h->rsv & DEFLATE_RSV) c->flags |= CF_COMPRESSED;
       else c->flags &= ~(uint32_t)CF_COMPRESSED;
@@ -1108,16 +1148,16 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
     /* a compressed message is limited by its inflated size instead, as
      * it streams through zlib without being kept */
     if (!(c->flags & CF_COMPRESSED) &&
-        c->msg_len + h->length > c->opts->max_message_size) {
+        rx->msg_len + h->length > c->opts->max_message_size) {
       fail(c, 1009, "message too big");
       return -1;
     }
   }
-  c->frame_op = h->opcode;
-  c->frame_left = h->length;
-  memcpy(c->mask, h->mask, 4);
-  c->mask_off = 0;
-  c->ctl_len = 0;
+  rx->frame_op = h->opcode;
+  rx->frame_left = h->length;
+  memcpy(rx->mask, h->mask, 4);
+  rx->mask_off = 0;
+  rx->ctl_len = 0;
   c->flags = (c->flags & ~(uint32_t)CF_FIN) | (h->fin ? CF_FIN : 0) |
              CF_IN_FRAME;
   return 0;
@@ -1127,6 +1167,7 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
  * inflated text as it comes, deliver it at the end. */
 static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
                            int fin) {
+  struct ms_rx *rx = c->rx;
   struct ms_deflate *d = c->deflate;
   size_t before = d->message.len;
   int rc = deflate_inflate_chunk(&d->state, &d->params, p, avail, fin,
@@ -1137,10 +1178,10 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
          ? "invalid compressed data" : "cannot inflate");
     return -1;
   }
-  if (c->msg_op == WS_OP_TEXT) {
-    c->utf8 = utf8_validate(c->utf8, d->message.data + before,
-                            d->message.len - before);
-    if (c->utf8 == UTF8_REJECT || (fin && c->utf8 != UTF8_ACCEPT)) {
+  if (rx->msg_op == WS_OP_TEXT) {
+    rx->utf8 = utf8_validate(rx->utf8, d->message.data + before,
+                             d->message.len - before);
+    if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
       fail(c, 1007, "invalid UTF-8 in a text message");
       return -1;
     }
@@ -1156,27 +1197,28 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
 
 /* Consume payload bytes of the current frame. Returns -1 to stop. */
 static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
-  frame_unmask(p, avail, c->mask, c->mask_off);
-  c->mask_off = (uint8_t)((c->mask_off + avail) & 3);
-  c->frame_left -= avail;
-  int done = c->frame_left == 0;
+  struct ms_rx *rx = c->rx;
+  frame_unmask(p, avail, rx->mask, rx->mask_off);
+  rx->mask_off = (uint8_t)((rx->mask_off + avail) & 3);
+  rx->frame_left -= avail;
+  int done = rx->frame_left == 0;
   if (done) c->flags &= ~CF_IN_FRAME;
 
-  if (c->frame_op >= 8) {             /* control frame */
-    if (done && !c->ctl) {
-      handle_control(c, c->frame_op, p, avail);
+  if (rx->frame_op >= 8) {            /* control frame */
+    if (done && !rx->ctl) {
+      handle_control(c, rx->frame_op, p, avail);
       return 0;
     }
-    if (!c->ctl && !(c->ctl = malloc(WS_CONTROL_MAX))) {
+    if (!rx->ctl && !(rx->ctl = malloc(WS_CONTROL_MAX))) {
       ms_conn_abort(c, 1006);
       return -1;
     }
-    memcpy(c->ctl + c->ctl_len, p, avail);
-    c->ctl_len = (uint8_t)(c->ctl_len + avail);
+    memcpy(rx->ctl + rx->ctl_len, p, avail);
+    rx->ctl_len = (uint8_t)(rx->ctl_len + avail);
     if (done) {
-      uint8_t *ctl = c->ctl;
-      c->ctl = NULL;
-      handle_control(c, c->frame_op, ctl, c->ctl_len);
+      uint8_t *ctl = rx->ctl;
+      rx->ctl = NULL;
+      handle_control(c, rx->frame_op, ctl, rx->ctl_len);
       free(ctl);
     }
     return 0;
@@ -1184,51 +1226,52 @@ static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
 
   int fin = done && (c->flags & CF_FIN);
   if (c->flags & CF_COMPRESSED) return inflate_payload(c, p, avail, fin);
-  if (c->msg_op == WS_OP_TEXT) {
-    c->utf8 = utf8_validate(c->utf8, p, avail);     /* fail fast */
-    if (c->utf8 == UTF8_REJECT || (fin && c->utf8 != UTF8_ACCEPT)) {
+  if (rx->msg_op == WS_OP_TEXT) {
+    rx->utf8 = utf8_validate(rx->utf8, p, avail);   /* fail fast */
+    if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
       fail(c, 1007, "invalid UTF-8 in a text message");
       return -1;
     }
   }
-  if (fin && c->msg_len == 0)         /* whole message in place */
+  if (fin && rx->msg_len == 0)        /* whole message in place */
     return deliver(c, p, avail) ? 0 : -1;
-  if (msg_append(c, p, avail, c->frame_left) < 0) {
+  if (msg_append(c, p, avail, rx->frame_left) < 0) {
     ms_conn_abort(c, 1006);
     return -1;
   }
-  if (fin) return deliver(c, c->msg, c->msg_len) ? 0 : -1;
+  if (fin) return deliver(c, rx->msg, rx->msg_len) ? 0 : -1;
   return 0;
 }
 
 /* Consume frames from p[0..n).  Returns the bytes used; fewer than n
  * when the connection stops reading or leaves the WebSocket states. */
 static size_t process_frames(struct ms_conn *c, uint8_t *p, size_t n) {
+  struct ms_rx *rx = c->rx;
   size_t i = 0;
   while (i < n && (c->state == CS_OPEN || c->state == CS_CLOSING) &&
          !(c->flags & CF_PAUSED)) {
     if (!(c->flags & CF_IN_FRAME)) {
       struct frame_header h;
       int hl;
-      if (c->hdr_len) {                 /* a header split over reads */
+      if (rx->hdr_len) {                /* a header split over reads */
         size_t take = n - i;
-        size_t room = (size_t)(WS_FRAME_HEADER_MAX - c->hdr_len);
+        size_t room = (size_t)(WS_FRAME_HEADER_MAX - rx->hdr_len);
         if (take > room) take = room;
-        memcpy(c->hdr + c->hdr_len, p + i, take);
-        hl = frame_parse_header(c->hdr, c->hdr_len + take, &h);
+        memcpy(rx->hdr + rx->hdr_len, p + i, take);
+        hl = frame_parse_header(rx->hdr, rx->hdr_len + take, &h);
         if (hl == 0) {
-          c->hdr_len = (uint8_t)(c->hdr_len + take);
+          rx->hdr_len = (uint8_t)(rx->hdr_len + take);
           return n;
         }
         if (hl > 0) {
-          i += (size_t)hl - c->hdr_len;
-          c->hdr_len = 0;
+          i += (size_t)hl - rx->hdr_len;
+          rx->hdr_len = 0;
         }
       } else {
         hl = frame_parse_header(p + i, n - i, &h);
         if (hl == 0) {
-          memcpy(c->hdr, p + i, n - i);
-          c->hdr_len = (uint8_t)(n - i);
+          memcpy(rx->hdr, p + i, n - i);
+          rx->hdr_len = (uint8_t)(n - i);
           return n;
         }
         if (hl > 0) i += (size_t)hl;
@@ -1240,7 +1283,7 @@ static size_t process_frames(struct ms_conn *c, uint8_t *p, size_t n) {
       if (begin_frame(c, &h) < 0) return n;
     }
     size_t avail = n - i;
-    if (avail > c->frame_left) avail = (size_t)c->frame_left;
+    if (avail > rx->frame_left) avail = (size_t)rx->frame_left;
     int rc = frame_payload(c, p + i, avail);
     i += avail;
     if (rc < 0) break;
@@ -1278,25 +1321,51 @@ static size_t process(struct ms_conn *c, uint8_t *p, size_t n,
   }
 }
 
+/* After feed: the input state moves to the heap while something is
+ * incomplete; else what is left of it is freed. */
+static void rx_settle(struct ms_conn *c, struct ms_rx *rx) {
+  c->flags &= ~CF_RX_LOCAL;
+  c->rx = NULL;
+  if (c->state != CS_CLOSED && c->state != CS_DRAINING &&
+      (rx->in || rx->hdr_len || rx->msg_op || (c->flags & CF_IN_FRAME))) {
+    if ((c->rx = malloc(sizeof *rx))) {
+      *c->rx = *rx;
+      return;
+    }
+    rx_free_buffers(rx);
+    ms_conn_abort(c, 1006);
+    return;
+  }
+  rx_free_buffers(rx);
+}
+
 /* Feed bytes: after those kept from before, if any; keep what is not
  * used (an incomplete request head, or frames a busy coroutine has not
  * asked for). */
 static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
+  struct ms_rx rx = { 0 };
+  if (c->rx) {                  /* left by the last read */
+    rx = *c->rx;
+    free(c->rx);
+  }
+  c->rx = &rx;
+  c->flags |= CF_RX_LOCAL;
   uint8_t *owned = NULL;
   size_t scanned = 0;
-  if (c->in) {
-    owned = realloc(c->in, c->in_len + n);
+  if (rx.in) {
+    owned = realloc(rx.in, rx.in_len + n);
     if (!owned) {
       ms_conn_abort(c, 1006);
+      rx_settle(c, &rx);
       return;
     }
-    if (n) memcpy(owned + c->in_len, p, n);
+    if (n) memcpy(owned + rx.in_len, p, n);
     /* the search for a head's end resumes where it stopped */
-    scanned = c->flags & CF_HEAD_SCANNED ? c->in_len : 0;
+    scanned = c->flags & CF_HEAD_SCANNED ? rx.in_len : 0;
     p = owned;
-    n += c->in_len;
-    c->in = NULL;
-    c->in_len = 0;
+    n += rx.in_len;
+    rx.in = NULL;
+    rx.in_len = 0;
   }
   size_t used = process(c, p, n, scanned);
   c->flags &= ~CF_HEAD_SCANNED;
@@ -1306,17 +1375,16 @@ static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
     size_t rest = n - used;
     if (owned) {
       memmove(owned, owned + used, rest);
-      c->in = owned;
+      rx.in = owned;
       owned = NULL;
-    } else if (!(c->in = malloc(rest))) {
-      ms_conn_abort(c, 1006);
-      return;
-    } else {
-      memcpy(c->in, p + used, rest);
+    } else if ((rx.in = malloc(rest))) {
+      memcpy(rx.in, p + used, rest);
     }
-    c->in_len = rest;
+    if (rx.in) rx.in_len = rest;
+    else ms_conn_abort(c, 1006);
   }
   free(owned);
+  rx_settle(c, &rx);
 }
 
 static void on_eof(struct ms_conn *c) {
@@ -1484,7 +1552,7 @@ void ms_conn_resume_reading(struct ms_conn *c) {
   if (!(c->flags & CF_PAUSED) || c->state == CS_CLOSED) return;
   c->flags &= ~CF_PAUSED;
   set_events(c, EV_READ | (c->io.events & EV_WRITE));
-  if (c->in) mark_pending(c);     /* kept bytes are processed first */
+  if (c->rx && c->rx->in) mark_pending(c);  /* kept bytes go first */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1506,7 +1574,8 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
       s->released = c;
       continue;
     }
-    if (c->in && !(c->flags & CF_PAUSED) && c->state != CS_DRAINING)
+    if (c->rx && c->rx->in && !(c->flags & CF_PAUSED) &&
+        c->state != CS_DRAINING)
       feed(c, NULL, 0);
     if (c->ssl && c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
         SSL_pending(c->ssl) > 0)

@@ -72,6 +72,7 @@ enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
               WHY_LOST, WHY_SHUTDOWN };
 
 struct ms_chunk;
+struct ms_rx;
 
 struct ms_server {
   ev_io listener;
@@ -131,6 +132,7 @@ enum {
   CF_TLS_WRITE_WANTS_READ = 1 << 16,  /* TLS: a write waits for EV_READ */
   CF_COMPRESSED = 1 << 17,  /* the message being read is compressed */
   CF_CLIENT = 1 << 18,      /* our client: frames out masked, in not */
+  CF_RX_LOCAL = 1 << 19,    /* rx is feed's copy, on its stack */
 };
 
 struct ms_conn {
@@ -140,11 +142,7 @@ struct ms_conn {
   struct ms_conn *next_pending;     /* in server->pending / released */
   struct ms_chunk *out_head, *out_tail;
   size_t out_bytes;                 /* queued, not yet written */
-  uint8_t *in;                      /* bytes not yet processed */
-  size_t in_len;
-  uint8_t *msg;                     /* message being reassembled */
-  size_t msg_len, msg_cap;
-  uint64_t frame_left;              /* payload bytes still to come */
+  struct ms_rx *rx;                 /* input left incomplete, or NULL */
   lua_State *co;                    /* coroutine handler's thread */
   const struct ms_options *opts;    /* the server's, or its route's */
   double deadline;                  /* timeout of the current state */
@@ -153,17 +151,10 @@ struct ms_conn {
   double ping_sent;                 /* keep-alive ping awaiting an answer */
   int ref;                          /* anchors the userdata while open */
   unsigned unsent;                  /* messages lost, as reported */
-  uint32_t utf8;                    /* validator state, text messages */
   uint32_t flags;
   uint16_t close_code;              /* sent, or to report */
   uint8_t state;
   uint8_t why;                      /* enum ms_why */
-  uint8_t frame_op, msg_op;
-  uint8_t mask[4], mask_off;
-  uint8_t hdr_len;                  /* bytes of a split frame header */
-  uint8_t hdr[14];                  /* or of a split control payload */
-  uint8_t ctl_len;
-  uint8_t *ctl;                     /* control payload split over reads */
   SSL *ssl;                         /* TLS state, or NULL */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
   struct ms_sub *subs;              /* topics subscribed to */

@@ -203,12 +203,14 @@ static void resume(struct ms_conn *c, int nargs) {
 
 static void push_request(lua_State *L, struct ms_conn *c,
                          const struct http_request *req) {
-  lua_createtable(L, 0, 10);
+  const char *q = memchr(req->target, '?', req->target_len);
+  /* sized to its fields, no more: each handshake's garbage piles up
+   * until the collector runs, and an idle socket's RSS with it */
+  lua_createtable(L, 0, q ? 9 : 8);
   lua_pushlstring(L, req->method, req->method_len);
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->target, req->target_len);
   lua_setfield(L, -2, "target");
-  const char *q = memchr(req->target, '?', req->target_len);
   size_t plen = q ? (size_t)(q - req->target) : req->target_len;
   lua_pushlstring(L, req->target, plen);
   lua_setfield(L, -2, "path");

@@ -125,9 +125,19 @@ static size_t chunk_room(const struct ms_chunk *ch) {
   return ch && ch->data == ch->buf ? ch->cap - ch->len : 0;
 }
 
+/* The queue is a ring, so that a connection needs one pointer for it:
+ * the last chunk, whose next is the first; NULL when empty. */
+static struct ms_chunk *out_first(const struct ms_conn *c) {
+  return c->out_tail ? c->out_tail->next : NULL;
+}
+
 static void queue_link(struct ms_conn *c, struct ms_chunk *ch) {
-  if (c->out_tail) c->out_tail->next = ch;
-  else c->out_head = ch;
+  if (c->out_tail) {
+    ch->next = c->out_tail->next;
+    c->out_tail->next = ch;
+  } else {
+    ch->next = ch;
+  }
   c->out_tail = ch;
 }
 
@@ -219,12 +229,13 @@ static int out_control(struct ms_conn *c, unsigned opcode,
 }
 
 static void out_clear(struct ms_conn *c, lua_State *L) {
-  struct ms_chunk *ch = c->out_head, *next;
+  struct ms_chunk *ch = out_first(c), *next;
+  if (ch) c->out_tail->next = NULL;       /* open the ring */
   for (; ch; ch = next) {
     next = ch->next;
     chunk_free(c->server, ch, L);
   }
-  c->out_head = c->out_tail = NULL;
+  c->out_tail = NULL;
   c->out_bytes = 0;
 }
 
@@ -268,10 +279,12 @@ static struct head_walk walk_head(const struct ms_chunk *h) {
 
 /* Data messages queued and not wholly written. */
 static unsigned out_unsent(const struct ms_conn *c) {
+  const struct ms_chunk *h = out_first(c), *ch = h;
   unsigned n = 0;
-  for (const struct ms_chunk *ch = c->out_head; ch; ch = ch->next)
-    n += ch->msgs;
-  if (n && c->out_head->sent) n -= walk_head(c->out_head).written;
+  if (!h) return 0;
+  do n += ch->msgs;
+  while ((ch = ch->next) != h);
+  if (n && h->sent) n -= walk_head(h).written;
   return n;
 }
 
@@ -279,9 +292,10 @@ static unsigned out_unsent(const struct ms_conn *c) {
  * follow whole frames): what was not begun is dropped.  Returns the
  * data messages dropped. */
 static unsigned out_drop(struct ms_conn *c) {
-  struct ms_chunk *h = c->out_head, *keep = h;
+  struct ms_chunk *h = out_first(c), *keep = h;
   if (!h) return 0;
   unsigned total = 0, kept;
+  c->out_tail->next = NULL;               /* open the ring */
   for (const struct ms_chunk *ch = h; ch; ch = ch->next) total += ch->msgs;
   struct head_walk w = walk_head(h);
   size_t cut = w.cut;
@@ -302,7 +316,7 @@ static unsigned out_drop(struct ms_conn *c) {
     keep->msgs = keep == h ? kept : 1;
   }
   struct ms_chunk *ch = keep->next;
-  keep->next = NULL;
+  keep->next = h;                         /* close it again */
   c->out_tail = keep;
   while (ch) {
     struct ms_chunk *next = ch->next;
@@ -491,7 +505,7 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
 void ms_conn_end_http(struct ms_conn *c) {
   if (c->state != CS_HTTP) return;
   c->flags &= ~CF_KEEP_ALIVE;
-  if (c->out_head) start_draining(c);
+  if (c->out_tail) start_draining(c);
   else if (!(c->flags & CF_IN_REQUEST)) ms_conn_abort(c, 0);
 }
 
@@ -519,16 +533,16 @@ static void fail(struct ms_conn *c, int code, const char *why) {
 /* Drop the written bytes from the queue's head. */
 static void out_consume(struct ms_conn *c, size_t w, lua_State *L) {
   c->out_bytes -= w;
-  while (c->out_head) {
-    struct ms_chunk *ch = c->out_head;
+  while (c->out_tail) {
+    struct ms_chunk *ch = c->out_tail->next;
     size_t left = ch->len - ch->sent;
     if (w < left) {
       ch->sent += w;
       break;
     }
     w -= left;
-    c->out_head = ch->next;
-    if (!c->out_head) c->out_tail = NULL;
+    if (ch == c->out_tail) c->out_tail = NULL;
+    else c->out_tail->next = ch->next;
     chunk_free(c->server, ch, L);
   }
 }
@@ -539,7 +553,7 @@ static void out_consume(struct ms_conn *c, size_t w, lua_State *L) {
 /* write_some over TLS: one record write from the head chunk.  A retry
  * after WANT_WRITE repeats the same length, as OpenSSL requires. */
 static ssize_t write_tls(struct ms_conn *c) {
-  struct ms_chunk *head = c->out_head;
+  struct ms_chunk *head = out_first(c);
   size_t want = head->len - head->sent;
   const void *data = head->data + head->sent;
   uint8_t file[16384];
@@ -568,7 +582,7 @@ static ssize_t write_tls(struct ms_conn *c) {
 }
 
 static ssize_t write_some(struct ms_conn *c, size_t budget) {
-  struct ms_chunk *head = c->out_head;
+  struct ms_chunk *head = out_first(c);
   ssize_t w;
   size_t want;
   if (c->ssl) return write_tls(c);
@@ -587,7 +601,7 @@ static ssize_t write_some(struct ms_conn *c, size_t budget) {
     int n = 0;
     want = 0;
     for (struct ms_chunk *ch = head; ch && ch->fd < 0 && n < IOV_BATCH &&
-         want < budget; ch = ch->next, n++) {
+         want < budget; ch = ch == c->out_tail ? NULL : ch->next, n++) {
       iov[n].iov_base = (char *)ch->data + ch->sent;
       iov[n].iov_len = ch->len - ch->sent;
       want += iov[n].iov_len;
@@ -608,10 +622,10 @@ static void flush_with(struct ms_conn *c) {
   lua_State *L = c->server->module->L;   /* unrefs written strings */
   if (c->state == CS_CLOSED) return;
   size_t budget = FLUSH_BUDGET;      /* fairness between connections */
-  while (c->out_head && budget) {
+  while (c->out_tail && budget) {
     ssize_t w = write_some(c, budget);
     if (w < 0) return;
-    if (w == 0 && c->out_head->len > c->out_head->sent)
+    if (w == 0 && out_first(c)->len > out_first(c)->sent)
       break;                          /* the kernel is full */
     out_consume(c, (size_t)w, L);     /* (empty chunks pop too) */
     budget = (size_t)w < budget ? budget - (size_t)w : 0;
@@ -623,7 +637,7 @@ static void flush_with(struct ms_conn *c) {
                            : c->opts->close_timeout);
     }
   }
-  if (c->out_head) {
+  if (c->out_tail) {
     c->flags |= CF_WRITE_WAIT;
     set_events(c, read_events(c) | EV_WRITE);
     return;
@@ -1388,7 +1402,7 @@ static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
 }
 
 static void on_eof(struct ms_conn *c) {
-  if (c->state == CS_HTTP && c->out_head) {
+  if (c->state == CS_HTTP && c->out_tail) {
     start_draining(c);          /* answer what was asked, then close */
     return;
   }
@@ -1449,7 +1463,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   if (revents & EV_WRITE) {
     if (c->flags & CF_TLS_READ_WANTS_WRITE) {
       c->flags &= ~(uint32_t)CF_TLS_READ_WANTS_WRITE;
-      if (!c->out_head && !(c->flags & CF_WRITE_WAIT))
+      if (!c->out_tail && !(c->flags & CF_WRITE_WAIT))
         set_events(c, read_events(c));
       conn_read(c);
       if (c->state == CS_CLOSED) return;
@@ -1493,6 +1507,7 @@ static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n) {
   }
   c->last_read = ev_now(loop);
   if (c->state == CS_DRAINING) return 1;     /* lingering: discard */
+  c->ping_after = 0;          /* (draining, its storage holds unsent) */
   feed(c, s->rbuf, n);
   return c->state != CS_CLOSED;
 }
@@ -1598,14 +1613,10 @@ static void sweep_open(struct ms_conn *c, double now) {
     ms_conn_close(c, 1001, "idle timeout", 12, WHY_TIMEOUT);
     return;
   }
-  if (c->ping_sent > 0) {
-    if (c->last_read >= c->ping_sent) {
-      c->ping_sent = 0;                    /* answered, or other frames */
-    } else if (o->keep_alive_timeout > 0 &&
-               now - c->ping_sent >= o->keep_alive_timeout) {
-      ms_conn_close(c, 1001, "keep-alive timeout", 18, WHY_TIMEOUT);
-      return;
-    }
+  if (c->ping_after > 0 && o->keep_alive_timeout > 0 &&
+      now - (c->last_read + c->ping_after) >= o->keep_alive_timeout) {
+    ms_conn_close(c, 1001, "keep-alive timeout", 18, WHY_TIMEOUT);
+    return;
   }
   double every = o->keep_alive_interval;
   if (every <= 0 || now < c->deadline) return;
@@ -1614,7 +1625,7 @@ static void sweep_open(struct ms_conn *c, double now) {
       ms_conn_abort(c, 1006);
       return;
     }
-    if (c->ping_sent <= 0) c->ping_sent = now;
+    if (c->ping_after <= 0) c->ping_after = (float)(now - c->last_read);
     c->deadline = now + every;
   } else {
     c->deadline = c->last_read + every;

@@ -140,7 +140,8 @@ struct ms_conn {
   struct ms_server *server;
   struct ms_conn *prev, *next;      /* in server->conns */
   struct ms_conn *next_pending;     /* in server->pending / released */
-  struct ms_chunk *out_head, *out_tail;
+  struct ms_chunk *out_tail;        /* the queue, a ring: its last
+                                       chunk points to the first */
   size_t out_bytes;                 /* queued, not yet written */
   struct ms_rx *rx;                 /* input left incomplete, or NULL */
   lua_State *co;                    /* coroutine handler's thread */
@@ -148,13 +149,19 @@ struct ms_conn {
   double deadline;                  /* timeout of the current state */
   double last_read;
   double opened;                    /* accepted, then upgraded */
-  double ping_sent;                 /* keep-alive ping awaiting an answer */
   int ref;                          /* anchors the userdata while open */
-  unsigned unsent;                  /* messages lost, as reported */
   uint32_t flags;
   uint16_t close_code;              /* sent, or to report */
   uint8_t state;
   uint8_t why;                      /* enum ms_why */
+  union {
+    float ping_after;               /* open: a keep-alive ping awaits an
+                                       answer, sent this long after
+                                       last_read; 0: none (any read
+                                       answers it) */
+    unsigned unsent;                /* closed or draining, once told:
+                                       the messages lost, as reported */
+  };
   SSL *ssl;                         /* TLS state, or NULL */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
   struct ms_sub *subs;              /* topics subscribed to */

@@ -45,6 +45,12 @@ The criteria, and why they are what they are:
 - RSS after malloc_trim(0) within --trim-slack KiB (1024) of the first
   round's.  Without gdb the malloc figures are skipped and RSS, all
   closed, must only not exceed the baseline with N open.
+- The Lua heap as it is, garbage included (GET /heap, 4 times a
+  second through the measured churn), at most --heap-peak KiB per
+  connection (1): the live heap with N open is about 450 bytes each,
+  and a collector that keeps pace lets garbage grow to about as much
+  again.  At Lua 5.4's default step multiplier it fell behind here,
+  piling garbage up to ten times the live heap in bursts.
 - The server's descriptors back to their number before.
 - The server exits 0 on SIGTERM with no warning or error in its log.
 """
@@ -58,6 +64,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -94,9 +101,34 @@ def http_get(port, path):
     return body.decode()
 
 
-def lua_kib(port):
+def lua_kib(port, path="/memory"):
     return float(re.search(r"lua_kib=([\d.]+)",
-                           http_get(port, "/memory")).group(1))
+                           http_get(port, path)).group(1))
+
+
+class HeapWatch(threading.Thread):
+    """The Lua heap as it is (GET /heap), every 0.25 s until stopped:
+    the highest reading and how many were taken."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port = port
+        self.peak = 0.0
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(0.25):
+            try:
+                kib = lua_kib(self.port, "/heap")
+            except (OSError, RuntimeError, AttributeError):
+                continue                # the listener's backlog was full
+            self.peak = max(self.peak, kib)
+            self.samples += 1
+
+    def stop(self):
+        self.done.set()
+        self.join()
 
 
 class Server:
@@ -201,6 +233,9 @@ def main():
                     "after the warm-up (64)")
     ap.add_argument("--heap-slack", type=float, default=512,
                     help="malloc in use KiB, likewise (512)")
+    ap.add_argument("--heap-peak", type=float, default=1.0,
+                    help="Lua heap KiB per connection, garbage included, "
+                    "during the churn (1)")
     ap.add_argument("--trim-slack", type=float, default=1024,
                     help="RSS KiB after malloc_trim(0), likewise (1024)")
     ap.add_argument("--server", default=os.path.join(ROOT, "build",
@@ -264,7 +299,12 @@ def main():
         fresh = closed()
         warm_rc, warm = churn(a.warmup, 0, a.rss_log + ".warmup")
         after_warm = closed()
-        rc, kv = churn(a.rewarm, a.seconds, a.rss_log)
+        watch = HeapWatch(server.port)
+        watch.start()
+        try:
+            rc, kv = churn(a.rewarm, a.seconds, a.rss_log)
+        finally:
+            watch.stop()
         after = closed()
     finally:
         status, log = server.stop()
@@ -290,6 +330,12 @@ def main():
           f"RSS with {a.conns} open: {end:.0f} KiB after the churn, "
           f"{base:.0f} KiB before (limit {limit:.0f}, +{a.tolerance:.0%}); "
           f"peak {num(kv, 'rss_peak_kib'):.0f} KiB")
+
+    heap_limit = a.heap_peak * a.conns
+    check(watch.samples > 0 and watch.peak <= heap_limit,
+          f"Lua heap during the churn, garbage included: at most "
+          f"{watch.peak:.0f} KiB in {watch.samples} readings (limit "
+          f"{heap_limit:.0f}: {a.heap_peak:g} KiB per connection)")
 
     lua0, lua1 = after_warm["lua"], after["lua"]
     check(lua1 <= lua0 + a.lua_slack,
@@ -338,6 +384,7 @@ def main():
         "rss_peak_kib": kv.get("rss_peak_kib"),
         "rss_end_kib": kv.get("rss_end_kib"),
         "rss_closed_kib": after["rss_gc"],
+        "lua_peak_kib": f"{watch.peak:.0f}",
         "lua_kib": f"{fresh['lua']}/{lua0}/{lua1}",
     }
     if m0 and m1:

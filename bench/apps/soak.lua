@@ -1,7 +1,8 @@
 -- The soak's echo (bench/soak.py): the benchmark's echo at /ws, plus
 -- GET /memory, which runs a full garbage collection and answers the Lua
 -- heap in KiB, so that a reading does not depend on the collector's
--- timing.  Warnings are logged: the soak fails on any.  Env: PORT, HOST,
+-- timing, and GET /heap, which answers it as it is, garbage included.
+-- Warnings are logged: the soak fails on any.  Env: PORT, HOST,
 -- BACKLOG.
 local moonsocket = require "moonsocket"
 
@@ -13,6 +14,10 @@ local app = moonsocket.app {
 }
 
 app:use(function(req, next)
+  if req.path == "/heap" then          -- as it is, garbage included
+    return 200, { ["Content-Type"] = "text/plain" },
+      string.format("lua_kib=%.1f\n", collectgarbage("count"))
+  end
   if req.path == "/memory" then
     collectgarbage("collect")
     collectgarbage("collect")          -- what finalizers released

@@ -197,6 +197,22 @@ static void out_message(struct ms_conn *c) {
   c->out_tail->msgs++;
 }
 
+/* Copy bytes that begin a frame to the queue. */
+static int out_frame_copy(struct ms_conn *c, const void *bytes, size_t n) {
+  if (out_copy(c, bytes, n) < 0) return -1;
+  out_framed(c, n);
+  return 0;
+}
+
+/* Copy a data frame, its header then its payload: one message. */
+static int out_data_copy(struct ms_conn *c, const void *hdr, size_t hl,
+                         const void *data, size_t len) {
+  if (out_frame_copy(c, hdr, hl) < 0 || out_copy(c, data, len) < 0)
+    return -1;
+  out_message(c);
+  return 0;
+}
+
 /* Queue a client frame: masked with a fresh key from a CSPRNG (RFC
  * 6455 section 5.3: the server's bytes must not be predictable to
  * whoever chose the payload).  Returns -1 out of memory or entropy. */
@@ -223,9 +239,7 @@ static int out_control(struct ms_conn *c, unsigned opcode,
   frame[0] = (uint8_t)(0x80 | opcode);
   frame[1] = (uint8_t)len;
   if (len) memcpy(frame + 2, payload, len);
-  if (out_copy(c, frame, 2 + len) < 0) return -1;
-  out_framed(c, 2 + len);
-  return 0;
+  return out_frame_copy(c, frame, 2 + len);
 }
 
 static void out_clear(struct ms_conn *c, lua_State *L) {
@@ -409,7 +423,6 @@ static void notify_close(struct ms_conn *c, int code, const char *reason,
   leave_topics(c);
   ms_lua_close(c, code, reason, len);
 }
-
 
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   out_clear(c, L);
@@ -678,12 +691,7 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
     return 0;
   uint8_t hdr[10];
   size_t hl = frame_write_header(hdr, opcode, 1, DEFLATE_RSV, z->len);
-  int rc = out_copy(c, hdr, hl);
-  if (rc == 0) {
-    out_framed(c, hl);
-    rc = out_copy(c, z->data, z->len);
-  }
-  if (rc == 0) out_message(c);
+  int rc = out_data_copy(c, hdr, hl, z->data, z->len);
   if (z->cap > (1u << 20)) deflate_buf_free(z);   /* keep no huge buffer */
   return rc < 0 ? -1 : 1;
 }
@@ -751,29 +759,21 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
   if (packed) {
     rc = packed < 0 ? -1 : 0;
   } else if (len >= ANCHOR_MIN && L) {
-    rc = out_copy(c, hdr, hl);
-    if (rc == 0) {
-      out_framed(c, hl);
-      rc = out_anchor(c, L, idx, data, len);
-    }
+    rc = out_frame_copy(c, hdr, hl);
+    if (rc == 0) rc = out_anchor(c, L, idx, data, len);
     if (rc == 0) out_message(c);
   } else if (chunk_room(c->out_tail) >= hl + len) {
     struct ms_chunk *t = c->out_tail;     /* the common small frame */
-    if (t->first == NO_FRAME) t->first = t->len;
-    t->msgs++;
     memcpy(t->buf + t->len, hdr, hl);
     memcpy(t->buf + t->len + hl, data, len);
     t->len += hl + len;
     c->out_bytes += hl + len;
+    out_framed(c, hl + len);
+    out_message(c);
     mark_pending(c);
     rc = 0;
   } else {
-    rc = out_copy(c, hdr, hl);
-    if (rc == 0) {
-      out_framed(c, hl);
-      rc = out_copy(c, data, len);
-    }
-    if (rc == 0) out_message(c);
+    rc = out_data_copy(c, hdr, hl, data, len);
   }
   return send_queued(c, rc);
 }
@@ -785,11 +785,8 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
   if (st != MS_SENT) return st;
   int rc = 0;
   if (!sh) {
-    rc = out_copy(c, frame, len);
-    if (rc == 0) {
-      out_framed(c, len);
-      out_message(c);
-    }
+    rc = out_frame_copy(c, frame, len);
+    if (rc == 0) out_message(c);
   } else {
     struct ms_chunk *ch = chunk_borrow((const char *)frame, len);
     if (ch) {

@@ -343,13 +343,23 @@ static const char *why_name(int why) {
   return names[why];
 }
 
-static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
-  if (c->server->opts.log_level < LOG_INFO) return;
+/* Push "ADDR TARGET" of the request table at req_idx, the label of a
+ * connection's lines in the log; returns it. */
+static const char *push_label(lua_State *L, int req_idx) {
+  req_idx = lua_absindex(L, req_idx);
   lua_getfield(L, req_idx, "remote_addr");
   lua_getfield(L, req_idx, "target");
-  ms_log(c->server, LOG_INFO, "open %s %s", lua_tostring(L, -2),
-         lua_tostring(L, -1));
-  lua_pop(L, 2);
+  const char *label = lua_pushfstring(L, "%s %s", lua_tostring(L, -2),
+                                      lua_tostring(L, -1));
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return label;
+}
+
+static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
+  if (c->server->opts.log_level < LOG_INFO) return;
+  ms_log(c->server, LOG_INFO, "open %s", push_label(L, req_idx));
+  lua_pop(L, 1);
 }
 
 /* Push ws.request of the object at idx: the cached table, or one made
@@ -393,12 +403,7 @@ static void log_close(struct ms_conn *c, lua_State *L, int code,
     label = lua_tostring(L, -1);
   } else {
     push_ws_request(L, c, -1);
-    if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "remote_addr");
-      lua_getfield(L, -2, "target");
-      label = lua_pushfstring(L, "%s %s", lua_tostring(L, -2),
-                              lua_tostring(L, -1));
-    }
+    if (lua_istable(L, -1)) label = push_label(L, -1);
   }
   if (label) {
     const char *why = lua_pushlstring(L, reason, len);
@@ -425,15 +430,10 @@ static void end_open(struct ms_conn *c, lua_State *L,
     return;
   }
   c->flags |= CF_REQUEST_DROPPED;
-  if (c->server->opts.log_level >= LOG_INFO && !(c->flags & CF_NOTIFIED)) {
-    lua_getfield(L, req_idx, "remote_addr");
-    lua_getfield(L, req_idx, "target");
-    lua_pushfstring(L, "%s %s", lua_tostring(L, -2), lua_tostring(L, -1));
-    lua_replace(L, -3);
-    lua_pop(L, 1);
-  } else {
+  if (c->server->opts.log_level >= LOG_INFO && !(c->flags & CF_NOTIFIED))
+    push_label(L, req_idx);
+  else
     lua_pushnil(L);
-  }
   lua_setiuservalue(L, -2, UV_REQUEST);
   lua_pop(L, 1);
 }

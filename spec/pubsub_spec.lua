@@ -15,6 +15,22 @@ local function open(port, n)
   return list
 end
 
+-- The cast of the slow-subscriber tests: one socket subscribed to
+-- topics whose close handler closes the victim and publishes "gone" to
+-- topic (spec/apps/pubsub.lua's "nest"), the victim, three readers of
+-- topic, and a publisher.
+local function nest_scene(port, topic, topics)
+  local nester = assert(helper.ws_connect(port))
+  for _, t in ipairs(topics) do ask(nester, "sub " .. t) end
+  ask(nester, "nest " .. topic)
+  local victim = assert(helper.ws_connect(port))
+  ask(victim, "sub " .. topic)
+  assert.are.equal("victim", ask(victim, "victim"))
+  local good = open(port, 3)
+  for _, ws in ipairs(good) do ask(ws, "sub " .. topic) end
+  return nester, victim, good, assert(helper.ws_connect(port))
+end
+
 local function close_all(list)
   for _, ws in ipairs(list) do
     ws:close(1000)
@@ -123,15 +139,8 @@ describe("topics", function()
 
   it("a subscriber that never reads is closed with 1008, the others get"
     .. " every message", function()
-    local stuck = assert(helper.ws_connect(server.port))
-    ask(stuck, "sub flood")
-    ask(stuck, "nest flood")          -- its close handler publishes "gone"
-    local victim = assert(helper.ws_connect(server.port))
-    ask(victim, "sub flood")
-    assert.are.equal("victim", ask(victim, "victim"))
-    local good = open(server.port, 3)
-    for _, ws in ipairs(good) do ask(ws, "sub flood") end
-    local pub = assert(helper.ws_connect(server.port))
+    local stuck, victim, good, pub = nest_scene(server.port, "flood",
+      { "flood" })
     -- 100,000-byte messages until the socket that does not read is
     -- over the 64 KiB limit (beyond what the kernel buffers), while
     -- the readers keep up
@@ -183,16 +192,8 @@ describe("topics", function()
     -- when the second publish reaches it: it is failed in the middle
     -- of that publish, and its handler closes a later subscriber and
     -- publishes again
-    local x = assert(helper.ws_connect(server.port))
-    ask(x, "sub first")
-    ask(x, "sub second")
-    ask(x, "nest second")
-    local victim = assert(helper.ws_connect(server.port))
-    ask(victim, "sub second")
-    assert.are.equal("victim", ask(victim, "victim"))
-    local good = open(server.port, 3)
-    for _, ws in ipairs(good) do ask(ws, "sub second") end
-    local pub = assert(helper.ws_connect(server.port))
+    local x, victim, good, pub = nest_scene(server.port, "second",
+      { "first", "second" })
     -- x and the readers get the second message; the victim, closed by
     -- x's handler before the publish reached it, does not
     assert.are.equal("pub2 1 3", ask(pub, "pub2 first second 100000"))

@@ -435,6 +435,8 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   rx_free(c);
 }
 
+static void notify_failed(struct ms_conn *c, unsigned unsent);
+
 /* Close the socket at once.  A WebSocket that was not closed cleanly
  * reports code (1006 for a lost connection) to its handler. */
 static void abort_with(struct ms_conn *c, int code, const char *reason);
@@ -462,7 +464,9 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
   set_why(c, WHY_LOST);
   leave_topics(c);
   /* told while the socket still exists: its peer's address is known */
-  if (was_ws) notify_close(c, code, reason, strlen(reason), out_unsent(c));
+  if (c->flags & CF_FAIL_PENDING) notify_failed(c, out_unsent(c));
+  else if (was_ws)
+    notify_close(c, code, reason, strlen(reason), out_unsent(c));
   if (c->ssl) {
     SSL_free(c->ssl);
     c->ssl = NULL;
@@ -522,21 +526,64 @@ void ms_conn_end_http(struct ms_conn *c) {
   else if (!(c->flags & CF_IN_REQUEST)) ms_conn_abort(c, 0);
 }
 
-/* Fail the WebSocket connection (section 7.1.7): drop what has not
- * begun to go out, say why, stop reading frames, and close once the
- * close frame is out.  The handler is told at once: the messages lost
+/* Why moonsocket fails a connection: the reason of its close frame. */
+enum fail_reason {
+  FAIL_PROTOCOL, FAIL_UNMASKED, FAIL_MASKED, FAIL_FRAME_LENGTH,
+  FAIL_CLOSE_LENGTH, FAIL_CLOSE_CODE, FAIL_CLOSE_UTF8, FAIL_UTF8,
+  FAIL_TOO_BIG, FAIL_BAD_DEFLATE, FAIL_INFLATE, FAIL_BACKPRESSURE
+};
+
+static const char *const fail_reasons[] = {
+  [FAIL_PROTOCOL] = "protocol error",
+  [FAIL_UNMASKED] = "client frame not masked",
+  [FAIL_MASKED] = "server frame masked",
+  [FAIL_FRAME_LENGTH] = "invalid frame length",
+  [FAIL_CLOSE_LENGTH] = "close frame with a 1-byte payload",
+  [FAIL_CLOSE_CODE] = "invalid close code",
+  [FAIL_CLOSE_UTF8] = "close reason is not UTF-8",
+  [FAIL_UTF8] = "invalid UTF-8 in a text message",
+  [FAIL_TOO_BIG] = "message too big",
+  [FAIL_BAD_DEFLATE] = "invalid compressed data",
+  [FAIL_INFLATE] = "cannot inflate",
+  [FAIL_BACKPRESSURE] = "send buffer limit exceeded",
+};
+
+/* A failed connection whose close frame waits behind queued messages
+ * is told once the frame is out (nothing was lost) or once it is cut
+ * off (what was still queued was). */
+static void notify_failed(struct ms_conn *c, unsigned unsent) {
+  const char *reason = fail_reasons[c->failed];
+  c->flags &= ~(uint32_t)CF_FAIL_PENDING;
+  notify_close(c, c->close_code, reason, strlen(reason), unsent);
+}
+
+/* Fail the WebSocket connection (section 7.1.7): send a close frame
+ * saying why, stop reading frames, and close once the frame is out.
+ * Replies the handler queued to messages that came before the bad
+ * input go out first, as the peer may be reading them; only a peer
+ * past the back-pressure limit, which is not reading, has what has not
+ * begun to go out dropped, and is told at once: the messages lost
  * include one still being written, which may yet arrive whole. */
-static void fail(struct ms_conn *c, int code, const char *why) {
+static void fail(struct ms_conn *c, int code, enum fail_reason r) {
+  const char *why = fail_reasons[r];
   unsigned lost = 0;
   set_why(c, WHY_ERROR);
   if (c->state == CS_OPEN) {
-    lost = out_drop(c);
-    lost += out_unsent(c);
+    if (r == FAIL_BACKPRESSURE) lost = out_drop(c) + out_unsent(c);
     send_close_frame(c, code, why, strlen(why));
   }
   if (c->state == CS_CLOSED) return;
+  int queued = c->state == CS_OPEN && r != FAIL_BACKPRESSURE &&
+               out_unsent(c) > 0;
   start_draining(c);
-  notify_close(c, code, why, strlen(why), lost);
+  if (!queued) {
+    notify_close(c, code, why, strlen(why), lost);
+    return;
+  }
+  leave_topics(c);
+  c->close_code = (uint16_t)code;
+  c->failed = r;
+  c->flags |= CF_FAIL_PENDING;
 }
 
 /* ------------------------------------------------------------------ */
@@ -661,6 +708,10 @@ static void flush_with(struct ms_conn *c) {
     set_events(c, read_events(c));
   }
   if (c->state == CS_DRAINING && !(c->flags & CF_SHUT_WR)) {
+    if (c->flags & CF_FAIL_PENDING) {  /* the close frame is out */
+      notify_failed(c, 0);
+      if (c->state == CS_CLOSED) return;
+    }
     /* all is out: half-close and read until the peer closes, so that a
      * reset does not destroy what we sent (RFC 7230 section 6.6) */
     c->flags |= CF_SHUT_WR;
@@ -702,7 +753,7 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
 static enum ms_send_status send_admit(struct ms_conn *c) {
   if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
   if (c->out_bytes > c->opts->max_backpressure) {
-    fail(c, 1008, "send buffer limit exceeded");
+    fail(c, 1008, FAIL_BACKPRESSURE);
     return MS_DROPPED_BACKPRESSURE;
   }
   return MS_SENT;
@@ -1047,19 +1098,19 @@ static void handle_close_frame(struct ms_conn *c, const uint8_t *p,
   const char *reason = "";
   size_t rlen = 0;
   if (len == 1) {
-    fail(c, 1002, "close frame with a 1-byte payload");
+    fail(c, 1002, FAIL_CLOSE_LENGTH);
     return;
   }
   if (len >= 2) {
     code = (unsigned)p[0] << 8 | p[1];
     if (!valid_close_code(code)) {
-      fail(c, 1002, "invalid close code");
+      fail(c, 1002, FAIL_CLOSE_CODE);
       return;
     }
     reason = (const char *)p + 2;
     rlen = len - 2;
     if (utf8_validate(UTF8_ACCEPT, p + 2, rlen) != UTF8_ACCEPT) {
-      fail(c, 1007, "close reason is not UTF-8");
+      fail(c, 1007, FAIL_CLOSE_UTF8);
       return;
     }
   }
@@ -1079,7 +1130,7 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
   case WS_OP_PING:
     if (c->state == CS_OPEN) {         /* section 5.5.2 */
       if (c->out_bytes > c->opts->max_backpressure) {
-        fail(c, 1008, "send buffer limit exceeded");   /* a ping flood */
+        fail(c, 1008, FAIL_BACKPRESSURE);     /* a ping flood */
         break;
       }
       if (out_control(c, WS_OP_PONG, p, len) < 0) ms_conn_abort(c, 1006);
@@ -1143,9 +1194,9 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
              : frame_check(h, rsv, rx->msg_op != 0);
   if (code) {
     fail(c, code, (c->flags & CF_CLIENT) == 0 && !h->masked
-                  ? "client frame not masked"
+                  ? FAIL_UNMASKED
                   : (c->flags & CF_CLIENT) && h->masked
-                  ? "server frame masked" : "protocol error");
+                  ? FAIL_MASKED : FAIL_PROTOCOL);
     return -1;
   }
   if (h->opcode < 8) {
@@ -1160,7 +1211,7 @@ static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
      * it streams through zlib without being kept */
     if (!(c->flags & CF_COMPRESSED) &&
         rx->msg_len + h->length > c->opts->max_message_size) {
-      fail(c, 1009, "message too big");
+      fail(c, 1009, FAIL_TOO_BIG);
       return -1;
     }
   }
@@ -1185,15 +1236,15 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
                                  c->opts->max_message_size, &d->message);
   if (rc != DEFLATE_OK) {
     fail(c, deflate_close_code(rc), rc == DEFLATE_TOO_BIG
-         ? "message too big" : rc == DEFLATE_BAD_DATA
-         ? "invalid compressed data" : "cannot inflate");
+         ? FAIL_TOO_BIG : rc == DEFLATE_BAD_DATA
+         ? FAIL_BAD_DEFLATE : FAIL_INFLATE);
     return -1;
   }
   if (rx->msg_op == WS_OP_TEXT) {
     rx->utf8 = utf8_validate(rx->utf8, d->message.data + before,
                              d->message.len - before);
     if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
-      fail(c, 1007, "invalid UTF-8 in a text message");
+      fail(c, 1007, FAIL_UTF8);
       return -1;
     }
   }
@@ -1240,7 +1291,7 @@ static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
   if (rx->msg_op == WS_OP_TEXT) {
     rx->utf8 = utf8_validate(rx->utf8, p, avail);   /* fail fast */
     if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
-      fail(c, 1007, "invalid UTF-8 in a text message");
+      fail(c, 1007, FAIL_UTF8);
       return -1;
     }
   }
@@ -1288,7 +1339,7 @@ static size_t process_frames(struct ms_conn *c, uint8_t *p, size_t n) {
         if (hl > 0) i += (size_t)hl;
       }
       if (hl < 0) {
-        fail(c, 1002, "invalid frame length");
+        fail(c, 1002, FAIL_FRAME_LENGTH);
         return n;
       }
       if (begin_frame(c, &h) < 0) return n;

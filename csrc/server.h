@@ -133,6 +133,7 @@ enum {
   CF_COMPRESSED = 1 << 17,  /* the message being read is compressed */
   CF_CLIENT = 1 << 18,      /* our client: frames out masked, in not */
   CF_RX_LOCAL = 1 << 19,    /* rx is feed's copy, on its stack */
+  CF_FAIL_PENDING = 1 << 20,/* failed: told once its close frame is out */
 };
 
 struct ms_conn {
@@ -161,6 +162,7 @@ struct ms_conn {
                                        answers it) */
     unsigned unsent;                /* closed or draining, once told:
                                        the messages lost, as reported */
+    unsigned failed;                /* CF_FAIL_PENDING: why it failed */
   };
   SSL *ssl;                         /* TLS state, or NULL */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */

@@ -127,6 +127,27 @@ app:ws("/yield", function(ws)
   coroutine.yield()
 end)
 
+-- greets with three messages at once; records how it closed
+app:ws("/greet", {
+  open = function(ws)
+    if ws.request.query == "big" then      -- 64 messages of 1 MiB
+      local mib = string.rep("g", 1024 * 1024)
+      for _ = 1, 64 do ws:send(mib, "binary") end
+      return
+    end
+    for _, word in ipairs{ "one", "two", "three" } do ws:send(word) end
+  end,
+  close = function(_, code, reason, why, unsent)
+    record(("greet closed %d %s %s %d"):format(code, reason, why, unsent))
+  end,
+})
+
+app:ws("/co-greet", function(ws)
+  for _, word in ipairs{ "one", "two", "three" } do ws:send(word) end
+  local _, err, code, reason, why, unsent = ws:receive()
+  record(("co-greet %s %d %s %s %d"):format(err, code, reason, why, unsent))
+end)
+
 assert(app:listen { host = os.getenv("HOST"),
                     port = tonumber(os.getenv("PORT")) or 0 })
 moonsocket.run()

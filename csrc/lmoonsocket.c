@@ -1142,14 +1142,7 @@ static int l_route_options(lua_State *L) {
     struct ms_options server;
     ms_options_defaults(&server);
     ms_options_read(L, 1, &server, 0);     /* checks every app option */
-    r->opts.max_message_size = server.max_message_size;
-    r->opts.max_backpressure = server.max_backpressure;
-    r->opts.close_timeout = server.close_timeout;
-    r->opts.keep_alive_interval = server.keep_alive_interval;
-    r->opts.keep_alive_timeout = server.keep_alive_timeout;
-    r->opts.idle_timeout = server.idle_timeout;
-    r->opts.deflate = server.deflate;
-    r->opts.keep_request = server.keep_request;
+    ms_options_copy_route(&r->opts, &server);
   }
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);

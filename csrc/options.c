@@ -62,6 +62,25 @@ void ms_options_defaults(struct ms_options *o) {
   }
 }
 
+static size_t option_size(const struct option_spec *sp) {
+  switch (sp->type) {
+  case OPT_SIZE: return sizeof(size_t);
+  case OPT_SECONDS: return sizeof(double);
+  case OPT_DEFLATE: return sizeof(struct deflate_config);
+  default: return sizeof(int);
+  }
+}
+
+void ms_options_copy_route(struct ms_options *to,
+                           const struct ms_options *from) {
+  for (size_t i = 0; i < NOPTIONS; i++) {
+    const struct option_spec *sp = &option_specs[i];
+    if (sp->per_route)
+      memcpy((char *)to + sp->offset, (const char *)from + sp->offset,
+             option_size(sp));
+  }
+}
+
 static const struct option_spec *find_option(const char *name) {
   for (size_t i = 0; i < NOPTIONS; i++)
     if (strcmp(option_specs[i].name, name) == 0) return &option_specs[i];

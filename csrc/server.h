@@ -40,6 +40,9 @@ struct ms_options {
 };
 
 void ms_options_defaults(struct ms_options *o);
+/* Copy the options that may be set per route from `from`. */
+void ms_options_copy_route(struct ms_options *to,
+                           const struct ms_options *from);
 /* Read the options in the table at idx over *o; raises naming the
  * option and its range when one is invalid or unknown.  With per_route,
  * server options raise too. */

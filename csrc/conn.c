@@ -47,6 +47,7 @@ struct ms_chunk {
 #define IOV_BATCH      64
 #define FLUSH_BUDGET   (2u << 20)    /* bytes per connection per flush */
 #define NO_FRAME       SIZE_MAX
+#define MSG_MIN        4096    /* a reassembled message's first buffer */
 
 /* A chunk for need bytes at the end of a queue.  Spare chunks are
  * reused first.  Without one, a queue's first chunk is small when need
@@ -368,6 +369,8 @@ struct ms_rx {
   uint8_t *msg;                     /* message being reassembled */
   size_t msg_len, msg_cap;
   uint64_t frame_left;              /* payload bytes still to come */
+  double since;                     /* when the frame or message under
+                                       way was left incomplete, or 0 */
   uint32_t utf8;                    /* validator state, text messages */
   uint8_t frame_op, msg_op;
   uint8_t mask[4], mask_off;
@@ -377,7 +380,8 @@ struct ms_rx {
   uint8_t *ctl;                     /* control payload split over reads */
 };
 
-static void rx_free_buffers(struct ms_rx *rx) {
+static void rx_free_buffers(struct ms_server *s, struct ms_rx *rx) {
+  s->held -= rx->msg_cap;
   free(rx->in);
   free(rx->msg);
   free(rx->ctl);
@@ -388,7 +392,7 @@ static void rx_free_buffers(struct ms_rx *rx) {
 static void rx_free(struct ms_conn *c) {
   struct ms_rx *rx = c->rx;
   if (!rx) return;
-  rx_free_buffers(rx);
+  rx_free_buffers(c->server, rx);
   if (c->flags & CF_RX_LOCAL) {
     memset(rx, 0, sizeof *rx);
   } else {
@@ -424,11 +428,17 @@ static void notify_close(struct ms_conn *c, int code, const char *reason,
   ms_lua_close(c, code, reason, len);
 }
 
+/* Free the message being inflated. */
+static void inflated_free(struct ms_conn *c) {
+  c->server->held -= c->deflate->message.cap;
+  deflate_buf_free(&c->deflate->message);
+}
+
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   out_clear(c, L);
   if (c->deflate) {
     deflate_state_free(&c->deflate->state);
-    deflate_buf_free(&c->deflate->message);
+    inflated_free(c);
     free(c->deflate);
     c->deflate = NULL;
   }
@@ -486,6 +496,7 @@ static void start_draining(struct ms_conn *c) {
   c->state = CS_DRAINING;
   c->deadline = now_of(c) + c->opts->close_timeout;
   rx_free(c);          /* what comes now is discarded */
+  if (c->deflate) inflated_free(c);
   mark_pending(c);     /* flush, then shut down writing */
 }
 
@@ -530,7 +541,8 @@ void ms_conn_end_http(struct ms_conn *c) {
 enum fail_reason {
   FAIL_PROTOCOL, FAIL_UNMASKED, FAIL_MASKED, FAIL_FRAME_LENGTH,
   FAIL_CLOSE_LENGTH, FAIL_CLOSE_CODE, FAIL_CLOSE_UTF8, FAIL_UTF8,
-  FAIL_TOO_BIG, FAIL_BAD_DEFLATE, FAIL_INFLATE, FAIL_BACKPRESSURE
+  FAIL_TOO_BIG, FAIL_BAD_DEFLATE, FAIL_INFLATE, FAIL_BACKPRESSURE,
+  FAIL_TIMEOUT, FAIL_HELD
 };
 
 static const char *const fail_reasons[] = {
@@ -546,6 +558,8 @@ static const char *const fail_reasons[] = {
   [FAIL_BAD_DEFLATE] = "invalid compressed data",
   [FAIL_INFLATE] = "cannot inflate",
   [FAIL_BACKPRESSURE] = "send buffer limit exceeded",
+  [FAIL_TIMEOUT] = "message timeout",
+  [FAIL_HELD] = "server busy: too many incomplete messages",
 };
 
 /* A failed connection whose close frame waits behind queued messages
@@ -1149,6 +1163,7 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
   struct ms_rx *rx = c->rx;           /* feed's: stays while Lua runs */
   unsigned op = rx->msg_op;
   rx->msg_op = 0;
+  rx->since = 0;
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
    * the handler (section 7.1.2 lets us read on; a coroutine's when it
@@ -1160,6 +1175,7 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
     more = ms_lua_message(c, p, len, op);
   rx->msg_len = 0;
   if (rx->msg_cap > 4096) {      /* keep no large buffer meanwhile */
+    c->server->held -= rx->msg_cap;
     free(rx->msg);
     rx->msg = NULL;
     rx->msg_cap = 0;
@@ -1167,22 +1183,61 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
   return more;
 }
 
+/* Bytes c holds in incomplete messages. */
+static size_t held_by(const struct ms_conn *c) {
+  size_t n = c->rx ? c->rx->msg_cap : 0;
+  return c->deflate ? n + c->deflate->message.cap : n;
+}
+
+/* Over max_incomplete_bytes, fail the socket holding the most (c when
+ * none holds more), until the server is under it again: the others go
+ * on.  Returns -1 when c can read no further. */
+static int check_held(struct ms_conn *c) {
+  struct ms_server *s = c->server;
+  while (s->held > s->opts.max_incomplete_bytes) {
+    struct ms_conn *most = c, *o = s->conns;
+    size_t max = held_by(c);
+    do {
+      if ((o->state == CS_OPEN || o->state == CS_CLOSING) &&
+          held_by(o) > max) {
+        max = held_by(o);
+        most = o;
+      }
+    } while ((o = o->next) != s->conns);
+    if (max == 0) break;
+    fail(most, 1009, FAIL_HELD);
+    if (most == c) return -1;
+  }
+  /* a close handler run meanwhile may have closed c */
+  return c->state == CS_OPEN || c->state == CS_CLOSING ? 0 : -1;
+}
+
+/* Append to the message being reassembled.  Its buffer grows with the
+ * bytes that arrive, doubling (what a header claims is not allocated
+ * before it comes), and never past the end of its last frame or
+ * max_message_size.  Returns -1 after failing or aborting c. */
 static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
                       uint64_t rest) {
   struct ms_rx *rx = c->rx;
-  size_t need = rx->msg_len + len + (size_t)rest;
+  size_t need = rx->msg_len + len;
   if (need > rx->msg_cap) {
-    size_t cap = rx->msg_cap * 2 > need ? rx->msg_cap * 2 : need;
-    if (cap > c->opts->max_message_size && need <= c->opts->max_message_size)
-      cap = c->opts->max_message_size;
+    size_t cap = rx->msg_cap * 2 > MSG_MIN ? rx->msg_cap * 2 : MSG_MIN;
+    if (cap > c->opts->max_message_size) cap = c->opts->max_message_size;
+    if (cap < need) cap = need;
+    if ((c->flags & CF_FIN) && cap - need > rest) cap = need + (size_t)rest;
     uint8_t *m = realloc(rx->msg, cap);
-    if (!m) return -1;
+    if (!m) {
+      ms_conn_abort(c, 1006);
+      return -1;
+    }
+    c->server->held += cap - rx->msg_cap;
     rx->msg = m;
     rx->msg_cap = cap;
   }
   if (len) memcpy(rx->msg + rx->msg_len, p, len);
   rx->msg_len += len;
-  return 0;
+  return c->server->held > c->server->opts.max_incomplete_bytes
+         ? check_held(c) : 0;
 }
 
 /* Start a frame whose header is h. Returns 0, or -1 after failing. */
@@ -1231,9 +1286,10 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
                            int fin) {
   struct ms_rx *rx = c->rx;
   struct ms_deflate *d = c->deflate;
-  size_t before = d->message.len;
+  size_t before = d->message.len, cap = d->message.cap;
   int rc = deflate_inflate_chunk(&d->state, &d->params, p, avail, fin,
                                  c->opts->max_message_size, &d->message);
+  c->server->held += d->message.cap - cap;
   if (rc != DEFLATE_OK) {
     fail(c, deflate_close_code(rc), rc == DEFLATE_TOO_BIG
          ? FAIL_TOO_BIG : rc == DEFLATE_BAD_DATA
@@ -1248,12 +1304,10 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
       return -1;
     }
   }
-  if (!fin) return 0;
+  if (!fin) return c->server->held > c->server->opts.max_incomplete_bytes
+                  ? check_held(c) : 0;
   int more = deliver(c, d->message.data, d->message.len);
-  if (c->deflate) {
-    d->message.len = 0;
-    deflate_buf_free(&d->message);    /* an idle socket holds none */
-  }
+  if (c->deflate) inflated_free(c);   /* an idle socket holds none */
   return more ? 0 : -1;
 }
 
@@ -1297,10 +1351,7 @@ static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
   }
   if (fin && rx->msg_len == 0)        /* whole message in place */
     return deliver(c, p, avail) ? 0 : -1;
-  if (msg_append(c, p, avail, rx->frame_left) < 0) {
-    ms_conn_abort(c, 1006);
-    return -1;
-  }
+  if (msg_append(c, p, avail, rx->frame_left) < 0) return -1;
   if (fin) return deliver(c, rx->msg, rx->msg_len) ? 0 : -1;
   return 0;
 }
@@ -1390,15 +1441,22 @@ static void rx_settle(struct ms_conn *c, struct ms_rx *rx) {
   c->rx = NULL;
   if (c->state != CS_CLOSED && c->state != CS_DRAINING &&
       (rx->in || rx->hdr_len || rx->msg_op || (c->flags & CF_IN_FRAME))) {
+    /* message_timeout runs from when a frame or message is first left
+     * incomplete: bytes a busy coroutine has not asked for are not */
+    if (c->state == CS_HTTP ||
+        !(rx->hdr_len || rx->msg_op || (c->flags & CF_IN_FRAME)))
+      rx->since = 0;
+    else if (rx->since == 0)
+      rx->since = now_of(c);
     if ((c->rx = malloc(sizeof *rx))) {
       *c->rx = *rx;
       return;
     }
-    rx_free_buffers(rx);
+    rx_free_buffers(c->server, rx);
     ms_conn_abort(c, 1006);
     return;
   }
-  rx_free_buffers(rx);
+  rx_free_buffers(c->server, rx);
 }
 
 /* Feed bytes: after those kept from before, if any; keep what is not
@@ -1657,6 +1715,11 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
  * and its keep_alive_timeout. */
 static void sweep_open(struct ms_conn *c, double now) {
   const struct ms_options *o = c->opts;
+  if (c->rx && c->rx->since > 0 && o->message_timeout > 0 &&
+      now - c->rx->since >= o->message_timeout) {
+    fail(c, 1008, FAIL_TIMEOUT);
+    return;
+  }
   if (o->idle_timeout > 0 && now - c->last_read >= o->idle_timeout) {
     ms_conn_close(c, 1001, "idle timeout", 12, WHY_TIMEOUT);
     return;

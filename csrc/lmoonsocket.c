@@ -920,6 +920,8 @@ static double sweep_interval(const struct ms_options *o) {
   if (o->keep_alive_timeout > 0 && o->keep_alive_timeout / 4 < t)
     t = o->keep_alive_timeout / 4;
   if (o->close_timeout / 4 < t) t = o->close_timeout / 4;
+  if (o->message_timeout > 0 && o->message_timeout / 4 < t)
+    t = o->message_timeout / 4;
   if (o->handshake_timeout / 4 < t) t = o->handshake_timeout / 4;
   if (o->keep_alive_interval > 0 && o->keep_alive_interval / 4 < t)
     t = o->keep_alive_interval / 4;

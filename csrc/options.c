@@ -29,6 +29,7 @@ static const struct option_spec {
   SECS(keep_alive_interval, 1, 120, 0, 86400),   /* 0: off */
   SECS(keep_alive_timeout, 1, 0, 0, 86400),      /* 0: off */
   SECS(idle_timeout, 1, 0, 0, 86400),            /* 0: off */
+  SECS(message_timeout, 1, 60, 0, 86400),        /* 0: off */
   { "compression", OPT_DEFLATE, 1, offsetof(struct ms_options, deflate),
     0, 0, 0 },
   { "keep_request", OPT_BOOL, 1, offsetof(struct ms_options, keep_request),
@@ -38,6 +39,7 @@ static const struct option_spec {
   SIZE(max_headers, 0, 64, 1, 1024),
   SIZE(max_request_line, 0, 4 << 10, 64, 1 << 20),
   SIZE(max_connections, 0, 65536, 1, 1 << 24),
+  SIZE(max_incomplete_bytes, 0, 64 << 20, 1024, 1ull << 40),
   SECS(handshake_timeout, 0, 10, 0.001, 86400),
   { "log_level", OPT_LEVEL, 0, offsetof(struct ms_options, log_level),
     LOG_INFO, LOG_OFF, LOG_DEBUG },

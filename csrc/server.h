@@ -27,6 +27,8 @@ struct ms_options {
   double keep_alive_interval;  /* 120 s: ping an idle socket; 0 = off */
   double keep_alive_timeout;   /* off: a ping unanswered this long closes */
   double idle_timeout;         /* off: nothing received this long closes */
+  double message_timeout;      /* 60 s: to finish a message (or frame)
+                                  once begun, else 1008 */
   struct deflate_config deflate; /* compression: off (RFC 7692) */
   int keep_request;            /* false: ws.request until open returns */
 
@@ -35,6 +37,9 @@ struct ms_options {
   size_t max_headers;          /* 64: header fields, else 431 */
   size_t max_request_line;     /* 4 KiB: request line, else 414 */
   size_t max_connections;      /* 65536: beyond, 503 and close */
+  size_t max_incomplete_bytes; /* 64 MiB: held in incomplete messages by
+                                  all the server's sockets; beyond, the
+                                  one holding the most is failed 1009 */
   double handshake_timeout;    /* 10 s: to send a whole request head */
   int log_level;               /* "info": a line per connection */
 };
@@ -91,6 +96,8 @@ struct ms_server {
   struct ms_conn *released;     /* closed: unanchor in prepare */
   struct ms_chunk *free_chunks; /* small output chunks kept for reuse */
   struct deflate_buf zbuf;      /* compressed output before framing */
+  size_t held;                  /* bytes in incomplete messages, for
+                                   max_incomplete_bytes */
   const char *validated;        /* the text message a handler is being */
   size_t validated_len;         /* given: sending it back needs no check */
   struct ms_conn *opening;      /* whose open handler runs, with the */

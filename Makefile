@@ -10,11 +10,14 @@ LIBS     = -lev -lssl -lcrypto -lz -lhiredis
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
-CORE_SRC = csrc/utf8.c csrc/frame.c csrc/http.c csrc/handshake.c \
-           csrc/options.c csrc/listener.c csrc/conn.c csrc/tls.c \
-           csrc/deflate.c csrc/topic.c csrc/workers.c csrc/backplane.c \
-           csrc/client.c csrc/lmoonsocket.c
+# Every csrc/*.c but the runner's main.c is the core.  Each compiles to
+# its own object (hidden visibility: the core's names stay inside what
+# it is linked into), with its header dependencies (-MMD), so an edit
+# rebuilds what it touches; the plain and the sanitized builds keep
+# their objects apart.
+CORE_SRC = $(filter-out csrc/main.c,$(sort $(wildcard csrc/*.c)))
 HEADERS  = $(wildcard csrc/*.h)
+OBJ_CFLAGS = $(ALL_CFLAGS) -fvisibility=hidden -MMD -MP
 
 BUILD    = build
 PORT    ?= 5000
@@ -50,47 +53,58 @@ build: $(BUILD)/moonsocket $(BUILD)/lib/moonsocket/core.so
 asan: $(BUILD)/asan/moonsocket $(BUILD)/asan/lib/moonsocket/core.so \
       $(BUILD)/asan/examples/embed-host
 
-$(BUILD)/moonsocket: $(CORE_SRC) csrc/main.c $(HEADERS)
-	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -o $@ $(CORE_SRC) csrc/main.c -llua5.4 $(LIBS) -lm
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+ASAN_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/asan/obj/%.o)
 
-$(BUILD)/lib/moonsocket/core.so: $(CORE_SRC) $(HEADERS)
+$(BUILD)/obj/%.o: csrc/%.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -shared -o $@ $(CORE_SRC) $(LIBS)
+	$(CC) $(OBJ_CFLAGS) -c -o $@ $<
 
-$(BUILD)/asan/moonsocket: $(CORE_SRC) csrc/main.c $(HEADERS)
+$(BUILD)/asan/obj/%.o: csrc/%.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -o $@ $(CORE_SRC) csrc/main.c -llua5.4 $(LIBS) -lm
+	$(CC) $(OBJ_CFLAGS) $(SAN) -O1 -c -o $@ $<
 
-$(BUILD)/asan/lib/moonsocket/core.so: $(CORE_SRC) $(HEADERS)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/asan/obj/*.d)
+
+# core.so exports luaopen_moonsocket_core alone (csrc/core.map).
+$(BUILD)/moonsocket: $(CORE_OBJ) $(BUILD)/obj/main.o
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -shared -o $@ $(CORE_SRC) $(LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ -llua5.4 $(LIBS) -lm
+
+$(BUILD)/lib/moonsocket/core.so: $(CORE_OBJ) csrc/core.map
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -shared -Wl,--version-script=csrc/core.map \
+	  -o $@ $(CORE_OBJ) $(LIBS)
+
+$(BUILD)/asan/moonsocket: $(ASAN_OBJ) $(BUILD)/asan/obj/main.o
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -o $@ $^ -llua5.4 $(LIBS) -lm
+
+$(BUILD)/asan/lib/moonsocket/core.so: $(ASAN_OBJ) csrc/core.map
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -shared \
+	  -Wl,--version-script=csrc/core.map -o $@ $(ASAN_OBJ) $(LIBS)
 
 # The library for host programs: the core without the runner, as an
 # archive and a shared object.  Both hold one object whose only global
 # symbols are the API of csrc/moonsocket.h, so the core's internal names
 # (http_*, utf8_*, ms_*) cannot clash with a host's.  Lua is left to the
 # host, which links it (moonsocket.pc requires it).
-LIB_OBJ  = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 OBJCOPY ?= objcopy
 
 lib: $(BUILD)/libmoonsocket.a $(BUILD)/libmoonsocket.so $(BUILD)/moonsocket.pc
 
-$(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
-	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
-
-$(BUILD)/obj/moonsocket.o: $(LIB_OBJ)
-	$(LD) -r -o $@.tmp $(LIB_OBJ)
+$(BUILD)/libmoonsocket.o: $(CORE_OBJ)
+	$(LD) -r -o $@.tmp $(CORE_OBJ)
 	$(OBJCOPY) -w --keep-global-symbol='moonsocket_*' \
 	  --keep-global-symbol=luaopen_moonsocket_core $@.tmp $@
 	@rm -f $@.tmp
 
-$(BUILD)/libmoonsocket.a: $(BUILD)/obj/moonsocket.o
+$(BUILD)/libmoonsocket.a: $(BUILD)/libmoonsocket.o
 	rm -f $@
 	$(AR) rcs $@ $<
 
-$(BUILD)/libmoonsocket.so: $(BUILD)/obj/moonsocket.o
+$(BUILD)/libmoonsocket.so: $(BUILD)/libmoonsocket.o
 	$(CC) -shared -o $@ $< $(LIBS)
 
 # Written on every run: it holds PREFIX, which may differ from the last.
@@ -113,11 +127,10 @@ $(BUILD)/examples/embed-host: examples/embed/host.c csrc/moonsocket.h \
 	$(CC) $(ALL_CFLAGS) -Icsrc -o $@ examples/embed/host.c \
 	  $(BUILD)/libmoonsocket.a -llua5.4 $(LIBS) -lm
 
-$(BUILD)/asan/examples/embed-host: examples/embed/host.c $(CORE_SRC) \
-                                   $(HEADERS)
+$(BUILD)/asan/examples/embed-host: examples/embed/host.c $(ASAN_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -Icsrc -o $@ examples/embed/host.c \
-	  $(CORE_SRC) -llua5.4 $(LIBS) -lm
+	  $(ASAN_OBJ) -llua5.4 $(LIBS) -lm
 
 # Install what is missing (as root, or through sudo when there is one).
 deps:

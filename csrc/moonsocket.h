@@ -50,24 +50,32 @@
 
 #define MOONSOCKET_VERSION "0.1.0"
 
+/* The API is what the library exports; the core's other names are
+ * hidden in it. */
+#if defined(__GNUC__)
+#define MOONSOCKET_API __attribute__((visibility("default")))
+#else
+#define MOONSOCKET_API
+#endif
+
 /* Use loop for the servers of L.  Call it before the first require
  * "moonsocket.core" (require "moonsocket" makes one) in L: later calls
  * have no effect.  Without it the module runs on libev's default loop.
  * The loop must outlive L. */
-void moonsocket_use_loop(lua_State *L, struct ev_loop *loop);
+MOONSOCKET_API void moonsocket_use_loop(lua_State *L, struct ev_loop *loop);
 
 /* The Lua module: require "moonsocket.core" reaches it once
  * moonsocket_preload registered it in package.preload (luaL_openlibs
  * first). */
-int luaopen_moonsocket_core(lua_State *L);
-void moonsocket_preload(lua_State *L);
+MOONSOCKET_API int luaopen_moonsocket_core(lua_State *L);
+MOONSOCKET_API void moonsocket_preload(lua_State *L);
 
 /* Run the loop (ev_run) until every server has closed, with SIGINT and
  * SIGTERM starting a graceful shutdown (a second one cuts off what is
  * left) and SIGHUP reloading TLS certificates; ignores SIGPIPE unless
  * the host set a handler.  For hosts that let moonsocket run the loop:
  * a host that runs the loop itself does not call it.  Returns 0. */
-int moonsocket_run(lua_State *L);
+MOONSOCKET_API int moonsocket_run(lua_State *L);
 
 /* Shut down gracefully: stop accepting, answer or close the HTTP
  * connections, send every WebSocket what was queued and then a close
@@ -76,6 +84,6 @@ int moonsocket_run(lua_State *L);
  * as the loop runs (close handlers may run before it returns).  Later
  * calls do nothing.  It ends the loop only when moonsocket_run runs it:
  * a host's loop goes on with the host's watchers. */
-void moonsocket_shutdown(lua_State *L, double timeout);
+MOONSOCKET_API void moonsocket_shutdown(lua_State *L, double timeout);
 
 #endif

@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 
 #include "frame.h"
+#include "frame_reader.h"
 #include "handshake.h"
 #include "server.h"
 #include "utf8.h"
@@ -368,14 +369,10 @@ struct ms_rx {
   size_t in_len;
   uint8_t *msg;                     /* message being reassembled */
   size_t msg_len, msg_cap;
-  uint64_t frame_left;              /* payload bytes still to come */
+  struct frame_reader frames;       /* where the frame stream is */
   double since;                     /* when the frame or message under
                                        way was left incomplete, or 0 */
   uint32_t utf8;                    /* validator state, text messages */
-  uint8_t frame_op, msg_op;
-  uint8_t mask[4], mask_off;
-  uint8_t hdr_len;                  /* bytes of a split frame header */
-  uint8_t hdr[14];
   uint8_t ctl_len;
   uint8_t *ctl;                     /* control payload split over reads */
 };
@@ -1159,10 +1156,9 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
   }
 }
 
-static int deliver(struct ms_conn *c, const uint8_t *p, size_t len) {
+static int deliver(struct ms_conn *c, const uint8_t *p, size_t len,
+                   unsigned op) {
   struct ms_rx *rx = c->rx;           /* feed's: stays while Lua runs */
-  unsigned op = rx->msg_op;
-  rx->msg_op = 0;
   rx->since = 0;
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
@@ -1217,14 +1213,14 @@ static int check_held(struct ms_conn *c) {
  * before it comes), and never past the end of its last frame or
  * max_message_size.  Returns -1 after failing or aborting c. */
 static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
-                      uint64_t rest) {
+                      uint64_t rest, int last) {
   struct ms_rx *rx = c->rx;
   size_t need = rx->msg_len + len;
   if (need > rx->msg_cap) {
     size_t cap = rx->msg_cap * 2 > MSG_MIN ? rx->msg_cap * 2 : MSG_MIN;
     if (cap > c->opts->max_message_size) cap = c->opts->max_message_size;
     if (cap < need) cap = need;
-    if ((c->flags & CF_FIN) && cap - need > rest) cap = need + (size_t)rest;
+    if (last && cap - need > rest) cap = need + (size_t)rest;
     uint8_t *m = realloc(rx->msg, cap);
     if (!m) {
       ms_conn_abort(c, 1006);
@@ -1240,55 +1236,38 @@ static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
          ? check_held(c) : 0;
 }
 
-/* Start a frame whose header is h. Returns 0, or -1 after failing. */
+/* A frame began: the limits and the state of its message.  Returns 0,
+ * or -1 after failing. */
 static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
   struct ms_rx *rx = c->rx;
-  unsigned rsv = c->deflate ? DEFLATE_RSV : 0;
-  int code = c->flags & CF_CLIENT
-             ? frame_check_from_server(h, rsv, rx->msg_op != 0)
-             : frame_check(h, rsv, rx->msg_op != 0);
-  if (code) {
-    fail(c, code, (c->flags & CF_CLIENT) == 0 && !h->masked
-                  ? FAIL_UNMASKED
-                  : (c->flags & CF_CLIENT) && h->masked
-                  ? FAIL_MASKED : FAIL_PROTOCOL);
+  rx->ctl_len = 0;
+  if (h->opcode >= 8) return 0;
+  if (h->opcode != WS_OP_CONT) {
+    rx->utf8 = UTF8_ACCEPT;
+    /* RSV1 on a message's first frame: compressed (RFC 7692 6.1) */
+    if (h->rsv & DEFLATE_RSV) c->flags |= CF_COMPRESSED;
+    else c->flags &= ~(uint32_t)CF_COMPRESSED;
+  }
+  /* a compressed message is limited by its inflated size instead, as
+   * it streams through zlib without being kept */
+  if (!(c->flags & CF_COMPRESSED) &&
+      rx->msg_len + h->length > c->opts->max_message_size) {
+    fail(c, 1009, FAIL_TOO_BIG);
     return -1;
   }
-  if (h->opcode < 8) {
-    if (h->opcode != WS_OP_CONT) {
-      rx->msg_op = h->opcode;
-      rx->utf8 = UTF8_ACCEPT;
-      /* RSV1 on a message's first frame: compressed (RFC 7692 6.1) */
-      if (h->rsv & DEFLATE_RSV) c->flags |= CF_COMPRESSED;
-      else c->flags &= ~(uint32_t)CF_COMPRESSED;
-    }
-    /* a compressed message is limited by its inflated size instead, as
-     * it streams through zlib without being kept */
-    if (!(c->flags & CF_COMPRESSED) &&
-        rx->msg_len + h->length > c->opts->max_message_size) {
-      fail(c, 1009, FAIL_TOO_BIG);
-      return -1;
-    }
-  }
-  rx->frame_op = h->opcode;
-  rx->frame_left = h->length;
-  memcpy(rx->mask, h->mask, 4);
-  rx->mask_off = 0;
-  rx->ctl_len = 0;
-  c->flags = (c->flags & ~(uint32_t)CF_FIN) | (h->fin ? CF_FIN : 0) |
-             CF_IN_FRAME;
   return 0;
 }
 
 /* Payload of a compressed message: inflate as it comes, check the
  * inflated text as it comes, deliver it at the end. */
-static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
-                           int fin) {
+static int inflate_payload(struct ms_conn *c, const struct frame_event *ev) {
   struct ms_rx *rx = c->rx;
   struct ms_deflate *d = c->deflate;
+  int fin = ev->message_end;
   size_t before = d->message.len, cap = d->message.cap;
-  int rc = deflate_inflate_chunk(&d->state, &d->params, p, avail, fin,
-                                 c->opts->max_message_size, &d->message);
+  int rc = deflate_inflate_chunk(&d->state, &d->params, ev->data, ev->len,
+                                 fin, c->opts->max_message_size,
+                                 &d->message);
   c->server->held += d->message.cap - cap;
   if (rc != DEFLATE_OK) {
     fail(c, deflate_close_code(rc), rc == DEFLATE_TOO_BIG
@@ -1296,7 +1275,7 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
          ? FAIL_BAD_DEFLATE : FAIL_INFLATE);
     return -1;
   }
-  if (rx->msg_op == WS_OP_TEXT) {
+  if (ev->msg_op == WS_OP_TEXT) {
     rx->utf8 = utf8_validate(rx->utf8, d->message.data + before,
                              d->message.len - before);
     if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
@@ -1306,100 +1285,80 @@ static int inflate_payload(struct ms_conn *c, uint8_t *p, size_t avail,
   }
   if (!fin) return c->server->held > c->server->opts.max_incomplete_bytes
                   ? check_held(c) : 0;
-  int more = deliver(c, d->message.data, d->message.len);
+  int more = deliver(c, d->message.data, d->message.len, ev->msg_op);
   if (c->deflate) inflated_free(c);   /* an idle socket holds none */
   return more ? 0 : -1;
 }
 
-/* Consume payload bytes of the current frame. Returns -1 to stop. */
-static int frame_payload(struct ms_conn *c, uint8_t *p, size_t avail) {
+/* A control frame's payload, kept while it is split over reads. */
+static int control_payload(struct ms_conn *c, const struct frame_event *ev) {
   struct ms_rx *rx = c->rx;
-  frame_unmask(p, avail, rx->mask, rx->mask_off);
-  rx->mask_off = (uint8_t)((rx->mask_off + avail) & 3);
-  rx->frame_left -= avail;
-  int done = rx->frame_left == 0;
-  if (done) c->flags &= ~CF_IN_FRAME;
-
-  if (rx->frame_op >= 8) {            /* control frame */
-    if (done && !rx->ctl) {
-      handle_control(c, rx->frame_op, p, avail);
-      return 0;
-    }
-    if (!rx->ctl && !(rx->ctl = malloc(WS_CONTROL_MAX))) {
-      ms_conn_abort(c, 1006);
-      return -1;
-    }
-    memcpy(rx->ctl + rx->ctl_len, p, avail);
-    rx->ctl_len = (uint8_t)(rx->ctl_len + avail);
-    if (done) {
-      uint8_t *ctl = rx->ctl;
-      rx->ctl = NULL;
-      handle_control(c, rx->frame_op, ctl, rx->ctl_len);
-      free(ctl);
-    }
+  if (ev->end && !rx->ctl) {
+    handle_control(c, ev->opcode, ev->data, ev->len);
     return 0;
   }
+  if (!rx->ctl && !(rx->ctl = malloc(WS_CONTROL_MAX))) {
+    ms_conn_abort(c, 1006);
+    return -1;
+  }
+  memcpy(rx->ctl + rx->ctl_len, ev->data, ev->len);
+  rx->ctl_len = (uint8_t)(rx->ctl_len + ev->len);
+  if (ev->end) {
+    uint8_t *ctl = rx->ctl;
+    rx->ctl = NULL;
+    handle_control(c, ev->opcode, ctl, rx->ctl_len);
+    free(ctl);
+  }
+  return 0;
+}
 
-  int fin = done && (c->flags & CF_FIN);
-  if (c->flags & CF_COMPRESSED) return inflate_payload(c, p, avail, fin);
-  if (rx->msg_op == WS_OP_TEXT) {
-    rx->utf8 = utf8_validate(rx->utf8, p, avail);   /* fail fast */
+/* Payload bytes of the current frame. Returns -1 to stop. */
+static int frame_payload(struct ms_conn *c, const struct frame_event *ev) {
+  struct ms_rx *rx = c->rx;
+  if (ev->opcode >= 8) return control_payload(c, ev);
+  int fin = ev->message_end;
+  if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
+  if (ev->msg_op == WS_OP_TEXT) {
+    rx->utf8 = utf8_validate(rx->utf8, ev->data, ev->len);  /* fail fast */
     if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
       fail(c, 1007, FAIL_UTF8);
       return -1;
     }
   }
   if (fin && rx->msg_len == 0)        /* whole message in place */
-    return deliver(c, p, avail) ? 0 : -1;
-  if (msg_append(c, p, avail, rx->frame_left) < 0) return -1;
-  if (fin) return deliver(c, rx->msg, rx->msg_len) ? 0 : -1;
+    return deliver(c, ev->data, ev->len, ev->msg_op) ? 0 : -1;
+  if (msg_append(c, ev->data, ev->len, rx->frames.left,
+                 rx->frames.fin) < 0)
+    return -1;
+  if (fin) return deliver(c, rx->msg, rx->msg_len, ev->msg_op) ? 0 : -1;
   return 0;
 }
+
+static const enum fail_reason frame_fail[] = {
+  [FRAME_ERR_LENGTH] = FAIL_FRAME_LENGTH,
+  [FRAME_ERR_UNMASKED] = FAIL_UNMASKED,
+  [FRAME_ERR_MASKED] = FAIL_MASKED,
+  [FRAME_ERR_PROTOCOL] = FAIL_PROTOCOL,
+};
 
 /* Consume frames from p[0..n).  Returns the bytes used; fewer than n
  * when the connection stops reading or leaves the WebSocket states. */
 static size_t process_frames(struct ms_conn *c, uint8_t *p, size_t n) {
   struct ms_rx *rx = c->rx;
+  unsigned flags = (c->deflate ? FRAME_RSV1 : 0) |
+                   (c->flags & CF_CLIENT ? FRAME_FROM_SERVER : 0);
   size_t i = 0;
   while (i < n && (c->state == CS_OPEN || c->state == CS_CLOSING) &&
          !(c->flags & CF_PAUSED)) {
-    if (!(c->flags & CF_IN_FRAME)) {
-      struct frame_header h;
-      int hl;
-      if (rx->hdr_len) {                /* a header split over reads */
-        size_t take = n - i;
-        size_t room = (size_t)(WS_FRAME_HEADER_MAX - rx->hdr_len);
-        if (take > room) take = room;
-        memcpy(rx->hdr + rx->hdr_len, p + i, take);
-        hl = frame_parse_header(rx->hdr, rx->hdr_len + take, &h);
-        if (hl == 0) {
-          rx->hdr_len = (uint8_t)(rx->hdr_len + take);
-          return n;
-        }
-        if (hl > 0) {
-          i += (size_t)hl - rx->hdr_len;
-          rx->hdr_len = 0;
-        }
-      } else {
-        hl = frame_parse_header(p + i, n - i, &h);
-        if (hl == 0) {
-          memcpy(rx->hdr, p + i, n - i);
-          rx->hdr_len = (uint8_t)(n - i);
-          return n;
-        }
-        if (hl > 0) i += (size_t)hl;
-      }
-      if (hl < 0) {
-        fail(c, 1002, FAIL_FRAME_LENGTH);
-        return n;
-      }
-      if (begin_frame(c, &h) < 0) return n;
+    struct frame_event ev;
+    i += frame_read(&rx->frames, p + i, n - i, flags, &ev);
+    if (ev.kind == FRAME_NEED_MORE) break;
+    if (ev.kind == FRAME_ERROR) {
+      fail(c, 1002, frame_fail[ev.error]);
+      return n;
     }
-    size_t avail = n - i;
-    if (avail > rx->frame_left) avail = (size_t)rx->frame_left;
-    int rc = frame_payload(c, p + i, avail);
-    i += avail;
-    if (rc < 0) break;
+    if (ev.begun && begin_frame(c, &ev.header) < 0) return n;
+    if (frame_payload(c, &ev) < 0) break;
   }
   return i;
 }
@@ -1440,11 +1399,10 @@ static void rx_settle(struct ms_conn *c, struct ms_rx *rx) {
   c->flags &= ~CF_RX_LOCAL;
   c->rx = NULL;
   if (c->state != CS_CLOSED && c->state != CS_DRAINING &&
-      (rx->in || rx->hdr_len || rx->msg_op || (c->flags & CF_IN_FRAME))) {
+      (rx->in || frame_reader_busy(&rx->frames))) {
     /* message_timeout runs from when a frame or message is first left
      * incomplete: bytes a busy coroutine has not asked for are not */
-    if (c->state == CS_HTTP ||
-        !(rx->hdr_len || rx->msg_op || (c->flags & CF_IN_FRAME)))
+    if (c->state == CS_HTTP || !frame_reader_busy(&rx->frames))
       rx->since = 0;
     else if (rx->since == 0)
       rx->since = now_of(c);

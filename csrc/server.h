@@ -132,8 +132,6 @@ enum {
   CF_KEEP_ALIVE = 1 << 6,   /* HTTP: another request may follow */
   CF_SHUT_WR = 1 << 7,      /* shutdown(SHUT_WR) done */
   CF_NOTIFIED = 1 << 8,     /* close event delivered */
-  CF_IN_FRAME = 1 << 9,     /* inside a frame's payload */
-  CF_FIN = 1 << 10,         /* current frame is final */
   CF_REQUEST_DROPPED = 1 << 11, /* after open: ws.request is gone */
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */

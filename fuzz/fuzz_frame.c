@@ -1,12 +1,14 @@
-/* fuzz_frame.c - a client's frame stream read as conn.c's process_frames
- * reads it (frame_parse_header, frame_check, frame_unmask, a 14-byte
- * buffer for a header split over reads), fed in random chunks, against
- * the whole stream at once and against a byte-at-a-time reference of
- * RFC 6455 section 5.2: all three must log the same frames.
+/* fuzz_frame.c - a client's frame stream read by frame_reader.c, the
+ * reader conn.c dispatches, fed in random chunks, against the whole
+ * stream at once and against a byte-at-a-time reference of RFC 6455
+ * section 5.2: all must log the same frames.  The reading conn.c did
+ * before it had frame_reader (its process_frames, copied) is read too
+ * and must agree: the reader changes no behaviour.
  * Input: FUZZ_SEED_LEN bytes for the splitter, a flags byte (bit 0:
  * permessage-deflate was negotiated, so RSV1 is allowed), the stream. */
 #include "deflate.h"
 #include "frame.h"
+#include "frame_reader.h"
 #include "fuzz.h"
 
 /* What a reader saw: header records, and the unmasked payload bytes. */
@@ -60,7 +62,7 @@ struct ending {
 };
 
 /* ---------------------------------------------------------------------
- * The reader under test: conn.c's frame state less the connection
+ * conn.c's reading before frame_reader: its frame state and steps
  * ------------------------------------------------------------------- */
 
 struct reader {
@@ -187,6 +189,59 @@ static struct ending reader_ending(const struct reader *rd) {
 }
 
 /* ---------------------------------------------------------------------
+ * The reader under test: frame_reader.c, as process_frames drives it
+ * ------------------------------------------------------------------- */
+
+struct real {
+  struct frame_reader fr;
+  unsigned flags;
+  int stopped;
+  struct trace *trace;
+};
+
+static void real_feed(struct real *rd, uint8_t *p, size_t n) {
+  size_t i = 0;
+  while (i < n && !rd->stopped) {
+    struct frame_event ev;
+    size_t used = frame_read(&rd->fr, p + i, n - i, rd->flags, &ev);
+    FUZZ_CHECK(used <= n - i, "frame_read used %zu of %zu", used, n - i);
+    i += used;
+    if (ev.kind == FRAME_NEED_MORE) {
+      FUZZ_CHECK(i == n, "more wanted with %zu bytes left", n - i);
+      FUZZ_CHECK(rd->fr.hdr_len < WS_FRAME_HEADER_MAX,
+                 "%u bytes are not yet a header", rd->fr.hdr_len);
+      return;
+    }
+    if (ev.kind == FRAME_ERROR) {
+      if (ev.error == FRAME_ERR_LENGTH) log_bad_length(rd->trace);
+      else log_header(rd->trace, &ev.header, 1002);
+      rd->stopped = 1;
+      return;
+    }
+    FUZZ_CHECK(ev.kind == FRAME_DATA, "event %d", ev.kind);
+    if (ev.begun) {
+      log_header(rd->trace, &ev.header, 0);
+      check_write_header(&ev.header);
+    }
+    FUZZ_CHECK(ev.data == p + i - ev.len, "payload not where it was read");
+    FUZZ_CHECK(ev.end == !rd->fr.in_frame, "end %d in frame %d", ev.end,
+               rd->fr.in_frame);
+    log_put(&rd->trace->payload, ev.data, ev.len);
+  }
+}
+
+static struct ending real_ending(const struct real *rd) {
+  const struct frame_reader *fr = &rd->fr;
+  struct ending e = { fr->left, fr->hdr_len, fr->mask_off, fr->in_frame,
+                      fr->msg_op != 0, (uint64_t)rd->stopped };
+  if (!fr->in_frame) e.left = e.mask_off = 0;
+  if (rd->stopped) e.hdr_len = 0;
+  FUZZ_CHECK(rd->stopped || frame_reader_busy(fr) ==
+             (fr->hdr_len || fr->in_frame || fr->msg_op), "busy");
+  return e;
+}
+
+/* ---------------------------------------------------------------------
  * The reference: section 5.2 read byte by byte, from the whole stream
  * ------------------------------------------------------------------- */
 
@@ -292,40 +347,54 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* the whole stream in one read */
   struct trace whole = { { 0 }, { 0 } };
-  struct reader rd = { .rsv_allowed = rsv_allowed, .trace = &whole };
+  struct real real = { .flags = rsv_allowed ? FRAME_RSV1 : 0,
+                       .trace = &whole };
   uint8_t *buf = fuzz_copy(s, n);
+  real_feed(&real, buf, n);
+  free(buf);
+  struct ending whole_end = real_ending(&real);
+
+  /* the same by conn.c's former reading */
+  struct trace before = { { 0 }, { 0 } };
+  struct reader rd = { .rsv_allowed = rsv_allowed, .trace = &before };
+  buf = fuzz_copy(s, n);
   reader_feed(&rd, buf, n);
   free(buf);
-  struct ending whole_end = reader_ending(&rd);
+  struct ending before_end = reader_ending(&rd);
 
   /* random reads, each in its own exact-size buffer at a random
    * alignment, as frame_unmask works word by word */
   struct trace chunked = { { 0 }, { 0 } };
-  memset(&rd, 0, sizeof rd);
-  rd.rsv_allowed = rsv_allowed;
-  rd.trace = &chunked;
+  memset(&real, 0, sizeof real);
+  real.flags = rsv_allowed ? FRAME_RSV1 : 0;
+  real.trace = &chunked;
   for (size_t at = 0; at < n;) {
     size_t k = fuzz_chunk(&rng, n - at);
     size_t skew = fuzz_next(&rng) & 7;
     uint8_t *block = malloc(skew + k);
     if (!block) abort();
     memcpy(block + skew, s + at, k);
-    reader_feed(&rd, block + skew, k);
+    real_feed(&real, block + skew, k);
     free(block);
     at += k;
   }
-  struct ending chunked_end = reader_ending(&rd);
+  struct ending chunked_end = real_ending(&real);
 
   FUZZ_CHECK(same_trace(&whole, &ref),
              "read whole, the stream gives other frames than section 5.2");
   FUZZ_CHECK(memcmp(&whole_end, &ref_end, sizeof ref_end) == 0,
              "read whole, the stream ends in another state");
+  FUZZ_CHECK(same_trace(&before, &whole),
+             "frame_reader reads other frames than conn.c did");
+  FUZZ_CHECK(memcmp(&before_end, &whole_end, sizeof ref_end) == 0,
+             "frame_reader ends in another state than conn.c did");
   FUZZ_CHECK(same_trace(&chunked, &whole),
              "read in chunks, the stream gives other frames");
   FUZZ_CHECK(memcmp(&chunked_end, &whole_end, sizeof ref_end) == 0,
              "read in chunks, the stream ends in another state");
   trace_free(&ref);
   trace_free(&whole);
+  trace_free(&before);
   trace_free(&chunked);
   return 0;
 }

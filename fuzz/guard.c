@@ -21,6 +21,7 @@
 
 #include "deflate.h"
 #include "frame.h"
+#include "frame_reader.h"
 #include "fuzz.h"
 #include "handshake.h"
 #include "http.h"
@@ -105,26 +106,20 @@ static void guard_http(const struct guard *g, const struct input *in,
   }
 }
 
-/* A stream of frames as one read: headers, checks, unmasked payloads. */
+/* A stream of frames as one read, by frame_reader: headers, checks,
+ * unmasked payloads. */
 static void guard_frame(const struct guard *g, const struct input *in,
                         const uint8_t *s, size_t n) {
   uint8_t *p = guarded(g, s, n);
-  unsigned rsv_allowed = in->head[FUZZ_SEED_LEN] & 1 ? DEFLATE_RSV : 0;
-  int in_message = 0;
+  unsigned flags = in->head[FUZZ_SEED_LEN] & 1 ? FRAME_RSV1 : 0;
+  struct frame_reader fr = { 0 };
   size_t i = 0;
   while (i < n) {
-    struct frame_header h;
-    int hl = frame_parse_header(p + i, n - i, &h);
-    if (hl <= 0) break;
-    i += (size_t)hl;
-    if (frame_check(&h, rsv_allowed, in_message)) break;
-    if (h.opcode == WS_OP_TEXT || h.opcode == WS_OP_BINARY) in_message = 1;
-    size_t avail = n - i < h.length ? n - i : (size_t)h.length;
-    frame_unmask(p + i, avail, h.mask, 0);
-    if (avail >= 2 && h.opcode == WS_OP_CLOSE)   /* the close reason */
-      (void)utf8_validate(UTF8_ACCEPT, p + i + 2, avail - 2);
-    i += avail;
-    if (h.fin && h.opcode < 8) in_message = 0;
+    struct frame_event ev;
+    i += frame_read(&fr, p + i, n - i, flags, &ev);
+    if (ev.kind != FRAME_DATA) break;
+    if (ev.begun && ev.len >= 2 && ev.opcode == WS_OP_CLOSE)
+      (void)utf8_validate(UTF8_ACCEPT, ev.data + 2, ev.len - 2);
   }
 }
 

@@ -875,6 +875,10 @@ int moonsocket_run(lua_State *L) {
   struct sigaction sa;
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
     signal(SIGPIPE, SIG_IGN);
+  /* after a shutdown nothing is served any more: a reader or any other
+   * watcher the app still holds must not keep the loop (and the runner,
+   * which runs it once the script has returned) going */
+  if (m->shutting_down && !m->servers) return 0;
   if (m->nworkers > 1 && !m->worker && !m->running &&
       ms_workers_run(m) == 0)
     return 0;                          /* the master, done */

@@ -55,8 +55,9 @@ enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA, UV_OFFERED };
 /* Calling Lua                                                         */
 /* ------------------------------------------------------------------ */
 
-/* How an escaped peer-supplied field of a log line may get, and how
- * long an identical error or warning is counted rather than written. */
+/* The room for an escaped peer-supplied field of a log line (with its
+ * NUL), and how long an identical error or warning is counted rather
+ * than written. */
 #define LOG_FIELD_MAX 256
 #define LOG_WINDOW 10.0
 #define LOG_CUT_MARK 32               /* room for "...(+N bytes)" */

@@ -25,11 +25,18 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make libhiredis-dev
-TEST_PACKAGES = chromium valgrind redis-server gdb nginx
+# what only the suites call: the browser test, memcheck and the callgrind
+# guard, the Redis backplane, the soak (gdb), the nginx proxy, the
+# rockspec (luarocks), test certificates (openssl, and python3's
+# cryptography in spec/peers), the fuzz smoke (clang and libFuzzer)
+TEST_PACKAGES = chromium valgrind redis-server gdb nginx luarocks openssl \
+                python3-cryptography clang libclang-rt-dev
+# Node.js for the browser test: Debian's when the machine has none
+NODE_PACKAGES = $(if $(shell command -v node 2>/dev/null),,nodejs npm)
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
         chat bench bench-peers fuzz lib examples FORCE install-lua install-lib \
-        valgrind soak
+        valgrind soak packages
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
 # core under LIBDIR and the runner under BINDIR.
@@ -136,13 +143,17 @@ $(BUILD)/asan/examples/embed-host: examples/embed/host.c $(ASAN_OBJ)
 deps:
 	@$(MAKE) --no-print-directory apt-install PACKAGES="$(DEB_PACKAGES)"
 
-# The browser test: Debian's Chromium, Node.js (Debian's when the machine
-# has none) and playwright-core from package-lock.json.
+# What every suite calls: TEST_PACKAGES, Node.js (Debian's when the
+# machine has none) and playwright-core from package-lock.json.
 test-deps: deps
-	@pkgs="$(TEST_PACKAGES)"; command -v node >/dev/null || \
-	  pkgs="$$pkgs nodejs npm"; \
-	$(MAKE) --no-print-directory apt-install PACKAGES="$$pkgs"
+	@$(MAKE) --no-print-directory apt-install \
+	  PACKAGES="$(TEST_PACKAGES) $(NODE_PACKAGES)"
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+
+# The Debian packages of `make deps test-deps` on one line (.ci/run
+# installs them).
+packages:
+	@echo $(DEB_PACKAGES) $(TEST_PACKAGES) $(NODE_PACKAGES)
 
 apt-install:
 	@missing=""; for p in $(PACKAGES); do \

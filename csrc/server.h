@@ -54,6 +54,18 @@ void ms_options_copy_route(struct ms_options *to,
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
                      int per_route);
 
+/* The log (ms_log): the last error or warning written, and how many
+ * identical ones came within a window after it and were only counted. */
+#define MS_LOG_LINE 1024        /* a line's message, at most */
+struct ms_log_repeat {
+  ev_timer window;              /* its end writes the count */
+  ev_tstamp since;              /* when the line was written */
+  unsigned suppressed;
+  int level;
+  size_t len;
+  char line[MS_LOG_LINE];       /* the message, escaped */
+};
+
 /* Per lua_State: the loop and what spans servers. */
 struct ms_module {
   struct ev_loop *loop;
@@ -73,6 +85,7 @@ struct ms_module {
   struct ms_workers *workers;   /* the master's, while it supervises */
   struct ms_link *link;         /* a worker's link to the master */
   struct ms_server *client;     /* owns client connections, or NULL */
+  struct ms_log_repeat log;     /* repeated lines, counted */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */

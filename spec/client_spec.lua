@@ -224,4 +224,29 @@ describe("examples/client", function()
     assert.is_true(ok)
     assert.are.equal("hello\nwörld\n\nlast line\n", output)
   end)
+
+  it("runs from the tree with README.md's command", function()
+    -- the indented command lines, continuations joined
+    local readme = helper.read_file("README.md"):gsub("\\\n%s*", "")
+    local command
+    for line in readme:gmatch("\n    ([^\n]*)") do
+      if line:find("build/moonsocket examples/client/app.lua", 1, true) then
+        command = line
+      end
+    end
+    assert.is_truthy(command, "README.md gives no in-tree command for "
+      .. "examples/client")
+    command = command:gsub("build/moonsocket", os.getenv("MOONSOCKET_BIN")
+            or "build/moonsocket", 1)
+      :gsub("127%.0%.0%.1:5000", "127.0.0.1:" .. server.port, 1)
+    local errors = os.tmpname()
+    local pipe = assert(io.popen("echo hi | " .. command .. " 2>"
+      .. helper.shell_quote(errors), "r"))
+    local output = pipe:read("a")
+    local ok = pipe:close()
+    local stderr = helper.read_file(errors)
+    os.remove(errors)
+    assert.is_true(ok, stderr)
+    assert.are.equal("hi\n", output)
+  end)
 end)

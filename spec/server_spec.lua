@@ -2,6 +2,7 @@
 -- their order, request data, handler errors, back-pressure and drain,
 -- timeouts, keep-alive pings, the middleware pipeline, shutdown, IPv6.
 local helper = require "helper"
+local socket = require "socket"
 
 local TEXT, BINARY = helper.TEXT, helper.BINARY
 local PING, PONG = helper.PING, helper.PONG
@@ -369,4 +370,36 @@ describe("server options", function()
     assert.are.equal(0, server:stop())
     helper.assert_clean_log(server)
   end)
+
+  -- A reader on stdin (a FIFO that nobody closes) is a watcher that
+  -- never ends: after the shutdown it must not keep the process going,
+  -- whether the script ran the loop itself or left that to the runner.
+  for _, form in ipairs({ "runner", "app" }) do
+    it("exits 0 on SIGTERM with a core.reader open (run by the " .. form
+       .. ")", function()
+      local fifo = os.tmpname()
+      os.remove(fifo)
+      assert(os.execute("mkfifo " .. helper.shell_quote(fifo)))
+      local server = helper.start_server("spec/apps/reader.lua",
+        { RUN = form }, { stdin = fifo })
+      local ws = assert(helper.ws_connect(server.port, "/ws"))
+      local started = socket.gettime()
+      server:kill("TERM")
+      assert.are.equal(1001, ws:expect_close())
+      ws:close(1001)                   -- the closing handshake is done
+      ws:abort()
+      local exited = helper.wait_until(function() return server:exited() end,
+                                       helper.scaled(3))
+      local took = socket.gettime() - started
+      os.remove(fifo)
+      assert.are.equal(0, server:stop(), server:log())
+      assert.is_truthy(exited, "still running 3 s after SIGTERM:\n"
+        .. server:log())
+      assert.is_true(took < helper.scaled(3))
+      if form == "app" then
+        assert.matches("run%(%) returned", server:log())
+      end
+      helper.assert_clean_log(server)
+    end)
+  end
 end)

@@ -1,5 +1,7 @@
 -- A command-line WebSocket client, like wscat:
 --   moonsocket examples/client/app.lua ws://host:port/path
+-- (from the source tree: LUA_PATH='lua/?.lua;lua/?/init.lua;;'
+-- build/moonsocket examples/client/app.lua ws://host:port/path)
 -- sends each line of stdin as a text message and prints each message it
 -- receives; ends when the server closes, or when stdin has ended and as
 -- many messages came back as were sent (close 1000): piped into an echo

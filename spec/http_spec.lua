@@ -1,0 +1,82 @@
+-- spec/http_spec.lua: the HTTP edges of the core over raw sockets: an
+-- upgrade that carries a body, response headers from Lua, absolute-form
+-- targets, HTTP/1.0 keep-alive, the lingering close and reason phrases.
+local helper = require "helper"
+
+local socket = require "socket"
+
+local PLAIN = "Content-Type: text/plain; charset=utf-8\r\n"
+
+-- The exact bytes of an error response the core makes.
+local function core_error(status, reason, why, close)
+  local body = ("%d %s: %s\n"):format(status, reason, why)
+  return ("HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s%s\r\n%s"):format(
+    status, reason, #body, close and "Connection: close\r\n" or "", PLAIN,
+    body)
+end
+
+-- Sends request on a new connection; returns the first response's bytes
+-- and the socket.
+local function exchange(port, request)
+  local sock = assert(helper.connect(port))
+  sock:send(request)
+  return helper.read_raw_response(sock), sock
+end
+
+describe("HTTP edges", function()
+  local server
+
+  setup(function()
+    server = helper.start_server("spec/apps/http.lua",
+      { CLOSE_TIMEOUT = 10, HANDSHAKE_TIMEOUT = 10 })
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  describe("status lines", function()
+    local REASONS = {
+      [100] = "Continue", [101] = "Switching Protocols", [200] = "OK",
+      [201] = "Created", [202] = "Accepted",
+      [203] = "Non-Authoritative Information", [204] = "No Content",
+      [205] = "Reset Content", [206] = "Partial Content",
+      [300] = "Multiple Choices", [301] = "Moved Permanently",
+      [302] = "Found", [303] = "See Other", [304] = "Not Modified",
+      [305] = "Use Proxy", [307] = "Temporary Redirect",
+      [308] = "Permanent Redirect", [400] = "Bad Request",
+      [401] = "Unauthorized", [402] = "Payment Required",
+      [403] = "Forbidden", [404] = "Not Found",
+      [405] = "Method Not Allowed", [406] = "Not Acceptable",
+      [407] = "Proxy Authentication Required", [408] = "Request Timeout",
+      [409] = "Conflict", [410] = "Gone", [411] = "Length Required",
+      [412] = "Precondition Failed", [413] = "Content Too Large",
+      [414] = "URI Too Long", [415] = "Unsupported Media Type",
+      [416] = "Range Not Satisfiable", [417] = "Expectation Failed",
+      [421] = "Misdirected Request", [422] = "Unprocessable Content",
+      [426] = "Upgrade Required", [429] = "Too Many Requests",
+      [431] = "Request Header Fields Too Large",
+      [500] = "Internal Server Error", [501] = "Not Implemented",
+      [502] = "Bad Gateway", [503] = "Service Unavailable",
+      [504] = "Gateway Timeout", [505] = "HTTP Version Not Supported",
+    }
+
+    it("carry the reason phrase of every status RFC 9110 defines",
+       function()
+      local sock = assert(helper.connect(server.port))
+      local codes = {}
+      for code in pairs(REASONS) do
+        if code >= 200 then codes[#codes + 1] = code end
+      end
+      table.sort(codes)
+      for _, code in ipairs(codes) do
+        sock:send("GET /status/" .. code .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+        local bodiless = code == 204 or code == 304
+        assert.are.equal(("HTTP/1.1 %d %s\r\n%s\r\n"):format(code,
+          REASONS[code], bodiless and "" or "Content-Length: 0\r\n"),
+          helper.read_raw_response(sock))
+      end
+      sock:close()
+    end)
+  end)
+end)

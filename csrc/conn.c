@@ -928,11 +928,18 @@ static int negotiate_deflate(const struct http_request *req,
                                   DEFLATE_RESPONSE_MAX) == 1;
 }
 
+static int has_body(const struct http_request *req);
+
 int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
                     const char *protocol, const char **why) {
   char accept[WS_ACCEPT_LEN + 1];
   int status = handshake_check(req, accept, why);
   if (status) return status;
+  /* a body's bytes would be read as frames: a smuggled request */
+  if (has_body(req)) {
+    *why = "an upgrade request must not carry a body";
+    return 400;
+  }
   char ext[DEFLATE_RESPONSE_MAX] = "";
   struct deflate_params params;
   if (c->opts->deflate.enabled && negotiate_deflate(req, &c->opts->deflate,

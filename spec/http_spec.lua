@@ -35,6 +35,41 @@ describe("HTTP edges", function()
     helper.stop_and_check(server)
   end)
 
+  describe("an upgrade request with a body", function()
+    -- a masked text frame "smuggled", which an echo would send back
+    local frame = helper.build_frame{ payload = "smuggled" }
+
+    local bodies = {
+      { "Content-Length", { "Content-Length: " .. #frame }, frame },
+      { "chunked", { "Transfer-Encoding: chunked" },
+        ("%x\r\n%s\r\n0\r\n\r\n"):format(#frame, frame) },
+      { "Content-Length beside chunked",
+        { "Content-Length: " .. #frame, "Transfer-Encoding: chunked" },
+        frame },
+    }
+    for _, case in ipairs(bodies) do
+      it("is refused with 400 and closed (" .. case[1] .. ")", function()
+        local request = helper.upgrade_request{ extra = case[2] }
+        local response, sock = exchange(server.port, request .. case[3])
+        assert.are.equal(core_error(400, "Bad Request",
+          "an upgrade request must not carry a body", true), response)
+        assert.is_true((helper.socket_closed(sock, 3)))
+        sock:close()
+      end)
+    end
+
+    it("is upgraded when its Content-Length is 0", function()
+      local request = helper.upgrade_request{ extra = { "Content-Length: 0" } }
+      local sock = assert(helper.connect(server.port))
+      sock:send(request)
+      assert.are.equal(101, (helper.read_response(sock)))
+      local ws = helper.wrap(sock)
+      ws:send_text("echo")
+      assert.are.same({ helper.TEXT, "echo" }, { ws:recv_message() })
+      ws:abort()
+    end)
+  end)
+
   describe("status lines", function()
     local REASONS = {
       [100] = "Continue", [101] = "Switching Protocols", [200] = "OK",

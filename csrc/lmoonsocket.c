@@ -445,14 +445,14 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   lua_pushcfunction(L, call_pipeline);
   lua_pushlightuserdata(L, c);
   lua_pushlightuserdata(L, (void *)req);
+  /* after a refused upgrade the client's state is unknown: close */
+  int keep = !handshake_wanted(req);
   if (pcall_logged(s, L, 2, 5, "request handler") != LUA_OK) {
-    ms_conn_respond_error(c, 500, "the application failed", 1);
+    ms_conn_respond_error(c, 500, "the application failed", keep);
     lua_settop(L, top);
     return;
   }
   int req_idx = top + 1, r = top + 2;
-  /* after a refused upgrade the client's state is unknown: close */
-  int keep = !handshake_wanted(req);
   if (c->state != CS_HTTP) {
     lua_settop(L, top);
     return;
@@ -469,7 +469,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     if (status < 200 || status > 999 || (!body && !(file && file->fd >= 0) &&
         !lua_isnil(L, r + 2)) || push_header_lines(L, r + 1)) {
       ms_log(s, LOG_ERROR, "request handler returned an invalid response");
-      ms_conn_respond_error(c, 500, "the application failed", 1);
+      ms_conn_respond_error(c, 500, "the application failed", keep);
       break;
     }
     size_t hlen;
@@ -543,7 +543,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   default:
     ms_log(s, LOG_ERROR, "request handler returned a %s",
            luaL_typename(L, r));
-    ms_conn_respond_error(c, 500, "the application failed", 1);
+    ms_conn_respond_error(c, 500, "the application failed", keep);
   }
   lua_settop(L, top);
 }

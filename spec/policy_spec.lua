@@ -111,6 +111,35 @@ describe("policies", function()
       .. "Content-Type: text/plain; charset=utf-8\r\n\r\n"
       .. "500 Internal Server Error: the application failed\n"
 
+    local FORBIDDEN = "HTTP/1.1 403 Forbidden\r\nContent-Length: 14\r\n"
+      .. "Connection: close\r\nContent-Type: text/plain; charset=utf-8"
+      .. "\r\n\r\n403 Forbidden\n"
+
+    it("accepts only with true or a table", function()
+      for _, query in ipairs { "true", "table" } do
+        local ws = assert(helper.ws_connect(server.port,
+                                            "/verdict?" .. query))
+        ws:send_text("who")
+        assert.are.same({ TEXT, query == "table" and "bob" or "nil" },
+                        { ws:recv_message() }, query)
+        ws:abort()
+      end
+    end)
+
+    it("refuses with 403 on false, nil or nothing", function()
+      for _, query in ipairs { "false", "nil", "nothing", "nil-denied" } do
+        assert.are.same({ FORBIDDEN, true }, { verdict(query) }, query)
+      end
+    end)
+
+    it("answers 500, logged, to any other verdict", function()
+      assert.are.same({ SERVER_ERROR, true }, { verdict("string") })
+      assert.matches("moonsocket: error error in request handler: the "
+        .. "upgrade hook of route '/verdict' %(spec/apps/policy.lua:%d+%) "
+        .. 'returned a string %("denied"%); it must return true, a table, '
+        .. "false, nil or a status\nstack traceback:", server:log())
+    end)
+
     it("answers 500 and closes when it raises", function()
       assert.are.same({ SERVER_ERROR, true }, { verdict("raise") })
       assert.matches("error in request handler: spec/apps/policy.lua:%d+: "

@@ -28,6 +28,19 @@ int http_ieq(const char *a, size_t n, const char *b) {
   return b[i] == '\0';
 }
 
+int http_is_token(const char *p, size_t n) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!is_tchar((unsigned char)p[i])) return 0;
+  return 1;
+}
+
+int http_is_field_value(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!is_field_char((unsigned char)p[i])) return 0;
+  return 1;
+}
+
 int http_has_token(const char *v, size_t n, const char *token) {
   size_t i = 0;
   while (i < n) {

@@ -46,6 +46,13 @@ long http_parse_response(const char *p, size_t n,
 /* Case-insensitive ASCII comparison of a[0..n) and the string b. */
 int http_ieq(const char *a, size_t n, const char *b);
 
+/* Whether p[0..n) is a token (RFC 9110 section 5.6.2): a field name. */
+int http_is_token(const char *p, size_t n);
+
+/* Whether p[0..n) may be a field value (RFC 9110 section 5.5): no
+ * control character but HTAB, no DEL; obs-text passes. */
+int http_is_field_value(const char *p, size_t n);
+
 /* Whether the comma-separated list v[0..n) holds the token (RFC 7230
  * section 7), compared case-insensitively. */
 int http_has_token(const char *v, size_t n, const char *token);

@@ -260,31 +260,71 @@ static void push_request(lua_State *L, struct ms_conn *c,
   lua_setfield(L, -2, "upgrade");
 }
 
-/* Serialise the headers table at idx as "Name: value\r\n" lines;
- * -1 for a name or value that would break the response. */
-static int push_header_lines(lua_State *L, int idx) {
+/* The fields the core writes itself: framing and the connection's fate
+ * (RFC 9112 sections 6 and 9.6, RFC 9110 section 7.8).  A handler's
+ * would contradict them: Transfer-Encoding beside Content-Length. */
+static int core_header(const char *name, size_t len) {
+  return http_ieq(name, len, "content-length") ||
+         http_ieq(name, len, "transfer-encoding") ||
+         http_ieq(name, len, "connection") || http_ieq(name, len, "upgrade");
+}
+
+/* Push name[0..len) for a log line: at most 64 bytes, what is not
+ * printable ASCII escaped (\r, \xHH).  Returns it. */
+static const char *push_shown(lua_State *L, const char *name, size_t len) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < len && i < 64; i++) {
+    unsigned char ch = (unsigned char)name[i];
+    if (ch == '\r') luaL_addstring(&b, "\\r");
+    else if (ch == '\n') luaL_addstring(&b, "\\n");
+    else if (ch < 0x20 || ch >= 0x7F || ch == '\\' || ch == '\'') {
+      char hex[5];
+      snprintf(hex, sizeof hex, "\\x%02X", ch);
+      luaL_addstring(&b, hex);
+    } else {
+      luaL_addchar(&b, (char)ch);
+    }
+  }
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
+}
+
+/* Serialise the headers table at idx as "Name: value\r\n" lines.
+ * Returns NULL with them pushed, or why they would break the response
+ * (pushed above them): a name that is no token, a value with a control
+ * character, a field the core writes. */
+static const char *push_header_lines(lua_State *L, int idx) {
   lua_pushliteral(L, "");
   int acc = lua_gettop(L);
-  if (!lua_istable(L, idx)) return 0;
+  if (!lua_istable(L, idx)) return NULL;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nl, vl;
     int vt = lua_type(L, -1);
     if (lua_type(L, -2) != LUA_TSTRING ||
         (vt != LUA_TSTRING && vt != LUA_TNUMBER)) {
-      lua_pop(L, 2);
-      return -1;
+      const char *why = lua_pushfstring(L, "a header of a %s to a %s",
+                                        luaL_typename(L, -2),
+                                        luaL_typename(L, -1));
+      lua_replace(L, acc + 1);
+      lua_settop(L, acc + 1);
+      return why;
     }
     const char *n = lua_tolstring(L, -2, &nl);
     const char *v = lua_tolstring(L, -1, &vl);
-    if (nl == 0 || strlen(n) != nl || strcspn(n, "\r\n: \t") != nl ||
-        strlen(v) != vl || strcspn(v, "\r\n") != vl) {
-      lua_pop(L, 2);
-      return -1;
-    }
-    if (http_ieq(n, nl, "content-length") || http_ieq(n, nl, "connection")) {
-      lua_pop(L, 1);                  /* the core writes these */
-      continue;
+    const char *why = !http_is_token(n, nl) ? "header name '%s' is not a "
+                      "token"
+                      : !http_is_field_value(v, vl) ? "header '%s' has a "
+                      "control character in its value"
+                      : core_header(n, nl) ? "the core writes header '%s'"
+                      : NULL;
+    if (why) {
+      const char *shown = push_shown(L, n, nl);
+      why = lua_pushfstring(L, why, shown);
+      lua_replace(L, acc + 1);
+      lua_settop(L, acc + 1);
+      return why;
     }
     lua_pushvalue(L, acc);
     lua_pushfstring(L, "%s: %s\r\n", n, v);
@@ -292,7 +332,7 @@ static int push_header_lines(lua_State *L, int idx) {
     lua_replace(L, acc);
     lua_pop(L, 1);
   }
-  return 0;
+  return NULL;
 }
 
 /* Protected: build the request table and run the pipeline on it.
@@ -466,9 +506,15 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     if (file && file->fd >= 0) blen = file->size;
     else if (lua_type(L, r + 2) == LUA_TSTRING)
       body = lua_tolstring(L, r + 2, &blen);
-    if (status < 200 || status > 999 || (!body && !(file && file->fd >= 0) &&
-        !lua_isnil(L, r + 2)) || push_header_lines(L, r + 1)) {
-      ms_log(s, LOG_ERROR, "request handler returned an invalid response");
+    const char *bad = status < 200 || status > 999 ? "a status out of "
+                      "200..999"
+                      : !body && !(file && file->fd >= 0) &&
+                        !lua_isnil(L, r + 2) ? "a body that is no string "
+                      "or file"
+                      : push_header_lines(L, r + 1);
+    if (bad) {
+      ms_log(s, LOG_ERROR, "request handler returned an invalid response: "
+             "%s", bad);
       ms_conn_respond_error(c, 500, "the application failed", keep);
       break;
     }
@@ -1866,9 +1912,8 @@ static int l_connect(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  if (push_header_lines(L, 4) < 0)                        /* at 5 */
-    luaL_error(L, "option 'headers' must map names to values without CR "
-               "or LF");
+  const char *bad = push_header_lines(L, 4);              /* at 5 */
+  if (bad) luaL_error(L, "option 'headers': %s", bad);
   struct ms_server *ctx = ms_client_context(m);
   if (!ctx) return luaL_error(L, "out of memory");
 

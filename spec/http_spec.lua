@@ -70,6 +70,59 @@ describe("HTTP edges", function()
     end)
   end)
 
+  describe("response headers from Lua", function()
+    local function answer(name)
+      local response, sock = exchange(server.port,
+        "GET /header/" .. name .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      sock:close()
+      return response
+    end
+
+    local SERVER_ERROR = core_error(500, "Internal Server Error",
+                                    "the application failed", false)
+
+    for name, field in pairs { ["transfer-encoding"] = "Transfer-Encoding",
+        ["content-length"] = "Content-Length", connection = "Connection",
+        upgrade = "Upgrade" } do
+      it("may not set " .. field .. ": 500, logged", function()
+        assert.are.equal(SERVER_ERROR, answer(name))
+        assert.matches("request handler returned an invalid response: "
+          .. "the core writes header '" .. field:gsub("%-", "%%-") .. "'",
+          server:log())
+      end)
+    end
+
+    local values = { vt = "X-Vt", ff = "X-Ff", del = "X-Del", soh = "X-Soh",
+                     nul = "X-Nul", lf = "X-Lf" }
+    for name, field in pairs(values) do
+      it("may not put a control character (" .. name .. ") in a value",
+         function()
+        assert.are.equal(SERVER_ERROR, answer(name))
+        assert.matches("request handler returned an invalid response: "
+          .. "header '" .. field:gsub("%-", "%%-") .. "' has a control "
+          .. "character in its value", server:log())
+      end)
+    end
+
+    local names = { space = "X Space", colon = "X:Colon", empty = "",
+                    slash = "X/Slash", cr = "X\\rCr" }
+    for name, shown in pairs(names) do
+      it("names header fields with tokens only (" .. name .. ")", function()
+        assert.are.equal(SERVER_ERROR, answer(name))
+        assert.matches("request handler returned an invalid response: "
+          .. "header name '" .. shown:gsub("%p", "%%%0") .. "' is not a "
+          .. "token", server:log())
+      end)
+    end
+
+    it("lets HTAB and obs-text through", function()
+      assert.are.equal("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+        .. "X-Tab: a\tb\r\n\r\nok", answer("tab"))
+      assert.are.equal("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+        .. "X-Utf8: caf\xC3\xA9\r\n\r\nok", answer("utf8"))
+    end)
+  end)
+
   describe("status lines", function()
     local REASONS = {
       [100] = "Continue", [101] = "Switching Protocols", [200] = "OK",

@@ -20,11 +20,20 @@ struct http_limits {
 struct http_request {
   const char *method, *target;
   size_t method_len, target_len;
+  const char *path, *authority;    /* the target's path and query, and */
+  size_t path_len, authority_len;  /* its authority: see below */
   int minor_version;               /* HTTP/1.x */
   size_t nheaders;
   struct http_header *headers;     /* caller's array of max_headers */
   size_t head_len;                 /* the whole head, from method on */
 };
+
+/* The target in origin-form ("/path?query") is its own path, and has no
+ * authority (NULL).  In absolute-form ("http://host:port/path?query",
+ * RFC 9112 section 3.2.2) authority is "host:port" and path the rest
+ * ("/path?query"), which may be empty or start with '?': the path "/".
+ * An absolute-form target without a host or with userinfo is a 400.
+ * Other targets ("*") are their own path too. */
 
 /* Parse the head at p[0..n).  Returns the head's size (request line,
  * headers and the empty line) when complete, 0 when incomplete, or the

@@ -203,7 +203,7 @@ static void resume(struct ms_conn *c, int nargs) {
 
 static void push_request(lua_State *L, struct ms_conn *c,
                          const struct http_request *req) {
-  const char *q = memchr(req->target, '?', req->target_len);
+  const char *q = memchr(req->path, '?', req->path_len);
   /* sized to its fields, no more: each handshake's garbage piles up
    * until the collector runs, and an idle socket's RSS with it */
   lua_createtable(L, 0, q ? 9 : 8);
@@ -211,11 +211,12 @@ static void push_request(lua_State *L, struct ms_conn *c,
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->target, req->target_len);
   lua_setfield(L, -2, "target");
-  size_t plen = q ? (size_t)(q - req->target) : req->target_len;
-  lua_pushlstring(L, req->target, plen);
+  size_t plen = q ? (size_t)(q - req->path) : req->path_len;
+  if (plen) lua_pushlstring(L, req->path, plen);
+  else lua_pushliteral(L, "/");    /* "http://host": RFC 9112 3.2.1 */
   lua_setfield(L, -2, "path");
   if (q) {
-    lua_pushlstring(L, q + 1, req->target_len - plen - 1);
+    lua_pushlstring(L, q + 1, req->path_len - plen - 1);
     lua_setfield(L, -2, "query");
   }
   lua_pushstring(L, req->minor_version ? "1.1" : "1.0");
@@ -240,6 +241,10 @@ static void push_request(lua_State *L, struct ms_conn *c,
       lua_pushlstring(L, h->value, h->value_len);
     }
     lua_rawset(L, -3);
+  }
+  if (req->authority) {        /* it replaces Host (RFC 9112 3.2.2) */
+    lua_pushlstring(L, req->authority, req->authority_len);
+    lua_setfield(L, -2, "host");
   }
   lua_setfield(L, -2, "headers");
   struct sockaddr_storage ss;

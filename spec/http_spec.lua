@@ -123,6 +123,58 @@ describe("HTTP edges", function()
     end)
   end)
 
+  describe("an absolute-form target (RFC 9112 section 3.2.2)", function()
+    local function info(target, host)
+      local response, sock = exchange(server.port, ("GET %s HTTP/1.1\r\n"
+        .. "Host: %s\r\nConnection: close\r\n\r\n"):format(target, host))
+      sock:close()
+      return response
+    end
+
+    local function ok(body)
+      return ("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close"
+        .. "\r\nContent-Type: text/plain\r\n\r\n%s"):format(#body, body)
+    end
+
+    it("is routed by its path, the host taken from it", function()
+      assert.are.equal(ok("path=/info query=a=1 target=http://example.com"
+        .. "/info?a=1 host=example.com\n"),
+        info("http://example.com/info?a=1", "other"))
+      assert.are.equal(ok("path=/info query=nil target=HTTPS://Example.com"
+        .. ":8443/info host=Example.com:8443\n"),
+        info("HTTPS://Example.com:8443/info", "other"))
+    end)
+
+    it("has the path / when it has none", function()
+      assert.are.equal(ok("path=/ query=nil target=http://h host=h\n"),
+        info("http://h", "x"))
+      assert.are.equal(ok("path=/ query=q target=http://h?q host=h\n"),
+        info("http://h?q", "x"))
+    end)
+
+    it("is refused without a host or with userinfo", function()
+      for _, target in ipairs { "http:///info", "http://user@h/info",
+                                "http://:80/info" } do
+        local response, sock = exchange(server.port, ("GET %s HTTP/1.1\r\n"
+          .. "Host: x\r\n\r\n"):format(target))
+        assert.are.equal(core_error(400, "Bad Request", "malformed request",
+          true), response, target)
+        sock:close()
+      end
+    end)
+
+    it("upgrades to a WebSocket", function()
+      local request = helper.upgrade_request{ path = "http://127.0.0.1/ws" }
+      local sock = assert(helper.connect(server.port))
+      sock:send(request)
+      assert.are.equal(101, (helper.read_response(sock)))
+      local ws = helper.wrap(sock)
+      ws:send_text("absolute")
+      assert.are.same({ helper.TEXT, "absolute" }, { ws:recv_message() })
+      ws:abort()
+    end)
+  end)
+
   describe("status lines", function()
     local REASONS = {
       [100] = "Continue", [101] = "Switching Protocols", [200] = "OK",

@@ -877,9 +877,12 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
   char length[48] = "";
   if (!bodiless)
     snprintf(length, sizeof length, "Content-Length: %zu\r\n", body_len);
+  /* HTTP/1.0 closes unless both sides say keep-alive (RFC 9112 9.3) */
+  const char *connection = !keep ? "Connection: close\r\n"
+                           : c->flags & CF_HTTP10
+                           ? "Connection: keep-alive\r\n" : "";
   int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n%s%s", status,
-                   ms_status_reason(status), length,
-                   keep ? "" : "Connection: close\r\n");
+                   ms_status_reason(status), length, connection);
   int rc = out_copy(c, head, (size_t)n) < 0 ||
            out_copy(c, headers, headers_len) < 0 ||
            out_copy(c, "\r\n", 2) < 0;
@@ -1044,6 +1047,8 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
   }
   if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
+  if (req.minor_version == 0) c->flags |= CF_HTTP10;
+  else c->flags &= ~CF_HTTP10;
   if (req.minor_version >= 1 && host_count(&req) != 1)
     respond_error(c, 400, "an HTTP/1.1 request needs one Host header", 0);
   else if (s->closing)

@@ -133,6 +133,7 @@ enum {
   CF_COMPRESSED = 1 << 17,  /* the message being read is compressed */
   CF_CLIENT = 1 << 18,      /* our client: frames out masked, in not */
   CF_RX_LOCAL = 1 << 19,    /* rx is feed's copy, on its stack */
+  CF_HTTP10 = 1 << 20,      /* the request being answered is HTTP/1.0 */
 };
 
 struct ms_conn {

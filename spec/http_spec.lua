@@ -175,6 +175,26 @@ describe("HTTP edges", function()
     end)
   end)
 
+  describe("HTTP/1.0", function()
+    it("keeps a connection that asks for keep-alive, and says so",
+       function()
+      local sock = assert(helper.connect(server.port))
+      local body = "path=/info query=nil target=/info host=nil\n"
+      local expected = ("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
+        .. "Connection: keep-alive\r\nContent-Type: text/plain\r\n\r\n%s")
+        :format(#body, body)
+      for _ = 1, 2 do
+        sock:send("GET /info HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert.are.equal(expected, helper.read_raw_response(sock))
+      end
+      sock:send("GET /info HTTP/1.0\r\n\r\n")
+      assert.are.equal(expected:gsub("keep%-alive", "close"),
+                       helper.read_raw_response(sock))
+      assert.is_true((helper.socket_closed(sock, 3)))
+      sock:close()
+    end)
+  end)
+
   describe("status lines", function()
     local REASONS = {
       [100] = "Continue", [101] = "Switching Protocols", [200] = "OK",

@@ -47,6 +47,10 @@ struct ms_chunk {
 #define IOV_BATCH      64
 #define FLUSH_BUDGET   (2u << 20)    /* bytes per connection per flush */
 #define NO_FRAME       SIZE_MAX
+/* After an HTTP answer that closes, the request's unread rest is read
+ * and discarded for at most close_timeout and this many bytes, so that
+ * a reset does not destroy the answer (RFC 9112 section 9.6). */
+#define LINGER_MAX     (1u << 20)
 
 /* A chunk for need bytes at the end of a queue.  Spare chunks are
  * reused first.  Without one, a queue's first chunk is small when need
@@ -479,6 +483,7 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
 }
 
 static void start_draining(struct ms_conn *c) {
+  if (!(c->flags & CF_UPGRADED)) c->lingered = 0;
   c->state = CS_DRAINING;
   c->deadline = now_of(c) + c->opts->close_timeout;
   rx_free(c);          /* what comes now is discarded */
@@ -1446,16 +1451,15 @@ static void on_eof(struct ms_conn *c) {
 }
 
 /* Answer plain HTTP sent to a TLS port in plain text, as nginx does,
- * and close: the client learns to use https:// or wss://. */
+ * and close: the client learns to use https:// or wss://.  The
+ * connection is plain from here on, so that the answer is queued and
+ * the close lingers like any other (an immediate close with the
+ * request unread would reset). */
 static void refuse_plain_http(struct ms_conn *c) {
-  static const char answer[] = "HTTP/1.1 400 Bad Request\r\n"
-    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 52\r\n"
-    "Connection: close\r\n\r\n"
-    "400 Bad Request: this port speaks TLS (https, wss)\n";
-  ssize_t w = send(c->io.fd, answer, sizeof answer - 1, MSG_NOSIGNAL);
-  (void)w;
+  SSL_free(c->ssl);
+  c->ssl = NULL;
   ms_log(c->server, LOG_INFO, "plain HTTP on a TLS port: answered 400");
-  ms_conn_abort(c, 0);
+  respond_error(c, 400, "this port speaks TLS (https, wss)", 0);
 }
 
 /* Read into the server's buffer: the socket, or TLS records.  Returns
@@ -1542,7 +1546,14 @@ static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n) {
     return 0;
   }
   c->last_read = ev_now(loop);
-  if (c->state == CS_DRAINING) return 1;     /* lingering: discard */
+  if (c->state == CS_DRAINING) {             /* lingering: discard */
+    if (!(c->flags & CF_UPGRADED) && (c->lingered += (unsigned)n) >
+        LINGER_MAX) {
+      ms_conn_abort(c, 0);                   /* enough: give up */
+      return 0;
+    }
+    return 1;
+  }
   c->ping_after = 0;          /* (draining, its storage holds unsent) */
   feed(c, s->rbuf, n);
   return c->state != CS_CLOSED;

@@ -162,6 +162,8 @@ struct ms_conn {
                                        answers it) */
     unsigned unsent;                /* closed or draining, once told:
                                        the messages lost, as reported */
+    unsigned lingered;              /* HTTP, draining: bytes read and
+                                       discarded since the answer */
   };
   SSL *ssl;                         /* TLS state, or NULL */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */

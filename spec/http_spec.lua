@@ -195,6 +195,37 @@ describe("HTTP edges", function()
     end)
   end)
 
+  describe("the lingering close (RFC 9112 section 9.6)", function()
+    it("reads what follows an answered request with a body, then closes"
+      .. " after a bounded amount", function()
+      local sock = assert(helper.connect(server.port))
+      sock:send("GET /info HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        .. "100000000\r\n\r\n" .. string.rep("b", 65536))
+      local body = "path=/info query=nil target=/info host=x\n"
+      assert.are.equal(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
+        .. "Connection: close\r\nContent-Type: text/plain\r\n\r\n%s")
+        :format(#body, body), helper.read_raw_response(sock))
+      -- the server goes on reading, up to its bound: the rest of the
+      -- body is refused well before close_timeout (10 s)
+      local chunk = string.rep("b", 65536)
+      local t0, sent, err = socket.gettime(), 65536, nil
+      sock:settimeout(0.5)
+      while socket.gettime() - t0 < 4 do
+        local n, e, partial = sock:send(chunk)
+        if not n then
+          sent, err = sent + (partial or 0), e
+          if e ~= "timeout" then break end
+        else
+          sent = sent + #chunk
+        end
+      end
+      sock:close()
+      assert.is_truthy(err == "closed" or err == "connection reset by peer"
+        or err == "broken pipe", tostring(err))
+      assert.is_true(sent > 1048576, tostring(sent))
+    end)
+  end)
+
   describe("status lines", function()
     local REASONS = {
       [100] = "Continue", [101] = "Switching Protocols", [200] = "OK",

@@ -49,6 +49,10 @@ struct ms_chunk {
 #define FLUSH_BUDGET   (2u << 20)    /* bytes per connection per flush */
 #define NO_FRAME       SIZE_MAX
 #define MSG_MIN        4096    /* a reassembled message's first buffer */
+/* After an HTTP answer that closes, the request's unread rest is read
+ * and discarded for at most close_timeout and this many bytes, so that
+ * a reset does not destroy the answer (RFC 9112 section 9.6). */
+#define LINGER_MAX     (1u << 20)
 
 /* A chunk for need bytes at the end of a queue.  Spare chunks are
  * reused first.  Without one, a queue's first chunk is small when need
@@ -490,6 +494,7 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
 }
 
 static void start_draining(struct ms_conn *c) {
+  if (!(c->flags & CF_UPGRADED)) c->lingered = 0;
   c->state = CS_DRAINING;
   c->deadline = now_of(c) + c->opts->close_timeout;
   rx_free(c);          /* what comes now is discarded */
@@ -870,29 +875,56 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
 /* HTTP                                                                */
 /* ------------------------------------------------------------------ */
 
+/* The reason phrase of every status RFC 9110 section 15 defines (306
+ * and 418 are reserved there, without one), and of 429 and 431 (RFC
+ * 6585). */
 const char *ms_status_reason(int status) {
   switch (status) {
+  case 100: return "Continue";
   case 101: return "Switching Protocols";
   case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 203: return "Non-Authoritative Information";
   case 204: return "No Content";
+  case 205: return "Reset Content";
   case 206: return "Partial Content";
+  case 300: return "Multiple Choices";
   case 301: return "Moved Permanently";
   case 302: return "Found";
+  case 303: return "See Other";
   case 304: return "Not Modified";
+  case 305: return "Use Proxy";
+  case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect";
   case 400: return "Bad Request";
   case 401: return "Unauthorized";
+  case 402: return "Payment Required";
   case 403: return "Forbidden";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
+  case 406: return "Not Acceptable";
+  case 407: return "Proxy Authentication Required";
   case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 410: return "Gone";
+  case 411: return "Length Required";
+  case 412: return "Precondition Failed";
   case 413: return "Content Too Large";
   case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 416: return "Range Not Satisfiable";
+  case 417: return "Expectation Failed";
+  case 421: return "Misdirected Request";
+  case 422: return "Unprocessable Content";
   case 426: return "Upgrade Required";
   case 429: return "Too Many Requests";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
   case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
   case 505: return "HTTP Version Not Supported";
   default: return "Unknown";
   }
@@ -912,9 +944,12 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
   char length[48] = "";
   if (!bodiless)
     snprintf(length, sizeof length, "Content-Length: %zu\r\n", body_len);
+  /* HTTP/1.0 closes unless both sides say keep-alive (RFC 9112 9.3) */
+  const char *connection = !keep ? "Connection: close\r\n"
+                           : c->flags & CF_HTTP10
+                           ? "Connection: keep-alive\r\n" : "";
   int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n%s%s", status,
-                   ms_status_reason(status), length,
-                   keep ? "" : "Connection: close\r\n");
+                   ms_status_reason(status), length, connection);
   int rc = out_copy(c, head, (size_t)n) < 0 ||
            out_copy(c, headers, headers_len) < 0 ||
            out_copy(c, "\r\n", 2) < 0;
@@ -963,11 +998,18 @@ static int negotiate_deflate(const struct http_request *req,
                                   DEFLATE_RESPONSE_MAX) == 1;
 }
 
+static int has_body(const struct http_request *req);
+
 int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
                     const char *protocol, const char **why) {
   char accept[WS_ACCEPT_LEN + 1];
   int status = handshake_check(req, accept, why);
   if (status) return status;
+  /* a body's bytes would be read as frames: a smuggled request */
+  if (has_body(req)) {
+    *why = "an upgrade request must not carry a body";
+    return 400;
+  }
   char ext[DEFLATE_RESPONSE_MAX] = "";
   struct deflate_params params;
   if (c->opts->deflate.enabled && negotiate_deflate(req, &c->opts->deflate,
@@ -1072,6 +1114,8 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
   }
   if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
+  if (req.minor_version == 0) c->flags |= CF_HTTP10;
+  else c->flags &= ~CF_HTTP10;
   if (req.minor_version >= 1 && host_count(&req) != 1)
     respond_error(c, 400, "an HTTP/1.1 request needs one Host header", 0);
   else if (s->closing)
@@ -1474,16 +1518,15 @@ static void on_eof(struct ms_conn *c) {
 }
 
 /* Answer plain HTTP sent to a TLS port in plain text, as nginx does,
- * and close: the client learns to use https:// or wss://. */
+ * and close: the client learns to use https:// or wss://.  The
+ * connection is plain from here on, so that the answer is queued and
+ * the close lingers like any other (an immediate close with the
+ * request unread would reset). */
 static void refuse_plain_http(struct ms_conn *c) {
-  static const char answer[] = "HTTP/1.1 400 Bad Request\r\n"
-    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 52\r\n"
-    "Connection: close\r\n\r\n"
-    "400 Bad Request: this port speaks TLS (https, wss)\n";
-  ssize_t w = send(c->io.fd, answer, sizeof answer - 1, MSG_NOSIGNAL);
-  (void)w;
+  SSL_free(c->ssl);
+  c->ssl = NULL;
   ms_log(c->server, LOG_INFO, "plain HTTP on a TLS port: answered 400");
-  ms_conn_abort(c, 0);
+  respond_error(c, 400, "this port speaks TLS (https, wss)", 0);
 }
 
 /* Read into the server's buffer: the socket, or TLS records.  Returns
@@ -1570,7 +1613,14 @@ static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n) {
     return 0;
   }
   c->last_read = ev_now(loop);
-  if (c->state == CS_DRAINING) return 1;     /* lingering: discard */
+  if (c->state == CS_DRAINING) {             /* lingering: discard */
+    if (!(c->flags & CF_UPGRADED) && (c->lingered += (unsigned)n) >
+        LINGER_MAX) {
+      ms_conn_abort(c, 0);                   /* enough: give up */
+      return 0;
+    }
+    return 1;
+  }
   c->ping_after = 0;          /* (draining, its storage holds unsent) */
   feed(c, s->rbuf, n);
   return c->state != CS_CLOSED;

@@ -28,6 +28,19 @@ int http_ieq(const char *a, size_t n, const char *b) {
   return b[i] == '\0';
 }
 
+int http_is_token(const char *p, size_t n) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!is_tchar((unsigned char)p[i])) return 0;
+  return 1;
+}
+
+int http_is_field_value(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!is_field_char((unsigned char)p[i])) return 0;
+  return 1;
+}
+
 int http_has_token(const char *v, size_t n, const char *token) {
   size_t i = 0;
   while (i < n) {
@@ -52,6 +65,35 @@ static size_t find_head_end(const char *p, size_t n, size_t from) {
   return 0;
 }
 
+/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), RFC 3986 3.1 */
+static int is_scheme_char(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.';
+}
+
+/* Split the target into authority and path (see http.h); -400 for an
+ * absolute-form without a host (RFC 9110 section 4.2.1) or with
+ * userinfo (section 4.2.4). */
+static long split_target(struct http_request *req) {
+  const char *t = req->target, *end = t + req->target_len, *q = t;
+  req->path = t;
+  req->path_len = req->target_len;
+  req->authority = NULL;
+  req->authority_len = 0;
+  if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z'))) return 0;
+  while (q < end && is_scheme_char((unsigned char)*q)) q++;
+  if (end - q < 3 || memcmp(q, "://", 3) != 0) return 0;
+  const char *a = q + 3, *ae = a;
+  while (ae < end && *ae != '/' && *ae != '?') ae++;
+  if (ae == a || *a == ':' || memchr(a, '@', (size_t)(ae - a)))
+    return -400;
+  req->authority = a;
+  req->authority_len = (size_t)(ae - a);
+  req->path = ae;
+  req->path_len = (size_t)(end - ae);
+  return 0;
+}
+
 static long parse_request_line(const char *p, const char *eol,
                                struct http_request *req) {
   const char *q = p;
@@ -70,7 +112,7 @@ static long parse_request_line(const char *p, const char *eol,
     return -400;
   if (q[5] != '1') return -505;
   req->minor_version = q[7] - '0';
-  return 0;
+  return split_target(req);
 }
 
 /* The header fields from line up to end (the empty line's CRLF). */
@@ -146,8 +188,9 @@ long http_parse_response(const char *p, size_t n,
     if (p[i] < '0' || p[i] > '9') return -400;
     code = code * 10 + (p[i] - '0');
   }
-  req->method = req->target = NULL;
-  req->method_len = req->target_len = 0;
+  req->method = req->target = req->path = req->authority = NULL;
+  req->method_len = req->target_len = req->path_len = 0;
+  req->authority_len = 0;
   req->minor_version = p[7] - '0';
   long r = parse_fields(eol + 2, p + head - 2, limits, req);
   if (r) return r;

@@ -330,7 +330,7 @@ static void resume(struct ms_conn *c, int nargs) {
 
 static void push_request(lua_State *L, struct ms_conn *c,
                          const struct http_request *req) {
-  const char *q = memchr(req->target, '?', req->target_len);
+  const char *q = memchr(req->path, '?', req->path_len);
   /* sized to its fields, no more: each handshake's garbage piles up
    * until the collector runs, and an idle socket's RSS with it */
   lua_createtable(L, 0, q ? 9 : 8);
@@ -338,11 +338,12 @@ static void push_request(lua_State *L, struct ms_conn *c,
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->target, req->target_len);
   lua_setfield(L, -2, "target");
-  size_t plen = q ? (size_t)(q - req->target) : req->target_len;
-  lua_pushlstring(L, req->target, plen);
+  size_t plen = q ? (size_t)(q - req->path) : req->path_len;
+  if (plen) lua_pushlstring(L, req->path, plen);
+  else lua_pushliteral(L, "/");    /* "http://host": RFC 9112 3.2.1 */
   lua_setfield(L, -2, "path");
   if (q) {
-    lua_pushlstring(L, q + 1, req->target_len - plen - 1);
+    lua_pushlstring(L, q + 1, req->path_len - plen - 1);
     lua_setfield(L, -2, "query");
   }
   lua_pushstring(L, req->minor_version ? "1.1" : "1.0");
@@ -368,6 +369,10 @@ static void push_request(lua_State *L, struct ms_conn *c,
     }
     lua_rawset(L, -3);
   }
+  if (req->authority) {        /* it replaces Host (RFC 9112 3.2.2) */
+    lua_pushlstring(L, req->authority, req->authority_len);
+    lua_setfield(L, -2, "host");
+  }
   lua_setfield(L, -2, "headers");
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -387,31 +392,71 @@ static void push_request(lua_State *L, struct ms_conn *c,
   lua_setfield(L, -2, "upgrade");
 }
 
-/* Serialise the headers table at idx as "Name: value\r\n" lines;
- * -1 for a name or value that would break the response. */
-static int push_header_lines(lua_State *L, int idx) {
+/* The fields the core writes itself: framing and the connection's fate
+ * (RFC 9112 sections 6 and 9.6, RFC 9110 section 7.8).  A handler's
+ * would contradict them: Transfer-Encoding beside Content-Length. */
+static int core_header(const char *name, size_t len) {
+  return http_ieq(name, len, "content-length") ||
+         http_ieq(name, len, "transfer-encoding") ||
+         http_ieq(name, len, "connection") || http_ieq(name, len, "upgrade");
+}
+
+/* Push name[0..len) for a log line: at most 64 bytes, what is not
+ * printable ASCII escaped (\r, \xHH).  Returns it. */
+static const char *push_shown(lua_State *L, const char *name, size_t len) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < len && i < 64; i++) {
+    unsigned char ch = (unsigned char)name[i];
+    if (ch == '\r') luaL_addstring(&b, "\\r");
+    else if (ch == '\n') luaL_addstring(&b, "\\n");
+    else if (ch < 0x20 || ch >= 0x7F || ch == '\\' || ch == '\'') {
+      char hex[5];
+      snprintf(hex, sizeof hex, "\\x%02X", ch);
+      luaL_addstring(&b, hex);
+    } else {
+      luaL_addchar(&b, (char)ch);
+    }
+  }
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
+}
+
+/* Serialise the headers table at idx as "Name: value\r\n" lines.
+ * Returns NULL with them pushed, or why they would break the response
+ * (pushed above them): a name that is no token, a value with a control
+ * character, a field the core writes. */
+static const char *push_header_lines(lua_State *L, int idx) {
   lua_pushliteral(L, "");
   int acc = lua_gettop(L);
-  if (!lua_istable(L, idx)) return 0;
+  if (!lua_istable(L, idx)) return NULL;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nl, vl;
     int vt = lua_type(L, -1);
     if (lua_type(L, -2) != LUA_TSTRING ||
         (vt != LUA_TSTRING && vt != LUA_TNUMBER)) {
-      lua_pop(L, 2);
-      return -1;
+      const char *why = lua_pushfstring(L, "a header of a %s to a %s",
+                                        luaL_typename(L, -2),
+                                        luaL_typename(L, -1));
+      lua_replace(L, acc + 1);
+      lua_settop(L, acc + 1);
+      return why;
     }
     const char *n = lua_tolstring(L, -2, &nl);
     const char *v = lua_tolstring(L, -1, &vl);
-    if (nl == 0 || strlen(n) != nl || strcspn(n, "\r\n: \t") != nl ||
-        strlen(v) != vl || strcspn(v, "\r\n") != vl) {
-      lua_pop(L, 2);
-      return -1;
-    }
-    if (http_ieq(n, nl, "content-length") || http_ieq(n, nl, "connection")) {
-      lua_pop(L, 1);                  /* the core writes these */
-      continue;
+    const char *why = !http_is_token(n, nl) ? "header name '%s' is not a "
+                      "token"
+                      : !http_is_field_value(v, vl) ? "header '%s' has a "
+                      "control character in its value"
+                      : core_header(n, nl) ? "the core writes header '%s'"
+                      : NULL;
+    if (why) {
+      const char *shown = push_shown(L, n, nl);
+      why = lua_pushfstring(L, why, shown);
+      lua_replace(L, acc + 1);
+      lua_settop(L, acc + 1);
+      return why;
     }
     lua_pushvalue(L, acc);
     lua_pushfstring(L, "%s: %s\r\n", n, v);
@@ -419,7 +464,7 @@ static int push_header_lines(lua_State *L, int idx) {
     lua_replace(L, acc);
     lua_pop(L, 1);
   }
-  return 0;
+  return NULL;
 }
 
 /* Protected: build the request table and run the pipeline on it.
@@ -576,14 +621,14 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   lua_pushcfunction(L, call_pipeline);
   lua_pushlightuserdata(L, c);
   lua_pushlightuserdata(L, (void *)req);
+  /* after a refused upgrade the client's state is unknown: close */
+  int keep = !handshake_wanted(req);
   if (pcall_logged(s, L, 2, 5, "request handler") != LUA_OK) {
-    ms_conn_respond_error(c, 500, "the application failed", 1);
+    ms_conn_respond_error(c, 500, "the application failed", keep);
     lua_settop(L, top);
     return;
   }
   int req_idx = top + 1, r = top + 2;
-  /* after a refused upgrade the client's state is unknown: close */
-  int keep = !handshake_wanted(req);
   if (c->state != CS_HTTP) {
     lua_settop(L, top);
     return;
@@ -597,10 +642,16 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     if (file && file->fd >= 0) blen = file->size;
     else if (lua_type(L, r + 2) == LUA_TSTRING)
       body = lua_tolstring(L, r + 2, &blen);
-    if (status < 200 || status > 999 || (!body && !(file && file->fd >= 0) &&
-        !lua_isnil(L, r + 2)) || push_header_lines(L, r + 1)) {
-      ms_log(s, LOG_ERROR, "request handler returned an invalid response");
-      ms_conn_respond_error(c, 500, "the application failed", 1);
+    const char *bad = status < 200 || status > 999 ? "a status out of "
+                      "200..999"
+                      : !body && !(file && file->fd >= 0) &&
+                        !lua_isnil(L, r + 2) ? "a body that is no string "
+                      "or file"
+                      : push_header_lines(L, r + 1);
+    if (bad) {
+      ms_log(s, LOG_ERROR, "request handler returned an invalid response: "
+             "%s", bad);
+      ms_conn_respond_error(c, 500, "the application failed", keep);
       break;
     }
     size_t hlen;
@@ -676,7 +727,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
   default:
     ms_log(s, LOG_ERROR, "request handler returned a %s",
            luaL_typename(L, r));
-    ms_conn_respond_error(c, 500, "the application failed", 1);
+    ms_conn_respond_error(c, 500, "the application failed", keep);
   }
   lua_settop(L, top);
 }
@@ -2000,9 +2051,8 @@ static int l_connect(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  if (push_header_lines(L, 4) < 0)                        /* at 5 */
-    luaL_error(L, "option 'headers' must map names to values without CR "
-               "or LF");
+  const char *bad = push_header_lines(L, 4);              /* at 5 */
+  if (bad) luaL_error(L, "option 'headers': %s", bad);
   struct ms_server *ctx = ms_client_context(m);
   if (!ctx) return luaL_error(L, "out of memory");
 

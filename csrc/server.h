@@ -155,6 +155,7 @@ enum {
   CF_CLIENT = 1 << 18,      /* our client: frames out masked, in not */
   CF_RX_LOCAL = 1 << 19,    /* rx is feed's copy, on its stack */
   CF_FAIL_PENDING = 1 << 20,/* failed: told once its close frame is out */
+  CF_HTTP10 = 1 << 21,      /* the request being answered is HTTP/1.0 */
 };
 
 struct ms_conn {
@@ -184,6 +185,8 @@ struct ms_conn {
     unsigned unsent;                /* closed or draining, once told:
                                        the messages lost, as reported */
     unsigned failed;                /* CF_FAIL_PENDING: why it failed */
+    unsigned lingered;              /* HTTP, draining: bytes read and
+                                       discarded since the answer */
   };
   SSL *ssl;                         /* TLS state, or NULL */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */

@@ -93,6 +93,13 @@ static long parse_at(const char *stream, size_t at, size_t n,
                                  "the target");
     ans->target_len = req.target_len;
     FUZZ_CHECK(req.target_len > 0, "an empty target");
+    FUZZ_CHECK(req.path >= req.target && req.path_len <= req.target_len &&
+               req.path + req.path_len == req.target + req.target_len,
+               "the path does not end the target");
+    FUZZ_CHECK(!req.authority || (req.authority > req.target &&
+               req.authority_len > 0 &&
+               req.authority + req.authority_len == req.path),
+               "the authority is not before the path");
     FUZZ_CHECK(req.minor_version >= 0 && req.minor_version <= 9,
                "minor version %d", req.minor_version);
     ans->minor_version = req.minor_version;

@@ -404,6 +404,33 @@ function helper.read_response(sock)
   return status, headers, body
 end
 
+-- Reads one HTTP response as the exact bytes received: the head, then
+-- Content-Length bytes of body (none for a 101, 204 or 304).  Returns
+-- the text, or nil, err and what was read.
+function helper.read_raw_response(sock)
+  local lines = {}
+  local length
+  repeat
+    local line, err = sock:receive("*l")
+    if not line then
+      return nil, "failed to read the head: " .. err, concat(lines, "\r\n")
+    end
+    lines[#lines + 1] = line
+    length = tonumber(line:match("^[Cc]ontent%-[Ll]ength: *(%d+)$"))
+      or length
+  until line == ""
+  local text = concat(lines, "\r\n") .. "\r\n"
+  local status = lines[1]:match("^HTTP/1%.1 (%d%d%d)")
+  if length and length > 0 and status ~= "101" then
+    local body, err, partial = sock:receive(length)
+    if not body then
+      return nil, "failed to read the body: " .. err, text .. partial
+    end
+    text = text .. body
+  end
+  return text
+end
+
 -- Sends the raw request and reads the response.  Returns status, headers,
 -- body and the socket (the caller closes it).  opts.bytewise sends one byte
 -- at a time.  Send errors are ignored: a server may answer before it has

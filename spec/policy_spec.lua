@@ -93,6 +93,63 @@ describe("policies", function()
       assert.are.equal(403, status)
       sock:close()
     end)
+
+    -- The upgrade to /verdict?QUERY with a request pipelined behind it:
+    -- the whole first response, and whether the connection then closed.
+    local function verdict(query)
+      local sock = assert(helper.connect(server.port))
+      sock:send(helper.upgrade_request{ path = "/verdict?" .. query }
+        .. "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+      local response = helper.read_raw_response(sock)
+      local closed = helper.socket_closed(sock, 3)
+      sock:close()
+      return response, closed
+    end
+
+    local SERVER_ERROR = "HTTP/1.1 500 Internal Server Error\r\n"
+      .. "Content-Length: 50\r\nConnection: close\r\n"
+      .. "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+      .. "500 Internal Server Error: the application failed\n"
+
+    local FORBIDDEN = "HTTP/1.1 403 Forbidden\r\nContent-Length: 14\r\n"
+      .. "Connection: close\r\nContent-Type: text/plain; charset=utf-8"
+      .. "\r\n\r\n403 Forbidden\n"
+
+    it("accepts only with true or a table", function()
+      for _, query in ipairs { "true", "table" } do
+        local ws = assert(helper.ws_connect(server.port,
+                                            "/verdict?" .. query))
+        ws:send_text("who")
+        assert.are.same({ TEXT, query == "table" and "bob" or "nil" },
+                        { ws:recv_message() }, query)
+        ws:abort()
+      end
+    end)
+
+    it("refuses with 403 on false, nil or nothing", function()
+      for _, query in ipairs { "false", "nil", "nothing", "nil-denied" } do
+        assert.are.same({ FORBIDDEN, true }, { verdict(query) }, query)
+      end
+    end)
+
+    it("answers 500, logged, to any other verdict", function()
+      assert.are.same({ SERVER_ERROR, true }, { verdict("string") })
+      assert.matches("moonsocket: error error in request handler: the "
+        .. "upgrade hook of route '/verdict' %(spec/apps/policy.lua:%d+%) "
+        .. 'returned a string %("denied"%); it must return true, a table, '
+        .. "false, nil or a status\nstack traceback:", server:log())
+    end)
+
+    it("answers 500 and closes when it raises", function()
+      assert.are.same({ SERVER_ERROR, true }, { verdict("raise") })
+      assert.matches("error in request handler: spec/apps/policy.lua:%d+: "
+        .. "hook failed on purpose\nstack traceback:", server:log())
+    end)
+
+    it("answers 500 and closes when it returns a header with CR LF",
+       function()
+      assert.are.same({ SERVER_ERROR, true }, { verdict("crlf") })
+    end)
   end)
 
   describe("subprotocols (Python websockets)", function()

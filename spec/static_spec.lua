@@ -29,7 +29,8 @@ describe("static files", function()
     root = os.tmpname()
     os.remove(root)
     outside = root .. "-outside"
-    assert(os.execute(("mkdir -p %q/sub %q"):format(root, outside)))
+    assert(os.execute(("mkdir -p %q/sub %q/evil.example %q"):format(root,
+      root, outside)))
     write(root .. "/index.html", "<!doctype html><title>t</title>")
     write(root .. "/style.css", "body{}")
     write(root .. "/app.js", "1")
@@ -161,6 +162,19 @@ describe("static files", function()
     local status, headers = get(server.port, "/sub?x=1")
     assert.are.equal(301, status)
     assert.are.equal("/sub/?x=1", headers.location)
+  end)
+
+  it("redirects to a path, never to another host (//host)", function()
+    for path, location in pairs { ["//evil.example"] = "/evil.example/",
+        ["///evil.example?q"] = "/evil.example/?q",
+        ["http://x//evil.example"] = "/evil.example/" } do
+      local sock = assert(helper.connect(server.port))
+      sock:send("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.equal("HTTP/1.1 301 Moved Permanently\r\n"
+        .. "Content-Length: 0\r\nLocation: " .. location .. "\r\n\r\n",
+        helper.read_raw_response(sock), path)
+      sock:close()
+    end
   end)
 
   it("never serves a file outside the root", function()

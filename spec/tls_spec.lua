@@ -106,6 +106,25 @@ describe("a TLS server", function()
     sock:close()
   end)
 
+  it("reads the rest of plain HTTP before it closes (a lingering close)",
+     function()
+    local sock = assert(helper.connect(server.port))
+    -- the 400 is written when the head's first bytes are read: without
+    -- a lingering close, the unread rest makes the close a reset, and
+    -- so does anything sent after it
+    sock:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. string.rep("x", 262144))
+    helper.sleep(0.2)
+    local body = "400 Bad Request: this port speaks TLS (https, wss)\n"
+    assert.are.equal(("HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n"
+      .. "Connection: close\r\nContent-Type: text/plain; charset=utf-8"
+      .. "\r\n\r\n%s"):format(#body, body), helper.read_raw_response(sock))
+    helper.sleep(0.2)
+    assert.are.same({ 4 }, { sock:send("more") })   -- still read
+    assert.are.same({ true }, { helper.socket_closed(sock, 3) })  -- EOF
+    sock:close()
+  end)
+
   it("closes on garbage and on an aborted handshake, and goes on",
      function()
     local sock = helper.connect(server.port)

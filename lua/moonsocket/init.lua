@@ -4,11 +4,14 @@ local core = require "moonsocket.core"
 local policy = require "moonsocket.policy"
 
 local error = error
+local format = string.format
+local getinfo = debug.getinfo
 local io_stderr = io.stderr
 local ipairs = ipairs
 local pairs = pairs
 local setmetatable = setmetatable
 local tonumber = tonumber
+local tostring = tostring
 local type = type
 
 local _M = { _VERSION = core._VERSION, core = core }
@@ -78,7 +81,20 @@ local function check_route_policy(p)
   end
 end
 
+-- A hook's verdict that is none of those it may give: the programmer's
+-- mistake, raised (answered 500, logged), never an upgrade.
+local function bad_verdict(route, verdict)
+  local hook = getinfo(route.upgrade, "S")
+  local t = type(verdict)
+  local shown = (t == "string" or t == "boolean") and
+    format(" (%q)", tostring(verdict):sub(1, 64)) or ""
+  error(format("the upgrade hook of route '%s' (%s:%d) returned a %s%s; "
+    .. "it must return true, a table, false, nil or a status",
+    route.path, hook.short_src, hook.linedefined, t, shown), 0)
+end
+
 -- Accept or refuse an upgrade on a route: origin, hook, subprotocol.
+-- The hook accepts only with true or a table (ws.data): it fails closed.
 local function admit(route, handler, req)
   if not policy.origin_allowed(route.origins, req) then
     return 403, PLAIN, "403 Forbidden: origin not allowed\n"
@@ -87,12 +103,14 @@ local function admit(route, handler, req)
   if route.upgrade then
     req.cookies = policy.cookies(req.headers.cookie)
     local verdict, headers, body = route.upgrade(req)
-    if verdict == false then
+    if verdict == false or verdict == nil then
       return 403, PLAIN, "403 Forbidden\n"
     elseif type(verdict) == "number" then
       return verdict, headers, body
     elseif type(verdict) == "table" then
       data = verdict
+    elseif verdict ~= true then
+      bad_verdict(route, verdict)
     end
   end
   local protocol
@@ -127,6 +145,7 @@ function app_mt:ws(path, handler, options)
   for k, v in pairs(lua_opts) do p[k] = v end
   check_route_policy(p)
   local route = {
+    path = path,
     core = core.route_options(self.core_options, core_opts),
     origins = policy.origin_policy(p.allowed_origins),
     upgrade = p.upgrade,

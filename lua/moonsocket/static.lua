@@ -109,8 +109,10 @@ function _M.new(dir, opts)
     local file, _, code = core.open_file(full)
     if code == "EISDIR" then
       if sub(path, -1) ~= "/" then  -- relative links need the slash
-        local target = req.path .. "/" .. (req.query and "?" .. req.query
-                                           or "")
+        -- one leading slash: browsers take "//evil.example/" to be
+        -- another host (an open redirect)
+        local target = gsub(req.path, "^/+", "/") .. "/"
+                       .. (req.query and "?" .. req.query or "")
         return 301, { Location = target }, ""
       end
       full = full .. "/" .. index

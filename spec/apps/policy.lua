@@ -61,6 +61,21 @@ app:ws("/auth", handler("auth"), {
     return false
   end,
 })
+-- the hook's verdict is named by the query
+local VERDICTS = {
+  ["true"] = function() return true end,
+  table = function() return { user = "bob" } end,
+  ["false"] = function() return false end,
+  ["nil"] = function() return nil end,
+  nothing = function() end,
+  ["nil-denied"] = function() return nil, "denied" end,
+  string = function() return "denied" end,
+  raise = function() error("hook failed on purpose") end,
+  crlf = function() return 401, { ["X-Bad"] = "a\r\nb" }, "no" end,
+}
+app:ws("/verdict", handler("verdict"), {
+  upgrade = function(req) return VERDICTS[req.query]() end,
+})
 app:ws("/chat", handler("chat"), { subprotocols = { "chat.v2", "chat.v1" } })
 app:ws("/chat-optional", handler("chat-optional"),
        { subprotocols = { "chat.v2" }, subprotocol_required = false })

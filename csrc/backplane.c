@@ -128,7 +128,7 @@ static void go_down(struct ms_backplane *b, const char *why) {
   if (!b->outage_logged) {
     b->outage_logged = 1;
     b->unsent_mark = b->unsent;
-    ms_log(log_server(b), LOG_WARN, "backplane: redis %s:%d unavailable "
+    ms_log(log_server(b), MS_LOG_WARN, "backplane: redis %s:%d unavailable "
            "(%s); publishes reach this node only until it is back",
            b->host, b->port, why);
   }
@@ -144,12 +144,12 @@ static void check_up(struct ms_backplane *b) {
   b->retry = RETRY_MIN;
   ev_timer_stop(b->module->loop, &b->timer);
   if (b->outage_logged)
-    ms_log(log_server(b), LOG_WARN, "backplane: reconnected to redis "
+    ms_log(log_server(b), MS_LOG_WARN, "backplane: reconnected to redis "
            "%s:%d; %llu publishes during the outage reached this node "
            "only", b->host, b->port,
            (unsigned long long)(b->unsent - b->unsent_mark));
   else
-    ms_log(log_server(b), LOG_INFO, "backplane: connected to redis %s:%d",
+    ms_log(log_server(b), MS_LOG_INFO, "backplane: connected to redis %s:%d",
            b->host, b->port);
   b->outage_logged = 0;
 }
@@ -255,7 +255,7 @@ static void on_published(redisAsyncContext *ac, void *r, void *cost) {
   b->pending = n < b->pending ? b->pending - n : 0;
   if (b->overflowing && b->pending <= b->max_pending / 2) {
     b->overflowing = 0;
-    ms_log(log_server(b), LOG_WARN, "backplane: redis caught up; %llu "
+    ms_log(log_server(b), MS_LOG_WARN, "backplane: redis caught up; %llu "
            "publishes over max_pending reached this node only",
            (unsigned long long)(b->dropped - b->dropped_mark));
   }
@@ -361,7 +361,7 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
     if (!b->overflowing) {
       b->overflowing = 1;
       b->dropped_mark = b->dropped - 1;
-      ms_log(log_server(b), LOG_WARN, "backplane: more than max_pending "
+      ms_log(log_server(b), MS_LOG_WARN, "backplane: more than max_pending "
              "(%zu bytes) waiting for redis; publishes reach this node "
              "only until it catches up", b->max_pending);
     }

@@ -59,7 +59,7 @@ struct ms_server *ms_client_context(struct ms_module *m) {
   if (!x) return NULL;
   struct ms_server *s = &x->server;
   ms_options_defaults(&s->opts);
-  s->opts.log_level = LOG_WARN;       /* no line per connection */
+  s->opts.log_level = MS_LOG_WARN;       /* no line per connection */
   s->limits.max_head = s->opts.max_header_size;
   s->limits.max_line = s->opts.max_request_line;
   s->limits.max_headers = s->opts.max_headers;

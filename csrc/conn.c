@@ -649,7 +649,7 @@ static ssize_t write_tls(struct ms_conn *c) {
   if (w == MS_TLS_WANT_READ || w == MS_TLS_WANT_WRITE) return 0;
   if (w <= 0) {
     char why[160];
-    ms_log(c->server, LOG_DEBUG, "TLS write failed: %s",
+    ms_log(c->server, MS_LOG_DEBUG, "TLS write failed: %s",
            ms_tls_error(why, sizeof why));
     ms_conn_abort(c, 1006);
     return -1;
@@ -1525,7 +1525,7 @@ static void on_eof(struct ms_conn *c) {
 static void refuse_plain_http(struct ms_conn *c) {
   SSL_free(c->ssl);
   c->ssl = NULL;
-  ms_log(c->server, LOG_INFO, "plain HTTP on a TLS port: answered 400");
+  ms_log(c->server, MS_LOG_INFO, "plain HTTP on a TLS port: answered 400");
   respond_error(c, 400, "this port speaks TLS (https, wss)", 0);
 }
 
@@ -1554,7 +1554,7 @@ static ssize_t conn_recv(struct ms_conn *c) {
     refuse_plain_http(c);
   } else {
     char why[160];
-    ms_log(s, LOG_INFO, "TLS connection failed: %s",
+    ms_log(s, MS_LOG_INFO, "TLS connection failed: %s",
            ms_tls_error(why, sizeof why));
     ms_conn_abort(c, 1006);
   }
@@ -1650,7 +1650,7 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
   ev_io_start(s->module->loop, &c->io);
   if (s->tls && !(c->ssl = ms_tls_accept(s->tls, fd))) {
-    ms_log(s, LOG_ERROR, "cannot start TLS on a connection");
+    ms_log(s, MS_LOG_ERROR, "cannot start TLS on a connection");
     ms_conn_abort(c, 0);
   }
 }

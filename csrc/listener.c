@@ -27,7 +27,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
           errno == ENOMEM) {
         /* out of descriptors: stop accepting until the next sweep
          * rather than spin on a readable listener */
-        ms_log(s, LOG_ERROR, "accept: %s; pausing accepts",
+        ms_log(s, MS_LOG_ERROR, "accept: %s; pausing accepts",
                strerror(errno));
         ev_io_stop(loop, w);
       }
@@ -44,7 +44,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     ms_conn_start(c, s, fd);
     if (full) {
       /* answered at once, then closed once the answer is out */
-      ms_log(s, LOG_WARN, "max_connections (%zu) reached: 503",
+      ms_log(s, MS_LOG_WARN, "max_connections (%zu) reached: 503",
              s->opts.max_connections);
       ms_conn_respond_error(c, 503, "too many connections", 0);
     }

@@ -168,7 +168,7 @@ static void log_window_end(struct ev_loop *loop, ev_timer *w, int revents) {
  * of it, is only counted; the count is written when the window ends,
  * before the next different error or warning, or at a shutdown. */
 void ms_log(struct ms_server *s, int level, const char *fmt, ...) {
-  if (level > (s ? s->opts.log_level : LOG_INFO)) return;
+  if (level > (s ? s->opts.log_level : MS_LOG_INFO)) return;
   char raw[MS_LOG_LINE], msg[MS_LOG_LINE];
   va_list ap;
   va_start(ap, fmt);
@@ -178,7 +178,7 @@ void ms_log(struct ms_server *s, int level, const char *fmt, ...) {
   size_t len = (size_t)k < sizeof raw ? (size_t)k : sizeof raw - 1;
   len = strlen(log_escape(msg, sizeof msg, raw, len, ESC_TEXT));
   struct ms_module *m = s ? s->module : NULL;
-  if (!m || level > LOG_WARN) {
+  if (!m || level > MS_LOG_WARN) {
     log_write(level, msg, len, 0);
     return;
   }
@@ -219,7 +219,7 @@ static int pcall_logged(struct ms_server *s, lua_State *L, int nargs,
   int rc = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
   if (rc != LUA_OK) {
-    ms_log(s, LOG_ERROR, "error in %s: %s", what, lua_tostring(L, -1));
+    ms_log(s, MS_LOG_ERROR, "error in %s: %s", what, lua_tostring(L, -1));
     lua_pop(L, 1);
   }
   return rc;
@@ -300,7 +300,7 @@ static void resume(struct ms_conn *c, int nargs) {
     if (rc != LUA_OK) {
       const char *msg = lua_tostring(co, -1);
       luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
-      ms_log(c->server, LOG_ERROR, "error in handler: %s",
+      ms_log(c->server, MS_LOG_ERROR, "error in handler: %s",
              lua_tostring(L, -1));
       lua_pop(L, 1);
       handler_failed(c);
@@ -315,7 +315,7 @@ static void resume(struct ms_conn *c, int nargs) {
   }
   if (!(c->flags & (CF_CO_RECV | CF_CO_SEND))) {
     /* nothing will resume it: a yield outside receive() and send() */
-    ms_log(c->server, LOG_ERROR, "error in handler: it yielded outside "
+    ms_log(c->server, MS_LOG_ERROR, "error in handler: it yielded outside "
            "receive() and send(); the connection is closed");
     c->co = NULL;
     handler_failed(c);
@@ -532,8 +532,8 @@ static const char *push_label(lua_State *L, int req_idx) {
 }
 
 static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
-  if (c->server->opts.log_level < LOG_INFO) return;
-  ms_log(c->server, LOG_INFO, "open %s", push_label(L, req_idx));
+  if (c->server->opts.log_level < MS_LOG_INFO) return;
+  ms_log(c->server, MS_LOG_INFO, "open %s", push_label(L, req_idx));
   lua_pop(L, 1);
 }
 
@@ -569,7 +569,7 @@ static void push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
 
 static void log_close(struct ms_conn *c, lua_State *L, int code,
                       const char *reason, size_t len) {
-  if (c->server->opts.log_level < LOG_INFO) return;
+  if (c->server->opts.log_level < MS_LOG_INFO) return;
   int top = lua_gettop(L);
   push_conn(L, c);
   const char *label = NULL;            /* "ADDR TARGET" */
@@ -582,7 +582,7 @@ static void log_close(struct ms_conn *c, lua_State *L, int code,
   }
   if (label) {
     char why[LOG_FIELD_MAX];
-    ms_log(c->server, LOG_INFO, "close %s %.3fs %d \"%s\" %s", label,
+    ms_log(c->server, MS_LOG_INFO, "close %s %.3fs %d \"%s\" %s", label,
            ev_now(c->server->module->loop) - c->opened, code,
            log_escape(why, sizeof why, reason, len, ESC_FIELD),
            why_name(c->why));
@@ -606,7 +606,7 @@ static void end_open(struct ms_conn *c, lua_State *L,
     return;
   }
   c->flags |= CF_REQUEST_DROPPED;
-  if (c->server->opts.log_level >= LOG_INFO && !(c->flags & CF_NOTIFIED))
+  if (c->server->opts.log_level >= MS_LOG_INFO && !(c->flags & CF_NOTIFIED))
     push_label(L, req_idx);
   else
     lua_pushnil(L);
@@ -649,7 +649,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
                       "or file"
                       : push_header_lines(L, r + 1);
     if (bad) {
-      ms_log(s, LOG_ERROR, "request handler returned an invalid response: "
+      ms_log(s, MS_LOG_ERROR, "request handler returned an invalid response: "
              "%s", bad);
       ms_conn_respond_error(c, 500, "the application failed", keep);
       break;
@@ -674,7 +674,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     const char *protocol = lua_tostring(L, r + 3);
     if (protocol && !valid_token(protocol)) {
       char field[LOG_FIELD_MAX];
-      ms_log(s, LOG_ERROR, "invalid subprotocol '%s'", log_escape(field,
+      ms_log(s, MS_LOG_ERROR, "invalid subprotocol '%s'", log_escape(field,
              sizeof field, protocol, strlen(protocol), ESC_FIELD));
       ms_conn_respond_error(c, 500, "the application failed", 0);
       break;
@@ -725,7 +725,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     ms_conn_respond_error(c, 404, "no route for this path", keep);
     break;
   default:
-    ms_log(s, LOG_ERROR, "request handler returned a %s",
+    ms_log(s, MS_LOG_ERROR, "request handler returned a %s",
            luaL_typename(L, r));
     ms_conn_respond_error(c, 500, "the application failed", keep);
   }
@@ -1048,7 +1048,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
     return;
   }
   log_flush(m);                        /* the count before the news */
-  ms_log(NULL, LOG_INFO, "signal %d: shutting down", w->signum);
+  ms_log(NULL, MS_LOG_INFO, "signal %d: shutting down", w->signum);
   module_shutdown(m, 5.0);
 }
 
@@ -1206,10 +1206,10 @@ static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
     if (!s->tls) continue;
     char why[512];
     if (ms_tls_load(s->tls, why, sizeof why) == 0)
-      ms_log(s, LOG_INFO, "SIGHUP: certificates of %s:%d reloaded",
+      ms_log(s, MS_LOG_INFO, "SIGHUP: certificates of %s:%d reloaded",
              s->host, s->port);
     else
-      ms_log(s, LOG_ERROR, "SIGHUP: certificates of %s:%d kept: %s",
+      ms_log(s, MS_LOG_ERROR, "SIGHUP: certificates of %s:%d kept: %s",
              s->host, s->port, why);
   }
 }

@@ -14,34 +14,37 @@
 #include "tls.h"
 #include "topic.h"
 
-enum ms_log_level { LOG_OFF, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum ms_log_level {
+  MS_LOG_OFF, MS_LOG_ERROR, MS_LOG_WARN, MS_LOG_INFO, MS_LOG_DEBUG
+};
 
-/* Options, each with its default.  options.c validates them and knows
- * their ranges; README.md lists them for users.  The first group may be
- * set per route; the second belongs to the server. */
+/* Options.  Their defaults and ranges are written once, in the table
+ * of options.c, which validates them; docs/options.md lists them for
+ * users.  The first group may be set per route; the second belongs to
+ * the server. */
 struct ms_options {
-  size_t max_message_size;     /* 1 MiB: larger messages close with 1009 */
-  size_t max_backpressure;     /* 1 MiB: queued bytes before a slow
-                                  consumer is closed */
-  double close_timeout;        /* 5 s: to answer our close frame */
-  double keep_alive_interval;  /* 120 s: ping an idle socket; 0 = off */
-  double keep_alive_timeout;   /* off: a ping unanswered this long closes */
-  double idle_timeout;         /* off: nothing received this long closes */
-  double message_timeout;      /* 60 s: to finish a message (or frame)
-                                  once begun, else 1008 */
-  struct deflate_config deflate; /* compression: off (RFC 7692) */
-  int keep_request;            /* false: ws.request until open returns */
+  size_t max_message_size;     /* larger messages close with 1009 */
+  size_t max_backpressure;     /* queued bytes before a slow consumer is
+                                  closed */
+  double close_timeout;        /* to answer our close frame */
+  double keep_alive_interval;  /* ping a socket silent this long; 0 off */
+  double keep_alive_timeout;   /* a ping unanswered this long closes */
+  double idle_timeout;         /* nothing received this long closes */
+  double message_timeout;      /* to finish a message (or frame) once
+                                  begun, else 1008 */
+  struct deflate_config deflate; /* compression (RFC 7692) */
+  int keep_request;            /* keep ws.request after open returns */
 
-  size_t receive_buffer_size;  /* 64 KiB: the server's one read buffer */
-  size_t max_header_size;      /* 8 KiB: request head, else 431 */
-  size_t max_headers;          /* 64: header fields, else 431 */
-  size_t max_request_line;     /* 4 KiB: request line, else 414 */
-  size_t max_connections;      /* 65536: beyond, 503 and close */
-  size_t max_incomplete_bytes; /* 64 MiB: held in incomplete messages by
-                                  all the server's sockets; beyond, the
-                                  one holding the most is failed 1009 */
-  double handshake_timeout;    /* 10 s: to send a whole request head */
-  int log_level;               /* "info": a line per connection */
+  size_t receive_buffer_size;  /* the server's one read buffer */
+  size_t max_header_size;      /* request head, else 431 */
+  size_t max_headers;          /* header fields, else 431 */
+  size_t max_request_line;     /* request line, else 414 */
+  size_t max_connections;      /* beyond, 503 and close */
+  size_t max_incomplete_bytes; /* held in incomplete messages by all the
+                                  server's sockets; beyond, the one
+                                  holding the most is failed 1009 */
+  double handshake_timeout;    /* to send a whole request head */
+  int log_level;               /* enum ms_log_level */
 };
 
 void ms_options_defaults(struct ms_options *o);
@@ -280,7 +283,6 @@ void ms_lua_release(struct ms_conn *c);
 /* The subprotocol of a 101: 0 when it was offered (then kept as
  * ws.protocol), -1 when not, -2 when memory ran out. */
 int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len);
-void ms_lua_unref(struct ms_server *s, int ref);
 void ms_module_check_done(struct ms_module *m);
 void ms_log(struct ms_server *s, int level, const char *fmt, ...);
 void ms_server_shutdown(struct ms_server *s, double timeout);

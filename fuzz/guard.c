@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "chunked.h"
 #include "deflate.h"
 #include "frame.h"
 #include "frame_reader.h"
@@ -193,6 +194,17 @@ static void guard_inflate(const struct guard *g, const struct input *in,
   deflate_buf_free(&out);
 }
 
+/* A chunked body as one read, decoded in place. */
+static void guard_chunked(const struct guard *g, const struct input *in,
+                          const uint8_t *s, size_t n) {
+  struct chunked d = { 0 };
+  size_t body, used;
+  const char *why;
+  (void)chunked_decode(&d, guarded(g, s, n), n,
+                       16 * (1 + (size_t)in->head[FUZZ_SEED_LEN]), &body,
+                       &used, &why);
+}
+
 /* ---------------------------------------------------------------------
  * Inputs: corpus files, their prefixes, mutants
  * ------------------------------------------------------------------- */
@@ -210,6 +222,7 @@ static const struct parser parsers[] = {
   { "utf8", FUZZ_SEED_LEN + 1, guard_utf8 },
   { "negotiate", 2, guard_negotiate },
   { "inflate", FUZZ_SEED_LEN + 1, guard_inflate },
+  { "chunked", FUZZ_SEED_LEN + 1, guard_chunked },
 };
 
 struct result {

@@ -14,7 +14,8 @@ local tonumber = tonumber
 local tostring = tostring
 local type = type
 
-local _M = { _VERSION = core._VERSION, core = core }
+local _M = { _VERSION = core._VERSION, core = core,
+             url = require "moonsocket.url" }
 
 -- Options that Lua applies (per app or per route); the rest go to the
 -- core, which checks them.

@@ -24,16 +24,8 @@ local function exchange(port, request)
 end
 
 describe("HTTP edges", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/http.lua",
-      { CLOSE_TIMEOUT = 10, HANDSHAKE_TIMEOUT = 10 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/http.lua",
+    { CLOSE_TIMEOUT = 10, HANDSHAKE_TIMEOUT = 10 })
 
   describe("an upgrade request with a body", function()
     -- a masked text frame "smuggled", which an echo would send back

@@ -5,12 +5,6 @@ local helper = require "helper"
 
 local TEXT = helper.TEXT
 
-local function events(port) return helper.events(port) end
-
-local function wait_event(port, text)
-  helper.wait_event(port, text, true)
-end
-
 -- The status an upgrade to path with extra headers gets (101 or other),
 -- the response headers, and the socket.
 local function upgrade(port, path, headers)
@@ -20,16 +14,8 @@ local function upgrade(port, path, headers)
 end
 
 describe("policies", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/policy.lua",
-                                 { MAX_CONNECTIONS = 100 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/policy.lua",
+                                    { MAX_CONNECTIONS = 100 })
 
   describe("allowed_origins", function()
     it("accepts a listed origin however it is cased or ported", function()
@@ -194,7 +180,8 @@ describe("policies", function()
       local ws = assert(helper.ws_connect(server.port, "/idle"))
       local code, reason = ws:expect_close()
       assert.are.same({ 1001, "idle timeout" }, { code, reason })
-      wait_event(server.port, "idle close 1001  timeout")  -- the reply's
+      helper.wait_event(server.port,
+        "idle close 1001  timeout", true)  -- the reply's
     end)
 
     it("keeps a client that pings open past idle_timeout", function()
@@ -210,7 +197,7 @@ describe("policies", function()
       assert.are.equal(helper.PING, frame.opcode)
       local code, reason = ws:expect_close()     -- no pong from us
       assert.are.same({ 1001, "keep-alive timeout" }, { code, reason })
-      wait_event(server.port, "keepalive close 1001  timeout")
+      helper.wait_event(server.port, "keepalive close 1001  timeout", true)
     end)
 
     it("keeps a socket that answers its pings", function()
@@ -224,20 +211,21 @@ describe("policies", function()
     local a = assert(helper.ws_connect(server.port, "/ws"))
     a:close(1000, "done")
     a:expect_close(1000)
-    wait_event(server.port, "ws close 1000 done peer")
+    helper.wait_event(server.port, "ws close 1000 done peer", true)
     local b = assert(helper.ws_connect(server.port, "/ws"))
     b:send_text("bye")
     b:expect_close(4001)
-    wait_event(server.port, "ws close 4001  local")
+    helper.wait_event(server.port, "ws close 4001  local", true)
     local c = assert(helper.ws_connect(server.port, "/ws"))
     c:send_frame{ opcode = TEXT, payload = "x", mask = false }
     c:expect_close(1002)
-    wait_event(server.port, "ws close 1002 client frame not masked error")
+    helper.wait_event(server.port,
+      "ws close 1002 client frame not masked error", true)
     local d = assert(helper.ws_connect(server.port, "/ws"))
     d:send_text("x")
     d:recv_message()
     d:abort()
-    wait_event(server.port, "ws close 1006  lost")
+    helper.wait_event(server.port, "ws close 1006  lost", true)
   end)
 
   it("logs a line per open and close", function()

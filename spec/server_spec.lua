@@ -7,24 +7,10 @@ local socket = require "socket"
 local TEXT, BINARY = helper.TEXT, helper.BINARY
 local PING, PONG = helper.PING, helper.PONG
 
-local function events(port) return helper.events(port) end
-
-local function wait_event(port, text)
-  helper.wait_event(port, text, false)
-end
-
 describe("server", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/probe.lua",
-      { MAX_BACKPRESSURE = 262144, KEEP_ALIVE = 0, CLOSE_TIMEOUT = 0.5,
-        HANDSHAKE_TIMEOUT = 0.5 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/probe.lua",
+    { MAX_BACKPRESSURE = 262144, KEEP_ALIVE = 0, CLOSE_TIMEOUT = 0.5,
+      HANDSHAKE_TIMEOUT = 0.5 })
 
   it("calls open with the request and gives per-connection data", function()
     local ws = assert(helper.ws_connect(server.port, "/ws?room=7",
@@ -35,10 +21,10 @@ describe("server", function()
                     { ws:recv_message() })
     assert.are.same({ TEXT, "hello 127.0.0.1 open 2" },
                     { ws:recv_message() })
-    wait_event(server.port, "open /ws room=7 open")
+    helper.wait_event(server.port, "open /ws room=7 open")
     ws:close(1000, "done")
     assert.are.same({ 1000, "done" }, { ws:expect_close() })  -- echoed
-    wait_event(server.port, "close 1000 done closing")
+    helper.wait_event(server.port, "close 1000 done closing")
   end)
 
   local DROPPED = "ws.request is kept only until open returns; set "
@@ -51,7 +37,7 @@ describe("server", function()
     assert.are.equal(TEXT, kind)
     assert.matches("^spec/apps/probe.lua:%d+: ", text)
     assert.are.equal(DROPPED, text:gsub("^[^:]+:%d+: ", ""))
-    wait_event(server.port, "open /ws room=8 open")
+    helper.wait_event(server.port, "open /ws room=8 open")
     ws:abort()
   end)
 
@@ -95,7 +81,7 @@ describe("server", function()
     ws:send_text("info")
     ws:recv_message()
     ws:abort()
-    wait_event(server.port, "close 1006  closed")
+    helper.wait_event(server.port, "close 1006  closed")
   end)
 
   it("starts the closing handshake from ws:close", function()
@@ -103,7 +89,7 @@ describe("server", function()
     ws:send_text("close")
     local code, reason = ws:expect_close()
     assert.are.same({ 4000, "bye" }, { code, reason })
-    wait_event(server.port, "close 4000  closing")
+    helper.wait_event(server.port, "close 4000  closing")
   end)
 
   it("hands messages that cross our close frame to the handler, whose"
@@ -115,7 +101,7 @@ describe("server", function()
       helper.build_frame{ opcode = helper.TEXT, payload = "after" }))
     local code, reason = ws:expect_close()
     assert.are.same({ 4000, "bye" }, { code, reason })
-    wait_event(server.port, "late after nil ECLOSED", true)
+    helper.wait_event(server.port, "late after nil ECLOSED", true)
   end)
 
   it("closes TCP when the peer never answers our close", function()
@@ -125,7 +111,7 @@ describe("server", function()
     assert.are.equal(helper.CLOSE, frame.opcode)
     -- no answer: the server gives up after close_timeout (0.5 s)
     assert.is_true(ws:is_closed(3))
-    wait_event(server.port, "close 1006")
+    helper.wait_event(server.port, "close 1006")
   end)
 
   it("closes connections that send no request head in time", function()
@@ -140,7 +126,7 @@ describe("server", function()
     ws:send_text("ping")
     assert.are.same({ PING, "server ping" }, { ws:recv_message() })
     ws:send_frame{ opcode = PONG, payload = "server ping" }
-    wait_event(server.port, "pong server ping")
+    helper.wait_event(server.port, "pong server ping")
     ws:abort()
   end)
 
@@ -149,14 +135,14 @@ describe("server", function()
     -- 64 MiB: more than the kernel buffers on loopback (a receive buffer
     -- may grow to tcp_rmem's maximum, 32 MiB on some machines)
     ws:send_text("flood:1024:65536")
-    wait_event(server.port,
+    helper.wait_event(server.port,
       "flood stopped: dropped: max_backpressure exceeded EBACKPRESSURE")
     local frame
     repeat
       frame = assert(ws:read_frame())
     until frame.opcode == helper.CLOSE
     assert.are.equal(1008, string.unpack(">I2", frame.payload))
-    wait_event(server.port, "close 1008 send buffer limit exceeded")
+    helper.wait_event(server.port, "close 1008 send buffer limit exceeded")
     ws:abort()
   end)
 
@@ -174,7 +160,7 @@ describe("server", function()
     assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
     ws:close(1000)
     ws:expect_close(1000)
-    wait_event(server.port, "co receive closed 1000")
+    helper.wait_event(server.port, "co receive closed 1000")
   end)
 
   it("closes with 1011 when a handler sends text that is not UTF-8",
@@ -224,9 +210,9 @@ describe("server", function()
     for _ = 1, 40 do       -- up to 40 x 1 MiB of pings, never reading
       local ok = ws:send_raw(string.rep(ping, 8000))
       if not ok then break end
-      if events(server.port):find("close 1008") then break end
+      if helper.events(server.port):find("close 1008") then break end
     end
-    wait_event(server.port, "close 1008 send buffer limit exceeded")
+    helper.wait_event(server.port, "close 1008 send buffer limit exceeded")
     ws:abort()
   end)
 
@@ -242,7 +228,7 @@ describe("server", function()
     ws:send_text("c")
     ws:close(1000, "late")
     assert.is_true(ws:is_closed(2))
-    wait_event(server.port, "close 1000 late")
+    helper.wait_event(server.port, "close 1000 late")
   end)
 
   it("answers 400 to an HTTP/1.1 request without one Host", function()
@@ -326,11 +312,11 @@ describe("server options", function()
       assert.are.equal(1048576, #payload)
     end
     assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
-    local tally = events(server.port)
+    local tally = helper.events(server.port)
     local sent, queued = tally:match("flood sent=(%d+) queued=(%d+)")
     assert.are.equal(32, tonumber(sent) + tonumber(queued))
     assert.is_true(tonumber(queued) > 0)
-    wait_event(server.port, "drain 0")
+    helper.wait_event(server.port, "drain 0")
     ws:abort()
     helper.stop_and_check(server)
   end)

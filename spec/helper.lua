@@ -410,11 +410,11 @@ function helper.read_response(sock)
   status = tonumber(status)
   local body = ""
   local length = tonumber(headers["content-length"] or "")
-  if length then
+  if length and length > 0 then      -- receive(0) waits for the timeout
     local data, partial
     data, err, partial = sock:receive(length)
     body = data or partial
-  elseif status ~= 101 then
+  elseif not length and status ~= 101 then
     local data, partial
     data, err, partial = sock:receive("*a")
     body = data or partial

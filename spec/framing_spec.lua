@@ -355,23 +355,4 @@ for _, app in ipairs(APPS) do
       ws:expect_close(1009)
     end)
   end)
-
-  describe("shutdown (" .. app .. ")", function()
-    it("closes every connection with 1001 on SIGTERM and exits 0",
-      function()
-        local server = helper.start_server(app)
-        local idle = assert(helper.ws_connect(server.port))
-        local busy = assert(helper.ws_connect(server.port))
-        assert.is_true(busy:send_frame{ opcode = TEXT, fin = false,
-          payload = "half a message" })
-        assert.is_true(busy:ping("sync"))
-        assert.are.same({ PONG, "sync" }, { busy:recv_message() })
-        server:kill("TERM")
-        assert.are.equal(1001, idle:expect_close())
-        assert.are.equal(1001, busy:expect_close())
-        helper.stop_and_check(server)
-        idle:abort()
-        busy:abort()
-      end)
-  end)
 end

@@ -1,10 +1,12 @@
 -- spec/shutdown_spec.lua: graceful shutdown, by app:shutdown or
--- SIGTERM: open sockets closed with 1001, what was queued delivered
--- first, and the process exiting 0.
+-- SIGTERM: open sockets (idle, or in the middle of a message) closed
+-- with 1001, what was queued delivered first, and the process exiting 0.
 local helper = require "helper"
 local socket = require "socket"
 
-local TEXT = helper.TEXT
+local TEXT, PONG = helper.TEXT, helper.PONG
+
+local APPS = { "spec/apps/echo.lua", "spec/apps/co_echo.lua" }
 
 describe("shutdown", function()
   it("app:shutdown closes sockets with 1001 and the runner exits 0",
@@ -85,3 +87,24 @@ describe("shutdown", function()
     end)
   end
 end)
+
+for _, app in ipairs(APPS) do
+  describe("shutdown (" .. app .. ")", function()
+    it("closes every connection with 1001 on SIGTERM and exits 0",
+      function()
+        local server = helper.start_server(app)
+        local idle = assert(helper.ws_connect(server.port))
+        local busy = assert(helper.ws_connect(server.port))
+        assert.is_true(busy:send_frame{ opcode = TEXT, fin = false,
+          payload = "half a message" })
+        assert.is_true(busy:ping("sync"))
+        assert.are.same({ PONG, "sync" }, { busy:recv_message() })
+        server:kill("TERM")
+        assert.are.equal(1001, idle:expect_close())
+        assert.are.equal(1001, busy:expect_close())
+        helper.stop_and_check(server)
+        idle:abort()
+        busy:abort()
+      end)
+  end)
+end

@@ -14,20 +14,20 @@ context takeover).  RSS is measured on a fresh process per variant.
 The server is pinned to CPU 0 and loadgen to CPU 1, as in run_peers.py.
 """
 import argparse
-import datetime
 import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+import report
 import run_peers
+from report import DASH, fmt, table_head, table_row
 from run_peers import BENCH, LOADGEN, ROOT, parse_kv, wait_quiet
 
 # ----------------------------------------------------------------------
@@ -327,12 +327,6 @@ def run(args, comparison):
 # ----------------------------------------------------------------------
 
 
-def median(results, row, variant, key):
-    vals = [kv[key] for kv in results.get((row, variant), [])
-            if isinstance(kv.get(key), float) and kv.get("errors", 0) == 0]
-    return statistics.median(vals) if vals else None
-
-
 def first(results, key):
     """The first text value of key in any result (negotiated TLS, ...)."""
     for kvs in results.values():
@@ -342,61 +336,37 @@ def first(results, key):
     return None
 
 
-def fmt(v, key):
-    if v is None:
-        return "—"
-    if key.startswith("wire_ratio"):
-        return f"{v:.3f}"
-    if key.endswith("_us") or key == "server_us" or v < 100:
-        return f"{v:,.1f}"
-    return f"{v:,.0f}"
-
-
 def versions(args):
-    def out(cmd):
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-    if args.revision:           # another build: the tree says nothing
-        commit = args.revision
-    else:
-        commit = out(["git", "-C", ROOT, "describe", "--always",
-                      "--dirty"])
-        commit += " (" + out(["git", "-C", ROOT, "log", "-1",
-                              "--format=%cs %s"]) + ")"
-    zlib = out(["dpkg-query", "-W", "-f", "${Version}", "zlib1g"])
-    return commit, out(["openssl", "version"]), zlib
+    # another build (--revision): the tree says nothing of it
+    commit = args.revision or report.commit(ROOT)
+    zlib = report.output(["dpkg-query", "-W", "-f", "${Version}",
+                          "zlib1g"])
+    return commit, report.output(["openssl", "version"]), zlib
 
 
 def render(args, comparison, rows, results, problems):
-    nproc, model, kernel = run_peers.machine()
     commit, openssl, zlib = versions(args)
     names = [v[0] for v in comparison["variants"]]
     ratios = comparison["ratios"]
     out = []
     w = out.append
+
+    def median(row, variant, key):
+        return report.median(results.get((row, variant), []), key)
+
     w(f"# moonsocket: {comparison['title']}\n")
-    w(f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}; the run took "
-      f"{args.elapsed / 60:.1f} min")
-    w(f"- machine: {nproc} CPUs (`nproc`), {model}, kernel {kernel}; "
-      "shared and noisy: compare the ratios of one run, not figures "
-      "across runs")
+    w(report.date_line(args.elapsed))
+    w(report.machine_line())
     w(f"- commit: {commit}; server binary {args.server} "
       f"(sha256 {args.server_sha}); {openssl}; zlib {zlib}")
-    pinned = "" if run_peers.PIN else \
-        " (NOT pinned: taskset or a second CPU missing)"
     w(f"- server (`bench/apps/{comparison['app']}`) pinned to CPU 0, "
-      f"loadgen to CPU 1{pinned}")
+      f"loadgen to CPU 1{report.not_pinned(run_peers.PIN)}")
     w(f"- each figure is the median of {args.repeat} runs without errors, "
       f"each {args.duration:g} s measured after {args.warmup:g} s of "
       f"warm-up; RSS with {args.rss_conns} connections; the variants run "
       "one after the other on one process, their order rotating per run")
-    w(f"- before each row the run waited for the machine to be quiet "
-      f"(under {args.quiet_threshold:g}% of a core busy, at most "
-      f"{args.quiet_wait:g} s): {args.waited:.0f} s of waiting in all")
-    w(f"- command: `{args.command}`")
+    w(report.quiet_line(args))
+    w(report.command_line(args))
     tls, ext = first(results, "tls"), None
     if tls:
         w(f"- negotiated: {tls.replace(',', ' ')}")
@@ -424,17 +394,13 @@ def render(args, comparison, rows, results, problems):
       "over the window divided by the echoes or handshakes done: where "
       "loadgen is the limit (its CPU near 100% below), it is the fairer "
       "comparison.\n")
-    w("| measurement | " + " | ".join(names) + " | " +
-      " | ".join(r[0] for r in ratios) + " |")
-    w("|---|" + "---:|" * (len(names) + len(ratios)))
+    out += table_head(names + [r[0] for r in ratios])
     for row, argv in rows:
         for key, unit in figures(row):
-            meds = {n: median(results, row, n, key) for n in names}
+            meds = {n: median(row, n, key) for n in names}
             cells = [fmt(meds[n], key) for n in names]
-            for _, a, b in ratios:
-                cells.append("—" if meds[a] is None or not meds[b]
-                             else f"{meds[a] / meds[b]:.2f}")
-            w(f"| {row} ({unit}) | " + " | ".join(cells) + " |")
+            cells += [report.ratio(meds[a], meds[b]) for _, a, b in ratios]
+            w(table_row(f"{row} ({unit})", cells))
     w("")
 
     w("## CPU use beside each figure\n")
@@ -443,43 +409,27 @@ def render(args, comparison, rows, results, problems):
       "figure is its limit, not the server's; a large third figure means "
       "other work shared the two CPUs.  For RSS rows: while the "
       "connections opened.\n")
-    w("| measurement | " + " | ".join(names) + " |")
-    w("|---|" + "---:|" * len(names))
+    out += table_head(names)
     for row, argv in rows:
-        cells = []
-        for n in names:
-            s = median(results, row, n, "server_cpu")
-            c = median(results, row, n, "client_cpu")
-            o = median(results, row, n, "other_cpu")
-            cells.append("—" if s is None else
-                         f"{s:.0f} / {c:.0f} / {o:.0f}")
-        w(f"| {row} | " + " | ".join(cells) + " |")
+        w(table_row(row, [report.cpu(results.get((row, n), []))
+                          for n in names]))
     w("")
 
     w("## Every run\n")
     w("The figure of each run, in order (the first of the row's "
       "figures).\n")
-    w("| measurement | " + " | ".join(names) + " |")
-    w("|---|" + "---|" * len(names))
+    out += table_head(names, align="---")
     for row, argv in rows:
         key = figures(row)[0][0]
-        cells = []
-        for n in names:
-            vals = [fmt(kv.get(key), key) + ("*" if kv.get("errors")
-                                              else "")
-                    for kv in results.get((row, n), [])]
-            cells.append(", ".join(vals) or "—")
-        w(f"| {row} ({key}) | " + " | ".join(cells) + " |")
-    w("\n(* a run with errors, left out of the median)\n")
+        cells = [", ".join(report.run_figure(kv, key)
+                           for kv in results.get((row, n), [])) or DASH
+                 for n in names]
+        w(table_row(f"{row} ({key})", cells))
+    w(report.EVERY_RUN_NOTE)
 
-    w("## Errors and problems\n")
-    if problems:
-        for p in problems:
-            w(f"- {p}")
-    else:
-        w("None: every connection opened, every echo matched, every "
-          "close handshake completed.")
-    w("")
+    out += report.problems_section(
+        problems, "None: every connection opened, every echo matched, "
+        "every close handshake completed.")
     return "\n".join(out)
 
 # ----------------------------------------------------------------------

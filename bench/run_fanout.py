@@ -18,7 +18,6 @@ and loadgen to CPU 1; several workers are not pinned (they would share
 one CPU), and loadgen still is.
 """
 import argparse
-import datetime
 import hashlib
 import json
 import os
@@ -26,13 +25,14 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+import report
 import run_peers
+from report import DASH, fmt, table_head, table_row
 from run_peers import BENCH, LOADGEN, ROOT, parse_kv, wait_quiet
 
 APP = "fanout.lua"
@@ -313,60 +313,29 @@ FIGURES = [("deliveries_per_s", "deliveries/s"),
            ("p99_us", "µs p99, publish to delivery")]
 
 
-def median(results, row, config, key):
-    vals = [kv[key] for kv in results.get((row, config), [])
-            if isinstance(kv.get(key), float) and kv.get("errors", 0) == 0]
-    return statistics.median(vals) if vals else None
-
-
-def fmt(v, key):
-    if v is None:
-        return "—"
-    if key.endswith("_us") or v < 100:
-        return f"{v:,.1f}"
-    return f"{v:,.0f}"
-
-
-def versions(args):
-    def out(cmd):
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-    commit = out(["git", "-C", ROOT, "describe", "--always", "--dirty"])
-    commit += " (" + out(["git", "-C", ROOT, "log", "-1",
-                          "--format=%cs %s"]) + ")"
-    return commit
-
-
 def render(args, configs, matrix, results, problems):
-    nproc, model, kernel = run_peers.machine()
     names = [c.name for c in configs]
     base = names[0]
     out = []
     w = out.append
+
+    def median(row, config, key):
+        return report.median(results.get((row, config), []), key)
+
     w("# moonsocket: fan-out through topics\n")
-    w(f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}; the run took "
-      f"{args.elapsed / 60:.1f} min")
-    w(f"- machine: {nproc} CPUs (`nproc`), {model}, kernel {kernel}; "
-      "shared and noisy: compare the ratios of one run, not figures "
-      "across runs")
-    w(f"- commit: {versions(args)}; server binary {args.server} "
+    w(report.date_line(args.elapsed))
+    w(report.machine_line())
+    w(f"- commit: {report.commit(ROOT)}; server binary {args.server} "
       f"(sha256 {args.server_sha})")
-    pinned = "" if run_peers.PIN else \
-        " (NOT pinned: taskset or a second CPU missing)"
     w(f"- `bench/apps/{APP}`: one worker pinned to CPU 0, loadgen to CPU "
-      f"1{pinned}; several workers are not pinned (they share both CPUs "
-      "with loadgen)")
+      f"1{report.not_pinned(run_peers.PIN)}; several workers are not "
+      "pinned (they share both CPUs with loadgen)")
     w(f"- each figure is the median of {args.repeat} runs without errors, "
       f"each {args.duration:g} s measured after {args.warmup:g} s of "
       "warm-up, on a fresh server per configuration and run (the "
       "configurations' order rotating per run)")
-    w(f"- before each row the run waited for the machine to be quiet "
-      f"(under {args.quiet_threshold:g}% of a core busy, at most "
-      f"{args.quiet_wait:g} s): {args.waited:.0f} s of waiting in all")
-    w(f"- command: `{args.command}`")
+    w(report.quiet_line(args))
+    w(report.command_line(args))
     w(f"- the test: {args.subscribers} subscribers of one topic and one "
       "publisher connection (`loadgen fanout`); the app publishes each "
       "message the publisher sends with `ws:publish`; D is the number of "
@@ -383,17 +352,15 @@ def render(args, configs, matrix, results, problems):
     w("## Medians\n")
     ratios = len(names) > 1
     head = names + ([f"{n} / {base}" for n in names[1:]] if ratios else [])
-    w("| measurement | " + " | ".join(head) + " |")
-    w("|---|" + "---:|" * len(head))
+    out += table_head(head)
     for row, _ in matrix:
         for key, unit in FIGURES:
-            meds = {n: median(results, row, n, key) for n in names}
+            meds = {n: median(row, n, key) for n in names}
             cells = [fmt(meds[n], key) for n in names]
             if ratios:
-                cells += ["—" if meds[n] is None or not meds[base]
-                          else f"{meds[n] / meds[base]:.2f}"
+                cells += [report.ratio(meds[n], meds[base])
                           for n in names[1:]]
-            w(f"| {row} ({unit}) | " + " | ".join(cells) + " |")
+            w(table_row(f"{row} ({unit})", cells))
     w("")
 
     w("## CPU use beside each figure\n")
@@ -402,48 +369,36 @@ def render(args, configs, matrix, results, problems):
       "processes), then each side's CPU µs per delivery.  A side near "
       "100% is the limit; a large third figure means the kernel's "
       "loopback work or others' load shared the CPUs.\n")
-    w("| measurement | " + " | ".join(names) + " |")
-    w("|---|" + "---:|" * len(names))
+    out += table_head(names)
     for row, _ in matrix:
         cells = []
         for n in names:
-            s = median(results, row, n, "server_cpu")
-            c = median(results, row, n, "client_cpu")
-            o = median(results, row, n, "other_cpu")
-            su = median(results, row, n, "server_us")
-            cu = median(results, row, n, "client_us")
-            cells.append("—" if s is None else
-                         f"{s:.0f} / {c:.0f} / {o:.0f}; "
-                         f"{fmt(su, 'server_us')} / "
-                         f"{fmt(cu, 'client_us')} µs")
-        w(f"| {row} | " + " | ".join(cells) + " |")
+            cell = report.cpu(results.get((row, n), []))
+            if cell != DASH:
+                cell += (f"; {fmt(median(row, n, 'server_us'), 'server_us')}"
+                         f" / {fmt(median(row, n, 'client_us'), 'client_us')}"
+                         " µs")
+            cells.append(cell)
+        w(table_row(row, cells))
     w("")
 
     w("## Every run\n")
     w("Deliveries/s of each run, in order, with the rest of the "
       "machine's CPU in that run: the runs others disturbed least are "
       "those with the smallest.\n")
-    w("| measurement | " + " | ".join(names) + " |")
-    w("|---|" + "---|" * len(names))
+    out += table_head(names, align="---")
     for row, _ in matrix:
-        cells = []
-        for n in names:
-            vals = [fmt(kv.get("deliveries_per_s"), "deliveries_per_s") +
-                    ("*" if kv.get("errors") else "") +
-                    f" ({kv.get('other_cpu', -1):.0f}%)"
-                    for kv in results.get((row, n), [])]
-            cells.append(", ".join(vals) or "—")
-        w(f"| {row} | " + " | ".join(cells) + " |")
-    w("\n(* a run with errors, left out of the median)\n")
+        cells = [", ".join(report.run_figure(kv, "deliveries_per_s")
+                           + f" ({kv.get('other_cpu', -1):.0f}%)"
+                           for kv in results.get((row, n), [])) or DASH
+                 for n in names]
+        w(table_row(row, cells))
+    w(report.EVERY_RUN_NOTE)
 
-    w("## Errors and problems\n")
-    if problems:
-        for p in problems:
-            w(f"- {p}")
-    else:
-        w("None: every subscriber subscribed, every publish reached every "
-          "subscriber once and in order, every close handshake completed.")
-    w("")
+    out += report.problems_section(
+        problems, "None: every subscriber subscribed, every publish "
+        "reached every subscriber once and in order, every close "
+        "handshake completed.")
     return "\n".join(out)
 
 # ----------------------------------------------------------------------

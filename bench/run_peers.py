@@ -11,19 +11,19 @@ Each repeat starts every server afresh and measures its RSS first; then
 each row of the matrix runs against the servers one after the other.
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import report
+from report import median, table_head, table_row
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -369,40 +369,12 @@ def headline(kv):
 # ----------------------------------------------------------------------
 
 
-def median(results, name, row, key):
-    vals = [kv[key] for kv in results.get((name, row), [])
-            if isinstance(kv.get(key), float) and kv.get("errors", 0) == 0]
-    return statistics.median(vals) if vals else None
-
-
 def fmt(v, key):
-    if v is None:
-        return "—"
-    if key.endswith("_us") or (key == "mb_per_s" and v < 100):
-        return f"{v:,.1f}"
-    return f"{v:,.0f}"
-
-
-def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return os.cpu_count(), model, platform.release()
+    return report.fmt(v, key, small_keys={"mb_per_s"})
 
 
 def versions():
-    def out(cmd):
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
+    out = report.output
     v = {}
     v["moonsocket"] = out(["git", "-C", ROOT, "describe", "--always",
                            "--dirty"])
@@ -425,26 +397,24 @@ def versions():
 
 
 def render(args, names, skipped, rows, results, problems, elapsed):
-    nproc, model, kernel = machine()
     v = versions()
-    today = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     cols = names
     out = []
     w = out.append
+
+    def runs(name, row):
+        return results.get((name, row), [])
+
     w("# moonsocket benchmark results\n")
-    w(f"- date: {today}; the run took {elapsed / 60:.1f} min")
-    w(f"- machine: {nproc} CPUs (`nproc`), {model}, kernel {kernel}; "
-      "shared and noisy: compare the ratios of one run, not figures "
-      "across runs")
+    w(report.date_line(elapsed))
+    w(report.machine_line())
     w(f"- servers pinned to CPU 0, the load generator to CPU 1"
-      f"{'' if PIN else ' (NOT pinned: taskset or a second CPU missing)'}")
+      f"{report.not_pinned(PIN)}")
     w(f"- each figure is the median of {args.repeat} runs, each "
       f"{args.duration:g} s measured after {args.warmup:g} s of warm-up; "
       f"RSS with {args.rss_conns} idle connections on a fresh process")
-    w(f"- before each row the run waited for the machine to be "
-      f"quiet (under {args.quiet_threshold:g}% of a core busy, at most "
-      f"{args.quiet_wait:g} s): {args.waited:.0f} s of waiting in all")
-    w(f"- command: `{args.command}`")
+    w(report.quiet_line(args))
+    w(report.command_line(args))
     w("- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
     w("- payloads: binary frames unless the row says text; `random` "
       "varies per message, `adversarial` is 8 random bytes twice (equal "
@@ -461,32 +431,27 @@ def render(args, names, skipped, rows, results, problems, elapsed):
       "more "
       "for rates; for the rows marked *lower is better* (latency, memory) "
       "below 1 is better.\n")
-    w("| measurement | " + " | ".join(cols) + " |")
-    w("|---|" + "---:|" * len(cols))
+    out += table_head(cols)
     for row, argv in rows:
         test = row.split()[0]
         for key, unit, lower in FIGURES[test]:
             label = f"{row} ({unit}{', lower is better' if lower else ''})"
-            base = median(results, base_name, row, key)
-            cells = []
-            for n in cols:
-                m = median(results, n, row, key)
-                cells.append("—" if m is None or not base
-                             else f"{m / base:.2f}")
-            w(f"| {label} | " + " | ".join(cells) + " |")
+            base = median(runs(base_name, row), key)
+            cells = [report.ratio(median(runs(n, row), key), base)
+                     for n in cols]
+            w(table_row(label, cells))
     w("")
 
     # Raw medians
     w("## Medians\n")
-    w("| measurement | " + " | ".join(cols) + " |")
-    w("|---|" + "---:|" * len(cols))
+    out += table_head(cols)
     for row, argv in rows:
         test = row.split()[0]
         keys = FIGURES[test] + ([("mb_per_s", "MB/s", False)]
                                 if test == "echo" else [])
         for key, unit, lower in keys:
-            cells = [fmt(median(results, n, row, key), key) for n in cols]
-            w(f"| {row} ({unit}) | " + " | ".join(cells) + " |")
+            cells = [fmt(median(runs(n, row), key), key) for n in cols]
+            w(table_row(f"{row} ({unit})", cells))
     w("")
 
     # CPU beside each figure
@@ -496,27 +461,14 @@ def render(args, names, skipped, rows, results, problems, elapsed):
       "100% means the figure may be its limit, not the server's; a large "
       "third figure means other work (or softirq time charged to no "
       "process) shared the two CPUs.\n")
-    w("| measurement | " + " | ".join(cols) + " |")
-    w("|---|" + "---:|" * len(cols))
+    out += table_head(cols)
     for row, argv in rows:
-        cells = []
-        for n in cols:
-            s = median(results, n, row, "server_cpu")
-            c = median(results, n, row, "client_cpu")
-            o = median(results, n, row, "other_cpu")
-            cells.append("—" if s is None else
-                         f"{s:.0f} / {c:.0f} / {o:.0f}")
-        w(f"| {row} | " + " | ".join(cells) + " |")
+        w(table_row(row, [report.cpu(runs(n, row)) for n in cols]))
     w("")
 
-    w("## Errors and problems\n")
-    if problems:
-        for p in problems:
-            w(f"- {p}")
-    else:
-        w("None: every connection opened, every echo matched, every "
-          "close handshake completed.")
-    w("")
+    out += report.problems_section(
+        problems, "None: every connection opened, every echo matched, "
+        "every close handshake completed.")
     return "\n".join(out)
 
 # ----------------------------------------------------------------------

@@ -8,16 +8,8 @@ local socket = require "socket"
 local TEXT, CONT, CLOSE = helper.TEXT, helper.CONTINUATION, helper.CLOSE
 
 describe("abuse", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/probe.lua",
-      { HANDSHAKE_TIMEOUT = 1, CLOSE_TIMEOUT = 0.5 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/probe.lua",
+    { HANDSHAKE_TIMEOUT = 1, CLOSE_TIMEOUT = 0.5 })
 
   -- Someone else is still served promptly.
   local function others_served()

@@ -4,6 +4,8 @@
 local helper = require "helper"
 local core = require "moonsocket.core"
 
+local ask, close_all = helper.ask, helper.close_all
+
 local REDIS_READY = "port=(%d+)%..-Ready to accept connections"
 
 -- redis-server on 127.0.0.1:port, with nothing on disk; ... are more
@@ -36,23 +38,8 @@ local function stop_all(redis, servers)
   for _, server in pairs(servers) do helper.stop_and_check(server) end
 end
 
-local function ask(ws, command)
-  assert.is_true(ws:send_text(command))
-  local kind, reply = ws:recv_message()
-  assert.are.equal(helper.TEXT, kind, reply)
-  return reply
-end
-
 local function connect(server)
   return assert(helper.ws_connect(server.port))
-end
-
-local function close_all(list)
-  for _, ws in ipairs(list) do
-    ws:close(1000)
-    ws:expect_close()
-    ws:abort()
-  end
 end
 
 -- Waits until the server's backplane is connected (or is not).

@@ -24,15 +24,7 @@ local function assert_echoes(output, max)
 end
 
 describe("client against moonsocket", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/echo.lua")
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/echo.lua")
 
   local url = function() return "ws://127.0.0.1:" .. server.port .. "/ws" end
 
@@ -85,9 +77,7 @@ describe("client against moonsocket", function()
 end)
 
 describe("client subprotocols", function()
-  local server
-  setup(function() server = helper.start_server("spec/apps/policy.lua") end)
-  teardown(function() helper.stop_and_check(server) end)
+  local server = helper.with_server("spec/apps/policy.lua")
 
   it("gets the subprotocol the server chose (our first offer)", function()
     local output, status = run("protocol",
@@ -99,9 +89,7 @@ describe("client subprotocols", function()
 end)
 
 describe("client permessage-deflate", function()
-  local server
-  setup(function() server = helper.start_server("spec/apps/deflate.lua") end)
-  teardown(function() helper.stop_and_check(server) end)
+  local server = helper.with_server("spec/apps/deflate.lua")
 
   for _, path in ipairs{ "/ws", "/no-takeover", "/small-window" } do
     it("negotiates and echoes compressed messages on " .. path, function()
@@ -122,12 +110,8 @@ describe("client permessage-deflate", function()
 end)
 
 describe("client over TLS", function()
-  local server
-  setup(function()
-    server = helper.start_server("spec/apps/tls.lua",
-      { CERT = CERTS .. "cert.pem", KEY = CERTS .. "key.pem" })
-  end)
-  teardown(function() helper.stop_and_check(server) end)
+  local server = helper.with_server("spec/apps/tls.lua",
+    { CERT = CERTS .. "cert.pem", KEY = CERTS .. "key.pem" })
 
   it("verifies the server against a CA file, by name and address",
     function()
@@ -204,9 +188,7 @@ describe("client against python-websockets", function()
 end)
 
 describe("examples/client", function()
-  local server
-  setup(function() server = helper.start_server("spec/apps/echo.lua") end)
-  teardown(function() helper.stop_and_check(server) end)
+  local server = helper.with_server("spec/apps/echo.lua")
 
   it("sends stdin lines, prints the echoes and closes 1000", function()
     local input = os.tmpname()

@@ -5,15 +5,7 @@ local helper = require "helper"
 local CLIENTS = 1000
 
 describe("concurrency", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/echo.lua")
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/echo.lua")
 
   it(CLIENTS .. " simultaneous connections each echo and close with 1000",
     function()

@@ -13,15 +13,7 @@ local function upgrade(port, path, offer)
 end
 
 describe("permessage-deflate", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/deflate.lua", {})
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/deflate.lua", {})
 
   local function peer(...)
     local out, status = helper.run_peer("deflate_client.py",

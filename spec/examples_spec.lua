@@ -2,15 +2,7 @@
 local helper = require "helper"
 
 describe("examples/policies", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("examples/policies/app.lua", {})
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("examples/policies/app.lua", {})
 
   it("admits a session and tells the user and protocol", function()
     local ws = assert(helper.ws_connect(server.port, "/chat?token=abc123",

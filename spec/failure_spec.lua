@@ -34,15 +34,7 @@ end
 
 for _, app in ipairs(APPS) do
   describe("a failure after valid messages (" .. app .. ")", function()
-    local server
-
-    setup(function()
-      server = helper.start_server(app)
-    end)
-
-    teardown(function()
-      helper.stop_and_check(server)
-    end)
+    local server = helper.with_server(app)
 
     for bad_name, bad in pairs(BAD) do
       for _, kind in ipairs{ { "text", TEXT }, { "binary", BINARY } } do
@@ -88,15 +80,7 @@ for _, app in ipairs(APPS) do
 end
 
 describe("a failure right after open", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/probe.lua")
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/probe.lua")
 
   -- The upgrade and a bad frame in one write: the open handler's sends
   -- are queued before the bad frame is read.

@@ -10,25 +10,13 @@ local CLOSE_TIMEOUT = 1
 
 local APPS = { "spec/apps/echo.lua", "spec/apps/co_echo.lua" }
 
--- Starts a server for a describe block; returns a getter for it.
-local function with_server(app, env)
-  local server
-  setup(function()
-    server = helper.start_server(app, env)
-  end)
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
-  return function() return server end
-end
-
 for _, app in ipairs(APPS) do
   describe("framing (" .. app .. ")", function()
-    local server = with_server(app, { CLOSE_TIMEOUT = CLOSE_TIMEOUT })
+    local server = helper.with_server(app, { CLOSE_TIMEOUT = CLOSE_TIMEOUT })
     local ws
 
     before_each(function()
-      ws = assert(helper.ws_connect(server().port))
+      ws = assert(helper.ws_connect(server.port))
     end)
 
     after_each(function()
@@ -317,12 +305,12 @@ for _, app in ipairs(APPS) do
   end)
 
   describe("message size limit (" .. app .. ")", function()
-    local server = with_server(app,
+    local server = helper.with_server(app,
       { MAX_MESSAGE_SIZE = 1000, CLOSE_TIMEOUT = CLOSE_TIMEOUT })
     local ws
 
     before_each(function()
-      ws = assert(helper.ws_connect(server().port))
+      ws = assert(helper.ws_connect(server.port))
     end)
 
     after_each(function()
@@ -366,24 +354,5 @@ for _, app in ipairs(APPS) do
           payload = helper.binary_of_size(600) }))
       ws:expect_close(1009)
     end)
-  end)
-
-  describe("shutdown (" .. app .. ")", function()
-    it("closes every connection with 1001 on SIGTERM and exits 0",
-      function()
-        local server = helper.start_server(app)
-        local idle = assert(helper.ws_connect(server.port))
-        local busy = assert(helper.ws_connect(server.port))
-        assert.is_true(busy:send_frame{ opcode = TEXT, fin = false,
-          payload = "half a message" })
-        assert.is_true(busy:ping("sync"))
-        assert.are.same({ PONG, "sync" }, { busy:recv_message() })
-        server:kill("TERM")
-        assert.are.equal(1001, idle:expect_close())
-        assert.are.equal(1001, busy:expect_close())
-        helper.stop_and_check(server)
-        idle:abort()
-        busy:abort()
-      end)
   end)
 end

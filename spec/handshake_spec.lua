@@ -8,15 +8,7 @@ local RFC_KEY, RFC_ACCEPT =
   "dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 describe("opening handshake", function()
-  local server
-
-  setup(function()
-    server = helper.start_server(APP)
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server(APP)
 
   -- Sends request, asserts the status, returns headers, body, socket.
   local function request(expected, raw, opts)

@@ -4,6 +4,7 @@
 local socket = require "socket"
 local mime = require "mime"
 local luassert = require "luassert"
+local busted = require "busted"
 
 local byte, char, concat = string.byte, string.char, table.concat
 local pack, unpack, rep = string.pack, string.unpack, string.rep
@@ -282,10 +283,27 @@ end
 
 -- For teardown: stops the server and asserts it exited 0 with a clean log.
 function helper.stop_and_check(server)
-  luassert(server, "no server to stop (did setup fail?)")
+  luassert(server and server.pid, "no server to stop (did setup fail?)")
   local status = server:stop()
   luassert.are.equal(0, status, "server exit status; log:\n" .. server:log())
   helper.assert_clean_log(server)
+end
+
+-- The server of the enclosing describe block: started on `app` by its
+-- setup (helper.start_server(app, env, opts)), stopped and checked by
+-- its teardown (helper.stop_and_check).  Returns the server object,
+-- empty until setup has run.
+function helper.with_server(app, env, opts)
+  local server = setmetatable({}, Server)
+  busted.setup(function()
+    for name, value in pairs(helper.start_server(app, env, opts)) do
+      server[name] = value
+    end
+  end)
+  busted.teardown(function()
+    helper.stop_and_check(server)
+  end)
+  return server
 end
 
 -- The directory (with its trailing slash) of examples/tls's self-signed
@@ -392,11 +410,11 @@ function helper.read_response(sock)
   status = tonumber(status)
   local body = ""
   local length = tonumber(headers["content-length"] or "")
-  if length then
+  if length and length > 0 then      -- receive(0) waits for the timeout
     local data, partial
     data, err, partial = sock:receive(length)
     body = data or partial
-  elseif status ~= 101 then
+  elseif not length and status ~= 101 then
     local data, partial
     data, err, partial = sock:receive("*a")
     body = data or partial
@@ -795,6 +813,25 @@ end
 -- Closes the socket without any handshake; safe to call twice.
 function Client:abort()
   self.sock:close()
+end
+
+-- Sends command as a text message and returns the text that answers it
+-- (spec/apps/pubsub.lua's protocol).
+function helper.ask(ws, command)
+  luassert.is_true(ws:send_text(command))
+  local kind, reply = ws:recv_message()
+  luassert.are.equal(helper.TEXT, kind, reply)
+  return reply
+end
+
+-- Closes each client with 1000, reads the server's close and drops the
+-- socket.
+function helper.close_all(list)
+  for _, ws in ipairs(list) do
+    ws:close(1000)
+    ws:expect_close()
+    ws:abort()
+  end
 end
 
 -- The /events log of a test app (spec/apps/probe.lua, policy.lua).

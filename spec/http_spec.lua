@@ -1,6 +1,8 @@
 -- spec/http_spec.lua: the HTTP edges of the core over raw sockets: an
 -- upgrade that carries a body, response headers from Lua, absolute-form
--- targets, HTTP/1.0 keep-alive, the lingering close and reason phrases.
+-- targets, HTTP/1.0 keep-alive, the lingering close and reason phrases;
+-- and, to an app with WebSocket routes, Host checks, pipelining and the
+-- middleware pipeline.
 local helper = require "helper"
 
 local socket = require "socket"
@@ -24,16 +26,8 @@ local function exchange(port, request)
 end
 
 describe("HTTP edges", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/http.lua",
-      { CLOSE_TIMEOUT = 10, HANDSHAKE_TIMEOUT = 10 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/http.lua",
+    { CLOSE_TIMEOUT = 10, HANDSHAKE_TIMEOUT = 10 })
 
   describe("an upgrade request with a body", function()
     -- a masked text frame "smuggled", which an echo would send back
@@ -269,5 +263,65 @@ describe("HTTP edges", function()
       end
       sock:close()
     end)
+  end)
+end)
+
+describe("HTTP requests to a WebSocket app", function()
+  local server = helper.with_server("spec/apps/probe.lua",
+    { MAX_BACKPRESSURE = 262144, KEEP_ALIVE = 0, CLOSE_TIMEOUT = 0.5,
+      HANDSHAKE_TIMEOUT = 0.5 })
+
+  it("answers 400 to an HTTP/1.1 request without one Host", function()
+    for _, head in ipairs { "GET /events HTTP/1.1\r\n\r\n",
+        "GET /events HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" } do
+      local status, _, _, sock = helper.http(server.port, head)
+      assert.are.equal(400, status)
+      sock:close()
+    end
+    local status, _, _, sock = helper.http(server.port,
+      "GET /events HTTP/1.0\r\n\r\n")
+    assert.are.equal(200, status)      -- HTTP/1.0 needs none
+    sock:close()
+  end)
+
+  it("ignores an empty line before a request", function()
+    local status, _, _, sock = helper.http(server.port,
+      "\r\nGET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(200, status)
+    sock:close()
+  end)
+
+  it("runs middleware before the routes", function()
+    local status, headers, body, sock = helper.http(server.port,
+      "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(200, status)
+    assert.are.equal("text/plain", headers["content-type"])
+    assert.are.equal(#body, tonumber(headers["content-length"]))
+    -- keep-alive: a second request on the same connection
+    sock:send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(404, (helper.read_response(sock)))
+    sock:close()
+  end)
+
+  it("answers pipelined requests in order", function()
+    local sock = helper.connect(server.port)
+    sock:send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "GET /events HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert.are.equal(404, (helper.read_response(sock)))
+    assert.are.equal(200, (helper.read_response(sock)))
+    assert.are.equal(426, (helper.read_response(sock)))
+    assert.is_true((helper.socket_closed(sock, 2)))
+    sock:close()
+  end)
+
+  it("answers 500 when middleware fails or returns a bad header", function()
+    for _, path in ipairs { "/fail", "/bad-header" } do
+      local status, _, _, sock = helper.http(server.port,
+        "GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.equal(500, status)
+      sock:close()
+    end
+    assert.matches("middleware failed on purpose", server:log())
   end)
 end)

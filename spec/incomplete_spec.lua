@@ -40,16 +40,8 @@ end
 local DEFLATE = { ["Sec-WebSocket-Extensions"] = "permessage-deflate" }
 
 describe("an unfinished message", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/incomplete.lua",
-                                 { MESSAGE_TIMEOUT = 1 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/incomplete.lua",
+                                    { MESSAGE_TIMEOUT = 1 })
 
   -- Starts a message with first, then pings every 50 ms (never idle,
   -- the message never finished); returns the close code, its reason and

@@ -2,12 +2,7 @@
 
 local helper = require "helper"
 
-local function ask(ws, command)
-  assert.is_true(ws:send_text(command))
-  local kind, reply = ws:recv_message()
-  assert.are.equal(helper.TEXT, kind)
-  return reply
-end
+local ask, close_all = helper.ask, helper.close_all
 
 local function open(port, n)
   local list = {}
@@ -31,25 +26,9 @@ local function nest_scene(port, topic, topics)
   return nester, victim, good, assert(helper.ws_connect(port))
 end
 
-local function close_all(list)
-  for _, ws in ipairs(list) do
-    ws:close(1000)
-    ws:expect_close()
-    ws:abort()
-  end
-end
-
 describe("topics", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/pubsub.lua",
-      { MAX_BACKPRESSURE = 65536 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/pubsub.lua",
+    { MAX_BACKPRESSURE = 65536 })
 
   it("subscribe, unsubscribe and subscribed report what changed", function()
     local ws = assert(helper.ws_connect(server.port))

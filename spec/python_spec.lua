@@ -5,15 +5,7 @@ local helper = require "helper"
 
 for _, app in ipairs{ "spec/apps/echo.lua", "spec/apps/co_echo.lua" } do
   describe("python-websockets client (" .. app .. ")", function()
-    local server
-
-    setup(function()
-      server = helper.start_server(app)
-    end)
-
-    teardown(function()
-      helper.stop_and_check(server)
-    end)
+    local server = helper.with_server(app)
 
     it("echoes text and binary up to 1 MiB, pings and closes with 1000",
       function()

@@ -1,30 +1,16 @@
 -- spec/server_spec.lua: the Lua API over a real server: callbacks and
--- their order, request data, handler errors, back-pressure and drain,
--- timeouts, keep-alive pings, the middleware pipeline, shutdown, IPv6.
+-- their order, request data, handler errors, the closing handshake,
+-- pings, why a socket ended; listening on IPv6 and refusing a bad
+-- option.
 local helper = require "helper"
-local socket = require "socket"
 
-local TEXT, BINARY = helper.TEXT, helper.BINARY
+local TEXT = helper.TEXT
 local PING, PONG = helper.PING, helper.PONG
 
-local function events(port) return helper.events(port) end
-
-local function wait_event(port, text)
-  helper.wait_event(port, text, false)
-end
-
 describe("server", function()
-  local server
-
-  setup(function()
-    server = helper.start_server("spec/apps/probe.lua",
-      { MAX_BACKPRESSURE = 262144, KEEP_ALIVE = 0, CLOSE_TIMEOUT = 0.5,
-        HANDSHAKE_TIMEOUT = 0.5 })
-  end)
-
-  teardown(function()
-    helper.stop_and_check(server)
-  end)
+  local server = helper.with_server("spec/apps/probe.lua",
+    { MAX_BACKPRESSURE = 262144, KEEP_ALIVE = 0, CLOSE_TIMEOUT = 0.5,
+      HANDSHAKE_TIMEOUT = 0.5 })
 
   it("calls open with the request and gives per-connection data", function()
     local ws = assert(helper.ws_connect(server.port, "/ws?room=7",
@@ -35,10 +21,10 @@ describe("server", function()
                     { ws:recv_message() })
     assert.are.same({ TEXT, "hello 127.0.0.1 open 2" },
                     { ws:recv_message() })
-    wait_event(server.port, "open /ws room=7 open")
+    helper.wait_event(server.port, "open /ws room=7 open")
     ws:close(1000, "done")
     assert.are.same({ 1000, "done" }, { ws:expect_close() })  -- echoed
-    wait_event(server.port, "close 1000 done closing")
+    helper.wait_event(server.port, "close 1000 done closing")
   end)
 
   local DROPPED = "ws.request is kept only until open returns; set "
@@ -51,7 +37,7 @@ describe("server", function()
     assert.are.equal(TEXT, kind)
     assert.matches("^spec/apps/probe.lua:%d+: ", text)
     assert.are.equal(DROPPED, text:gsub("^[^:]+:%d+: ", ""))
-    wait_event(server.port, "open /ws room=8 open")
+    helper.wait_event(server.port, "open /ws room=8 open")
     ws:abort()
   end)
 
@@ -95,7 +81,7 @@ describe("server", function()
     ws:send_text("info")
     ws:recv_message()
     ws:abort()
-    wait_event(server.port, "close 1006  closed")
+    helper.wait_event(server.port, "close 1006  closed")
   end)
 
   it("starts the closing handshake from ws:close", function()
@@ -103,7 +89,7 @@ describe("server", function()
     ws:send_text("close")
     local code, reason = ws:expect_close()
     assert.are.same({ 4000, "bye" }, { code, reason })
-    wait_event(server.port, "close 4000  closing")
+    helper.wait_event(server.port, "close 4000  closing")
   end)
 
   it("hands messages that cross our close frame to the handler, whose"
@@ -115,24 +101,7 @@ describe("server", function()
       helper.build_frame{ opcode = helper.TEXT, payload = "after" }))
     local code, reason = ws:expect_close()
     assert.are.same({ 4000, "bye" }, { code, reason })
-    wait_event(server.port, "late after nil ECLOSED", true)
-  end)
-
-  it("closes TCP when the peer never answers our close", function()
-    local ws = assert(helper.ws_connect(server.port, "/ws"))
-    ws:send_text("close")
-    local frame = ws:read_frame()
-    assert.are.equal(helper.CLOSE, frame.opcode)
-    -- no answer: the server gives up after close_timeout (0.5 s)
-    assert.is_true(ws:is_closed(3))
-    wait_event(server.port, "close 1006")
-  end)
-
-  it("closes connections that send no request head in time", function()
-    local sock = helper.connect(server.port)
-    sock:send("GET / HTTP/1.1\r\n")
-    assert.is_true((helper.socket_closed(sock, 3)))
-    sock:close()
+    helper.wait_event(server.port, "late after nil ECLOSED", true)
   end)
 
   it("sends pings on request and reports pongs", function()
@@ -140,41 +109,8 @@ describe("server", function()
     ws:send_text("ping")
     assert.are.same({ PING, "server ping" }, { ws:recv_message() })
     ws:send_frame{ opcode = PONG, payload = "server ping" }
-    wait_event(server.port, "pong server ping")
+    helper.wait_event(server.port, "pong server ping")
     ws:abort()
-  end)
-
-  it("closes a consumer over max_backpressure with 1008", function()
-    local ws = assert(helper.ws_connect(server.port, "/ws"))
-    -- 64 MiB: more than the kernel buffers on loopback (a receive buffer
-    -- may grow to tcp_rmem's maximum, 32 MiB on some machines)
-    ws:send_text("flood:1024:65536")
-    wait_event(server.port,
-      "flood stopped: dropped: max_backpressure exceeded EBACKPRESSURE")
-    local frame
-    repeat
-      frame = assert(ws:read_frame())
-    until frame.opcode == helper.CLOSE
-    assert.are.equal(1008, string.unpack(">I2", frame.payload))
-    wait_event(server.port, "close 1008 send buffer limit exceeded")
-    ws:abort()
-  end)
-
-  it("yields a coroutine's send under back-pressure", function()
-    local ws = assert(helper.ws_connect(server.port, "/co"))
-    -- 8 MiB through a 256 KiB max_backpressure: only waiting for drain
-    -- between sends gets all of it through
-    ws:send_text("flood:128:65536")
-    helper.wait_until(function() return false end, 0.3)
-    for i = 1, 128 do
-      local op, payload = ws:recv_message()
-      assert.are.equal(BINARY, op, "message " .. i)
-      assert.are.equal(65536, #payload)
-    end
-    assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
-    ws:close(1000)
-    ws:expect_close(1000)
-    wait_event(server.port, "co receive closed 1000")
   end)
 
   it("closes with 1011 when a handler sends text that is not UTF-8",
@@ -216,20 +152,6 @@ describe("server", function()
     assert.matches("yielded outside receive%(%) and send%(%)", server:log())
   end)
 
-  it("closes a ping flood that does not read its pongs with 1008", function()
-    local ws = assert(helper.ws_connect(server.port, "/ws"))
-    local ping = helper.build_frame{ opcode = PING,
-                                     payload = string.rep("p", 125) }
-    ws:settimeout(0.5)
-    for _ = 1, 40 do       -- up to 40 x 1 MiB of pings, never reading
-      local ok = ws:send_raw(string.rep(ping, 8000))
-      if not ok then break end
-      if events(server.port):find("close 1008") then break end
-    end
-    wait_event(server.port, "close 1008 send buffer limit exceeded")
-    ws:abort()
-  end)
-
   it("drops data after its close but still reads the peer's close",
      function()
     local ws = assert(helper.ws_connect(server.port, "/ws"))
@@ -242,99 +164,37 @@ describe("server", function()
     ws:send_text("c")
     ws:close(1000, "late")
     assert.is_true(ws:is_closed(2))
-    wait_event(server.port, "close 1000 late")
+    helper.wait_event(server.port, "close 1000 late")
   end)
+end)
 
-  it("answers 400 to an HTTP/1.1 request without one Host", function()
-    for _, head in ipairs { "GET /events HTTP/1.1\r\n\r\n",
-        "GET /events HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" } do
-      local status, _, _, sock = helper.http(server.port, head)
-      assert.are.equal(400, status)
-      sock:close()
-    end
-    local status, _, _, sock = helper.http(server.port,
-      "GET /events HTTP/1.0\r\n\r\n")
-    assert.are.equal(200, status)      -- HTTP/1.0 needs none
-    sock:close()
-  end)
+describe("the close handler", function()
+  local server = helper.with_server("spec/apps/policy.lua",
+                                    { MAX_CONNECTIONS = 100 })
 
-  it("ignores an empty line before a request", function()
-    local status, _, _, sock = helper.http(server.port,
-      "\r\nGET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert.are.equal(200, status)
-    sock:close()
-  end)
-
-  it("runs middleware before the routes", function()
-    local status, headers, body, sock = helper.http(server.port,
-      "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert.are.equal(200, status)
-    assert.are.equal("text/plain", headers["content-type"])
-    assert.are.equal(#body, tonumber(headers["content-length"]))
-    -- keep-alive: a second request on the same connection
-    sock:send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert.are.equal(404, (helper.read_response(sock)))
-    sock:close()
-  end)
-
-  it("answers pipelined requests in order", function()
-    local sock = helper.connect(server.port)
-    sock:send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
-      .. "GET /events HTTP/1.1\r\nHost: x\r\n\r\n"
-      .. "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert.are.equal(404, (helper.read_response(sock)))
-    assert.are.equal(200, (helper.read_response(sock)))
-    assert.are.equal(426, (helper.read_response(sock)))
-    assert.is_true((helper.socket_closed(sock, 2)))
-    sock:close()
-  end)
-
-  it("answers 500 when middleware fails or returns a bad header", function()
-    for _, path in ipairs { "/fail", "/bad-header" } do
-      local status, _, _, sock = helper.http(server.port,
-        "GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
-      assert.are.equal(500, status)
-      sock:close()
-    end
-    assert.matches("middleware failed on purpose", server:log())
+  it("tells the close handler why the socket ended", function()
+    local a = assert(helper.ws_connect(server.port, "/ws"))
+    a:close(1000, "done")
+    a:expect_close(1000)
+    helper.wait_event(server.port, "ws close 1000 done peer", true)
+    local b = assert(helper.ws_connect(server.port, "/ws"))
+    b:send_text("bye")
+    b:expect_close(4001)
+    helper.wait_event(server.port, "ws close 4001  local", true)
+    local c = assert(helper.ws_connect(server.port, "/ws"))
+    c:send_frame{ opcode = TEXT, payload = "x", mask = false }
+    c:expect_close(1002)
+    helper.wait_event(server.port,
+      "ws close 1002 client frame not masked error", true)
+    local d = assert(helper.ws_connect(server.port, "/ws"))
+    d:send_text("x")
+    d:recv_message()
+    d:abort()
+    helper.wait_event(server.port, "ws close 1006  lost", true)
   end)
 end)
 
 describe("server options", function()
-  it("pings idle sockets every keep_alive_interval", function()
-    local server = helper.start_server("spec/apps/probe.lua",
-      { KEEP_ALIVE = 0.2 })
-    local ws = assert(helper.ws_connect(server.port, "/ws"))
-    local t0 = os.time()
-    assert.are.same({ PING, "" }, { ws:recv_message(3) })
-    assert.are.same({ PING, "" }, { ws:recv_message(3) })
-    assert.is_true(os.time() - t0 <= 3)
-    ws:abort()
-    helper.stop_and_check(server)
-  end)
-
-  it("queues under back-pressure, then drains", function()
-    local server = helper.start_server("spec/apps/probe.lua",
-      { MAX_BACKPRESSURE = 64 * 1048576 })
-    local ws = assert(helper.ws_connect(server.port, "/ws"))
-    -- 32 MiB is more than loopback's socket buffers take at once
-    ws:send_text("flood:32:1048576")
-    helper.wait_until(function() return false end, 0.3)  -- not reading
-    for _ = 1, 32 do
-      local op, payload = ws:recv_message()
-      assert.are.equal(BINARY, op)
-      assert.are.equal(1048576, #payload)
-    end
-    assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
-    local tally = events(server.port)
-    local sent, queued = tally:match("flood sent=(%d+) queued=(%d+)")
-    assert.are.equal(32, tonumber(sent) + tonumber(queued))
-    assert.is_true(tonumber(queued) > 0)
-    wait_event(server.port, "drain 0")
-    ws:abort()
-    helper.stop_and_check(server)
-  end)
-
   it("listens on IPv6", function()
     local server = helper.start_server("spec/apps/probe.lua",
       { HOST = "::1" })
@@ -359,47 +219,4 @@ describe("server options", function()
       .. "from 0.001 to 86400", out)
     assert.matches("exit 1\n$", out)
   end)
-
-  it("closes open sockets with 1001 on SIGTERM and exits 0", function()
-    local server = helper.start_server("spec/apps/probe.lua", {})
-    local a = assert(helper.ws_connect(server.port, "/ws"))
-    local b = assert(helper.ws_connect(server.port, "/co"))
-    server:kill("TERM")
-    assert.are.equal(1001, a:expect_close())
-    assert.are.equal(1001, b:expect_close())
-    assert.are.equal(0, server:stop())
-    helper.assert_clean_log(server)
-  end)
-
-  -- A reader on stdin (a FIFO that nobody closes) is a watcher that
-  -- never ends: after the shutdown it must not keep the process going,
-  -- whether the script ran the loop itself or left that to the runner.
-  for _, form in ipairs({ "runner", "app" }) do
-    it("exits 0 on SIGTERM with a core.reader open (run by the " .. form
-       .. ")", function()
-      local fifo = os.tmpname()
-      os.remove(fifo)
-      assert(os.execute("mkfifo " .. helper.shell_quote(fifo)))
-      local server = helper.start_server("spec/apps/reader.lua",
-        { RUN = form }, { stdin = fifo })
-      local ws = assert(helper.ws_connect(server.port, "/ws"))
-      local started = socket.gettime()
-      server:kill("TERM")
-      assert.are.equal(1001, ws:expect_close())
-      ws:close(1001)                   -- the closing handshake is done
-      ws:abort()
-      local exited = helper.wait_until(function() return server:exited() end,
-                                       helper.scaled(3))
-      local took = socket.gettime() - started
-      os.remove(fifo)
-      assert.are.equal(0, server:stop(), server:log())
-      assert.is_truthy(exited, "still running 3 s after SIGTERM:\n"
-        .. server:log())
-      assert.is_true(took < helper.scaled(3))
-      if form == "app" then
-        assert.matches("run%(%) returned", server:log())
-      end
-      helper.assert_clean_log(server)
-    end)
-  end
 end)

@@ -5,12 +5,7 @@
 local helper = require "helper"
 local moonsocket = require "moonsocket"
 
-local function ask(ws, command)
-  assert.is_true(ws:send_text(command))
-  local kind, reply = ws:recv_message()
-  assert.are.equal(helper.TEXT, kind)
-  return reply
-end
+local ask, close_all = helper.ask, helper.close_all
 
 -- The child processes of pid (from /proc: no subprocess, which the
 -- sanitizer runs would preload their runtime into).
@@ -62,7 +57,7 @@ describe("workers", function()
       table.sort(keys)
       return keys
     end)())
-    for _, ws in ipairs(list) do ws:close(1000) ws:expect_close() ws:abort() end
+    close_all(list)
   end)
 
   it("delivers a publish to the subscribers of every worker once",
@@ -86,7 +81,7 @@ describe("workers", function()
         assert.are.same({ helper.TEXT, "from one" }, { list[i]:recv_message() })
       end
       assert.are.equal("subscribed all true", ask(list[1], "subscribed all"))
-      for _, ws in ipairs(list) do ws:close(1000) ws:expect_close() ws:abort() end
+      close_all(list)
       pub:close(1000) pub:expect_close() pub:abort()
     end)
 
@@ -109,7 +104,7 @@ describe("workers", function()
     for _, ws in ipairs(list) do
       assert.are.same({ helper.TEXT, "back" }, { ws:recv_message() })
     end
-    for _, ws in ipairs(list) do ws:close(1000) ws:expect_close() ws:abort() end
+    close_all(list)
     pub:close(1000) pub:expect_close() pub:abort()
   end)
 

@@ -844,14 +844,21 @@ function helper.events(port)
 end
 
 -- Waits up to 5 s (scaled) for an event matching pattern (plain text if
--- plain).
-function helper.wait_event(port, pattern, plain)
+-- plain), after the mark since (helper.events_mark) when it is given.
+function helper.wait_event(port, pattern, plain, since)
   local seen
   local ok = helper.wait_until(function()
     seen = helper.events(port)
-    return seen:find(pattern, 1, plain) ~= nil
+    return seen:find(pattern, since and since + 1 or 1, plain) ~= nil
   end, helper.scaled(5))
   luassert(ok, ("no event %q in:\n%s"):format(pattern, seen))
+end
+
+-- Where the /events log ends now: wait_event(port, pattern, plain,
+-- helper.events_mark(port)) sees only events after it, not those an
+-- earlier test on the same server left.
+function helper.events_mark(port)
+  return #helper.events(port)
 end
 
 return helper

@@ -77,11 +77,12 @@ describe("server", function()
   end)
 
   it("reports 1006 to close when the peer vanishes", function()
+    local mark = helper.events_mark(server.port)
     local ws = assert(helper.ws_connect(server.port, "/ws"))
     ws:send_text("info")
     ws:recv_message()
     ws:abort()
-    helper.wait_event(server.port, "close 1006  closed")
+    helper.wait_event(server.port, "close 1006  closed", true, mark)
   end)
 
   it("starts the closing handshake from ws:close", function()

@@ -24,7 +24,8 @@ PORT    ?= 5000
 LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
-               lua-socket python3-websockets pkg-config gcc make libhiredis-dev
+               lua-socket python3-websockets pkg-config gcc make libhiredis-dev \
+               lua-cjson
 # what only the suites call: the browser test, memcheck and the callgrind
 # guard, the Redis backplane, the soak (gdb), the nginx proxy, the
 # rockspec (luarocks), test certificates (openssl, and python3's

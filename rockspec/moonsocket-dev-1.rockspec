@@ -15,6 +15,7 @@ Installs the module moonsocket.core, the Lua modules and the
 }
 dependencies = {
   "lua >= 5.4, < 5.5",
+  "lua-cjson",            -- the JSON apps speak (require "cjson")
 }
 external_dependencies = {
   EV = { header = "ev.h", library = "ev" },

@@ -11,6 +11,7 @@ local CALLED = {
   { "lua5.4", "lua5.4", "spec/run.sh" },
   { "busted", "lua-busted", "spec/run.sh" },
   { "socket (Lua)", "lua-socket", "spec/helper.lua" },
+  { "cjson (Lua)", "lua-cjson", "examples/chat, spec/chat_spec.lua" },
   { "cc", "gcc", "Makefile, spec/c, bench" },
   { "make", "make", "Makefile" },
   { "pkg-config", "pkg-config", "spec/embed_spec.lua" },

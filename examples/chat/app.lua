@@ -2,8 +2,8 @@
 -- the WebSocket at /chat.  Run it with `make chat`, or
 -- `moonsocket examples/chat/app.lua` from the repository's root.
 --
--- Every message is a JSON object with a "type" (json.lua, beside this
--- file).  The page sends:
+-- Every message is a JSON object with a "type" (lua-cjson, which `make
+-- deps` installs from Debian).  The page sends:
 --   {"type":"join","name":N,"room":R}   join R as N; again to switch
 --                                       rooms (N may then be left out)
 --   {"type":"say","text":T}             T to everyone in the room
@@ -23,17 +23,27 @@
 local moonsocket = require "moonsocket"
 local policy = require "moonsocket.policy"
 
-local find, match, sub = string.find, string.match, string.sub
-local next, pairs, sort, type = next, pairs, table.sort, type
+local find, gsub, lower, match, sub =
+  string.find, string.gsub, string.lower, string.match, string.sub
+local next, pairs, pcall, sort, type = next, pairs, pcall, table.sort, type
 local utf8_codes, utf8_len, utf8_offset = utf8.codes, utf8.len, utf8.offset
 
 local here = match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"
-local json = dofile(here .. "json.lua")
-local encode, serialize_origin = json.encode, policy.serialize_origin
+local serialize_origin = policy.serialize_origin
 
 local MAX_LABEL = 32      -- characters in a name or a room name
 local MAX_TEXT = 2000     -- characters in a message
+local MAX_DEPTH = 2       -- an object, and a wrong value in it (an array
+                          -- for a name) that gets a type error
 local TOPIC = "room:"
+
+-- A codec of our own, so no other module's settings reach it: no NaN,
+-- Infinity or hexadecimal numbers either way, and the protocol is flat.
+local cjson = require("cjson").new()
+cjson.decode_max_depth(MAX_DEPTH)
+cjson.decode_invalid_numbers(false)
+cjson.encode_invalid_numbers(false)
+local decode, encode = cjson.decode, cjson.encode
 
 local app = moonsocket.app {}
 
@@ -60,7 +70,7 @@ end
 
 -- A name or a room: a string of 1 to 32 characters once the spaces
 -- around it are gone, with no control characters.  Decoded strings are
--- always UTF-8, so utf8.len cannot fail.
+-- always UTF-8 (see the message handler), so utf8.len cannot fail.
 local function check_label(value, what)
   if type(value) ~= "string" then
     return nil, ('"%s" must be a string'):format(what)
@@ -93,8 +103,10 @@ local function unique_name(members, wanted)
   return name
 end
 
+-- Never empty, as it holds whoever asks: cjson 2.1.0 writes an empty
+-- table as {}, not [].
 local function member_list(members)
-  local list = json.array()
+  local list = {}
   for name in pairs(members) do list[#list + 1] = name end
   sort(list)
   return list
@@ -184,9 +196,25 @@ end
 app:ws("/chat", {
   message = function(ws, data, kind)
     if kind ~= "text" then return refuse(ws, "send JSON as text") end
-    local event, err = json.decode(data)
-    if not event then return refuse(ws, err) end
-    if json.type(event) ~= "object" then
+    -- cjson 2.1.0 stops reading at a NUL byte, and lets any other byte
+    -- through inside strings.  Control characters but tab, LF and CR are
+    -- invalid anywhere in JSON (RFC 8259 sections 2 and 7).  The core
+    -- fails text that is not UTF-8 with 1007 before it comes here (and
+    -- cjson refuses lone surrogate escapes): this keeps it so.
+    local control = find(data, "[\0-\8\11\12\14-\31]")
+    if control then
+      return refuse(ws, ("invalid JSON: control character at byte %d")
+        :format(control))
+    end
+    if not utf8_len(data) then
+      return refuse(ws, "invalid JSON: not UTF-8")
+    end
+    local ok, event = pcall(decode, data)
+    if not ok then
+      return refuse(ws, "invalid JSON: " .. gsub(event, "^%u", lower))
+    end
+    -- arrays decode to tables too
+    if type(event) ~= "table" or not find(data, "^[ \t\n\r]*{") then
       return refuse(ws, "expected a JSON object")
     end
     local command = type(event.type) == "string" and commands[event.type]

@@ -11,6 +11,7 @@
 
 #include "deflate.h"
 #include "http.h"
+#include "outq.h"
 #include "tls.h"
 #include "topic.h"
 
@@ -95,7 +96,6 @@ struct ms_module {
 enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
               WHY_LOST, WHY_SHUTDOWN };
 
-struct ms_chunk;
 struct ms_rx;
 
 struct ms_server {
@@ -110,7 +110,7 @@ struct ms_server {
   struct ms_conn *conns;        /* open connections, a circular list */
   struct ms_conn *pending;      /* to flush or to resume in prepare */
   struct ms_conn *released;     /* closed: unanchor in prepare */
-  struct ms_chunk *free_chunks; /* small output chunks kept for reuse */
+  struct outq_pool chunks;      /* small output chunks kept for reuse */
   struct deflate_buf zbuf;      /* compressed output before framing */
   size_t held;                  /* bytes in incomplete messages, for
                                    max_incomplete_bytes */
@@ -118,7 +118,6 @@ struct ms_server {
   size_t validated_len;         /* given: sending it back needs no check */
   struct ms_conn *opening;      /* whose open handler runs, with the */
   const struct http_request *opening_req; /* request it was opened by */
-  unsigned nfree_chunks;
   size_t nconns;
   uint8_t *rbuf;                /* the one receive buffer */
   int ref;                      /* anchors the server while it serves */
@@ -166,9 +165,7 @@ struct ms_conn {
   struct ms_server *server;
   struct ms_conn *prev, *next;      /* in server->conns */
   struct ms_conn *next_pending;     /* in server->pending / released */
-  struct ms_chunk *out_tail;        /* the queue, a ring: its last
-                                       chunk points to the first */
-  size_t out_bytes;                 /* queued, not yet written */
+  struct ms_outq out;               /* queued, not yet written */
   struct ms_rx *rx;                 /* input left incomplete, or NULL */
   lua_State *co;                    /* coroutine handler's thread */
   const struct ms_options *opts;    /* the server's, or its route's */

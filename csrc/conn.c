@@ -1,13 +1,10 @@
-/* conn.c - a connection's I/O: the HTTP request, the RFC 6455 protocol,
- * and the timeouts (outq.c holds the output queue) */
+/* conn.c - a connection's life: the HTTP request, the RFC 6455 protocol
+ * and the timeouts, over a transport (transport.h) with an output queue
+ * (outq.h) */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sendfile.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -16,13 +13,13 @@
 #include "frame_reader.h"
 #include "handshake.h"
 #include "server.h"
+#include "transport.h"
 #include "utf8.h"
 
 /* ------------------------------------------------------------------ */
 /* Queueing output (outq.c keeps the bytes)                            */
 /* ------------------------------------------------------------------ */
 
-#define IOV_BATCH      64      /* chunks per sendmsg */
 #define ANCHOR_MIN     8192    /* payloads from here on are not copied */
 #define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
 #define MSG_MIN        4096    /* a reassembled message's first buffer */
@@ -109,8 +106,8 @@ static void out_clear(struct ms_conn *c, lua_State *L) {
  * messages dropped. */
 static unsigned out_drop(struct ms_conn *c) {
   struct outq_release r = { unref_string, c->server->module->L };
-  /* a TLS write is retried with the same length */
-  return outq_drop(&c->out, &c->server->chunks, &r, c->ssl != NULL);
+  return outq_drop(&c->out, &c->server->chunks, &r,
+                   ms_transport_of(c)->whole_writes);
 }
 
 static void set_events(struct ms_conn *c, int events) {
@@ -244,12 +241,7 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
   if (c->flags & CF_FAIL_PENDING) notify_failed(c, outq_unsent(&c->out));
   else if (was_ws)
     notify_close(c, code, reason, strlen(reason), outq_unsent(&c->out));
-  if (c->ssl) {
-    SSL_free(c->ssl);
-    c->ssl = NULL;
-  }
-  close(c->io.fd);
-  c->io.fd = -1;
+  ms_transport_of(c)->close(c);
   ms_conn_free_buffers(c, s->module->L);
   /* unanchor later, outside the callback that closed it */
   if (!(c->flags & CF_IN_PENDING)) {
@@ -372,79 +364,16 @@ static void fail(struct ms_conn *c, int code, enum fail_reason r) {
 /* Writing                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Write once: a file chunk by sendfile, else the memory chunks up to the
- * next file chunk by one sendmsg.  Returns the bytes written, 0 when the
- * kernel refuses more, -1 after aborting the connection. */
-/* write_some over TLS: one record write from the head chunk.  A retry
- * after WANT_WRITE repeats the same length, as OpenSSL requires. */
-static ssize_t write_tls(struct ms_conn *c) {
-  struct outq_span head;
-  outq_head(&c->out, &head);
-  size_t want = head.len;
-  const void *data = head.data;
-  uint8_t file[16384];
-  if (head.fd >= 0) {
-    if (want > sizeof file) want = sizeof file;
-    ssize_t r = pread(head.fd, file, want, head.offset);
-    if (r <= 0) {                    /* unreadable, or shrank under us */
-      ms_conn_abort(c, 1006);
-      return -1;
-    }
-    data = file;
-    want = (size_t)r;
-  }
-  if (want == 0) return 0;
-  ssize_t w = ms_tls_write(c->ssl, data, want);
-  if (w == MS_TLS_WANT_READ) c->flags |= CF_TLS_WRITE_WANTS_READ;
-  if (w == MS_TLS_WANT_READ || w == MS_TLS_WANT_WRITE) return 0;
-  if (w <= 0) {
-    char why[160];
-    ms_log(c->server, MS_LOG_DEBUG, "TLS write failed: %s",
-           ms_tls_error(why, sizeof why));
-    ms_conn_abort(c, 1006);
-    return -1;
-  }
-  return w;
-}
-
-static ssize_t write_some(void *conn, size_t budget) {
-  struct ms_conn *c = conn;
-  ssize_t w;
-  if (c->ssl) return write_tls(c);
-  struct iovec iov[IOV_BATCH];
-  int n = outq_iov(&c->out, iov, IOV_BATCH, budget);
-  if (n == 0) {                      /* a file */
-    struct outq_span head;
-    outq_head(&c->out, &head);
-    off_t off = head.offset;
-    size_t want = head.len < budget ? head.len : budget;
-    do w = sendfile(c->io.fd, head.fd, &off, want);
-    while (w < 0 && errno == EINTR);
-    if (w == 0 && want) {            /* the file shrank under us */
-      ms_conn_abort(c, 1006);
-      return -1;
-    }
-  } else {
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-    do w = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-  }
-  if (w < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    ms_conn_abort(c, 1006);
-    return -1;
-  }
-  return w;
-}
-
 static void flush_with(struct ms_conn *c) {
   /* written strings are unreferenced in the module's state */
   struct outq_release r = { unref_string, c->server->module->L };
   if (c->state == CS_CLOSED) return;
-  size_t written;
-  if (outq_flush(&c->out, &c->server->chunks, &r, OUTQ_FLUSH_BUDGET,
-                 write_some, c, &written) < 0)
+  ssize_t written = outq_flush(&c->out, &c->server->chunks, &r,
+                               ms_transport_of(c)->write, c);
+  if (written < 0) {
+    ms_conn_abort(c, 1006);
     return;
+  }
   if (written && (c->state == CS_HTTP || c->state == CS_DRAINING)) {
     /* a slow reader of a long response is not idle */
     c->deadline = now_of(c) + (c->state == CS_HTTP
@@ -469,8 +398,7 @@ static void flush_with(struct ms_conn *c) {
     /* all is out: half-close and read until the peer closes, so that a
      * reset does not destroy what we sent (RFC 7230 section 6.6) */
     c->flags |= CF_SHUT_WR;
-    if (c->ssl) ms_tls_shutdown(c->ssl);
-    shutdown(c->io.fd, SHUT_WR);
+    ms_transport_of(c)->shutdown(c);
     c->flags &= ~CF_PAUSED;
     set_events(c, EV_READ);
   } else if (drained && c->state == CS_OPEN) {
@@ -1230,46 +1158,42 @@ static void on_eof(struct ms_conn *c) {
 
 /* Answer plain HTTP sent to a TLS port in plain text, as nginx does,
  * and close: the client learns to use https:// or wss://.  The
- * connection is plain from here on, so that the answer is queued and
- * the close lingers like any other (an immediate close with the
- * request unread would reset). */
+ * transport is plain from here on. */
 static void refuse_plain_http(struct ms_conn *c) {
-  SSL_free(c->ssl);
-  c->ssl = NULL;
   ms_log(c->server, MS_LOG_INFO, "plain HTTP on a TLS port: answered 400");
   respond_error(c, 400, "this port speaks TLS (https, wss)", 0);
 }
 
-/* Read into the server's buffer: the socket, or TLS records.  Returns
- * the bytes, 0 at the end, -1 when nothing is there yet, -2 when the
- * connection was closed for an error. */
+/* Read into the server's buffer.  Returns the bytes, 0 at the end, -1
+ * when nothing is there yet, -2 when the connection was closed for an
+ * error. */
 static ssize_t conn_recv(struct ms_conn *c) {
   struct ms_server *s = c->server;
+  const struct ms_transport *t = ms_transport_of(c);
   size_t size = s->opts.receive_buffer_size;
-  if (!c->ssl || c->state == CS_DRAINING) {   /* lingering reads raw */
-    ssize_t n = read(c->io.fd, s->rbuf, size);
-    if (n >= 0) return n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-      return -1;
+  ssize_t n = c->state == CS_DRAINING ? t->discard(c, s->rbuf, size)
+                                      : t->read(c, s->rbuf, size);
+  if (n >= 0) return n;
+  switch (n) {
+  case MS_IO_AGAIN:
+    return -1;
+  case MS_IO_WANT_WRITE:
+    c->flags |= CF_READ_WANTS_WRITE;
+    set_events(c, c->io.events | EV_WRITE);
+    return -1;
+  case MS_IO_PLAIN_HTTP:
+    refuse_plain_http(c);
+    return -2;
+  default:
     ms_conn_abort(c, 1006);
     return -2;
   }
-  ssize_t n = ms_tls_read(c->ssl, s->rbuf, size);
-  if (n >= 0) return n;
-  if (n == MS_TLS_WANT_WRITE) {           /* a handshake to answer */
-    c->flags |= CF_TLS_READ_WANTS_WRITE;
-    set_events(c, c->io.events | EV_WRITE);
-  }
-  if (n == MS_TLS_WANT_READ || n == MS_TLS_WANT_WRITE) return -1;
-  if (n == MS_TLS_PLAIN_HTTP) {
-    refuse_plain_http(c);
-  } else {
-    char why[160];
-    ms_log(s, MS_LOG_INFO, "TLS connection failed: %s",
-           ms_tls_error(why, sizeof why));
-    ms_conn_abort(c, 1006);
-  }
-  return -2;
+}
+
+/* Whether the transport holds read bytes the socket will not signal. */
+static int read_pending(const struct ms_conn *c) {
+  const struct ms_transport *t = ms_transport_of(c);
+  return t->pending && t->pending(c);
 }
 
 static void conn_read(struct ms_conn *c);
@@ -1279,8 +1203,8 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   struct ms_conn *c = (struct ms_conn *)w;
   (void)loop;
   if (revents & EV_WRITE) {
-    if (c->flags & CF_TLS_READ_WANTS_WRITE) {
-      c->flags &= ~(uint32_t)CF_TLS_READ_WANTS_WRITE;
+    if (c->flags & CF_READ_WANTS_WRITE) {
+      c->flags &= ~(uint32_t)CF_READ_WANTS_WRITE;
       if (outq_empty(&c->out) && !(c->flags & CF_WRITE_WAIT))
         set_events(c, read_events(c));
       conn_read(c);
@@ -1290,8 +1214,8 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
     if (c->state == CS_CLOSED) return;
   }
   if (!(revents & EV_READ)) return;
-  if (c->flags & CF_TLS_WRITE_WANTS_READ) {
-    c->flags &= ~(uint32_t)CF_TLS_WRITE_WANTS_READ;
+  if (c->flags & CF_WRITE_WANTS_READ) {
+    c->flags &= ~(uint32_t)CF_WRITE_WANTS_READ;
     ms_conn_flush(c);
     if (c->state == CS_CLOSED) return;
   }
@@ -1306,8 +1230,8 @@ static void conn_read(struct ms_conn *c) {
     ssize_t n = conn_recv(c);
     if (n < 0) return;
     if (!conn_got(c, loop, (size_t)n)) return;
-  } while (c->ssl && c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
-           SSL_pending(c->ssl) > 0);
+  } while (c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
+           read_pending(c));
 }
 
 /* Handle n bytes read into the server's buffer (0: the end of stream).
@@ -1359,8 +1283,12 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   c->deadline = c->last_read + s->opts.handshake_timeout;
   conn_link(c, s);
   ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+  ms_transport_set(c, &ms_transport_tcp);
   ev_io_start(s->module->loop, &c->io);
-  if (s->tls && !(c->ssl = ms_tls_accept(s->tls, fd))) {
+  if (!s->tls) return;
+  if ((c->ssl = ms_tls_accept(s->tls, fd))) {
+    ms_transport_set(c, &ms_transport_tls);
+  } else {
     ms_log(s, MS_LOG_ERROR, "cannot start TLS on a connection");
     ms_conn_abort(c, 0);
   }
@@ -1376,6 +1304,7 @@ void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,
   c->deadline = c->last_read + c->opts->handshake_timeout;
   conn_link(c, s);
   ev_io_init(&c->io, cb, fd, EV_WRITE);
+  ms_transport_set(c, &ms_transport_tcp);   /* client.c may set TLS */
   if (fd >= 0) ev_io_start(s->module->loop, &c->io);
 }
 
@@ -1417,8 +1346,8 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     if (c->rx && c->rx->in && !(c->flags & CF_PAUSED) &&
         c->state != CS_DRAINING)
       feed(c, NULL, 0);
-    if (c->ssl && c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
-        SSL_pending(c->ssl) > 0)
+    if (c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
+        read_pending(c))
       conn_read(c);               /* records decrypted before a pause */
     ms_conn_flush(c);
   }

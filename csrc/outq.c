@@ -7,29 +7,9 @@
 #include "frame.h"
 #include "outq.h"
 
-/* Queued bytes live in chunks: owned chunks copy small frames together;
- * a large payload is written straight from its Lua string, which a
- * registry reference keeps alive until it is written; a published
- * frame is written from the one copy its subscribers share; a file is
- * sent from its descriptor by sendfile. */
-struct ms_chunk {
-  struct ms_chunk *next;
-  const char *data;
-  size_t len, sent, cap;      /* cap 0: data is not the chunk's own */
-  size_t first;               /* where its first frame starts, or
-                                 NO_FRAME (an HTTP answer, a payload) */
-  unsigned msgs;              /* data messages whose last byte is here */
-  struct ms_shared *shared;   /* a published frame's, or NULL */
-  int ref;                    /* the Lua string's, or NO_REF */
-  int fd;                     /* a file's, or -1 */
-  char buf[];
-};
-
 #define CHUNK_CAP      (16384 - sizeof(struct ms_chunk))
 #define CHUNK_SMALL    (1024 - sizeof(struct ms_chunk))
 #define FREE_CHUNKS    64      /* spare chunks a server keeps */
-#define NO_FRAME       SIZE_MAX
-#define NO_REF         (-2)    /* Lua's LUA_NOREF */
 
 void ms_shared_release(struct ms_shared *sh) {
   if (--sh->refs == 0) free(sh);
@@ -61,10 +41,10 @@ static struct ms_chunk *chunk_new(struct outq_pool *p, size_t need,
   ch->next = NULL;
   ch->data = ch->buf;
   ch->len = ch->sent = 0;
-  ch->first = NO_FRAME;
+  ch->first = OUTQ_NO_FRAME;
   ch->msgs = 0;
   ch->shared = NULL;
-  ch->ref = NO_REF;
+  ch->ref = OUTQ_NO_REF;
   ch->fd = -1;
   return ch;
 }
@@ -78,18 +58,18 @@ static struct ms_chunk *chunk_borrow(const char *data, size_t len) {
   ch->data = data;
   ch->len = len;
   ch->sent = ch->cap = 0;
-  ch->first = NO_FRAME;
+  ch->first = OUTQ_NO_FRAME;
   ch->msgs = 0;
   ch->shared = NULL;
-  ch->ref = NO_REF;
+  ch->ref = OUTQ_NO_REF;
   ch->fd = -1;
   return ch;
 }
 
 static void chunk_free(struct outq_pool *p, struct ms_chunk *ch,
                        const struct outq_release *r) {
-  if (ch->ref != NO_REF || ch->fd >= 0 || ch->shared) {
-    if (ch->ref != NO_REF && r && r->unref) r->unref(r->ctx, ch->ref);
+  if (ch->ref != OUTQ_NO_REF || ch->fd >= 0 || ch->shared) {
+    if (ch->ref != OUTQ_NO_REF && r && r->unref) r->unref(r->ctx, ch->ref);
     if (ch->fd >= 0) close(ch->fd);
     if (ch->shared) ms_shared_release(ch->shared);
     free(ch);
@@ -135,13 +115,29 @@ static void link_last(struct ms_outq *q, struct ms_chunk *ch) {
  * Queueing
  * ------------------------------------------------------------------- */
 
-uint8_t *outq_reserve(struct ms_outq *q, struct outq_pool *p, size_t len) {
+/* The chunk to append len bytes to: the last, or a new one. */
+static inline struct ms_chunk *tail_for(struct ms_outq *q,
+                                        struct outq_pool *p, size_t len) {
   struct ms_chunk *t = q->tail;
   if (!t || chunk_room(t) < len) {
     t = chunk_new(p, len, !t);
     if (!t) return NULL;
     link_last(q, t);
   }
+  return t;
+}
+
+/* Append n bytes to t, the last chunk, which has room for them. */
+static inline void append(struct ms_outq *q, struct ms_chunk *t,
+                          const void *data, size_t n) {
+  if (n) memcpy(t->buf + t->len, data, n);
+  t->len += n;
+  q->bytes += n;
+}
+
+uint8_t *outq_reserve(struct ms_outq *q, struct outq_pool *p, size_t len) {
+  struct ms_chunk *t = tail_for(q, p, len);
+  if (!t) return NULL;
   uint8_t *at = (uint8_t *)t->buf + t->len;
   t->len += len;
   q->bytes += len;
@@ -150,9 +146,9 @@ uint8_t *outq_reserve(struct ms_outq *q, struct outq_pool *p, size_t len) {
 
 int outq_copy(struct ms_outq *q, struct outq_pool *p, const void *data,
               size_t len) {
-  uint8_t *at = outq_reserve(q, p, len);
-  if (!at) return -1;
-  if (len) memcpy(at, data, len);
+  struct ms_chunk *t = tail_for(q, p, len);
+  if (!t) return -1;
+  append(q, t, data, len);
   return 0;
 }
 
@@ -160,7 +156,7 @@ int outq_copy(struct ms_outq *q, struct outq_pool *p, const void *data,
  * its frames. */
 void outq_framed(struct ms_outq *q, size_t back) {
   struct ms_chunk *t = q->tail;
-  if (t->first == NO_FRAME) t->first = t->len - back;
+  if (t->first == OUTQ_NO_FRAME) t->first = t->len - back;
 }
 
 void outq_message(struct ms_outq *q) {
@@ -169,26 +165,24 @@ void outq_message(struct ms_outq *q) {
 
 int outq_frame_copy(struct ms_outq *q, struct outq_pool *p,
                     const void *bytes, size_t n) {
-  if (outq_copy(q, p, bytes, n) < 0) return -1;
-  outq_framed(q, n);
+  struct ms_chunk *t = tail_for(q, p, n);
+  if (!t) return -1;
+  if (t->first == OUTQ_NO_FRAME) t->first = t->len;
+  append(q, t, bytes, n);
   return 0;
 }
 
+/* The header goes where it fits, and the payload after it while it
+ * fits, else into a chunk of its own. */
 int outq_data_copy(struct ms_outq *q, struct outq_pool *p, const void *hdr,
                    size_t hl, const void *data, size_t len) {
-  struct ms_chunk *t = q->tail;
-  if (chunk_room(t) >= hl + len) {      /* the common small frame */
-    memcpy(t->buf + t->len, hdr, hl);
-    if (len) memcpy(t->buf + t->len + hl, data, len);
-    t->len += hl + len;
-    q->bytes += hl + len;
-    if (t->first == NO_FRAME) t->first = t->len - hl - len;
-    t->msgs++;
-    return 0;
-  }
-  if (outq_frame_copy(q, p, hdr, hl) < 0 || outq_copy(q, p, data, len) < 0)
-    return -1;
-  outq_message(q);
+  struct ms_chunk *t = tail_for(q, p, hl);
+  if (!t) return -1;
+  if (t->first == OUTQ_NO_FRAME) t->first = t->len;
+  append(q, t, hdr, hl);
+  if (chunk_room(t) < len && !(t = tail_for(q, p, len))) return -1;
+  append(q, t, data, len);
+  t->msgs++;
   return 0;
 }
 
@@ -268,7 +262,7 @@ void outq_clear(struct ms_outq *q, struct outq_pool *p,
  * part, and where the frame being written ends (the first frame
  * boundary at or after sent; bytes before the chunk's first frame, a
  * frame's tail or an HTTP answer, count as one).  A frame whose payload
- * goes on into the next chunk leaves cut at NO_FRAME. */
+ * goes on into the next chunk leaves cut at OUTQ_NO_FRAME. */
 struct head_walk {
   size_t cut;
   unsigned written;       /* messages ending at or before sent */
@@ -276,8 +270,8 @@ struct head_walk {
 };
 
 static struct head_walk walk_head(const struct ms_chunk *h) {
-  struct head_walk w = { NO_FRAME, 0, 0 };
-  size_t off = h->first == NO_FRAME ? h->len : h->first;
+  struct head_walk w = { OUTQ_NO_FRAME, 0, 0 };
+  size_t off = h->first == OUTQ_NO_FRAME ? h->len : h->first;
   unsigned walked = 0;
   if (off >= h->sent) w.cut = off;
   while (off < h->len) {
@@ -287,7 +281,7 @@ static struct head_walk walk_head(const struct ms_chunk *h) {
     if (hl <= 0 || fh.length > h->len - off - (size_t)hl)
       break;                  /* the payload is in the next chunk */
     off += (size_t)hl + (size_t)fh.length;
-    if (w.cut == NO_FRAME && off >= h->sent) w.cut = off;
+    if (w.cut == OUTQ_NO_FRAME && off >= h->sent) w.cut = off;
     if (fh.opcode < 8 && fh.fin) {
       walked++;
       if (off <= h->sent) w.written++;
@@ -295,7 +289,7 @@ static struct head_walk walk_head(const struct ms_chunk *h) {
     }
   }
   if (h->msgs > walked) {     /* a message's tail: it ends at first */
-    if ((h->first == NO_FRAME ? h->len : h->first) <= h->sent)
+    if ((h->first == OUTQ_NO_FRAME ? h->len : h->first) <= h->sent)
       w.written++;
     w.kept++;
   }
@@ -322,19 +316,19 @@ unsigned outq_drop(struct ms_outq *q, struct outq_pool *p,
   struct head_walk w = walk_head(h);
   size_t cut = w.cut;
   kept = w.kept;
-  if (whole_head && cut != NO_FRAME) {
+  if (whole_head && cut != OUTQ_NO_FRAME) {
     cut = h->len;
     kept = h->msgs;
   }
-  if (cut == NO_FRAME && h->next) {    /* keep the frame's payload */
+  if (cut == OUTQ_NO_FRAME && h->next) {    /* keep the frame's payload */
     keep = h->next;
-    cut = keep->first == NO_FRAME ? keep->len : keep->first;
+    cut = keep->first == OUTQ_NO_FRAME ? keep->len : keep->first;
     kept = h->msgs + 1;
   }
-  if (cut != NO_FRAME) {
+  if (cut != OUTQ_NO_FRAME) {
     q->bytes -= keep->len - cut;
     keep->len = cut;
-    if (keep->first >= cut) keep->first = NO_FRAME;
+    if (keep->first >= cut) keep->first = OUTQ_NO_FRAME;
     keep->msgs = keep == h ? kept : 1;
   }
   struct ms_chunk *ch = keep->next;
@@ -353,30 +347,8 @@ unsigned outq_drop(struct ms_outq *q, struct outq_pool *p,
  * Writing
  * ------------------------------------------------------------------- */
 
-void outq_head(const struct ms_outq *q, struct outq_span *s) {
-  const struct ms_chunk *h = q->tail->next;
-  s->data = h->data ? h->data + h->sent : NULL;
-  s->len = h->len - h->sent;
-  s->fd = h->fd;
-  s->offset = (off_t)h->sent;
-}
-
-int outq_iov(const struct ms_outq *q, struct iovec *iov, int n,
-             size_t budget) {
-  int i = 0;
-  size_t want = 0;
-  if (!q->tail) return 0;
-  for (const struct ms_chunk *ch = q->tail->next; ch && ch->fd < 0 &&
-       i < n && want < budget; ch = ch == q->tail ? NULL : ch->next, i++) {
-    iov[i].iov_base = (char *)ch->data + ch->sent;
-    iov[i].iov_len = ch->len - ch->sent;
-    want += iov[i].iov_len;
-  }
-  return i;
-}
-
-void outq_consume(struct ms_outq *q, struct outq_pool *p, size_t w,
-                  const struct outq_release *r) {
+static inline void consume(struct ms_outq *q, struct outq_pool *p,
+                           size_t w, const struct outq_release *r) {
   q->bytes -= w;
   while (q->tail) {
     struct ms_chunk *ch = q->tail->next;
@@ -392,18 +364,22 @@ void outq_consume(struct ms_outq *q, struct outq_pool *p, size_t w,
   }
 }
 
+void outq_consume(struct ms_outq *q, struct outq_pool *p, size_t w,
+                  const struct outq_release *r) {
+  consume(q, p, w, r);
+}
+
 ssize_t outq_flush(struct ms_outq *q, struct outq_pool *p,
-                   const struct outq_release *r, size_t budget,
-                   outq_writer *write, void *ctx, size_t *written) {
-  *written = 0;
+                   const struct outq_release *r, outq_writer *write,
+                   struct ms_conn *c) {
+  size_t budget = OUTQ_FLUSH_BUDGET;
   while (q->tail && budget) {
-    ssize_t w = write(ctx, budget);
+    ssize_t w = write(c, budget);
     if (w < 0) return w;
     if (w == 0 && q->tail->next->len > q->tail->next->sent)
       break;                          /* the kernel is full */
-    outq_consume(q, p, (size_t)w, r); /* (empty chunks pop too) */
-    *written += (size_t)w;
+    consume(q, p, (size_t)w, r);      /* (empty chunks pop too) */
     budget = (size_t)w < budget ? budget - (size_t)w : 0;
   }
-  return 0;
+  return (ssize_t)(OUTQ_FLUSH_BUDGET - budget);
 }

@@ -8,7 +8,29 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-struct ms_chunk;
+struct ms_conn;                 /* whose queue is written: opaque here */
+
+/* Queued bytes live in chunks: owned chunks copy small frames together;
+ * a large payload is written straight from its Lua string, which a
+ * registry reference keeps alive until it is written; a published
+ * frame is written from the one copy its subscribers share; a file is
+ * sent from its descriptor by sendfile.  Only outq.c changes them; the
+ * writers' helpers below read them in line, on the hot path. */
+struct ms_chunk {
+  struct ms_chunk *next;
+  const char *data;
+  size_t len, sent, cap;      /* cap 0: data is not the chunk's own */
+  size_t first;               /* where its first frame starts, or
+                                 OUTQ_NO_FRAME (an HTTP answer, a payload) */
+  unsigned msgs;              /* data messages whose last byte is here */
+  struct ms_shared *shared;   /* a published frame's, or NULL */
+  int ref;                    /* the Lua string's, or OUTQ_NO_REF */
+  int fd;                     /* a file's, or -1 */
+  char buf[];
+};
+
+#define OUTQ_NO_FRAME  SIZE_MAX
+#define OUTQ_NO_REF    (-2)          /* (Lua's LUA_NOREF) */
 
 /* The queue is a ring of chunks, so that a connection needs one pointer
  * for it: the last chunk, whose next is the first; NULL when empty.
@@ -122,30 +144,47 @@ void outq_pool_free(struct outq_pool *p);
  * ------------------------------------------------------------------- */
 
 /* The head chunk's unsent bytes; the queue must not be empty. */
-void outq_head(const struct ms_outq *q, struct outq_span *s);
+static inline void outq_head(const struct ms_outq *q, struct outq_span *s) {
+  const struct ms_chunk *h = q->tail->next;
+  s->data = h->data ? h->data + h->sent : NULL;
+  s->len = h->len - h->sent;
+  s->fd = h->fd;
+  s->offset = (off_t)h->sent;
+}
 
 /* The unsent memory chunks from the head up to the first file chunk,
  * at most n of them, stopping once budget bytes are reached (the last
  * may pass it).  Returns how many; 0 when the head is a file (or the
  * queue is empty). */
-int outq_iov(const struct ms_outq *q, struct iovec *iov, int n,
-             size_t budget);
+static inline int outq_iov(const struct ms_outq *q, struct iovec *iov,
+                           int n, size_t budget) {
+  int i = 0;
+  size_t want = 0;
+  if (!q->tail) return 0;
+  for (const struct ms_chunk *ch = q->tail->next; ch && ch->fd < 0 &&
+       i < n && want < budget; ch = ch == q->tail ? NULL : ch->next, i++) {
+    iov[i].iov_base = (char *)ch->data + ch->sent;
+    iov[i].iov_len = ch->len - ch->sent;
+    want += iov[i].iov_len;
+  }
+  return i;
+}
 
 /* Drop the first w written bytes, and chunks left empty. */
 void outq_consume(struct ms_outq *q, struct outq_pool *p, size_t w,
                   const struct outq_release *r);
 
+/* Writes from the head of c's queue: the bytes written, 0 when none
+ * could be (the head is then not empty), or a negative failure. */
+typedef ssize_t outq_writer(struct ms_conn *c, size_t budget);
+
 #define OUTQ_FLUSH_BUDGET (2u << 20)  /* bytes per connection per flush */
 
-/* Writes from the queue's head: the bytes written, 0 when none could
- * be (the head is then not empty), or a negative failure. */
-typedef ssize_t outq_writer(void *ctx, size_t budget);
-
-/* Write until the queue is empty, budget bytes are out (fairness
- * between connections) or the writer refuses more or fails.  Returns
- * 0, or the writer's failure; *written counts the bytes written. */
+/* Write until the queue is empty, OUTQ_FLUSH_BUDGET bytes are out
+ * (fairness between connections) or the writer refuses more or fails.
+ * Returns the bytes written, or the writer's failure. */
 ssize_t outq_flush(struct ms_outq *q, struct outq_pool *p,
-                   const struct outq_release *r, size_t budget,
-                   outq_writer *write, void *ctx, size_t *written);
+                   const struct outq_release *r, outq_writer *write,
+                   struct ms_conn *c);
 
 #endif

@@ -151,8 +151,9 @@ enum {
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
   CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */
-  CF_TLS_READ_WANTS_WRITE = 1 << 15,  /* TLS: a read waits for EV_WRITE */
-  CF_TLS_WRITE_WANTS_READ = 1 << 16,  /* TLS: a write waits for EV_READ */
+  CF_READ_WANTS_WRITE = 1 << 15,  /* the transport's read waits for
+                                     EV_WRITE (a TLS handshake) */
+  CF_WRITE_WANTS_READ = 1 << 16,  /* its write waits for EV_READ */
   CF_COMPRESSED = 1 << 17,  /* the message being read is compressed */
   CF_CLIENT = 1 << 18,      /* our client: frames out masked, in not */
   CF_RX_LOCAL = 1 << 19,    /* rx is feed's copy, on its stack */
@@ -161,7 +162,7 @@ enum {
 };
 
 struct ms_conn {
-  ev_io io;
+  ev_io io;                         /* io.data: its transport */
   struct ms_server *server;
   struct ms_conn *prev, *next;      /* in server->conns */
   struct ms_conn *next_pending;     /* in server->pending / released */
@@ -188,7 +189,7 @@ struct ms_conn {
     unsigned lingered;              /* HTTP, draining: bytes read and
                                        discarded since the answer */
   };
-  SSL *ssl;                         /* TLS state, or NULL */
+  SSL *ssl;                         /* the TLS transport's state */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
   struct ms_sub *subs;              /* topics subscribed to */
   char *protocol;                   /* the subprotocol, or NULL */

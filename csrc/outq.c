@@ -135,7 +135,9 @@ static inline void append(struct ms_outq *q, struct ms_chunk *t,
   q->bytes += n;
 }
 
-uint8_t *outq_reserve(struct ms_outq *q, struct outq_pool *p, size_t len) {
+/* Room for len bytes at the end: their address; the caller writes
+ * them all. */
+static uint8_t *reserve(struct ms_outq *q, struct outq_pool *p, size_t len) {
   struct ms_chunk *t = tail_for(q, p, len);
   if (!t) return NULL;
   uint8_t *at = (uint8_t *)t->buf + t->len;
@@ -152,9 +154,9 @@ int outq_copy(struct ms_outq *q, struct outq_pool *p, const void *data,
   return 0;
 }
 
-/* A chunk knows where its first frame starts, for outq_drop to walk
- * its frames. */
-void outq_framed(struct ms_outq *q, size_t back) {
+/* A frame's header ends the queue but for back bytes: a chunk knows
+ * where its first frame starts, for outq_drop to walk its frames. */
+static void framed(struct ms_outq *q, size_t back) {
   struct ms_chunk *t = q->tail;
   if (t->first == OUTQ_NO_FRAME) t->first = t->len - back;
 }
@@ -202,9 +204,9 @@ int outq_masked(struct ms_outq *q, struct outq_pool *p, unsigned opcode,
   size_t hl = frame_write_header(hdr, opcode, 1, rsv, len);
   hdr[1] |= 0x80;
   memcpy(hdr + hl, key, 4);
-  uint8_t *at = outq_reserve(q, p, hl + 4 + len);
+  uint8_t *at = reserve(q, p, hl + 4 + len);
   if (!at) return -1;
-  outq_framed(q, hl + 4 + len);
+  framed(q, hl + 4 + len);
   if (opcode < 8) outq_message(q);
   memcpy(at, hdr, hl + 4);
   frame_mask_copy(at + hl + 4, data, len, key);

@@ -85,11 +85,6 @@ static inline int outq_empty(const struct ms_outq *q) {
 /* Copy bytes: an HTTP answer, or the rest of a frame. */
 int outq_copy(struct ms_outq *q, struct outq_pool *p, const void *data,
               size_t len);
-/* Room for len bytes at the end: their address; the caller writes
- * them all. */
-uint8_t *outq_reserve(struct ms_outq *q, struct outq_pool *p, size_t len);
-/* A frame's header ends the queue but for back bytes. */
-void outq_framed(struct ms_outq *q, size_t back);
 /* A data message's last byte was queued. */
 void outq_message(struct ms_outq *q);
 /* Copy bytes that begin a frame. */

@@ -20,6 +20,7 @@
 
 #include "client.h"
 #include "frame.h"
+#include "transport.h"
 
 /* A server without a listener: client connections share its receive
  * buffer, output chunks, write batching and timeout sweep. */
@@ -342,6 +343,7 @@ void ms_client_connect(struct ms_client *cl, struct ms_server *ctx,
     fd = -1;
   }
   ms_conn_start_client(c, ctx, fd, client_io_cb);
+  if (c->ssl) ms_transport_set(c, &ms_transport_tls);
   if (!ev_is_active(&ctx->prepare)) ev_prepare_start(loop, &ctx->prepare);
   /* a failure is told in the loop, after connect has returned the ws */
   if (fd < 0) ev_feed_event(loop, &c->io, EV_CUSTOM);

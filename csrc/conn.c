@@ -1,13 +1,10 @@
-/* conn.c - a connection's I/O: the HTTP request, the RFC 6455 protocol,
- * the output queue and the timeouts */
+/* conn.c - a connection's life: the HTTP request, the RFC 6455 protocol
+ * and the timeouts, over a transport (transport.h) with an output queue
+ * (outq.h) */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sendfile.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -16,106 +13,30 @@
 #include "frame_reader.h"
 #include "handshake.h"
 #include "server.h"
+#include "transport.h"
 #include "utf8.h"
 
 /* ------------------------------------------------------------------ */
-/* Output queue                                                        */
+/* Queueing output (outq.c keeps the bytes)                            */
 /* ------------------------------------------------------------------ */
 
-/* Queued bytes live in chunks: owned chunks copy small frames together;
- * a large payload is written straight from its Lua string, which a
- * registry reference keeps alive until it is written; a published
- * frame is written from the one copy its subscribers share; a file is
- * sent from its descriptor by sendfile. */
-struct ms_chunk {
-  struct ms_chunk *next;
-  const char *data;
-  size_t len, sent, cap;      /* cap 0: data is not the chunk's own */
-  size_t first;               /* where its first frame starts, or
-                                 NO_FRAME (an HTTP answer, a payload) */
-  unsigned msgs;              /* data messages whose last byte is here */
-  struct ms_shared *shared;   /* a published frame's, or NULL */
-  int ref;                    /* the Lua string's, or LUA_NOREF */
-  int fd;                     /* a file's, or -1 */
-  char buf[];
-};
-
-#define CHUNK_CAP      (16384 - sizeof(struct ms_chunk))
-#define CHUNK_SMALL    (1024 - sizeof(struct ms_chunk))
 #define ANCHOR_MIN     8192    /* payloads from here on are not copied */
-#define FREE_CHUNKS    64      /* spare chunks a server keeps */
 #define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
-#define IOV_BATCH      64
-#define FLUSH_BUDGET   (2u << 20)    /* bytes per connection per flush */
-#define NO_FRAME       SIZE_MAX
 #define MSG_MIN        4096    /* a reassembled message's first buffer */
 /* After an HTTP answer that closes, the request's unread rest is read
  * and discarded for at most close_timeout and this many bytes, so that
  * a reset does not destroy the answer (RFC 9112 section 9.6). */
 #define LINGER_MAX     (1u << 20)
 
-/* A chunk for need bytes at the end of a queue.  Spare chunks are
- * reused first.  Without one, a queue's first chunk is small when need
- * is: many sockets queueing a little at once (a close to all at
- * shutdown, a publish to thousands) must not take 16 KiB each; a queue
- * that fills it grows by full chunks. */
-static struct ms_chunk *chunk_new(struct ms_server *s, size_t need,
-                                  int first) {
-  struct ms_chunk *ch;
-  if (s->free_chunks && need <= s->free_chunks->cap) {
-    ch = s->free_chunks;
-    s->free_chunks = ch->next;
-    s->nfree_chunks--;
-  } else {
-    size_t cap = need > CHUNK_CAP ? need
-                 : first && need <= CHUNK_SMALL ? CHUNK_SMALL : CHUNK_CAP;
-    ch = malloc(sizeof *ch + cap);
-    if (!ch) return NULL;
-    ch->cap = cap;
-  }
-  ch->next = NULL;
-  ch->data = ch->buf;
-  ch->len = ch->sent = 0;
-  ch->first = NO_FRAME;
-  ch->msgs = 0;
-  ch->shared = NULL;
-  ch->ref = LUA_NOREF;
-  ch->fd = -1;
-  return ch;
-}
+/* Idle connections are cheap: keep an eye on what each one costs. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ms_conn) <= 192,
+               "struct ms_conn grew past 192 bytes");
 
-/* A chunk that points at bytes it does not own (a Lua string, a shared
- * frame, a file): the caller sets what keeps them alive. */
-static struct ms_chunk *chunk_borrow(const char *data, size_t len) {
-  struct ms_chunk *ch = malloc(sizeof *ch);
-  if (!ch) return NULL;
-  ch->next = NULL;
-  ch->data = data;
-  ch->len = len;
-  ch->sent = ch->cap = 0;
-  ch->first = NO_FRAME;
-  ch->msgs = 0;
-  ch->shared = NULL;
-  ch->ref = LUA_NOREF;
-  ch->fd = -1;
-  return ch;
-}
-
-static void chunk_free(struct ms_server *s, struct ms_chunk *ch,
-                       lua_State *L) {
-  if (ch->ref != LUA_NOREF || ch->fd >= 0 || ch->shared) {
-    if (ch->ref != LUA_NOREF && L) luaL_unref(L, LUA_REGISTRYINDEX, ch->ref);
-    if (ch->fd >= 0) close(ch->fd);
-    if (ch->shared) ms_shared_release(ch->shared);
-    free(ch);
-  } else if ((ch->cap == CHUNK_CAP || ch->cap == CHUNK_SMALL) &&
-             s->nfree_chunks < FREE_CHUNKS) {
-    ch->next = s->free_chunks;
-    s->free_chunks = ch;
-    s->nfree_chunks++;
-  } else {
-    free(ch);
-  }
+/* A written or dropped Lua string lets go of its registry reference;
+ * without a state (lua_close is freeing everything) there is none to
+ * release. */
+static void unref_string(void *L, int ref) {
+  if (L) luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
 
 static void mark_pending(struct ms_conn *c) {
@@ -126,225 +47,67 @@ static void mark_pending(struct ms_conn *c) {
   }
 }
 
-/* Free bytes at the end of an owned chunk; 0 for strings and files. */
-static size_t chunk_room(const struct ms_chunk *ch) {
-  return ch && ch->data == ch->buf ? ch->cap - ch->len : 0;
+/* Bytes were queued (rc 0) or memory ran out (-1): flush before the
+ * loop sleeps. */
+static int queued(struct ms_conn *c, int rc) {
+  if (rc == 0) mark_pending(c);
+  return rc;
 }
 
-/* The queue is a ring, so that a connection needs one pointer for it:
- * the last chunk, whose next is the first; NULL when empty. */
-static struct ms_chunk *out_first(const struct ms_conn *c) {
-  return c->out_tail ? c->out_tail->next : NULL;
-}
-
-static void queue_link(struct ms_conn *c, struct ms_chunk *ch) {
-  if (c->out_tail) {
-    ch->next = c->out_tail->next;
-    c->out_tail->next = ch;
-  } else {
-    ch->next = ch;
-  }
-  c->out_tail = ch;
-}
-
-/* Copy bytes to the queue.  Returns -1 when memory ran out. */
 static int out_copy(struct ms_conn *c, const void *data, size_t len) {
-  struct ms_chunk *t = c->out_tail;
-  if (!t || chunk_room(t) < len) {
-    t = chunk_new(c->server, len, !t);
-    if (!t) return -1;
-    queue_link(c, t);
-  }
-  memcpy(t->buf + t->len, data, len);
-  t->len += len;
-  c->out_bytes += len;
-  mark_pending(c);
-  return 0;
+  return queued(c, outq_copy(&c->out, &c->server->chunks, data, len));
 }
 
-/* Queue the Lua string at idx of L without copying it. */
-static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
-                      const char *data, size_t len) {
-  struct ms_chunk *ch = chunk_borrow(data, len);
-  if (!ch) return -1;
-  lua_pushvalue(L, idx);
-  ch->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  queue_link(c, ch);
-  c->out_bytes += len;
-  mark_pending(c);
-  return 0;
-}
-
-/* Room for len bytes at the queue's end: their address, or NULL when
- * memory ran out.  The caller writes them all. */
-static uint8_t *out_reserve(struct ms_conn *c, size_t len) {
-  struct ms_chunk *t = c->out_tail;
-  if (!t || chunk_room(t) < len) {
-    t = chunk_new(c->server, len, !t);
-    if (!t) return NULL;
-    queue_link(c, t);
-  }
-  uint8_t *p = (uint8_t *)t->buf + t->len;
-  t->len += len;
-  c->out_bytes += len;
-  mark_pending(c);
-  return p;
-}
-
-/* A frame's header ends the queue but for back bytes: a chunk knows
- * where its first frame starts, for out_drop to walk its frames. */
-static void out_framed(struct ms_conn *c, size_t back) {
-  struct ms_chunk *t = c->out_tail;
-  if (t->first == NO_FRAME) t->first = t->len - back;
-}
-
-/* A data message's last byte was queued. */
-static void out_message(struct ms_conn *c) {
-  c->out_tail->msgs++;
-}
-
-/* Copy bytes that begin a frame to the queue. */
-static int out_frame_copy(struct ms_conn *c, const void *bytes, size_t n) {
-  if (out_copy(c, bytes, n) < 0) return -1;
-  out_framed(c, n);
-  return 0;
-}
-
-/* Copy a data frame, its header then its payload: one message. */
 static int out_data_copy(struct ms_conn *c, const void *hdr, size_t hl,
                          const void *data, size_t len) {
-  if (out_frame_copy(c, hdr, hl) < 0 || out_copy(c, data, len) < 0)
-    return -1;
-  out_message(c);
-  return 0;
+  return queued(c, outq_data_copy(&c->out, &c->server->chunks, hdr, hl,
+                                  data, len));
 }
 
-/* Queue a client frame: masked with a fresh key from a CSPRNG (RFC
+/* Queue a frame of a client: masked with a fresh key from a CSPRNG (RFC
  * 6455 section 5.3: the server's bytes must not be predictable to
  * whoever chose the payload).  Returns -1 out of memory or entropy. */
 static int out_masked(struct ms_conn *c, unsigned opcode, unsigned rsv,
                       const void *data, size_t len) {
-  uint8_t hdr[WS_FRAME_HEADER_MAX];
-  size_t hl = frame_write_header(hdr, opcode, 1, rsv, len);
-  hdr[1] |= 0x80;
-  if (ms_client_random(c->server, hdr + hl, 4) < 0) return -1;
-  uint8_t *p = out_reserve(c, hl + 4 + len);
-  if (!p) return -1;
-  out_framed(c, hl + 4 + len);
-  if (opcode < 8) out_message(c);
-  memcpy(p, hdr, hl + 4);
-  frame_mask_copy(p + hl + 4, data, len, hdr + hl);
-  return 0;
+  uint8_t key[4];
+  if (ms_client_random(c->server, key, 4) < 0) return -1;
+  return queued(c, outq_masked(&c->out, &c->server->chunks, opcode, rsv,
+                               data, len, key));
 }
 
 /* Queue a control frame (section 5.5): payload up to 125 bytes. */
 static int out_control(struct ms_conn *c, unsigned opcode,
                        const void *payload, size_t len) {
   if (c->flags & CF_CLIENT) return out_masked(c, opcode, 0, payload, len);
-  uint8_t frame[2 + WS_CONTROL_MAX];
-  frame[0] = (uint8_t)(0x80 | opcode);
-  frame[1] = (uint8_t)len;
-  if (len) memcpy(frame + 2, payload, len);
-  return out_frame_copy(c, frame, 2 + len);
+  return queued(c, outq_control(&c->out, &c->server->chunks, opcode,
+                                payload, len));
+}
+
+/* Queue the Lua string at idx of L without copying it: a registry
+ * reference keeps it until it is written. */
+static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
+                      const char *data, size_t len) {
+  lua_pushvalue(L, idx);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (outq_borrow(&c->out, data, len, ref) < 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return -1;
+  }
+  mark_pending(c);
+  return 0;
 }
 
 static void out_clear(struct ms_conn *c, lua_State *L) {
-  struct ms_chunk *ch = out_first(c), *next;
-  if (ch) c->out_tail->next = NULL;       /* open the ring */
-  for (; ch; ch = next) {
-    next = ch->next;
-    chunk_free(c->server, ch, L);
-  }
-  c->out_tail = NULL;
-  c->out_bytes = 0;
+  struct outq_release r = { unref_string, L };
+  outq_clear(&c->out, &c->server->chunks, &r);
 }
 
-/* The head chunk's frames: the data messages ending in its written
- * part, and where the frame being written ends (the first frame
- * boundary at or after sent; bytes before the chunk's first frame, a
- * frame's tail or an HTTP answer, count as one).  A frame whose payload
- * goes on into the next chunk leaves cut at NO_FRAME. */
-struct head_walk {
-  size_t cut;
-  unsigned written;       /* messages ending at or before sent */
-  unsigned kept;          /* messages ending at or before cut */
-};
-
-static struct head_walk walk_head(const struct ms_chunk *h) {
-  struct head_walk w = { NO_FRAME, 0, 0 };
-  size_t off = h->first == NO_FRAME ? h->len : h->first;
-  unsigned walked = 0;
-  if (off >= h->sent) w.cut = off;
-  while (off < h->len) {
-    struct frame_header fh;
-    const uint8_t *p = (const uint8_t *)h->data + off;
-    int hl = frame_parse_header(p, h->len - off, &fh);
-    if (hl <= 0 || fh.length > h->len - off - (size_t)hl)
-      break;                  /* the payload is in the next chunk */
-    off += (size_t)hl + (size_t)fh.length;
-    if (w.cut == NO_FRAME && off >= h->sent) w.cut = off;
-    if (fh.opcode < 8 && fh.fin) {
-      walked++;
-      if (off <= h->sent) w.written++;
-      if (off <= w.cut) w.kept++;
-    }
-  }
-  if (h->msgs > walked) {     /* a message's tail: it ends at first */
-    if ((h->first == NO_FRAME ? h->len : h->first) <= h->sent)
-      w.written++;
-    w.kept++;
-  }
-  return w;
-}
-
-/* Data messages queued and not wholly written. */
-static unsigned out_unsent(const struct ms_conn *c) {
-  const struct ms_chunk *h = out_first(c), *ch = h;
-  unsigned n = 0;
-  if (!h) return 0;
-  do n += ch->msgs;
-  while ((ch = ch->next) != h);
-  if (n && h->sent) n -= walk_head(h).written;
-  return n;
-}
-
-/* Cut the queue after the frame being written (a close frame may only
- * follow whole frames): what was not begun is dropped.  Returns the
- * data messages dropped. */
+/* Cut the queue after the frame being written; returns the data
+ * messages dropped. */
 static unsigned out_drop(struct ms_conn *c) {
-  struct ms_chunk *h = out_first(c), *keep = h;
-  if (!h) return 0;
-  unsigned total = 0, kept;
-  c->out_tail->next = NULL;               /* open the ring */
-  for (const struct ms_chunk *ch = h; ch; ch = ch->next) total += ch->msgs;
-  struct head_walk w = walk_head(h);
-  size_t cut = w.cut;
-  kept = w.kept;
-  if (c->ssl && cut != NO_FRAME) {
-    cut = h->len;       /* a TLS write is retried with the same length */
-    kept = h->msgs;
-  }
-  if (cut == NO_FRAME && h->next) {    /* keep the frame's payload */
-    keep = h->next;
-    cut = keep->first == NO_FRAME ? keep->len : keep->first;
-    kept = h->msgs + 1;
-  }
-  if (cut != NO_FRAME) {
-    c->out_bytes -= keep->len - cut;
-    keep->len = cut;
-    if (keep->first >= cut) keep->first = NO_FRAME;
-    keep->msgs = keep == h ? kept : 1;
-  }
-  struct ms_chunk *ch = keep->next;
-  keep->next = h;                         /* close it again */
-  c->out_tail = keep;
-  while (ch) {
-    struct ms_chunk *next = ch->next;
-    c->out_bytes -= ch->len - ch->sent;
-    chunk_free(c->server, ch, c->server->module->L);
-    ch = next;
-  }
-  return total - kept;
+  struct outq_release r = { unref_string, c->server->module->L };
+  return outq_drop(&c->out, &c->server->chunks, &r,
+                   ms_transport_of(c)->whole_writes);
 }
 
 static void set_events(struct ms_conn *c, int events) {
@@ -475,15 +238,10 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
   set_why(c, WHY_LOST);
   leave_topics(c);
   /* told while the socket still exists: its peer's address is known */
-  if (c->flags & CF_FAIL_PENDING) notify_failed(c, out_unsent(c));
+  if (c->flags & CF_FAIL_PENDING) notify_failed(c, outq_unsent(&c->out));
   else if (was_ws)
-    notify_close(c, code, reason, strlen(reason), out_unsent(c));
-  if (c->ssl) {
-    SSL_free(c->ssl);
-    c->ssl = NULL;
-  }
-  close(c->io.fd);
-  c->io.fd = -1;
+    notify_close(c, code, reason, strlen(reason), outq_unsent(&c->out));
+  ms_transport_of(c)->close(c);
   ms_conn_free_buffers(c, s->module->L);
   /* unanchor later, outside the callback that closed it */
   if (!(c->flags & CF_IN_PENDING)) {
@@ -535,7 +293,7 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
 void ms_conn_end_http(struct ms_conn *c) {
   if (c->state != CS_HTTP) return;
   c->flags &= ~CF_KEEP_ALIVE;
-  if (c->out_tail) start_draining(c);
+  if (!outq_empty(&c->out)) start_draining(c);
   else if (!(c->flags & CF_IN_REQUEST)) ms_conn_abort(c, 0);
 }
 
@@ -585,12 +343,12 @@ static void fail(struct ms_conn *c, int code, enum fail_reason r) {
   unsigned lost = 0;
   set_why(c, WHY_ERROR);
   if (c->state == CS_OPEN) {
-    if (r == FAIL_BACKPRESSURE) lost = out_drop(c) + out_unsent(c);
+    if (r == FAIL_BACKPRESSURE) lost = out_drop(c) + outq_unsent(&c->out);
     send_close_frame(c, code, why, strlen(why));
   }
   if (c->state == CS_CLOSED) return;
   int queued = c->state == CS_OPEN && r != FAIL_BACKPRESSURE &&
-               out_unsent(c) > 0;
+               outq_unsent(&c->out) > 0;
   start_draining(c);
   if (!queued) {
     notify_close(c, code, why, strlen(why), lost);
@@ -606,114 +364,23 @@ static void fail(struct ms_conn *c, int code, enum fail_reason r) {
 /* Writing                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Drop the written bytes from the queue's head. */
-static void out_consume(struct ms_conn *c, size_t w, lua_State *L) {
-  c->out_bytes -= w;
-  while (c->out_tail) {
-    struct ms_chunk *ch = c->out_tail->next;
-    size_t left = ch->len - ch->sent;
-    if (w < left) {
-      ch->sent += w;
-      break;
-    }
-    w -= left;
-    if (ch == c->out_tail) c->out_tail = NULL;
-    else c->out_tail->next = ch->next;
-    chunk_free(c->server, ch, L);
-  }
-}
-
-/* Write once: a file chunk by sendfile, else the memory chunks up to the
- * next file chunk by one sendmsg.  Returns the bytes written, 0 when the
- * kernel refuses more, -1 after aborting the connection. */
-/* write_some over TLS: one record write from the head chunk.  A retry
- * after WANT_WRITE repeats the same length, as OpenSSL requires. */
-static ssize_t write_tls(struct ms_conn *c) {
-  struct ms_chunk *head = out_first(c);
-  size_t want = head->len - head->sent;
-  const void *data = head->data + head->sent;
-  uint8_t file[16384];
-  if (head->fd >= 0) {
-    if (want > sizeof file) want = sizeof file;
-    ssize_t r = pread(head->fd, file, want, (off_t)head->sent);
-    if (r <= 0) {                    /* unreadable, or shrank under us */
-      ms_conn_abort(c, 1006);
-      return -1;
-    }
-    data = file;
-    want = (size_t)r;
-  }
-  if (want == 0) return 0;
-  ssize_t w = ms_tls_write(c->ssl, data, want);
-  if (w == MS_TLS_WANT_READ) c->flags |= CF_TLS_WRITE_WANTS_READ;
-  if (w == MS_TLS_WANT_READ || w == MS_TLS_WANT_WRITE) return 0;
-  if (w <= 0) {
-    char why[160];
-    ms_log(c->server, MS_LOG_DEBUG, "TLS write failed: %s",
-           ms_tls_error(why, sizeof why));
-    ms_conn_abort(c, 1006);
-    return -1;
-  }
-  return w;
-}
-
-static ssize_t write_some(struct ms_conn *c, size_t budget) {
-  struct ms_chunk *head = out_first(c);
-  ssize_t w;
-  size_t want;
-  if (c->ssl) return write_tls(c);
-  if (head->fd >= 0) {
-    off_t off = (off_t)head->sent;
-    want = head->len - head->sent;
-    if (want > budget) want = budget;
-    do w = sendfile(c->io.fd, head->fd, &off, want);
-    while (w < 0 && errno == EINTR);
-    if (w == 0 && want) {            /* the file shrank under us */
-      ms_conn_abort(c, 1006);
-      return -1;
-    }
-  } else {
-    struct iovec iov[IOV_BATCH];
-    int n = 0;
-    want = 0;
-    for (struct ms_chunk *ch = head; ch && ch->fd < 0 && n < IOV_BATCH &&
-         want < budget; ch = ch == c->out_tail ? NULL : ch->next, n++) {
-      iov[n].iov_base = (char *)ch->data + ch->sent;
-      iov[n].iov_len = ch->len - ch->sent;
-      want += iov[n].iov_len;
-    }
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-    do w = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-  }
-  if (w < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    ms_conn_abort(c, 1006);
-    return -1;
-  }
-  return w;
-}
-
 static void flush_with(struct ms_conn *c) {
-  lua_State *L = c->server->module->L;   /* unrefs written strings */
+  /* written strings are unreferenced in the module's state */
+  struct outq_release r = { unref_string, c->server->module->L };
   if (c->state == CS_CLOSED) return;
-  size_t budget = FLUSH_BUDGET;      /* fairness between connections */
-  while (c->out_tail && budget) {
-    ssize_t w = write_some(c, budget);
-    if (w < 0) return;
-    if (w == 0 && out_first(c)->len > out_first(c)->sent)
-      break;                          /* the kernel is full */
-    out_consume(c, (size_t)w, L);     /* (empty chunks pop too) */
-    budget = (size_t)w < budget ? budget - (size_t)w : 0;
-    if (w > 0 && (c->state == CS_HTTP || c->state == CS_DRAINING)) {
-      /* a slow reader of a long response is not idle */
-      double now = now_of(c);
-      c->deadline = now + (c->state == CS_HTTP
-                           ? c->opts->handshake_timeout
-                           : c->opts->close_timeout);
-    }
+  ssize_t written = outq_flush(&c->out, &c->server->chunks, &r,
+                               ms_transport_of(c)->write, c);
+  if (written < 0) {
+    ms_conn_abort(c, 1006);
+    return;
   }
-  if (c->out_tail) {
+  if (written && (c->state == CS_HTTP || c->state == CS_DRAINING)) {
+    /* a slow reader of a long response is not idle */
+    c->deadline = now_of(c) + (c->state == CS_HTTP
+                               ? c->opts->handshake_timeout
+                               : c->opts->close_timeout);
+  }
+  if (!outq_empty(&c->out)) {
     c->flags |= CF_WRITE_WAIT;
     set_events(c, read_events(c) | EV_WRITE);
     return;
@@ -731,8 +398,7 @@ static void flush_with(struct ms_conn *c) {
     /* all is out: half-close and read until the peer closes, so that a
      * reset does not destroy what we sent (RFC 7230 section 6.6) */
     c->flags |= CF_SHUT_WR;
-    if (c->ssl) ms_tls_shutdown(c->ssl);
-    shutdown(c->io.fd, SHUT_WR);
+    ms_transport_of(c)->shutdown(c);
     c->flags &= ~CF_PAUSED;
     set_events(c, EV_READ);
   } else if (drained && c->state == CS_OPEN) {
@@ -768,7 +434,7 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
  * and the sender told so. */
 static enum ms_send_status send_admit(struct ms_conn *c) {
   if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
-  if (c->out_bytes > c->opts->max_backpressure) {
+  if (c->out.bytes > c->opts->max_backpressure) {
     fail(c, 1008, FAIL_BACKPRESSURE);
     return MS_DROPPED_BACKPRESSURE;
   }
@@ -782,7 +448,7 @@ static enum ms_send_status send_queued(struct ms_conn *c, int rc) {
     ms_conn_abort(c, 1006);
     return MS_DROPPED_CLOSED;
   }
-  if (c->out_bytes >= FLUSH_EAGER) flush_with(c);
+  if (c->out.bytes >= FLUSH_EAGER) flush_with(c);
   if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
   return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
 }
@@ -826,19 +492,9 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
   if (packed) {
     rc = packed < 0 ? -1 : 0;
   } else if (len >= ANCHOR_MIN && L) {
-    rc = out_frame_copy(c, hdr, hl);
+    rc = outq_frame_copy(&c->out, &c->server->chunks, hdr, hl);
     if (rc == 0) rc = out_anchor(c, L, idx, data, len);
-    if (rc == 0) out_message(c);
-  } else if (chunk_room(c->out_tail) >= hl + len) {
-    struct ms_chunk *t = c->out_tail;     /* the common small frame */
-    memcpy(t->buf + t->len, hdr, hl);
-    memcpy(t->buf + t->len + hl, data, len);
-    t->len += hl + len;
-    c->out_bytes += hl + len;
-    out_framed(c, hl + len);
-    out_message(c);
-    mark_pending(c);
-    rc = 0;
+    if (rc == 0) outq_message(&c->out);
   } else {
     rc = out_data_copy(c, hdr, hl, data, len);
   }
@@ -850,25 +506,14 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
                                        struct ms_shared *sh) {
   enum ms_send_status st = send_admit(c);
   if (st != MS_SENT) return st;
-  int rc = 0;
+  int rc;
   if (!sh) {
-    rc = out_frame_copy(c, frame, len);
-    if (rc == 0) out_message(c);
+    rc = outq_frame_copy(&c->out, &c->server->chunks, frame, len);
+    if (rc == 0) outq_message(&c->out);
   } else {
-    struct ms_chunk *ch = chunk_borrow((const char *)frame, len);
-    if (ch) {
-      ch->first = 0;
-      ch->msgs = 1;
-      ch->shared = sh;
-      sh->refs++;
-      queue_link(c, ch);
-      c->out_bytes += len;
-      mark_pending(c);
-    } else {
-      rc = -1;
-    }
+    rc = outq_shared(&c->out, frame, len, sh);
   }
-  return send_queued(c, rc);
+  return send_queued(c, queued(c, rc));
 }
 
 /* ------------------------------------------------------------------ */
@@ -955,14 +600,8 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
            out_copy(c, "\r\n", 2) < 0;
   if (!rc && !is_head && !bodiless && body_len) {
     if (file >= 0) {
-      struct ms_chunk *ch = chunk_borrow(NULL, body_len);
-      if (ch) {
-        ch->fd = file;
-        file = -1;
-        queue_link(c, ch);
-        c->out_bytes += body_len;
-      }
-      rc = ch == NULL;
+      rc = outq_file(&c->out, file, body_len) < 0;
+      if (!rc) file = -1;
     } else {
       rc = out_copy(c, body, body_len) < 0;
     }
@@ -1128,7 +767,7 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
   if (c->state == CS_HTTP) {
     /* answered: the next request has its own deadline */
     c->deadline = now_of(c) + s->opts.handshake_timeout;
-    if (c->out_bytes > s->opts.max_backpressure) {
+    if (c->out.bytes > s->opts.max_backpressure) {
       c->flags |= CF_PAUSED;        /* pipelining faster than it reads */
       set_events(c, c->io.events & EV_WRITE);
     }
@@ -1184,7 +823,7 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
   switch (opcode) {
   case WS_OP_PING:
     if (c->state == CS_OPEN) {         /* section 5.5.2 */
-      if (c->out_bytes > c->opts->max_backpressure) {
+      if (c->out.bytes > c->opts->max_backpressure) {
         fail(c, 1008, FAIL_BACKPRESSURE);     /* a ping flood */
         break;
       }
@@ -1510,7 +1149,7 @@ static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
 }
 
 static void on_eof(struct ms_conn *c) {
-  if (c->state == CS_HTTP && c->out_tail) {
+  if (c->state == CS_HTTP && !outq_empty(&c->out)) {
     start_draining(c);          /* answer what was asked, then close */
     return;
   }
@@ -1519,46 +1158,42 @@ static void on_eof(struct ms_conn *c) {
 
 /* Answer plain HTTP sent to a TLS port in plain text, as nginx does,
  * and close: the client learns to use https:// or wss://.  The
- * connection is plain from here on, so that the answer is queued and
- * the close lingers like any other (an immediate close with the
- * request unread would reset). */
+ * transport is plain from here on. */
 static void refuse_plain_http(struct ms_conn *c) {
-  SSL_free(c->ssl);
-  c->ssl = NULL;
   ms_log(c->server, MS_LOG_INFO, "plain HTTP on a TLS port: answered 400");
   respond_error(c, 400, "this port speaks TLS (https, wss)", 0);
 }
 
-/* Read into the server's buffer: the socket, or TLS records.  Returns
- * the bytes, 0 at the end, -1 when nothing is there yet, -2 when the
- * connection was closed for an error. */
+/* Read into the server's buffer.  Returns the bytes, 0 at the end, -1
+ * when nothing is there yet, -2 when the connection was closed for an
+ * error. */
 static ssize_t conn_recv(struct ms_conn *c) {
   struct ms_server *s = c->server;
+  const struct ms_transport *t = ms_transport_of(c);
   size_t size = s->opts.receive_buffer_size;
-  if (!c->ssl || c->state == CS_DRAINING) {   /* lingering reads raw */
-    ssize_t n = read(c->io.fd, s->rbuf, size);
-    if (n >= 0) return n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-      return -1;
+  ssize_t n = c->state == CS_DRAINING ? t->discard(c, s->rbuf, size)
+                                      : t->read(c, s->rbuf, size);
+  if (n >= 0) return n;
+  switch (n) {
+  case MS_IO_AGAIN:
+    return -1;
+  case MS_IO_WANT_WRITE:
+    c->flags |= CF_READ_WANTS_WRITE;
+    set_events(c, c->io.events | EV_WRITE);
+    return -1;
+  case MS_IO_PLAIN_HTTP:
+    refuse_plain_http(c);
+    return -2;
+  default:
     ms_conn_abort(c, 1006);
     return -2;
   }
-  ssize_t n = ms_tls_read(c->ssl, s->rbuf, size);
-  if (n >= 0) return n;
-  if (n == MS_TLS_WANT_WRITE) {           /* a handshake to answer */
-    c->flags |= CF_TLS_READ_WANTS_WRITE;
-    set_events(c, c->io.events | EV_WRITE);
-  }
-  if (n == MS_TLS_WANT_READ || n == MS_TLS_WANT_WRITE) return -1;
-  if (n == MS_TLS_PLAIN_HTTP) {
-    refuse_plain_http(c);
-  } else {
-    char why[160];
-    ms_log(s, MS_LOG_INFO, "TLS connection failed: %s",
-           ms_tls_error(why, sizeof why));
-    ms_conn_abort(c, 1006);
-  }
-  return -2;
+}
+
+/* Whether the transport holds read bytes the socket will not signal. */
+static int read_pending(const struct ms_conn *c) {
+  const struct ms_transport *t = ms_transport_of(c);
+  return t->pending && t->pending(c);
 }
 
 static void conn_read(struct ms_conn *c);
@@ -1568,9 +1203,9 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   struct ms_conn *c = (struct ms_conn *)w;
   (void)loop;
   if (revents & EV_WRITE) {
-    if (c->flags & CF_TLS_READ_WANTS_WRITE) {
-      c->flags &= ~(uint32_t)CF_TLS_READ_WANTS_WRITE;
-      if (!c->out_tail && !(c->flags & CF_WRITE_WAIT))
+    if (c->flags & CF_READ_WANTS_WRITE) {
+      c->flags &= ~(uint32_t)CF_READ_WANTS_WRITE;
+      if (outq_empty(&c->out) && !(c->flags & CF_WRITE_WAIT))
         set_events(c, read_events(c));
       conn_read(c);
       if (c->state == CS_CLOSED) return;
@@ -1579,8 +1214,8 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
     if (c->state == CS_CLOSED) return;
   }
   if (!(revents & EV_READ)) return;
-  if (c->flags & CF_TLS_WRITE_WANTS_READ) {
-    c->flags &= ~(uint32_t)CF_TLS_WRITE_WANTS_READ;
+  if (c->flags & CF_WRITE_WANTS_READ) {
+    c->flags &= ~(uint32_t)CF_WRITE_WANTS_READ;
     ms_conn_flush(c);
     if (c->state == CS_CLOSED) return;
   }
@@ -1595,8 +1230,8 @@ static void conn_read(struct ms_conn *c) {
     ssize_t n = conn_recv(c);
     if (n < 0) return;
     if (!conn_got(c, loop, (size_t)n)) return;
-  } while (c->ssl && c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
-           SSL_pending(c->ssl) > 0);
+  } while (c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
+           read_pending(c));
 }
 
 /* Handle n bytes read into the server's buffer (0: the end of stream).
@@ -1648,8 +1283,12 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   c->deadline = c->last_read + s->opts.handshake_timeout;
   conn_link(c, s);
   ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+  ms_transport_set(c, &ms_transport_tcp);
   ev_io_start(s->module->loop, &c->io);
-  if (s->tls && !(c->ssl = ms_tls_accept(s->tls, fd))) {
+  if (!s->tls) return;
+  if ((c->ssl = ms_tls_accept(s->tls, fd))) {
+    ms_transport_set(c, &ms_transport_tls);
+  } else {
     ms_log(s, MS_LOG_ERROR, "cannot start TLS on a connection");
     ms_conn_abort(c, 0);
   }
@@ -1665,6 +1304,7 @@ void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,
   c->deadline = c->last_read + c->opts->handshake_timeout;
   conn_link(c, s);
   ev_io_init(&c->io, cb, fd, EV_WRITE);
+  ms_transport_set(c, &ms_transport_tcp);   /* client.c may set TLS */
   if (fd >= 0) ev_io_start(s->module->loop, &c->io);
 }
 
@@ -1706,8 +1346,8 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     if (c->rx && c->rx->in && !(c->flags & CF_PAUSED) &&
         c->state != CS_DRAINING)
       feed(c, NULL, 0);
-    if (c->ssl && c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
-        SSL_pending(c->ssl) > 0)
+    if (c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
+        read_pending(c))
       conn_read(c);               /* records decrypted before a pause */
     ms_conn_flush(c);
   }
@@ -1792,10 +1432,5 @@ void ms_conn_pause(struct ms_conn *c) {
 }
 
 void ms_server_free_chunks(struct ms_server *s) {
-  while (s->free_chunks) {
-    struct ms_chunk *next = s->free_chunks->next;
-    free(s->free_chunks);
-    s->free_chunks = next;
-  }
-  s->nfree_chunks = 0;
+  outq_pool_free(&s->chunks);
 }

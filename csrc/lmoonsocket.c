@@ -1601,7 +1601,7 @@ static int ws_index(lua_State *L) {
     lua_newtable(L);
     ms_topic_each_of_conn(c, push_topic_name, L);
   } else if (strcmp(key, "buffered_amount") == 0) {
-    lua_pushinteger(L, (lua_Integer)c->out_bytes);
+    lua_pushinteger(L, (lua_Integer)c->out.bytes);
   } else {
     lua_pushnil(L);
   }

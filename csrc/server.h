@@ -11,6 +11,7 @@
 
 #include "deflate.h"
 #include "http.h"
+#include "outq.h"
 #include "tls.h"
 #include "topic.h"
 
@@ -95,7 +96,6 @@ struct ms_module {
 enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
               WHY_LOST, WHY_SHUTDOWN };
 
-struct ms_chunk;
 struct ms_rx;
 
 struct ms_server {
@@ -110,7 +110,7 @@ struct ms_server {
   struct ms_conn *conns;        /* open connections, a circular list */
   struct ms_conn *pending;      /* to flush or to resume in prepare */
   struct ms_conn *released;     /* closed: unanchor in prepare */
-  struct ms_chunk *free_chunks; /* small output chunks kept for reuse */
+  struct outq_pool chunks;      /* small output chunks kept for reuse */
   struct deflate_buf zbuf;      /* compressed output before framing */
   size_t held;                  /* bytes in incomplete messages, for
                                    max_incomplete_bytes */
@@ -118,7 +118,6 @@ struct ms_server {
   size_t validated_len;         /* given: sending it back needs no check */
   struct ms_conn *opening;      /* whose open handler runs, with the */
   const struct http_request *opening_req; /* request it was opened by */
-  unsigned nfree_chunks;
   size_t nconns;
   uint8_t *rbuf;                /* the one receive buffer */
   int ref;                      /* anchors the server while it serves */
@@ -152,8 +151,9 @@ enum {
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
   CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */
-  CF_TLS_READ_WANTS_WRITE = 1 << 15,  /* TLS: a read waits for EV_WRITE */
-  CF_TLS_WRITE_WANTS_READ = 1 << 16,  /* TLS: a write waits for EV_READ */
+  CF_READ_WANTS_WRITE = 1 << 15,  /* the transport's read waits for
+                                     EV_WRITE (a TLS handshake) */
+  CF_WRITE_WANTS_READ = 1 << 16,  /* its write waits for EV_READ */
   CF_COMPRESSED = 1 << 17,  /* the message being read is compressed */
   CF_CLIENT = 1 << 18,      /* our client: frames out masked, in not */
   CF_RX_LOCAL = 1 << 19,    /* rx is feed's copy, on its stack */
@@ -162,13 +162,11 @@ enum {
 };
 
 struct ms_conn {
-  ev_io io;
+  ev_io io;                         /* io.data: its transport */
   struct ms_server *server;
   struct ms_conn *prev, *next;      /* in server->conns */
   struct ms_conn *next_pending;     /* in server->pending / released */
-  struct ms_chunk *out_tail;        /* the queue, a ring: its last
-                                       chunk points to the first */
-  size_t out_bytes;                 /* queued, not yet written */
+  struct ms_outq out;               /* queued, not yet written */
   struct ms_rx *rx;                 /* input left incomplete, or NULL */
   lua_State *co;                    /* coroutine handler's thread */
   const struct ms_options *opts;    /* the server's, or its route's */
@@ -191,7 +189,7 @@ struct ms_conn {
     unsigned lingered;              /* HTTP, draining: bytes read and
                                        discarded since the answer */
   };
-  SSL *ssl;                         /* TLS state, or NULL */
+  SSL *ssl;                         /* the TLS transport's state */
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
   struct ms_sub *subs;              /* topics subscribed to */
   char *protocol;                   /* the subprotocol, or NULL */

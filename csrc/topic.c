@@ -214,10 +214,6 @@ void ms_topic_each_of_conn(const struct ms_conn *c,
 /* Publishing                                                          */
 /* ------------------------------------------------------------------ */
 
-void ms_shared_release(struct ms_shared *sh) {
-  if (--sh->refs == 0) free(sh);
-}
-
 /* After the outermost publish: free the nodes of those who left. */
 static void compact(struct ms_topics *ts, struct ms_topic *t) {
   struct ms_sub *s = t->head, *next;

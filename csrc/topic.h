@@ -26,14 +26,6 @@ struct ms_topics {
   uint64_t seed;                    /* of the name hash: random */
 };
 
-/* A published frame, shared by the queues of every subscriber: freed
- * when the last one has written it. */
-struct ms_shared {
-  size_t refs;
-  size_t len;
-  uint8_t bytes[];
-};
-
 /* 1 when conn subscribed now, 0 when it already was, -1 out of memory */
 int ms_topic_subscribe(struct ms_topics *ts, struct ms_conn *c,
                        const char *name, size_t len);
@@ -66,6 +58,5 @@ void ms_topic_each_of_conn(const struct ms_conn *c,
  * close sockets afterwards: they find no subscriptions left). */
 void ms_topics_free(struct ms_topics *ts);
 
-void ms_shared_release(struct ms_shared *sh);
 
 #endif

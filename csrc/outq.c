@@ -269,10 +269,11 @@ struct head_walk {
   size_t cut;
   unsigned written;       /* messages ending at or before sent */
   unsigned kept;          /* messages ending at or before cut */
+  int open;               /* its last frame goes on in the next chunk */
 };
 
 static struct head_walk walk_head(const struct ms_chunk *h) {
-  struct head_walk w = { OUTQ_NO_FRAME, 0, 0 };
+  struct head_walk w = { OUTQ_NO_FRAME, 0, 0, 0 };
   size_t off = h->first == OUTQ_NO_FRAME ? h->len : h->first;
   unsigned walked = 0;
   if (off >= h->sent) w.cut = off;
@@ -280,8 +281,10 @@ static struct head_walk walk_head(const struct ms_chunk *h) {
     struct frame_header fh;
     const uint8_t *at = (const uint8_t *)h->data + off;
     int hl = frame_parse_header(at, h->len - off, &fh);
-    if (hl <= 0 || fh.length > h->len - off - (size_t)hl)
-      break;                  /* the payload is in the next chunk */
+    if (hl <= 0 || fh.length > h->len - off - (size_t)hl) {
+      w.open = 1;             /* the payload is in the next chunk */
+      break;
+    }
     off += (size_t)hl + (size_t)fh.length;
     if (w.cut == OUTQ_NO_FRAME && off >= h->sent) w.cut = off;
     if (fh.opcode < 8 && fh.fin) {
@@ -321,6 +324,8 @@ unsigned outq_drop(struct ms_outq *q, struct outq_pool *p,
   if (whole_head && cut != OUTQ_NO_FRAME) {
     cut = h->len;
     kept = h->msgs;
+    /* a frame whose header ends the chunk keeps its payload too */
+    if (w.open) cut = OUTQ_NO_FRAME;
   }
   if (cut == OUTQ_NO_FRAME && h->next) {    /* keep the frame's payload */
     keep = h->next;

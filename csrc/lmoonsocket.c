@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "client.h"
 #include "frame.h"
 #include "handshake.h"
+#include "log.h"
 #include "moonsocket.h"
 #include "server.h"
 #include "utf8.h"
@@ -54,152 +54,6 @@ enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA, UV_OFFERED };
 /* ------------------------------------------------------------------ */
 /* Calling Lua                                                         */
 /* ------------------------------------------------------------------ */
-
-/* The room for an escaped peer-supplied field of a log line (with its
- * NUL), and how long an identical error or warning is counted rather
- * than written. */
-#define LOG_FIELD_MAX 256
-#define LOG_WINDOW 10.0
-#define LOG_CUT_MARK 32               /* room for "...(+N bytes)" */
-
-enum { ESC_TEXT, ESC_FIELD };
-
-/* Copy s[0..len) into out[0..size) for a log line, NUL-terminated, so
- * that what a peer sent can neither forge a line nor reach a terminal:
- * control characters (C0, DEL, C1) become \n, \r, \t or \xNN and a byte
- * that is not UTF-8 (RFC 3629) \xNN.  ESC_TEXT keeps newlines and tabs
- * (a traceback); ESC_FIELD escapes them, and a backslash and a double
- * quote too.  What does not fit is cut at a character and marked
- * "...(+N bytes)".  size must exceed LOG_CUT_MARK.  Returns out. */
-static char *log_escape(char *out, size_t size, const char *s, size_t len,
-                        int mode) {
-  static const char hex[] = "0123456789abcdef";
-  const unsigned char *p = (const unsigned char *)s;
-  size_t o = 0, i = 0, keep_o = 0, keep_i = 0;
-  while (i < len) {
-    unsigned b = p[i];
-    char esc[4] = { '\\', 'x', hex[b >> 4], hex[b & 15] };
-    const char *src = esc;
-    size_t n = 4, used = 1;
-    if (b == '\n' || b == '\t' || b == '\r') {
-      if (mode == ESC_TEXT && b != '\r') {
-        src = s + i;
-        n = 1;
-      } else {
-        esc[1] = b == '\n' ? 'n' : b == '\t' ? 't' : 'r';
-        n = 2;
-      }
-    } else if (b == '\\' || b == '"') {
-      esc[1] = (char)b;
-      n = mode == ESC_FIELD ? 2 : 1;
-      src = mode == ESC_FIELD ? esc : s + i;
-    } else if (b >= 0x20 && b < 0x7f) {
-      src = s + i;
-      n = 1;
-    } else if (b >= 0x80) {
-      uint32_t st = utf8_validate(UTF8_ACCEPT, p + i, 1);
-      while (st != UTF8_ACCEPT && st != UTF8_REJECT && i + used < len)
-        st = utf8_validate(st, p + i + used++, 1);
-      if (st == UTF8_ACCEPT && !(b == 0xc2 && p[i + 1] < 0xa0)) {
-        src = s + i;                  /* a character, not C1 */
-        n = used;
-      } else {
-        used = 1;
-      }
-    }
-    if (o + n > size - 1) break;
-    memcpy(out + o, src, n);
-    o += n;
-    i += used;
-    if (o + LOG_CUT_MARK <= size - 1) {
-      keep_o = o;
-      keep_i = i;
-    }
-  }
-  if (i < len)
-    snprintf(out + keep_o, size - keep_o, "...(+%zu bytes)", len - keep_i);
-  else
-    out[o] = '\0';
-  return out;
-}
-
-/* One line on stderr: "moonsocket: LEVEL message", and after a run of
- * repeats " (N similar lines suppressed)" (of its first line). */
-static void log_write(int level, const char *msg, size_t len,
-                      unsigned suppressed) {
-  static const char *const names[] = { "", "error", "warn", "info",
-                                       "debug" };
-  /* one write per line: workers share the stream */
-  char line[MS_LOG_LINE + 96];
-  if (suppressed) len = strcspn(msg, "\n");
-  int n = snprintf(line, sizeof line - 1, "moonsocket: %s %.*s",
-                   names[level], (int)len, msg);
-  if (n >= 0 && suppressed && (size_t)n < sizeof line - 1)
-    n += snprintf(line + n, sizeof line - 1 - (size_t)n,
-                  " (%u similar lines suppressed)", suppressed);
-  if (n < 0) return;
-  if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
-  line[n++] = '\n';
-  fwrite(line, 1, (size_t)n, stderr);
-}
-
-/* Write the count of the repeats of the last line, if any. */
-static void log_flush(struct ms_module *m) {
-  struct ms_log_repeat *r = &m->log;
-  if (ev_is_active(&r->window)) {
-    ev_ref(m->loop);                   /* as it was unref'ed */
-    ev_timer_stop(m->loop, &r->window);
-  }
-  if (r->suppressed) log_write(r->level, r->line, r->len, r->suppressed);
-  r->suppressed = 0;
-}
-
-static void log_window_end(struct ev_loop *loop, ev_timer *w, int revents) {
-  struct ms_module *m = (struct ms_module *)((char *)w -
-                         offsetof(struct ms_module, log.window));
-  (void)revents;
-  ev_ref(loop);                        /* it stopped, unref'ed */
-  log_flush(m);
-}
-
-/* A line on stderr, when the server's log_level lets it through
- * (without a server, at info and above), escaped as text.  An error or
- * warning identical to the last one written, within LOG_WINDOW seconds
- * of it, is only counted; the count is written when the window ends,
- * before the next different error or warning, or at a shutdown. */
-void ms_log(struct ms_server *s, int level, const char *fmt, ...) {
-  if (level > (s ? s->opts.log_level : MS_LOG_INFO)) return;
-  char raw[MS_LOG_LINE], msg[MS_LOG_LINE];
-  va_list ap;
-  va_start(ap, fmt);
-  int k = vsnprintf(raw, sizeof raw, fmt, ap);
-  va_end(ap);
-  if (k < 0) return;
-  size_t len = (size_t)k < sizeof raw ? (size_t)k : sizeof raw - 1;
-  len = strlen(log_escape(msg, sizeof msg, raw, len, ESC_TEXT));
-  struct ms_module *m = s ? s->module : NULL;
-  if (!m || level > MS_LOG_WARN) {
-    log_write(level, msg, len, 0);
-    return;
-  }
-  struct ms_log_repeat *r = &m->log;
-  ev_tstamp now = ev_now(m->loop);
-  if (r->level == level && r->len == len && now - r->since < LOG_WINDOW &&
-      memcmp(r->line, msg, len) == 0) {
-    if (r->suppressed++ == 0) {        /* the window's end writes it */
-      ev_timer_set(&r->window, r->since + LOG_WINDOW - now, 0);
-      ev_timer_start(m->loop, &r->window);
-      ev_unref(m->loop);               /* it keeps no loop going */
-    }
-    return;
-  }
-  log_flush(m);
-  log_write(level, msg, len, 0);
-  memcpy(r->line, msg, len);
-  r->len = len;
-  r->level = level;
-  r->since = now;
-}
 
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
@@ -518,14 +372,15 @@ static const char *why_name(int why) {
 /* Push "ADDR TARGET" of the request table at req_idx, the label of a
  * connection's lines in the log; returns it. */
 static const char *push_label(lua_State *L, int req_idx) {
-  char target[LOG_FIELD_MAX];
+  char target[MS_LOG_FIELD_MAX];
   size_t len = 0;
   req_idx = lua_absindex(L, req_idx);
   lua_getfield(L, req_idx, "remote_addr");
   lua_getfield(L, req_idx, "target");
   const char *raw = lua_tolstring(L, -1, &len);
   const char *label = lua_pushfstring(L, "%s %s", lua_tostring(L, -2),
-    raw ? log_escape(target, sizeof target, raw, len, ESC_FIELD) : NULL);
+    raw ? ms_log_escape(target, sizeof target, raw, len, MS_ESCAPE_FIELD)
+        : NULL);
   lua_replace(L, -3);
   lua_pop(L, 1);
   return label;
@@ -581,10 +436,10 @@ static void log_close(struct ms_conn *c, lua_State *L, int code,
     if (lua_istable(L, -1)) label = push_label(L, -1);
   }
   if (label) {
-    char why[LOG_FIELD_MAX];
+    char why[MS_LOG_FIELD_MAX];
     ms_log(c->server, MS_LOG_INFO, "close %s %.3fs %d \"%s\" %s", label,
            ev_now(c->server->module->loop) - c->opened, code,
-           log_escape(why, sizeof why, reason, len, ESC_FIELD),
+           ms_log_escape(why, sizeof why, reason, len, MS_ESCAPE_FIELD),
            why_name(c->why));
   }
   lua_settop(L, top);
@@ -673,9 +528,10 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     struct ms_route *route = luaL_testudata(L, r + 1, ROUTE_MT);
     const char *protocol = lua_tostring(L, r + 3);
     if (protocol && !valid_token(protocol)) {
-      char field[LOG_FIELD_MAX];
-      ms_log(s, MS_LOG_ERROR, "invalid subprotocol '%s'", log_escape(field,
-             sizeof field, protocol, strlen(protocol), ESC_FIELD));
+      char field[MS_LOG_FIELD_MAX];
+      ms_log(s, MS_LOG_ERROR, "invalid subprotocol '%s'",
+             ms_log_escape(field, sizeof field, protocol, strlen(protocol),
+                           MS_ESCAPE_FIELD));
       ms_conn_respond_error(c, 500, "the application failed", 0);
       break;
     }
@@ -1021,7 +877,7 @@ static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
 static void module_shutdown(struct ms_module *m, double timeout) {
   if (m->shutting_down) return;
   m->shutting_down = 1;
-  log_flush(m);
+  ms_log_flush(m);
   ms_client_shutdown(m);
   for (struct ms_server *s = m->servers; s; s = s->next)
     ms_server_shutdown(s, timeout);
@@ -1047,7 +903,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
     shutdown_expired(loop, &m->shutdown_timer, 0);
     return;
   }
-  log_flush(m);                        /* the count before the news */
+  ms_log_flush(m);                     /* the count before the news */
   ms_log(NULL, MS_LOG_INFO, "signal %d: shutting down", w->signum);
   module_shutdown(m, 5.0);
 }
@@ -2204,7 +2060,7 @@ void moonsocket_use_loop(lua_State *L, struct ev_loop *loop) {
 
 static int module_gc(lua_State *L) {
   struct ms_module *m = lua_touserdata(L, 1);
-  log_flush(m);
+  ms_log_flush(m);
   if (ev_is_active(&m->shutdown_timer))
     ev_timer_stop(m->loop, &m->shutdown_timer);
   ms_topics_free(&m->topics);
@@ -2252,7 +2108,7 @@ int luaopen_moonsocket_core(lua_State *L) {
     m->L = lua_tothread(L, -1);
     lua_pop(L, 1);
     ev_init(&m->shutdown_timer, shutdown_expired);
-    ev_init(&m->log.window, log_window_end);
+    ms_log_init(m);
     lua_pushliteral(L, "text");
     m->ref_text = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushliteral(L, "binary");

@@ -11,12 +11,9 @@
 
 #include "deflate.h"
 #include "http.h"
+#include "log.h"
 #include "tls.h"
 #include "topic.h"
-
-enum ms_log_level {
-  MS_LOG_OFF, MS_LOG_ERROR, MS_LOG_WARN, MS_LOG_INFO, MS_LOG_DEBUG
-};
 
 /* Options.  Their defaults and ranges are written once, in the table
  * of options.c, which validates them; docs/options.md lists them for
@@ -56,18 +53,6 @@ void ms_options_copy_route(struct ms_options *to,
  * server options raise too. */
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
                      int per_route);
-
-/* The log (ms_log): the last error or warning written, and how many
- * identical ones came within a window after it and were only counted. */
-#define MS_LOG_LINE 1024        /* a line's message, at most */
-struct ms_log_repeat {
-  ev_timer window;              /* its end writes the count */
-  ev_tstamp since;              /* when the line was written */
-  unsigned suppressed;
-  int level;
-  size_t len;
-  char line[MS_LOG_LINE];       /* the message, escaped */
-};
 
 /* Per lua_State: the loop and what spans servers. */
 struct ms_module {
@@ -284,7 +269,6 @@ void ms_lua_release(struct ms_conn *c);
  * ws.protocol), -1 when not, -2 when memory ran out. */
 int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len);
 void ms_module_check_done(struct ms_module *m);
-void ms_log(struct ms_server *s, int level, const char *fmt, ...);
 void ms_server_shutdown(struct ms_server *s, double timeout);
 
 #endif

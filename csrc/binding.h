@@ -5,6 +5,7 @@
 
 #include <lua.h>
 
+#include "events.h"
 #include "server.h"
 
 /* The metatables, one per userdata type. */
@@ -22,6 +23,14 @@
  * cost every socket, the few that have one pay for it.  A client has
  * one more slot, UV_OFFERED: the protocols it offered, until the 101. */
 enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA, UV_OFFERED };
+
+/* The binding's bits of c->flags (server.h leaves them free). */
+enum {
+  CF_COROUTINE = 1 << 3,    /* handler is a coroutine */
+  CF_CO_RECV = 1 << 4,      /* coroutine waits in receive() */
+  CF_CO_SEND = 1 << 5,      /* coroutine waits in send() for drain */
+  CF_REQUEST_DROPPED = 1 << 11, /* after open: ws.request is gone */
+};
 
 /* An open file to answer a request with: the connection takes fd. */
 struct ms_file {

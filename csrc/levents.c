@@ -35,7 +35,7 @@ static void log_close(struct ms_conn *c, lua_State *L, int code,
   lua_settop(L, top);
 }
 
-void ms_lua_open(struct ms_conn *c) {
+void ms_event_open(struct ms_conn *c) {
   lua_State *L = c->server->module->L;
   if (c->flags & CF_COROUTINE) {
     ms_push_conn(L, c);
@@ -48,11 +48,14 @@ void ms_lua_open(struct ms_conn *c) {
     ms_handler_failed(c);
 }
 
-int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
-                   unsigned opcode) {
+int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
+                     unsigned opcode) {
   lua_State *L = c->server->module->L;
   if (c->flags & CF_COROUTINE) {
     if (!c->co) return 1;              /* the handler has returned */
+    /* closing: a coroutine takes a message only while it waits in
+     * receive(); waiting in send(), it would never see it */
+    if (c->state == CS_CLOSING && !(c->flags & CF_CO_RECV)) return 1;
     lua_State *co = c->co;
     struct ms_server *s = c->server;
     c->flags &= ~CF_CO_RECV;
@@ -93,7 +96,7 @@ int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
          !(c->flags & CF_PAUSED);
 }
 
-void ms_lua_pong(struct ms_conn *c, const uint8_t *data, size_t len) {
+void ms_event_pong(struct ms_conn *c, const uint8_t *data, size_t len) {
   lua_State *L = c->server->module->L;
   int n = ms_push_callback(L, c, "pong");
   if (n) {
@@ -103,7 +106,7 @@ void ms_lua_pong(struct ms_conn *c, const uint8_t *data, size_t len) {
   }
 }
 
-void ms_lua_drain(struct ms_conn *c) {
+void ms_event_drain(struct ms_conn *c) {
   lua_State *L = c->server->module->L;
   if (c->flags & CF_COROUTINE) {
     if (c->co && (c->flags & CF_CO_SEND)) {
@@ -118,8 +121,8 @@ void ms_lua_drain(struct ms_conn *c) {
   }
 }
 
-void ms_lua_close(struct ms_conn *c, int code, const char *reason,
-                  size_t len) {
+void ms_event_close(struct ms_conn *c, int code, const char *reason,
+                    size_t len) {
   lua_State *L = c->server->module->L;
   c->close_code = (uint16_t)code;
   log_close(c, L, code, reason, len);
@@ -160,7 +163,7 @@ void ms_lua_close(struct ms_conn *c, int code, const char *reason,
   }
 }
 
-int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len) {
+int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len) {
   lua_State *L = c->server->module->L;
   ms_push_conn(L, c);
   lua_getiuservalue(L, -1, UV_OFFERED);
@@ -184,7 +187,7 @@ int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len) {
   return rc;
 }
 
-const char *ms_lua_client_request(struct ms_conn *c, size_t *len) {
+const char *ms_event_client_request(struct ms_conn *c, size_t *len) {
   lua_State *L = c->server->module->L;
   ms_push_conn(L, c);
   lua_getiuservalue(L, -1, UV_REQUEST);
@@ -194,7 +197,7 @@ const char *ms_lua_client_request(struct ms_conn *c, size_t *len) {
   return request;
 }
 
-void ms_lua_release(struct ms_conn *c) {
+void ms_event_release(struct ms_conn *c) {
   lua_State *L = c->server->module->L;
   c->flags &= ~CF_IN_PENDING;
   luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
@@ -213,7 +216,7 @@ static int new_conn(lua_State *L) {
   return 1;
 }
 
-struct ms_conn *ms_lua_new_conn(struct ms_server *s) {
+struct ms_conn *ms_event_accept(struct ms_server *s) {
   lua_State *L = s->module->L;
   lua_pushcfunction(L, new_conn);
   if (ms_pcall(s, L, 0, 1, "accept") != LUA_OK) return NULL;

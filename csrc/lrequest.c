@@ -232,7 +232,7 @@ static void end_open(struct ms_conn *c, lua_State *L,
   lua_pop(L, 1);
 }
 
-void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
+void ms_event_request(struct ms_conn *c, const struct http_request *req) {
   struct ms_server *s = c->server;
   lua_State *L = s->module->L;
   int top = lua_gettop(L);
@@ -334,7 +334,7 @@ void ms_lua_request(struct ms_conn *c, const struct http_request *req) {
     const struct http_request *was_req = s->opening_req;
     s->opening = c;
     s->opening_req = req;
-    ms_lua_open(c);
+    ms_event_open(c);
     s->opening = was;
     s->opening_req = was_req;
     end_open(c, L, req, req_idx);

@@ -52,6 +52,7 @@ void ms_open_server(lua_State *L);       /* lserver.c */
 void ms_open_ws(lua_State *L);           /* lws.c */
 void ms_open_client(lua_State *L);       /* lclient.c */
 void ms_open_file(lua_State *L);         /* lfile.c */
+void ms_open_backplane(lua_State *L);    /* lbackplane.c */
 
 /* lcall.c: calling into Lua */
 static inline void ms_push_conn(lua_State *L, struct ms_conn *c) {

@@ -93,11 +93,6 @@ static int l_parse_request(lua_State *L) {
   return 2;
 }
 
-/* backplane(options): publish through Redis to every node */
-static int l_backplane(lua_State *L) {
-  return ms_lua_backplane(L, ms_module_get(L));
-}
-
 /* ------------------------------------------------------------------ */
 /* Opening                                                            */
 /* ------------------------------------------------------------------ */
@@ -119,8 +114,7 @@ static int module_gc(lua_State *L) {
 int luaopen_moonsocket_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     { "accept_key", l_accept_key }, { "utf8_valid", l_utf8_valid },
-    { "parse_request", l_parse_request }, { "backplane", l_backplane },
-    { NULL, NULL }
+    { "parse_request", l_parse_request }, { NULL, NULL }
   };
   if (lua_getfield(L, LUA_REGISTRYINDEX, MODULE_KEY) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -156,6 +150,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_ws(L);
   ms_open_client(L);
   ms_open_file(L);
+  ms_open_backplane(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

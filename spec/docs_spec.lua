@@ -203,11 +203,11 @@ describe("docs/lua-api.md", function()
   -- the binding, one file per Lua type
   local binding = {}
   for _, name in ipairs({ "lmoonsocket", "lserver", "lws", "lclient",
-                          "lfile" }) do
+                          "lfile", "lbackplane" }) do
     binding[#binding + 1] = read_file("csrc/" .. name .. ".c")
   end
   binding = table.concat(binding, "\n")
-  local backplane = read_file("csrc/backplane.c")
+  local backplane = read_file("csrc/lbackplane.c")
 
   local function names_in(body)
     local list = {}

@@ -114,14 +114,7 @@ static int l_connect(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  if (lua_getfield(L, 1, "handshake_timeout") != LUA_TNIL) {
-    lua_Number t = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || !(t >= 0.001 && t <= 86400))
-      luaL_error(L, "option 'handshake_timeout' must be a number of "
-                 "seconds from 0.001 to 86400");
-    opts.handshake_timeout = t;
-  }
-  lua_pop(L, 1);
+  ms_options_read_one(L, 1, "handshake_timeout", &opts);
   const char *origin = opt_string(L, 1, "origin", "origin");
   push_protocols(L, 1);                                   /* at 3 */
   lua_getfield(L, 1, "headers");                          /* at 4 */

@@ -53,6 +53,11 @@ void ms_options_copy_route(struct ms_options *to,
  * server options raise too. */
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
                      int per_route);
+/* Read the option name from the field of that name of the table at idx,
+ * when there is one, over *o; raises as ms_options_read.  Returns
+ * whether the field was there. */
+int ms_options_read_one(lua_State *L, int idx, const char *name,
+                        struct ms_options *o);
 
 /* Per lua_State: the loop and what spans servers. */
 struct ms_module {

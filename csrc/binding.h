@@ -45,6 +45,14 @@ struct ms_route {
 
 /* lmoonsocket.c: the module of L; raises when it is not loaded. */
 struct ms_module *ms_module_get(lua_State *L);
+/* A runtime failure: push nil, message and code (STYLE convention 1);
+ * returns 3.  Programmer errors raise instead, and so does running out
+ * of memory, as Lua's own allocations do ("out of memory"). */
+int ms_push_fail(lua_State *L, const char *message, const char *code);
+/* The messages of ECLOSED: a send or a ping dropped at once, and
+ * anything else a ws object no longer open refuses or gives up. */
+#define MS_ECLOSED_DROPPED "dropped: the connection is closed"
+#define MS_ECLOSED_REFUSED "the connection is closing or closed"
 
 /* Each makes the metatables of its types (once per lua_State) and sets
  * its functions in the module table on top of the stack. */

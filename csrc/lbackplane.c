@@ -65,14 +65,9 @@ static int bp_publish(lua_State *L) {
     code = "EBACKPRESSURE";
     break;
   default:
-    msg = "out of memory";
-    code = "ENOMEM";
-    break;
+    return luaL_error(L, "out of memory");
   }
-  luaL_pushfail(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  return 3;
+  return ms_push_fail(L, msg, code);
 }
 
 /* close(), __gc and __close */

@@ -146,10 +146,7 @@ void ms_event_close(struct ms_conn *c, int code, const char *reason,
       ms_resume(c, 6);
     } else if (c->flags & CF_CO_SEND) {
       c->flags &= ~CF_CO_SEND;
-      lua_pushnil(co);
-      lua_pushliteral(co, "connection closed");
-      lua_pushliteral(co, "ECLOSED");
-      ms_resume(c, 3);
+      ms_resume(c, ms_push_fail(co, MS_ECLOSED_REFUSED, "ECLOSED"));
     }
     return;
   }

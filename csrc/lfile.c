@@ -24,10 +24,8 @@ static int push_errno(lua_State *L, const char *what, const char *path) {
   const char *code = "EIO";
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
     if (codes[i].e == e) code = codes[i].code;
-  luaL_pushfail(L);
-  lua_pushfstring(L, "%s %s: %s", what, path, strerror(e));
-  lua_pushstring(L, code);
-  return 3;
+  return ms_push_fail(L, lua_pushfstring(L, "%s %s: %s", what, path,
+                                         strerror(e)), code);
 }
 
 /* core.open_file(path) -> file | nil, message, code.  Regular files

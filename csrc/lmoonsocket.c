@@ -25,6 +25,13 @@ struct ms_module *ms_module_get(lua_State *L) {
   return m;
 }
 
+int ms_push_fail(lua_State *L, const char *message, const char *code) {
+  luaL_pushfail(L);
+  lua_pushstring(L, message);
+  lua_pushstring(L, code);
+  return 3;
+}
+
 void moonsocket_shutdown(lua_State *L, double timeout) {
   ms_module_shutdown(ms_module_get(L), timeout);
 }

@@ -171,12 +171,8 @@ static int l_listen(lua_State *L) {
     luaL_argcheck(L, lua_istable(L, -1), 1, "'tls' must be a table");
     tls = read_tls(L, 6);                           /* at index 7 */
     char why[512];
-    if (ms_tls_load(tls, why, sizeof why) != 0) {
-      luaL_pushfail(L);
-      lua_pushstring(L, why);
-      lua_pushliteral(L, "ETLS");
-      return 3;
-    }
+    if (ms_tls_load(tls, why, sizeof why) != 0)
+      return ms_push_fail(L, why, "ETLS");
   }
 
   struct ms_server *s = lua_newuserdatauv(L, sizeof *s, 1);
@@ -203,10 +199,9 @@ static int l_listen(lua_State *L) {
   if (ms_server_listen(s, host, (int)port, (int)backlog, mode, &err) != 0) {
     free(s->rbuf);
     s->rbuf = NULL;
-    luaL_pushfail(L);
-    lua_pushfstring(L, "cannot listen on %s:%d: %s", host, (int)port, err);
-    lua_pushliteral(L, "ELISTEN");
-    return 3;
+    return ms_push_fail(L, lua_pushfstring(L, "cannot listen on %s:%d: %s",
+                                           host, (int)port, err),
+                        "ELISTEN");
   }
   s->closing = 0;
   lua_pushvalue(L, 5);                 /* the handler */

@@ -55,24 +55,17 @@ static int push_send_status(lua_State *L, enum ms_send_status st) {
   case MS_SENT: lua_pushliteral(L, "sent"); return 1;
   case MS_QUEUED: lua_pushliteral(L, "queued"); return 1;
   case MS_DROPPED_CLOSED:
-    luaL_pushfail(L);
-    lua_pushliteral(L, "dropped: the connection is closed");
-    lua_pushliteral(L, "ECLOSED");
-    return 3;
+    return ms_push_fail(L, MS_ECLOSED_DROPPED, "ECLOSED");
   default:
-    luaL_pushfail(L);
-    lua_pushliteral(L, "dropped: max_backpressure exceeded");
-    lua_pushliteral(L, "EBACKPRESSURE");
-    return 3;
+    return ms_push_fail(L, "dropped: max_backpressure exceeded",
+                        "EBACKPRESSURE");
   }
 }
 
 /* A client's send before its WebSocket is open: nothing is queued. */
 static int push_connecting(lua_State *L) {
-  luaL_pushfail(L);
-  lua_pushliteral(L, "dropped: the connection is not open yet");
-  lua_pushliteral(L, "ECONNECTING");
-  return 3;
+  return ms_push_fail(L, "dropped: the connection is not open yet",
+                      "ECONNECTING");
 }
 
 static int ws_send(lua_State *L) {
@@ -135,12 +128,8 @@ static int ws_close(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (c->state != CS_OPEN) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "the connection is already closing or closed");
-    lua_pushliteral(L, "ECLOSED");
-    return 3;
-  }
+  if (c->state != CS_OPEN)
+    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
   ms_conn_close(c, (int)code, reason, len, WHY_LOCAL);
   lua_pushboolean(L, 1);
   return 1;
@@ -285,20 +274,6 @@ static const char *check_topic(lua_State *L, int idx, size_t *len) {
   return name;
 }
 
-static int push_closed(lua_State *L) {
-  luaL_pushfail(L);
-  lua_pushliteral(L, "the connection is closing or closed");
-  lua_pushliteral(L, "ECLOSED");
-  return 3;
-}
-
-static int push_no_memory(lua_State *L) {
-  luaL_pushfail(L);
-  lua_pushliteral(L, "out of memory");
-  lua_pushliteral(L, "ENOMEM");
-  return 3;
-}
-
 /* ws:subscribe(topic) -> true (subscribed now) | false (already was) */
 static int ws_subscribe(lua_State *L) {
   struct ms_conn *c = check_ws(L);
@@ -307,9 +282,10 @@ static int ws_subscribe(lua_State *L) {
   /* published frames are built once, unmasked: for servers' sockets */
   luaL_argcheck(L, !(c->flags & CF_CLIENT), 1,
                 "a client connection cannot subscribe");
-  if (c->state != CS_OPEN) return push_closed(L);
+  if (c->state != CS_OPEN)
+    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
   int r = ms_topic_subscribe(&c->server->module->topics, c, name, len);
-  if (r < 0) return push_no_memory(L);
+  if (r < 0) return luaL_error(L, "out of memory");
   lua_pushboolean(L, r);
   return 1;
 }
@@ -348,7 +324,7 @@ static int publish(lua_State *L, struct ms_module *m, int idx,
                 "text is not UTF-8 (publish it as \"binary\")");
   unsigned op = binary ? WS_OP_BINARY : WS_OP_TEXT;
   long n = ms_topic_publish(&m->topics, name, nlen, op, data, len, skip);
-  if (n < 0) return push_no_memory(L);
+  if (n < 0) return luaL_error(L, "out of memory");
   /* the other workers of this node through the master; other nodes
    * through Redis (the workers of a node share its id there) */
   if (m->link) ms_workers_publish(m, name, nlen, op, data, len);

@@ -88,8 +88,6 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
 /* The headers table at idx as "Name: value\r\n" lines, pushed; or NULL
  * with them pushed, else why they would break the message (pushed). */
 const char *ms_push_header_lines(lua_State *L, int idx);
-/* RFC 7230 token: a subprotocol value the 101 may carry. */
-int ms_valid_token(const char *p);
 /* Push "ADDR TARGET" of the request table at req_idx; returns it. */
 const char *ms_push_label(lua_State *L, int req_idx);
 

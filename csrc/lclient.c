@@ -48,7 +48,7 @@ static void push_protocols(lua_State *L, int idx) {
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
     const char *name = lua_tostring(L, -1);
-    if (lua_type(L, -1) != LUA_TSTRING || !ms_valid_token(name))
+    if (lua_type(L, -1) != LUA_TSTRING || !http_is_token(name, strlen(name)))
       luaL_error(L, "option 'protocols' holds an invalid name");
     lua_pop(L, 1);
     if (i > 1) luaL_addstring(&b, ", ");

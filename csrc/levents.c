@@ -173,7 +173,7 @@ int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len) {
     if (rc == 0) {
       memcpy(name, p, len);
       name[len] = '\0';
-      rc = strlen(name) == len && ms_valid_token(name) &&
+      rc = strlen(name) == len && http_is_token(name, len) &&
            http_has_token(offered, olen, name) ? 0 : -1;
     }
     if (rc == 0 && !(c->protocol = strdup(name))) rc = -2;

@@ -168,16 +168,6 @@ static int call_pipeline(lua_State *L) {
   return 5;
 }
 
-/* RFC 7230 token: a subprotocol value the 101 may carry. */
-int ms_valid_token(const char *p) {
-  if (!*p) return 0;
-  for (; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-          (*p >= '0' && *p <= '9') || strchr("!#$%&'*+-.^_`|~", *p)))
-      return 0;
-  return 1;
-}
-
 /* Give c the options of its route; the sweep then runs often enough
  * for the route's timeouts too. */
 static void use_route(struct ms_conn *c, const struct ms_route *route) {
@@ -290,7 +280,7 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
     }
     struct ms_route *route = luaL_testudata(L, r + 1, ROUTE_MT);
     const char *protocol = lua_tostring(L, r + 3);
-    if (protocol && !ms_valid_token(protocol)) {
+    if (protocol && !http_is_token(protocol, strlen(protocol))) {
       char field[MS_LOG_FIELD_MAX];
       ms_log(s, MS_LOG_ERROR, "invalid subprotocol '%s'",
              ms_log_escape(field, sizeof field, protocol, strlen(protocol),

@@ -11,15 +11,13 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 #include <hiredis/adapters/libev.h>
-#include <lauxlib.h>
+#include <lauxlib.h>   /* luaL_unref: the object's anchor */
 
 #include "backplane.h"
 #include "frame.h"
 #include "server.h"
 #include "topic.h"
 #include "utf8.h"
-
-#define BACKPLANE_MT "moonsocket.backplane"
 
 /* A message on the wire: a header, then the data as published.
  *   byte 0     WIRE_VERSION
@@ -35,9 +33,6 @@
 #define CONNECT_TIMEOUT 5.0    /* s: to connect, authenticate, subscribe */
 #define COMMAND_OVERHEAD 64    /* bytes a PUBLISH adds to its arguments
                                   (RESP framing, the reply), about */
-#define DEFAULT_URL "redis://127.0.0.1:6379"
-#define DEFAULT_PREFIX "moonsocket:"
-#define DEFAULT_MAX_PENDING ((size_t)16 << 20)
 
 enum bp_state {
   BP_CLOSED,        /* built, or closed: no connection, no timer */
@@ -347,6 +342,7 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
                                               unsigned opcode,
                                               const char *data,
                                               size_t len) {
+  if (b->state == BP_CLOSED) return MS_BP_CLOSED;
   if (b->state != BP_UP) {
     b->unsent++;
     return MS_BP_UNAVAILABLE;
@@ -391,8 +387,7 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
 /* Closing                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Idempotent; also frees what a failed construction left. */
-static void backplane_close(struct ms_backplane *b) {
+void ms_backplane_close(struct ms_backplane *b) {
   struct ms_module *m = b->module;
   if (m) {
     drop_connections(b);
@@ -414,20 +409,12 @@ static void backplane_close(struct ms_backplane *b) {
 }
 
 void ms_backplane_close_module(struct ms_module *m) {
-  if (m->backplane) backplane_close(m->backplane);
+  if (m->backplane) ms_backplane_close(m->backplane);
 }
 
 /* ------------------------------------------------------------------ */
 /* Options                                                             */
 /* ------------------------------------------------------------------ */
-
-struct redis_url {
-  char host[256];
-  int port, db;
-  const char *password;         /* percent-encoded, in the URL */
-  size_t password_len;
-  int has_password;
-};
 
 static int digits(const char *p, const char *end, long max, long *out) {
   if (p == end) return -1;
@@ -442,7 +429,7 @@ static int digits(const char *p, const char *end, long max, long *out) {
 }
 
 /* redis://[:password@]host[:port][/db]; host may be [IPv6]. */
-static int parse_url(const char *s, size_t len, struct redis_url *u) {
+int ms_backplane_parse_url(const char *s, size_t len, struct ms_redis_url *u) {
   static const char scheme[] = "redis://";
   const char *end = s + len;
   memset(u, 0, sizeof *u);
@@ -537,187 +524,44 @@ static char *glob_pattern(const char *prefix, size_t len) {
   return out;
 }
 
-static const char *opt_string(lua_State *L, const char *name,
-                              const char *def, size_t *len) {
-  int t = lua_getfield(L, 1, name);
-  const char *s = def;
-  if (t == LUA_TNIL) *len = strlen(def);
-  else if (t == LUA_TSTRING) s = lua_tolstring(L, -1, len);
-  else luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be a "
-                                           "string", name));
-  lua_pop(L, 1);                /* the string stays in the table */
-  return s;
-}
-
 /* ------------------------------------------------------------------ */
-/* The Lua object                                                      */
+/* The object's life                                                  */
 /* ------------------------------------------------------------------ */
 
-static struct ms_backplane *check_backplane(lua_State *L) {
-  return luaL_checkudata(L, 1, BACKPLANE_MT);
+size_t ms_backplane_size(void) {
+  return sizeof(struct ms_backplane);
 }
 
-/* bp:publish(topic, data [, kind]): to the other nodes only -> "sent",
- * or fail, message, code */
-static int bp_publish(lua_State *L) {
-  static const char *const kinds[] = { "text", "binary", NULL };
-  struct ms_backplane *b = check_backplane(L);
-  size_t tlen, len;
-  const char *topic = luaL_checklstring(L, 2, &tlen);
-  luaL_argcheck(L, tlen > 0, 2, "empty topic name");
-  const char *data = luaL_checklstring(L, 3, &len);
-  int binary = luaL_checkoption(L, 4, "text", kinds);
-  luaL_argcheck(L, binary || utf8_validate(UTF8_ACCEPT,
-                (const uint8_t *)data, len) == UTF8_ACCEPT, 3,
-                "text is not UTF-8 (publish it as \"binary\")");
-  const char *msg, *code;
-  if (b->state == BP_CLOSED) {
-    msg = "the backplane is closed";
-    code = "ECLOSED";
-  } else {
-    switch (ms_backplane_publish(b, topic, tlen,
-                                 binary ? WS_OP_BINARY : WS_OP_TEXT,
-                                 data, len)) {
-    case MS_BP_SENT:
-      lua_pushliteral(L, "sent");
-      return 1;
-    case MS_BP_UNAVAILABLE:
-      msg = "redis is unavailable";
-      code = "EUNAVAILABLE";
-      break;
-    case MS_BP_DROPPED:
-      msg = "dropped: max_pending exceeded";
-      code = "EBACKPRESSURE";
-      break;
-    default:
-      msg = "out of memory";
-      code = "ENOMEM";
-      break;
-    }
-  }
-  luaL_pushfail(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  return 3;
-}
-
-/* close(), __gc and __close */
-static int bp_close(lua_State *L) {
-  backplane_close(check_backplane(L));
-  return 0;
-}
-
-/* Methods, and the fields connected, unsent (publishes made while
- * Redis was down) and dropped (over max_pending). */
-static int bp_index(lua_State *L) {
-  struct ms_backplane *b = check_backplane(L);
-  const char *key = lua_tostring(L, 2);
-  if (key && strcmp(key, "connected") == 0)
-    lua_pushboolean(L, b->state == BP_UP);
-  else if (key && strcmp(key, "unsent") == 0)
-    lua_pushinteger(L, (lua_Integer)b->unsent);
-  else if (key && strcmp(key, "dropped") == 0)
-    lua_pushinteger(L, (lua_Integer)b->dropped);
-  else
-    lua_rawget(L, lua_upvalueindex(1));
-  return 1;
-}
-
-static int bp_tostring(lua_State *L) {
-  static const char *const states[] = { "closed", "connecting",
-                                        "connecting", "connected",
-                                        "unavailable" };
-  struct ms_backplane *b = check_backplane(L);
-  lua_pushfstring(L, "moonsocket.backplane (redis %s:%d, %s)", b->host,
-                  b->port, states[b->state]);
-  return 1;
-}
-
-static void push_metatable(lua_State *L) {
-  static const luaL_Reg methods[] = {
-    { "publish", bp_publish }, { "close", bp_close }, { NULL, NULL }
-  };
-  if (!luaL_newmetatable(L, BACKPLANE_MT)) return;
-  luaL_newlib(L, methods);
-  lua_pushcclosure(L, bp_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, bp_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, bp_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, bp_tostring);
-  lua_setfield(L, -2, "__tostring");
-}
-
-/* backplane{ redis = url, channel_prefix = "moonsocket:",
- *            max_pending = 16 MiB } */
-int ms_lua_backplane(lua_State *L, struct ms_module *m) {
-  static const char *const known[] = { "redis", "channel_prefix",
-                                       "max_pending", NULL };
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    lua_pop(L, 1);
-    /* checked first: lua_tostring on a number key would upset lua_next */
-    if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_argerror(L, 1, "option names must be strings");
-    const char *name = lua_tostring(L, -1);
-    int i = 0;
-    while (known[i] && strcmp(known[i], name) != 0) i++;
-    if (!known[i])
-      luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", name));
-  }
-  size_t url_len, prefix_len;
-  const char *url = opt_string(L, "redis", DEFAULT_URL, &url_len);
-  const char *prefix = opt_string(L, "channel_prefix", DEFAULT_PREFIX,
-                                  &prefix_len);
-  if (memchr(prefix, '\0', prefix_len))
-    luaL_argerror(L, 1, "option 'channel_prefix' must not hold a NUL");
-  struct redis_url u;
-  if (parse_url(url, url_len, &u) < 0)
-    luaL_argerror(L, 1, lua_pushfstring(L, "option 'redis': invalid URL "
-                  "'%s' (redis://[:password@]host:port[/db] expected)",
-                  url));
-  size_t max_pending = DEFAULT_MAX_PENDING;
-  if (lua_getfield(L, 1, "max_pending") != LUA_TNIL) {
-    int ok;
-    lua_Integer v = lua_tointegerx(L, -1, &ok);
-    if (!ok || v < 1024 || v > ((lua_Integer)1 << 40))
-      luaL_argerror(L, 1, "option 'max_pending' must be a size from 1024 "
-                    "to 1099511627776 bytes");
-    max_pending = (size_t)v;
-  }
-  lua_pop(L, 1);
-  if (m->backplane) luaL_error(L, "a backplane is already in use");
-
-  /* closed first: what raises from here on leaves __gc to free */
-  struct ms_backplane *b = lua_newuserdatauv(L, sizeof *b, 0);
+void ms_backplane_init(struct ms_backplane *b) {
   memset(b, 0, sizeof *b);
   b->state = BP_CLOSED;
   b->ref = LUA_NOREF;
-  push_metatable(L);
-  lua_setmetatable(L, -2);
-  memcpy(b->host, u.host, sizeof b->host);
-  b->port = u.port;
-  b->db = u.db;
+}
+
+int ms_backplane_configure(struct ms_backplane *b,
+                           const struct ms_redis_url *u,
+                           const char *prefix, size_t prefix_len,
+                           size_t max_pending) {
+  memcpy(b->host, u->host, sizeof b->host);
+  b->port = u->port;
+  b->db = u->db;
   b->max_pending = max_pending;
   b->prefix_len = prefix_len;
   int bad = 0;
-  if (u.has_password &&
-      !(b->password = percent_decode(u.password, u.password_len, &bad))) {
-    if (bad)
-      luaL_argerror(L, 1, "option 'redis': invalid password (a bad "
-                    "%-escape, or a NUL)");
-    luaL_error(L, "out of memory");
-  }
+  if (u->has_password &&
+      !(b->password = percent_decode(u->password, u->password_len, &bad)))
+    return bad ? -1 : -2;
   if (!(b->prefix = malloc(prefix_len + 1)) ||
       !(b->pattern = glob_pattern(prefix, prefix_len)))
-    luaL_error(L, "out of memory");
+    return -2;
   memcpy(b->prefix, prefix, prefix_len);
   b->prefix[prefix_len] = '\0';
+  return 0;
+}
 
-  lua_pushvalue(L, -1);
-  b->ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* the loop calls back */
+void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
+                        int ref) {
+  b->ref = ref;                 /* the loop calls back */
   b->module = m;
   b->retry = RETRY_MIN;
   b->state = BP_IDLE;
@@ -732,5 +576,17 @@ int ms_lua_backplane(lua_State *L, struct ms_module *m) {
   b->forked.data = b;
   ev_fork_start(m->loop, &b->forked);
   ev_unref(m->loop);            /* it keeps no loop running */
-  return 1;
+}
+
+void ms_backplane_describe(const struct ms_backplane *b,
+                           struct ms_backplane_info *info) {
+  static const char *const states[] = { "closed", "connecting",
+                                        "connecting", "connected",
+                                        "unavailable" };
+  info->state = states[b->state];
+  info->connected = b->state == BP_UP;
+  info->unsent = b->unsent;
+  info->dropped = b->dropped;
+  info->host = b->host;
+  info->port = b->port;
 }

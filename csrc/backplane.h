@@ -4,8 +4,7 @@
 #define MS_BACKPLANE_H
 
 #include <stddef.h>
-
-#include <lua.h>
+#include <stdint.h>
 
 struct ms_module;
 struct ms_backplane;
@@ -15,7 +14,8 @@ enum ms_backplane_status {
                           between nodes beyond what Redis orders) */
   MS_BP_UNAVAILABLE,   /* Redis is down: this node only */
   MS_BP_DROPPED,       /* over max_pending: this node only */
-  MS_BP_NO_MEMORY
+  MS_BP_NO_MEMORY,
+  MS_BP_CLOSED         /* the backplane is closed */
 };
 
 /* Send a message published on this node to the other nodes; it was
@@ -31,8 +31,43 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
  * gone after this, so they keep no loop running. */
 void ms_backplane_close_module(struct ms_module *m);
 
-/* backplane(options) -> a moonsocket.backplane, attached to the module
- * m (core.backplane; README.md, Backplane). */
-int ms_lua_backplane(lua_State *L, struct ms_module *m);
+/* The object, made by the binding (lbackplane.c; README.md, Backplane):
+ * a block of ms_backplane_size() bytes, made closed by ms_backplane_init
+ * (closing it then only frees), configured, then started. */
+struct ms_redis_url {
+  char host[256];
+  int port, db;
+  const char *password;         /* percent-encoded, in the URL */
+  size_t password_len;
+  int has_password;
+};
+/* "redis://[:password@]host[:port][/db]" into u; -1 when invalid. */
+int ms_backplane_parse_url(const char *s, size_t len, struct ms_redis_url *u);
+size_t ms_backplane_size(void);
+void ms_backplane_init(struct ms_backplane *b);
+/* 0; -1 when the password has a bad %-escape or a NUL; -2 when memory
+ * ran out. */
+int ms_backplane_configure(struct ms_backplane *b,
+                           const struct ms_redis_url *u,
+                           const char *prefix, size_t prefix_len,
+                           size_t max_pending);
+/* Attach b to m, and connect once the loop runs.  ref, a registry
+ * reference to its object, anchors it until it is closed. */
+void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
+                        int ref);
+/* Idempotent; also frees what a failed construction left. */
+void ms_backplane_close(struct ms_backplane *b);
+
+struct ms_backplane_info {
+  const char *state;   /* "closed", "connecting", "connected",
+                          "unavailable" */
+  int connected;       /* Redis is up */
+  uint64_t unsent;     /* publishes made while it was down */
+  uint64_t dropped;    /* publishes over max_pending */
+  const char *host;
+  int port;
+};
+void ms_backplane_describe(const struct ms_backplane *b,
+                           struct ms_backplane_info *info);
 
 #endif

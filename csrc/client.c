@@ -19,6 +19,7 @@
 #include <openssl/x509v3.h>
 
 #include "client.h"
+#include "events.h"
 #include "frame.h"
 #include "transport.h"
 
@@ -154,7 +155,7 @@ static void connect_failed(struct ms_conn *c, const char *what,
 
 static void send_request(struct ms_conn *c) {
   size_t len;
-  const char *request = ms_lua_client_request(c, &len);
+  const char *request = ms_event_client_request(c, &len);
   ms_conn_connected(c, request, len);
 }
 
@@ -424,7 +425,7 @@ static const char *check_response(struct ms_client *cl, int status,
   }
   const struct http_header *p = one_header(r, "sec-websocket-protocol",
                                            &n);
-  int rc = n > 1 ? -1 : ms_lua_client_protocol(c, p ? p->value : NULL,
+  int rc = n > 1 ? -1 : ms_event_client_protocol(c, p ? p->value : NULL,
                                                p ? p->value_len : 0);
   if (rc == -2) return "out of memory";
   if (rc < 0) return "handshake: a subprotocol we did not offer";
@@ -458,6 +459,6 @@ size_t ms_client_response(struct ms_conn *c, const uint8_t *p, size_t n) {
   c->state = CS_OPEN;
   c->opened = ev_now(s->module->loop);
   c->deadline = c->opened + c->opts->keep_alive_interval;
-  ms_lua_open(c);
+  ms_event_open(c);
   return (size_t)used;          /* what follows the head are frames */
 }

@@ -33,7 +33,4 @@ void ms_client_connect(struct ms_client *cl, struct ms_server *ctx,
                        const char *host, int port,
                        const struct ms_client_tls *tls);
 
-/* lmoonsocket.c: the request head kept with the ws object */
-const char *ms_lua_client_request(struct ms_conn *c, size_t *len);
-
 #endif

@@ -9,9 +9,11 @@
 
 #include <lauxlib.h>
 
+#include "events.h"
 #include "frame.h"
 #include "frame_reader.h"
 #include "handshake.h"
+#include "life.h"
 #include "server.h"
 #include "transport.h"
 #include "utf8.h"
@@ -189,7 +191,7 @@ static void notify_close(struct ms_conn *c, int code, const char *reason,
   c->flags |= CF_NOTIFIED;
   c->unsent = unsent;
   leave_topics(c);
-  ms_lua_close(c, code, reason, len);
+  ms_event_close(c, code, reason, len);
 }
 
 /* Free the message being inflated. */
@@ -402,7 +404,7 @@ static void flush_with(struct ms_conn *c) {
     c->flags &= ~CF_PAUSED;
     set_events(c, EV_READ);
   } else if (drained && c->state == CS_OPEN) {
-    ms_lua_drain(c);
+    ms_event_drain(c);
   } else if (c->state == CS_HTTP && (c->flags & CF_PAUSED)) {
     ms_conn_resume_reading(c);        /* the pipeline may go on */
   }
@@ -761,7 +763,7 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
     respond_error(c, 503, "the server is shutting down", 0);
   else {
     c->flags |= CF_IN_REQUEST;
-    ms_lua_request(c, &req);
+    ms_event_request(c, &req);
     c->flags &= ~CF_IN_REQUEST;
   }
   if (c->state == CS_HTTP) {
@@ -831,7 +833,7 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
     }
     break;
   case WS_OP_PONG:
-    if (c->state == CS_OPEN) ms_lua_pong(c, p, len);
+    if (c->state == CS_OPEN) ms_event_pong(c, p, len);
     break;
   case WS_OP_CLOSE:
     handle_close_frame(c, p, len);
@@ -845,13 +847,10 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len,
   rx->since = 0;
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
-   * the handler (section 7.1.2 lets us read on; a coroutine's when it
-   * waits in receive): what it tries to send back is reported dropped,
-   * not silently lost */
-  if (c->state == CS_OPEN ||
-      (c->state == CS_CLOSING && (!(c->flags & CF_COROUTINE) ||
-                                  (c->flags & CF_CO_RECV))))
-    more = ms_lua_message(c, p, len, op);
+   * the handler, unless it declines it (section 7.1.2 lets us read on):
+   * what it tries to send back is reported dropped, not silently lost */
+  if (c->state == CS_OPEN || c->state == CS_CLOSING)
+    more = ms_event_message(c, p, len, op);
   rx->msg_len = 0;
   if (rx->msg_cap > 4096) {      /* keep no large buffer meanwhile */
     c->server->held -= rx->msg_cap;
@@ -1353,7 +1352,7 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   }
   while ((c = s->released)) {
     s->released = c->next_pending;
-    ms_lua_release(c);
+    ms_event_release(c);
   }
   if (s->closing || s->module->shutting_down)
     ms_module_check_done(s->module);

@@ -10,9 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "server.h"
-
-struct ms_conn *ms_lua_new_conn(struct ms_server *s);
 
 #define ACCEPTS_PER_EVENT 64
 
@@ -36,7 +35,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int full = s->nconns >= s->opts.max_connections;
-    struct ms_conn *c = ms_lua_new_conn(s);
+    struct ms_conn *c = ms_event_accept(s);
     if (!c) {
       close(fd);
       return;

@@ -141,6 +141,44 @@ static void read_compression(lua_State *L, struct deflate_config *cfg) {
     luaL_error(L, "option 'compression': %s", why);
 }
 
+/* The value on top of the stack as option sp, into o; raises naming the
+ * option and its range. */
+static void read_value(lua_State *L, const struct option_spec *sp,
+                       struct ms_options *o) {
+  const char *name = sp->name;
+  int isnum;
+  lua_Number v = lua_tonumberx(L, -1, &isnum);
+  char *field = (char *)o + sp->offset;
+  if (sp->type == OPT_DEFLATE) {
+    read_compression(L, (struct deflate_config *)field);
+  } else if (sp->type == OPT_BOOL) {
+    if (!lua_isboolean(L, -1))
+      luaL_error(L, "option '%s' must be a boolean", name);
+    *(int *)field = lua_toboolean(L, -1);
+  } else if (sp->type == OPT_LEVEL) {
+    const char *level = lua_tostring(L, -1);
+    int i = 0;
+    while (level && level_names[i] && strcmp(level_names[i], level) != 0)
+      i++;
+    if (!level || !level_names[i])
+      luaL_error(L, "option '%s' must be one of off, error, warn, info, "
+                 "debug", name);
+    *(int *)field = i;
+  } else if (sp->type == OPT_SIZE) {
+    int isint;
+    lua_Integer n = lua_tointegerx(L, -1, &isint);
+    if (!isint || n < sp->min || n > sp->max)
+      luaL_error(L, "option '%s' must be an integer from %I to %I",
+                 name, (lua_Integer)sp->min, (lua_Integer)sp->max);
+    *(size_t *)field = (size_t)n;
+  } else {
+    if (!isnum || !(v >= sp->min && v <= sp->max))
+      luaL_error(L, "option '%s' must be a number of seconds from %f "
+                 "to %f", name, (lua_Number)sp->min, (lua_Number)sp->max);
+    *(double *)field = v;
+  }
+}
+
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
                      int per_route) {
   idx = lua_absindex(L, idx);
@@ -154,37 +192,17 @@ void ms_options_read(lua_State *L, int idx, struct ms_options *o,
     if (per_route && !sp->per_route)
       luaL_error(L, "option '%s' belongs to the server, not to a route",
                  name);
-    int isnum;
-    lua_Number v = lua_tonumberx(L, -1, &isnum);
-    char *field = (char *)o + sp->offset;
-    if (sp->type == OPT_DEFLATE) {
-      read_compression(L, (struct deflate_config *)field);
-    } else if (sp->type == OPT_BOOL) {
-      if (!lua_isboolean(L, -1))
-        luaL_error(L, "option '%s' must be a boolean", name);
-      *(int *)field = lua_toboolean(L, -1);
-    } else if (sp->type == OPT_LEVEL) {
-      const char *level = lua_tostring(L, -1);
-      int i = 0;
-      while (level && level_names[i] && strcmp(level_names[i], level) != 0)
-        i++;
-      if (!level || !level_names[i])
-        luaL_error(L, "option '%s' must be one of off, error, warn, info, "
-                   "debug", name);
-      *(int *)field = i;
-    } else if (sp->type == OPT_SIZE) {
-      int isint;
-      lua_Integer n = lua_tointegerx(L, -1, &isint);
-      if (!isint || n < sp->min || n > sp->max)
-        luaL_error(L, "option '%s' must be an integer from %I to %I",
-                   name, (lua_Integer)sp->min, (lua_Integer)sp->max);
-      *(size_t *)field = (size_t)n;
-    } else {
-      if (!isnum || !(v >= sp->min && v <= sp->max))
-        luaL_error(L, "option '%s' must be a number of seconds from %f "
-                   "to %f", name, (lua_Number)sp->min, (lua_Number)sp->max);
-      *(double *)field = v;
-    }
+    read_value(L, sp, o);
     lua_pop(L, 1);
   }
+}
+
+int ms_options_read_one(lua_State *L, int idx, const char *name,
+                        struct ms_options *o) {
+  const struct option_spec *sp = find_option(name);
+  if (!sp) return luaL_error(L, "unknown option '%s'", name);
+  int present = lua_getfield(L, idx, name) != LUA_TNIL;
+  if (present) read_value(L, sp, o);
+  lua_pop(L, 1);
+  return present;
 }

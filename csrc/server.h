@@ -11,13 +11,10 @@
 
 #include "deflate.h"
 #include "http.h"
+#include "log.h"
 #include "outq.h"
 #include "tls.h"
 #include "topic.h"
-
-enum ms_log_level {
-  MS_LOG_OFF, MS_LOG_ERROR, MS_LOG_WARN, MS_LOG_INFO, MS_LOG_DEBUG
-};
 
 /* Options.  Their defaults and ranges are written once, in the table
  * of options.c, which validates them; docs/options.md lists them for
@@ -57,18 +54,11 @@ void ms_options_copy_route(struct ms_options *to,
  * server options raise too. */
 void ms_options_read(lua_State *L, int idx, struct ms_options *o,
                      int per_route);
-
-/* The log (ms_log): the last error or warning written, and how many
- * identical ones came within a window after it and were only counted. */
-#define MS_LOG_LINE 1024        /* a line's message, at most */
-struct ms_log_repeat {
-  ev_timer window;              /* its end writes the count */
-  ev_tstamp since;              /* when the line was written */
-  unsigned suppressed;
-  int level;
-  size_t len;
-  char line[MS_LOG_LINE];       /* the message, escaped */
-};
+/* Read the option name from the field of that name of the table at idx,
+ * when there is one, over *o; raises as ms_options_read.  Returns
+ * whether the field was there. */
+int ms_options_read_one(lua_State *L, int idx, const char *name,
+                        struct ms_options *o);
 
 /* Per lua_State: the loop and what spans servers. */
 struct ms_module {
@@ -141,13 +131,10 @@ enum {
   CF_IN_PENDING = 1 << 0,   /* in server->pending */
   CF_WRITE_WAIT = 1 << 1,   /* the kernel refused bytes: EV_WRITE on */
   CF_PAUSED = 1 << 2,       /* not reading (coroutine busy) */
-  CF_COROUTINE = 1 << 3,    /* handler is a coroutine */
-  CF_CO_RECV = 1 << 4,      /* coroutine waits in receive() */
-  CF_CO_SEND = 1 << 5,      /* coroutine waits in send() for drain */
+  /* 1 << 3, 4, 5 and 11 are the binding's (binding.h) */
   CF_KEEP_ALIVE = 1 << 6,   /* HTTP: another request may follow */
   CF_SHUT_WR = 1 << 7,      /* shutdown(SHUT_WR) done */
   CF_NOTIFIED = 1 << 8,     /* close event delivered */
-  CF_REQUEST_DROPPED = 1 << 11, /* after open: ws.request is gone */
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
   CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */
@@ -266,23 +253,5 @@ int ms_client_random(struct ms_server *s, uint8_t *key, size_t n);
 /* Bytes of the response head at p[0..n): the bytes used, 0 while
  * incomplete; the connection is open or aborted after a head. */
 size_t ms_client_response(struct ms_conn *c, const uint8_t *p, size_t n);
-
-/* lmoonsocket.c: events delivered to Lua.  on_message returns 0 when
- * the connection should stop reading (closed, or coroutine busy). */
-void ms_lua_request(struct ms_conn *c, const struct http_request *req);
-void ms_lua_open(struct ms_conn *c);
-int ms_lua_message(struct ms_conn *c, const uint8_t *data, size_t len,
-                   unsigned opcode);
-void ms_lua_pong(struct ms_conn *c, const uint8_t *data, size_t len);
-void ms_lua_drain(struct ms_conn *c);
-void ms_lua_close(struct ms_conn *c, int code, const char *reason,
-                  size_t len);
-void ms_lua_release(struct ms_conn *c);
-/* The subprotocol of a 101: 0 when it was offered (then kept as
- * ws.protocol), -1 when not, -2 when memory ran out. */
-int ms_lua_client_protocol(struct ms_conn *c, const char *p, size_t len);
-void ms_module_check_done(struct ms_module *m);
-void ms_log(struct ms_server *s, int level, const char *fmt, ...);
-void ms_server_shutdown(struct ms_server *s, double timeout);
 
 #endif

@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "moonsocket.h"
+#include "life.h"
 #include "server.h"
 #include "workers.h"
 
@@ -172,7 +172,7 @@ static void link_lost(struct ms_link *l) {
     /* the master is gone: nothing will restart or stop us */
     ms_log(NULL, MS_LOG_ERROR, "worker %d: the master process is gone; "
            "shutting down", m->worker);
-    moonsocket_shutdown(m->L, 5);
+    ms_module_shutdown(m, 5);
   }
 }
 

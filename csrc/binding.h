@@ -1,0 +1,100 @@
+/* binding.h - what the files of the Lua binding share (private to them:
+ * no file below the binding includes it) */
+#ifndef MS_BINDING_H
+#define MS_BINDING_H
+
+#include <lua.h>
+
+#include "events.h"
+#include "server.h"
+
+/* The metatables, one per userdata type. */
+#define SERVER_MT  "moonsocket.server"
+#define WS_MT      "moonsocket.ws"
+#define FILE_MT    "moonsocket.file"
+#define ROUTE_MT   "moonsocket.route"
+#define TLS_MT     "moonsocket.tls"
+
+/* Uservalues of a WebSocket object.  The request is made a table only
+ * when asked for: while open runs, from the parsed request; after, from
+ * the raw head kept by keep_request (a client keeps the head it sent).
+ * An idle socket then holds no table of headers, and by default not
+ * even the head.  The subprotocol is c->protocol, in C: a slot would
+ * cost every socket, the few that have one pay for it.  A client has
+ * one more slot, UV_OFFERED: the protocols it offered, until the 101. */
+enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA, UV_OFFERED };
+
+/* The binding's bits of c->flags (server.h leaves them free). */
+enum {
+  CF_COROUTINE = 1 << 3,    /* handler is a coroutine */
+  CF_CO_RECV = 1 << 4,      /* coroutine waits in receive() */
+  CF_CO_SEND = 1 << 5,      /* coroutine waits in send() for drain */
+  CF_REQUEST_DROPPED = 1 << 11, /* after open: ws.request is gone */
+};
+
+/* An open file to answer a request with: the connection takes fd. */
+struct ms_file {
+  int fd;
+  size_t size;
+};
+
+/* The options a route declared, created by core.route_options. */
+struct ms_route {
+  struct ms_options opts;
+};
+
+/* lmoonsocket.c: the module of L; raises when it is not loaded. */
+struct ms_module *ms_module_get(lua_State *L);
+/* A runtime failure: push nil, message and code (STYLE convention 1);
+ * returns 3.  Programmer errors raise instead, and so does running out
+ * of memory, as Lua's own allocations do ("out of memory"). */
+int ms_push_fail(lua_State *L, const char *message, const char *code);
+/* The messages of ECLOSED: a send or a ping dropped at once, and
+ * anything else a ws object no longer open refuses or gives up. */
+#define MS_ECLOSED_DROPPED "dropped: the connection is closed"
+#define MS_ECLOSED_REFUSED "the connection is closing or closed"
+
+/* Each makes the metatables of its types (once per lua_State) and sets
+ * its functions in the module table on top of the stack. */
+void ms_open_server(lua_State *L);       /* lserver.c */
+void ms_open_ws(lua_State *L);           /* lws.c */
+void ms_open_client(lua_State *L);       /* lclient.c */
+void ms_open_file(lua_State *L);         /* lfile.c */
+void ms_open_backplane(lua_State *L);    /* lbackplane.c */
+
+/* lcall.c: calling into Lua */
+static inline void ms_push_conn(lua_State *L, struct ms_conn *c) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+}
+/* Call the function below nargs arguments; log an error with its
+ * traceback.  Returns 0 on success. */
+int ms_pcall(struct ms_server *s, lua_State *L, int nargs, int nresults,
+             const char *what);
+/* Push what calls the callback name of c's handler table: the function
+ * and ws, or call_field, ws and name.  Returns how many arguments are
+ * pushed after the function (1 or 2), 0 when there is no callback. */
+int ms_push_callback(lua_State *L, struct ms_conn *c, const char *name);
+/* A handler raised: close its WebSocket with 1011. */
+void ms_handler_failed(struct ms_conn *c);
+/* "text" or "binary", from strings made once (no hashing per message) */
+void ms_push_kind(lua_State *L, const struct ms_module *m,
+                  unsigned opcode);
+/* Resume the coroutine of c with the nargs values on its stack. */
+void ms_resume(struct ms_conn *c, int nargs);
+
+/* lrequest.c: the request pipeline */
+void ms_push_request(lua_State *L, struct ms_conn *c,
+                     const struct http_request *req);
+/* The headers table at idx as "Name: value\r\n" lines, pushed; or NULL
+ * with them pushed, else why they would break the message (pushed). */
+const char *ms_push_header_lines(lua_State *L, int idx);
+/* Push "ADDR TARGET" of the request table at req_idx; returns it. */
+const char *ms_push_label(lua_State *L, int req_idx);
+
+/* lws.c: the ws object */
+/* Push ws.request of the object at idx (nil before an upgrade). */
+void ms_push_ws_request(lua_State *L, struct ms_conn *c, int idx);
+/* The why of a close event: "local", "peer", "timeout"... */
+const char *ms_why_name(int why);
+
+#endif

@@ -1,0 +1,57 @@
+/* events.h - what the core tells the layer above it about connections:
+ * the events it emits, and the few questions it asks.  The Lua binding
+ * implements them (levents.c, lrequest.c); the core includes this
+ * header and no header of the binding. */
+#ifndef MS_EVENTS_H
+#define MS_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct http_request;
+struct ms_conn;
+struct ms_server;
+
+/* A connection object for a socket s accepted, anchored until
+ * ms_event_release; NULL when memory ran out. */
+struct ms_conn *ms_event_accept(struct ms_server *s);
+
+/* A request head arrived: the layer above answers it (ms_conn_respond,
+ * ms_conn_respond_error) or upgrades the connection (ms_conn_upgrade,
+ * then ms_event_open). */
+void ms_event_request(struct ms_conn *c, const struct http_request *req);
+
+/* The WebSocket is open; a client's, once its 101 arrived. */
+void ms_event_open(struct ms_conn *c);
+
+/* A whole message, while the WebSocket is open or closing: messages the
+ * peer sent before it saw our close frame are still read (RFC 6455
+ * section 7.1.2); a handler may decline them then.  Returns 0 when the
+ * connection should stop reading (closed, or its handler busy). */
+int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
+                     unsigned opcode);
+
+/* A pong, while open. */
+void ms_event_pong(struct ms_conn *c, const uint8_t *data, size_t len);
+
+/* What the kernel had refused is written, while open. */
+void ms_event_drain(struct ms_conn *c);
+
+/* The WebSocket closed (once; c->why and c->unsent say more). */
+void ms_event_close(struct ms_conn *c, int code, const char *reason,
+                    size_t len);
+
+/* The connection is closed and no watcher of it can fire: the layer
+ * above lets its object go. */
+void ms_event_release(struct ms_conn *c);
+
+/* A client: the request head to send, which stays valid while c is
+ * anchored. */
+const char *ms_event_client_request(struct ms_conn *c, size_t *len);
+
+/* A client: the subprotocol of the 101 (p NULL: none).  0 when it was
+ * offered (then kept as c->protocol), -1 when not, -2 when memory ran
+ * out. */
+int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len);
+
+#endif

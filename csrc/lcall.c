@@ -1,0 +1,124 @@
+/* lcall.c - calling into Lua: every call goes through one protected
+ * call with a traceback; handler callbacks; resuming coroutine handlers */
+#include <lauxlib.h>
+
+#include "binding.h"
+#include "frame.h"
+#include "log.h"
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)",
+                                  luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Call the function below nargs arguments; log an error with its
+ * traceback.  Returns 0 on success. */
+int ms_pcall(struct ms_server *s, lua_State *L, int nargs,
+                        int nresults, const char *what) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  int rc = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  if (rc != LUA_OK) {
+    ms_log(s, MS_LOG_ERROR, "error in %s: %s", what, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  return rc;
+}
+
+/* Protected: call_field(ws, name, ...) calls handler[name](ws, ...)
+ * when the handler has that field through its metatable, whose
+ * metamethods may raise. */
+static int call_field(lua_State *L) {
+  lua_getiuservalue(L, 1, UV_HANDLER);
+  if (lua_getfield(L, -1, lua_tostring(L, 2)) == LUA_TNIL) return 0;
+  lua_replace(L, 2);               /* ws, function, args..., handler */
+  lua_pop(L, 1);
+  lua_pushvalue(L, 1);
+  lua_copy(L, 2, 1);
+  lua_copy(L, -1, 2);              /* function, ws, args... */
+  lua_pop(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
+/* Push what calls the callback name of c's handler table: the function
+ * and ws, or call_field, ws and name.  Returns how many arguments are
+ * pushed after the function (1 or 2), 0 when there is no callback. */
+int ms_push_callback(lua_State *L, struct ms_conn *c, const char *name) {
+  ms_push_conn(L, c);
+  if (lua_getiuservalue(L, -1, UV_HANDLER) != LUA_TTABLE) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  if (name[0] == 'm')                       /* "message": made once */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->module->ref_message);
+  else
+    lua_pushstring(L, name);
+  if (lua_rawget(L, -2) != LUA_TNIL) {     /* the common case */
+    lua_remove(L, -2);
+    lua_insert(L, -2);                      /* function, ws */
+    return 1;
+  }
+  lua_pop(L, 1);
+  if (!lua_getmetatable(L, -1)) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_pop(L, 2);
+  lua_pushcfunction(L, call_field);
+  lua_insert(L, -2);                        /* call_field, ws */
+  lua_pushstring(L, name);
+  return 2;
+}
+
+void ms_handler_failed(struct ms_conn *c) {
+  if (c->state == CS_OPEN)
+    ms_conn_close(c, 1011, "internal error", 14, WHY_ERROR);
+}
+
+/* "text" or "binary", from strings made once (no hashing per message) */
+void ms_push_kind(lua_State *L, const struct ms_module *m,
+                      unsigned opcode) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX,
+              opcode == WS_OP_TEXT ? m->ref_text : m->ref_binary);
+}
+
+/* Resume the coroutine of c with the nargs values on its stack. */
+void ms_resume(struct ms_conn *c, int nargs) {
+  lua_State *L = c->server->module->L, *co = c->co;
+  int nres;
+  int rc = lua_resume(co, L, nargs, &nres);
+  if (rc == LUA_YIELD) {
+    lua_pop(co, nres);
+  } else {
+    if (rc != LUA_OK) {
+      const char *msg = lua_tostring(co, -1);
+      luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+      ms_log(c->server, MS_LOG_ERROR, "error in handler: %s",
+             lua_tostring(L, -1));
+      lua_pop(L, 1);
+      ms_handler_failed(c);
+    } else if (c->state == CS_OPEN) {
+      ms_conn_close(c, 1000, "", 0, WHY_LOCAL);  /* handler returned */
+    }
+    c->co = NULL;
+    c->flags &= ~(CF_CO_RECV | CF_CO_SEND);
+    if (c->state != CS_CLOSED && (c->flags & CF_PAUSED))
+      ms_conn_resume_reading(c);        /* read the peer's close frame */
+    return;
+  }
+  if (!(c->flags & (CF_CO_RECV | CF_CO_SEND))) {
+    /* nothing will ms_resume it: a yield outside receive() and send() */
+    ms_log(c->server, MS_LOG_ERROR, "error in handler: it yielded outside "
+           "receive() and send(); the connection is closed");
+    c->co = NULL;
+    ms_handler_failed(c);
+    return;
+  }
+  if (!(c->flags & CF_CO_RECV)) ms_conn_pause(c);
+}

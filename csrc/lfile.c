@@ -1,0 +1,218 @@
+/* lfile.c - files for static content (opened here, sent by sendfile),
+ * HTTP dates, and core.reader for a descriptor beside the sockets */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "binding.h"
+
+static int push_errno(lua_State *L, const char *what, const char *path) {
+  int e = errno;
+  static const struct { int e; const char *code; } codes[] = {
+    { ENOENT, "ENOENT" }, { ENOTDIR, "ENOTDIR" }, { EACCES, "EACCES" },
+    { EISDIR, "EISDIR" }, { ELOOP, "ELOOP" }, { ENAMETOOLONG, "ENAMETOOLONG" },
+    { EMFILE, "EMFILE" },
+  };
+  const char *code = "EIO";
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+    if (codes[i].e == e) code = codes[i].code;
+  return ms_push_fail(L, lua_pushfstring(L, "%s %s: %s", what, path,
+                                         strerror(e)), code);
+}
+
+/* core.open_file(path) -> file | nil, message, code.  Regular files
+ * only; file.size, file.mtime (s), file.mtime_ns, file.ino. */
+static int l_open_file(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, strlen(path) == len, 1, "path contains a NUL byte");
+  struct ms_file *f = lua_newuserdatauv(L, sizeof *f, 1);
+  f->fd = -1;                          /* closed until it is open */
+  f->size = 0;
+  luaL_setmetatable(L, FILE_MT);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return push_errno(L, "cannot open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return push_errno(L, "cannot stat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    errno = S_ISDIR(st.st_mode) ? EISDIR : EACCES;
+    return push_errno(L, "cannot serve", path);
+  }
+  f->fd = fd;
+  f->size = (size_t)st.st_size;
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_sec);
+  lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_nsec);
+  lua_setfield(L, -2, "mtime_ns");
+  lua_pushinteger(L, (lua_Integer)st.st_ino);
+  lua_setfield(L, -2, "ino");
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static int file_close(lua_State *L) {
+  struct ms_file *f = luaL_checkudata(L, 1, FILE_MT);
+  if (f->fd >= 0) {
+    close(f->fd);
+    f->fd = -1;
+  }
+  return 0;
+}
+
+static int file_index(lua_State *L) {
+  luaL_checkudata(L, 1, FILE_MT);
+  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+  }
+  if (lua_isnil(L, -1) && lua_type(L, 2) == LUA_TSTRING &&
+      strcmp(lua_tostring(L, 2), "close") == 0)
+    lua_pushcfunction(L, file_close);
+  return 1;
+}
+
+/* core.realpath(path) -> absolute path without links | nil, msg, code */
+static int l_realpath(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, strlen(path) == len, 1, "path contains a NUL byte");
+  char buf[PATH_MAX];
+  if (!realpath(path, buf)) return push_errno(L, "cannot resolve", path);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* core.http_date(seconds) -> "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 7231
+ * section 7.1.1.1), and core.parse_http_date(s) -> seconds | nil */
+static int l_http_date(lua_State *L) {
+  time_t t = (time_t)luaL_checkinteger(L, 1);
+  struct tm tm;
+  char buf[64];
+  if (!gmtime_r(&t, &tm)) return luaL_argerror(L, 1, "time out of range");
+  strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static int l_parse_http_date(lua_State *L) {
+  const char *s = luaL_checkstring(L, 1);
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *end = strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (!end || *end) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)timegm(&tm));
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* core.reader                                                        */
+/* ------------------------------------------------------------------ */
+
+/* core.reader(fd, fn): fn(data) for the bytes that arrive on fd, as
+ * they arrive, then fn(nil) at its end; a reader object whose close()
+ * stops it.  For a terminal or a pipe (stdin) beside the sockets. */
+#define READER_MT "moonsocket.reader"
+
+struct ms_reader {
+  ev_io io;
+  struct ms_module *module;
+  int ref;                      /* anchors the reader while it reads */
+  int fn;
+};
+
+static void reader_stop(struct ms_reader *r, lua_State *L) {
+  if (r->ref == LUA_NOREF) return;
+  ev_io_stop(r->module->loop, &r->io);
+  luaL_unref(L, LUA_REGISTRYINDEX, r->fn);
+  luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+  r->ref = r->fn = LUA_NOREF;
+}
+
+static void reader_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct ms_reader *r = (struct ms_reader *)w;
+  lua_State *L = r->module->L;
+  char buf[16384];
+  (void)loop;
+  (void)revents;
+  ssize_t n = read(w->fd, buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn);
+  if (n > 0) {
+    lua_pushlstring(L, buf, (size_t)n);
+  } else {
+    lua_pushnil(L);                      /* the end, or an error */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    reader_stop(r, L);
+    lua_insert(L, -3);                   /* anchored for the call */
+  }
+  ms_pcall(NULL, L, 1, 0, "reader");
+  if (n <= 0) lua_pop(L, 1);
+}
+
+static int l_reader(lua_State *L) {
+  struct ms_module *m = ms_module_get(L);
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 1, "not a descriptor");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  struct ms_reader *r = lua_newuserdatauv(L, sizeof *r, 0);
+  r->module = m;
+  r->ref = r->fn = LUA_NOREF;
+  luaL_setmetatable(L, READER_MT);
+  lua_pushvalue(L, 2);
+  r->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ev_io_init(&r->io, reader_cb, (int)fd, EV_READ);
+  ev_io_start(m->loop, &r->io);
+  return 1;
+}
+
+static int reader_close(lua_State *L) {
+  reader_stop(luaL_checkudata(L, 1, READER_MT), L);
+  return 0;
+}
+
+void ms_open_file(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    { "open_file", l_open_file }, { "realpath", l_realpath },
+    { "http_date", l_http_date }, { "parse_http_date", l_parse_http_date },
+    { "reader", l_reader }, { NULL, NULL }
+  };
+  static const luaL_Reg file_meta[] = {
+    { "__index", file_index }, { "__gc", file_close },
+    { "__close", file_close }, { NULL, NULL }
+  };
+  static const luaL_Reg reader_methods[] = {
+    { "close", reader_close }, { NULL, NULL }
+  };
+  static const luaL_Reg reader_meta[] = {
+    { "__close", reader_close }, { "__gc", reader_close }, { NULL, NULL }
+  };
+  if (luaL_newmetatable(L, FILE_MT)) luaL_setfuncs(L, file_meta, 0);
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, READER_MT)) {
+    luaL_setfuncs(L, reader_meta, 0);
+    luaL_newlib(L, reader_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}

@@ -1,0 +1,231 @@
+/* life.c - the life of servers and of the module: starting a server's
+ * watchers, the sweep's pace, closing, graceful shutdown, signals, and
+ * running the loop */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdlib.h>
+
+#include <lauxlib.h>
+
+#include "backplane.h"
+#include "client.h"
+#include "life.h"
+#include "log.h"
+#include "server.h"
+#include "workers.h"
+
+/* ------------------------------------------------------------------ */
+/* Servers                                                            */
+/* ------------------------------------------------------------------ */
+
+static double sweep_interval(const struct ms_options *o) {
+  double t = 1.0;
+  if (o->idle_timeout > 0 && o->idle_timeout / 4 < t) t = o->idle_timeout / 4;
+  if (o->keep_alive_timeout > 0 && o->keep_alive_timeout / 4 < t)
+    t = o->keep_alive_timeout / 4;
+  if (o->close_timeout / 4 < t) t = o->close_timeout / 4;
+  if (o->message_timeout > 0 && o->message_timeout / 4 < t)
+    t = o->message_timeout / 4;
+  if (o->handshake_timeout / 4 < t) t = o->handshake_timeout / 4;
+  if (o->keep_alive_interval > 0 && o->keep_alive_interval / 4 < t)
+    t = o->keep_alive_interval / 4;
+  return t < 0.005 ? 0.005 : t;
+}
+
+/* The sweep of s runs often enough for the timeouts of o too (a route's
+ * options, a client's). */
+void ms_server_sweep_for(struct ms_server *s, const struct ms_options *o) {
+  double every = sweep_interval(o);
+  if (!ev_is_active(&s->sweep) || every < s->sweep.repeat) {
+    s->sweep.repeat = every;
+    ev_timer_again(s->module->loop, &s->sweep);
+  }
+}
+
+static void server_finish(struct ms_server *s) {
+  struct ms_module *m = s->module;
+  lua_State *L = m->L;
+  ev_prepare_stop(m->loop, &s->prepare);
+  ev_timer_stop(m->loop, &s->sweep);
+  ev_timer_stop(m->loop, &s->shutdown_timer);
+  free(s->rbuf);
+  s->rbuf = NULL;
+  ms_server_free_chunks(s);
+  deflate_buf_free(&s->zbuf);
+  for (struct ms_server **p = &m->servers; *p; p = &(*p)->next)
+    if (*p == s) {
+      *p = s->next;
+      break;
+    }
+  luaL_unref(L, LUA_REGISTRYINDEX, s->on_request);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+  s->on_request = s->ref = LUA_NOREF;
+}
+
+static void server_shutdown_expired(struct ev_loop *loop, ev_timer *w,
+                                    int rev) {
+  struct ms_server *s = (struct ms_server *)((char *)w -
+                         offsetof(struct ms_server, shutdown_timer));
+  (void)rev;
+  while (s->conns) ms_conn_abort(s->conns, 1006);
+  ev_feed_event(loop, &s->prepare, EV_PREPARE);
+}
+
+void ms_server_start(struct ms_server *s) {
+  struct ms_module *m = s->module;
+  ev_prepare_init(&s->prepare, ms_server_prepare_cb);
+  ev_prepare_start(m->loop, &s->prepare);
+  double every = sweep_interval(&s->opts);
+  ev_timer_init(&s->sweep, ms_server_sweep_cb, every, every);
+  ev_timer_start(m->loop, &s->sweep);
+  ev_init(&s->shutdown_timer, server_shutdown_expired);
+  s->next = m->servers;
+  m->servers = s;
+}
+
+void ms_server_close(struct ms_server *s) {
+  if (s->closing) return;
+  s->closing = 1;
+  ms_server_stop_accepting(s);
+  struct ms_conn *c = s->conns;
+  for (size_t i = 0, n = s->nconns; i < n && c; i++) {
+    struct ms_conn *next = c->next;
+    if (c->state == CS_OPEN)
+      ms_conn_close(c, 1001, "server shutting down", 20, WHY_SHUTDOWN);
+    else
+      ms_conn_end_http(c);
+    c = next;
+  }
+  ev_feed_event(s->module->loop, &s->prepare, EV_PREPARE);
+}
+
+/* Close gracefully: what is left after timeout seconds is cut off. */
+void ms_server_shutdown(struct ms_server *s, double timeout) {
+  ms_server_close(s);
+  if (s->rbuf && !ev_is_active(&s->shutdown_timer)) {
+    ev_timer_set(&s->shutdown_timer, timeout, 0);
+    ev_timer_start(s->module->loop, &s->shutdown_timer);
+  }
+}
+
+void ms_module_check_done(struct ms_module *m) {
+  struct ms_server *s = m->servers, *next;
+  for (; s; s = next) {
+    next = s->next;
+    if (s->closing && s->nconns == 0 && !s->pending && !s->released)
+      server_finish(s);
+  }
+  /* the last server is gone: Redis must not keep the loop going */
+  if (!m->servers) ms_backplane_close_module(m);
+  if (m->shutting_down && !m->servers) {
+    ev_timer_stop(m->loop, &m->shutdown_timer);
+    if (m->running) ev_break(m->loop, EVBREAK_ALL);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* The module                                                         */
+/* ------------------------------------------------------------------ */
+
+static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
+  struct ms_module *m = (struct ms_module *)((char *)w -
+                         offsetof(struct ms_module, shutdown_timer));
+  (void)loop;
+  (void)rev;
+  for (struct ms_server *s = m->servers; s; s = s->next)
+    while (s->conns) ms_conn_abort(s->conns, 1006);
+  while (m->client && m->client->conns)
+    ms_conn_abort(m->client->conns, 1006);
+  for (struct ms_server *s = m->servers; s; s = s->next)
+    ev_feed_event(m->loop, &s->prepare, EV_PREPARE);
+  if (!m->servers && m->running) ev_break(m->loop, EVBREAK_ALL);
+}
+
+void ms_module_init_watchers(struct ms_module *m) {
+  ev_init(&m->shutdown_timer, shutdown_expired);
+  ms_log_init(m);
+}
+
+void ms_module_stop_watchers(struct ms_module *m) {
+  ms_log_flush(m);
+  if (ev_is_active(&m->shutdown_timer))
+    ev_timer_stop(m->loop, &m->shutdown_timer);
+}
+
+void ms_module_shutdown(struct ms_module *m, double timeout) {
+  if (m->shutting_down) return;
+  m->shutting_down = 1;
+  ms_log_flush(m);
+  ms_client_shutdown(m);
+  for (struct ms_server *s = m->servers; s; s = s->next)
+    ms_server_shutdown(s, timeout);
+  /* only the loop moonsocket_run runs is broken: a host's loop goes on
+   * with the host's work, and no watcher of ours is left to keep it */
+  if (m->servers) {
+    ev_timer_init(&m->shutdown_timer, shutdown_expired, timeout, 0);
+    ev_timer_start(m->loop, &m->shutdown_timer);
+  } else {
+    ms_backplane_close_module(m);
+    if (m->running) ev_break(m->loop, EVBREAK_ALL);
+  }
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+  struct ms_module *m = w->data;
+  (void)revents;
+  if (m->shutting_down) {              /* a second signal: stop now */
+    shutdown_expired(loop, &m->shutdown_timer, 0);
+    return;
+  }
+  ms_log_flush(m);                     /* the count before the news */
+  ms_log(NULL, MS_LOG_INFO, "signal %d: shutting down", w->signum);
+  ms_module_shutdown(m, 5.0);
+}
+
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+  struct ms_module *m = w->data;
+  (void)loop;
+  (void)revents;
+  for (struct ms_server *s = m->servers; s; s = s->next) {
+    if (!s->tls) continue;
+    char why[512];
+    if (ms_tls_load(s->tls, why, sizeof why) == 0)
+      ms_log(s, MS_LOG_INFO, "SIGHUP: certificates of %s:%d reloaded",
+             s->host, s->port);
+    else
+      ms_log(s, MS_LOG_ERROR, "SIGHUP: certificates of %s:%d kept: %s",
+             s->host, s->port, why);
+  }
+}
+
+int ms_module_run(struct ms_module *m) {
+  /* OpenSSL writes to sockets without MSG_NOSIGNAL, and sendfile has no
+   * such flag: a peer that left must not kill the process */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
+  /* after a shutdown nothing is served any more: a reader or any other
+   * watcher the app still holds must not keep the loop (and the runner,
+   * which runs it once the script has returned) going */
+  if (m->shutting_down && !m->servers) return 0;
+  if (m->nworkers > 1 && !m->worker && !m->running &&
+      ms_workers_run(m) == 0)
+    return 0;                          /* the master, done */
+  ev_signal_init(&m->sigint, signal_cb, SIGINT);
+  ev_signal_init(&m->sigterm, signal_cb, SIGTERM);
+  ev_signal_init(&m->sighup, sighup_cb, SIGHUP);
+  m->sigint.data = m->sigterm.data = m->sighup.data = m;
+  ev_signal_start(m->loop, &m->sigint);
+  ev_signal_start(m->loop, &m->sigterm);
+  ev_signal_start(m->loop, &m->sighup);
+  for (int i = 0; i < 3; i++) ev_unref(m->loop);  /* signals keep nothing */
+  int was_running = m->running;
+  m->running = 1;
+  ev_run(m->loop, 0);
+  m->running = was_running;
+  for (int i = 0; i < 3; i++) ev_ref(m->loop);
+  ev_signal_stop(m->loop, &m->sigint);
+  ev_signal_stop(m->loop, &m->sigterm);
+  ev_signal_stop(m->loop, &m->sighup);
+  return 0;
+}

@@ -1,0 +1,342 @@
+/* lrequest.c - the request pipeline: the request table, the pipeline's
+ * answer (a response, an upgrade, nothing) and the open event */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <lauxlib.h>
+
+#include "binding.h"
+#include "handshake.h"
+#include "life.h"
+#include "log.h"
+
+void ms_push_request(lua_State *L, struct ms_conn *c,
+                         const struct http_request *req) {
+  const char *q = memchr(req->path, '?', req->path_len);
+  /* sized to its fields, no more: each handshake's garbage piles up
+   * until the collector runs, and an idle socket's RSS with it */
+  lua_createtable(L, 0, q ? 9 : 8);
+  lua_pushlstring(L, req->method, req->method_len);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req->target, req->target_len);
+  lua_setfield(L, -2, "target");
+  size_t plen = q ? (size_t)(q - req->path) : req->path_len;
+  if (plen) lua_pushlstring(L, req->path, plen);
+  else lua_pushliteral(L, "/");    /* "http://host": RFC 9112 3.2.1 */
+  lua_setfield(L, -2, "path");
+  if (q) {
+    lua_pushlstring(L, q + 1, req->path_len - plen - 1);
+    lua_setfield(L, -2, "query");
+  }
+  lua_pushstring(L, req->minor_version ? "1.1" : "1.0");
+  lua_setfield(L, -2, "version");
+  lua_createtable(L, 0, (int)req->nheaders);
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    luaL_Buffer b;
+    char *name = luaL_buffinitsize(L, &b, h->name_len);
+    for (size_t k = 0; k < h->name_len; k++) {
+      char ch = h->name[k];
+      name[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+    luaL_pushresultsize(&b, h->name_len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {  /* repeated: join (7230) */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h->value, h->value_len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->value, h->value_len);
+    }
+    lua_rawset(L, -3);
+  }
+  if (req->authority) {        /* it replaces Host (RFC 9112 3.2.2) */
+    lua_pushlstring(L, req->authority, req->authority_len);
+    lua_setfield(L, -2, "host");
+  }
+  lua_setfield(L, -2, "headers");
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(c->io.fd, (struct sockaddr *)&ss, &len) == 0) {
+    char addr[INET6_ADDRSTRLEN];
+    int v6 = ss.ss_family == AF_INET6;
+    inet_ntop(ss.ss_family,
+              v6 ? (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                 : (void *)&((struct sockaddr_in *)&ss)->sin_addr,
+              addr, sizeof addr);
+    lua_pushstring(L, addr);
+    lua_setfield(L, -2, "remote_addr");
+    lua_pushinteger(L, ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                : ((struct sockaddr_in *)&ss)->sin_port));
+    lua_setfield(L, -2, "remote_port");
+  }
+  lua_pushboolean(L, handshake_wanted(req));
+  lua_setfield(L, -2, "upgrade");
+}
+
+/* The fields the core writes itself: framing and the connection's fate
+ * (RFC 9112 sections 6 and 9.6, RFC 9110 section 7.8).  A handler's
+ * would contradict them: Transfer-Encoding beside Content-Length. */
+static int core_header(const char *name, size_t len) {
+  return http_ieq(name, len, "content-length") ||
+         http_ieq(name, len, "transfer-encoding") ||
+         http_ieq(name, len, "connection") || http_ieq(name, len, "upgrade");
+}
+
+/* Push name[0..len) for a log line: at most 64 bytes, what is not
+ * printable ASCII escaped (\r, \xHH).  Returns it. */
+static const char *push_shown(lua_State *L, const char *name, size_t len) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < len && i < 64; i++) {
+    unsigned char ch = (unsigned char)name[i];
+    if (ch == '\r') luaL_addstring(&b, "\\r");
+    else if (ch == '\n') luaL_addstring(&b, "\\n");
+    else if (ch < 0x20 || ch >= 0x7F || ch == '\\' || ch == '\'') {
+      char hex[5];
+      snprintf(hex, sizeof hex, "\\x%02X", ch);
+      luaL_addstring(&b, hex);
+    } else {
+      luaL_addchar(&b, (char)ch);
+    }
+  }
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
+}
+
+/* Serialise the headers table at idx as "Name: value\r\n" lines.
+ * Returns NULL with them pushed, or why they would break the response
+ * (pushed above them): a name that is no token, a value with a control
+ * character, a field the core writes. */
+const char *ms_push_header_lines(lua_State *L, int idx) {
+  lua_pushliteral(L, "");
+  int acc = lua_gettop(L);
+  if (!lua_istable(L, idx)) return NULL;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t nl, vl;
+    int vt = lua_type(L, -1);
+    if (lua_type(L, -2) != LUA_TSTRING ||
+        (vt != LUA_TSTRING && vt != LUA_TNUMBER)) {
+      const char *why = lua_pushfstring(L, "a header of a %s to a %s",
+                                        luaL_typename(L, -2),
+                                        luaL_typename(L, -1));
+      lua_replace(L, acc + 1);
+      lua_settop(L, acc + 1);
+      return why;
+    }
+    const char *n = lua_tolstring(L, -2, &nl);
+    const char *v = lua_tolstring(L, -1, &vl);
+    const char *why = !http_is_token(n, nl) ? "header name '%s' is not a "
+                      "token"
+                      : !http_is_field_value(v, vl) ? "header '%s' has a "
+                      "control character in its value"
+                      : core_header(n, nl) ? "the core writes header '%s'"
+                      : NULL;
+    if (why) {
+      const char *shown = push_shown(L, n, nl);
+      why = lua_pushfstring(L, why, shown);
+      lua_replace(L, acc + 1);
+      lua_settop(L, acc + 1);
+      return why;
+    }
+    lua_pushvalue(L, acc);
+    lua_pushfstring(L, "%s: %s\r\n", n, v);
+    lua_concat(L, 2);
+    lua_replace(L, acc);
+    lua_pop(L, 1);
+  }
+  return NULL;
+}
+
+/* Protected: build the request table and run the pipeline on it.
+ * Returns the request and the pipeline's first three results. */
+static int call_pipeline(lua_State *L) {
+  struct ms_conn *c = lua_touserdata(L, 1);
+  const struct http_request *req = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  ms_push_request(L, c, req);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->on_request);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 4);
+  return 5;
+}
+
+/* Give c the options of its route; the sweep then runs often enough
+ * for the route's timeouts too. */
+static void use_route(struct ms_conn *c, const struct ms_route *route) {
+  c->opts = &route->opts;
+  ms_server_sweep_for(c->server, &route->opts);
+}
+
+/* Push "ADDR TARGET" of the request table at req_idx, the label of a
+ * connection's lines in the log; returns it. */
+const char *ms_push_label(lua_State *L, int req_idx) {
+  char target[MS_LOG_FIELD_MAX];
+  size_t len = 0;
+  req_idx = lua_absindex(L, req_idx);
+  lua_getfield(L, req_idx, "remote_addr");
+  lua_getfield(L, req_idx, "target");
+  const char *raw = lua_tolstring(L, -1, &len);
+  const char *label = lua_pushfstring(L, "%s %s", lua_tostring(L, -2),
+    raw ? ms_log_escape(target, sizeof target, raw, len, MS_ESCAPE_FIELD)
+        : NULL);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return label;
+}
+
+static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
+  if (c->server->opts.log_level < MS_LOG_INFO) return;
+  ms_log(c->server, MS_LOG_INFO, "open %s", ms_push_label(L, req_idx));
+  lua_pop(L, 1);
+}
+
+/* After the open event (its callback returned, or its coroutine first
+ * waited or ended): the route's keep_request keeps the request, as
+ * its raw head unless it was made a table; else it is dropped, and
+ * only "ADDR TARGET" stays, for the close line when that is logged. */
+static void end_open(struct ms_conn *c, lua_State *L,
+                     const struct http_request *req, int req_idx) {
+  ms_push_conn(L, c);
+  if (c->opts->keep_request) {
+    if (lua_getiuservalue(L, -1, UV_REQUEST) != LUA_TTABLE) {
+      lua_pushlstring(L, req->method, req->head_len);
+      lua_setiuservalue(L, -3, UV_REQUEST);
+    }
+    lua_pop(L, 2);
+    return;
+  }
+  c->flags |= CF_REQUEST_DROPPED;
+  if (c->server->opts.log_level >= MS_LOG_INFO && !(c->flags & CF_NOTIFIED))
+    ms_push_label(L, req_idx);
+  else
+    lua_pushnil(L);
+  lua_setiuservalue(L, -2, UV_REQUEST);
+  lua_pop(L, 1);
+}
+
+void ms_event_request(struct ms_conn *c, const struct http_request *req) {
+  struct ms_server *s = c->server;
+  lua_State *L = s->module->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, call_pipeline);
+  lua_pushlightuserdata(L, c);
+  lua_pushlightuserdata(L, (void *)req);
+  /* after a refused upgrade the client's state is unknown: close */
+  int keep = !handshake_wanted(req);
+  if (ms_pcall(s, L, 2, 5, "request handler") != LUA_OK) {
+    ms_conn_respond_error(c, 500, "the application failed", keep);
+    lua_settop(L, top);
+    return;
+  }
+  int req_idx = top + 1, r = top + 2;
+  if (c->state != CS_HTTP) {
+    lua_settop(L, top);
+    return;
+  }
+  switch (lua_type(L, r)) {
+  case LUA_TNUMBER: {
+    int status = (int)lua_tointeger(L, r);
+    size_t blen = 0;
+    const char *body = NULL;
+    struct ms_file *file = luaL_testudata(L, r + 2, FILE_MT);
+    if (file && file->fd >= 0) blen = file->size;
+    else if (lua_type(L, r + 2) == LUA_TSTRING)
+      body = lua_tolstring(L, r + 2, &blen);
+    const char *bad = status < 200 || status > 999 ? "a status out of "
+                      "200..999"
+                      : !body && !(file && file->fd >= 0) &&
+                        !lua_isnil(L, r + 2) ? "a body that is no string "
+                      "or file"
+                      : ms_push_header_lines(L, r + 1);
+    if (bad) {
+      ms_log(s, MS_LOG_ERROR, "request handler returned an invalid response: "
+             "%s", bad);
+      ms_conn_respond_error(c, 500, "the application failed", keep);
+      break;
+    }
+    size_t hlen;
+    const char *hdrs = lua_tolstring(L, -1, &hlen);
+    int fd = file ? file->fd : -1;
+    if (file) file->fd = -1;          /* the connection owns it now */
+    if (!keep) c->flags &= ~CF_KEEP_ALIVE;   /* a refused upgrade */
+    ms_conn_respond(c, status, hdrs, hlen, body, blen, fd,
+                    http_ieq(req->method, req->method_len, "HEAD"));
+    break;
+  }
+  case LUA_TTABLE: case LUA_TFUNCTION: {
+    const char *why;
+    if (!handshake_wanted(req)) {
+      ms_conn_respond_error(c, 426, "this endpoint accepts WebSocket "
+                            "connections only", 1);
+      break;
+    }
+    struct ms_route *route = luaL_testudata(L, r + 1, ROUTE_MT);
+    const char *protocol = lua_tostring(L, r + 3);
+    if (protocol && !http_is_token(protocol, strlen(protocol))) {
+      char field[MS_LOG_FIELD_MAX];
+      ms_log(s, MS_LOG_ERROR, "invalid subprotocol '%s'",
+             ms_log_escape(field, sizeof field, protocol, strlen(protocol),
+                           MS_ESCAPE_FIELD));
+      ms_conn_respond_error(c, 500, "the application failed", 0);
+      break;
+    }
+    char *chosen = protocol ? strdup(protocol) : NULL;
+    if (protocol && !chosen) {
+      ms_conn_respond_error(c, 500, "out of memory", 0);
+      break;
+    }
+    if (route) use_route(c, route);
+    int status = ms_conn_upgrade(c, req, protocol, &why);
+    if (status) {
+      free(chosen);
+      c->opts = &s->opts;
+      ms_conn_respond_error(c, status, why, 0);
+      break;
+    }
+    c->protocol = chosen;
+    ms_push_conn(L, c);
+    if (lua_istable(L, r + 2)) {
+      lua_pushvalue(L, r + 2);
+      lua_setiuservalue(L, -2, UV_DATA);
+    }
+    log_open(c, L, req_idx);
+    if (lua_type(L, r) == LUA_TFUNCTION) {
+      lua_State *co = lua_newthread(L);
+      lua_setiuservalue(L, -2, UV_HANDLER);
+      lua_pushvalue(L, r);
+      lua_xmove(L, co, 1);
+      c->co = co;
+      c->flags |= CF_COROUTINE;
+    } else {
+      lua_pushvalue(L, r);
+      lua_setiuservalue(L, -2, UV_HANDLER);
+    }
+    /* ws.request is made from req if the open handler asks for it */
+    struct ms_conn *was = s->opening;
+    const struct http_request *was_req = s->opening_req;
+    s->opening = c;
+    s->opening_req = req;
+    ms_event_open(c);
+    s->opening = was;
+    s->opening_req = was_req;
+    end_open(c, L, req, req_idx);
+    break;
+  }
+  case LUA_TNIL:
+    ms_conn_respond_error(c, 404, "no route for this path", keep);
+    break;
+  default:
+    ms_log(s, MS_LOG_ERROR, "request handler returned a %s",
+           luaL_typename(L, r));
+    ms_conn_respond_error(c, 500, "the application failed", keep);
+  }
+  lua_settop(L, top);
+}

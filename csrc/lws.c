@@ -1,0 +1,384 @@
+/* lws.c - the WebSocket object (moonsocket.ws): its methods, its
+ * fields, and publish/subscribe */
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "backplane.h"
+#include "binding.h"
+#include "frame.h"
+#include "transport.h"
+#include "utf8.h"
+#include "workers.h"
+
+/* The WebSocket at index 1.  Its functions carry the metatable as
+ * upvalue 1: the check is a pointer compare, not a registry lookup by
+ * name (this runs on every send). */
+static struct ms_conn *check_ws(lua_State *L) {
+  void *p = lua_touserdata(L, 1);
+  if (p && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  luaL_typeerror(L, 1, WS_MT);
+  return NULL;
+}
+
+/* "text" (the default) or "binary"; 1 for binary. */
+static int check_kind(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  size_t n;
+  const char *k = luaL_checklstring(L, idx, &n);
+  if (n == 4 && memcmp(k, "text", 4) == 0) return 0;
+  if (n == 6 && memcmp(k, "binary", 6) == 0) return 1;
+  return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", k));
+}
+
+static const char *state_name(const struct ms_conn *c) {
+  switch (c->state) {
+  case CS_HTTP: return "connecting";
+  case CS_OPEN: return "open";
+  case CS_CLOSING: case CS_DRAINING: return "closing";
+  default: return "closed";
+  }
+}
+
+const char *ms_why_name(int why) {
+  static const char *const names[] = { "local", "peer", "local", "timeout",
+                                       "error", "lost", "shutdown" };
+  return names[why];
+}
+
+static int push_send_status(lua_State *L, enum ms_send_status st) {
+  switch (st) {
+  case MS_SENT: lua_pushliteral(L, "sent"); return 1;
+  case MS_QUEUED: lua_pushliteral(L, "queued"); return 1;
+  case MS_DROPPED_CLOSED:
+    return ms_push_fail(L, MS_ECLOSED_DROPPED, "ECLOSED");
+  default:
+    return ms_push_fail(L, "dropped: max_backpressure exceeded",
+                        "EBACKPRESSURE");
+  }
+}
+
+/* A client's send before its WebSocket is open: nothing is queued. */
+static int push_connecting(lua_State *L) {
+  return ms_push_fail(L, "dropped: the connection is not open yet",
+                      "ECONNECTING");
+}
+
+static int ws_send(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  int kind = check_kind(L, 3);
+  int compress = 1;                /* { compress = false } sends plain */
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    if (lua_getfield(L, 4, "compress") != LUA_TNIL)
+      compress = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  /* text must be UTF-8: checked unless it is the message the handler
+   * was just given, which was checked on its way in (an echo) */
+  struct ms_server *s = c->server;
+  luaL_argcheck(L, kind || (data == s->validated && len == s->validated_len)
+                || utf8_validate(UTF8_ACCEPT, (const uint8_t *)data, len) ==
+                   UTF8_ACCEPT, 2,
+                "text is not UTF-8 (send it as \"binary\")");
+  enum ms_send_status st = ms_conn_send(c, kind ? WS_OP_BINARY : WS_OP_TEXT,
+                                        data, len, L, 2, compress);
+  if (st == MS_QUEUED && c->co == L) {
+    c->flags |= CF_CO_SEND;            /* back-pressure: wait for drain */
+    return lua_yield(L, 0);
+  }
+  if (st == MS_DROPPED_CLOSED && c->state == CS_HTTP)
+    return push_connecting(L);
+  return push_send_status(L, st);
+}
+
+static int ws_ping(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *data = luaL_optlstring(L, 2, "", &len);
+  luaL_argcheck(L, len <= WS_CONTROL_MAX, 2, "ping payload over 125 bytes");
+  enum ms_send_status st = ms_conn_send(c, WS_OP_PING, data, len, NULL,
+                                        0, 0);
+  if (st == MS_DROPPED_CLOSED && c->state == CS_HTTP)
+    return push_connecting(L);
+  return push_send_status(L, st);
+}
+
+static int ws_close(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  lua_Integer code = luaL_optinteger(L, 2, 1000);
+  size_t len;
+  const char *reason = luaL_optlstring(L, 3, "", &len);
+  luaL_argcheck(L, code == 1000 || (code >= 1001 && code <= 1003) ||
+                (code >= 1007 && code <= 1014) ||
+                (code >= 3000 && code <= 4999), 2, "invalid close code");
+  luaL_argcheck(L, len <= WS_CONTROL_MAX - 2, 3, "reason over 123 bytes");
+  luaL_argcheck(L, utf8_validate(UTF8_ACCEPT, (const uint8_t *)reason,
+                                 len) == UTF8_ACCEPT, 3,
+                "reason is not UTF-8");
+  if (c->state == CS_HTTP && (c->flags & CF_CLIENT)) {
+    /* no WebSocket yet: give up the attempt (close event 1006) */
+    ms_conn_abort_with(c, 1006, "closed while connecting", WHY_LOCAL);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (c->state != CS_OPEN)
+    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
+  ms_conn_close(c, (int)code, reason, len, WHY_LOCAL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* local ws <close> = ...: leaving the scope closes the WebSocket, with
+ * 1000, or 1011 when the scope is left by an error; nothing when it is
+ * already closing or closed. */
+static int ws_close_scope(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  int failed = !lua_isnoneornil(L, 2);
+  if (c->state == CS_HTTP && (c->flags & CF_CLIENT))
+    ms_conn_abort_with(c, 1006, "closed while connecting", WHY_LOCAL);
+  else if (c->state == CS_OPEN)
+    ms_conn_close(c, failed ? 1011 : 1000, "", 0, WHY_LOCAL);
+  return 0;
+}
+
+static int ws_receive(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  if (c->co != L)
+    return luaL_error(L, "receive() works only in the coroutine of a "
+                      "function handler");
+  /* closing: messages the peer sent before it saw our close frame are
+   * still read, until its close frame */
+  if (c->state != CS_OPEN &&
+      (c->state != CS_CLOSING || (c->flags & CF_NOTIFIED))) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    lua_pushinteger(L, c->close_code);
+    lua_pushliteral(L, "");
+    lua_pushstring(L, ms_why_name(c->why));
+    lua_pushinteger(L, c->unsent);
+    return 6;
+  }
+  c->flags |= CF_CO_RECV;
+  ms_conn_resume_reading(c);
+  return lua_yield(L, 0);
+}
+
+/* ws.topics: a new array of the names, in subscription order */
+static void push_topic_name(void *arg, const char *name, size_t len) {
+  lua_State *L = arg;
+  lua_pushlstring(L, name, len);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+/* Push ws.request of the object at idx: the cached table, or one made
+ * from the request being opened or from the raw head kept (then
+ * cached); nil before an upgrade. */
+void ms_push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
+  struct ms_server *s = c->server;
+  idx = lua_absindex(L, idx);
+  int t = lua_getiuservalue(L, idx, UV_REQUEST);
+  if (t == LUA_TTABLE) return;
+  struct http_header headers[s->limits.max_headers];
+  struct http_request parsed;
+  const struct http_request *req = s->opening == c ? s->opening_req : NULL;
+  if (!req && t == LUA_TSTRING) {
+    size_t len;
+    const char *raw = lua_tolstring(L, -1, &len);
+    struct http_limits limits = { len, len, s->limits.max_headers };
+    parsed.headers = headers;
+    if (http_parse_request(raw, len, 0, &limits, &parsed) > 0)
+      req = &parsed;
+  }
+  if (!req) return;
+  ms_push_request(L, c, req);
+  if (c->protocol) {
+    lua_pushstring(L, c->protocol);
+    lua_setfield(L, -2, "protocol");
+  }
+  lua_remove(L, -2);                   /* the raw head, or nil */
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, UV_REQUEST);
+}
+
+static int ws_index(lua_State *L) {
+  lua_pushvalue(L, 2);                 /* methods first: the common case */
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
+  struct ms_conn *c = check_ws(L);
+  const char *key = lua_tostring(L, 2);
+  if (!key) return 1;
+  if (strcmp(key, "request") == 0) {
+    if (c->flags & CF_REQUEST_DROPPED)
+      return luaL_error(L, "ws.request is kept only until open returns; "
+                        "set keep_request = true on the route or copy "
+                        "what you need into ws.data");
+    ms_push_ws_request(L, c, 1);
+  } else if (strcmp(key, "data") == 0) {
+    if (lua_getiuservalue(L, 1, UV_DATA) == LUA_TNIL) {
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, 1, UV_DATA);
+    }
+  } else if (strcmp(key, "protocol") == 0) {
+    if (c->protocol) lua_pushstring(L, c->protocol);
+    else lua_pushnil(L);
+  } else if (strcmp(key, "compressed") == 0) {
+    lua_pushboolean(L, c->deflate != NULL);
+  } else if (strcmp(key, "state") == 0) {
+    lua_pushstring(L, state_name(c));
+  } else if (strcmp(key, "topics") == 0) {
+    lua_newtable(L);
+    ms_topic_each_of_conn(c, push_topic_name, L);
+  } else if (strcmp(key, "buffered_amount") == 0) {
+    lua_pushinteger(L, (lua_Integer)c->out.bytes);
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+static int ws_gc(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  free(c->protocol);
+  c->protocol = NULL;
+  if (c->state != CS_CLOSED && c->server) {   /* only at lua_close */
+    ev_io_stop(c->server->module->loop, &c->io);
+    ms_transport_of(c)->close(c);
+    c->state = CS_CLOSED;
+    ms_conn_free_buffers(c, NULL);
+  }
+  return 0;
+}
+
+static int ws_tostring(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  lua_pushfstring(L, "moonsocket.ws (%s): %p", state_name(c), (void *)c);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Publish and subscribe                                              */
+/* ------------------------------------------------------------------ */
+
+static const char *check_topic(lua_State *L, int idx, size_t *len) {
+  const char *name = luaL_checklstring(L, idx, len);
+  luaL_argcheck(L, *len > 0, idx, "empty topic name");
+  return name;
+}
+
+/* ws:subscribe(topic) -> true (subscribed now) | false (already was) */
+static int ws_subscribe(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  /* published frames are built once, unmasked: for servers' sockets */
+  luaL_argcheck(L, !(c->flags & CF_CLIENT), 1,
+                "a client connection cannot subscribe");
+  if (c->state != CS_OPEN)
+    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
+  int r = ms_topic_subscribe(&c->server->module->topics, c, name, len);
+  if (r < 0) return luaL_error(L, "out of memory");
+  lua_pushboolean(L, r);
+  return 1;
+}
+
+/* ws:unsubscribe(topic) -> true (was subscribed) | false */
+static int ws_unsubscribe(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  lua_pushboolean(L, ms_topic_unsubscribe(&c->server->module->topics, c,
+                                          name, len));
+  return 1;
+}
+
+static int ws_is_subscribed(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  lua_pushboolean(L, ms_topic_is_subscribed(c, name, len));
+  return 1;
+}
+
+/* Publish data (kind at idx+1) to topic at idx, skipping skip.  Text is
+ * checked once here, not per subscriber. */
+static int publish(lua_State *L, struct ms_module *m, int idx,
+                   struct ms_conn *skip) {
+  size_t nlen, len;
+  const char *name = check_topic(L, idx, &nlen);
+  const char *data = luaL_checklstring(L, idx + 1, &len);
+  int binary = check_kind(L, idx + 2);
+  struct ms_server *s = skip ? skip->server : NULL;
+  luaL_argcheck(L, binary || (s && data == s->validated &&
+                              len == s->validated_len) ||
+                utf8_validate(UTF8_ACCEPT, (const uint8_t *)data, len) ==
+                UTF8_ACCEPT, idx + 1,
+                "text is not UTF-8 (publish it as \"binary\")");
+  unsigned op = binary ? WS_OP_BINARY : WS_OP_TEXT;
+  long n = ms_topic_publish(&m->topics, name, nlen, op, data, len, skip);
+  if (n < 0) return luaL_error(L, "out of memory");
+  /* the other workers of this node through the master; other nodes
+   * through Redis (the workers of a node share its id there) */
+  if (m->link) ms_workers_publish(m, name, nlen, op, data, len);
+  if (m->backplane)
+    ms_backplane_publish(m->backplane, name, nlen, op, data, len);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* ws:publish(topic, data [, kind]): every subscriber but ws */
+static int ws_publish(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  return publish(L, c->server->module, 2, c);
+}
+
+/* publish(topic, data [, kind]) -> the number of sockets reached */
+static int l_publish(lua_State *L) {
+  return publish(L, ms_module_get(L), 1, NULL);
+}
+
+static int l_subscribers(lua_State *L) {
+  size_t len;
+  const char *name = check_topic(L, 1, &len);
+  lua_pushinteger(L, (lua_Integer)ms_topic_subscribers(
+                         &ms_module_get(L)->topics, name, len));
+  return 1;
+}
+
+void ms_open_ws(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    { "publish", l_publish }, { "subscribers", l_subscribers },
+    { NULL, NULL }
+  };
+  static const luaL_Reg ws_methods[] = {
+    { "send", ws_send }, { "ping", ws_ping }, { "close", ws_close },
+    { "receive", ws_receive }, { "subscribe", ws_subscribe },
+    { "unsubscribe", ws_unsubscribe }, { "subscribed", ws_is_subscribed },
+    { "publish", ws_publish }, { NULL, NULL }
+  };
+  static const luaL_Reg ws_meta[] = {
+    { "__gc", ws_gc }, { "__close", ws_close_scope },
+    { "__tostring", ws_tostring }, { NULL, NULL }
+  };
+  /* every ws function gets the metatable as upvalue 1 (check_ws) */
+  if (luaL_newmetatable(L, WS_MT)) {
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, ws_methods, 1);
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_pushcclosure(L, ws_index, 2);  /* metatable, methods */
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, -1);
+    luaL_setfuncs(L, ws_meta, 1);
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}

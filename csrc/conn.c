@@ -366,7 +366,7 @@ static void fail(struct ms_conn *c, int code, enum fail_reason r) {
 /* Writing                                                             */
 /* ------------------------------------------------------------------ */
 
-static void flush_with(struct ms_conn *c) {
+void ms_conn_flush(struct ms_conn *c) {
   /* written strings are unreferenced in the module's state */
   struct outq_release r = { unref_string, c->server->module->L };
   if (c->state == CS_CLOSED) return;
@@ -410,10 +410,6 @@ static void flush_with(struct ms_conn *c) {
   }
 }
 
-void ms_conn_flush(struct ms_conn *c) {
-  flush_with(c);
-}
-
 /* Compress a message into the server's scratch buffer and queue it
  * with RSV1 set.  Returns 1 when queued, 0 to send it plain instead
  * (zlib failed: the compressor was dropped), -1 out of memory. */
@@ -450,7 +446,7 @@ static enum ms_send_status send_queued(struct ms_conn *c, int rc) {
     ms_conn_abort(c, 1006);
     return MS_DROPPED_CLOSED;
   }
-  if (c->out.bytes >= FLUSH_EAGER) flush_with(c);
+  if (c->out.bytes >= FLUSH_EAGER) ms_conn_flush(c);
   if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
   return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
 }
@@ -525,7 +521,7 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
 /* The reason phrase of every status RFC 9110 section 15 defines (306
  * and 418 are reserved there, without one), and of 429 and 431 (RFC
  * 6585). */
-const char *ms_status_reason(int status) {
+static const char *status_reason(int status) {
   switch (status) {
   case 100: return "Continue";
   case 101: return "Switching Protocols";
@@ -596,7 +592,7 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
                            : c->flags & CF_HTTP10
                            ? "Connection: keep-alive\r\n" : "";
   int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n%s%s", status,
-                   ms_status_reason(status), length, connection);
+                   status_reason(status), length, connection);
   int rc = out_copy(c, head, (size_t)n) < 0 ||
            out_copy(c, headers, headers_len) < 0 ||
            out_copy(c, "\r\n", 2) < 0;
@@ -724,7 +720,7 @@ static void respond_error(struct ms_conn *c, int status, const char *why,
                    "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
   char body[160];
   int bn = snprintf(body, sizeof body, "%d %s: %s\n", status,
-                    ms_status_reason(status), why);
+                    status_reason(status), why);
   if (!keep_alive) c->flags &= ~CF_KEEP_ALIVE;
   ms_conn_respond(c, status, hdr, (size_t)n, body, (size_t)bn, -1, 0);
 }
@@ -1327,35 +1323,15 @@ void ms_conn_resume_reading(struct ms_conn *c) {
 /* The loop's hooks: before it sleeps, and the timeout sweep           */
 /* ------------------------------------------------------------------ */
 
-void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
-  struct ms_server *s = (struct ms_server *)((char *)w -
-                         offsetof(struct ms_server, prepare));
-  (void)loop;
-  (void)revents;
-  struct ms_conn *c;
-  while ((c = s->pending)) {
-    s->pending = c->next_pending;
-    c->flags &= ~CF_IN_PENDING;
-    if (c->state == CS_CLOSED) {
-      c->flags |= CF_IN_PENDING;
-      c->next_pending = s->released;
-      s->released = c;
-      continue;
-    }
-    if (c->rx && c->rx->in && !(c->flags & CF_PAUSED) &&
-        c->state != CS_DRAINING)
-      feed(c, NULL, 0);
-    if (c->state != CS_CLOSED && !(c->flags & CF_PAUSED) &&
-        read_pending(c))
-      conn_read(c);               /* records decrypted before a pause */
-    ms_conn_flush(c);
-  }
-  while ((c = s->released)) {
-    s->released = c->next_pending;
-    ms_event_release(c);
-  }
-  if (s->closing || s->module->shutting_down)
-    ms_module_check_done(s->module);
+/* Before the loop sleeps, for a connection in its server's pending
+ * list: input left for later is read, then the queue is flushed. */
+void ms_conn_service(struct ms_conn *c) {
+  if (c->rx && c->rx->in && !(c->flags & CF_PAUSED) &&
+      c->state != CS_DRAINING)
+    feed(c, NULL, 0);
+  if (c->state != CS_CLOSED && !(c->flags & CF_PAUSED) && read_pending(c))
+    conn_read(c);                 /* records decrypted before a pause */
+  ms_conn_flush(c);
 }
 
 /* The timeouts of an open WebSocket: idle_timeout, the keep-alive ping
@@ -1390,37 +1366,24 @@ static void sweep_open(struct ms_conn *c, double now) {
   }
 }
 
-void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-  struct ms_server *s = (struct ms_server *)((char *)w -
-                         offsetof(struct ms_server, sweep));
-  (void)revents;
-  double now = ev_now(loop);
-  if (s->listener.fd >= 0 && !ev_is_active(&s->listener) && !s->closing)
-    ev_io_start(loop, &s->listener);        /* accepts were paused */
-  if (!s->conns) return;
-  /* walk a snapshot of the count: aborting unlinks the current node */
-  struct ms_conn *c = s->conns;
-  size_t n = s->nconns;
-  for (size_t i = 0; i < n && s->conns; i++) {
-    struct ms_conn *next = c->next;
-    switch (c->state) {
-    case CS_HTTP:
-      if (now >= c->deadline && (c->flags & CF_CLIENT))
-        ms_conn_abort_with(c, 1006, "handshake timeout", WHY_TIMEOUT);
-      else if (now >= c->deadline)
-        ms_conn_abort(c, 0);
-      break;
-    case CS_OPEN:
-      sweep_open(c, now);
-      break;
-    case CS_CLOSING: case CS_DRAINING:
-      if (now >= c->deadline) {
-        set_why(c, WHY_TIMEOUT);
-        ms_conn_abort(c, 1006);
-      }
-      break;
+/* The sweep's look at a connection: the timeout of its state. */
+void ms_conn_sweep(struct ms_conn *c, double now) {
+  switch (c->state) {
+  case CS_HTTP:
+    if (now >= c->deadline && (c->flags & CF_CLIENT))
+      ms_conn_abort_with(c, 1006, "handshake timeout", WHY_TIMEOUT);
+    else if (now >= c->deadline)
+      ms_conn_abort(c, 0);
+    break;
+  case CS_OPEN:
+    sweep_open(c, now);
+    break;
+  case CS_CLOSING: case CS_DRAINING:
+    if (now >= c->deadline) {
+      set_why(c, WHY_TIMEOUT);
+      ms_conn_abort(c, 1006);
     }
-    c = next;
+    break;
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "backplane.h"
 #include "client.h"
+#include "events.h"
 #include "life.h"
 #include "log.h"
 #include "server.h"
@@ -39,6 +40,55 @@ void ms_server_sweep_for(struct ms_server *s, const struct ms_options *o) {
   if (!ev_is_active(&s->sweep) || every < s->sweep.repeat) {
     s->sweep.repeat = every;
     ev_timer_again(s->module->loop, &s->sweep);
+  }
+}
+
+/* Before the loop sleeps: each pending connection reads what it left
+ * for later and flushes its queue (one write per connection per loop
+ * iteration), and the closed ones are released, outside the callbacks
+ * that closed them. */
+void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w,
+                          int revents) {
+  struct ms_server *s = (struct ms_server *)((char *)w -
+                         offsetof(struct ms_server, prepare));
+  (void)loop;
+  (void)revents;
+  struct ms_conn *c;
+  while ((c = s->pending)) {
+    s->pending = c->next_pending;
+    c->flags &= ~CF_IN_PENDING;
+    if (c->state == CS_CLOSED) {
+      c->flags |= CF_IN_PENDING;
+      c->next_pending = s->released;
+      s->released = c;
+      continue;
+    }
+    ms_conn_service(c);
+  }
+  while ((c = s->released)) {
+    s->released = c->next_pending;
+    ms_event_release(c);
+  }
+  if (s->closing || s->module->shutting_down)
+    ms_module_check_done(s->module);
+}
+
+/* Every timeout of every connection, on one timer per server (no timer
+ * per connection); accepting again after running out of descriptors. */
+void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  struct ms_server *s = (struct ms_server *)((char *)w -
+                         offsetof(struct ms_server, sweep));
+  (void)revents;
+  double now = ev_now(loop);
+  if (s->listener.fd >= 0 && !ev_is_active(&s->listener) && !s->closing)
+    ev_io_start(loop, &s->listener);        /* accepts were paused */
+  /* walk a snapshot of the count: aborting unlinks the current node */
+  struct ms_conn *c = s->conns;
+  size_t n = s->nconns;
+  for (size_t i = 0; i < n && s->conns; i++) {
+    struct ms_conn *next = c->next;
+    ms_conn_sweep(c, now);
+    c = next;
   }
 }
 

@@ -224,11 +224,17 @@ void ms_conn_abort(struct ms_conn *c, int code);
 void ms_conn_end_http(struct ms_conn *c);
 void ms_conn_resume_reading(struct ms_conn *c);
 void ms_conn_flush(struct ms_conn *c);
-void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents);
+/* Before the loop sleeps: read what was left, flush (life.c's prepare
+ * callback calls it for each pending connection). */
+void ms_conn_service(struct ms_conn *c);
+/* life.c: the watchers of a server (client.c's context uses them too) */
+void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w,
+                          int revents);
 void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents);
+/* The sweep: the timeouts of c's state at time now. */
+void ms_conn_sweep(struct ms_conn *c, double now);
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L);
 void ms_server_free_chunks(struct ms_server *s);
-const char *ms_status_reason(int status);
 void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
                            int keep_alive);
 void ms_conn_pause(struct ms_conn *c);

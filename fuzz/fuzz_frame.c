@@ -1,9 +1,7 @@
 /* fuzz_frame.c - a client's frame stream read by frame_reader.c, the
  * reader conn.c dispatches, fed in random chunks, against the whole
  * stream at once and against a byte-at-a-time reference of RFC 6455
- * section 5.2: all must log the same frames.  The reading conn.c did
- * before it had frame_reader (its process_frames, copied) is read too
- * and must agree: the reader changes no behaviour.
+ * section 5.2: all must log the same frames.
  * Input: FUZZ_SEED_LEN bytes for the splitter, a flags byte (bit 0:
  * permessage-deflate was negotiated, so RSV1 is allowed), the stream. */
 #include "deflate.h"
@@ -61,22 +59,6 @@ struct ending {
   uint64_t left, hdr_len, mask_off, in_frame, in_message, stopped;
 };
 
-/* ---------------------------------------------------------------------
- * conn.c's reading before frame_reader: its frame state and steps
- * ------------------------------------------------------------------- */
-
-struct reader {
-  uint8_t hdr[WS_FRAME_HEADER_MAX];
-  size_t hdr_len;
-  int in_frame, fin, in_message, stopped;
-  uint8_t opcode;
-  uint64_t left;
-  uint8_t mask[4];
-  size_t mask_off;
-  unsigned rsv_allowed;
-  struct trace *trace;
-};
-
 /* The header round-trips through frame_write_header, in the fewest
  * bytes (section 5.2: "the minimal number of bytes MUST be used"). */
 static void check_write_header(const struct frame_header *h) {
@@ -90,102 +72,6 @@ static void check_write_header(const struct frame_header *h) {
   FUZZ_CHECK(hl == (int)k && back.fin == h->fin && back.rsv == h->rsv &&
              back.opcode == h->opcode && back.length == h->length &&
              !back.masked, "a written header parses back otherwise");
-}
-
-static void begin_frame(struct reader *rd, const struct frame_header *h) {
-  int code = frame_check(h, rd->rsv_allowed, rd->in_message);
-  FUZZ_CHECK(code == 0 || code == 1002, "frame_check gave %d", code);
-  log_header(rd->trace, h, code);
-  check_write_header(h);
-  if (code) {                      /* the core fails the connection */
-    rd->stopped = 1;
-    return;
-  }
-  if (h->opcode == WS_OP_TEXT || h->opcode == WS_OP_BINARY)
-    rd->in_message = 1;
-  rd->opcode = h->opcode;
-  rd->fin = h->fin;
-  rd->left = h->length;
-  memcpy(rd->mask, h->mask, 4);
-  rd->mask_off = 0;
-  rd->in_frame = 1;
-}
-
-static void frame_payload(struct reader *rd, uint8_t *p, size_t avail) {
-  frame_unmask(p, avail, rd->mask, rd->mask_off);
-  rd->mask_off = (rd->mask_off + avail) & 3;
-  rd->left -= avail;
-  log_put(&rd->trace->payload, p, avail);
-  if (rd->left == 0) {
-    rd->in_frame = 0;
-    if (rd->opcode < 8 && rd->fin) rd->in_message = 0;
-  }
-}
-
-/* conn.c's process_frames, step for step. */
-static void reader_feed(struct reader *rd, uint8_t *p, size_t n) {
-  size_t i = 0;
-  while (i < n && !rd->stopped) {
-    if (!rd->in_frame) {
-      struct frame_header h;
-      int hl;
-      if (rd->hdr_len) {               /* a header split over reads */
-        size_t take = n - i;
-        size_t room = WS_FRAME_HEADER_MAX - rd->hdr_len;
-        if (take > room) take = room;
-        memcpy(rd->hdr + rd->hdr_len, p + i, take);
-        hl = frame_parse_header(rd->hdr, rd->hdr_len + take, &h);
-        if (hl == 0) {
-          FUZZ_CHECK(rd->hdr_len + take < WS_FRAME_HEADER_MAX,
-                     "%zu bytes are not yet a header",
-                     rd->hdr_len + take);
-          rd->hdr_len += take;
-          return;
-        }
-        if (hl > 0) {
-          FUZZ_CHECK((size_t)hl > rd->hdr_len && (size_t)hl <=
-                     rd->hdr_len + take, "header of %d bytes from %zu + %zu",
-                     hl, rd->hdr_len, take);
-          i += (size_t)hl - rd->hdr_len;
-          rd->hdr_len = 0;
-        }
-      } else {
-        hl = frame_parse_header(p + i, n - i, &h);
-        if (hl == 0) {
-          FUZZ_CHECK(n - i < WS_FRAME_HEADER_MAX,
-                     "%zu bytes are not yet a header", n - i);
-          memcpy(rd->hdr, p + i, n - i);
-          rd->hdr_len = n - i;
-          return;
-        }
-        if (hl > 0) {
-          FUZZ_CHECK((size_t)hl <= n - i, "header of %d bytes from %zu",
-                     hl, n - i);
-          i += (size_t)hl;
-        }
-      }
-      if (hl < 0) {
-        FUZZ_CHECK(hl == -1, "frame_parse_header returned %d", hl);
-        log_bad_length(rd->trace);
-        rd->stopped = 1;
-        return;
-      }
-      begin_frame(rd, &h);
-      if (rd->stopped) return;
-    }
-    size_t avail = n - i;
-    if (avail > rd->left) avail = (size_t)rd->left;
-    frame_payload(rd, p + i, avail);
-    i += avail;
-  }
-}
-
-static struct ending reader_ending(const struct reader *rd) {
-  struct ending e = { rd->left, rd->hdr_len, rd->mask_off, rd->in_frame,
-                      rd->in_message, rd->stopped };
-  if (!rd->in_frame) e.left = e.mask_off = 0;
-  if (rd->stopped) e.hdr_len = 0;     /* failed: what is kept is moot */
-  return e;
 }
 
 /* ---------------------------------------------------------------------
@@ -354,14 +240,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   free(buf);
   struct ending whole_end = real_ending(&real);
 
-  /* the same by conn.c's former reading */
-  struct trace before = { { 0 }, { 0 } };
-  struct reader rd = { .rsv_allowed = rsv_allowed, .trace = &before };
-  buf = fuzz_copy(s, n);
-  reader_feed(&rd, buf, n);
-  free(buf);
-  struct ending before_end = reader_ending(&rd);
-
   /* random reads, each in its own exact-size buffer at a random
    * alignment, as frame_unmask works word by word */
   struct trace chunked = { { 0 }, { 0 } };
@@ -384,17 +262,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
              "read whole, the stream gives other frames than section 5.2");
   FUZZ_CHECK(memcmp(&whole_end, &ref_end, sizeof ref_end) == 0,
              "read whole, the stream ends in another state");
-  FUZZ_CHECK(same_trace(&before, &whole),
-             "frame_reader reads other frames than conn.c did");
-  FUZZ_CHECK(memcmp(&before_end, &whole_end, sizeof ref_end) == 0,
-             "frame_reader ends in another state than conn.c did");
   FUZZ_CHECK(same_trace(&chunked, &whole),
              "read in chunks, the stream gives other frames");
   FUZZ_CHECK(memcmp(&chunked_end, &whole_end, sizeof ref_end) == 0,
              "read in chunks, the stream ends in another state");
   trace_free(&ref);
   trace_free(&whole);
-  trace_free(&before);
   trace_free(&chunked);
   return 0;
 }

@@ -66,22 +66,20 @@ int frame_check_from_server(const struct frame_header *h,
 }
 
 void frame_unmask(uint8_t *p, size_t n, const uint8_t key[4], size_t offset) {
-  size_t i = 0;
-  /* bytes up to a word boundary, then a word at a time */
-  size_t head = (8 - ((uintptr_t)p & 7)) & 7;
-  if (head > n) head = n;
-  for (; i < head; i++) p[i] ^= key[(offset + i) & 3];
+  /* a word at a time from the start: unaligned words cost nothing on
+   * the machines moonsocket runs on, and memcpy keeps them legal */
   uint8_t k[8];
-  for (int j = 0; j < 8; j++) k[j] = key[(offset + i + (size_t)j) & 3];
+  for (int j = 0; j < 8; j++) k[j] = key[(offset + (size_t)j) & 3];
   uint64_t kw;
   memcpy(&kw, k, 8);
+  size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     uint64_t w;
     memcpy(&w, p + i, 8);
     w ^= kw;
     memcpy(p + i, &w, 8);
   }
-  for (; i < n; i++) p[i] ^= key[(offset + i) & 3];
+  for (; i < n; i++) p[i] ^= k[i & 7];
 }
 
 void frame_mask_copy(uint8_t *dst, const uint8_t *src, size_t n,

@@ -280,6 +280,29 @@ describe("docs/lua-api.md", function()
   end)
 end)
 
+describe("docs/architecture.md", function()
+  it("names every file of csrc/, and no file that is not there", function()
+    local text = doc("architecture.md")
+    local present, missing, gone = {}, {}, {}
+    local list = assert(io.popen("ls csrc"))
+    for name in list:lines() do
+      present[name] = true
+      if not text:find("`" .. name .. "`", 1, true) then
+        missing[#missing + 1] = name
+      end
+    end
+    list:close()
+    for name in text:gmatch("`([%w_]+%.[ch])`") do
+      if not present[name] then gone[#gone + 1] = name end
+    end
+    for name in text:gmatch("`([%w_]+%.map)`") do
+      if not present[name] then gone[#gone + 1] = name end
+    end
+    assert.are.same({}, missing)
+    assert.are.same({}, gone)
+  end)
+end)
+
 describe("docs/c-api.md", function()
   it("documents every function and macro of csrc/moonsocket.h", function()
     local header = read_file("csrc/moonsocket.h")

@@ -12,6 +12,7 @@
 #define SERVER_MT  "moonsocket.server"
 #define WS_MT      "moonsocket.ws"
 #define FILE_MT    "moonsocket.file"
+#define TIMER_MT   "moonsocket.timer"
 #define ROUTE_MT   "moonsocket.route"
 #define TLS_MT     "moonsocket.tls"
 
@@ -29,6 +30,7 @@ enum {
   CF_COROUTINE = 1 << 3,    /* handler is a coroutine */
   CF_CO_RECV = 1 << 4,      /* coroutine waits in receive() */
   CF_CO_SEND = 1 << 5,      /* coroutine waits in send() for drain */
+  CF_CO_WAIT = 1 << 9,      /* coroutine waits for core.wake */
   CF_REQUEST_DROPPED = 1 << 11, /* after open: ws.request is gone */
 };
 
@@ -60,6 +62,18 @@ void ms_open_server(lua_State *L);       /* lserver.c */
 void ms_open_ws(lua_State *L);           /* lws.c */
 void ms_open_client(lua_State *L);       /* lclient.c */
 void ms_open_file(lua_State *L);         /* lfile.c */
+void ms_open_timer(lua_State *L);        /* ltimer.c */
+
+/* ltimer.c: timers.  A C timer calls fire once after seconds; the
+ * timer is pushed, and stays referenced while armed. */
+struct ms_timer;
+struct ms_timer *ms_timer_start(lua_State *L, double after,
+                                void (*fire)(struct ms_timer *t),
+                                void *arg);
+void *ms_timer_arg(const struct ms_timer *t);
+void ms_timer_cancel(struct ms_timer *t, lua_State *L);
+/* Cancel every armed timer (shutdown; a new worker's inherited ones). */
+void ms_timers_cancel_all(struct ms_module *m);
 void ms_open_backplane(lua_State *L);    /* lbackplane.c */
 
 /* lcall.c: calling into Lua */

@@ -10,6 +10,7 @@
 
 struct http_request;
 struct ms_conn;
+struct ms_module;
 struct ms_server;
 
 /* A connection object for a socket s accepted, anchored until
@@ -53,5 +54,13 @@ const char *ms_event_client_request(struct ms_conn *c, size_t *len);
  * offered (then kept as c->protocol), -1 when not, -2 when memory ran
  * out. */
 int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len);
+
+/* The process is about to serve: the one process when the loop first
+ * runs, or a worker just forked (what it inherited of the master's
+ * timers is dropped first). */
+void ms_event_serving(struct ms_module *m);
+
+/* A graceful shutdown began: timers are cancelled, the app may stop. */
+void ms_event_shutdown(struct ms_module *m);
 
 #endif

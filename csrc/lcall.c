@@ -90,9 +90,13 @@ void ms_push_kind(lua_State *L, const struct ms_module *m,
 
 /* Resume the coroutine of c with the nargs values on its stack. */
 void ms_resume(struct ms_conn *c, int nargs) {
-  lua_State *L = c->server->module->L, *co = c->co;
+  struct ms_module *m = c->server->module;
+  lua_State *L = m->L, *co = c->co;
+  struct ms_conn *was = m->resuming;       /* resumes nest */
   int nres;
+  m->resuming = c;
   int rc = lua_resume(co, L, nargs, &nres);
+  m->resuming = was;
   if (rc == LUA_YIELD) {
     lua_pop(co, nres);
   } else {
@@ -107,15 +111,17 @@ void ms_resume(struct ms_conn *c, int nargs) {
       ms_conn_close(c, 1000, "", 0, WHY_LOCAL);  /* handler returned */
     }
     c->co = NULL;
-    c->flags &= ~(CF_CO_RECV | CF_CO_SEND);
+    c->flags &= ~(CF_CO_RECV | CF_CO_SEND | CF_CO_WAIT);
     if (c->state != CS_CLOSED && (c->flags & CF_PAUSED))
       ms_conn_resume_reading(c);        /* read the peer's close frame */
     return;
   }
-  if (!(c->flags & (CF_CO_RECV | CF_CO_SEND))) {
-    /* nothing will ms_resume it: a yield outside receive() and send() */
+  if (!(c->flags & (CF_CO_RECV | CF_CO_SEND | CF_CO_WAIT))) {
+    /* nothing will resume it: a yield outside receive(), send() and
+     * moonsocket's waits (sleep, join, a queue's get) */
     ms_log(c->server, MS_LOG_ERROR, "error in handler: it yielded outside "
-           "receive() and send(); the connection is closed");
+           "receive(), send() and moonsocket's waits; the connection is "
+           "closed");
     c->co = NULL;
     ms_handler_failed(c);
     return;

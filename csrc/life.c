@@ -206,6 +206,7 @@ void ms_module_shutdown(struct ms_module *m, double timeout) {
   if (m->shutting_down) return;
   m->shutting_down = 1;
   ms_log_flush(m);
+  ms_event_shutdown(m);
   ms_client_shutdown(m);
   for (struct ms_server *s = m->servers; s; s = s->next)
     ms_server_shutdown(s, timeout);
@@ -259,8 +260,17 @@ int ms_module_run(struct ms_module *m) {
    * which runs it once the script has returned) going */
   if (m->shutting_down && !m->servers) return 0;
   if (m->nworkers > 1 && !m->worker && !m->running &&
-      ms_workers_run(m) == 0)
-    return 0;                          /* the master, done */
+      ms_workers_run(m) == 0) {
+    /* the master, done: its own timers end, and a later run (the
+     * runner's, after the script) serves nothing */
+    ms_module_shutdown(m, 0);
+    return 0;
+  }
+  if (!m->serving) {
+    m->serving = 1;
+    ms_event_serving(m);
+    if (m->shutting_down && !m->servers) return 0;
+  }
   ev_signal_init(&m->sigint, signal_cb, SIGINT);
   ev_signal_init(&m->sigterm, signal_cb, SIGTERM);
   ev_signal_init(&m->sighup, sighup_cb, SIGHUP);

@@ -10,12 +10,15 @@
 #include "client.h"
 #include "handshake.h"
 #include "life.h"
+#include "log.h"
 #include "moonsocket.h"
 #include "utf8.h"
 #include "workers.h"
 
 #define MODULE_KEY "moonsocket.core.state"
 #define LOOP_KEY   "moonsocket.core.loop"
+#define SERVING_HOOK  "moonsocket.core.serving"
+#define SHUTDOWN_HOOK "moonsocket.core.shutdown"
 
 struct ms_module *ms_module_get(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, MODULE_KEY);
@@ -100,6 +103,49 @@ static int l_parse_request(lua_State *L) {
   return 2;
 }
 
+/* log(level, message): a line of the log, as the core writes its own
+ * ("error", "warn", "info" or "debug"). */
+static int l_log(lua_State *L) {
+  static const char *const levels[] = { "error", "warn", "info", "debug",
+                                        NULL };
+  int level = luaL_checkoption(L, 1, NULL, levels) + MS_LOG_ERROR;
+  ms_log(NULL, level, "%s", luaL_checkstring(L, 2));
+  return 0;
+}
+
+/* hooks(serving, shutdown): the functions the runtime's lifecycle
+ * events call (moonsocket.runtime sets them once). */
+static int l_hooks(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_setfield(L, LUA_REGISTRYINDEX, SHUTDOWN_HOOK);
+  lua_setfield(L, LUA_REGISTRYINDEX, SERVING_HOOK);
+  return 0;
+}
+
+static void call_hook(struct ms_module *m, const char *key,
+                      const char *what) {
+  lua_State *L = m->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, key) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (m->worker) lua_pushinteger(L, m->worker);
+  else lua_pushnil(L);
+  ms_pcall(NULL, L, 1, 0, what);
+}
+
+void ms_event_serving(struct ms_module *m) {
+  if (m->worker) ms_timers_cancel_all(m);   /* the master's, not ours */
+  call_hook(m, SERVING_HOOK, "start hook");
+}
+
+void ms_event_shutdown(struct ms_module *m) {
+  ms_timers_cancel_all(m);
+  call_hook(m, SHUTDOWN_HOOK, "stop hook");
+}
+
 /* ------------------------------------------------------------------ */
 /* Opening                                                            */
 /* ------------------------------------------------------------------ */
@@ -121,7 +167,8 @@ static int module_gc(lua_State *L) {
 int luaopen_moonsocket_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     { "accept_key", l_accept_key }, { "utf8_valid", l_utf8_valid },
-    { "parse_request", l_parse_request }, { NULL, NULL }
+    { "parse_request", l_parse_request }, { "log", l_log }, { "hooks", l_hooks },
+    { NULL, NULL }
   };
   if (lua_getfield(L, LUA_REGISTRYINDEX, MODULE_KEY) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -157,6 +204,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_ws(L);
   ms_open_client(L);
   ms_open_file(L);
+  ms_open_timer(L);
   ms_open_backplane(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");

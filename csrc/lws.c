@@ -149,8 +149,36 @@ static int ws_close_scope(lua_State *L) {
   return 0;
 }
 
+/* A receive's timeout ran out: it returns nil, "timeout". */
+static void receive_expired(struct ms_timer *t) {
+  struct ms_conn *c = ms_timer_arg(t);
+  if (!c->co || !(c->flags & CF_CO_RECV)) return;
+  c->flags &= ~CF_CO_RECV;
+  lua_pushnil(c->co);
+  lua_pushliteral(c->co, "timeout");
+  ms_resume(c, 2);
+}
+
+/* After a receive with a timeout, whatever resumed it: the timer goes
+ * (it is at 3, above ws and the seconds). */
+static int receive_done(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  ms_timer_cancel(lua_touserdata(L, 3), L);
+  return lua_gettop(L) - 3;
+}
+
+/* ws:receive(timeout): the next message, waiting up to timeout seconds
+ * (for ever without): data, kind; nil, "timeout" (the socket stays
+ * open); or nil, "closed", code, reason, why, unsent. */
 static int ws_receive(lua_State *L) {
   struct ms_conn *c = check_ws(L);
+  double timeout = -1;
+  if (!lua_isnoneornil(L, 2)) {
+    timeout = luaL_checknumber(L, 2);
+    luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 2,
+                  "seconds from 0 expected");
+  }
   if (c->co != L)
     return luaL_error(L, "receive() works only in the coroutine of a "
                       "function handler");
@@ -168,7 +196,10 @@ static int ws_receive(lua_State *L) {
   }
   c->flags |= CF_CO_RECV;
   ms_conn_resume_reading(c);
-  return lua_yield(L, 0);
+  if (timeout < 0) return lua_yield(L, 0);
+  lua_settop(L, 2);
+  ms_timer_start(L, timeout, receive_expired, c);
+  return lua_yieldk(L, 0, 0, receive_done);
 }
 
 /* ws.topics: a new array of the names, in subscription order */

@@ -80,6 +80,9 @@ struct ms_module {
   struct ms_link *link;         /* a worker's link to the master */
   struct ms_server *client;     /* owns client connections, or NULL */
   struct ms_log_repeat log;     /* repeated lines, counted */
+  struct ms_timer *timers;      /* the armed timers (the binding's) */
+  struct ms_conn *resuming;     /* whose coroutine handler runs now */
+  int serving;                  /* ms_event_serving was told */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */
@@ -87,6 +90,7 @@ enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
               WHY_LOST, WHY_SHUTDOWN };
 
 struct ms_rx;
+struct ms_timer;
 
 struct ms_server {
   ev_io listener;
@@ -131,7 +135,7 @@ enum {
   CF_IN_PENDING = 1 << 0,   /* in server->pending */
   CF_WRITE_WAIT = 1 << 1,   /* the kernel refused bytes: EV_WRITE on */
   CF_PAUSED = 1 << 2,       /* not reading (coroutine busy) */
-  /* 1 << 3, 4, 5 and 11 are the binding's (binding.h) */
+  /* 1 << 3, 4, 5, 9 and 11 are the binding's (binding.h) */
   CF_KEEP_ALIVE = 1 << 6,   /* HTTP: another request may follow */
   CF_SHUT_WR = 1 << 7,      /* shutdown(SHUT_WR) done */
   CF_NOTIFIED = 1 << 8,     /* close event delivered */

@@ -200,12 +200,11 @@ end)
 
 describe("docs/lua-api.md", function()
   local text = doc("lua-api.md")
-  -- the binding, one file per Lua type
+  -- the binding, one file per Lua type: every csrc/l*.c
   local binding = {}
-  for _, name in ipairs({ "lmoonsocket", "lserver", "lws", "lclient",
-                          "lfile", "lbackplane" }) do
-    binding[#binding + 1] = read_file("csrc/" .. name .. ".c")
-  end
+  local list = assert(io.popen("ls csrc/l*.c"))
+  for path in list:lines() do binding[#binding + 1] = read_file(path) end
+  list:close()
   binding = table.concat(binding, "\n")
   local backplane = read_file("csrc/lbackplane.c")
 

@@ -150,7 +150,8 @@ describe("server", function()
     local ws = assert(helper.ws_connect(server.port, "/yield"))
     assert.are.same({ TEXT, "about to yield" }, { ws:recv_message() })
     assert.are.equal(1011, ws:expect_close())
-    assert.matches("yielded outside receive%(%) and send%(%)", server:log())
+    assert.matches("yielded outside receive%(%), send%(%) and moonsocket's "
+      .. "waits", server:log())
   end)
 
   it("drops data after its close but still reads the peer's close",

@@ -2,6 +2,7 @@
 -- routes; the C core (moonsocket.core) does the sockets and the protocol.
 local core = require "moonsocket.core"
 local policy = require "moonsocket.policy"
+local runtime = require "moonsocket.runtime"
 
 local error = error
 local format = string.format
@@ -197,6 +198,22 @@ function app_mt:listen(where)
   return server
 end
 
+-- app:on_start(fn): fn(worker) when the process begins to serve: once in
+-- each worker after its fork (worker is its number), or once in the one
+-- process (worker is nil); in its own coroutine, so it may wait.  The
+-- place to start an app's timers when it runs with workers.
+function app_mt:on_start(fn)
+  runtime.on_start(fn)
+  return self
+end
+
+-- app:on_stop(fn): fn(worker) when a graceful shutdown begins (SIGTERM,
+-- SIGINT, moonsocket.shutdown), in a process that started.
+function app_mt:on_stop(fn)
+  runtime.on_stop(fn)
+  return self
+end
+
 -- app:close(): stop accepting and close this app's connections (1001).
 function app_mt:close()
   for _, server in ipairs(self.servers) do server:close() end
@@ -296,6 +313,17 @@ function _M.connect(url, opts)
   params.options = core_opts
   return core.connect(params)
 end
+
+-- Time and threads (moonsocket.runtime): after(seconds, fn, ...) and
+-- every(seconds, fn, ...) run fn in its own coroutine, once or every
+-- period, and return the timer (timer:cancel()); sleep(seconds) waits in
+-- a coroutine moonsocket runs; spawn(fn, ...) starts a light thread
+-- (thread:join(), thread:cancel()); queue() hands values between them.
+_M.after = runtime.after
+_M.every = runtime.every
+_M.sleep = runtime.sleep
+_M.spawn = runtime.spawn
+_M.queue = runtime.queue
 
 -- worker(): this process's worker number (1..n), nil without workers.
 _M.worker = core.worker

@@ -110,6 +110,15 @@ void ms_client_shutdown(struct ms_module *m) {
   }
 }
 
+void ms_client_forget(struct ms_module *m) {
+  struct ms_server *s = m->client;
+  while (s && s->conns) {
+    struct ms_conn *c = s->conns;
+    c->flags |= CF_NOTIFIED;           /* its events are the master's */
+    ms_conn_abort(c, 1006);            /* closes this copy, writes nothing */
+  }
+}
+
 int ms_client_random(struct ms_server *s, uint8_t *key, size_t n) {
   struct client_ctx *x = ctx_of(s);
   /* one RAND_bytes per 4 KiB: a thousand masking keys, not a call (or

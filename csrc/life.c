@@ -158,6 +158,11 @@ void ms_server_shutdown(struct ms_server *s, double timeout) {
   }
 }
 
+/* Client connections still closing (moonsocket.connect's). */
+static int clients_open(const struct ms_module *m) {
+  return m->client && m->client->conns;
+}
+
 void ms_module_check_done(struct ms_module *m) {
   struct ms_server *s = m->servers, *next;
   for (; s; s = next) {
@@ -167,7 +172,7 @@ void ms_module_check_done(struct ms_module *m) {
   }
   /* the last server is gone: Redis must not keep the loop going */
   if (!m->servers) ms_backplane_close_module(m);
-  if (m->shutting_down && !m->servers) {
+  if (m->shutting_down && !m->servers && !clients_open(m)) {
     ev_timer_stop(m->loop, &m->shutdown_timer);
     if (m->running) ev_break(m->loop, EVBREAK_ALL);
   }
@@ -184,6 +189,7 @@ static void shutdown_expired(struct ev_loop *loop, ev_timer *w, int rev) {
   (void)rev;
   for (struct ms_server *s = m->servers; s; s = s->next)
     while (s->conns) ms_conn_abort(s->conns, 1006);
+  while (clients_open(m)) ms_conn_abort(m->client->conns, 1006);
   while (m->client && m->client->conns)
     ms_conn_abort(m->client->conns, 1006);
   for (struct ms_server *s = m->servers; s; s = s->next)
@@ -212,7 +218,7 @@ void ms_module_shutdown(struct ms_module *m, double timeout) {
     ms_server_shutdown(s, timeout);
   /* only the loop moonsocket_run runs is broken: a host's loop goes on
    * with the host's work, and no watcher of ours is left to keep it */
-  if (m->servers) {
+  if (m->servers || clients_open(m)) {
     ev_timer_init(&m->shutdown_timer, shutdown_expired, timeout, 0);
     ev_timer_start(m->loop, &m->shutdown_timer);
   } else {
@@ -261,12 +267,13 @@ int ms_module_run(struct ms_module *m) {
   if (m->shutting_down && !m->servers) return 0;
   if (m->nworkers > 1 && !m->worker && !m->running &&
       ms_workers_run(m) == 0) {
-    /* the master, done: its own timers end, and a later run (the
-     * runner's, after the script) serves nothing */
-    ms_module_shutdown(m, 0);
-    return 0;
+    /* the master, done: its own timers end, its own client connections
+     * close (below, on the loop), and a later run (the runner's, after
+     * the script) serves nothing */
+    ms_module_shutdown(m, 5.0);
+    if (!m->client || !m->client->conns) return 0;
   }
-  if (!m->serving) {
+  if (!m->serving && !m->shutting_down) {
     m->serving = 1;
     ms_event_serving(m);
     if (m->shutting_down && !m->servers) return 0;

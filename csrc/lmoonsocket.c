@@ -137,7 +137,10 @@ static void call_hook(struct ms_module *m, const char *key,
 }
 
 void ms_event_serving(struct ms_module *m) {
-  if (m->worker) ms_timers_cancel_all(m);   /* the master's, not ours */
+  if (m->worker) {                          /* the master's, not ours */
+    ms_timers_cancel_all(m);
+    ms_client_forget(m);
+  }
   call_hook(m, SERVING_HOOK, "start hook");
 }
 

@@ -257,6 +257,10 @@ void ms_conn_abort_with(struct ms_conn *c, int code, const char *reason,
 struct ms_server *ms_client_context(struct ms_module *m);
 void ms_client_context_free(struct ms_module *m);
 void ms_client_shutdown(struct ms_module *m);
+/* A worker just forked: the client connections it inherited are the
+ * master's.  Its copies of their sockets are closed, without a byte
+ * written and without an event. */
+void ms_client_forget(struct ms_module *m);
 /* Fill key with n bytes of the context's CSPRNG buffer; -1 when
  * OpenSSL cannot give random bytes. */
 int ms_client_random(struct ms_server *s, uint8_t *key, size_t n);

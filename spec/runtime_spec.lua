@@ -271,6 +271,31 @@ describe("coroutine handlers that wait", function()
   end)
 end)
 
+describe("with workers", function()
+  it("a client made while the script loads is the master's alone",
+     function()
+    local echo = helper.start_server("spec/apps/echo.lua")
+    local out, status = script(SAY .. string.format([[
+      local app = moonsocket.app {}
+      assert(app:listen { port = 0, workers = 2 })
+      moonsocket.connect("ws://127.0.0.1:%d/ws", { handler = {
+        open = function(ws)
+          say("open", tostring(moonsocket.worker()))
+          ws:send("hi")
+        end,
+        message = function(_, m) say("got", m, tostring(moonsocket.worker())) end,
+        close = function(_, code) say("closed", code, tostring(moonsocket.worker())) end,
+      } })
+      moonsocket.after(0.5, function() os.execute("kill -TERM $PPID") end)
+      moonsocket.run()
+    ]], echo.port))
+    helper.stop_and_check(echo)
+    assert.are.equal(0, status, out)
+    assert.are.same({ "open nil", "got hi nil", "closed 1001 nil" },
+                    said(out))
+  end)
+end)
+
 describe("start and stop hooks", function()
   it("run once in the one process, and on shutdown", function()
     local out, status = script(SAY .. [[

@@ -36,7 +36,7 @@ TEST_PACKAGES = chromium valgrind redis-server gdb nginx luarocks openssl \
 NODE_PACKAGES = $(if $(shell command -v node 2>/dev/null),,nodejs npm)
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
-        chat bench bench-peers fuzz lib examples FORCE install-lua install-lib \
+        chat dashboard game bench bench-peers fuzz lib examples FORCE install-lua install-lib \
         valgrind soak packages
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
@@ -177,6 +177,19 @@ CHAT_PORT = $(if $(filter file,$(origin PORT)),5001,$(PORT))
 chat: deps
 	@$(MAKE) --no-print-directory build
 	PORT=$(CHAT_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/chat/app.lua
+
+# The dashboard (examples/dashboard) on PORT when it is given, else 5002,
+# with WORKERS processes (1); the game (examples/game) on PORT or 5003.
+DASHBOARD_PORT = $(if $(filter file,$(origin PORT)),5002,$(PORT))
+GAME_PORT = $(if $(filter file,$(origin PORT)),5003,$(PORT))
+
+dashboard: deps
+	@$(MAKE) --no-print-directory build
+	PORT=$(DASHBOARD_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/dashboard/app.lua
+
+game: deps
+	@$(MAKE) --no-print-directory build
+	PORT=$(GAME_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/game/app.lua
 
 # Every suite; the last line sums them: "N passed, N failed".
 test: test-deps

@@ -1,0 +1,225 @@
+// spec/browser/dashboard.test.mjs - the dashboard sample page in a real
+// browser.
+//
+// Starts the dashboard sample (examples/dashboard/app.lua) on a free port
+// with two workers, opens its page in headless Debian Chromium, and
+// checks that the figures show and the charts draw: the canvases hold
+// pixels of each series' colour after a few seconds.  A second page
+// counts as a connection, and its button as messages.  Screenshots go to
+// test-output/browser/.
+//
+//   npm install && node --test --test-reporter=tap spec/browser/
+//
+// Env: MOONSOCKET_BIN (default build/moonsocket), CHROMIUM_BIN (default
+// /usr/bin/chromium).  Under BROWSER_TLS=1 every test is skipped: the
+// dashboard sample serves plain http only, and echo.test.mjs covers
+// https and wss over examples/tls.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT, startServer } from "./support.mjs";
+
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const SHOTS = path.join(ROOT, "test-output", "browser");
+const TEST_TIMEOUT = 30_000;   // ms, for each test and hook
+const STEP_TIMEOUT = 10_000;   // ms, for one wait inside a test
+const TLS = process.env.BROWSER_TLS === "1";
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--no-first-run", "--disable-quic",
+  "--disable-sync",
+];
+const SANITIZER_MARKS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+  "runtime error:"];
+// every test, skipped under BROWSER_TLS=1 (see above)
+const OPTIONS = { timeout: TEST_TIMEOUT, skip: TLS &&
+  "the dashboard sample serves plain http only (echo.test.mjs covers wss)" };
+
+let server;
+let browser;
+let origin;
+let tab;
+const pageErrors = [];      // uncaught exceptions in the pages
+const consoleErrors = [];   // console.error and browser-logged errors
+const foreignRequests = []; // any request that left the server's origin
+
+before(async () => {
+  if (OPTIONS.skip) return;
+  mkdirSync(SHOTS, { recursive: true });
+  server = await startServer("examples/dashboard/app.lua", { WORKERS: "2" });
+  origin = `http://127.0.0.1:${server.port}`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM_BIN,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    timeout: STEP_TIMEOUT,
+  });
+}, { timeout: TEST_TIMEOUT });
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (server && server.exit === null) server.child.kill("SIGKILL");
+}, { timeout: TEST_TIMEOUT });
+
+async function openPage(contextOptions = {}) {
+  const context = await browser.newContext({
+    viewport: { width: 1000, height: 900 }, ...contextOptions });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  page.on("pageerror", (err) => pageErrors.push(err.message));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") consoleErrors.push(msg.text());
+  });
+  page.on("request", (request) => {
+    const url = request.url();
+    if (!url.startsWith(`${origin}/`) && !url.startsWith("data:")) {
+      foreignRequests.push(url);
+    }
+  });
+  page.on("websocket", (socket) => {
+    if (socket.url() !== `ws://127.0.0.1:${server.port}/live`) {
+      foreignRequests.push(socket.url());
+    }
+  });
+  const response = await page.goto(`${origin}/`);
+  assert.equal(response.status(), 200);
+  return page;
+}
+
+// The state and the figures the page shows (data-value: the number).
+function view(page) {
+  return page.evaluate(() => {
+    const $ = (id) => document.getElementById(id);
+    const value = (id) => $(id).dataset.value === undefined ||
+      $(id).dataset.value === "" ? null : Number($(id).dataset.value);
+    return { state: $("state").dataset.state,
+      connections: value("connections"), rate: value("rate"),
+      messages: value("messages"), workers: value("workers") };
+  });
+}
+
+async function waitFor(page, what, check) {
+  const deadline = Date.now() + STEP_TIMEOUT;
+  let seen;
+  for (;;) {
+    seen = await view(page);
+    if (check(seen)) return seen;
+    if (Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`${what} not shown: ${JSON.stringify(seen)}`);
+}
+
+// How many pixels of each canvas are drawn (not transparent), and how
+// many are close to each series' colour.
+function pixels(page) {
+  return page.evaluate(() => {
+    const rgb = (name) => {
+      const probe = document.createElement("canvas").getContext("2d");
+      probe.fillStyle = getComputedStyle(document.documentElement)
+        .getPropertyValue(`--${name}`).trim();
+      probe.fillRect(0, 0, 1, 1);
+      return Array.from(probe.getImageData(0, 0, 1, 1).data.slice(0, 3));
+    };
+    const count = (id, colours) => {
+      const canvas = document.getElementById(id);
+      const { data } = canvas.getContext("2d")
+        .getImageData(0, 0, canvas.width, canvas.height);
+      const result = { drawn: 0 };
+      for (const name of colours) result[name] = 0;
+      const want = colours.map(rgb);
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i + 3] === 0) continue;
+        result.drawn++;
+        if (data[i + 3] < 200) continue;
+        want.forEach((c, k) => {
+          if (Math.abs(data[i] - c[0]) + Math.abs(data[i + 1] - c[1]) +
+              Math.abs(data[i + 2] - c[2]) < 30) result[colours[k]]++;
+        });
+      }
+      return result;
+    };
+    return { live: count("live-chart", ["connections", "rate"]),
+      total: count("total-chart", ["messages"]) };
+  });
+}
+
+// ---------------------------------------------------------------- tests
+
+test("the page connects and shows the figures of both workers",
+  OPTIONS, async () => {
+    tab = await openPage();
+    assert.equal(await tab.title(), "moonsocket dashboard");
+    const seen = await waitFor(tab, "two workers and one connection",
+      (v) => v.state === "open" && v.workers === 2 && v.connections === 1);
+    assert.equal(seen.rate, 0);
+    assert.ok(seen.messages >= 0);
+  });
+
+test("the charts draw the last seconds on the canvases",
+  OPTIONS, async () => {
+    const blank = await pixels(tab);
+    // a few seconds of history make a line of each series (one second is
+    // an eleven-pixel step)
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    const drawn = await pixels(tab);
+    assert.ok(drawn.live.drawn > blank.live.drawn / 2 && drawn.live.drawn >
+      1000, JSON.stringify(drawn));
+    assert.ok(drawn.live.connections > 20, JSON.stringify(drawn));
+    assert.ok(drawn.live.rate > 20, JSON.stringify(drawn));
+    assert.ok(drawn.total.messages > 20, JSON.stringify(drawn));
+  });
+
+test("another page counts as a connection, its button as messages",
+  OPTIONS, async () => {
+    const before = await view(tab);
+    const other = await openPage();
+    await waitFor(other, "connected", (v) => v.state === "open");
+    await waitFor(tab, "two connections", (v) => v.connections === 2);
+    for (let i = 0; i < 5; i++) await other.click("#bump");
+    const after = await waitFor(tab, "five more messages",
+      (v) => v.messages === before.messages + 5);
+    assert.equal(after.connections, 2);
+    await waitFor(tab, "a rate above 0", (v) => v.rate > 0);
+    await tab.screenshot({ path: path.join(SHOTS, "dashboard.png"),
+      fullPage: true });
+    await other.context().close();
+    await waitFor(tab, "one connection again", (v) => v.connections === 1);
+  });
+
+test("in the dark scheme the charts draw in its colours",
+  OPTIONS, async () => {
+    const dark = await openPage({ colorScheme: "dark" });
+    await waitFor(dark, "figures", (v) => v.workers === 2);
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    const drawn = await pixels(dark);
+    assert.ok(drawn.live.connections > 20, JSON.stringify(drawn));
+    await dark.screenshot({ path: path.join(SHOTS, "dashboard-dark.png"),
+      fullPage: true });
+    await dark.context().close();
+  });
+
+test("the pages ran clean: no script errors, no request off the server",
+  OPTIONS, async () => {
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(foreignRequests, []);
+    assert.deepEqual(consoleErrors, []);
+  });
+
+test("the server stops on SIGTERM with exit code 0",
+  OPTIONS, async () => {
+    await browser.close();
+    server.child.kill("SIGTERM");
+    const timer = new Promise((resolve) =>
+      setTimeout(() => resolve("timeout"), STEP_TIMEOUT));
+    const exit = await Promise.race([server.exited, timer]);
+    assert.notEqual(exit, "timeout",
+      "server still running 10 s after SIGTERM");
+    assert.deepEqual(exit, { code: 0, signal: null }, server.stderr);
+    for (const mark of SANITIZER_MARKS) {
+      assert.ok(!server.stderr.includes(mark), server.stderr);
+    }
+  });

@@ -13,81 +13,21 @@
 // chat sample serves plain http only, and echo.test.mjs covers https and
 // wss over examples/tls.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { ROOT, startServer } from "./support.mjs";
+import { SANITIZER_MARKS, SHOTS, STEP_TIMEOUT, TEST_TIMEOUT,
+  sampleSession } from "./support.mjs";
 
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const SHOTS = path.join(ROOT, "test-output", "browser");
-const TEST_TIMEOUT = 30_000;   // ms, for each test and hook
-const STEP_TIMEOUT = 10_000;   // ms, for one wait inside a test
 const TLS = process.env.BROWSER_TLS === "1";
-const CHROMIUM_ARGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--no-first-run", "--disable-quic",
-  "--disable-sync",
-];
-const SANITIZER_MARKS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-  "runtime error:"];
 // every test, skipped under BROWSER_TLS=1 (see above)
 const OPTIONS = { timeout: TEST_TIMEOUT, skip: TLS &&
   "the chat sample serves plain http only (echo.test.mjs covers wss)" };
 
-let server;
-let browser;
-let origin;
+const session = sampleSession("examples/chat/app.lua", { env: {},
+  wsPath: "/chat", skip: OPTIONS.skip, viewport: { width: 1000, height: 800 } });
+const { pageErrors, consoleErrors, foreignRequests, openPage } = session;
 const people = {};          // name -> its page, each in its own context
-const pageErrors = [];      // uncaught exceptions in the pages
-const consoleErrors = [];   // console.error and browser-logged errors
-const foreignRequests = []; // any request that left the server's origin
-
-before(async () => {
-  if (OPTIONS.skip) return;
-  mkdirSync(SHOTS, { recursive: true });
-  server = await startServer("examples/chat/app.lua");
-  origin = `http://127.0.0.1:${server.port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM_BIN,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: STEP_TIMEOUT,
-  });
-}, { timeout: TEST_TIMEOUT });
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  if (server && server.exit === null) server.child.kill("SIGKILL");
-}, { timeout: TEST_TIMEOUT });
-
-// A page of its own (a separate browser context: another person) with
-// the chat loaded.
-async function openPage(contextOptions = {}) {
-  const context = await browser.newContext({
-    viewport: { width: 1000, height: 800 }, ...contextOptions });
-  const tab = await context.newPage();
-  tab.setDefaultTimeout(STEP_TIMEOUT);
-  tab.on("pageerror", (err) => pageErrors.push(err.message));
-  tab.on("console", (msg) => {
-    if (msg.type() === "error") consoleErrors.push(msg.text());
-  });
-  tab.on("request", (request) => {
-    const url = request.url();
-    if (!url.startsWith(`${origin}/`) && !url.startsWith("data:")) {
-      foreignRequests.push(url);
-    }
-  });
-  tab.on("websocket", (socket) => {
-    if (socket.url() !== `ws://127.0.0.1:${server.port}/chat`) {
-      foreignRequests.push(socket.url());
-    }
-  });
-  const response = await tab.goto(`${origin}/`);
-  assert.equal(response.status(), 200);
-  return tab;
-}
 
 // ------------------------------------------------------------- helpers
 
@@ -158,7 +98,7 @@ test("the page loads from moonsocket, ready to join",
     const tab = await openPage();
     people.alice = tab;
     assert.equal(await tab.title(), "moonsocket chat");
-    const response = await tab.request.get(`${origin}/`);
+    const response = await tab.request.get(`${session.origin}/`);
     assert.match(response.headers()["content-type"] ?? "", /^text\/html/);
     assert.deepEqual(await view(tab), { state: "ready",
       stateText: "Not connected", title: "Not in a room", count: "",
@@ -339,15 +279,15 @@ test("the pages ran clean: no script errors, no request off the server",
 
 test("the server stops on SIGTERM with exit code 0",
   OPTIONS, async () => {
-    await browser.close();
-    server.child.kill("SIGTERM");
+    await session.browser.close();
+    session.server.child.kill("SIGTERM");
     const timer = new Promise((resolve) =>
       setTimeout(() => resolve("timeout"), STEP_TIMEOUT));
-    const exit = await Promise.race([server.exited, timer]);
+    const exit = await Promise.race([session.server.exited, timer]);
     assert.notEqual(exit, "timeout",
       "server still running 10 s after SIGTERM");
-    assert.deepEqual(exit, { code: 0, signal: null }, server.stderr);
+    assert.deepEqual(exit, { code: 0, signal: null }, session.server.stderr);
     for (const mark of SANITIZER_MARKS) {
-      assert.ok(!server.stderr.includes(mark), server.stderr);
+      assert.ok(!session.server.stderr.includes(mark), session.server.stderr);
     }
   });

@@ -1,11 +1,16 @@
 // spec/browser/support.mjs - what the browser tests share: the server
-// under test, run as a child process on a free port.
+// under test, run as a child process on a free port, and a sample app's
+// page in headless Chromium.
 //
 // Env: MOONSOCKET_BIN (default build/moonsocket).
 
 import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
+import assert from "node:assert/strict";
+import { before, after } from "node:test";
+import { chromium } from "playwright-core";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
   "../..");
@@ -62,4 +67,80 @@ export function startServer(app, env = {}) {
       }
     });
   });
+}
+
+// ------------------------------------------------- a sample in Chromium
+
+export const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+export const SHOTS = path.join(ROOT, "test-output", "browser");
+export const TEST_TIMEOUT = 30_000;   // ms, for each test and hook
+export const STEP_TIMEOUT = 10_000;   // ms, for one wait inside a test
+export const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--no-first-run", "--disable-quic",
+  "--disable-sync",
+];
+export const SANITIZER_MARKS = ["ERROR: AddressSanitizer",
+  "ERROR: LeakSanitizer", "runtime error:"];
+
+// A sample app served on a free port and a headless Chromium, for one
+// test file: registers the before and after hooks (none run when skip),
+// and returns the session, whose server, browser and origin are set once
+// the before hook has run.  session.openPage(contextOptions) opens the
+// sample's page in a context of its own (another person) and records, in
+// the session's lists, uncaught page errors, console errors and any
+// request that leaves the server's origin (a WebSocket other than
+// wsPath among them).
+export function sampleSession(app, { env = {}, wsPath, skip, viewport }) {
+  const session = {
+    server: null, browser: null, origin: null,
+    pageErrors: [],        // uncaught exceptions in the pages
+    consoleErrors: [],     // console.error and browser-logged errors
+    foreignRequests: [],   // any request that left the server's origin
+  };
+  before(async () => {
+    if (skip) return;
+    mkdirSync(SHOTS, { recursive: true });
+    session.server = await startServer(app, env);
+    session.origin = `http://127.0.0.1:${session.server.port}`;
+    session.browser = await chromium.launch({
+      executablePath: CHROMIUM_BIN,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      timeout: STEP_TIMEOUT,
+    });
+  }, { timeout: TEST_TIMEOUT });
+
+  after(async () => {
+    await session.browser?.close().catch(() => {});
+    const server = session.server;
+    if (server && server.exit === null) server.child.kill("SIGKILL");
+  }, { timeout: TEST_TIMEOUT });
+
+  session.openPage = async (contextOptions = {}) => {
+    const { origin, server } = session;
+    const context = await session.browser.newContext({
+      viewport, ...contextOptions });
+    const page = await context.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    page.on("pageerror", (err) => session.pageErrors.push(err.message));
+    page.on("console", (msg) => {
+      if (msg.type() === "error") session.consoleErrors.push(msg.text());
+    });
+    page.on("request", (request) => {
+      const url = request.url();
+      if (!url.startsWith(`${origin}/`) && !url.startsWith("data:")) {
+        session.foreignRequests.push(url);
+      }
+    });
+    page.on("websocket", (socket) => {
+      if (socket.url() !== `ws://127.0.0.1:${server.port}${wsPath}`) {
+        session.foreignRequests.push(socket.url());
+      }
+    });
+    const response = await page.goto(`${origin}/`);
+    assert.equal(response.status(), 200);
+    return page;
+  };
+  return session;
 }

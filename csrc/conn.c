@@ -2,9 +2,11 @@
  * and the timeouts, over a transport (transport.h) with an output queue
  * (outq.h) */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -290,11 +292,19 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
   ms_conn_resume_reading(c);          /* to read the peer's close frame */
 }
 
+static void respond_error(struct ms_conn *c, int status, const char *why,
+                          int keep_alive);
+
 /* Shutting down: an HTTP connection answers what it was asked (perhaps
  * by the very handler shutting down) and closes; an idle one closes. */
 void ms_conn_end_http(struct ms_conn *c) {
   if (c->state != CS_HTTP) return;
   c->flags &= ~CF_KEEP_ALIVE;
+  if (c->flags & CF_WAITING) {      /* its answer would come too late */
+    c->flags &= ~(uint32_t)CF_WAITING;
+    respond_error(c, 503, "the server is shutting down", 0);
+    return;
+  }
   if (!outq_empty(&c->out)) start_draining(c);
   else if (!(c->flags & CF_IN_REQUEST)) ms_conn_abort(c, 0);
 }
@@ -405,7 +415,8 @@ void ms_conn_flush(struct ms_conn *c) {
     set_events(c, EV_READ);
   } else if (drained && c->state == CS_OPEN) {
     ms_event_drain(c);
-  } else if (c->state == CS_HTTP && (c->flags & CF_PAUSED)) {
+  } else if (c->state == CS_HTTP &&
+             (c->flags & (CF_PAUSED | CF_WAITING)) == CF_PAUSED) {
     ms_conn_resume_reading(c);        /* the pipeline may go on */
   }
 }
@@ -730,6 +741,9 @@ void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
   respond_error(c, status, why, keep_alive);
 }
 
+static void next_request(struct ms_conn *c);
+static void wait_answer(struct ms_conn *c);
+
 /* Returns the bytes used, 0 when the head is incomplete. */
 static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
                            size_t scanned) {
@@ -762,15 +776,51 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
     ms_event_request(c, &req);
     c->flags &= ~CF_IN_REQUEST;
   }
-  if (c->state == CS_HTTP) {
-    /* answered: the next request has its own deadline */
-    c->deadline = now_of(c) + s->opts.handshake_timeout;
-    if (c->out.bytes > s->opts.max_backpressure) {
-      c->flags |= CF_PAUSED;        /* pipelining faster than it reads */
-      set_events(c, c->io.events & EV_WRITE);
-    }
-  }
+  if (c->state == CS_HTTP && (c->flags & CF_WAITING))
+    wait_answer(c);
+  else if (c->state == CS_HTTP)
+    next_request(c);
   return (size_t)r;
+}
+
+/* Answered: the next request has its own deadline. */
+static void next_request(struct ms_conn *c) {
+  c->deadline = now_of(c) + c->server->opts.handshake_timeout;
+  if (c->out.bytes > c->server->opts.max_backpressure) {
+    c->flags |= CF_PAUSED;          /* pipelining faster than it reads */
+    set_events(c, c->io.events & EV_WRITE);
+  }
+}
+
+/* The pipeline waits before it answers: the requests pipelined after
+ * this one wait their turn (reading pauses), for request_timeout at
+ * most.  A plain socket is still watched, for a peer that leaves. */
+static void wait_answer(struct ms_conn *c) {
+  c->deadline = now_of(c) + c->server->opts.request_timeout;
+  c->flags |= CF_PAUSED;
+  set_events(c, (c->io.events & EV_WRITE) |
+                (ms_transport_of(c) == &ms_transport_tcp ? EV_READ : 0));
+}
+
+/* Readable while the pipeline waits: the peer left (abort: the answer
+ * will be dropped), or sent more, which waits (stop watching). */
+static void watch_waiting(struct ms_conn *c) {
+  char b;
+  ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                 errno != EINTR))
+    ms_conn_abort(c, 0);
+  else if (n > 0)
+    set_events(c, c->io.events & EV_WRITE);
+}
+
+void ms_conn_answered(struct ms_conn *c) {
+  if (c->state == CS_HTTP) next_request(c);
+  if ((c->state != CS_HTTP && c->state != CS_OPEN) ||
+      (c->flags & CF_PAUSED))
+    return;
+  set_events(c, EV_READ | (c->io.events & EV_WRITE));
+  if (c->rx && c->rx->in) mark_pending(c);   /* pipelined: go on */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1192,6 +1242,7 @@ static int read_pending(const struct ms_conn *c) {
 }
 
 static void conn_read(struct ms_conn *c);
+static void watch_waiting(struct ms_conn *c);
 static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n);
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
@@ -1215,6 +1266,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
     if (c->state == CS_CLOSED) return;
   }
   if (!(c->flags & CF_PAUSED)) conn_read(c);
+  else if (c->flags & CF_WAITING) watch_waiting(c);
 }
 
 static void conn_read(struct ms_conn *c) {
@@ -1372,7 +1424,13 @@ void ms_conn_sweep(struct ms_conn *c, double now) {
   case CS_HTTP:
     if (now >= c->deadline && (c->flags & CF_CLIENT))
       ms_conn_abort_with(c, 1006, "handshake timeout", WHY_TIMEOUT);
-    else if (now >= c->deadline)
+    else if (now >= c->deadline && (c->flags & CF_WAITING)) {
+      c->flags &= ~(uint32_t)CF_WAITING;
+      ms_log(c->server, MS_LOG_WARN, "a request was not answered within "
+             "request_timeout (%g s): answered 503",
+             c->server->opts.request_timeout);
+      respond_error(c, 503, "the application did not answer in time", 0);
+    } else if (now >= c->deadline)
       ms_conn_abort(c, 0);
     break;
   case CS_OPEN:

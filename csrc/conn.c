@@ -703,6 +703,52 @@ static int has_body(const struct http_request *req) {
   return 0;
 }
 
+/* How the body of req is framed (RFC 9112 section 6): *length is its
+ * Content-Length, or UINT64_MAX when it is chunked.  Returns 0, or 400
+ * with why: Content-Length beside Transfer-Encoding (a smuggled request,
+ * section 6.3), Content-Length values that differ or are no number, a
+ * transfer coding other than chunked. */
+static int body_framing(const struct http_request *req, uint64_t *length,
+                        const char **why) {
+  int lengths = 0, chunked = 0;
+  *length = 0;
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (http_ieq(h->name, h->name_len, "transfer-encoding")) {
+      if (chunked || !http_ieq(h->value, h->value_len, "chunked")) {
+        *why = "only the chunked transfer coding is accepted";
+        return 400;
+      }
+      chunked = 1;
+    } else if (http_ieq(h->name, h->name_len, "content-length")) {
+      uint64_t n = 0;
+      if (h->value_len == 0 || h->value_len > 15) {
+        *why = "invalid Content-Length";
+        return 400;
+      }
+      for (size_t k = 0; k < h->value_len; k++) {
+        char ch = h->value[k];
+        if (ch < '0' || ch > '9') {
+          *why = "invalid Content-Length";
+          return 400;
+        }
+        n = n * 10 + (uint64_t)(ch - '0');
+      }
+      if (lengths++ && n != *length) {
+        *why = "Content-Length values differ";
+        return 400;
+      }
+      *length = n;
+    }
+  }
+  if (chunked && lengths) {
+    *why = "Content-Length beside Transfer-Encoding";
+    return 400;
+  }
+  if (chunked) *length = UINT64_MAX;
+  return 0;
+}
+
 static int host_count(const struct http_request *req) {
   int n = 0;
   for (size_t i = 0; i < req->nheaders; i++)
@@ -761,6 +807,17 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
                   : status == 414 ? "request line too long"
                   : status == 505 ? "only HTTP/1.x is served"
                   : "malformed request", 0);
+    return n;
+  }
+  uint64_t length;
+  const char *why;
+  int bad = body_framing(&req, &length, &why);
+  if (bad) {
+    respond_error(c, bad, why, 0);
+    return n;                  /* no byte after it is read as a request */
+  }
+  if (length != UINT64_MAX && length > s->opts.max_body_size) {
+    respond_error(c, 413, "request body too large", 0);
     return n;
   }
   if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;

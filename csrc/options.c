@@ -34,6 +34,7 @@ static const struct option_spec {
     0, 0, 0 },
   { "keep_request", OPT_BOOL, 1, offsetof(struct ms_options, keep_request),
     0, 0, 1 },
+  SIZE(max_body_size, 1, 1 << 20, 0, 1ull << 40),
   SIZE(receive_buffer_size, 0, 64 << 10, 1024, 64 << 20),
   SIZE(max_header_size, 0, 8 << 10, 256, 1 << 20),
   SIZE(max_headers, 0, 64, 1, 1024),

@@ -32,6 +32,7 @@ struct ms_options {
                                   begun, else 1008 */
   struct deflate_config deflate; /* compression (RFC 7692) */
   int keep_request;            /* keep ws.request after open returns */
+  size_t max_body_size;        /* a request body, else 413 */
 
   size_t receive_buffer_size;  /* the server's one read buffer */
   size_t max_header_size;      /* request head, else 431 */

@@ -167,6 +167,18 @@ function app_mt:ws(path, handler, options)
 end
 
 local respond, WAITING, FAILED = core.respond, core.WAITING, core.FAILED
+local parse_query = _M.url.parse_query
+
+-- What a request table has beyond its fields: req.args, the query
+-- decoded (url.parse_query), made when first read.
+local request_mt = {
+  __index = function(req, key)
+    if key ~= "args" then return nil end
+    local args = parse_query(req.query)
+    req.args = args
+    return args
+  end,
+}
 local run = runtime.run
 local traceback = debug.traceback
 local xpcall = xpcall
@@ -198,6 +210,7 @@ function app_mt:handler()
     answer(conn, req, xpcall(pipeline, traceback, req))
   end
   return function(req, conn)
+    setmetatable(req, request_mt)
     local outer = inline
     inline = conn
     run(task, conn, req)

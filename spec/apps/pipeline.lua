@@ -5,9 +5,8 @@ local moonsocket = require "moonsocket"
 local app = moonsocket.app {
   log_level = "debug",
   request_timeout = tonumber(os.getenv("REQUEST_TIMEOUT")) or 30,
+  max_body_size = 100,
 }
-
-local log = {}          -- what the waiting pipelines learned
 
 app:use(function(req, next)
   local wait = tonumber(req.path:match("^/sleep/([%d.]+)"))
@@ -22,8 +21,14 @@ app:use(function(req, next)
   if req.path == "/never" then
     moonsocket.sleep(3600)
   end
-  if req.path == "/log" then
-    return 200, {}, table.concat(log, "\n") .. "\n"
+  if req.path == "/args" then
+    local names = {}
+    for name, value in pairs(req.args) do
+      names[#names + 1] = name .. "=" .. (type(value) == "table"
+        and table.concat(value, ",") or tostring(value))
+    end
+    table.sort(names)
+    return 200, {}, table.concat(names, "&") .. "\n"
   end
   return next()
 end)

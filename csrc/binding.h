@@ -97,6 +97,8 @@ void ms_push_kind(lua_State *L, const struct ms_module *m,
 void ms_resume(struct ms_conn *c, int nargs);
 
 /* lrequest.c: the request pipeline */
+/* Sets core.respond and the pipeline's markers in the module table. */
+void ms_open_request(lua_State *L);
 void ms_push_request(lua_State *L, struct ms_conn *c,
                      const struct http_request *req);
 /* The headers table at idx as "Name: value\r\n" lines, pushed; or NULL

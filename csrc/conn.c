@@ -2,9 +2,11 @@
  * and the timeouts, over a transport (transport.h) with an output queue
  * (outq.h) */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -290,11 +292,19 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
   ms_conn_resume_reading(c);          /* to read the peer's close frame */
 }
 
+static void respond_error(struct ms_conn *c, int status, const char *why,
+                          int keep_alive);
+
 /* Shutting down: an HTTP connection answers what it was asked (perhaps
  * by the very handler shutting down) and closes; an idle one closes. */
 void ms_conn_end_http(struct ms_conn *c) {
   if (c->state != CS_HTTP) return;
   c->flags &= ~CF_KEEP_ALIVE;
+  if (c->flags & CF_WAITING) {      /* its answer would come too late */
+    c->flags &= ~(uint32_t)CF_WAITING;
+    respond_error(c, 503, "the server is shutting down", 0);
+    return;
+  }
   if (!outq_empty(&c->out)) start_draining(c);
   else if (!(c->flags & CF_IN_REQUEST)) ms_conn_abort(c, 0);
 }
@@ -405,7 +415,8 @@ void ms_conn_flush(struct ms_conn *c) {
     set_events(c, EV_READ);
   } else if (drained && c->state == CS_OPEN) {
     ms_event_drain(c);
-  } else if (c->state == CS_HTTP && (c->flags & CF_PAUSED)) {
+  } else if (c->state == CS_HTTP &&
+             (c->flags & (CF_PAUSED | CF_WAITING)) == CF_PAUSED) {
     ms_conn_resume_reading(c);        /* the pipeline may go on */
   }
 }
@@ -692,6 +703,52 @@ static int has_body(const struct http_request *req) {
   return 0;
 }
 
+/* How the body of req is framed (RFC 9112 section 6): *length is its
+ * Content-Length, or UINT64_MAX when it is chunked.  Returns 0, or 400
+ * with why: Content-Length beside Transfer-Encoding (a smuggled request,
+ * section 6.3), Content-Length values that differ or are no number, a
+ * transfer coding other than chunked. */
+static int body_framing(const struct http_request *req, uint64_t *length,
+                        const char **why) {
+  int lengths = 0, chunked = 0;
+  *length = 0;
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (http_ieq(h->name, h->name_len, "transfer-encoding")) {
+      if (chunked || !http_ieq(h->value, h->value_len, "chunked")) {
+        *why = "only the chunked transfer coding is accepted";
+        return 400;
+      }
+      chunked = 1;
+    } else if (http_ieq(h->name, h->name_len, "content-length")) {
+      uint64_t n = 0;
+      if (h->value_len == 0 || h->value_len > 15) {
+        *why = "invalid Content-Length";
+        return 400;
+      }
+      for (size_t k = 0; k < h->value_len; k++) {
+        char ch = h->value[k];
+        if (ch < '0' || ch > '9') {
+          *why = "invalid Content-Length";
+          return 400;
+        }
+        n = n * 10 + (uint64_t)(ch - '0');
+      }
+      if (lengths++ && n != *length) {
+        *why = "Content-Length values differ";
+        return 400;
+      }
+      *length = n;
+    }
+  }
+  if (chunked && lengths) {
+    *why = "Content-Length beside Transfer-Encoding";
+    return 400;
+  }
+  if (chunked) *length = UINT64_MAX;
+  return 0;
+}
+
 static int host_count(const struct http_request *req) {
   int n = 0;
   for (size_t i = 0; i < req->nheaders; i++)
@@ -730,6 +787,9 @@ void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
   respond_error(c, status, why, keep_alive);
 }
 
+static void next_request(struct ms_conn *c);
+static void wait_answer(struct ms_conn *c);
+
 /* Returns the bytes used, 0 when the head is incomplete. */
 static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
                            size_t scanned) {
@@ -749,6 +809,17 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
                   : "malformed request", 0);
     return n;
   }
+  uint64_t length;
+  const char *why;
+  int bad = body_framing(&req, &length, &why);
+  if (bad) {
+    respond_error(c, bad, why, 0);
+    return n;                  /* no byte after it is read as a request */
+  }
+  if (length != UINT64_MAX && length > s->opts.max_body_size) {
+    respond_error(c, 413, "request body too large", 0);
+    return n;
+  }
   if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
   if (req.minor_version == 0) c->flags |= CF_HTTP10;
@@ -762,15 +833,51 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
     ms_event_request(c, &req);
     c->flags &= ~CF_IN_REQUEST;
   }
-  if (c->state == CS_HTTP) {
-    /* answered: the next request has its own deadline */
-    c->deadline = now_of(c) + s->opts.handshake_timeout;
-    if (c->out.bytes > s->opts.max_backpressure) {
-      c->flags |= CF_PAUSED;        /* pipelining faster than it reads */
-      set_events(c, c->io.events & EV_WRITE);
-    }
-  }
+  if (c->state == CS_HTTP && (c->flags & CF_WAITING))
+    wait_answer(c);
+  else if (c->state == CS_HTTP)
+    next_request(c);
   return (size_t)r;
+}
+
+/* Answered: the next request has its own deadline. */
+static void next_request(struct ms_conn *c) {
+  c->deadline = now_of(c) + c->server->opts.handshake_timeout;
+  if (c->out.bytes > c->server->opts.max_backpressure) {
+    c->flags |= CF_PAUSED;          /* pipelining faster than it reads */
+    set_events(c, c->io.events & EV_WRITE);
+  }
+}
+
+/* The pipeline waits before it answers: the requests pipelined after
+ * this one wait their turn (reading pauses), for request_timeout at
+ * most.  A plain socket is still watched, for a peer that leaves. */
+static void wait_answer(struct ms_conn *c) {
+  c->deadline = now_of(c) + c->server->opts.request_timeout;
+  c->flags |= CF_PAUSED;
+  set_events(c, (c->io.events & EV_WRITE) |
+                (ms_transport_of(c) == &ms_transport_tcp ? EV_READ : 0));
+}
+
+/* Readable while the pipeline waits: the peer left (abort: the answer
+ * will be dropped), or sent more, which waits (stop watching). */
+static void watch_waiting(struct ms_conn *c) {
+  char b;
+  ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                 errno != EINTR))
+    ms_conn_abort(c, 0);
+  else if (n > 0)
+    set_events(c, c->io.events & EV_WRITE);
+}
+
+void ms_conn_answered(struct ms_conn *c) {
+  if (c->state == CS_HTTP) next_request(c);
+  if ((c->state != CS_HTTP && c->state != CS_OPEN) ||
+      (c->flags & CF_PAUSED))
+    return;
+  set_events(c, EV_READ | (c->io.events & EV_WRITE));
+  if (c->rx && c->rx->in) mark_pending(c);   /* pipelined: go on */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1192,6 +1299,7 @@ static int read_pending(const struct ms_conn *c) {
 }
 
 static void conn_read(struct ms_conn *c);
+static void watch_waiting(struct ms_conn *c);
 static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n);
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
@@ -1215,6 +1323,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
     if (c->state == CS_CLOSED) return;
   }
   if (!(c->flags & CF_PAUSED)) conn_read(c);
+  else if (c->flags & CF_WAITING) watch_waiting(c);
 }
 
 static void conn_read(struct ms_conn *c) {
@@ -1372,7 +1481,13 @@ void ms_conn_sweep(struct ms_conn *c, double now) {
   case CS_HTTP:
     if (now >= c->deadline && (c->flags & CF_CLIENT))
       ms_conn_abort_with(c, 1006, "handshake timeout", WHY_TIMEOUT);
-    else if (now >= c->deadline)
+    else if (now >= c->deadline && (c->flags & CF_WAITING)) {
+      c->flags &= ~(uint32_t)CF_WAITING;
+      ms_log(c->server, MS_LOG_WARN, "a request was not answered within "
+             "request_timeout (%g s): answered 503",
+             c->server->opts.request_timeout);
+      respond_error(c, 503, "the application did not answer in time", 0);
+    } else if (now >= c->deadline)
       ms_conn_abort(c, 0);
     break;
   case CS_OPEN:

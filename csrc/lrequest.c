@@ -15,6 +15,12 @@
 #include "life.h"
 #include "log.h"
 
+/* What a pipeline run in a coroutine returns for "I answer later" and
+ * "I raised" (then its error follows): two addresses, unique. */
+static const char waiting_tag, failed_tag;
+#define WAITING ((void *)&waiting_tag)
+#define FAILED ((void *)&failed_tag)
+
 void ms_push_request(lua_State *L, struct ms_conn *c,
                          const struct http_request *req) {
   const char *q = memchr(req->path, '?', req->path_len);
@@ -164,7 +170,8 @@ static int call_pipeline(lua_State *L) {
   ms_push_request(L, c, req);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->on_request);
   lua_pushvalue(L, 1);
-  lua_call(L, 1, 4);
+  ms_push_conn(L, c);
+  lua_call(L, 2, 4);
   return 5;
 }
 
@@ -222,25 +229,13 @@ static void end_open(struct ms_conn *c, lua_State *L,
   lua_pop(L, 1);
 }
 
-void ms_event_request(struct ms_conn *c, const struct http_request *req) {
+/* The pipeline's answer at r, r+1.. on L for req (its table at
+ * req_idx): a response, a handler to upgrade with, nil (404).  keep:
+ * whether the connection may serve another request after an error. */
+static void apply_answer(lua_State *L, struct ms_conn *c,
+                         const struct http_request *req, int req_idx, int r,
+                         int keep) {
   struct ms_server *s = c->server;
-  lua_State *L = s->module->L;
-  int top = lua_gettop(L);
-  lua_pushcfunction(L, call_pipeline);
-  lua_pushlightuserdata(L, c);
-  lua_pushlightuserdata(L, (void *)req);
-  /* after a refused upgrade the client's state is unknown: close */
-  int keep = !handshake_wanted(req);
-  if (ms_pcall(s, L, 2, 5, "request handler") != LUA_OK) {
-    ms_conn_respond_error(c, 500, "the application failed", keep);
-    lua_settop(L, top);
-    return;
-  }
-  int req_idx = top + 1, r = top + 2;
-  if (c->state != CS_HTTP) {
-    lua_settop(L, top);
-    return;
-  }
   switch (lua_type(L, r)) {
   case LUA_TNUMBER: {
     int status = (int)lua_tointeger(L, r);
@@ -334,9 +329,91 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
     ms_conn_respond_error(c, 404, "no route for this path", keep);
     break;
   default:
+    if (lua_touserdata(L, r) == FAILED) {       /* the pipeline raised */
+      ms_log(s, MS_LOG_ERROR, "error in request handler: %s",
+             lua_tostring(L, r + 1));
+      ms_conn_respond_error(c, 500, "the application failed", keep);
+      break;
+    }
     ms_log(s, MS_LOG_ERROR, "request handler returned a %s",
            luaL_typename(L, r));
     ms_conn_respond_error(c, 500, "the application failed", keep);
   }
+}
+
+void ms_event_request(struct ms_conn *c, const struct http_request *req) {
+  struct ms_server *s = c->server;
+  lua_State *L = s->module->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, call_pipeline);
+  lua_pushlightuserdata(L, c);
+  lua_pushlightuserdata(L, (void *)req);
+  /* after a refused upgrade the client's state is unknown: close */
+  int keep = !handshake_wanted(req);
+  if (ms_pcall(s, L, 2, 5, "request handler") != LUA_OK) {
+    ms_conn_respond_error(c, 500, "the application failed", keep);
+    lua_settop(L, top);
+    return;
+  }
+  int req_idx = top + 1, r = top + 2;
+  if (c->state != CS_HTTP) {
+    lua_settop(L, top);
+    return;
+  }
+  if (lua_touserdata(L, r) == WAITING) {
+    /* it answers later (core.respond): the head is in the read buffer,
+     * which the next read reuses, so keep it */
+    ms_push_conn(L, c);
+    lua_pushlstring(L, req->method, req->head_len);
+    lua_setiuservalue(L, -2, UV_REQUEST);
+    c->flags |= CF_WAITING;
+  } else {
+    apply_answer(L, c, req, req_idx, r, keep);
+  }
   lua_settop(L, top);
+}
+
+/* core.respond(conn, req, ...): the answer of a pipeline that waited,
+ * for the request table req; true, or nil, message, "ECLOSED" when the
+ * connection is gone (closed, timed out, shutting down). */
+static int core_respond(lua_State *L) {
+  struct ms_conn *c = luaL_checkudata(L, 1, WS_MT);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  struct ms_server *s = c->server;
+  if (!s || c->state != CS_HTTP || !(c->flags & CF_WAITING)) {
+    if (s && s->opts.log_level >= MS_LOG_DEBUG) {
+      ms_log(s, MS_LOG_DEBUG, "answer dropped: %s left before it came",
+             ms_push_label(L, 2));
+      lua_pop(L, 1);
+    }
+    return ms_push_fail(L, MS_ECLOSED_DROPPED, "ECLOSED");
+  }
+  c->flags &= ~(uint32_t)(CF_WAITING | CF_PAUSED);
+  lua_getiuservalue(L, 1, UV_REQUEST);
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, UV_REQUEST);
+  size_t len;
+  const char *raw = lua_tolstring(L, -1, &len);
+  struct http_header headers[s->limits.max_headers];
+  struct http_request req;
+  struct http_limits limits = { len, len, s->limits.max_headers };
+  req.headers = headers;
+  if (!raw || http_parse_request(raw, len, 0, &limits, &req) <= 0)
+    return luaL_error(L, "the request head was lost");
+  int keep = !handshake_wanted(&req);
+  lua_insert(L, 3);                  /* the head stays on the stack */
+  if (lua_gettop(L) < 7) lua_settop(L, 7);
+  apply_answer(L, c, &req, 2, 4, keep);
+  ms_conn_answered(c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+void ms_open_request(lua_State *L) {
+  lua_pushcfunction(L, core_respond);
+  lua_setfield(L, -2, "respond");
+  lua_pushlightuserdata(L, WAITING);
+  lua_setfield(L, -2, "WAITING");
+  lua_pushlightuserdata(L, FAILED);
+  lua_setfield(L, -2, "FAILED");
 }

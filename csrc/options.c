@@ -34,6 +34,7 @@ static const struct option_spec {
     0, 0, 0 },
   { "keep_request", OPT_BOOL, 1, offsetof(struct ms_options, keep_request),
     0, 0, 1 },
+  SIZE(max_body_size, 1, 1 << 20, 0, 1ull << 40),
   SIZE(receive_buffer_size, 0, 64 << 10, 1024, 64 << 20),
   SIZE(max_header_size, 0, 8 << 10, 256, 1 << 20),
   SIZE(max_headers, 0, 64, 1, 1024),
@@ -41,6 +42,7 @@ static const struct option_spec {
   SIZE(max_connections, 0, 65536, 1, 1 << 24),
   SIZE(max_incomplete_bytes, 0, 64 << 20, 1024, 1ull << 40),
   SECS(handshake_timeout, 0, 10, 0.001, 86400),
+  SECS(request_timeout, 0, 30, 0.001, 86400),
   { "log_level", OPT_LEVEL, 0, offsetof(struct ms_options, log_level),
     MS_LOG_INFO, MS_LOG_OFF, MS_LOG_DEBUG },
 #undef SIZE

@@ -32,6 +32,7 @@ struct ms_options {
                                   begun, else 1008 */
   struct deflate_config deflate; /* compression (RFC 7692) */
   int keep_request;            /* keep ws.request after open returns */
+  size_t max_body_size;        /* a request body, else 413 */
 
   size_t receive_buffer_size;  /* the server's one read buffer */
   size_t max_header_size;      /* request head, else 431 */
@@ -42,6 +43,8 @@ struct ms_options {
                                   server's sockets; beyond, the one
                                   holding the most is failed 1009 */
   double handshake_timeout;    /* to send a whole request head */
+  double request_timeout;      /* for a pipeline that waits to answer,
+                                  else 503 */
   int log_level;               /* enum ms_log_level */
 };
 
@@ -150,6 +153,7 @@ enum {
   CF_RX_LOCAL = 1 << 19,    /* rx is feed's copy, on its stack */
   CF_FAIL_PENDING = 1 << 20,/* failed: told once its close frame is out */
   CF_HTTP10 = 1 << 21,      /* the request being answered is HTTP/1.0 */
+  CF_WAITING = 1 << 22,     /* its pipeline waits: it answers later */
 };
 
 struct ms_conn {
@@ -227,6 +231,9 @@ void ms_conn_close(struct ms_conn *c, int code, const char *reason,
 void ms_conn_abort(struct ms_conn *c, int code);
 void ms_conn_end_http(struct ms_conn *c);
 void ms_conn_resume_reading(struct ms_conn *c);
+/* A pipeline that waited (CF_WAITING) has answered: the next request's
+ * deadline, and reading goes on. */
+void ms_conn_answered(struct ms_conn *c);
 void ms_conn_flush(struct ms_conn *c);
 /* Before the loop sleeps: read what was left, flush (life.c's prepare
  * callback calls it for each pending connection). */

@@ -166,7 +166,27 @@ function app_mt:ws(path, handler, options)
   end)
 end
 
--- The request handler the core calls: runs the middleware in order.
+local respond, WAITING, FAILED = core.respond, core.WAITING, core.FAILED
+local parse_query = _M.url.parse_query
+
+-- What a request table has beyond its fields: req.args, the query
+-- decoded (url.parse_query), made when first read.
+local request_mt = {
+  __index = function(req, key)
+    if key ~= "args" then return nil end
+    local args = parse_query(req.query)
+    req.args = args
+    return args
+  end,
+}
+local run = runtime.run
+local traceback = debug.traceback
+local xpcall = xpcall
+
+-- The request handler the core calls: runs the middleware in order, in
+-- a pooled coroutine, so that a middleware may wait (sleep, join, a
+-- queue).  One that does not wait is answered at once, as the results
+-- of this call; one that waits answers later, through core.respond.
 function app_mt:handler()
   local stack = self.stack
   local function step(req, i)
@@ -174,7 +194,35 @@ function app_mt:handler()
     if not middleware then return nil end      -- the core answers 404
     return middleware(req, function() return step(req, i + 1) end)
   end
-  return function(req) return step(req, 1) end
+  local function pipeline(req) return step(req, 1) end
+  -- The connection whose pipeline runs without having waited, and the
+  -- answer it left when it ended so.
+  local inline, r1, r2, r3, r4
+  local function answer(conn, req, ok, a, b, c, d)
+    if not ok then a, b = FAILED, a end
+    if inline == conn then
+      inline, r1, r2, r3, r4 = nil, a, b, c, d
+    else
+      respond(conn, req, a, b, c, d)
+    end
+  end
+  local function task(conn, req)
+    answer(conn, req, xpcall(pipeline, traceback, req))
+  end
+  return function(req, conn)
+    setmetatable(req, request_mt)
+    local outer = inline
+    inline = conn
+    run(task, conn, req)
+    if inline == conn then                     -- it waits
+      inline = outer
+      return WAITING
+    end
+    inline = outer
+    local a, b, c, d = r1, r2, r3, r4
+    r1, r2, r3, r4 = nil, nil, nil, nil
+    return a, b, c, d
+  end
 end
 
 -- app:listen{host = "127.0.0.1", port = 5000, backlog = 511, tls = nil,

@@ -7,6 +7,8 @@ local moonsocket = require "moonsocket"
 local app = moonsocket.app {
   close_timeout = tonumber(os.getenv("CLOSE_TIMEOUT")) or 5,
   handshake_timeout = tonumber(os.getenv("HANDSHAKE_TIMEOUT")) or 10,
+  -- the lingering close is tested with a body larger than LINGER_MAX
+  max_body_size = 1 << 30,
 }
 
 local HEADERS = {

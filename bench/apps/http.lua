@@ -1,0 +1,23 @@
+-- The callgrind guard's HTTP app: a middleware answering /hello, in
+-- front of a WebSocket route at /ws (callback echo); quiet.
+local moonsocket = require "moonsocket"
+
+local app = moonsocket.app {
+  log_level = "error",
+  keep_alive_interval = 0,
+}
+
+local HEADERS = { ["Content-Type"] = "text/plain" }
+
+app:use(function(req, next)
+  if req.path == "/hello" then return 200, HEADERS, "hello\n" end
+  return next()
+end)
+
+app:ws("/ws", require "moonsocket.handlers.echo")
+
+assert(app:listen {
+  host = os.getenv("HOST") or "127.0.0.1",
+  port = tonumber(os.getenv("PORT")) or 0,
+})
+moonsocket.run()

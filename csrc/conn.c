@@ -584,6 +584,23 @@ static const char *status_reason(int status) {
   }
 }
 
+/* Append s (without its NUL) at p; returns the end. */
+static char *put_str(char *p, const char *s) {
+  size_t n = strlen(s);
+  memcpy(p, s, n);
+  return p + n;
+}
+
+/* Append v in decimal at p; returns the end. */
+static char *put_uint(char *p, unsigned long long v) {
+  char digits[20];
+  int k = 0;
+  do digits[k++] = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  while (k) *p++ = digits[--k];
+  return p;
+}
+
 void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
                      size_t headers_len, const char *body, size_t body_len,
                      int file, int is_head) {
@@ -595,16 +612,25 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
   int keep = c->flags & CF_KEEP_ALIVE;
   /* 204 and 304 have no body, nor a length (RFC 7230 section 3.3.2) */
   int bodiless = status == 204 || status == 304;
-  char length[48] = "";
-  if (!bodiless)
-    snprintf(length, sizeof length, "Content-Length: %zu\r\n", body_len);
   /* HTTP/1.0 closes unless both sides say keep-alive (RFC 9112 9.3) */
   const char *connection = !keep ? "Connection: close\r\n"
                            : c->flags & CF_HTTP10
                            ? "Connection: keep-alive\r\n" : "";
-  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n%s%s", status,
-                   status_reason(status), length, connection);
-  int rc = out_copy(c, head, (size_t)n) < 0 ||
+  /* written by hand: snprintf cost a request more than its parsing */
+  char *p = head;
+  p = put_str(p, "HTTP/1.1 ");
+  p = put_uint(p, (unsigned long long)status);
+  *p++ = ' ';
+  p = put_str(p, status_reason(status));
+  p = put_str(p, "\r\n");
+  if (!bodiless) {
+    p = put_str(p, "Content-Length: ");
+    p = put_uint(p, (unsigned long long)body_len);
+    p = put_str(p, "\r\n");
+  }
+  p = put_str(p, connection);
+  size_t n = (size_t)(p - head);
+  int rc = out_copy(c, head, n) < 0 ||
            out_copy(c, headers, headers_len) < 0 ||
            out_copy(c, "\r\n", 2) < 0;
   if (!rc && !is_head && !bodiless && body_len) {
@@ -669,16 +695,30 @@ int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
     }
     c->deflate->params = params;
   }
+  static const char head[] = "HTTP/1.1 101 Switching Protocols\r\n"
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
   char resp[640];
-  int n = snprintf(resp, sizeof resp,
-                   "HTTP/1.1 101 Switching Protocols\r\n"
-                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n", accept,
-                   protocol ? "Sec-WebSocket-Protocol: " : "",
-                   protocol ? protocol : "", protocol ? "\r\n" : "",
-                   *ext ? "Sec-WebSocket-Extensions: " : "", ext,
-                   *ext ? "\r\n" : "");
-  if (n >= (int)sizeof resp || out_copy(c, resp, (size_t)n) < 0) {
+  size_t plen = protocol ? strlen(protocol) : 0;
+  int fits = sizeof head + WS_ACCEPT_LEN + plen + strlen(ext) + 64 <
+             sizeof resp;
+  char *p = resp;
+  if (fits) {                   /* by hand, as ms_conn_respond does */
+    p = put_str(p, head);
+    p = put_str(p, accept);
+    p = put_str(p, "\r\n");
+    if (protocol) {
+      p = put_str(p, "Sec-WebSocket-Protocol: ");
+      p = put_str(p, protocol);
+      p = put_str(p, "\r\n");
+    }
+    if (*ext) {
+      p = put_str(p, "Sec-WebSocket-Extensions: ");
+      p = put_str(p, ext);
+      p = put_str(p, "\r\n");
+    }
+    p = put_str(p, "\r\n");
+  }
+  if (!fits || out_copy(c, resp, (size_t)(p - resp)) < 0) {
     ms_conn_abort(c, 0);
     *why = "out of memory";
     return 500;

@@ -179,9 +179,12 @@ local request_mt = {
     return args
   end,
 }
-local run = runtime.run
+local co_resume, co_running, co_yield =
+  coroutine.resume, coroutine.running, coroutine.yield
 local traceback = debug.traceback
 local xpcall = xpcall
+local DONE = {}          -- a pipeline answered without waiting
+local POOL_MAX = 64      -- idle pipeline coroutines kept per app
 
 -- The request handler the core calls: runs the middleware in order, in
 -- a pooled coroutine, so that a middleware may wait (sleep, join, a
@@ -194,33 +197,39 @@ function app_mt:handler()
     if not middleware then return nil end      -- the core answers 404
     return middleware(req, function() return step(req, i + 1) end)
   end
-  local function pipeline(req) return step(req, 1) end
-  -- The connection whose pipeline runs without having waited, and the
-  -- answer it left when it ended so.
-  local inline, r1, r2, r3, r4
-  local function answer(conn, req, ok, a, b, c, d)
-    if not ok then a, b = FAILED, a end
-    if inline == conn then
-      inline, r1, r2, r3, r4 = nil, a, b, c, d
-    else
-      respond(conn, req, a, b, c, d)
+  local pool, npool = {}, 0
+  local inline           -- the coroutine whose answer the core awaits
+  -- A pipeline coroutine answers requests one after another: yields
+  -- DONE and the answer to the handler when the request did not wait;
+  -- after a wait, answers through core.respond and ends.
+  local function body(conn, req)
+    while true do
+      local ok, a, b, c, d = xpcall(step, traceback, req, 1)
+      if not ok then a, b = FAILED, a end
+      if inline ~= co_running() then
+        respond(conn, req, a, b, c, d)
+        return
+      end
+      conn, req = co_yield(DONE, a, b, c, d)
     end
-  end
-  local function task(conn, req)
-    answer(conn, req, xpcall(pipeline, traceback, req))
   end
   return function(req, conn)
     setmetatable(req, request_mt)
-    local outer = inline
-    inline = conn
-    run(task, conn, req)
-    if inline == conn then                     -- it waits
-      inline = outer
-      return WAITING
+    local co
+    if npool > 0 then
+      co, pool[npool], npool = pool[npool], nil, npool - 1
+    else
+      co = runtime.coroutine(body)
     end
+    local outer = inline
+    inline = co
+    local _, tag, a, b, c, d = co_resume(co, conn, req)
     inline = outer
-    local a, b, c, d = r1, r2, r3, r4
-    r1, r2, r3, r4 = nil, nil, nil, nil
+    if tag ~= DONE then return WAITING end     -- it waits
+    if npool < POOL_MAX then
+      npool = npool + 1
+      pool[npool] = co
+    end
     return a, b, c, d
   end
 end

@@ -110,6 +110,14 @@ local function run(fn, ...)
 end
 _M.run = run
 
+-- coroutine(fn): a coroutine of fn that may wait, as the pool's do
+-- (the request pipeline keeps its own).
+function _M.coroutine(fn)
+  local co = co_create(fn)
+  managed[co] = true
+  return co
+end
+
 local function report(what, ok, err)
   if not ok then
     core.log("error", format("error in %s: %s", what, tostring(err)))

@@ -26,23 +26,36 @@ import tempfile
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
+import callgrind_http  # noqa: E402
 import run_peers  # noqa: E402
 
 BUDGET_FILE = os.path.join(BENCH, "callgrind-budget")
 SMALL, BIG = 2000, 20000
 TOLERANCE = 0.10
 
-# name: (server, payload bytes, text frames)
+# name: (server, payload bytes, text frames), or for the HTTP ones the
+# workload of callgrind_http.py: per request, not per echo
 WORKLOADS = {
     "echo-16-binary": ("moonsocket", 16, False),
     "echo-16-binary-coroutine": ("moonsocket-coroutine", 16, False),
     "echo-1024-text": ("moonsocket", 1024, True),
+    "http-get": callgrind_http.http_gets,
+    "upgrade": callgrind_http.upgrades,
 }
 
 
 def measure(name):
-    server, size, text = WORKLOADS[name]
     outdir = tempfile.mkdtemp(prefix="callgrind-guard-")
+    if callable(WORKLOADS[name]):         # an HTTP request, an upgrade
+        binary = os.path.join(os.path.dirname(BENCH), "build/moonsocket")
+        small, big = callgrind_http.SMALL, callgrind_http.BIG
+        try:
+            return (callgrind_http.run(binary, WORKLOADS[name], big, outdir)
+                    - callgrind_http.run(binary, WORKLOADS[name], small,
+                                         outdir)) / (big - small)
+        finally:
+            shutil.rmtree(outdir, ignore_errors=True)
+    server, size, text = WORKLOADS[name]
     try:
         small = run_peers.callgrind_run(SMALL, outdir, 1, size, text, server)
         big = run_peers.callgrind_run(BIG, outdir, 1, size, text, server)
@@ -65,7 +78,8 @@ def read_budget():
 
 def write_budget(measured):
     with open(BUDGET_FILE, "w") as f:
-        f.write("# User-space instructions per echoed message, measured by\n"
+        f.write("# User-space instructions per echoed message (per request\n"
+                "# for http-get and upgrade), measured by\n"
                 "# bench/callgrind_guard.py (make -C bench guard).  The\n"
                 "# guard fails when a workload exceeds its budget by more\n"
                 f"# than {TOLERANCE:.0%}.  Regenerate with --update and say "
@@ -97,12 +111,13 @@ def main():
             failed += 1
             continue
         if args.update:
-            print(f"ok {i} - {name}: {m:,.0f} instructions per echo")
+            print(f"ok {i} - {name}: {m:,.0f} instructions")
             continue
         limit = budget[name] * (1 + TOLERANCE)
         verdict = "ok" if m <= limit else "not ok"
         failed += verdict != "ok"
-        print(f"{verdict} {i} - {name}: {m:,.0f} instructions per echo "
+        unit = "request" if callable(WORKLOADS[name]) else "echo"
+        print(f"{verdict} {i} - {name}: {m:,.0f} instructions per {unit} "
               f"(budget {budget[name]:,}, limit {limit:,.0f}, "
               f"{(m / budget[name] - 1):+.1%})")
     if args.update and not failed:

@@ -129,6 +129,12 @@ describe("examples/dashboard with WORKERS=2", function()
 
   it("each worker pushes its own figures once a period, none twice",
     function()
+    -- the workers listen once forked: wait until one answers
+    assert.is_true(helper.wait_until(function()
+      local sock = helper.connect(server.port)
+      if sock then sock:close() end
+      return sock ~= nil
+    end, helper.scaled(10)), server:log())
     local clients = {}
     for i = 1, 8 do
       clients[i] = assert(helper.ws_connect(server.port, "/live"))

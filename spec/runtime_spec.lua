@@ -283,10 +283,12 @@ describe("with workers", function()
           say("open", tostring(moonsocket.worker()))
           ws:send("hi")
         end,
-        message = function(_, m) say("got", m, tostring(moonsocket.worker())) end,
+        message = function(_, m)
+          say("got", m, tostring(moonsocket.worker()))
+          os.execute("kill -TERM $PPID")       -- the master stops
+        end,
         close = function(_, code) say("closed", code, tostring(moonsocket.worker())) end,
       } })
-      moonsocket.after(0.5, function() os.execute("kill -TERM $PPID") end)
       moonsocket.run()
     ]], echo.port))
     helper.stop_and_check(echo)

@@ -62,16 +62,7 @@ describe("examples/chat", function()
   end)
 
   it("serves its page, script and style", function()
-    for path, kind in pairs { ["/"] = "text/html; charset=utf-8",
-        ["/app.js"] = "text/javascript; charset=utf-8",
-        ["/style.css"] = "text/css; charset=utf-8" } do
-      local status, headers, body, sock = helper.http(server.port,
-        "GET " .. path .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-      sock:close()
-      assert.are.equal(200, status, path)
-      assert.are.equal(kind, headers["content-type"], path)
-      assert.is_true(#body > 0, path)
-    end
+    helper.assert_sample_files(server.port)
     local _, _, page, sock = helper.http(server.port,
       "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     sock:close()

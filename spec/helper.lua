@@ -834,6 +834,21 @@ function helper.close_all(list)
   end
 end
 
+-- Asserts that a sample's server serves its page, script and style
+-- (index.html, app.js, style.css) with their content types.
+function helper.assert_sample_files(port)
+  for path, kind in pairs { ["/"] = "text/html; charset=utf-8",
+      ["/app.js"] = "text/javascript; charset=utf-8",
+      ["/style.css"] = "text/css; charset=utf-8" } do
+    local status, headers, body, sock = helper.http(port,
+      "GET " .. path .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    sock:close()
+    luassert.are.equal(200, status, path)
+    luassert.are.equal(kind, headers["content-type"], path)
+    luassert.is_true(#body > 0, path)
+  end
+end
+
 -- The /events log of a test app (spec/apps/probe.lua, policy.lua).
 function helper.events(port)
   local status, _, body, sock = helper.http(port,

@@ -18,8 +18,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { SANITIZER_MARKS, SHOTS, STEP_TIMEOUT, TEST_TIMEOUT,
-  sampleSession } from "./support.mjs";
+import { SHOTS, STEP_TIMEOUT, TEST_TIMEOUT,
+  sampleSession, sampleSessionEnds } from "./support.mjs";
 
 const TLS = process.env.BROWSER_TLS === "1";
 // every test, skipped under BROWSER_TLS=1 (see above)
@@ -28,7 +28,7 @@ const OPTIONS = { timeout: TEST_TIMEOUT, skip: TLS &&
 
 const session = sampleSession("examples/dashboard/app.lua", { env: { WORKERS: "2" },
   wsPath: "/live", skip: OPTIONS.skip, viewport: { width: 1000, height: 900 } });
-const { pageErrors, consoleErrors, foreignRequests, openPage } = session;
+const { openPage } = session;
 let tab;
 
 // The state and the figures the page shows (data-value: the number).
@@ -144,24 +144,4 @@ test("in the dark scheme the charts draw in its colours",
     await dark.context().close();
   });
 
-test("the pages ran clean: no script errors, no request off the server",
-  OPTIONS, async () => {
-    assert.deepEqual(pageErrors, []);
-    assert.deepEqual(foreignRequests, []);
-    assert.deepEqual(consoleErrors, []);
-  });
-
-test("the server stops on SIGTERM with exit code 0",
-  OPTIONS, async () => {
-    await session.browser.close();
-    session.server.child.kill("SIGTERM");
-    const timer = new Promise((resolve) =>
-      setTimeout(() => resolve("timeout"), STEP_TIMEOUT));
-    const exit = await Promise.race([session.server.exited, timer]);
-    assert.notEqual(exit, "timeout",
-      "server still running 10 s after SIGTERM");
-    assert.deepEqual(exit, { code: 0, signal: null }, session.server.stderr);
-    for (const mark of SANITIZER_MARKS) {
-      assert.ok(!session.server.stderr.includes(mark), session.server.stderr);
-    }
-  });
+sampleSessionEnds(session, OPTIONS);

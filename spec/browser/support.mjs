@@ -9,7 +9,7 @@ import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import assert from "node:assert/strict";
-import { before, after } from "node:test";
+import { before, after, test } from "node:test";
 import { chromium } from "playwright-core";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
@@ -143,4 +143,32 @@ export function sampleSession(app, { env = {}, wsPath, skip, viewport }) {
     return page;
   };
   return session;
+}
+
+// The two tests that end a sample's file, after its own: the pages ran
+// clean (no script error, no request off the server), and the server
+// exits 0 on SIGTERM with nothing from the sanitizers in its output.
+export function sampleSessionEnds(session, options) {
+  test("the pages ran clean: no script errors, no request off the server",
+    options, async () => {
+      assert.deepEqual(session.pageErrors, []);
+      assert.deepEqual(session.foreignRequests, []);
+      assert.deepEqual(session.consoleErrors, []);
+    });
+
+  test("the server stops on SIGTERM with exit code 0",
+    options, async () => {
+      const server = session.server;
+      await session.browser.close();
+      server.child.kill("SIGTERM");
+      const timer = new Promise((resolve) =>
+        setTimeout(() => resolve("timeout"), STEP_TIMEOUT));
+      const exit = await Promise.race([server.exited, timer]);
+      assert.notEqual(exit, "timeout",
+        "server still running 10 s after SIGTERM");
+      assert.deepEqual(exit, { code: 0, signal: null }, server.stderr);
+      for (const mark of SANITIZER_MARKS) {
+        assert.ok(!server.stderr.includes(mark), server.stderr);
+      }
+    });
 }

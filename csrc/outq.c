@@ -19,6 +19,22 @@ void ms_shared_release(struct ms_shared *sh) {
  * Chunks
  * ------------------------------------------------------------------- */
 
+/* A chunk holding len bytes at data, none sent, no frame, no message,
+ * nothing to release; its cap is left as it is. */
+static struct ms_chunk *chunk_init(struct ms_chunk *ch, const char *data,
+                                   size_t len) {
+  ch->next = NULL;
+  ch->data = data;
+  ch->len = len;
+  ch->sent = 0;
+  ch->first = OUTQ_NO_FRAME;
+  ch->msgs = 0;
+  ch->shared = NULL;
+  ch->ref = OUTQ_NO_REF;
+  ch->fd = -1;
+  return ch;
+}
+
 /* A chunk for need bytes at the end of a queue.  Spare chunks are
  * reused first.  Without one, a queue's first chunk is small when need
  * is: many sockets queueing a little at once (a close to all at
@@ -38,15 +54,7 @@ static struct ms_chunk *chunk_new(struct outq_pool *p, size_t need,
     if (!ch) return NULL;
     ch->cap = cap;
   }
-  ch->next = NULL;
-  ch->data = ch->buf;
-  ch->len = ch->sent = 0;
-  ch->first = OUTQ_NO_FRAME;
-  ch->msgs = 0;
-  ch->shared = NULL;
-  ch->ref = OUTQ_NO_REF;
-  ch->fd = -1;
-  return ch;
+  return chunk_init(ch, ch->buf, 0);
 }
 
 /* A chunk that points at bytes it does not own (a Lua string, a shared
@@ -54,16 +62,8 @@ static struct ms_chunk *chunk_new(struct outq_pool *p, size_t need,
 static struct ms_chunk *chunk_borrow(const char *data, size_t len) {
   struct ms_chunk *ch = malloc(sizeof *ch);
   if (!ch) return NULL;
-  ch->next = NULL;
-  ch->data = data;
-  ch->len = len;
-  ch->sent = ch->cap = 0;
-  ch->first = OUTQ_NO_FRAME;
-  ch->msgs = 0;
-  ch->shared = NULL;
-  ch->ref = OUTQ_NO_REF;
-  ch->fd = -1;
-  return ch;
+  ch->cap = 0;
+  return chunk_init(ch, data, len);
 }
 
 static void chunk_free(struct outq_pool *p, struct ms_chunk *ch,

@@ -68,16 +68,21 @@ local function wait(co, stop)
 end
 _M.wait = wait
 
--- Resume co with ... if it still waits; once only.
-local function wake(co, ...)
-  if not waiting[co] then return end
-  waiting[co] = nil
-  if not managed[co] then return core_wake(handlers[co], ...) end
+-- Resume a managed co; back to the pool when its task has ended.
+local function resume(co, ...)
   local ok, res = co_resume(co, ...)
   if ok and res == IDLE and npool < POOL_MAX then
     npool = npool + 1
     pool[npool] = co
   end
+end
+
+-- Resume co with ... if it still waits; once only.
+local function wake(co, ...)
+  if not waiting[co] then return end
+  waiting[co] = nil
+  if not managed[co] then return core_wake(handlers[co], ...) end
+  resume(co, ...)
 end
 _M.wake = wake
 
@@ -102,11 +107,7 @@ local function run(fn, ...)
     co = co_create(worker)
     managed[co] = true
   end
-  local ok, res = co_resume(co, fn, ...)
-  if ok and res == IDLE and npool < POOL_MAX then
-    npool = npool + 1
-    pool[npool] = co
-  end
+  resume(co, fn, ...)
 end
 _M.run = run
 

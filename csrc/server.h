@@ -84,6 +84,10 @@ struct ms_module {
   struct ms_server *client;     /* owns client connections, or NULL */
   struct ms_log_repeat log;     /* repeated lines, counted */
   struct ms_timer *timers;      /* the armed timers (the binding's) */
+  struct ms_socket *waiting;    /* sockets a coroutine waits on (the
+                                   binding's) */
+  struct ms_sockets *sockets;   /* what client sockets share: the pool,
+                                   TLS contexts (socket.c), or NULL */
   struct ms_conn *resuming;     /* whose coroutine handler runs now */
   int serving;                  /* ms_event_serving was told */
 };
@@ -94,6 +98,8 @@ enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
 
 struct ms_rx;
 struct ms_timer;
+struct ms_socket;
+struct ms_sockets;
 
 struct ms_server {
   ev_io listener;

@@ -227,8 +227,8 @@ static void close_socket(struct ms_socket *s, lua_State *L) {
   if (s->fd >= 0) close(s->fd);
   s->fd = -1;
   s->flags &= ~(SF_CONNECTED | SF_SETTING_UP);
+  if (busy(s)) end_wait(s, L, -1);      /* it takes what had come */
   ms_sockbuf_free(&s->in);
-  if (busy(s)) end_wait(s, L, -1);
 }
 
 /* core.socket(kind, options): a closed socket, "tcp" or "unix";
@@ -258,6 +258,9 @@ static int l_socket(lua_State *L) {
   s->flags = kind == 1 ? SF_UNIX : 0;
   ev_init(&s->io, io_cb);
   ev_init(&s->timer, timer_cb);
+  /* in a loop iteration, the server's own connections go first: a
+   * burst of replies to many waiting coroutines delays them less */
+  ev_set_priority(&s->io, -1);
   luaL_setmetatable(L, SOCKET_MT);
   return 1;
 }
@@ -645,7 +648,9 @@ static int receive_step(lua_State *L, struct ms_socket *s) {
     ssize_t n = ms_sock_read(s->m, s->fd, s->ssl, &s->in, &err);
     if (n > 0) continue;
     if (n == MS_SOCK_EOF) {
-      if (pat != PAT_ALL) return fail_partial(L, s, pat, "closed");
+      /* LuaSocket: "*a" gives what came before the end, if anything */
+      if (pat != PAT_ALL || s->in.len == 0)
+        return fail_partial(L, s, pat, "closed");
       push_data(L, s->in.data ? s->in.data + s->in.start : "", s->in.len,
                 0);
       ms_sockbuf_consume(&s->in, s->in.len);

@@ -158,7 +158,10 @@ static int wait_for(lua_State *L, struct ms_socket *s, int want,
   }
   push_hook(L, HOOK_WAITER);
   lua_pushstring(L, what);
-  lua_call(L, 1, 1);                            /* raises: cannot wait */
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {        /* it cannot wait here */
+    if (s->flags & SF_SETTING_UP) close_socket(s, L);  /* no half socket */
+    return lua_error(L);
+  }
   int co = lua_gettop(L);
   lua_pushvalue(L, co);
   lua_setiuservalue(L, 1, UV_SOCK_CO);
@@ -612,7 +615,7 @@ static int fail_partial(lua_State *L, struct ms_socket *s, int pat,
  * data pushed), 0 (more is needed), -1 (a line over max_line). */
 static int take(lua_State *L, struct ms_socket *s, int pat, size_t count) {
   struct ms_sockbuf *b = &s->in;
-  const char *p = b->data + b->start;
+  const char *p = b->data ? b->data + b->start : "";
   if (pat == PAT_COUNT) {
     if (b->len < count) return 0;
     push_data(L, p, count, 0);

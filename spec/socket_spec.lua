@@ -402,10 +402,12 @@ describe("moonsocket.socket", function()
         s:settimeout(1)
         local ok, err = pcall(function() return s:receive(5) end)
         say(ok, err)
-        ok, err = pcall(function()
-          return socket.tcp():connect("127.0.0.1", PORT)
-        end)
+        local t = socket.tcp()
+        ok, err = pcall(function() return t:connect("127.0.0.1", PORT) end)
         say(ok, err)
+        say(t)                           -- not left half open
+        run(function() say(t:connect("127.0.0.1", PORT)) end)
+        say(require("moonsocket").socket == socket)
       ]]
       local where = "waits only in a coroutine moonsocket runs (a function "
         .. "handler, a timer callback, a thread, middleware); in a callback "
@@ -415,6 +417,8 @@ describe("moonsocket.socket", function()
                      .. "$", lines[2])
       assert.matches("^false [^ ]+:%d+: connect%(%) " .. where:gsub("%p", "%%%0")
                      .. "$", lines[3])
+      assert.matches("^moonsocket.socket %(tcp, closed%)", lines[4])
+      assert.are.same({ "1", "true" }, { lines[5], lines[6] })
     end)
 
     it("raises on bad arguments, with Lua's wording", function()

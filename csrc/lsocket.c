@@ -23,11 +23,18 @@
 #define HOOKS_KEY "moonsocket.core.socket_hooks"
 enum { HOOK_WAITER = 1, HOOK_WAIT, HOOK_WAKE, HOOK_RESOLVE };
 
-/* Uservalues: the coroutine waiting on the socket, the function that
- * stops that wait (made once), the pool key and the host of the last
- * connect (the default name for TLS). */
-enum { UV_SOCK_CO = 1, UV_SOCK_STOP, UV_SOCK_KEY, UV_SOCK_HOST,
-       SOCK_NUV = UV_SOCK_HOST };
+/* A socket has two sides that wait apart, as OpenResty's cosockets do:
+ * one coroutine may wait to read while another waits to write.  connect
+ * and sslhandshake wait on the write side and keep the socket to
+ * themselves meanwhile. */
+enum { SIDE_READ, SIDE_WRITE };
+
+/* Uservalues: the coroutine waiting on each side, the function that
+ * stops that wait (made once per side), the pool key and the host of
+ * the last connect (the default name for TLS). */
+enum { UV_SOCK_CO = 1,              /* + the side */
+       UV_SOCK_STOP = 3,            /* + the side */
+       UV_SOCK_KEY = 5, UV_SOCK_HOST, SOCK_NUV = UV_SOCK_HOST };
 
 #define MAX_LINE_DEFAULT 65536
 #define KEEPALIVE_IDLE_DEFAULT 60.0
@@ -42,20 +49,27 @@ enum {
   SF_KEEPALIVE = 1 << 4,
 };
 
+/* The wait of one side.  While armed it is in m->waiting and anchors
+ * its socket, so that the loop may call back into it. */
+struct ms_socket_wait {
+  ev_io io;                         /* first: io_cb's cast */
+  ev_timer timer;                   /* the call's timeout */
+  struct ms_socket *s;
+  struct ms_socket_wait *prev, *next;  /* in m->waiting while armed */
+  double deadline;                  /* of the call that runs */
+  int ref;                          /* the anchor; LUA_NOREF: idle */
+};
+
 struct ms_socket {
-  ev_io io;                         /* while a coroutine waits */
-  ev_timer timer;                   /* its timeout */
+  struct ms_socket_wait side[2];    /* SIDE_READ, SIDE_WRITE */
   struct ms_module *m;
-  struct ms_socket *prev, *next;    /* in m->waiting while it waits */
   SSL *ssl;                         /* after sslhandshake */
   struct ms_sockbuf in;             /* received, not yet taken */
   double timeout;                   /* per call, in seconds; < 0: none */
-  double deadline;                  /* of the call that runs */
   size_t max_line;                  /* receive("*l") gives up beyond */
   size_t sent;                      /* by the send that runs */
   pid_t pid;                        /* the process that connected */
   int fd;                           /* -1: closed */
-  int ref;                          /* anchors it while it waits */
   unsigned reused;                  /* times taken from the pool */
   unsigned flags;
 };
@@ -81,76 +95,93 @@ static int fail(lua_State *L, const char *why) {
 /* Waiting on the loop                                                 */
 /* ------------------------------------------------------------------ */
 
-/* Stop watching and drop the anchor; nothing when it does not wait. */
-static void disarm(struct ms_socket *s, lua_State *L) {
-  if (s->ref == LUA_NOREF) return;
-  struct ms_module *m = s->m;
-  ev_io_stop(m->loop, &s->io);
-  ev_timer_stop(m->loop, &s->timer);
-  if (s->prev) s->prev->next = s->next;
-  else m->waiting = s->next;
-  if (s->next) s->next->prev = s->prev;
-  s->prev = s->next = NULL;
-  luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
-  s->ref = LUA_NOREF;
+/* Whether a coroutine waits on that side. */
+static int waits(const struct ms_socket *s, int side) {
+  return s->side[side].ref != LUA_NOREF;
 }
 
-/* The wait ends: the coroutine is woken with how, 1 ready, 0 timed out,
- * -1 closed meanwhile (true, false, nil). */
-static void end_wait(struct ms_socket *s, lua_State *L, int how) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);    /* alive for the call */
-  int top = lua_gettop(L);
-  disarm(s, L);
-  push_hook(L, HOOK_WAKE);
-  lua_getiuservalue(L, top, UV_SOCK_CO);
+/* Take the coroutine waiting on that side out of its wait: the watchers
+ * stop, the anchor goes, and the coroutine is pushed (returns 1); 0
+ * when none waits. */
+static int take_waiter(struct ms_socket *s, int side, lua_State *L) {
+  struct ms_socket_wait *w = &s->side[side];
+  if (w->ref == LUA_NOREF) return 0;
+  struct ms_module *m = s->m;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);         /* the socket */
+  lua_getiuservalue(L, -1, UV_SOCK_CO + side);
   lua_pushnil(L);
-  lua_setiuservalue(L, top, UV_SOCK_CO);
-  if (how < 0) lua_pushnil(L);
-  else lua_pushboolean(L, how);
+  lua_setiuservalue(L, -3, UV_SOCK_CO + side);
+  lua_remove(L, -2);                                 /* the coroutine */
+  ev_io_stop(m->loop, &w->io);
+  ev_timer_stop(m->loop, &w->timer);
+  if (w->prev) w->prev->next = w->next;
+  else m->waiting = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+  w->ref = LUA_NOREF;
+  return 1;
+}
+
+/* Wake the coroutine at co with the value at value (0: nil): true when
+ * it may go on, false when its time is up, nil or (for a reader) the
+ * bytes it had received when the socket was closed meanwhile. */
+static void wake(lua_State *L, int co, int value) {
+  push_hook(L, HOOK_WAKE);
+  lua_pushvalue(L, co);
+  if (value) lua_pushvalue(L, value);
+  else lua_pushnil(L);
   ms_pcall(NULL, L, 2, 0, "socket wake");
-  lua_settop(L, top - 1);
+}
+
+/* The wait of w ends: ready (1) or timed out (0). */
+static void end_wait(struct ms_socket_wait *w, int ready) {
+  lua_State *L = w->s->m->L;
+  int top = lua_gettop(L);
+  if (take_waiter(w->s, (int)(w - w->s->side), L)) {
+    lua_pushboolean(L, ready);
+    wake(L, top + 1, top + 2);
+  }
+  lua_settop(L, top);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  struct ms_socket *s = (struct ms_socket *)w;
   (void)loop;
   (void)revents;
-  end_wait(s, s->m->L, 1);
+  end_wait((struct ms_socket_wait *)w, 1);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-  struct ms_socket *s = (struct ms_socket *)((char *)w -
-                         offsetof(struct ms_socket, timer));
   (void)loop;
   (void)revents;
-  end_wait(s, s->m->L, 0);
+  end_wait((struct ms_socket_wait *)((char *)w -
+           offsetof(struct ms_socket_wait, timer)), 0);
 }
 
 static void close_socket(struct ms_socket *s, lua_State *L);
 
-/* What the runtime calls when it cancels the wait (thread:cancel, a
+/* What the runtime calls when it cancels a wait (thread:cancel, a
  * shutdown): the coroutine will not be resumed.  A connect or a
  * handshake cut short leaves the socket closed. */
 static int stop_waiting(lua_State *L) {
   struct ms_socket *s = lua_touserdata(L, lua_upvalueindex(1));
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushnil(L);
-  lua_setiuservalue(L, -2, UV_SOCK_CO);
-  disarm(s, L);
+  if (take_waiter(s, (int)lua_tointeger(L, lua_upvalueindex(2)), L))
+    lua_pop(L, 1);
   if (s->flags & SF_SETTING_UP) close_socket(s, L);
   return 0;
 }
 
-/* Wait until the descriptor is ready for what an operation wants
- * (MS_SOCK_WANT_READ or _WRITE), or the call's deadline passes; then k
- * runs with true (ready), false (timeout) or nil (closed meanwhile)
- * pushed.  The socket is argument 1.  what names the call in the error
- * raised where the running coroutine cannot wait. */
-static int wait_for(lua_State *L, struct ms_socket *s, int want,
+/* Wait on a side until the descriptor is ready for what an operation
+ * wants (MS_SOCK_WANT_READ or _WRITE), or the call's deadline passes;
+ * then k runs with true (ready), false (timeout), or nil or a string
+ * (closed meanwhile) pushed.  The socket is argument 1.  what names the
+ * call in the error raised where the running coroutine cannot wait. */
+static int wait_for(lua_State *L, struct ms_socket *s, int side, int want,
                     const char *what, lua_KContext ctx, lua_KFunction k) {
+  struct ms_socket_wait *w = &s->side[side];
   double left = -1;
   if (s->timeout >= 0) {
-    left = s->deadline - ev_now(s->m->loop);
+    left = w->deadline - ev_now(s->m->loop);
     if (left <= 0) {
       lua_pushboolean(L, 0);
       return k(L, LUA_OK, ctx);
@@ -164,26 +195,27 @@ static int wait_for(lua_State *L, struct ms_socket *s, int want,
   }
   int co = lua_gettop(L);
   lua_pushvalue(L, co);
-  lua_setiuservalue(L, 1, UV_SOCK_CO);
-  ev_io_set(&s->io, s->fd, want == MS_SOCK_WANT_WRITE ? EV_WRITE : EV_READ);
-  ev_io_start(s->m->loop, &s->io);
+  lua_setiuservalue(L, 1, UV_SOCK_CO + side);
+  ev_io_set(&w->io, s->fd, want == MS_SOCK_WANT_WRITE ? EV_WRITE : EV_READ);
+  ev_io_start(s->m->loop, &w->io);
   if (left >= 0) {
-    ev_timer_set(&s->timer, left, 0);
-    ev_timer_start(s->m->loop, &s->timer);
+    ev_timer_set(&w->timer, left, 0);
+    ev_timer_start(s->m->loop, &w->timer);
   }
   lua_pushvalue(L, 1);
-  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  s->next = s->m->waiting;
-  if (s->next) s->next->prev = s;
-  s->m->waiting = s;
+  w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->next = s->m->waiting;
+  if (w->next) w->next->prev = w;
+  s->m->waiting = w;
   push_hook(L, HOOK_WAIT);
   lua_insert(L, co);                            /* wait, co */
-  if (lua_getiuservalue(L, 1, UV_SOCK_STOP) != LUA_TFUNCTION) {
+  if (lua_getiuservalue(L, 1, UV_SOCK_STOP + side) != LUA_TFUNCTION) {
     lua_pop(L, 1);
     lua_pushvalue(L, 1);
-    lua_pushcclosure(L, stop_waiting, 1);
+    lua_pushinteger(L, side);
+    lua_pushcclosure(L, stop_waiting, 2);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, UV_SOCK_STOP);
+    lua_setiuservalue(L, 1, UV_SOCK_STOP + side);
   }
   lua_callk(L, 2, 1, ctx, k);
   return k(L, LUA_OK, ctx);
@@ -192,7 +224,7 @@ static int wait_for(lua_State *L, struct ms_socket *s, int want,
 /* In a continuation: pop what the wait ended with; 1 ready, 0 timed
  * out, -1 closed meanwhile. */
 static int wait_result(lua_State *L) {
-  int how = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
+  int how = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : -1;
   lua_pop(L, 1);
   return how;
 }
@@ -202,24 +234,29 @@ static void settle(lua_State *L, struct ms_socket *s) {
   if (ms_sockbuf_settle(&s->in) < 0) luaL_error(L, "not enough memory");
 }
 
-/* A call may begin: a buffer still borrowing the scratch block was left
- * so by an error raised mid-call (memory ran out); its bytes are lost. */
-static void begin(struct ms_socket *s) {
+/* A call on a side may begin: its deadline.  A buffer still borrowing
+ * the scratch block was left so by an error raised mid-call (memory ran
+ * out): its bytes are lost. */
+static void begin(struct ms_socket *s, int side) {
   if (s->in.borrowed) memset(&s->in, 0, sizeof s->in);
-  s->deadline = s->timeout >= 0 ? ev_now(s->m->loop) + s->timeout : 0;
-}
-
-/* Is it busy: another coroutine waits on it (one at a time). */
-static int busy(struct ms_socket *s) {
-  return s->ref != LUA_NOREF;
+  s->side[side].deadline = s->timeout >= 0
+                           ? ev_now(s->m->loop) + s->timeout : 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* Life                                                                */
 /* ------------------------------------------------------------------ */
 
-/* Close it; a coroutine waiting on it is woken to find it closed. */
+/* Close it.  The coroutines waiting on it are taken out of their waits
+ * first and woken last, finding it closed (a reader with what it had
+ * received): what they run may use the socket anew. */
 static void close_socket(struct ms_socket *s, lua_State *L) {
+  int top = lua_gettop(L);
+  int reader = take_waiter(s, SIDE_READ, L);
+  if (reader)
+    lua_pushlstring(L, s->in.data ? s->in.data + s->in.start : "",
+                    s->in.len);
+  int writer = take_waiter(s, SIDE_WRITE, L);
   if (s->ssl) {
     /* a worker must not end the master's session with close_notify */
     if ((s->flags & SF_CONNECTED) && s->pid == getpid())
@@ -230,8 +267,10 @@ static void close_socket(struct ms_socket *s, lua_State *L) {
   if (s->fd >= 0) close(s->fd);
   s->fd = -1;
   s->flags &= ~(SF_CONNECTED | SF_SETTING_UP);
-  if (busy(s)) end_wait(s, L, -1);      /* it takes what had come */
   ms_sockbuf_free(&s->in);
+  if (reader) wake(L, top + 1, top + 2);
+  if (writer) wake(L, top + 1 + 2 * reader, 0);
+  lua_settop(L, top);
 }
 
 /* core.socket(kind, options): a closed socket, "tcp" or "unix";
@@ -255,15 +294,19 @@ static int l_socket(lua_State *L) {
   memset(s, 0, sizeof *s);
   s->m = m;
   s->fd = -1;
-  s->ref = LUA_NOREF;
   s->timeout = -1;
   s->max_line = max_line;
   s->flags = kind == 1 ? SF_UNIX : 0;
-  ev_init(&s->io, io_cb);
-  ev_init(&s->timer, timer_cb);
-  /* in a loop iteration, the server's own connections go first: a
-   * burst of replies to many waiting coroutines delays them less */
-  ev_set_priority(&s->io, -1);
+  for (int side = SIDE_READ; side <= SIDE_WRITE; side++) {
+    struct ms_socket_wait *w = &s->side[side];
+    w->s = s;
+    w->ref = LUA_NOREF;
+    ev_init(&w->io, io_cb);
+    ev_init(&w->timer, timer_cb);
+    /* in a loop iteration, the server's own connections go first: a
+     * burst of replies to many waiting coroutines delays them less */
+    ev_set_priority(&w->io, -1);
+  }
   luaL_setmetatable(L, SOCKET_MT);
   return 1;
 }
@@ -277,11 +320,8 @@ static int sock_close(lua_State *L) {
 
 static int sock_gc(lua_State *L) {
   struct ms_socket *s = check_socket(L);
-  if (busy(s)) {                    /* only at lua_close: no one to wake */
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, UV_SOCK_CO);
-    disarm(s, L);
-  }
+  for (int side = SIDE_READ; side <= SIDE_WRITE; side++)
+    if (take_waiter(s, side, L)) lua_pop(L, 1);  /* only at lua_close */
   close_socket(s, L);
   return 0;
 }
@@ -297,12 +337,8 @@ static int sock_tostring(lua_State *L) {
 
 void ms_sockets_stop_waits(struct ms_module *m) {
   while (m->waiting) {
-    struct ms_socket *s = m->waiting;
-    lua_rawgeti(m->L, LUA_REGISTRYINDEX, s->ref);
-    lua_pushnil(m->L);
-    lua_setiuservalue(m->L, -2, UV_SOCK_CO);
-    lua_pop(m->L, 1);
-    disarm(s, m->L);
+    struct ms_socket_wait *w = m->waiting;
+    if (take_waiter(w->s, (int)(w - w->s->side), m->L)) lua_pop(m->L, 1);
   }
 }
 
@@ -378,7 +414,8 @@ static int start_connect(lua_State *L, struct ms_socket *s,
   s->fd = fd;
   s->flags |= SF_SETTING_UP;
   if (err == 0) return connected(L, s);
-  return wait_for(L, s, MS_SOCK_WANT_WRITE, "connect()", next, connect_k);
+  return wait_for(L, s, SIDE_WRITE, MS_SOCK_WANT_WRITE, "connect()", next,
+                  connect_k);
 }
 
 /* Try the addresses of the list at 5 from i on; why is the last
@@ -450,7 +487,7 @@ static int sock_connect(lua_State *L) {
   lua_setiuservalue(L, 1, UV_SOCK_KEY);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 1, UV_SOCK_HOST);
-  begin(s);
+  begin(s, SIDE_WRITE);
   size_t keylen;
   const char *key = lua_tolstring(L, 5, &keylen);
   int fd;
@@ -503,7 +540,7 @@ static int handshake_step(lua_State *L, struct ms_socket *s) {
     close_socket(s, L);
     return fail(L, why);
   }
-  return wait_for(L, s, r, "sslhandshake()", 0, handshake_k);
+  return wait_for(L, s, SIDE_WRITE, r, "sslhandshake()", 0, handshake_k);
 }
 
 static int handshake_k(lua_State *L, int status, lua_KContext ctx) {
@@ -541,7 +578,8 @@ static int sock_sslhandshake(lua_State *L) {
       luaL_error(L, "option 'cafile' must be a string");
   }
   if (!(s->flags & SF_CONNECTED)) return fail(L, "closed");
-  if (busy(s)) return fail(L, "socket busy");
+  if (waits(s, SIDE_READ) || waits(s, SIDE_WRITE))
+    return fail(L, "socket busy");
   if (s->ssl) {                         /* from the pool: TLS already */
     lua_pushboolean(L, 1);
     return 1;
@@ -554,7 +592,7 @@ static int sock_sslhandshake(lua_State *L) {
                                  sizeof why)))
     return fail(L, why);
   lua_settop(L, 2);
-  begin(s);
+  begin(s, SIDE_WRITE);
   s->flags |= SF_SETTING_UP;
   return handshake_step(L, s);
 }
@@ -663,20 +701,27 @@ static int receive_step(lua_State *L, struct ms_socket *s) {
     if (n == MS_SOCK_ERROR)
       return fail_partial(L, s, pat, ms_sock_strerror(err));
     settle(L, s);
-    return wait_for(L, s, (int)n, "receive()", 0, receive_k);
+    return wait_for(L, s, SIDE_READ, (int)n, "receive()", 0, receive_k);
   }
 }
 
 static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   struct ms_socket *s = lua_touserdata(L, 1);
-  int how = wait_result(L);
   size_t count;
+  int pat = receive_pattern(L, &count);
   (void)status;
   (void)ctx;
-  if (how < 0 || s->fd < 0)
-    return fail_partial(L, s, receive_pattern(L, &count), "closed");
-  if (how == 0)
-    return fail_partial(L, s, receive_pattern(L, &count), "timeout");
+  if (lua_type(L, -1) == LUA_TSTRING) { /* closed: what it had received */
+    size_t n;
+    const char *p = lua_tolstring(L, -1, &n);
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    push_data(L, p, n, pat == PAT_LINE);
+    return 3;
+  }
+  int how = wait_result(L);
+  if (how < 0 || s->fd < 0) return fail_partial(L, s, pat, "closed");
+  if (how == 0) return fail_partial(L, s, pat, "timeout");
   return receive_step(L, s);
 }
 
@@ -688,8 +733,9 @@ static int sock_receive(lua_State *L) {
   if (!lua_isnoneornil(L, 3)) luaL_checkstring(L, 3);
   lua_settop(L, 3);
   if (!(s->flags & SF_CONNECTED)) return fail_partial(L, s, 0, "closed");
-  if (busy(s)) return fail(L, "socket busy");
-  begin(s);
+  if (waits(s, SIDE_READ) || (s->flags & SF_SETTING_UP))
+    return fail(L, "socket busy");
+  begin(s, SIDE_READ);
   return receive_step(L, s);
 }
 
@@ -730,7 +776,7 @@ static int send_step(lua_State *L, struct ms_socket *s) {
       lua_pushinteger(L, (lua_Integer)(first - 1 + s->sent));
       return 3;
     }
-    return wait_for(L, s, (int)n, "send()", 0, send_k);
+    return wait_for(L, s, SIDE_WRITE, (int)n, "send()", 0, send_k);
   }
   lua_pushinteger(L, (lua_Integer)(first - 1 + s->sent));
   return 1;
@@ -760,13 +806,14 @@ static int sock_send(lua_State *L) {
   luaL_checklstring(L, 2, &size);
   send_span(L, size, &first);           /* raises on bad indices */
   lua_settop(L, 4);
-  if (!(s->flags & SF_CONNECTED) || busy(s)) {
+  int connected = s->flags & SF_CONNECTED;
+  if (!connected || waits(s, SIDE_WRITE) || (s->flags & SF_SETTING_UP)) {
     luaL_pushfail(L);
-    lua_pushstring(L, busy(s) ? "socket busy" : "closed");
+    lua_pushstring(L, connected ? "socket busy" : "closed");
     lua_pushinteger(L, (lua_Integer)first - 1);
     return 3;
   }
-  begin(s);
+  begin(s, SIDE_WRITE);
   s->sent = 0;
   return send_step(L, s);
 }
@@ -786,7 +833,8 @@ static int sock_setkeepalive(lua_State *L) {
   luaL_argcheck(L, size >= 1 && size <= 1000000, 3,
                 "pool size from 1 expected");
   if (!(s->flags & SF_CONNECTED)) return fail(L, "closed");
-  if (busy(s)) return fail(L, "socket busy");
+  if (waits(s, SIDE_READ) || waits(s, SIDE_WRITE))
+    return fail(L, "socket busy");
   int state = s->in.len ? MS_IDLE_UNREAD : ms_sock_idle_check(s->fd, s->ssl);
   if (state != MS_IDLE_OK) {
     close_socket(s, L);

@@ -84,8 +84,8 @@ struct ms_module {
   struct ms_server *client;     /* owns client connections, or NULL */
   struct ms_log_repeat log;     /* repeated lines, counted */
   struct ms_timer *timers;      /* the armed timers (the binding's) */
-  struct ms_socket *waiting;    /* sockets a coroutine waits on (the
-                                   binding's) */
+  struct ms_socket_wait *waiting; /* the waits of coroutines on
+                                   sockets (the binding's) */
   struct ms_sockets *sockets;   /* what client sockets share: the pool,
                                    TLS contexts (socket.c), or NULL */
   struct ms_conn *resuming;     /* whose coroutine handler runs now */
@@ -98,7 +98,7 @@ enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
 
 struct ms_rx;
 struct ms_timer;
-struct ms_socket;
+struct ms_socket_wait;
 struct ms_sockets;
 
 struct ms_server {

@@ -457,17 +457,30 @@ describe("moonsocket.socket", function()
       }, lines)
     end)
 
-    it("lets one coroutine wait on a socket at a time", function()
-      assert.are.same({ "nil socket busy", "nil socket busy 0",
-                        "nil timeout ", "2" }, script [[
+    it("lets one reader and one writer wait on a socket at once",
+       function()
+      assert.are.same({ "nil socket busy", "6", "true hello",
+                        "nil socket busy 0", "abc",
+                        "true nil closed ", "true nil closed sent" },
+        script [[
         run(function()
           local s = peer("echo")
-          s:settimeout(0.2)
-          local first = moonsocket.spawn(function() return s:receive() end)
-          say(s:receive())
-          say(s:send("x\n"))
-          say(select(2, first:join()))
-          say(s:send("x\n", 2))
+          s:settimeout(5)
+          local reader = moonsocket.spawn(function() return s:receive() end)
+          say(s:receive())                 -- a second reader: busy
+          say(s:send("hello\n"))           -- a writer meanwhile
+          say(reader:join())
+          local d = peer("deaf")           -- sent "abc", reads nothing
+          local writer = moonsocket.spawn(function()
+            return d:send(("w"):rep(64 * 1024 * 1024))
+          end)
+          say(d:send("x"))                 -- a second writer: busy
+          say(d:receive(3))                -- a reader meanwhile
+          reader = moonsocket.spawn(function() return d:receive() end)
+          d:close()                        -- both are woken
+          say(reader:join())
+          local ok, n, err, last = writer:join()
+          say(ok, n, err, last > 0 and last < 64 * 1024 * 1024 and "sent")
         end)
       ]])
     end)

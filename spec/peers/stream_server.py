@@ -11,6 +11,7 @@ port) and, with UNIX_PATH, on that Unix socket too; prints "listening on
               end of line, then closes
   cut N       sends N bytes ("0123456789" repeated) and closes
   hold        sends "abc" and sends nothing more
+  deaf        sends "abc" and reads nothing more (for 30 s)
   drip        sends "hel", "lo\\n", "wor", "ld\\n" 0.05 s apart and closes
   endless     sends "x" without an end of line until the client leaves
   sink        reads until EOF, then answers "got N FIRST" (the bytes
@@ -71,6 +72,9 @@ def serve(conn):
             conn.sendall(b"abc")
             while conn.recv(65536):
                 pass
+        elif part == "deaf":
+            conn.sendall(b"abc")
+            time.sleep(30)
         elif part == "drip":
             for piece in (b"hel", b"lo\n", b"wor", b"ld\n"):
                 conn.sendall(piece)

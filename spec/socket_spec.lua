@@ -222,6 +222,32 @@ describe("moonsocket.socket", function()
                         "nil No such file or directory" }, lines)
     end)
 
+    it("times out where the peer never answers", function()
+      local lines = script [[
+        run(function()
+          local c = peer("full")
+          local port = tonumber(c:receive())
+          local held = {}
+          for _ = 1, 8 do               -- fill its queue, then one more
+            local s = socket.tcp()
+            s:settimeout(0.3)
+            local t0 = moonsocket.core.now()
+            local ok, err = s:connect("127.0.0.1", port)
+            if not ok then
+              local took = moonsocket.core.now() - t0
+              say(ok, err, took >= 0.29 and took < 2 and "on time" or took)
+              say(s)
+              return
+            end
+            held[#held + 1] = s
+          end
+          say("never timed out")
+        end)
+      ]]
+      assert.are.equal("nil timeout on time", lines[1])
+      assert.matches("^moonsocket.socket %(tcp, closed%)", lines[2])
+    end)
+
     it("asks moonsocket.resolve for a name, trying each address",
        function()
       assert.are.same({

@@ -14,6 +14,9 @@ port) and, with UNIX_PATH, on that Unix socket too; prints "listening on
   deaf        sends "abc" and reads nothing more (for 30 s)
   drip        sends "hel", "lo\\n", "wor", "ld\\n" 0.05 s apart and closes
   endless     sends "x" without an end of line until the client leaves
+  full        answers the port of a listener that never accepts, its
+              queue as short as the kernel allows: a connect beyond it
+              waits until it times out
   sink        reads until EOF, then answers "got N FIRST" (the bytes
               read, and the first 64 of them) and closes
 """
@@ -26,6 +29,7 @@ import time
 
 counter = 0
 counter_lock = threading.Lock()
+full_port = 0
 
 
 def read_line(conn, pending):
@@ -72,6 +76,8 @@ def serve(conn):
             conn.sendall(b"abc")
             while conn.recv(65536):
                 pass
+        elif part == "full":
+            conn.sendall(b"%d\n" % full_port)
         elif part == "deaf":
             conn.sendall(b"abc")
             time.sleep(30)
@@ -104,6 +110,11 @@ def accept_loop(server):
 
 
 def main():
+    global full_port
+    full = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    full_port = full.getsockname()[1]
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind(("127.0.0.1", 0))

@@ -65,6 +65,8 @@ struct ms_socket {
   struct ms_module *m;
   SSL *ssl;                         /* after sslhandshake */
   struct ms_sockbuf in;             /* received, not yet taken */
+  size_t scanned;                   /* of in, the bytes known to hold no
+                                       LF (a line's search goes on) */
   double timeout;                   /* per call, in seconds; < 0: none */
   size_t max_line;                  /* receive("*l") gives up beyond */
   size_t sent;                      /* by the send that runs */
@@ -238,7 +240,10 @@ static void settle(lua_State *L, struct ms_socket *s) {
  * the scratch block was left so by an error raised mid-call (memory ran
  * out): its bytes are lost. */
 static void begin(struct ms_socket *s, int side) {
-  if (s->in.borrowed) memset(&s->in, 0, sizeof s->in);
+  if (s->in.borrowed) {
+    memset(&s->in, 0, sizeof s->in);
+    s->scanned = 0;
+  }
   s->side[side].deadline = s->timeout >= 0
                            ? ev_now(s->m->loop) + s->timeout : 0;
 }
@@ -268,6 +273,7 @@ static void close_socket(struct ms_socket *s, lua_State *L) {
   s->fd = -1;
   s->flags &= ~(SF_CONNECTED | SF_SETTING_UP);
   ms_sockbuf_free(&s->in);
+  s->scanned = 0;
   if (reader) wake(L, top + 1, top + 2);
   if (writer) wake(L, top + 1 + 2 * reader, 0);
   lua_settop(L, top);
@@ -419,21 +425,23 @@ static int start_connect(lua_State *L, struct ms_socket *s,
 }
 
 /* Try the addresses of the list at 5 from i on; why is the last
- * failure, returned when none is left. */
+ * failure, returned when none is left (NULL: none was tried). */
 static int try_address(lua_State *L, struct ms_socket *s, lua_Integer i,
                        const char *why) {
   int port = (int)lua_tointeger(L, 3);
   for (;; i++) {
     if (lua_rawgeti(L, 5, i) == LUA_TNIL) {
-      lua_pop(L, 1);
-      return fail(L, why);
+      if (why) return fail(L, why);
+      luaL_pushfail(L);
+      lua_pushfstring(L, "cannot resolve '%s': no address",
+                      lua_tostring(L, 2));
+      return 2;
     }
     struct sockaddr_storage sa;
     const char *a = lua_tostring(L, -1);
     socklen_t len = a ? parse_address(a, port, &sa) : 0;
     lua_pop(L, 1);
     if (len) return start_connect(L, s, &sa, len, i + 1);
-    why = "the resolver gave no address";
   }
 }
 
@@ -453,7 +461,7 @@ static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
   lua_pop(L, 1);
   lua_replace(L, 5);
   if (s->fd >= 0) return fail(L, "already connected");
-  return try_address(L, s, 1, "the resolver gave no address");
+  return try_address(L, s, 1, NULL);
 }
 
 /* sock:connect(host, port [, options]) or, for a Unix socket,
@@ -637,6 +645,12 @@ static void push_data(lua_State *L, const char *p, size_t n, int line) {
   luaL_pushresult(&b);
 }
 
+/* Take n bytes from the front of the buffer. */
+static void consume(struct ms_socket *s, size_t n) {
+  ms_sockbuf_consume(&s->in, n);
+  s->scanned = 0;
+}
+
 /* A failed receive: nil, why and what had come (taken). */
 static int fail_partial(lua_State *L, struct ms_socket *s, int pat,
                         const char *why) {
@@ -644,7 +658,7 @@ static int fail_partial(lua_State *L, struct ms_socket *s, int pat,
   lua_pushstring(L, why);
   push_data(L, s->in.data ? s->in.data + s->in.start : "", s->in.len,
             pat == PAT_LINE);
-  ms_sockbuf_consume(&s->in, s->in.len);
+  consume(s, s->in.len);
   settle(L, s);
   return 3;
 }
@@ -657,16 +671,19 @@ static int take(lua_State *L, struct ms_socket *s, int pat, size_t count) {
   if (pat == PAT_COUNT) {
     if (b->len < count) return 0;
     push_data(L, p, count, 0);
-    ms_sockbuf_consume(b, count);
+    consume(s, count);
     return 1;
   }
   if (pat == PAT_ALL || b->len == 0) return 0;
-  const char *nl = memchr(p, '\n', b->len);
+  const char *nl = memchr(p + s->scanned, '\n', b->len - s->scanned);
   size_t n = nl ? (size_t)(nl - p) : b->len;
   if (n > s->max_line) return -1;
-  if (!nl) return 0;
+  if (!nl) {
+    s->scanned = b->len;
+    return 0;
+  }
   push_data(L, p, n, 1);
-  ms_sockbuf_consume(b, n + 1);
+  consume(s, n + 1);
   return 1;
 }
 
@@ -694,7 +711,7 @@ static int receive_step(lua_State *L, struct ms_socket *s) {
         return fail_partial(L, s, pat, "closed");
       push_data(L, s->in.data ? s->in.data + s->in.start : "", s->in.len,
                 0);
-      ms_sockbuf_consume(&s->in, s->in.len);
+      consume(s, s->in.len);
       settle(L, s);
       return 1;
     }

@@ -254,6 +254,7 @@ describe("moonsocket.socket", function()
         "nil cannot resolve 'peer.test': no resolver",
         "1 127.0.0.1 hello",
         "nil cannot resolve 'nowhere.test': NXDOMAIN",
+        "nil cannot resolve 'empty.test': no address",
       }, script [[
         run(function()
           say(socket.tcp():connect("peer.test", PORT))
@@ -262,6 +263,7 @@ describe("moonsocket.socket", function()
             asked[#asked + 1] = name
             moonsocket.sleep(0.01)             -- a resolver waits
             if name == "nowhere.test" then return nil, "NXDOMAIN" end
+            if name == "empty.test" then return { "not an address" } end
             return { "127.0.0.2", "127.0.0.1" } -- .2: refused
           end
           local s = socket.tcp()
@@ -269,6 +271,7 @@ describe("moonsocket.socket", function()
           s:send("echo\nhello\n")
           say(ok, (s:getpeername()), s:receive())
           say(socket.tcp():connect("nowhere.test", PORT))
+          say(socket.tcp():connect("empty.test", PORT))
         end)
       ]])
     end)

@@ -611,16 +611,25 @@ describe("moonsocket.socket", function()
 end)
 
 describe("moonsocket.socket over TLS", function()
-  local server, certs
+  local server, certs, beta
 
   setup(function()
     certs = helper.example_certs()
+    beta = os.tmpname()
+    local out, status = helper.run_peer("make_cert.py",
+      { "beta.test", beta .. ".pem", beta .. ".key" })
+    assert(status == 0, out)
     server = helper.start_server("spec/apps/tls.lua",
-      { CERT = certs .. "cert.pem", KEY = certs .. "key.pem" })
+      { CERT = certs .. "cert.pem", KEY = certs .. "key.pem",
+        SNI_NAME = "beta.test", SNI_CERT = beta .. ".pem",
+        SNI_KEY = beta .. ".key" })
   end)
 
   teardown(function()
     helper.stop_and_check(server)
+    for _, suffix in ipairs { "", ".pem", ".key" } do
+      os.remove(beta .. suffix)
+    end
   end)
 
   local GET = [[
@@ -645,8 +654,22 @@ describe("moonsocket.socket over TLS", function()
 
   local function tls_script(code)
     return script(GET .. code, { PEER_PORT = server.port,
-                                 CAFILE = certs .. "cert.pem" })
+                                 CAFILE = certs .. "cert.pem",
+                                 BETA = beta .. ".pem" })
   end
+
+  it("sends the server name (SNI), which picks the certificate",
+     function()
+    local lines = tls_script [[
+      run(function()
+        local beta = os.getenv("BETA")
+        say(select(2, tls { server_name = "beta.test", cafile = beta }))
+        say(select(2, tls { cafile = beta }))    -- no name: the default
+      end)
+    ]]
+    assert.are.equal("true", lines[1])
+    assert.matches("^nil certificate verify failed: ", lines[2])
+  end)
 
   it("verifies against a CA file, by name and by address", function()
     assert.are.same({ "true HTTP/1.1 200 OK true", "true",

@@ -445,15 +445,17 @@ static int try_address(lua_State *L, struct ms_socket *s, lua_Integer i,
   }
 }
 
-/* After the resolver: its list, or nil and why. */
+/* After the resolver: its list, or nil and "cannot resolve 'NAME':
+ * why", which connect returns as it is. */
 static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
   struct ms_socket *s = lua_touserdata(L, 1);
   (void)status;
   (void)ctx;
   if (!lua_istable(L, -2)) {
-    const char *why = lua_tostring(L, -1);
-    lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 2),
-                    why ? why : "no address");
+    if (!lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "cannot resolve '%s'", lua_tostring(L, 2));
+    }
     luaL_pushfail(L);
     lua_insert(L, -2);
     return 2;

@@ -262,7 +262,9 @@ describe("moonsocket.socket", function()
           require("moonsocket").resolve = function(name)
             asked[#asked + 1] = name
             moonsocket.sleep(0.01)             -- a resolver waits
-            if name == "nowhere.test" then return nil, "NXDOMAIN" end
+            if name == "nowhere.test" then
+              return nil, "cannot resolve 'nowhere.test': NXDOMAIN", "ERESOLVE"
+            end
             if name == "empty.test" then return { "not an address" } end
             return { "127.0.0.2", "127.0.0.1" } -- .2: refused
           end

@@ -15,10 +15,13 @@ local new_socket = core.socket
 local _M = { _VERSION = core._VERSION }
 
 -- What connect calls for a host that is no address: moonsocket.resolve
--- (a name's addresses, waiting in the coroutine) when there is one.
+-- (a name's addresses, waiting in the coroutine) when there is one;
+-- nil and "cannot resolve 'NAME': why" else, as it says itself.
 local function resolve(name)
   local resolver = require("moonsocket").resolve
-  if type(resolver) ~= "function" then return nil, "no resolver" end
+  if type(resolver) ~= "function" then
+    return nil, format("cannot resolve '%s': no resolver", name)
+  end
   return resolver(name)
 end
 

@@ -107,6 +107,16 @@ const char *ms_push_header_lines(lua_State *L, int idx);
 /* Push "ADDR TARGET" of the request table at req_idx; returns it. */
 const char *ms_push_label(lua_State *L, int req_idx);
 
+/* The marker of a pipeline that answers later (core.WAITING). */
+void ms_push_waiting(lua_State *L);
+
+/* lbody.c: request bodies */
+void ms_open_body(lua_State *L);
+/* The request table at req_idx has c's body: req:body() reads it. */
+void ms_request_mark_body(lua_State *L, int req_idx, struct ms_conn *c);
+/* c is released: a reader still waiting for its body is told. */
+void ms_body_released(struct ms_conn *c);
+
 /* lws.c: the ws object */
 /* Push ws.request of the object at idx (nil before an upgrade). */
 void ms_push_ws_request(lua_State *L, struct ms_conn *c, int idx);

@@ -209,6 +209,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_file(L);
   ms_open_timer(L);
   ms_open_request(L);
+  ms_open_body(L);
   ms_open_backplane(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");

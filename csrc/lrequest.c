@@ -184,6 +184,7 @@ static int call_pipeline(lua_State *L) {
   const struct http_request *req = lua_touserdata(L, 2);
   lua_settop(L, 0);
   ms_push_request(L, c, req);
+  if (ms_conn_body(c)) ms_request_mark_body(L, -1, c);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->on_request);
   lua_pushvalue(L, 1);
   ms_push_conn(L, c);
@@ -423,6 +424,10 @@ static int core_respond(lua_State *L) {
   ms_conn_answered(c);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+void ms_push_waiting(lua_State *L) {
+  lua_pushlightuserdata(L, WAITING);
 }
 
 void ms_open_request(lua_State *L) {

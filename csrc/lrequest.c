@@ -37,8 +37,9 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
                          const struct http_request *req) {
   const char *q = memchr(req->path, '?', req->path_len);
   /* sized to its fields, no more: each handshake's garbage piles up
-   * until the collector runs, and an idle socket's RSS with it */
-  lua_createtable(L, 0, q ? 9 : 8);
+   * until the collector runs, and an idle socket's RSS with it (a body
+   * adds its connection, its serial and, once read, itself) */
+  lua_createtable(L, 0, (q ? 9 : 8) + (ms_conn_body(c) ? 3 : 0));
   lua_pushlstring(L, req->method, req->method_len);
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->target, req->target_len);

@@ -12,6 +12,7 @@
 #include "life.h"
 #include "log.h"
 #include "moonsocket.h"
+#include "resolver.h"
 #include "utf8.h"
 #include "workers.h"
 
@@ -140,6 +141,7 @@ void ms_event_serving(struct ms_module *m) {
   if (m->worker) {                          /* the master's, not ours */
     ms_timers_cancel_all(m);
     ms_client_forget(m);
+    ms_resolver_forget(m);
   }
   call_hook(m, SERVING_HOOK, "start hook");
 }
@@ -163,6 +165,7 @@ static int module_gc(lua_State *L) {
   ms_module_stop_watchers(m);
   ms_topics_free(&m->topics);
   ms_workers_free(m);
+  ms_resolver_free(m);
   ms_client_context_free(m);
   return 0;
 }

@@ -140,6 +140,7 @@ static void call_hook(struct ms_module *m, const char *key,
 void ms_event_serving(struct ms_module *m) {
   if (m->worker) {                          /* the master's, not ours */
     ms_timers_cancel_all(m);
+    ms_lua_lookups_cancel_all(m);
     ms_client_forget(m);
     ms_resolver_forget(m);
   }
@@ -148,6 +149,7 @@ void ms_event_serving(struct ms_module *m) {
 
 void ms_event_shutdown(struct ms_module *m) {
   ms_timers_cancel_all(m);
+  ms_lua_lookups_cancel_all(m);
   call_hook(m, SHUTDOWN_HOOK, "stop hook");
 }
 
@@ -213,6 +215,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_timer(L);
   ms_open_request(L);
   ms_open_backplane(L);
+  ms_open_resolver(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -1,6 +1,7 @@
 -- spec/resolver_spec.lua: moonsocket.resolve and moonsocket.resolver
 -- against a DNS server of our own (spec/peers/dns_server.py), the cache,
--- the timeout, what needs no DNS at all, misuse and workers.
+-- the timeout, what needs no DNS at all, misuse, workers, and
+-- moonsocket.connect resolving its host on the loop.
 
 local helper = require "helper"
 
@@ -327,5 +328,66 @@ describe("moonsocket.resolve with workers", function()
     assert.are.same({ "master 192.0.2.1",
                       "worker 1 192.0.2.11", "worker 1 192.0.2.11",
                       "worker 2 192.0.2.12", "worker 2 192.0.2.12" }, lines)
+  end)
+end)
+
+describe("moonsocket.connect resolving its host", function()
+  local CLIENT = "spec/apps/client.lua"
+  local server = helper.with_server("spec/apps/echo.lua")
+
+  it("connects to localhost", function()
+    local output, status = helper.run_app(CLIENT,
+      { "ping", "ws://localhost:" .. server.port .. "/ws" })
+    assert.are.equal(0, status, output)
+    assert.are.equal("state\tconnecting\nping\tsent\npong\tabc\n"
+      .. "close\t1001\t\tlocal\n", output)
+  end)
+
+  it("connects to a name its DNS server gives", function()
+    local dns = start_dns { "--delay", "0.2", "echo.test=127.0.0.1" }
+    local output, status = helper.run_app(CLIENT,
+      { "ping", "ws://echo.test:" .. server.port .. "/ws" },
+      { DNS = "127.0.0.1:" .. dns.port })
+    dns:stop()
+    assert.are.equal(0, status, output)
+    assert.are.equal("state\tconnecting\nping\tsent\npong\tabc\n"
+      .. "close\t1001\t\tlocal\n", output)
+  end)
+
+  it("tries the host's addresses in turn", function()
+    -- nothing listens on 127.0.0.2: refused, then 127.0.0.1 answers
+    local dns = start_dns { "--delay", "0", "two.test=127.0.0.2,127.0.0.1" }
+    local output, status = helper.run_app(CLIENT,
+      { "ping", "ws://two.test:" .. server.port .. "/ws" },
+      { DNS = "127.0.0.1:" .. dns.port })
+    dns:stop()
+    assert.are.equal(0, status, output)
+    assert.are.equal("state\tconnecting\nping\tsent\npong\tabc\n"
+      .. "close\t1001\t\tlocal\n", output)
+  end)
+
+  it("closes 1006 naming a host that cannot be resolved", function()
+    local dns = start_dns { "--delay", "0" }
+    local output, status = helper.run_app(CLIENT,
+      { "open", "ws://nope.test:" .. server.port .. "/ws" },
+      { DNS = "127.0.0.1:" .. dns.port })
+    dns:stop()
+    assert.are.equal(0, status, output)
+    assert.are.equal("state\tconnecting\nclose\t1006\tcannot resolve "
+      .. "'nope.test': name not found\terror\n", output)
+  end)
+
+  it("gives up the lookup at handshake_timeout", function()
+    local dns = start_dns { "--silent" }
+    local start = now()
+    local output, status = helper.run_app(CLIENT,
+      { "open", "ws://quiet.test:" .. server.port .. "/ws" },
+      { DNS = "127.0.0.1:" .. dns.port, HANDSHAKE_TIMEOUT = 0.3 })
+    dns:stop()
+    assert.are.equal(0, status, output)
+    assert.are.equal("state\tconnecting\nclose\t1006\thandshake timeout\t"
+      .. "timeout\n", output)
+    assert.is_true(now() - start < helper.scaled(3), "the loop waited for "
+                   .. "the lookup")
   end)
 end)

@@ -297,6 +297,26 @@ describe("moonsocket.resolve in scripts", function()
   end)
 end)
 
+describe("moonsocket.resolve at shutdown", function()
+  it("cancels the lookups Lua waits for", function()
+    local dns = start_dns { "--delay", "0.3", "slow.test=192.0.2.7" }
+    local server = helper.start_server("spec/apps/resolver.lua",
+                                       { DNS = "127.0.0.1:" .. dns.port })
+    local ws = assert(helper.ws_connect(server.port, "/shutdown"))
+    assert.is_true(ws:send_text("slow.test"))
+    -- the close frame left unanswered keeps the loop running (for the
+    -- shutdown's 2 s) past the DNS server's answer
+    local frame = assert(ws:read_frame())
+    assert.are.equal(helper.CLOSE, frame.opcode)
+    helper.sleep(1)
+    ws:abort()
+    helper.stop_and_check(server)
+    dns:stop()
+    assert.are.equal(2, queries(dns, "slow.test"))
+    assert.is_falsy(server:log():find("answered", 1, true), server:log())
+  end)
+end)
+
 describe("moonsocket.resolve with workers", function()
   it("each worker asks on sockets of its own", function()
     -- the master's lookup is under way when the workers fork: without

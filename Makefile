@@ -6,7 +6,7 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
-LIBS     = -lev -lssl -lcrypto -lz -lhiredis
+LIBS     = -lev -lssl -lcrypto -lz -lhiredis -lcares
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
@@ -25,6 +25,7 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make libhiredis-dev \
+               libc-ares-dev \
                lua-cjson
 # what only the suites call: the browser test, memcheck and the callgrind
 # guard, the Redis backplane, the soak (gdb), the nginx proxy, the

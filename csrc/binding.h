@@ -15,6 +15,7 @@
 #define TIMER_MT   "moonsocket.timer"
 #define ROUTE_MT   "moonsocket.route"
 #define TLS_MT     "moonsocket.tls"
+#define LOOKUP_MT  "moonsocket.lookup"
 
 /* Uservalues of a WebSocket object.  The request is made a table only
  * when asked for: while open runs, from the parsed request; after, from
@@ -75,6 +76,12 @@ void ms_timer_cancel(struct ms_timer *t, lua_State *L);
 /* Cancel every armed timer (shutdown; a new worker's inherited ones). */
 void ms_timers_cancel_all(struct ms_module *m);
 void ms_open_backplane(lua_State *L);    /* lbackplane.c */
+
+/* lresolver.c: core.resolve and core.resolver */
+void ms_open_resolver(lua_State *L);
+/* Cancel every lookup Lua waits for, nothing called (shutdown; a new
+ * worker's inherited ones), as ms_timers_cancel_all. */
+void ms_lua_lookups_cancel_all(struct ms_module *m);
 
 /* lcall.c: calling into Lua */
 static inline void ms_push_conn(lua_State *L, struct ms_conn *c) {

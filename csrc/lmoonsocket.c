@@ -12,6 +12,7 @@
 #include "life.h"
 #include "log.h"
 #include "moonsocket.h"
+#include "resolver.h"
 #include "utf8.h"
 #include "workers.h"
 
@@ -139,13 +140,16 @@ static void call_hook(struct ms_module *m, const char *key,
 void ms_event_serving(struct ms_module *m) {
   if (m->worker) {                          /* the master's, not ours */
     ms_timers_cancel_all(m);
+    ms_lua_lookups_cancel_all(m);
     ms_client_forget(m);
+    ms_resolver_forget(m);
   }
   call_hook(m, SERVING_HOOK, "start hook");
 }
 
 void ms_event_shutdown(struct ms_module *m) {
   ms_timers_cancel_all(m);
+  ms_lua_lookups_cancel_all(m);
   call_hook(m, SHUTDOWN_HOOK, "stop hook");
 }
 
@@ -163,6 +167,7 @@ static int module_gc(lua_State *L) {
   ms_module_stop_watchers(m);
   ms_topics_free(&m->topics);
   ms_workers_free(m);
+  ms_resolver_free(m);
   ms_client_context_free(m);
   return 0;
 }
@@ -211,6 +216,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_request(L);
   ms_open_body(L);
   ms_open_backplane(L);
+  ms_open_resolver(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

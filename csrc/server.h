@@ -86,6 +86,10 @@ struct ms_module {
   struct ms_server *client;     /* owns client connections, or NULL */
   struct ms_log_repeat log;     /* repeated lines, counted */
   struct ms_timer *timers;      /* the armed timers (the binding's) */
+  struct ms_resolver *resolver; /* names to addresses (resolver.c), made
+                                   on first use, or NULL */
+  struct ms_lua_lookup *lookups; /* the lookups Lua waits for (the
+                                    binding's) */
   struct ms_conn *resuming;     /* whose coroutine handler runs now */
   int serving;                  /* ms_event_serving was told */
 };
@@ -95,6 +99,8 @@ enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
               WHY_LOST, WHY_SHUTDOWN };
 
 struct ms_body;
+struct ms_lua_lookup;
+struct ms_resolver;
 struct ms_rx;
 struct ms_timer;
 

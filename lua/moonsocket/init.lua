@@ -2,6 +2,7 @@
 -- routes; the C core (moonsocket.core) does the sockets and the protocol.
 local core = require "moonsocket.core"
 local policy = require "moonsocket.policy"
+local resolver = require "moonsocket.resolver"
 local runtime = require "moonsocket.runtime"
 
 local error = error
@@ -428,6 +429,13 @@ _M.every = runtime.every
 _M.sleep = runtime.sleep
 _M.spawn = runtime.spawn
 _M.queue = runtime.queue
+
+-- Names (moonsocket.resolver): resolve(name) waits, in a coroutine
+-- moonsocket runs, for the addresses of name, looked up on the loop;
+-- resolver{ servers, timeout, cache } picks the DNS servers, as nginx's
+-- resolver directive does.
+_M.resolve = resolver.resolve
+_M.resolver = core.resolver
 
 -- worker(): this process's worker number (1..n), nil without workers.
 _M.worker = core.worker

@@ -6,7 +6,7 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
-LIBS     = -lev -lssl -lcrypto -lz -lhiredis
+LIBS     = -lev -lssl -lcrypto -lz -lhiredis -lcares
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
@@ -25,6 +25,7 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make libhiredis-dev \
+               libc-ares-dev \
                lua-cjson
 # what only the suites call: the browser test, memcheck and the callgrind
 # guard, the Redis backplane, the soak (gdb), the nginx proxy, the
@@ -37,7 +38,7 @@ TEST_PACKAGES = chromium valgrind redis-server gdb nginx luarocks openssl \
 NODE_PACKAGES = $(if $(shell command -v node 2>/dev/null),,nodejs npm)
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
-        chat dashboard game bench bench-peers fuzz lib examples FORCE install-lua install-lib \
+        chat dashboard game webhook bench bench-peers fuzz lib examples FORCE install-lua install-lib \
         valgrind soak packages
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
@@ -180,9 +181,11 @@ chat: deps
 	PORT=$(CHAT_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/chat/app.lua
 
 # The dashboard (examples/dashboard) on PORT when it is given, else 5002,
-# with WORKERS processes (1); the game (examples/game) on PORT or 5003.
+# with WORKERS processes (1); the game (examples/game) on PORT or 5003;
+# the webhook (examples/webhook) on PORT or 5004.
 DASHBOARD_PORT = $(if $(filter file,$(origin PORT)),5002,$(PORT))
 GAME_PORT = $(if $(filter file,$(origin PORT)),5003,$(PORT))
+WEBHOOK_PORT = $(if $(filter file,$(origin PORT)),5004,$(PORT))
 
 dashboard: deps
 	@$(MAKE) --no-print-directory build
@@ -191,6 +194,10 @@ dashboard: deps
 game: deps
 	@$(MAKE) --no-print-directory build
 	PORT=$(GAME_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/game/app.lua
+
+webhook: deps
+	@$(MAKE) --no-print-directory build
+	PORT=$(WEBHOOK_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/webhook/app.lua
 
 # Every suite; the last line sums them: "N passed, N failed".
 test: test-deps

@@ -40,6 +40,7 @@ WORKLOADS = {
     "echo-16-binary-coroutine": ("moonsocket-coroutine", 16, False),
     "echo-1024-text": ("moonsocket", 1024, True),
     "http-get": callgrind_http.http_gets,
+    "http-post": callgrind_http.http_posts,
     "upgrade": callgrind_http.upgrades,
 }
 
@@ -79,7 +80,7 @@ def read_budget():
 def write_budget(measured):
     with open(BUDGET_FILE, "w") as f:
         f.write("# User-space instructions per echoed message (per request\n"
-                "# for http-get and upgrade), measured by\n"
+                "# for http-get, http-post and upgrade), measured by\n"
                 "# bench/callgrind_guard.py (make -C bench guard).  The\n"
                 "# guard fails when a workload exceeds its budget by more\n"
                 f"# than {TOLERANCE:.0%}.  Regenerate with --update and say "

@@ -4,7 +4,8 @@
 Runs bench/apps/http.lua under valgrind --tool=callgrind twice (SMALL
 then BIG requests) and prints the difference over BIG - SMALL: the
 user-space instructions the server spends on one keep-alive GET answered
-by a middleware ("http-get"), and on one WebSocket handshake on a new
+by a middleware ("http-get"), one keep-alive POST whose 256-byte body the
+middleware reads ("http-post"), and on one WebSocket handshake on a new
 connection, closed at once ("upgrade").
 
     callgrind_http.py [BIN]     BIN: the moonsocket runner (build/moonsocket); the Lua
@@ -52,6 +53,25 @@ def http_gets(port, n):
         while len(buf) < 6:
             buf += sock.recv(65536)
         buf = buf[6:]
+    sock.close()
+
+
+POST_BODY = b"x" * 256
+
+
+def http_posts(port, n):
+    """Keep-alive POSTs of a 256-byte body, read by req:body()."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    request = (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "
+               + str(len(POST_BODY)).encode() + b"\r\n\r\n" + POST_BODY)
+    buf = b""
+    for _ in range(n):
+        sock.sendall(request)
+        head, buf = read_head(sock, buf)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        while len(buf) < 4:
+            buf += sock.recv(65536)
+        buf = buf[4:]
     sock.close()
 
 
@@ -104,6 +124,7 @@ def main():
         os.path.join(ROOT, "build/moonsocket")
     with tempfile.TemporaryDirectory() as outdir:
         for name, workload in (("http-get", http_gets),
+                               ("http-post", http_posts),
                                ("upgrade", upgrades)):
             small = run(binary, workload, SMALL, outdir)
             big = run(binary, workload, BIG, outdir)

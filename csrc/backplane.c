@@ -1,6 +1,7 @@
 /* backplane.c - publish/subscribe across processes through Redis: one
  * connection subscribed to every topic, one that publishes */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 #include "backplane.h"
 #include "frame.h"
+#include "resolver.h"
 #include "server.h"
 #include "topic.h"
 #include "utf8.h"
@@ -54,6 +56,9 @@ struct ms_backplane {
                                    subscribed connection */
   ev_timer timer;               /* first connect, connect timeout, retry */
   ev_fork forked;               /* a worker connects on its own */
+  struct ms_lookup *lookup;     /* the host resolving, or NULL */
+  unsigned attempt;             /* connects failed since the last success:
+                                   which of the host's addresses is next */
   int state;                    /* enum bp_state */
   int sub_ready, pub_ready;
   int outage_logged;            /* one line per outage */
@@ -109,6 +114,8 @@ static void drop(redisAsyncContext **p) {
 }
 
 static void drop_connections(struct ms_backplane *b) {
+  ms_resolve_cancel(b->lookup);
+  b->lookup = NULL;
   drop(&b->sub);
   drop(&b->pub);
   b->sub_ready = b->pub_ready = 0;
@@ -129,6 +136,7 @@ static void go_down(struct ms_backplane *b, const char *why) {
   }
   drop_connections(b);
   b->state = BP_DOWN;
+  b->attempt++;
   start_timer(b, b->retry);
   b->retry = b->retry * 2 < RETRY_MAX ? b->retry * 2 : RETRY_MAX;
 }
@@ -137,6 +145,7 @@ static void check_up(struct ms_backplane *b) {
   if (b->state != BP_CONNECTING || !b->sub_ready || !b->pub_ready) return;
   b->state = BP_UP;
   b->retry = RETRY_MIN;
+  b->attempt = 0;
   ev_timer_stop(b->module->loop, &b->timer);
   if (b->outage_logged)
     ms_log(log_server(b), MS_LOG_WARN, "backplane: reconnected to redis "
@@ -256,10 +265,12 @@ static void on_published(redisAsyncContext *ac, void *r, void *cost) {
   }
 }
 
+/* A connection to addr, an address: hiredis would resolve a name with
+ * getaddrinfo, blocking the loop. */
 static redisAsyncContext *open_connection(struct ms_backplane *b,
-                                          int subscriber, char *why,
-                                          size_t whylen) {
-  redisAsyncContext *ac = redisAsyncConnect(b->host, b->port);
+                                          const char *addr, int subscriber,
+                                          char *why, size_t whylen) {
+  redisAsyncContext *ac = redisAsyncConnect(addr, b->port);
   if (!ac) {
     snprintf(why, whylen, "out of memory");
     return NULL;
@@ -299,13 +310,42 @@ static redisAsyncContext *open_connection(struct ms_backplane *b,
   return ac;
 }
 
-static void connect_both(struct ms_backplane *b) {
+static void open_both(struct ms_backplane *b, const char *addr) {
   char why[160];
+  if (!(b->sub = open_connection(b, addr, 1, why, sizeof why)) ||
+      !(b->pub = open_connection(b, addr, 0, why, sizeof why)))
+    go_down(b, why);
+}
+
+/* The host's addresses: connect to one, the next after each failure. */
+static void resolved(void *arg, int status, const char *why,
+                     const struct ms_addrs *addrs) {
+  struct ms_backplane *b = arg;
+  b->lookup = NULL;
+  if (status == MS_RESOLVE_CANCELLED) return;  /* the connect timeout
+                                                   retries */
+  if (status != MS_RESOLVE_OK) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "cannot resolve '%s': %s", b->host, why);
+    go_down(b, msg);
+    return;
+  }
+  char addr[INET6_ADDRSTRLEN];
+  open_both(b, ms_sockaddr_text(&addrs->addr[b->attempt % addrs->n], addr,
+                                sizeof addr));
+}
+
+/* Connect both, within CONNECT_TIMEOUT, the host's name resolved
+ * first on the loop (an address is used as it is). */
+static void connect_both(struct ms_backplane *b) {
+  union ms_sockaddr a;
   b->state = BP_CONNECTING;
   start_timer(b, CONNECT_TIMEOUT);
-  if (!(b->sub = open_connection(b, 1, why, sizeof why)) ||
-      !(b->pub = open_connection(b, 0, why, sizeof why)))
-    go_down(b, why);
+  if (ms_resolve_literal(b->host, AF_UNSPEC, 0, &a))
+    open_both(b, b->host);
+  else if (!(b->lookup = ms_resolve(b->module, b->host, NULL, AF_UNSPEC,
+                                    resolved, b)))
+    go_down(b, "out of memory");
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {

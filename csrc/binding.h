@@ -16,6 +16,7 @@
 #define ROUTE_MT   "moonsocket.route"
 #define TLS_MT     "moonsocket.tls"
 #define SOCKET_MT  "moonsocket.socket"
+#define LOOKUP_MT  "moonsocket.lookup"
 
 /* Uservalues of a WebSocket object.  The request is made a table only
  * when asked for: while open runs, from the parsed request; after, from
@@ -81,6 +82,12 @@ void ms_open_socket(lua_State *L);       /* lsocket.c */
  * (shutdown; a new worker's inherited ones). */
 void ms_sockets_stop_waits(struct ms_module *m);
 
+/* lresolver.c: core.resolve and core.resolver */
+void ms_open_resolver(lua_State *L);
+/* Cancel every lookup Lua waits for, nothing called (shutdown; a new
+ * worker's inherited ones), as ms_timers_cancel_all. */
+void ms_lua_lookups_cancel_all(struct ms_module *m);
+
 /* lcall.c: calling into Lua */
 static inline void ms_push_conn(lua_State *L, struct ms_conn *c) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
@@ -111,6 +118,16 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
 const char *ms_push_header_lines(lua_State *L, int idx);
 /* Push "ADDR TARGET" of the request table at req_idx; returns it. */
 const char *ms_push_label(lua_State *L, int req_idx);
+
+/* The marker of a pipeline that answers later (core.WAITING). */
+void ms_push_waiting(lua_State *L);
+
+/* lbody.c: request bodies */
+void ms_open_body(lua_State *L);
+/* The request table at req_idx has c's body: req:body() reads it. */
+void ms_request_mark_body(lua_State *L, int req_idx, struct ms_conn *c);
+/* c is released: a reader still waiting for its body is told. */
+void ms_body_released(struct ms_conn *c);
 
 /* lws.c: the ws object */
 /* Push ws.request of the object at idx (nil before an upgrade). */

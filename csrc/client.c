@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -147,6 +146,8 @@ int ms_client_new_key(struct ms_client *cl, char *key) {
 /* Connecting                                                          */
 /* ------------------------------------------------------------------ */
 
+static int start_next(struct ms_client *cl);
+
 static void set_io(struct ms_conn *c, int events) {
   struct ev_loop *loop = c->server->module->loop;
   if ((c->io.events & (EV_READ | EV_WRITE)) == events) return;
@@ -199,7 +200,6 @@ static void tls_step(struct ms_client *cl) {
 static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   struct ms_client *cl = (struct ms_client *)w;
   struct ms_conn *c = &cl->conn;
-  (void)loop;
   if (revents & EV_CUSTOM) {
     ms_conn_abort_with(c, 1006, cl->error, WHY_ERROR);
     return;
@@ -209,6 +209,15 @@ static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
     socklen_t len = sizeof err;
     if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
       err = errno;
+    if (err && cl->next_addr < cl->addrs.n) {
+      /* the next of the host's addresses */
+      ev_io_stop(loop, &c->io);
+      close(c->io.fd);
+      c->io.fd = -1;
+      if (start_next(cl) < 0)
+        ms_conn_abort_with(c, 1006, cl->error, WHY_ERROR);
+      return;
+    }
     if (err) {
       connect_failed(c, "connect", strerror(err));
       return;
@@ -294,69 +303,134 @@ static SSL *new_ssl(struct client_ctx *x, const char *host,
   return ssl;
 }
 
-/* A non-blocking socket connecting to one of the addresses of res;
- * -1 with errno when none takes the attempt. */
-static int start_connect(const struct addrinfo *res) {
-  int saved = EADDRNOTAVAIL;
-  for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-                    SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      saved = errno;
-      continue;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
-        errno == EINPROGRESS)
-      return fd;
-    saved = errno;
-    close(fd);
-  }
+/* A non-blocking socket connecting to a; -1 with errno when it cannot
+ * even begin. */
+static int connect_to(const union ms_sockaddr *a) {
+  int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK |
+                  SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, &a->sa, ms_sockaddr_len(a)) == 0 || errno == EINPROGRESS)
+    return fd;
+  int saved = errno;
+  close(fd);
   errno = saved;
   return -1;
+}
+
+/* Connect to the next of the host's addresses that takes the attempt
+ * and watch its socket (the connection's io is stopped); -1 with
+ * cl->error set when none is left. */
+static int start_next(struct ms_client *cl) {
+  struct ms_conn *c = &cl->conn;
+  int fd = -1, saved = EADDRNOTAVAIL;
+  while (fd < 0 && cl->next_addr < cl->addrs.n)
+    if ((fd = connect_to(&cl->addrs.addr[cl->next_addr++])) < 0)
+      saved = errno;
+  if (fd < 0) {
+    snprintf(cl->error, sizeof cl->error, "connect: %s", strerror(saved));
+    return -1;
+  }
+  if (c->ssl && SSL_set_fd(c->ssl, fd) != 1) {
+    snprintf(cl->error, sizeof cl->error, "TLS: cannot use the socket");
+    close(fd);
+    return -1;
+  }
+  ev_io_set(&c->io, fd, EV_WRITE);
+  ev_io_start(c->server->module->loop, &c->io);
+  return 0;
+}
+
+/* While the host name resolves there is no socket: nothing is read or
+ * written, and closing the connection (handshake_timeout, ws:close,
+ * shutdown, a worker forgetting the master's clients) gives up the
+ * lookup. */
+static ssize_t resolving_read(struct ms_conn *c, void *buf, size_t n) {
+  (void)c;
+  (void)buf;
+  (void)n;
+  return MS_IO_AGAIN;
+}
+
+static ssize_t resolving_write(struct ms_conn *c, size_t budget) {
+  (void)c;
+  (void)budget;
+  return MS_IO_ERROR;        /* nothing is queued before the socket */
+}
+
+static void resolving_shutdown(struct ms_conn *c) {
+  (void)c;
+}
+
+static void resolving_close(struct ms_conn *c) {
+  struct ms_client *cl = (struct ms_client *)c;
+  ms_resolve_cancel(cl->lookup);
+  cl->lookup = NULL;
+  SSL_free(c->ssl);
+  c->ssl = NULL;
+}
+
+static const struct ms_transport transport_resolving = {
+  .name = "resolving",
+  .whole_writes = 0,
+  .read = resolving_read,
+  .discard = resolving_read,
+  .pending = NULL,
+  .write = resolving_write,
+  .shutdown = resolving_shutdown,
+  .close = resolving_close,
+};
+
+/* The host's addresses, or why there are none. */
+static void resolved(void *arg, int status, const char *why,
+                     const struct ms_addrs *addrs) {
+  struct ms_client *cl = arg;
+  struct ms_conn *c = &cl->conn;
+  cl->lookup = NULL;
+  ms_transport_set(c, c->ssl ? &ms_transport_tls : &ms_transport_tcp);
+  if (status != MS_RESOLVE_OK) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "cannot resolve '%s': %s", cl->host, why);
+    ms_conn_abort_with(c, 1006, msg, WHY_ERROR);
+    return;
+  }
+  cl->addrs = *addrs;
+  cl->next_addr = 0;
+  if (start_next(cl) < 0) ms_conn_abort_with(c, 1006, cl->error, WHY_ERROR);
 }
 
 void ms_client_connect(struct ms_client *cl, struct ms_server *ctx,
                        const char *host, int port,
                        const struct ms_client_tls *tls) {
   struct ms_conn *c = &cl->conn;
-  struct ev_loop *loop = ctx->module->loop;
+  struct ms_module *m = ctx->module;
+  int failed = 0;
   snprintf(cl->host, sizeof cl->host, "%s", host);
-  int fd = -1;
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
-  char service[8];
-  snprintf(service, sizeof service, "%d", port);
-  int rc = getaddrinfo(host, service, &hints, &res);   /* may block */
-  if (rc != 0) {
-    snprintf(cl->error, sizeof cl->error, "cannot resolve '%s': %s", host,
-             gai_strerror(rc));
-  } else {
-    fd = start_connect(res);
-    freeaddrinfo(res);
-    if (fd < 0)
-      snprintf(cl->error, sizeof cl->error, "connect: %s", strerror(errno));
+  ms_conn_start_client(c, ctx, -1, client_io_cb);
+  if (tls->enabled) {
+    if ((c->ssl = new_ssl(ctx_of(ctx), host, tls, cl->error,
+                          sizeof cl->error)))
+      ms_transport_set(c, &ms_transport_tls);
+    else
+      failed = 1;
   }
-  if (fd >= 0 && tls->enabled &&
-      !(c->ssl = new_ssl(ctx_of(ctx), host, tls, cl->error,
-                         sizeof cl->error))) {
-    close(fd);
-    fd = -1;
+  if (!failed && ms_resolve_literal(host, AF_UNSPEC, (unsigned)port,
+                                    cl->addrs.addr)) {
+    cl->addrs.n = 1;                   /* an address: no lookup */
+    failed = start_next(cl) < 0;
+  } else if (!failed) {
+    char service[8];
+    snprintf(service, sizeof service, "%d", port);
+    ms_transport_set(c, &transport_resolving);
+    if (!(cl->lookup = ms_resolve(m, host, service, AF_UNSPEC, resolved,
+                                  cl))) {
+      ms_transport_set(c, c->ssl ? &ms_transport_tls : &ms_transport_tcp);
+      snprintf(cl->error, sizeof cl->error, "out of memory");
+      failed = 1;
+    }
   }
-  if (fd >= 0 && c->ssl && SSL_set_fd(c->ssl, fd) != 1) {
-    snprintf(cl->error, sizeof cl->error, "TLS: cannot use the socket");
-    SSL_free(c->ssl);
-    c->ssl = NULL;
-    close(fd);
-    fd = -1;
-  }
-  ms_conn_start_client(c, ctx, fd, client_io_cb);
-  if (c->ssl) ms_transport_set(c, &ms_transport_tls);
-  if (!ev_is_active(&ctx->prepare)) ev_prepare_start(loop, &ctx->prepare);
+  if (!ev_is_active(&ctx->prepare)) ev_prepare_start(m->loop, &ctx->prepare);
   /* a failure is told in the loop, after connect has returned the ws */
-  if (fd < 0) ev_feed_event(loop, &c->io, EV_CUSTOM);
+  if (failed) ev_feed_event(m->loop, &c->io, EV_CUSTOM);
 }
 
 /* ------------------------------------------------------------------ */

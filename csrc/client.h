@@ -4,6 +4,7 @@
 #define MS_CLIENT_H
 
 #include "handshake.h"
+#include "resolver.h"
 #include "server.h"
 
 struct ms_client {
@@ -13,6 +14,9 @@ struct ms_client {
   char host[256];                 /* for SNI and the certificate check */
   char error[160];                /* why a connect failed at once */
   int tcp_done;                   /* connected; TLS may follow */
+  struct ms_lookup *lookup;       /* the host name resolving, or NULL */
+  size_t next_addr;               /* the address to try if this fails */
+  struct ms_addrs addrs;          /* the host's, in the order to try */
 };
 
 /* TLS settings of one connect */
@@ -26,9 +30,10 @@ struct ms_client_tls {
  * and cl->accept with its answer.  Returns -1 without entropy. */
 int ms_client_new_key(struct ms_client *cl, char *key);
 
-/* Start connecting to host:port (the name is resolved here, which may
- * block; a numeric address does not).  Failures are reported later,
- * through the close event, as every other. */
+/* Start connecting to host:port: at once to an address, else once the
+ * name has resolved on the loop (resolver.c), trying its addresses in
+ * turn.  Failures are reported later, through the close event, as
+ * every other. */
 void ms_client_connect(struct ms_client *cl, struct ms_server *ctx,
                        const char *host, int port,
                        const struct ms_client_tls *tls);

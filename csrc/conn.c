@@ -11,6 +11,7 @@
 
 #include <lauxlib.h>
 
+#include "body.h"
 #include "events.h"
 #include "frame.h"
 #include "frame_reader.h"
@@ -211,6 +212,10 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
     c->deflate = NULL;
   }
   rx_free(c);
+  if (ms_conn_body(c)) {      /* kept: its reader is told why it ended */
+    ms_body_drop(c->body);
+    if (!c->body->error) c->body->error = BODY_CLOSED;
+  }
 }
 
 static void notify_failed(struct ms_conn *c, unsigned unsent);
@@ -601,6 +606,8 @@ static char *put_uint(char *p, unsigned long long v) {
   return p;
 }
 
+static void body_answered(struct ms_conn *c, int keep);
+
 void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
                      size_t headers_len, const char *body, size_t body_len,
                      int file, int is_head) {
@@ -609,6 +616,10 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
     return;
   }
   char head[256];
+  /* a client that awaits 100 Continue may never send the body: what
+   * would come next on the connection is unknown (RFC 9110 10.1.1) */
+  if (ms_conn_body(c) && !c->body->done && c->body->expect == EXPECT_PENDING)
+    c->flags &= ~CF_KEEP_ALIVE;
   int keep = c->flags & CF_KEEP_ALIVE;
   /* 204 and 304 have no body, nor a length (RFC 7230 section 3.3.2) */
   int bodiless = status == 204 || status == 304;
@@ -646,6 +657,7 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
     ms_conn_abort(c, 0);
     return;
   }
+  if (ms_conn_body(c)) body_answered(c, keep);
   if (!keep) start_draining(c);
 }
 
@@ -831,7 +843,11 @@ static void next_request(struct ms_conn *c);
 static void wait_answer(struct ms_conn *c);
 
 /* Returns the bytes used, 0 when the head is incomplete. */
-static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
+static size_t process_body(struct ms_conn *c, uint8_t *p, size_t n);
+static int expects_continue(const struct http_request *req);
+static int body_readable(const struct ms_body *b);
+
+static size_t process_http(struct ms_conn *c, uint8_t *p, size_t n,
                            size_t scanned) {
   struct ms_server *s = c->server;
   if (n >= 2 && p[0] == '\r' && p[1] == '\n')
@@ -860,10 +876,23 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
     respond_error(c, 413, "request body too large", 0);
     return n;
   }
-  if (wants_close(&req) || has_body(&req)) c->flags &= ~CF_KEEP_ALIVE;
+  if (wants_close(&req)) c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
   if (req.minor_version == 0) c->flags |= CF_HTTP10;
   else c->flags &= ~CF_HTTP10;
+  size_t used = (size_t)r;
+  if (length) {
+    /* what of the body came with the head is the app's at once */
+    if (!(c->body = ms_body_new(length, expects_continue(&req)))) {
+      respond_error(c, 500, "out of memory", 0);
+      return n;
+    }
+    c->body->serial = ++s->bodies;
+    if (body_readable(c->body))
+      c->body->deadline = now_of(c) + s->opts.body_timeout;
+    used += process_body(c, p + r, n - r);
+    if (c->state != CS_HTTP) return n;
+  }
   if (req.minor_version >= 1 && host_count(&req) != 1)
     respond_error(c, 400, "an HTTP/1.1 request needs one Host header", 0);
   else if (s->closing)
@@ -875,9 +904,9 @@ static size_t process_http(struct ms_conn *c, const uint8_t *p, size_t n,
   }
   if (c->state == CS_HTTP && (c->flags & CF_WAITING))
     wait_answer(c);
-  else if (c->state == CS_HTTP)
+  else if (c->state == CS_HTTP && !ms_conn_body(c))
     next_request(c);
-  return (size_t)r;
+  return used;
 }
 
 /* Answered: the next request has its own deadline. */
@@ -894,6 +923,7 @@ static void next_request(struct ms_conn *c) {
  * most.  A plain socket is still watched, for a peer that leaves. */
 static void wait_answer(struct ms_conn *c) {
   c->deadline = now_of(c) + c->server->opts.request_timeout;
+  if (ms_conn_body(c) && body_readable(c->body)) return;  /* it reads on */
   c->flags |= CF_PAUSED;
   set_events(c, (c->io.events & EV_WRITE) |
                 (ms_transport_of(c) == &ms_transport_tcp ? EV_READ : 0));
@@ -912,12 +942,183 @@ static void watch_waiting(struct ms_conn *c) {
 }
 
 void ms_conn_answered(struct ms_conn *c) {
-  if (c->state == CS_HTTP) next_request(c);
+  if (c->state == CS_HTTP && !ms_conn_body(c)) next_request(c);
   if ((c->state != CS_HTTP && c->state != CS_OPEN) ||
       (c->flags & CF_PAUSED))
     return;
   set_events(c, EV_READ | (c->io.events & EV_WRITE));
   if (c->rx && c->rx->in) mark_pending(c);   /* pipelined: go on */
+}
+
+/* ------------------------------------------------------------------ */
+/* Request bodies (RFC 9112 section 6)                                 */
+/* ------------------------------------------------------------------ */
+
+/* Expect: 100-continue, which an HTTP/1.0 request cannot make (RFC 9110
+ * section 10.1.1). */
+static int expects_continue(const struct http_request *req) {
+  if (req->minor_version == 0) return 0;
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const struct http_header *h = &req->headers[i];
+    if (http_ieq(h->name, h->name_len, "expect") &&
+        http_ieq(h->value, h->value_len, "100-continue"))
+      return 1;
+  }
+  return 0;
+}
+
+/* Whether more of b may be read now: not while its client awaits 100
+ * Continue, nor while the app has as much as it may hold unread. */
+static int body_readable(const struct ms_body *b) {
+  if (b->done) return 0;
+  if (b->discard) return 1;
+  return !b->error && b->expect != EXPECT_PENDING &&
+         (b->want == WANT_ALL || b->len < MS_BODY_HOLD);
+}
+
+/* Tell the app waiting for the body, before the loop sleeps. */
+static void body_wake(struct ms_conn *c) {
+  if (!c->body->want) return;
+  c->body->want = WANT_NONE;
+  c->flags |= CF_BODY_WAKE;
+  mark_pending(c);
+}
+
+/* Read the body or stop, as body_readable says; its clock runs only
+ * while it is read. */
+static void body_pace(struct ms_conn *c) {
+  struct ms_body *b = c->body;
+  if (body_readable(b)) {
+    if (b->deadline == 0)
+      b->deadline = now_of(c) + c->server->opts.body_timeout;
+    if (c->flags & CF_PAUSED) {
+      c->flags &= ~CF_PAUSED;
+      set_events(c, EV_READ | (c->io.events & EV_WRITE));
+      if (c->rx && c->rx->in) mark_pending(c);
+    }
+  } else {
+    b->deadline = 0;
+  }
+}
+
+/* The body cannot be read to its end: the app is told why; status (0
+ * once answered) answers the request and closes. */
+static void body_fail(struct ms_conn *c, enum ms_body_error error,
+                      int status, const char *why) {
+  struct ms_body *b = c->body;
+  b->error = (uint8_t)error;
+  b->deadline = 0;
+  body_wake(c);
+  c->flags &= ~CF_KEEP_ALIVE;
+  if (status && (c->flags & CF_WAITING)) {
+    c->flags &= ~(uint32_t)CF_WAITING;
+    c->flags &= ~CF_PAUSED;
+  }
+  if (status && !b->discard) respond_error(c, status, why, 0);
+  else start_draining(c);       /* answered: flush it, then close */
+}
+
+/* The whole body is read: the answer is awaited (reading pauses: the
+ * next request waits its turn), or it was given and the next request
+ * may come. */
+static void body_done(struct ms_conn *c) {
+  struct ms_body *b = c->body;
+  b->done = 1;
+  b->deadline = 0;
+  body_wake(c);
+  if (b->discard) {
+    ms_body_free(b);
+    c->body = NULL;
+    next_request(c);
+  } else if (c->flags & CF_WAITING) {
+    wait_answer(c);
+  }
+}
+
+/* Body bytes at p[0..n), decoded in place; returns the bytes used.
+ * Before the app asked for them, at most MS_BODY_HOLD are held. */
+static size_t process_body(struct ms_conn *c, uint8_t *p, size_t n) {
+  struct ms_server *s = c->server;
+  struct ms_body *b = c->body;
+  if (n == 0) return 0;
+  if (!body_readable(b)) {
+    ms_conn_pause(c);
+    b->deadline = 0;
+    return 0;
+  }
+  size_t room = n;
+  if (!b->discard && b->want != WANT_ALL && MS_BODY_HOLD - b->len < n)
+    room = MS_BODY_HOLD - b->len;  /* decoding never grows the bytes */
+  size_t got, used;
+  const char *why = NULL;
+  enum ms_body_status st = ms_body_decode(b, p, room, s->opts.max_header_size,
+                                          &got, &used, &why);
+  if (st == BODY_INVALID) {
+    body_fail(c, BODY_BAD, 400, why);
+    return n;
+  }
+  if (b->total > s->opts.max_body_size) {   /* chunked, or discarded */
+    body_fail(c, BODY_TOO_LARGE, 413, "request body too large");
+    return n;
+  }
+  if (!b->discard && ms_body_hold(b, p, got) < 0) {
+    ms_conn_abort(c, 0);
+    return n;
+  }
+  b->deadline = now_of(c) + s->opts.body_timeout;
+  if (st == BODY_DONE) body_done(c);
+  else if (got && b->want == WANT_SOME) body_wake(c);
+  return used;
+}
+
+/* The request is answered: a body not read to its end is discarded,
+ * and the connection serves the next request after it; or, when it
+ * closes, dropped. */
+static void body_answered(struct ms_conn *c, int keep) {
+  struct ms_body *b = c->body;
+  if (!b->error) b->error = BODY_ANSWERED;
+  body_wake(c);
+  if (b->done) {
+    ms_body_free(b);
+    c->body = NULL;
+    return;
+  }
+  ms_body_drop(b);         /* kept while it closes: its reader is told */
+  if (!keep) return;
+  b->discard = 1;
+  b->deadline = 0;
+  if (!(c->flags & CF_WAITING)) body_pace(c);
+}
+
+void ms_conn_body_want(struct ms_conn *c, int want) {
+  struct ms_body *b = c->body;
+  if (c->state != CS_HTTP || !b || b->error) return;
+  b->want = (uint8_t)want;
+  if (b->expect == EXPECT_PENDING && !b->done) {
+    b->expect = EXPECT_SENT;
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (out_copy(c, cont, sizeof cont - 1) < 0) {
+      ms_conn_abort(c, 0);
+      return;
+    }
+  }
+  body_pace(c);
+}
+
+void ms_conn_body_taken(struct ms_conn *c, size_t n) {
+  struct ms_body *b = c->body;
+  ms_body_taken(b, n);
+  if (c->state == CS_HTTP) body_pace(c);
+}
+
+/* The sweep: a body that stopped arriving.  Answered 408 while the app
+ * waits for it; closed once answered. */
+static void body_sweep(struct ms_conn *c, double now) {
+  struct ms_body *b = c->body;
+  if (b->deadline <= 0 || now < b->deadline) return;
+  ms_log(c->server, MS_LOG_INFO, "a request body stopped arriving for "
+         "body_timeout (%g s): answered 408", c->server->opts.body_timeout);
+  body_fail(c, BODY_TIMEOUT, 408, "the request body did not arrive in time");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1201,7 +1402,8 @@ static size_t process(struct ms_conn *c, uint8_t *p, size_t n,
     switch (c->state) {
     case CS_HTTP: {
       if (i == n) return n;
-      size_t used = c->flags & CF_CLIENT
+      size_t used = ms_conn_body(c) ? process_body(c, p + i, n - i)
+                    : c->flags & CF_CLIENT
                     ? ms_client_response(c, p + i, n - i)
                     : process_http(c, p + i, n - i, i ? 0 : scanned);
       if (used == 0) return i;
@@ -1475,6 +1677,11 @@ void ms_conn_resume_reading(struct ms_conn *c) {
 /* Before the loop sleeps, for a connection in its server's pending
  * list: input left for later is read, then the queue is flushed. */
 void ms_conn_service(struct ms_conn *c) {
+  if (c->flags & CF_BODY_WAKE) {
+    c->flags &= ~(uint32_t)CF_BODY_WAKE;
+    ms_event_body(c);
+    if (c->state == CS_CLOSED) return;
+  }
   if (c->rx && c->rx->in && !(c->flags & CF_PAUSED) &&
       c->state != CS_DRAINING)
     feed(c, NULL, 0);
@@ -1519,7 +1726,9 @@ static void sweep_open(struct ms_conn *c, double now) {
 void ms_conn_sweep(struct ms_conn *c, double now) {
   switch (c->state) {
   case CS_HTTP:
-    if (now >= c->deadline && (c->flags & CF_CLIENT))
+    if (ms_conn_body(c) && c->body->deadline > 0 && now >= c->body->deadline)
+      body_sweep(c, now);
+    else if (now >= c->deadline && (c->flags & CF_CLIENT))
       ms_conn_abort_with(c, 1006, "handshake timeout", WHY_TIMEOUT);
     else if (now >= c->deadline && (c->flags & CF_WAITING)) {
       c->flags &= ~(uint32_t)CF_WAITING;
@@ -1527,7 +1736,7 @@ void ms_conn_sweep(struct ms_conn *c, double now) {
              "request_timeout (%g s): answered 503",
              c->server->opts.request_timeout);
       respond_error(c, 503, "the application did not answer in time", 0);
-    } else if (now >= c->deadline)
+    } else if (now >= c->deadline && !ms_conn_body(c))
       ms_conn_abort(c, 0);
     break;
   case CS_OPEN:

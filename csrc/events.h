@@ -22,6 +22,11 @@ struct ms_conn *ms_event_accept(struct ms_server *s);
  * then ms_event_open). */
 void ms_event_request(struct ms_conn *c, const struct http_request *req);
 
+/* News for the app waiting for a request's body (ms_conn_body_want):
+ * bytes, its end, or why it cannot be read.  Told before the loop
+ * sleeps, outside the reading that brought the news; or when the
+ * connection is released. */
+void ms_event_body(struct ms_conn *c);
 /* The WebSocket is open; a client's, once its 101 arrived. */
 void ms_event_open(struct ms_conn *c);
 

@@ -197,6 +197,7 @@ const char *ms_event_client_request(struct ms_conn *c, size_t *len) {
 void ms_event_release(struct ms_conn *c) {
   lua_State *L = c->server->module->L;
   c->flags &= ~CF_IN_PENDING;
+  ms_body_released(c);
   luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
   c->ref = LUA_NOREF;
 }

@@ -12,6 +12,7 @@
 #include "life.h"
 #include "log.h"
 #include "moonsocket.h"
+#include "resolver.h"
 #include "socket.h"
 #include "utf8.h"
 #include "workers.h"
@@ -140,9 +141,11 @@ static void call_hook(struct ms_module *m, const char *key,
 void ms_event_serving(struct ms_module *m) {
   if (m->worker) {                          /* the master's, not ours */
     ms_timers_cancel_all(m);
+    ms_lua_lookups_cancel_all(m);
     ms_client_forget(m);
     ms_sockets_stop_waits(m);
     ms_pool_close_all(m, 0);
+    ms_resolver_forget(m);
   }
   call_hook(m, SERVING_HOOK, "start hook");
 }
@@ -151,6 +154,7 @@ void ms_event_shutdown(struct ms_module *m) {
   ms_timers_cancel_all(m);
   ms_sockets_stop_waits(m);
   ms_pool_close_all(m, 1);
+  ms_lua_lookups_cancel_all(m);
   call_hook(m, SHUTDOWN_HOOK, "stop hook");
 }
 
@@ -168,6 +172,7 @@ static int module_gc(lua_State *L) {
   ms_module_stop_watchers(m);
   ms_topics_free(&m->topics);
   ms_workers_free(m);
+  ms_resolver_free(m);
   ms_client_context_free(m);
   ms_sockets_free(m);
   return 0;
@@ -215,8 +220,10 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_file(L);
   ms_open_timer(L);
   ms_open_request(L);
+  ms_open_body(L);
   ms_open_backplane(L);
   ms_open_socket(L);
+  ms_open_resolver(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -37,8 +37,9 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
                          const struct http_request *req) {
   const char *q = memchr(req->path, '?', req->path_len);
   /* sized to its fields, no more: each handshake's garbage piles up
-   * until the collector runs, and an idle socket's RSS with it */
-  lua_createtable(L, 0, q ? 9 : 8);
+   * until the collector runs, and an idle socket's RSS with it (a body
+   * adds its connection, its serial and, once read, itself) */
+  lua_createtable(L, 0, (q ? 9 : 8) + (ms_conn_body(c) ? 3 : 0));
   lua_pushlstring(L, req->method, req->method_len);
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->target, req->target_len);
@@ -184,6 +185,7 @@ static int call_pipeline(lua_State *L) {
   const struct http_request *req = lua_touserdata(L, 2);
   lua_settop(L, 0);
   ms_push_request(L, c, req);
+  if (ms_conn_body(c)) ms_request_mark_body(L, -1, c);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->on_request);
   lua_pushvalue(L, 1);
   ms_push_conn(L, c);
@@ -423,6 +425,10 @@ static int core_respond(lua_State *L) {
   ms_conn_answered(c);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+void ms_push_waiting(lua_State *L) {
+  lua_pushlightuserdata(L, WAITING);
 }
 
 void ms_open_request(lua_State *L) {

@@ -7,6 +7,7 @@
 
 #include "backplane.h"
 #include "binding.h"
+#include "body.h"
 #include "frame.h"
 #include "transport.h"
 #include "utf8.h"
@@ -279,6 +280,10 @@ static int ws_gc(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   free(c->protocol);
   c->protocol = NULL;
+  if (ms_conn_body(c)) {
+    ms_body_free(c->body);
+    c->body = NULL;
+  }
   if (c->state != CS_CLOSED && c->server) {   /* only at lua_close */
     ev_io_stop(c->server->module->loop, &c->io);
     ms_transport_of(c)->close(c);

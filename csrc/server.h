@@ -45,6 +45,8 @@ struct ms_options {
   double handshake_timeout;    /* to send a whole request head */
   double request_timeout;      /* for a pipeline that waits to answer,
                                   else 503 */
+  double body_timeout;         /* between two reads of a request body
+                                  being read, else 408 */
   int log_level;               /* enum ms_log_level */
 };
 
@@ -88,6 +90,10 @@ struct ms_module {
                                    sockets (the binding's) */
   struct ms_sockets *sockets;   /* what client sockets share: the pool,
                                    TLS contexts (socket.c), or NULL */
+  struct ms_resolver *resolver; /* names to addresses (resolver.c), made
+                                   on first use, or NULL */
+  struct ms_lua_lookup *lookups; /* the lookups Lua waits for (the
+                                    binding's) */
   struct ms_conn *resuming;     /* whose coroutine handler runs now */
   int serving;                  /* ms_event_serving was told */
 };
@@ -96,6 +102,9 @@ struct ms_module {
 enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
               WHY_LOST, WHY_SHUTDOWN };
 
+struct ms_body;
+struct ms_lua_lookup;
+struct ms_resolver;
 struct ms_rx;
 struct ms_timer;
 struct ms_socket_wait;
@@ -117,6 +126,7 @@ struct ms_server {
   struct deflate_buf zbuf;      /* compressed output before framing */
   size_t held;                  /* bytes in incomplete messages, for
                                    max_incomplete_bytes */
+  uint32_t bodies;              /* request bodies seen: each one's serial */
   const char *validated;        /* the text message a handler is being */
   size_t validated_len;         /* given: sending it back needs no check */
   struct ms_conn *opening;      /* whose open handler runs, with the */
@@ -160,6 +170,7 @@ enum {
   CF_FAIL_PENDING = 1 << 20,/* failed: told once its close frame is out */
   CF_HTTP10 = 1 << 21,      /* the request being answered is HTTP/1.0 */
   CF_WAITING = 1 << 22,     /* its pipeline waits: it answers later */
+  CF_BODY_WAKE = 1 << 23,   /* its body's reader is woken in prepare */
 };
 
 struct ms_conn {
@@ -169,7 +180,11 @@ struct ms_conn {
   struct ms_conn *next_pending;     /* in server->pending / released */
   struct ms_outq out;               /* queued, not yet written */
   struct ms_rx *rx;                 /* input left incomplete, or NULL */
-  lua_State *co;                    /* coroutine handler's thread */
+  union {                           /* read through ms_conn_body */
+    lua_State *co;                  /* upgraded: the coroutine handler's
+                                       thread, or NULL */
+    struct ms_body *body;           /* not: the request's body, or NULL */
+  };
   const struct ms_options *opts;    /* the server's, or its route's */
   double deadline;                  /* timeout of the current state */
   double last_read;
@@ -195,6 +210,13 @@ struct ms_conn {
   struct ms_sub *subs;              /* topics subscribed to */
   char *protocol;                   /* the subprotocol, or NULL */
 };
+
+/* The body of the request c is reading or answering, or NULL.  A
+ * request with a body is never upgraded, and a client is upgraded from
+ * its start: the two never share their slot. */
+static inline struct ms_body *ms_conn_body(const struct ms_conn *c) {
+  return c->flags & CF_UPGRADED ? NULL : c->body;
+}
 
 /* permessage-deflate of one connection, when negotiated */
 struct ms_deflate {
@@ -255,6 +277,12 @@ void ms_server_free_chunks(struct ms_server *s);
 void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
                            int keep_alive);
 void ms_conn_pause(struct ms_conn *c);
+/* The app waits for c's request body: all of it (want WANT_ALL) or
+ * some (WANT_SOME); 100 Continue is sent if it was expected and reading
+ * goes on.  ms_event_body tells it when there is news. */
+void ms_conn_body_want(struct ms_conn *c, int want);
+/* The app took n bytes of the body held for it: reading may go on. */
+void ms_conn_body_taken(struct ms_conn *c, size_t n);
 /* A client connection: linked into s with io callback cb, connecting
  * on fd (or fd -1: failed already, cb gets EV_CUSTOM). */
 void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,

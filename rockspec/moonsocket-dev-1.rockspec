@@ -21,6 +21,7 @@ external_dependencies = {
   EV = { header = "ev.h", library = "ev" },
   CRYPTO = { header = "openssl/sha.h", library = "crypto" },
   HIREDIS = { header = "hiredis/async.h", library = "hiredis" },
+  CARES = { header = "ares.h", library = "cares" },
 }
 build = {
   type = "make",

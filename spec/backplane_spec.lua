@@ -222,6 +222,39 @@ describe("backplane without Redis at start", function()
   end)
 end)
 
+describe("backplane by host name", function()
+  local redis, dns, a, b, c
+
+  teardown(function()
+    if dns then dns:stop() end
+    stop_all(redis, { a, b, c })
+  end)
+
+  it("resolves the host on the loop; a name that fails is an outage",
+     function()
+    local port = helper.free_port()
+    redis = start_redis(port)
+    -- spec/peers/dns_server.py, answering after 0.2 s
+    dns = helper.spawn({ "-u", "LD_PRELOAD", "/usr/bin/python3",
+      "spec/peers/dns_server.py", "--delay", "0.2",
+      "redis.test=127.0.0.1" }, {}, { ready = "dns on 127.0.0.1:(%d+)\n" })
+    local env = { DNS = "127.0.0.1:" .. dns.port }
+    a = start_node("redis://localhost:" .. port)
+    b = start_node("redis://redis.test:" .. port, env)
+    wait_connected(a)
+    wait_connected(b)
+    wait_log(a, "backplane: connected to redis localhost:" .. port)
+    wait_log(b, "backplane: connected to redis redis.test:" .. port)
+    local a1, pub = connect(a), connect(b)
+    assert.is_true(wait_delivery(pub, a1, "room"))
+    close_all { a1, pub }
+    c = start_node("redis://nope.test:" .. port, env)
+    wait_log(c, "backplane: redis nope.test:" .. port .. " unavailable "
+      .. "(cannot resolve 'nope.test': name not found)")
+    assert.is_truthy(dns:log():find("query redis.test A", 1, true))
+  end)
+end)
+
 describe("backplane with a password and a database", function()
   local redis, a, b
 

@@ -337,19 +337,6 @@ end)
 -- nginx in front (docs/deploying-behind-nginx.md)
 ------------------------------------------------------------------------
 
-local NGINX = "/usr/sbin/nginx"
-local function nginx_missing()
-  if not io.open(NGINX, "r") then
-    return NGINX .. " is not installed (apt-get install nginx)"
-  end
-  local probe = io.popen(NGINX .. " -v 2>&1")
-  local out = probe:read("a")
-  probe:close()
-  if not out:find("nginx version", 1, true) then
-    return NGINX .. " does not run here: " .. out
-  end
-end
-
 -- Replaces pattern in s exactly once, or fails naming the documented
 -- text the test depends on.
 local function replace_once(s, pattern, replacement)
@@ -359,47 +346,9 @@ local function replace_once(s, pattern, replacement)
   return out
 end
 
--- A directory of its own for one nginx: prefix, temp paths, pid.
-local function nginx_prefix()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. helper.shell_quote(dir .. "/tmp")))
-  return dir
-end
-
--- Starts nginx with the documented block (which goes in http {}).
-local function start_nginx(block)
-  local dir = nginx_prefix()
-  local conf = table.concat({
-    "error_log stderr notice;",
-    "pid nginx.pid;",
-    "events { worker_connections 256; }",
-    "http {",
-    "  access_log off;",
-    "  client_body_temp_path tmp/body; proxy_temp_path tmp/proxy;",
-    "  fastcgi_temp_path tmp/fastcgi; uwsgi_temp_path tmp/uwsgi;",
-    "  scgi_temp_path tmp/scgi;",
-    block,
-    "}", "" }, "\n")
-  local f = assert(io.open(dir .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  -- nginx logs no port: wait for its start-up notice, then connect.  A
-  -- sanitizer preloaded for the tests is not passed on: nginx is no
-  -- part of what is tested.
-  local nginx = helper.spawn({ "-u", "LD_PRELOAD", NGINX, "-p", dir .. "/", "-c",
-      dir .. "/nginx.conf", "-e", "stderr",
-      "-g", "daemon off; master_process off;" }, {},
-    { ready = "%[notice%] (%d+)#%d+: nginx/" })
-  nginx.dir = dir
-  return nginx
-end
-
-local function stop_nginx(nginx)
-  local status = nginx:stop()
-  os.execute("rm -rf " .. helper.shell_quote(nginx.dir))
-  assert.are.equal(0, status, "nginx exit status\n" .. nginx:log())
-end
+local nginx_missing = helper.nginx_missing
+local start_nginx = helper.start_nginx
+local stop_nginx = helper.stop_nginx
 
 local function wait_listening(port)
   assert(helper.wait_until(function()

@@ -257,6 +257,8 @@ describe("moonsocket.socket", function()
         "nil cannot resolve 'empty.test': no address",
       }, script [[
         run(function()
+          local moonsocket_resolve = require("moonsocket").resolve
+          require("moonsocket").resolve = nil
           say(socket.tcp():connect("peer.test", PORT))
           local asked = {}
           require("moonsocket").resolve = function(name)
@@ -274,6 +276,24 @@ describe("moonsocket.socket", function()
           say(ok, (s:getpeername()), s:receive())
           say(socket.tcp():connect("nowhere.test", PORT))
           say(socket.tcp():connect("empty.test", PORT))
+          require("moonsocket").resolve = moonsocket_resolve
+        end)
+      ]])
+    end)
+
+    it("connects by name through moonsocket.resolve (/etc/hosts)",
+       function()
+      assert.are.same({ "1 127.0.0.1 by name", "1", "1" }, script [[
+        run(function()
+          local s = socket.tcp()
+          s:settimeout(5)
+          local ok = s:connect("localhost", PORT)  -- ::1 first, maybe
+          s:send("echo\nby name\n")
+          say(ok, (s:getpeername()), s:receive())
+          say(s:setkeepalive())
+          local again = socket.tcp()                -- its pool: no lookup
+          assert(again:connect("localhost", PORT))
+          say(again:getreusedtimes())
         end)
       ]])
     end)

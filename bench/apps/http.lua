@@ -1,5 +1,5 @@
--- The callgrind guard's HTTP app: a middleware answering /hello, in
--- front of a WebSocket route at /ws (callback echo); quiet.
+-- The callgrind guard's HTTP app: a middleware answering /hello, and
+-- /echo with the length of the body it read, in front of a WebSocket route at /ws (callback echo); quiet.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
@@ -11,6 +11,7 @@ local HEADERS = { ["Content-Type"] = "text/plain" }
 
 app:use(function(req, next)
   if req.path == "/hello" then return 200, HEADERS, "hello\n" end
+  if req.path == "/echo" then return 200, HEADERS, #req:body() .. "\n" end
   return next()
 end)
 

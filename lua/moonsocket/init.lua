@@ -2,6 +2,7 @@
 -- routes; the C core (moonsocket.core) does the sockets and the protocol.
 local core = require "moonsocket.core"
 local policy = require "moonsocket.policy"
+local resolver = require "moonsocket.resolver"
 local runtime = require "moonsocket.runtime"
 
 local error = error
@@ -170,14 +171,61 @@ end
 local respond, WAITING, FAILED = core.respond, core.WAITING, core.FAILED
 local parse_query = _M.url.parse_query
 
+local body_read, body_wait = core.body_read, core.body_wait
+local math_type = math.type
+local rawget, rawset = rawget, rawset
+local waiter, wait, wake = runtime.waiter, runtime.wait, runtime.wake
+
+-- Read the body of req: all of it (n nil) or up to n bytes, waiting
+-- while it arrives.
+local function read_body(req, n, what)
+  while true do
+    local data, err, code = body_read(req, n)
+    if data ~= WAITING then return data, err, code end
+    local co = waiter(what)
+    body_wait(req, function() wake(co) end)
+    wait(co, function() body_wait(req, nil) end)
+  end
+end
+
+local BODY = {}          -- req[BODY]: the body, once req:body() read it
+local request_methods = {}
+
+-- req:body(): the whole body (what req:read has not taken), waiting
+-- while it arrives; "" when there is none.  nil, message, code when it
+-- cannot be read: "ETOOLARGE" (over max_body_size: answered 413),
+-- "EINVAL" (bad chunked coding: 400), "ETIMEDOUT" (body_timeout: 408),
+-- "ECLOSED" (the client left, or the request was answered).
+function request_methods.body(req)
+  local body = rawget(req, BODY)
+  if body then return body end
+  local err, code
+  body, err, code = read_body(req, nil, "req:body()")
+  if body then rawset(req, BODY, body) end
+  return body, err, code
+end
+
+-- req:read(n): the next 1 to n bytes of the body, waiting for some;
+-- nil at its end; nil, message, code as req:body().
+function request_methods.read(req, n)
+  if math_type(n) ~= "integer" or n < 1 then
+    error("bad argument #1 to 'read' (positive integer expected, got "
+      .. (math_type(n) or type(n)) .. ")", 2)
+  end
+  return read_body(req, n, "req:read()")
+end
+
 -- What a request table has beyond its fields: req.args, the query
--- decoded (url.parse_query), made when first read.
+-- decoded (url.parse_query), made when first read; req:body() and
+-- req:read(n).
 local request_mt = {
   __index = function(req, key)
-    if key ~= "args" then return nil end
-    local args = parse_query(req.query)
-    req.args = args
-    return args
+    if key == "args" then
+      local args = parse_query(req.query)
+      req.args = args
+      return args
+    end
+    return request_methods[key]
   end,
 }
 local co_resume, co_running, co_yield =
@@ -382,6 +430,13 @@ _M.every = runtime.every
 _M.sleep = runtime.sleep
 _M.spawn = runtime.spawn
 _M.queue = runtime.queue
+
+-- Names (moonsocket.resolver): resolve(name) waits, in a coroutine
+-- moonsocket runs, for the addresses of name, looked up on the loop;
+-- resolver{ servers, timeout, cache } picks the DNS servers, as nginx's
+-- resolver directive does.
+_M.resolve = resolver.resolve
+_M.resolver = core.resolver
 
 -- worker(): this process's worker number (1..n), nil without workers.
 _M.worker = core.worker

@@ -29,6 +29,9 @@ if os.getenv("NOVERIFY") then opts.tls = { verify = false } end
 if os.getenv("HANDSHAKE_TIMEOUT") then
   opts.handshake_timeout = tonumber(os.getenv("HANDSHAKE_TIMEOUT"))
 end
+if os.getenv("DNS") then           -- host names from this DNS server
+  assert(moonsocket.resolver { servers = { os.getenv("DNS") } })
+end
 
 if scenario == "echo" or scenario == "deflate" then
   local list, i = messages(), 1

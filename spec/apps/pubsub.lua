@@ -18,8 +18,13 @@
 --   bp                               -> "bp true" when the backplane is
 --     connected, "bp false" when not, "bp nil" without one
 -- env PORT, MAX_BACKPRESSURE, WORKERS; REDIS_URL: use a Redis backplane
--- (BP_MAX_PENDING: its max_pending).
+-- (BP_MAX_PENDING: its max_pending); DNS: the DNS server that resolves
+-- its host ("127.0.0.1:PORT").
 local moonsocket = require "moonsocket"
+
+if os.getenv("DNS") then
+  assert(moonsocket.resolver { servers = { os.getenv("DNS") } })
+end
 
 local app = moonsocket.app {
   max_backpressure = tonumber(os.getenv("MAX_BACKPRESSURE")) or 1024 * 1024,

@@ -439,7 +439,7 @@ void ms_pool_close_all(struct ms_module *m, int polite) {
 void ms_sockets_free(struct ms_module *m) {
   struct ms_sockets *x = m->sockets;
   if (!x) return;
-  ms_pool_close_all(m, 0);
+  ms_pool_close_all(m, 1);
   SSL_CTX_free(x->verify);
   SSL_CTX_free(x->noverify);
   free(x);

@@ -112,7 +112,9 @@ describe("moonsocket.socket", function()
       local lines = script [[
         run(function()
           local ticks = 0
-          local ticker = moonsocket.every(0.01, function() ticks = ticks + 1 end)
+          local ticker = moonsocket.every(0.01, function()
+            ticks = ticks + 1
+          end)
           local s = peer("drip")
           say(s:receive())
           say(s:receive("*l", ">"))
@@ -464,10 +466,11 @@ describe("moonsocket.socket", function()
         .. "handler, a timer callback, a thread, middleware); in a callback "
         .. "handler or outside run() it would stop the loop"
       assert.are.equal("nil timeout ", lines[1])
-      assert.matches("^false [^ ]+:%d+: receive%(%) " .. where:gsub("%p", "%%%0")
-                     .. "$", lines[2])
-      assert.matches("^false [^ ]+:%d+: connect%(%) " .. where:gsub("%p", "%%%0")
-                     .. "$", lines[3])
+      local escaped = where:gsub("%p", "%%%0")
+      assert.matches("^false [^ ]+:%d+: receive%(%) " .. escaped .. "$",
+                     lines[2])
+      assert.matches("^false [^ ]+:%d+: connect%(%) " .. escaped .. "$",
+                     lines[3])
       assert.matches("^moonsocket.socket %(tcp, closed%)", lines[4])
       assert.are.same({ "1", "true" }, { lines[5], lines[6] })
     end)

@@ -15,6 +15,7 @@
 #define TIMER_MT   "moonsocket.timer"
 #define ROUTE_MT   "moonsocket.route"
 #define TLS_MT     "moonsocket.tls"
+#define SOCKET_MT  "moonsocket.socket"
 #define LOOKUP_MT  "moonsocket.lookup"
 
 /* Uservalues of a WebSocket object.  The request is made a table only
@@ -76,6 +77,10 @@ void ms_timer_cancel(struct ms_timer *t, lua_State *L);
 /* Cancel every armed timer (shutdown; a new worker's inherited ones). */
 void ms_timers_cancel_all(struct ms_module *m);
 void ms_open_backplane(lua_State *L);    /* lbackplane.c */
+void ms_open_socket(lua_State *L);       /* lsocket.c */
+/* lsocket.c: stop every wait on a socket, without waking the coroutine
+ * (shutdown; a new worker's inherited ones). */
+void ms_sockets_stop_waits(struct ms_module *m);
 
 /* lresolver.c: core.resolve and core.resolver */
 void ms_open_resolver(lua_State *L);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "moonsocket.h"
 #include "resolver.h"
+#include "socket.h"
 #include "utf8.h"
 #include "workers.h"
 
@@ -142,6 +143,8 @@ void ms_event_serving(struct ms_module *m) {
     ms_timers_cancel_all(m);
     ms_lua_lookups_cancel_all(m);
     ms_client_forget(m);
+    ms_sockets_stop_waits(m);
+    ms_pool_close_all(m, 0);
     ms_resolver_forget(m);
   }
   call_hook(m, SERVING_HOOK, "start hook");
@@ -149,6 +152,8 @@ void ms_event_serving(struct ms_module *m) {
 
 void ms_event_shutdown(struct ms_module *m) {
   ms_timers_cancel_all(m);
+  ms_sockets_stop_waits(m);
+  ms_pool_close_all(m, 1);
   ms_lua_lookups_cancel_all(m);
   call_hook(m, SHUTDOWN_HOOK, "stop hook");
 }
@@ -169,6 +174,7 @@ static int module_gc(lua_State *L) {
   ms_workers_free(m);
   ms_resolver_free(m);
   ms_client_context_free(m);
+  ms_sockets_free(m);
   return 0;
 }
 
@@ -216,6 +222,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_request(L);
   ms_open_body(L);
   ms_open_backplane(L);
+  ms_open_socket(L);
   ms_open_resolver(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");

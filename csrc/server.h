@@ -86,6 +86,10 @@ struct ms_module {
   struct ms_server *client;     /* owns client connections, or NULL */
   struct ms_log_repeat log;     /* repeated lines, counted */
   struct ms_timer *timers;      /* the armed timers (the binding's) */
+  struct ms_socket_wait *waiting; /* the waits of coroutines on
+                                   sockets (the binding's) */
+  struct ms_sockets *sockets;   /* what client sockets share: the pool,
+                                   TLS contexts (socket.c), or NULL */
   struct ms_resolver *resolver; /* names to addresses (resolver.c), made
                                    on first use, or NULL */
   struct ms_lua_lookup *lookups; /* the lookups Lua waits for (the
@@ -103,6 +107,8 @@ struct ms_lua_lookup;
 struct ms_resolver;
 struct ms_rx;
 struct ms_timer;
+struct ms_socket_wait;
+struct ms_sockets;
 
 struct ms_server {
   ev_io listener;

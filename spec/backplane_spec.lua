@@ -6,17 +6,7 @@ local core = require "moonsocket.core"
 
 local ask, close_all = helper.ask, helper.close_all
 
-local REDIS_READY = "port=(%d+)%..-Ready to accept connections"
-
--- redis-server on 127.0.0.1:port, with nothing on disk; ... are more
--- options ("--requirepass", "pw").  It inherits the spec's open
--- sockets, whose close would then not reach the servers: start it while
--- no client is connected.
-local function start_redis(port, ...)
-  return helper.spawn({ "redis-server", "--port", tostring(port),
-    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ... }, {},
-    { ready = REDIS_READY })
-end
+local start_redis = helper.start_redis
 
 -- A server on spec/apps/pubsub.lua with a backplane to that Redis (a
 -- port, or a whole URL).

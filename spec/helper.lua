@@ -362,6 +362,39 @@ function helper.run_app(app, args, env)
   return output, status
 end
 
+-- Runs code as a script under the runner (helper.run_app) with the extra
+-- environment env; returns its output and exit status.
+function helper.run_script(code, env)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(code)
+  f:close()
+  local output, status = helper.run_app(path, nil, env)
+  os.remove(path)
+  os.remove(path:sub(1, -5))
+  return output, status
+end
+
+-- The lines of output that start with "> ", without it.
+function helper.said(output)
+  local lines = {}
+  for line in output:gmatch("[^\n]+") do
+    local text = line:match("^> (.*)")
+    if text then lines[#lines + 1] = text end
+  end
+  return lines
+end
+
+-- redis-server on 127.0.0.1:port, with nothing on disk; ... are more
+-- options ("--requirepass", "pw").  It inherits the spec's open
+-- sockets, whose close would then not reach the servers: start it while
+-- no client is connected.
+function helper.start_redis(port, ...)
+  return helper.spawn({ "redis-server", "--port", tostring(port),
+    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ... }, {},
+    { ready = "port=(%d+)%..-Ready to accept connections" })
+end
+
 ------------------------------------------------------------------------
 -- Raw TCP and HTTP
 ------------------------------------------------------------------------

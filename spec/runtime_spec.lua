@@ -9,24 +9,11 @@ local now = require("socket").gettime
 
 -- Runs code as a script with the runner; returns its output, status.
 local function script(code)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write("local moonsocket = require 'moonsocket'\n", code)
-  f:close()
-  local output, status = helper.run_app(path)
-  os.remove(path)
-  return output, status
+  return helper.run_script("local moonsocket = require 'moonsocket'\n"
+                           .. code)
 end
 
--- The lines of output that start with "> ", without it.
-local function said(output)
-  local lines = {}
-  for line in output:gmatch("[^\n]+") do
-    local text = line:match("^> (.*)")
-    if text then lines[#lines + 1] = text end
-  end
-  return lines
-end
+local said = helper.said
 
 local SAY = "local function say(...) io.stdout:write('> ', "
   .. "table.concat({ ... }, ' '), '\\n') io.stdout:flush() end\n"

@@ -17,6 +17,7 @@ local tostring = tostring
 local type = type
 
 local _M = { _VERSION = core._VERSION, core = core,
+             socket = require "moonsocket.socket",
              url = require "moonsocket.url" }
 
 -- Options that Lua applies (per app or per route); the rest go to the

@@ -17,6 +17,7 @@ local tostring = tostring
 local type = type
 
 local _M = { _VERSION = core._VERSION, core = core,
+             http = require "moonsocket.http",
              socket = require "moonsocket.socket",
              url = require "moonsocket.url" }
 

@@ -38,7 +38,7 @@ TEST_PACKAGES = chromium valgrind redis-server gdb nginx luarocks openssl \
 NODE_PACKAGES = $(if $(shell command -v node 2>/dev/null),,nodejs npm)
 
 .PHONY: all build asan deps test-deps apt-install run test install clean \
-        chat dashboard game webhook bench bench-peers fuzz lib examples FORCE install-lua install-lib \
+        chat dashboard game webhook bridge bench bench-peers fuzz lib examples FORCE install-lua install-lib \
         valgrind soak packages
 
 # `make install` (and luarocks) put the Lua modules under LUADIR, the
@@ -182,10 +182,12 @@ chat: deps
 
 # The dashboard (examples/dashboard) on PORT when it is given, else 5002,
 # with WORKERS processes (1); the game (examples/game) on PORT or 5003;
-# the webhook (examples/webhook) on PORT or 5004.
+# the webhook (examples/webhook) on PORT or 5004; the bridge
+# (examples/bridge, Redis on 127.0.0.1:6379) on PORT or 5005.
 DASHBOARD_PORT = $(if $(filter file,$(origin PORT)),5002,$(PORT))
 GAME_PORT = $(if $(filter file,$(origin PORT)),5003,$(PORT))
 WEBHOOK_PORT = $(if $(filter file,$(origin PORT)),5004,$(PORT))
+BRIDGE_PORT = $(if $(filter file,$(origin PORT)),5005,$(PORT))
 
 dashboard: deps
 	@$(MAKE) --no-print-directory build
@@ -198,6 +200,11 @@ game: deps
 webhook: deps
 	@$(MAKE) --no-print-directory build
 	PORT=$(WEBHOOK_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/webhook/app.lua
+
+bridge: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES="lua-redis redis-server"
+	@$(MAKE) --no-print-directory build
+	PORT=$(BRIDGE_PORT) LUA_PATH='$(LUA_PATH_DEV)' $(BUILD)/moonsocket examples/bridge/app.lua
 
 # Every suite; the last line sums them: "N passed, N failed".
 test: test-deps

@@ -29,6 +29,31 @@ describe("examples/policies", function()
       { Origin = "https://news.example.com" }))
     ws:abort()
   end)
+
+  it("asks its auth service over HTTP", function()
+    local status, _, body, sock = helper.http(server.port,
+      "GET /auth/check?token=abc123 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock:close()
+    assert.are.same({ 200, "alice\n" }, { status, body })
+    local request = helper.upgrade_request{ path = "/chat?token=nobody",
+      headers = { ["Sec-WebSocket-Protocol"] = "chat.v1" } }
+    status, _, _, sock = helper.http(server.port, request)
+    sock:close()
+    assert.are.equal(401, status)
+  end)
+end)
+
+describe("examples/policies without its auth service", function()
+  local server = helper.with_server("examples/policies/app.lua",
+    { AUTH_URL = ("http://127.0.0.1:%d/check"):format(helper.free_port()) })
+
+  it("answers 503 when the auth service does not answer", function()
+    local request = helper.upgrade_request{ path = "/chat?token=abc123",
+      headers = { ["Sec-WebSocket-Protocol"] = "chat.v1" } }
+    local status, _, body, sock = helper.http(server.port, request)
+    sock:close()
+    assert.are.same({ 503, "the auth service is down\n" }, { status, body })
+  end)
 end)
 
 describe("examples/echo", function()

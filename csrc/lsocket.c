@@ -526,9 +526,11 @@ static int sock_connect(lua_State *L) {
   }
   if ((len = parse_address(host, (int)port, &sa)))
     return start_connect(L, s, &sa, len, 0);
-  push_hook(L, HOOK_RESOLVE);           /* a name: it may wait */
-  lua_pushvalue(L, 2);
-  lua_callk(L, 1, 2, 0, resolved_k);
+  push_hook(L, HOOK_RESOLVE);           /* a name: it may wait, for */
+  lua_pushvalue(L, 2);                  /* the socket's timeout at most */
+  if (s->timeout >= 0) lua_pushnumber(L, s->timeout);
+  else lua_pushnil(L);
+  lua_callk(L, 2, 2, 0, resolved_k);
   return resolved_k(L, LUA_OK, 0);
 }
 

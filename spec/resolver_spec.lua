@@ -150,6 +150,36 @@ describe("moonsocket.resolve in scripts", function()
     assert.is_true(queries(dns, "quiet.test") >= 2, dns:log())
   end)
 
+  it("bounds a lookup by the timeout given, and a socket's connect by "
+     .. "the socket's timeout", function()
+    local dns = start_dns { "--silent" }
+    local out, status = script([[
+      assert(moonsocket.resolver { servers = { DNS }, timeout = 20 })
+      moonsocket.spawn(function()
+        local start = moonsocket.core.now()
+        local addrs, err, code = moonsocket.resolve("quiet.test", 0.3)
+        say(tostring(addrs), err, code)
+        local s = moonsocket.socket.tcp()
+        s:settimeout(0.3)
+        local ok, why = s:connect("quiet.test", 80)
+        say(tostring(ok), why)
+        local took = moonsocket.core.now() - start
+        say(tostring(took >= 0.55 and took < 1.5), took)
+        local ok = pcall(moonsocket.resolve, "quiet.test", -1)
+        say(tostring(ok))
+      end)
+      moonsocket.run()
+    ]], dns)
+    dns:stop()
+    assert.are.equal(0, status, out)
+    local lines = said(out)
+    assert.are.equal("nil cannot resolve 'quiet.test': timed out ERESOLVE",
+                     lines[1])
+    assert.are.equal("nil cannot resolve 'quiet.test': timed out", lines[2])
+    assert.matches("^true ", lines[3])
+    assert.are.equal("false", lines[4])
+  end)
+
   it("resolves localhost and addresses without asking a server",
      function()
     local dns = start_dns { "--silent" }

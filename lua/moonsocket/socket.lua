@@ -16,13 +16,14 @@ local _M = { _VERSION = core._VERSION }
 
 -- What connect calls for a host that is no address: moonsocket.resolve
 -- (a name's addresses, waiting in the coroutine) when there is one;
--- nil and "cannot resolve 'NAME': why" else, as it says itself.
-local function resolve(name)
+-- nil and "cannot resolve 'NAME': why" else, as it says itself.  The
+-- socket's timeout, when it has one, bounds the wait.
+local function resolve(name, timeout)
   local resolver = require("moonsocket").resolve
   if type(resolver) ~= "function" then
     return nil, format("cannot resolve '%s': no resolver", name)
   end
-  return resolver(name)
+  return resolver(name, timeout)
 end
 
 core.socket_hooks(runtime.waiter, runtime.wait, runtime.wake, resolve)

@@ -277,7 +277,11 @@ static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
     return 0;
   struct ms_h2_stream *st =
     nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-  if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+  /* a request is whole at END_STREAM; CONNECT never ends its stream,
+   * and is answered at once (section 8.5) */
+  if (st && ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+             (frame->hd.type == NGHTTP2_HEADERS && st->method.len == 7 &&
+              memcmp(st->method.p, "CONNECT", 7) == 0)))
     make_ready(h2, st);
   return 0;
 }

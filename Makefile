@@ -6,7 +6,7 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC $(LUA_INC)
-LIBS     = -lev -lssl -lcrypto -lz -lhiredis -lcares
+LIBS     = -lev -lssl -lcrypto -lz -lhiredis -lcares -lnghttp2
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
@@ -25,15 +25,16 @@ LUA_PATH_DEV = lua/?.lua;lua/?/init.lua;;
 
 DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
                lua-socket python3-websockets pkg-config gcc make libhiredis-dev \
-               libc-ares-dev \
+               libc-ares-dev libnghttp2-dev \
                lua-cjson
 # what only the suites call: the browser test, memcheck and the callgrind
 # guard, the Redis backplane, the soak (gdb), the nginx proxy, the
 # rockspec (luarocks), test certificates (openssl, and python3's
 # cryptography in spec/peers), the fuzz smoke (clang and libFuzzer),
-# lua-redis over moonsocket.socket
+# lua-redis over moonsocket.socket, HTTP/2 clients (python3-h2, nghttp)
 TEST_PACKAGES = chromium valgrind redis-server gdb nginx luarocks openssl \
-                python3-cryptography clang libclang-rt-dev lua-redis
+                python3-cryptography clang libclang-rt-dev lua-redis python3-h2 \
+                nghttp2-client
 # Node.js for the browser test: Debian's when the machine has none
 NODE_PACKAGES = $(if $(shell command -v node 2>/dev/null),,nodejs npm)
 

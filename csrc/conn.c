@@ -15,6 +15,7 @@
 #include "events.h"
 #include "frame.h"
 #include "frame_reader.h"
+#include "h2.h"
 #include "handshake.h"
 #include "life.h"
 #include "server.h"
@@ -50,6 +51,10 @@ static void mark_pending(struct ms_conn *c) {
     c->next_pending = c->server->pending;
     c->server->pending = c;
   }
+}
+
+void ms_conn_mark_pending(struct ms_conn *c) {
+  mark_pending(c);
 }
 
 /* Bytes were queued (rc 0) or memory ran out (-1): flush before the
@@ -212,6 +217,7 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
     c->deflate = NULL;
   }
   rx_free(c);
+  if (c->flags & CF_H2) ms_h2_free(c, L != NULL);
   if (ms_conn_body(c)) {      /* kept: its reader is told why it ended */
     ms_body_drop(c->body);
     if (!c->body->error) c->body->error = BODY_CLOSED;
@@ -269,6 +275,10 @@ static void start_draining(struct ms_conn *c) {
   mark_pending(c);     /* flush, then shut down writing */
 }
 
+void ms_conn_drain(struct ms_conn *c) {
+  start_draining(c);
+}
+
 static void send_close_frame(struct ms_conn *c, int code, const char *reason,
                              size_t len) {
   uint8_t payload[WS_CONTROL_MAX];
@@ -303,6 +313,7 @@ static void respond_error(struct ms_conn *c, int status, const char *why,
 /* Shutting down: an HTTP connection answers what it was asked (perhaps
  * by the very handler shutting down) and closes; an idle one closes. */
 void ms_conn_end_http(struct ms_conn *c) {
+  if (c->state == CS_H2) ms_h2_shutdown(c);
   if (c->state != CS_HTTP) return;
   c->flags &= ~CF_KEEP_ALIVE;
   if (c->flags & CF_WAITING) {      /* its answer would come too late */
@@ -385,6 +396,10 @@ void ms_conn_flush(struct ms_conn *c) {
   /* written strings are unreferenced in the module's state */
   struct outq_release r = { unref_string, c->server->module->L };
   if (c->state == CS_CLOSED) return;
+  if (c->state == CS_H2 && ms_h2_pull(c) < 0) {   /* its frames first */
+    ms_conn_abort(c, 0);
+    return;
+  }
   ssize_t written = outq_flush(&c->out, &c->server->chunks, &r,
                                ms_transport_of(c)->write, c);
   if (written < 0) {
@@ -423,6 +438,8 @@ void ms_conn_flush(struct ms_conn *c) {
   } else if (c->state == CS_HTTP &&
              (c->flags & (CF_PAUSED | CF_WAITING)) == CF_PAUSED) {
     ms_conn_resume_reading(c);        /* the pipeline may go on */
+  } else if (c->state == CS_H2) {
+    ms_h2_written(c);
   }
 }
 
@@ -613,6 +630,11 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
                      int file, int is_head) {
   if (c->state != CS_HTTP) {
     if (file >= 0) close(file);
+    return;
+  }
+  if (c->flags & CF_H2_STREAM) {     /* HEADERS and DATA on its stream */
+    ms_h2_respond(c, status, headers, headers_len, body, body_len, file,
+                  is_head);
     return;
   }
   char head[256];
@@ -857,6 +879,10 @@ static size_t process_http(struct ms_conn *c, uint8_t *p, size_t n,
   req.headers = headers;
   long r = http_parse_request((const char *)p, n, scanned, &s->limits, &req);
   if (r == 0) return 0;
+  if (r == -505 && ms_h2_preface(p, n)) {  /* RFC 9113 3.4 */
+    ms_h2_start(c, p, n);
+    return n;
+  }
   if (r < 0) {
     int status = (int)-r;
     respond_error(c, status, status == 431 ? "request head too large"
@@ -1414,6 +1440,9 @@ static size_t process(struct ms_conn *c, uint8_t *p, size_t n,
       if (i == n) return n;
       i += process_frames(c, p + i, n - i);
       break;
+    case CS_H2:
+      if (i < n) ms_h2_recv(c, p + i, n - i);
+      return n;
     default:
       return n;                   /* draining or closed: discarded */
     }
@@ -1640,6 +1669,21 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   }
 }
 
+void ms_conn_start_request(struct ms_conn *c, struct ms_conn *session,
+                           const struct ms_transport *t) {
+  struct ms_server *s = session->server;
+  c->server = s;
+  c->opts = &s->opts;
+  c->state = CS_HTTP;
+  c->flags |= CF_H2_STREAM;
+  c->last_read = ev_now(s->module->loop);
+  c->deadline = c->last_read + s->opts.request_timeout;
+  conn_link(c, s);
+  /* never started: its descriptor tells the request its peer */
+  ev_io_init(&c->io, conn_io_cb, session->io.fd, 0);
+  ms_transport_set(c, t);
+}
+
 void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,
                           void (*cb)(struct ev_loop *, ev_io *, int)) {
   c->server = s;
@@ -1741,6 +1785,9 @@ void ms_conn_sweep(struct ms_conn *c, double now) {
     break;
   case CS_OPEN:
     sweep_open(c, now);
+    break;
+  case CS_H2:
+    ms_h2_sweep(c, now);
     break;
   case CS_CLOSING: case CS_DRAINING:
     if (now >= c->deadline) {

@@ -52,7 +52,8 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
     lua_pushlstring(L, q + 1, req->path_len - plen - 1);
     lua_setfield(L, -2, "query");
   }
-  lua_pushstring(L, req->minor_version ? "1.1" : "1.0");
+  lua_pushstring(L, c->flags & CF_H2_STREAM ? "2"
+                    : req->minor_version ? "1.1" : "1.0");
   lua_setfield(L, -2, "version");
   lua_createtable(L, 0, (int)req->nheaders);
   for (size_t i = 0; i < req->nheaders; i++) {

@@ -166,10 +166,17 @@ static int l_listen(lua_State *L) {
     ms_options_read(L, -1, &opts, 0);
   }
   lua_pop(L, 1);
+  /* HTTP/2: on by default where ALPN can negotiate it */
+  int http2 = lua_getfield(L, 1, "http2");
+  luaL_argcheck(L, http2 == LUA_TNIL || http2 == LUA_TBOOLEAN, 1,
+                "option 'http2' must be a boolean");
+  http2 = http2 == LUA_TNIL ? -1 : lua_toboolean(L, -1);
+  lua_pop(L, 1);
   struct ms_tls *tls = NULL;
   if (lua_getfield(L, 1, "tls") != LUA_TNIL) {       /* at index 6 */
     luaL_argcheck(L, lua_istable(L, -1), 1, "'tls' must be a table");
     tls = read_tls(L, 6);                           /* at index 7 */
+    tls->http2 = http2 != 0;
     char why[512];
     if (ms_tls_load(tls, why, sizeof why) != 0)
       return ms_push_fail(L, why, "ETLS");
@@ -188,6 +195,7 @@ static int l_listen(lua_State *L) {
   luaL_setmetatable(L, SERVER_MT);
   s->module = m;
   s->opts = opts;
+  s->http2 = tls ? http2 != 0 : http2 == 1;
   s->limits.max_head = opts.max_header_size;
   s->limits.max_line = opts.max_request_line;
   s->limits.max_headers = opts.max_headers;

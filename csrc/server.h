@@ -47,6 +47,8 @@ struct ms_options {
                                   else 503 */
   double body_timeout;         /* between two reads of a request body
                                   being read, else 408 */
+  size_t max_concurrent_streams; /* HTTP/2 streams open at once on one
+                                    connection (RFC 9113 5.1.2) */
   int log_level;               /* enum ms_log_level */
 };
 
@@ -103,6 +105,8 @@ enum ms_why { WHY_NONE, WHY_PEER, WHY_LOCAL, WHY_TIMEOUT, WHY_ERROR,
               WHY_LOST, WHY_SHUTDOWN };
 
 struct ms_body;
+struct ms_h2;
+struct ms_h2_stream;
 struct ms_lua_lookup;
 struct ms_resolver;
 struct ms_rx;
@@ -137,6 +141,8 @@ struct ms_server {
   int on_request;               /* registry ref of the Lua pipeline */
   int closing;
   struct ms_tls *tls;           /* certificates, or NULL: plain TCP */
+  int http2;                    /* HTTP/2 served (h2.c), by ALPN on TLS,
+                                   by prior knowledge on plain TCP */
   char host[64];
   int port;
   int backlog;
@@ -147,7 +153,8 @@ enum ms_conn_state {
   CS_OPEN,         /* WebSocket open */
   CS_CLOSING,      /* our close frame sent, waiting for the peer's */
   CS_DRAINING,     /* flush what is queued, then shut down and linger */
-  CS_CLOSED        /* socket closed, waiting to be unanchored */
+  CS_CLOSED,       /* socket closed, waiting to be unanchored */
+  CS_H2            /* an HTTP/2 connection: its session reads (h2.c) */
 };
 
 enum {
@@ -171,6 +178,9 @@ enum {
   CF_HTTP10 = 1 << 21,      /* the request being answered is HTTP/1.0 */
   CF_WAITING = 1 << 22,     /* its pipeline waits: it answers later */
   CF_BODY_WAKE = 1 << 23,   /* its body's reader is woken in prepare */
+  CF_H2 = 1 << 24,          /* carries an HTTP/2 session (c->h2) */
+  CF_H2_STREAM = 1 << 25,   /* one request of an HTTP/2 session: answers
+                               go to its stream (c->h2s) */
 };
 
 struct ms_conn {
@@ -184,6 +194,7 @@ struct ms_conn {
     lua_State *co;                  /* upgraded: the coroutine handler's
                                        thread, or NULL */
     struct ms_body *body;           /* not: the request's body, or NULL */
+    struct ms_h2 *h2;               /* CF_H2: the HTTP/2 session */
   };
   const struct ms_options *opts;    /* the server's, or its route's */
   double deadline;                  /* timeout of the current state */
@@ -205,17 +216,22 @@ struct ms_conn {
     unsigned lingered;              /* HTTP, draining: bytes read and
                                        discarded since the answer */
   };
-  SSL *ssl;                         /* the TLS transport's state */
+  union {
+    SSL *ssl;                       /* the TLS transport's state */
+    struct ms_h2_stream *h2s;       /* CF_H2_STREAM: its stream, or NULL
+                                       once the stream is gone */
+  };
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
   struct ms_sub *subs;              /* topics subscribed to */
   char *protocol;                   /* the subprotocol, or NULL */
 };
 
 /* The body of the request c is reading or answering, or NULL.  A
- * request with a body is never upgraded, and a client is upgraded from
- * its start: the two never share their slot. */
+ * request with a body is never upgraded, a client is upgraded from its
+ * start, and an HTTP/2 connection hands its requests to connections of
+ * their own: none of them shares the slot with a body. */
 static inline struct ms_body *ms_conn_body(const struct ms_conn *c) {
-  return c->flags & CF_UPGRADED ? NULL : c->body;
+  return c->flags & (CF_UPGRADED | CF_H2) ? NULL : c->body;
 }
 
 /* permessage-deflate of one connection, when negotiated */
@@ -237,6 +253,11 @@ void ms_server_stop_accepting(struct ms_server *s);
 
 /* conn.c: I/O and the protocol */
 void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd);
+struct ms_transport;
+/* A request of the HTTP/2 connection session: a connection without a
+ * socket of its own in session's server, answering through t. */
+void ms_conn_start_request(struct ms_conn *c, struct ms_conn *session,
+                           const struct ms_transport *t);
 /* Answer the request: the body is body[0..body_len), or when file >= 0
  * body_len bytes of that descriptor, which the connection then owns. */
 void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
@@ -277,6 +298,12 @@ void ms_server_free_chunks(struct ms_server *s);
 void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,
                            int keep_alive);
 void ms_conn_pause(struct ms_conn *c);
+/* Bytes were queued on c by another file (h2.c): flush before the loop
+ * sleeps. */
+void ms_conn_mark_pending(struct ms_conn *c);
+/* Flush what is queued, then shut down writing and close (the lingering
+ * close of an HTTP answer). */
+void ms_conn_drain(struct ms_conn *c);
 /* The app waits for c's request body: all of it (want WANT_ALL) or
  * some (WANT_SOME); 100 Continue is sent if it was expected and reading
  * goes on.  ms_event_body tells it when there is news. */

@@ -33,16 +33,18 @@ static int password_cb(char *buf, int size, int rwflag, void *user) {
   return (int)n;
 }
 
-/* ALPN (RFC 7301): this server speaks HTTP/1.1; a client that offers
- * only other protocols goes on without ALPN. */
+/* ALPN (RFC 7301): this server speaks HTTP/2 (when on) in preference to
+ * HTTP/1.1 (RFC 9113 section 3.2); a client that offers only other
+ * protocols goes on without ALPN. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg) {
-  static const unsigned char http11[] = "\x08http/1.1";
+  static const unsigned char both[] = "\x02h2\x08http/1.1";
+  const struct ms_tls *t = arg;
+  const unsigned char *ours = t->http2 ? both : both + 3;
+  unsigned ours_len = t->http2 ? sizeof both - 1 : sizeof both - 4;
   (void)ssl;
-  (void)arg;
-  if (SSL_select_next_proto((unsigned char **)out, outlen, http11,
-                            sizeof http11 - 1, in, inlen) ==
-      OPENSSL_NPN_NEGOTIATED)
+  if (SSL_select_next_proto((unsigned char **)out, outlen, ours, ours_len,
+                            in, inlen) == OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_OK;
   return SSL_TLSEXT_ERR_NOACK;
 }
@@ -81,7 +83,7 @@ static SSL_CTX *build_ctx(struct ms_tls *t, struct ms_tls_cert *c, char *err,
                    SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_default_passwd_cb(ctx, password_cb);
   SSL_CTX_set_default_passwd_cb_userdata(ctx, c->password);
-  SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, t);
   SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
   SSL_CTX_set_tlsext_servername_arg(ctx, t);
   if (!SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers

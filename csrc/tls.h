@@ -22,6 +22,7 @@ struct ms_tls {
   int min_version;             /* TLS1_2_VERSION by default */
   char *ciphers;               /* TLS 1.2 cipher list */
   char *ciphersuites;          /* TLS 1.3 suites */
+  int http2;                   /* ALPN offers h2 before http/1.1 */
   size_t ncerts;               /* certs[0] is the default */
   struct ms_tls_cert certs[1 + MS_TLS_MAX_SNI];
 };

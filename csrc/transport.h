@@ -76,6 +76,9 @@ struct ms_transport {
 
 extern const struct ms_transport ms_transport_tcp;
 extern const struct ms_transport ms_transport_tls;
+/* A request of an HTTP/2 connection (h2.c): no bytes of its own; its
+ * close resets its stream when it was not answered. */
+extern const struct ms_transport ms_transport_h2_stream;
 
 static inline const struct ms_transport *
 ms_transport_of(const struct ms_conn *c) {

@@ -22,6 +22,7 @@ external_dependencies = {
   CRYPTO = { header = "openssl/sha.h", library = "crypto" },
   HIREDIS = { header = "hiredis/async.h", library = "hiredis" },
   CARES = { header = "ares.h", library = "cares" },
+  NGHTTP2 = { header = "nghttp2/nghttp2.h", library = "nghttp2" },
 }
 build = {
   type = "make",

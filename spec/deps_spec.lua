@@ -29,6 +29,8 @@ local CALLED = {
   { "clang", "clang", "fuzz/Makefile" },
   { "libclang_rt.fuzzer", "libclang-rt-dev", "fuzz/Makefile" },
   { "chromium", "chromium", "spec/browser" },
+  { "h2 (Python)", "python3-h2", "spec/peers/h2_client.py" },
+  { "nghttp", "nghttp2-client", "spec/http2_spec.lua" },
 }
 
 local function words(text)

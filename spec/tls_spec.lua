@@ -76,9 +76,12 @@ describe("a TLS server", function()
     assert.matches("HTTP/1.1 200 OK", out)
   end)
 
-  it("negotiates TLS 1.2 or 1.3 with ALPN http/1.1, never older", function()
-    assert.matches("ALPN protocol: http/1.1",
+  it("negotiates TLS 1.2 or 1.3 with ALPN h2 or http/1.1, never older",
+     function()
+    assert.matches("ALPN protocol: h2",
                    s_client(server.port, "-alpn h2,http/1.1"))
+    assert.matches("ALPN protocol: http/1.1",
+                   s_client(server.port, "-alpn http/1.1"))
     -- TLS 1.2 suites are ECDHE with AEAD only
     assert.matches("New, TLSv1%.2, Cipher is ECDHE%-",
                    s_client(server.port, "-tls1_2"))

@@ -289,13 +289,14 @@ end
 -- when the certificates cannot be loaded).  workers = N (or "auto", one
 -- per CPU) serves in N forked processes that share the port; run() then
 -- supervises them, and a publish reaches the subscribers of all.  tls = { cert, key, password,
--- min_version, ciphers, ciphersuites, sni } serves https and wss.
+-- min_version, ciphers, ciphersuites, sni } serves https and wss.  http2
+-- (true with tls, else false) serves HTTP/2 beside HTTP/1.1.
 function app_mt:listen(where)
   where = where or {}
   local server, err, code = core.listen {
     host = where.host, port = where.port, backlog = where.backlog,
     tls = where.tls, handler = self:handler(), options = self.core_options,
-    workers = where.workers,
+    workers = where.workers, http2 = where.http2,
   }
   if not server then return nil, err, code end
   local host, port = server:address()

@@ -1,0 +1,785 @@
+/* h2.c - HTTP/2 (RFC 9113) with nghttp2: a session per connection,
+ * requests to the Lua pipeline, answers to their streams */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "body.h"
+#include "events.h"
+#include "h2.h"
+#include "http.h"
+#include "log.h"
+#include "server.h"
+#include "transport.h"
+
+/* Frames the session may have in c->out before it keeps the rest: a
+ * peer that does not read holds this much of ours, not every answer. */
+#define OUT_MAX (256u << 10)
+
+/* A request's head as HTTP/1.1 text, for the pipeline's parser: its
+ * fields as they come, the pseudo-fields (section 8.3.1) apart. */
+struct text {
+  char *p;
+  size_t len, cap;
+};
+
+struct ms_h2_stream {
+  struct ms_h2 *h2;
+  struct ms_h2_stream *prev, *next;  /* in h2->streams */
+  struct ms_h2_stream *next_ready;   /* in h2->ready */
+  struct ms_conn *req;               /* the request's connection, or NULL */
+  int32_t id;
+  uint8_t ready;                     /* in h2->ready */
+  uint8_t gone;                      /* closed while in h2->ready */
+  uint8_t answered;
+  uint16_t status;                   /* an answer found before the
+                                        pipeline (431, 413, 400, 503) */
+  const char *why;
+  size_t head_bytes, nfields;        /* against the header limits */
+  struct text method, path, authority, cookie, fields;
+  struct ms_body *body;              /* what came of the body */
+  /* the answer's body: bytes, or a file */
+  char *out;
+  size_t out_len, out_sent;
+  int fd;
+  off_t file_off;
+  size_t file_left;
+};
+
+struct ms_h2 {
+  nghttp2_session *session;
+  struct ms_conn *conn;
+  struct ms_h2_stream *streams;      /* open, a list */
+  struct ms_h2_stream *ready, **ready_tail;  /* whole requests, in order */
+  size_t nstreams;
+  size_t held;                       /* body bytes, in s->held */
+  double reset_tokens, reset_at;     /* the rapid reset bucket */
+  double closing_since;              /* GOAWAY sent for good, or 0 */
+  int blocked;                       /* c->out full: the session waits */
+  size_t pulled;                     /* bytes the last pull queued */
+};
+
+/* ------------------------------------------------------------------ */
+/* Streams                                                             */
+/* ------------------------------------------------------------------ */
+
+static int text_add(struct text *t, const void *p, size_t n) {
+  if (t->len + n > t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 64;
+    while (cap < t->len + n) cap *= 2;
+    char *q = realloc(t->p, cap);
+    if (!q) return -1;
+    t->p = q;
+    t->cap = cap;
+  }
+  memcpy(t->p + t->len, p, n);
+  t->len += n;
+  return 0;
+}
+
+static void text_free(struct text *t) {
+  free(t->p);
+  memset(t, 0, sizeof *t);
+}
+
+static void stream_head_free(struct ms_h2_stream *st) {
+  text_free(&st->method);
+  text_free(&st->path);
+  text_free(&st->authority);
+  text_free(&st->cookie);
+  text_free(&st->fields);
+}
+
+static void stream_body_free(struct ms_h2_stream *st) {
+  if (!st->body) return;
+  st->h2->conn->server->held -= st->body->cap;
+  st->h2->held -= st->body->cap;
+  ms_body_free(st->body);
+  st->body = NULL;
+}
+
+/* The request's connection lets go of its stream; it closes, unless
+ * the Lua state is being closed (lua_close collects it anyway). */
+static void stream_detach(struct ms_h2_stream *st, int abort) {
+  struct ms_conn *rc = st->req;
+  if (!rc) return;
+  st->req = NULL;
+  rc->h2s = NULL;
+  if (abort) ms_conn_abort(rc, 0);
+}
+
+static void stream_free(struct ms_h2_stream *st) {
+  stream_head_free(st);
+  stream_body_free(st);
+  free(st->out);
+  if (st->fd >= 0) close(st->fd);
+  free(st);
+}
+
+static void stream_unlink(struct ms_h2_stream *st) {
+  struct ms_h2 *h2 = st->h2;
+  if (st->prev) st->prev->next = st->next;
+  else h2->streams = st->next;
+  if (st->next) st->next->prev = st->prev;
+  st->prev = st->next = NULL;
+  h2->nstreams--;
+}
+
+/* A request's fields are bounded by max_header_size (their bytes as
+ * HTTP/1.1 would carry them) and max_headers: past either it is
+ * answered 431 (section 10.5.1) and what follows is counted, not kept;
+ * far past them (an HPACK bomb) the stream is reset. */
+static int field_limits(struct ms_h2_stream *st, size_t bytes, int field) {
+  const struct ms_options *o = &st->h2->conn->server->opts;
+  st->head_bytes += bytes;
+  st->nfields += (size_t)field;
+  if (st->head_bytes <= o->max_header_size && st->nfields <= o->max_headers)
+    return 0;
+  if (st->head_bytes > 4 * o->max_header_size ||
+      st->nfields > 4 * o->max_headers)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  if (!st->status) {
+    st->status = 431;
+    st->why = "request head too large";
+    stream_head_free(st);
+  }
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The session's callbacks                                             */
+/* ------------------------------------------------------------------ */
+
+static ssize_t send_cb(nghttp2_session *session, const uint8_t *data,
+                       size_t length, int flags, void *user) {
+  struct ms_h2 *h2 = user;
+  struct ms_conn *c = h2->conn;
+  (void)session;
+  (void)flags;
+  if (c->out.bytes >= OUT_MAX) {
+    h2->blocked = 1;
+    return NGHTTP2_ERR_WOULDBLOCK;
+  }
+  if (outq_copy(&c->out, &c->server->chunks, data, length) < 0)
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  h2->pulled += length;
+  return (ssize_t)length;
+}
+
+static int begin_headers_cb(nghttp2_session *session,
+                            const nghttp2_frame *frame, void *user) {
+  struct ms_h2 *h2 = user;
+  if (frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  struct ms_h2_stream *st = calloc(1, sizeof *st);
+  if (!st) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  st->h2 = h2;
+  st->id = frame->hd.stream_id;
+  st->fd = -1;
+  st->next = h2->streams;
+  if (h2->streams) h2->streams->prev = st;
+  h2->streams = st;
+  h2->nstreams++;
+  nghttp2_session_set_stream_user_data(session, st->id, st);
+  return 0;
+}
+
+static int header_cb(nghttp2_session *session, const nghttp2_frame *frame,
+                     const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user) {
+  (void)flags;
+  (void)user;
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  struct ms_h2_stream *st =
+    nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!st || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;                               /* trailers are dropped */
+  int pseudo = namelen && name[0] == ':';
+  int rc = field_limits(st, namelen + valuelen + 4, !pseudo);
+  if (rc) return rc < 0 ? rc : 0;
+  if (st->status) return 0;
+  struct text *t = NULL;
+  if (pseudo) {                             /* validated by nghttp2 */
+    if (namelen == 7 && memcmp(name, ":method", 7) == 0) t = &st->method;
+    else if (namelen == 5 && memcmp(name, ":path", 5) == 0) t = &st->path;
+    else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+      t = &st->authority;
+    return t && text_add(t, value, valuelen) < 0
+           ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+  }
+  if (namelen == 4 && memcmp(name, "host", 4) == 0 && st->authority.len) {
+    /* :authority stands for Host; one that differs is malformed
+     * (section 8.3.1) */
+    if (valuelen != st->authority.len ||
+        memcmp(value, st->authority.p, valuelen) != 0) {
+      st->status = 400;
+      st->why = "Host differs from :authority";
+    }
+    return 0;
+  }
+  if (namelen == 6 && memcmp(name, "cookie", 6) == 0) {
+    /* split cookies are joined with "; " (section 8.2.3) */
+    if ((st->cookie.len && text_add(&st->cookie, "; ", 2) < 0) ||
+        text_add(&st->cookie, value, valuelen) < 0)
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+  }
+  if (text_add(&st->fields, name, namelen) < 0 ||
+      text_add(&st->fields, ": ", 2) < 0 ||
+      text_add(&st->fields, value, valuelen) < 0 ||
+      text_add(&st->fields, "\r\n", 2) < 0)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  return 0;
+}
+
+static void make_ready(struct ms_h2 *h2, struct ms_h2_stream *st) {
+  if (st->ready) return;
+  st->ready = 1;
+  *h2->ready_tail = st;
+  h2->ready_tail = &st->next_ready;
+}
+
+/* Rapid Reset (CVE-2023-44487): a peer may reset streams at
+ * max_concurrent_streams a second, with a burst of twice that; past it
+ * the connection ends with GOAWAY ENHANCE_YOUR_CALM (section 5.4.1). */
+static void count_reset(struct ms_h2 *h2) {
+  struct ms_conn *c = h2->conn;
+  double rate = (double)c->server->opts.max_concurrent_streams;
+  double now = ev_now(c->server->module->loop);
+  h2->reset_tokens += (now - h2->reset_at) * rate;
+  if (h2->reset_tokens > 2 * rate) h2->reset_tokens = 2 * rate;
+  h2->reset_at = now;
+  if (h2->reset_tokens >= 1) {
+    h2->reset_tokens -= 1;
+    return;
+  }
+  if (h2->closing_since) return;
+  ms_log(c->server, MS_LOG_WARN, "HTTP/2: streams reset faster than %g a "
+         "second: GOAWAY ENHANCE_YOUR_CALM", rate);
+  nghttp2_session_terminate_session(h2->session, NGHTTP2_ENHANCE_YOUR_CALM);
+  h2->closing_since = now;
+}
+
+static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
+                         void *user) {
+  struct ms_h2 *h2 = user;
+  if (frame->hd.type == NGHTTP2_RST_STREAM) {
+    count_reset(h2);
+    return 0;
+  }
+  if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+    return 0;
+  struct ms_h2_stream *st =
+    nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  /* a request is whole at END_STREAM; CONNECT never ends its stream,
+   * and is answered at once (section 8.5) */
+  if (st && ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+             (frame->hd.type == NGHTTP2_HEADERS && st->method.len == 7 &&
+              memcmp(st->method.p, "CONNECT", 7) == 0)))
+    make_ready(h2, st);
+  return 0;
+}
+
+/* Body bytes: held whole for the pipeline (req:body()), within
+ * max_body_size (else 413) and, with what every socket holds
+ * incomplete, max_incomplete_bytes (else 503). */
+static int data_cb(nghttp2_session *session, uint8_t flags, int32_t id,
+                   const uint8_t *data, size_t len, void *user) {
+  struct ms_h2 *h2 = user;
+  struct ms_server *s = h2->conn->server;
+  (void)flags;
+  struct ms_h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
+  if (!st || st->status) return 0;           /* discarded */
+  if (!st->body && !(st->body = ms_body_new(0, 0)))
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  struct ms_body *b = st->body;
+  if (b->len + len > s->opts.max_body_size) {
+    st->status = 413;
+    st->why = "request body too large";
+  } else if (s->held + len > s->opts.max_incomplete_bytes) {
+    st->status = 503;
+    st->why = "the server holds too many request bodies";
+  } else {
+    size_t cap = b->cap;
+    if (ms_body_hold(b, data, len) < 0)
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    b->total += len;
+    s->held += b->cap - cap;
+    h2->held += b->cap - cap;
+    return 0;
+  }
+  stream_body_free(st);
+  return 0;
+}
+
+static int stream_close_cb(nghttp2_session *session, int32_t id,
+                           uint32_t error_code, void *user) {
+  (void)error_code;
+  (void)user;
+  struct ms_h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
+  if (!st) return 0;
+  nghttp2_session_set_stream_user_data(session, id, NULL);
+  stream_unlink(st);
+  stream_detach(st, 1);          /* a request still waits: it is gone */
+  if (st->ready) st->gone = 1;   /* freed by run_ready */
+  else stream_free(st);
+  return 0;
+}
+
+/* The answer's DATA: from its bytes, or read from its file. */
+static ssize_t read_answer(nghttp2_session *session, int32_t id,
+                           uint8_t *buf, size_t length, uint32_t *flags,
+                           nghttp2_data_source *source, void *user) {
+  struct ms_h2_stream *st = source->ptr;
+  size_t n;
+  (void)session;
+  (void)id;
+  (void)user;
+  if (st->fd >= 0) {
+    n = st->file_left < length ? st->file_left : length;
+    ssize_t r = n ? pread(st->fd, buf, n, st->file_off) : 0;
+    if (r < 0 || (r == 0 && n))      /* unreadable, or shrank under us */
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    n = (size_t)r;
+    st->file_off += (off_t)n;
+    st->file_left -= n;
+    if (!st->file_left) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  } else {
+    n = st->out_len - st->out_sent;
+    if (n > length) n = length;
+    memcpy(buf, st->out + st->out_sent, n);
+    st->out_sent += n;
+    if (st->out_sent == st->out_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  }
+  return (ssize_t)n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests to the pipeline                                            */
+/* ------------------------------------------------------------------ */
+
+/* The head as HTTP/1.1 text: "METHOD PATH HTTP/1.1", Host from
+ * :authority, the cookies joined, the fields. */
+static int build_head(struct ms_h2_stream *st, struct text *head) {
+  static const char version[] = " HTTP/1.1\r\n";
+  if (text_add(head, st->method.p, st->method.len) < 0 ||
+      text_add(head, " ", 1) < 0 ||
+      text_add(head, st->path.p, st->path.len) < 0 ||
+      text_add(head, version, sizeof version - 1) < 0)
+    return -1;
+  if (st->authority.len &&
+      (text_add(head, "host: ", 6) < 0 ||
+       text_add(head, st->authority.p, st->authority.len) < 0 ||
+       text_add(head, "\r\n", 2) < 0))
+    return -1;
+  if (st->cookie.len &&
+      (text_add(head, "cookie: ", 8) < 0 ||
+       text_add(head, st->cookie.p, st->cookie.len) < 0 ||
+       text_add(head, "\r\n", 2) < 0))
+    return -1;
+  if (st->fields.len && text_add(head, st->fields.p, st->fields.len) < 0)
+    return -1;
+  return text_add(head, "\r\n", 2);
+}
+
+static const char *status_why(int status) {
+  return status == 431 ? "request head too large"
+         : status == 414 ? "request line too long"
+         : "malformed request";
+}
+
+/* Run the pipeline for a whole request, on a connection of its own. */
+static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
+  struct ms_conn *c = h2->conn;
+  struct ms_server *s = c->server;
+  struct ms_conn *rc = ms_event_accept(s);
+  if (!rc) {
+    nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  ms_conn_start_request(rc, c, &ms_transport_h2_stream);
+  rc->h2s = st;
+  st->req = rc;
+  if (st->body) {                 /* whole: req:body() has it at once */
+    s->held -= st->body->cap;
+    h2->held -= st->body->cap;
+    rc->body = st->body;
+    st->body = NULL;
+    rc->body->done = 1;
+    rc->body->serial = ++s->bodies;
+  }
+  if (st->status) {
+    ms_conn_respond_error(rc, st->status, st->why, 0);
+    return;
+  }
+  struct text head = { 0 };
+  if (!st->method.len || !st->path.len) {
+    /* CONNECT has neither :scheme nor :path (section 8.5); extended
+     * CONNECT (RFC 8441) is not offered */
+    ms_conn_respond_error(rc, 501, "CONNECT is not served", 0);
+    return;
+  }
+  if (build_head(st, &head) < 0) {
+    ms_conn_respond_error(rc, 500, "out of memory", 0);
+    return;
+  }
+  stream_head_free(st);
+  struct http_header headers[s->limits.max_headers];
+  struct http_request req;
+  req.headers = headers;
+  long r = http_parse_request(head.p, head.len, 0, &s->limits, &req);
+  if (r <= 0)
+    ms_conn_respond_error(rc, r ? (int)-r : 400, status_why((int)-r), 0);
+  else if (s->closing)
+    ms_conn_respond_error(rc, 503, "the server is shutting down", 0);
+  else {
+    rc->flags |= CF_IN_REQUEST;
+    ms_event_request(rc, &req);
+    rc->flags &= ~CF_IN_REQUEST;
+    if (rc->state == CS_HTTP && (rc->flags & CF_WAITING))
+      rc->deadline = ev_now(s->module->loop) + s->opts.request_timeout;
+    else if (rc->state != CS_CLOSED)   /* neither answered nor waiting */
+      ms_conn_abort(rc, 0);
+  }
+  text_free(&head);
+}
+
+/* The whole requests of a read, in order.  A request may close the
+ * connection (its handler shuts the server down at once, say): then
+ * the session is gone, and so are the rest. */
+static void run_ready(struct ms_conn *c) {
+  while (c->state == CS_H2 && c->h2->ready) {
+    struct ms_h2 *h2 = c->h2;
+    struct ms_h2_stream *st = h2->ready;
+    h2->ready = st->next_ready;
+    if (!h2->ready) h2->ready_tail = &h2->ready;
+    st->ready = 0;
+    st->next_ready = NULL;
+    if (st->gone) stream_free(st);
+    else if (!h2->closing_since) run_request(h2, st);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Answers                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Fields a handler may not send over HTTP/2 (section 8.2.2), beside
+ * those the core writes. */
+static int connection_field(const char *name, size_t len) {
+  return http_ieq(name, len, "connection") ||
+         http_ieq(name, len, "keep-alive") ||
+         http_ieq(name, len, "proxy-connection") ||
+         http_ieq(name, len, "transfer-encoding") ||
+         http_ieq(name, len, "upgrade") ||
+         http_ieq(name, len, "content-length");
+}
+
+static nghttp2_nv make_nv(const char *name, size_t nl, const char *value,
+                          size_t vl) {
+  nghttp2_nv nv = { (uint8_t *)name, (uint8_t *)value, nl, vl,
+                    NGHTTP2_NV_FLAG_NONE };
+  return nv;
+}
+
+static void answer_free(char *copy, nghttp2_nv *nv, int file) {
+  free(copy);
+  free(nv);
+  if (file >= 0) close(file);
+}
+
+void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
+                   size_t headers_len, const char *body, size_t body_len,
+                   int file, int is_head) {
+  struct ms_h2_stream *st = c->h2s;
+  if (ms_conn_body(c)) {        /* read whole, or not at all: done */
+    ms_body_free(c->body);
+    c->body = NULL;
+  }
+  if (!st || st->answered) {
+    if (file >= 0) close(file);
+    ms_conn_abort(c, 0);
+    return;
+  }
+  struct ms_h2 *h2 = st->h2;
+  /* "Name: value\r\n" lines, the names lowercased (section 8.2.1) */
+  size_t lines = 0;
+  for (size_t i = 0; i + 1 < headers_len; i++)
+    lines += headers[i] == '\r' && headers[i + 1] == '\n';
+  char *copy = malloc(headers_len + 1);
+  nghttp2_nv *nv = malloc((lines + 2) * sizeof *nv);
+  if (!copy || !nv) {
+    answer_free(copy, nv, file);
+    ms_conn_abort(c, 0);
+    return;
+  }
+  if (headers_len) memcpy(copy, headers, headers_len);
+  size_t n = 0;
+  char code[4], length[24];
+  snprintf(code, sizeof code, "%03d", status);
+  nv[n++] = make_nv(":status", 7, code, 3);
+  int bodiless = status == 204 || status == 304;
+  if (!bodiless)
+    nv[n++] = make_nv("content-length", 14, length,
+                      (size_t)snprintf(length, sizeof length, "%zu",
+                                       body_len));
+  for (char *p = copy, *end = copy + headers_len; p < end;) {
+    char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+    if (!eol) break;
+    char *colon = memchr(p, ':', (size_t)(eol - p));
+    if (colon) {
+      char *v = colon + 1;
+      while (v < eol && (*v == ' ' || *v == '\t')) v++;
+      for (char *k = p; k < colon; k++)
+        if (*k >= 'A' && *k <= 'Z') *k = (char)(*k + 32);
+      if (!connection_field(p, (size_t)(colon - p)))
+        nv[n++] = make_nv(p, (size_t)(colon - p), v, (size_t)(eol - v));
+    }
+    p = eol + 2;
+  }
+  int with_data = !is_head && !bodiless && body_len;
+  if (with_data && file >= 0) {
+    st->fd = file;
+    st->file_left = body_len;
+    file = -1;
+  } else if (with_data) {
+    if (!(st->out = malloc(body_len))) {
+      answer_free(copy, nv, file);
+      ms_conn_abort(c, 0);
+      return;
+    }
+    memcpy(st->out, body, body_len);
+    st->out_len = body_len;
+  }
+  nghttp2_data_provider data = { .source.ptr = st,
+                                 .read_callback = read_answer };
+  int rv = nghttp2_submit_response(h2->session, st->id, nv, n,
+                                   with_data ? &data : NULL);
+  answer_free(copy, nv, file);       /* nghttp2 copied the fields */
+  st->answered = 1;
+  if (rv != 0)
+    nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_INTERNAL_ERROR);
+  stream_detach(st, 1);
+  ms_conn_mark_pending(h2->conn);
+}
+
+/* ------------------------------------------------------------------ */
+/* A request's transport: no bytes of its own                          */
+/* ------------------------------------------------------------------ */
+
+static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
+  (void)c;
+  (void)buf;
+  (void)n;
+  return MS_IO_AGAIN;
+}
+
+static ssize_t stream_write(struct ms_conn *c, size_t budget) {
+  (void)c;
+  (void)budget;
+  return 0;
+}
+
+static void stream_shutdown(struct ms_conn *c) {
+  (void)c;
+}
+
+/* Closed unanswered (timed out, shutting down): the stream is reset. */
+static void stream_close(struct ms_conn *c) {
+  struct ms_h2_stream *st = c->h2s;
+  c->io.fd = -1;                 /* the session's: not ours to close */
+  if (!st) return;
+  stream_detach(st, 0);
+  if (st->answered) return;
+  nghttp2_submit_rst_stream(st->h2->session, NGHTTP2_FLAG_NONE, st->id,
+                            NGHTTP2_CANCEL);
+  if (st->h2->conn->state == CS_H2) ms_conn_mark_pending(st->h2->conn);
+}
+
+const struct ms_transport ms_transport_h2_stream = {
+  .name = "h2 stream",
+  .whole_writes = 0,
+  .read = stream_read,
+  .discard = stream_read,
+  .pending = NULL,
+  .write = stream_write,
+  .shutdown = stream_shutdown,
+  .close = stream_close,
+};
+
+/* ------------------------------------------------------------------ */
+/* The session                                                         */
+/* ------------------------------------------------------------------ */
+
+int ms_h2_preface(const uint8_t *p, size_t n) {
+  static const char line[] = "PRI * HTTP/2.0\r\n";
+  return n >= sizeof line - 1 && memcmp(p, line, sizeof line - 1) == 0;
+}
+
+/* A port without HTTP/2 answers the preface in HTTP/2, so that the
+ * client understands: an empty SETTINGS (section 3.4), then GOAWAY
+ * HTTP_1_1_REQUIRED for stream 0 (sections 6.8, 7). */
+static const uint8_t refusal[] = {
+  0, 0, 0, NGHTTP2_SETTINGS, 0, 0, 0, 0, 0,
+  0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, NGHTTP2_HTTP_1_1_REQUIRED,
+};
+
+static nghttp2_session *session_new(struct ms_h2 *h2) {
+  nghttp2_session_callbacks *cb;
+  nghttp2_option *opt;
+  nghttp2_session *session = NULL;
+  if (nghttp2_session_callbacks_new(&cb) != 0) return NULL;
+  if (nghttp2_option_new(&opt) != 0) {
+    nghttp2_session_callbacks_del(cb);
+    return NULL;
+  }
+  nghttp2_session_callbacks_set_send_callback(cb, send_cb);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb,
+                                                          begin_headers_cb);
+  nghttp2_session_callbacks_set_on_header_callback(cb, header_cb);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, frame_recv_cb);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, data_cb);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb,
+                                                         stream_close_cb);
+  /* closed streams are not kept for priorities: memory is bounded by
+   * the open ones */
+  nghttp2_option_set_no_closed_streams(opt, 1);
+  if (nghttp2_session_server_new2(&session, cb, h2, opt) != 0)
+    session = NULL;
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  return session;
+}
+
+void ms_h2_start(struct ms_conn *c, const uint8_t *p, size_t n) {
+  struct ms_server *s = c->server;
+  if (!s->http2) {
+    ms_log(s, MS_LOG_INFO, "HTTP/2 preface on a port without HTTP/2: "
+           "GOAWAY HTTP_1_1_REQUIRED");
+    if (outq_copy(&c->out, &s->chunks, refusal, sizeof refusal) < 0) {
+      ms_conn_abort(c, 0);
+      return;
+    }
+    ms_conn_mark_pending(c);
+    ms_conn_drain(c);
+    return;
+  }
+  struct ms_h2 *h2 = calloc(1, sizeof *h2);
+  if (!h2 || !(h2->session = session_new(h2))) {
+    free(h2);
+    ms_log(s, MS_LOG_ERROR, "cannot start an HTTP/2 session");
+    ms_conn_abort(c, 0);
+    return;
+  }
+  h2->conn = c;
+  h2->ready_tail = &h2->ready;
+  h2->reset_tokens = 2.0 * (double)s->opts.max_concurrent_streams;
+  h2->reset_at = ev_now(s->module->loop);
+  c->h2 = h2;
+  c->flags |= CF_H2;
+  c->flags &= ~(uint32_t)CF_KEEP_ALIVE;
+  c->state = CS_H2;
+  /* section 6.5.2; RFC 8441's ENABLE_CONNECT_PROTOCOL is not offered
+   * yet */
+  nghttp2_settings_entry iv[] = {
+    { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+      (uint32_t)s->opts.max_concurrent_streams },
+    { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+      (uint32_t)s->opts.max_header_size },
+  };
+  if (nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv,
+                              sizeof iv / sizeof iv[0]) != 0) {
+    ms_conn_abort(c, 0);
+    return;
+  }
+  ms_h2_recv(c, p, n);
+}
+
+void ms_h2_recv(struct ms_conn *c, const uint8_t *p, size_t n) {
+  struct ms_h2 *h2 = c->h2;
+  ssize_t r = nghttp2_session_mem_recv(h2->session, p, n);
+  if (r < 0) {
+    /* a bad preface, a flood (nghttp2's limits), memory: the rest is
+     * not worth an answer */
+    ms_log(c->server, MS_LOG_INFO, "HTTP/2 connection failed: %s",
+           nghttp2_strerror((int)r));
+    ms_conn_abort(c, 0);
+    return;
+  }
+  run_ready(c);
+  if (c->state == CS_H2) ms_conn_mark_pending(c);
+}
+
+int ms_h2_pull(struct ms_conn *c) {
+  struct ms_h2 *h2 = c->h2;
+  h2->blocked = 0;
+  h2->pulled = 0;
+  if (nghttp2_session_send(h2->session) != 0) return -1;
+  /* while the peer does not take our frames, its requests wait */
+  if (h2->blocked) ms_conn_pause(c);
+  return 0;
+}
+
+void ms_h2_written(struct ms_conn *c) {
+  struct ms_h2 *h2 = c->h2;
+  nghttp2_session *session = h2->session;
+  if (c->flags & CF_PAUSED) ms_conn_resume_reading(c);
+  /* more once the last frames are out (not when the session wants to
+   * write but the windows let nothing through) */
+  if (h2->pulled && nghttp2_session_want_write(session)) {
+    ms_conn_mark_pending(c);
+  } else if (!nghttp2_session_want_read(session)) {
+    ms_conn_drain(c);              /* GOAWAY is out, every stream done */
+  }
+}
+
+void ms_h2_sweep(struct ms_conn *c, double now) {
+  struct ms_h2 *h2 = c->h2;
+  const struct ms_options *o = &c->server->opts;
+  if (h2->closing_since) {
+    if (now - h2->closing_since >= o->close_timeout) ms_conn_abort(c, 0);
+    return;
+  }
+  if (h2->nstreams || now - c->last_read < o->handshake_timeout) return;
+  nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
+  h2->closing_since = now;
+  ms_conn_mark_pending(c);
+}
+
+void ms_h2_shutdown(struct ms_conn *c) {
+  struct ms_h2 *h2 = c->h2;
+  nghttp2_session *session = h2->session;
+  if (h2->closing_since) return;
+  h2->closing_since = ev_now(c->server->module->loop);
+  nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session),
+                        NGHTTP2_NO_ERROR, NULL, 0);
+  ms_conn_mark_pending(c);
+}
+
+void ms_h2_free(struct ms_conn *c, int close_requests) {
+  struct ms_h2 *h2 = c->h2;
+  c->h2 = NULL;
+  c->flags &= ~(uint32_t)CF_H2;
+  nghttp2_session_del(h2->session);   /* calls nothing back */
+  struct ms_h2_stream *st, *next;
+  for (st = h2->ready; st; st = next) {
+    next = st->next_ready;
+    if (st->gone) stream_free(st);
+  }
+  for (st = h2->streams; st; st = next) {
+    next = st->next;
+    stream_detach(st, close_requests);
+    stream_free(st);
+  }
+  free(h2);
+}

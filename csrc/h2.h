@@ -1,0 +1,60 @@
+/* h2.h - HTTP/2 (RFC 9113) on a connection, with nghttp2: one session
+ * per connection, each request a connection of its own for the Lua
+ * pipeline */
+#ifndef MS_H2_H
+#define MS_H2_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+
+/* A connection that speaks HTTP/2 (CS_H2, CF_H2) keeps its socket, its
+ * transport (TCP or TLS) and its output queue: the session reads what
+ * conn.c reads, and its frames are copied into c->out, which the
+ * connection flushes as it flushes HTTP/1.1 (one write per loop
+ * iteration).  Each whole request becomes a connection of its own
+ * (CF_H2_STREAM, transport ms_transport_h2_stream) that goes through
+ * ms_event_request like an HTTP/1.1 request; ms_conn_respond hands its
+ * answer to ms_h2_respond, which submits it on the stream. */
+
+/* Whether p[0..n) begins with the request line of the client connection
+ * preface, "PRI * HTTP/2.0" (RFC 9113 section 3.4). */
+int ms_h2_preface(const uint8_t *p, size_t n);
+
+/* c, reading its first request head, received the preface p[0..n):
+ * with s->http2 it becomes an HTTP/2 connection and the session gets
+ * the bytes; without, it is refused (SETTINGS, then GOAWAY
+ * HTTP_1_1_REQUIRED) and closes. */
+void ms_h2_start(struct ms_conn *c, const uint8_t *p, size_t n);
+
+/* Bytes read from an HTTP/2 connection. */
+void ms_h2_recv(struct ms_conn *c, const uint8_t *p, size_t n);
+
+/* Before c->out is written: the session's frames move into it, up to a
+ * bound (the session keeps the rest).  -1 when the session failed. */
+int ms_h2_pull(struct ms_conn *c);
+
+/* c->out is empty: more frames, or the end of the session. */
+void ms_h2_written(struct ms_conn *c);
+
+/* The sweep: an idle session closes (GOAWAY) after handshake_timeout,
+ * as an idle HTTP/1.1 connection does. */
+void ms_h2_sweep(struct ms_conn *c, double now);
+
+/* Graceful shutdown: GOAWAY; the streams begun are answered. */
+void ms_h2_shutdown(struct ms_conn *c);
+
+/* Free the session (the connection closes); with close_requests, its
+ * requests still waiting for the app are closed (not while lua_close
+ * collects them). */
+void ms_h2_free(struct ms_conn *c, int close_requests);
+
+/* The answer of a request of an HTTP/2 connection (ms_conn_respond's
+ * arguments): HEADERS, then DATA from body or from the file, which the
+ * stream then owns.  The request's connection closes. */
+void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
+                   size_t headers_len, const char *body, size_t body_len,
+                   int file, int is_head);
+
+#endif

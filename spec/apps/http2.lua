@@ -1,0 +1,72 @@
+-- Test app for spec/http2_spec.lua: a few HTTP routes and the files of
+-- STATIC_DIR, on a plain port (HTTP2: "on", "off" or unset) and, with
+-- CERT and KEY, a TLS port.  Prints both ports.  Env: PORT, CERT, KEY,
+-- HTTP2, MAX_CONCURRENT_STREAMS, MAX_HEADERS, MAX_HEADER_SIZE.
+local moonsocket = require "moonsocket"
+
+local app = moonsocket.app {
+  max_concurrent_streams = tonumber(os.getenv("MAX_CONCURRENT_STREAMS")),
+  max_headers = tonumber(os.getenv("MAX_HEADERS")),
+  max_header_size = tonumber(os.getenv("MAX_HEADER_SIZE")),
+  max_body_size = 4096,
+}
+-- a middleware: a field on every answer
+app:use(function(req, nxt)
+  local status, headers, body = nxt()
+  if type(status) == "number" then
+    headers = headers or {}
+    headers["X-Middleware"] = "yes"
+  end
+  return status, headers, body
+end)
+
+local routes = {
+  ["/hello"] = function(req)
+    return 200, { ["Content-Type"] = "text/plain",
+                  ["X-Version"] = req.version },
+           "hello " .. tostring(req.headers.host) .. "\n"
+  end,
+  ["/headers"] = function(req)
+    local lines = {}
+    for k, v in pairs(req.headers) do lines[#lines + 1] = k .. "=" .. v end
+    table.sort(lines)
+    return 200, { ["Content-Type"] = "text/plain" },
+           table.concat(lines, "\n") .. "\n"
+  end,
+  ["/big"] = function()
+    return 200, {}, string.rep("0123456789abcdef", 65536)   -- 1 MiB
+  end,
+  ["/later"] = function()
+    moonsocket.sleep(0.05)
+    return 200, {}, "later\n"
+  end,
+  ["/echo"] = function(req)
+    local body, err = req:body()
+    return 200, {}, body or ("no body: " .. tostring(err))
+  end,
+  ["/nocontent"] = function() return 204, {}, nil end,
+  ["/fail"] = function() error("boom") end,
+}
+
+app:use(function(req, nxt)
+  local route = routes[req.path]
+  if route then return route(req) end
+  return nxt()
+end)
+app:ws("/ws", require "moonsocket.handlers.echo")
+if os.getenv("STATIC_DIR") then
+  app:use(moonsocket.static(os.getenv("STATIC_DIR")))
+end
+
+local http2
+if os.getenv("HTTP2") == "on" then http2 = true end
+if os.getenv("HTTP2") == "off" then http2 = false end
+local plain = assert(app:listen { port = tonumber(os.getenv("PORT")) or 0,
+                                  http2 = http2 })
+if os.getenv("CERT") then
+  local tls = assert(app:listen { port = 0, http2 = http2,
+    tls = { cert = os.getenv("CERT"), key = os.getenv("KEY") } })
+  local _, port = tls:address()
+  io.stderr:write("tls port ", port, "\n")
+end
+moonsocket.run()

@@ -1,0 +1,197 @@
+-- spec/http2_spec.lua: HTTP/2 (RFC 9113) for requests, against Python's
+-- h2 (spec/peers/h2_client.py) and nghttp (nghttp2-client): ALPN h2 on
+-- TLS, prior knowledge on plain TCP, the pipeline (middleware, static
+-- files, waiting handlers, bodies, errors), the limits (streams, header
+-- fields, Rapid Reset) and the refusal of a port without HTTP/2.
+local helper = require "helper"
+
+local dir
+
+local function h2(where, ...)
+  local out, status = helper.run_peer("h2_client.py", { where, ... })
+  assert.are.equal(0, status, out)
+  return out
+end
+
+local function nghttp(url, file)
+  local cmd = ("env -u LD_PRELOAD timeout 20 nghttp %s > %s 2>/dev/null")
+    :format(helper.shell_quote(url), helper.shell_quote(file))
+  return os.execute(cmd)
+end
+
+-- An HTTP/1.1 GET on a raw socket: the status line.
+local function http11(port, path)
+  local sock = helper.connect(port)
+  sock:send("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n"
+            .. "Connection: close\r\n\r\n")
+  local line = sock:receive("*l")
+  sock:close()
+  return line
+end
+
+describe("HTTP/2", function()
+  local tls_server, plain_server, tls_port
+
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute(("mkdir -p %q"):format(dir)))
+    local c, k = dir .. "/cert.pem", dir .. "/cert.key"
+    local out, status = helper.run_peer("make_cert.py", { "h2", c, k })
+    assert(status == 0, out)
+    local f = assert(io.open(dir .. "/a.txt", "w"))
+    f:write("static file content\n")
+    f:close()
+    f = assert(io.open(dir .. "/big.bin", "wb"))
+    f:write(helper.binary_of_size(300000))
+    f:close()
+    -- the defaults: HTTP/2 on the TLS port, not on the plain one
+    tls_server = helper.start_server("spec/apps/http2.lua",
+      { CERT = c, KEY = k, STATIC_DIR = dir })
+    tls_port = helper.wait_until(function()
+      return tonumber(tls_server:log():match("tls port (%d+)"))
+    end)
+    assert(tls_port, tls_server:log())
+    plain_server = helper.start_server("spec/apps/http2.lua",
+      { HTTP2 = "on", STATIC_DIR = dir, MAX_HEADERS = 20,
+        MAX_HEADER_SIZE = 2048 })
+  end)
+
+  teardown(function()
+    if tls_server then helper.stop_and_check(tls_server) end
+    if plain_server then helper.stop_and_check(plain_server) end
+    os.execute(("rm -rf %q"):format(dir))
+  end)
+
+  describe("on TLS, negotiated by ALPN", function()
+    it("answers a GET through the middleware, req.version \"2\"", function()
+      local out = h2("tls:" .. tls_port, "get", "/hello")
+      assert.are.equal("200\ncontent-length: 19\n"
+        .. "content-type: text/plain\nx-middleware: yes\nx-version: 2\n",
+        out:match("^(.-)body"))
+      assert.truthy(out:find("hello example.test\n", 1, true))
+    end)
+
+    it("chooses http/1.1 for a client that offers only that", function()
+      local pipe = io.popen(("echo | timeout 10 openssl s_client -connect "
+        .. "127.0.0.1:%d -alpn http/1.1 2>&1"):format(tls_port))
+      local out = pipe:read("a")
+      pipe:close()
+      assert.truthy(out:find("ALPN protocol: http/1.1", 1, true), out)
+    end)
+
+    it("serves a static file to nghttp", function()
+      local file = dir .. "/got.bin"
+      assert.is_true(nghttp(("https://127.0.0.1:%d/big.bin"):format(
+        tls_port), file))
+      helper.assert_payload(helper.read_file(dir .. "/big.bin"),
+                            helper.read_file(file), "the file")
+    end)
+  end)
+
+  describe("on plain TCP", function()
+    it("is off by default: the preface gets GOAWAY HTTP_1_1_REQUIRED",
+       function()
+      assert.are.equal("settings 0\ngoaway 13\n",
+                       h2(tostring(tls_server.port), "preface"))
+      assert.are.equal("HTTP/1.1 200 OK", http11(tls_server.port, "/hello"))
+      assert.truthy(tls_server:log():find("HTTP/2 preface on a port without "
+        .. "HTTP/2: GOAWAY HTTP_1_1_REQUIRED", 1, true))
+    end)
+
+    it("with http2 = true, speaks it with prior knowledge", function()
+      local out = h2(tostring(plain_server.port), "get", "/hello")
+      assert.truthy(out:find("^200\n"), out)
+      assert.truthy(out:find("x-version: 2\n", 1, true), out)
+      -- and HTTP/1.1 beside it
+      assert.are.equal("HTTP/1.1 200 OK", http11(plain_server.port, "/hello"))
+    end)
+
+    it("gives the request its fields: Host from :authority, cookies joined",
+       function()
+      local out = h2(tostring(plain_server.port), "get", "/headers",
+                     "cookie=a=1", "cookie=b=2", "x-one=1")
+      assert.truthy(out:find("\ncookie=a=1; b=2\n", 1, true), out)
+      assert.truthy(out:find("\nhost=example.test\n", 1, true), out)
+      assert.truthy(out:find("\nx-one=1\n", 1, true), out)
+    end)
+
+    it("answers static files, HEAD, 204, 404 and a failing handler",
+       function()
+      local file = dir .. "/got.txt"
+      assert.is_true(nghttp(("http://127.0.0.1:%d/a.txt"):format(
+        plain_server.port), file))
+      assert.are.equal("static file content\n", helper.read_file(file))
+      assert.truthy(h2(tostring(plain_server.port), "get", "/nocontent")
+        :find("^204\n"))
+      assert.truthy(h2(tostring(plain_server.port), "get", "/nowhere")
+        :find("^404\n"))
+      assert.truthy(h2(tostring(plain_server.port), "get", "/fail")
+        :find("^500\n"))
+      assert.truthy(plain_server:log():find("error in request handler", 1,
+                                            true))
+    end)
+
+    it("sends a 1 MiB answer within the flow-control windows", function()
+      local out = h2(tostring(plain_server.port), "get", "/big")
+      local len = out:match("\nbody (%d+) ")
+      assert.are.equal("1048576", len)
+    end)
+
+    it("reads a request body for req:body(), within max_body_size",
+       function()
+      assert.are.equal("200 3000\n",
+                       h2(tostring(plain_server.port), "post", "/echo", 3000))
+      assert.truthy(h2(tostring(plain_server.port), "post", "/echo", 5000)
+        :find("^413 "))
+    end)
+
+    it("refuses CONNECT (no extended CONNECT yet)", function()
+      assert.are.equal("501\n", h2(tostring(plain_server.port), "connect"))
+    end)
+  end)
+
+  describe("limits", function()
+    it("answers 100 concurrent streams that wait in the app", function()
+      assert.are.equal("200 100\n",
+                       h2(tostring(plain_server.port), "many", "/later", 100))
+    end)
+
+    it("refuses streams past max_concurrent_streams", function()
+      assert.are.equal("200 100\nreset 7 50\n",
+                       h2(tostring(plain_server.port), "many", "/later", 150))
+    end)
+
+    it("answers 431 past max_headers and max_header_size", function()
+      local fields = {}
+      for i = 1, 25 do fields[i] = "x-f" .. i .. "=1" end
+      assert.truthy(h2(tostring(plain_server.port), "get", "/hello",
+                       table.unpack(fields)):find("^431\n"))
+      assert.truthy(h2(tostring(plain_server.port), "get", "/hello",
+                       "x-big=" .. ("a"):rep(3000)):find("^431\n"))
+      -- far past them, the stream is reset (an HPACK bomb decodes no
+      -- further)
+      assert.are.equal("reset 2", (h2(tostring(plain_server.port), "get",
+        "/hello", "x-big=" .. ("a"):rep(20000)):match("^[^\n]*")))
+    end)
+
+    it("ends a Rapid Reset flood with GOAWAY ENHANCE_YOUR_CALM", function()
+      assert.are.equal("goaway 11\n",
+                       h2(tostring(plain_server.port), "flood", 2000))
+      assert.truthy(plain_server:log():find("GOAWAY ENHANCE_YOUR_CALM", 1,
+                                            true))
+      -- and serves the next connection
+      assert.truthy(h2(tostring(plain_server.port), "get", "/hello")
+        :find("^200\n"))
+    end)
+  end)
+
+  it("checks the listen option", function()
+    local moonsocket = require "moonsocket"
+    local ok, err = pcall(moonsocket.app {}.listen, moonsocket.app {},
+                          { port = 0, http2 = "yes" })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("option 'http2' must be a boolean", 1,
+                                     true), err)
+  end)
+end)

@@ -1,0 +1,219 @@
+"""An independent HTTP/2 client for spec/http2_spec.lua (Python h2).
+
+usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
+  get PATH [NAME=VALUE...]   one request; prints the status, the fields
+                             (sorted) and the body's length and sha256
+  many PATH N                N requests at once on one connection; prints
+                             "<status> <count>" per status, and
+                             "reset <code> <count>" per stream reset
+  flood N                    opens N streams and resets each at once;
+                             prints "goaway <error code>" or "open"
+  preface                    the preface and SETTINGS; prints the frames
+                             the server answers with
+  connect                    a CONNECT request; prints the status
+  post PATH SIZE             a POST of SIZE bytes; prints the status and
+                             the body's length
+"""
+import hashlib
+import socket
+import ssl
+import sys
+
+import h2.config
+import h2.connection
+import h2.events
+
+
+def connect(where):
+    tls = where.startswith("tls:")
+    port = int(where[4:] if tls else where)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        sock = ctx.wrap_socket(sock)
+        assert sock.selected_alpn_protocol() == "h2", \
+            sock.selected_alpn_protocol()
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                  validate_outbound_headers=False))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def request_headers(method, path, extra=()):
+    return [(":method", method), (":path", path), (":scheme", "https"),
+            (":authority", "example.test")] + list(extra)
+
+
+def pump(sock, conn, until):
+    """Read and answer until until(event) is true for some event, or the
+    connection ends; returns the events seen."""
+    seen = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            data = b""
+        if not data:
+            return seen
+        for ev in conn.receive_data(data):
+            seen.append(ev)
+            if isinstance(ev, h2.events.DataReceived):
+                conn.acknowledge_received_data(ev.flow_controlled_length,
+                                               ev.stream_id)
+            if until(ev):
+                sock.sendall(conn.data_to_send())
+                return seen
+        sock.sendall(conn.data_to_send())
+
+
+def answer(seen, sid):
+    status, fields, body = None, {}, b""
+    for ev in seen:
+        if getattr(ev, "stream_id", None) != sid:
+            continue
+        if isinstance(ev, h2.events.ResponseReceived):
+            for k, v in ev.headers:
+                if k == ":status":
+                    status = v
+                else:
+                    fields[k] = v
+        elif isinstance(ev, h2.events.DataReceived):
+            body += ev.data
+        elif isinstance(ev, h2.events.StreamReset):
+            status = "reset %d" % ev.error_code
+    return status, fields, body
+
+
+def get(where, path, *extra):
+    sock, conn = connect(where)
+    pairs = [tuple(x.split("=", 1)) for x in extra]
+    conn.send_headers(1, request_headers("GET", path, pairs), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, lambda ev: getattr(ev, "stream_id", 0) == 1 and
+                isinstance(ev, (h2.events.StreamEnded,
+                                h2.events.StreamReset)))
+    status, fields, body = answer(seen, 1)
+    print(status)
+    for k in sorted(fields):
+        print("%s: %s" % (k, fields[k]))
+    print("body %d %s" % (len(body), hashlib.sha256(body).hexdigest()))
+    print(body.decode("utf-8", "replace") if len(body) < 512 else "")
+
+
+def many(where, path, n):
+    sock, conn = connect(where)
+    # before the server's SETTINGS are read, h2 knows no stream limit
+    ids = []
+    for i in range(int(n)):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, request_headers("GET", path), end_stream=True)
+        ids.append(sid)
+    sock.sendall(conn.data_to_send())
+    done = set()
+
+    def until(ev):
+        if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+            done.add(ev.stream_id)
+        return len(done) == len(ids)
+    seen = pump(sock, conn, until)
+    counts = {}
+    for sid in ids:
+        status = answer(seen, sid)[0]
+        counts[status] = counts.get(status, 0) + 1
+    for status in sorted(counts, key=str):
+        print(status, counts[status])
+
+
+def flood(where, n):
+    sock, conn = connect(where)
+    for i in range(int(n)):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, request_headers("GET", "/later"))
+        conn.reset_stream(sid)
+        if i % 50 == 49:
+            try:
+                sock.sendall(conn.data_to_send())
+            except (BrokenPipeError, ConnectionResetError):
+                break
+    try:
+        sock.sendall(conn.data_to_send())
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    seen = pump(sock, conn, lambda ev: isinstance(
+        ev, h2.events.ConnectionTerminated))
+    for ev in seen:
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            print("goaway %d" % ev.error_code)
+            return
+    print("open")
+
+
+def preface(where):
+    sock, _ = connect(where)
+    out = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        out += data
+    # frames: length (3), type, flags, stream (4), payload
+    i = 0
+    while i + 9 <= len(out):
+        length = int.from_bytes(out[i:i + 3], "big")
+        kind = out[i + 3]
+        payload = out[i + 9:i + 9 + length]
+        if kind == 4:
+            print("settings %d" % length)
+        elif kind == 7:
+            print("goaway %d" % int.from_bytes(payload[4:8], "big"))
+        else:
+            print("frame %d" % kind)
+        i += 9 + length
+    if i != len(out):
+        print("trailing %r" % out[i:])
+
+
+def connect_method(where):
+    sock, conn = connect(where)
+    conn.send_headers(1, [(":method", "CONNECT"),
+                          (":authority", "example.test:443")])
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, lambda ev: getattr(ev, "stream_id", 0) == 1 and
+                isinstance(ev, (h2.events.ResponseReceived,
+                                h2.events.StreamReset)))
+    print(answer(seen, 1)[0])
+
+
+def post(where, path, size):
+    sock, conn = connect(where)
+    body = b"x" * int(size)
+    conn.send_headers(1, request_headers("POST", path))
+    sent = 0
+    while sent < len(body):
+        window = min(conn.local_flow_control_window(1), 16384)
+        if window == 0:
+            pump(sock, conn, lambda ev: isinstance(
+                ev, (h2.events.WindowUpdated, h2.events.StreamEnded)))
+            continue
+        chunk = body[sent:sent + window]
+        conn.send_data(1, chunk)
+        sent += len(chunk)
+        sock.sendall(conn.data_to_send())
+    conn.end_stream(1)
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, lambda ev: getattr(ev, "stream_id", 0) == 1 and
+                isinstance(ev, (h2.events.StreamEnded,
+                                h2.events.StreamReset)))
+    status, _, data = answer(seen, 1)
+    print(status, len(data))
+
+
+if __name__ == "__main__":
+    where, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    {"get": get, "many": many, "flood": flood, "preface": preface,
+     "connect": connect_method, "post": post}[mode](where, *args)

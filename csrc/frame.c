@@ -66,9 +66,9 @@ int frame_check_from_server(const struct frame_header *h,
 }
 
 /* XOR src[0..n) with the key from key byte offset & 3 into dst, which
- * may be src.  32 bytes a turn in two 16-byte lanes where GCC's vector
- * types are there (SSE2 on x86-64, NEON on arm64), then words, then
- * bytes: masking is a plain XOR, so the lanes need no alignment, and
+ * may be src.  64 bytes a turn in four 16-byte lanes where GCC's vector
+ * types are there (SSE2 on x86-64, NEON on arm64), then 16, then words,
+ * then bytes: masking is a plain XOR, so the lanes need no alignment, and
  * memcpy keeps the unaligned loads and stores legal. */
 static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
                       const uint8_t key[4], size_t offset) {
@@ -83,14 +83,26 @@ static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
 #if defined(__GNUC__)
   typedef uint64_t lane __attribute__((vector_size(16)));
   lane kv = { kw, kw };
-  for (; i + 32 <= n; i += 32) {
-    lane a, b;
+  for (; i + 64 <= n; i += 64) {
+    lane a, b, c, d;
     memcpy(&a, src + i, 16);
     memcpy(&b, src + i + 16, 16);
+    memcpy(&c, src + i + 32, 16);
+    memcpy(&d, src + i + 48, 16);
     a ^= kv;
     b ^= kv;
+    c ^= kv;
+    d ^= kv;
     memcpy(dst + i, &a, 16);
     memcpy(dst + i + 16, &b, 16);
+    memcpy(dst + i + 32, &c, 16);
+    memcpy(dst + i + 48, &d, 16);
+  }
+  for (; i + 16 <= n; i += 16) {
+    lane a;
+    memcpy(&a, src + i, 16);
+    a ^= kv;
+    memcpy(dst + i, &a, 16);
   }
 #endif
   for (; i + 8 <= n; i += 8) {

@@ -1362,12 +1362,14 @@ static int frame_payload(struct ms_conn *c, struct frame_event *ev) {
   if (append) {                         /* one pass: copy and unmask */
     if (msg_reserve(c, ev->len, rx->frames.left, rx->frames.fin) < 0)
       return -1;
-    data = rx->msg + rx->msg_len;
-    if (ev->masked)
-      frame_unmask_copy(data, ev->data, ev->len, ev->mask, ev->mask_off);
-    else if (ev->len)
-      memcpy(data, ev->data, ev->len);
-    rx->msg_len += ev->len;
+    if (ev->len) {                      /* (rx->msg may be NULL) */
+      data = rx->msg + rx->msg_len;
+      if (ev->masked)
+        frame_unmask_copy(data, ev->data, ev->len, ev->mask, ev->mask_off);
+      else
+        memcpy(data, ev->data, ev->len);
+      rx->msg_len += ev->len;
+    }
   }
   if (ev->msg_op == WS_OP_TEXT) {
     rx->utf8 = utf8_validate(rx->utf8, data, ev->len);     /* fail fast */

@@ -64,10 +64,11 @@ struct frame_event {
 };
 
 /* Read p[0..n) (n > 0) up to the next event; payload bytes are
- * unmasked in place, or left masked with FRAME_LEAVE_MASKED.  Returns the bytes used: all of them with
- * FRAME_NEED_MORE (a header split over reads is kept), as many as the
- * event covers with FRAME_DATA, and with FRAME_ERROR a count not to be
- * relied on: the stream is then beyond repair. */
+ * unmasked in place, or left masked with FRAME_LEAVE_MASKED.  Returns
+ * the bytes used: all of them with FRAME_NEED_MORE (a header split over
+ * reads is kept), as many as the event covers with FRAME_DATA, and with
+ * FRAME_ERROR a count not to be relied on: the stream is then beyond
+ * repair. */
 size_t frame_read(struct frame_reader *r, uint8_t *p, size_t n,
                   unsigned flags, struct frame_event *ev);
 

@@ -33,14 +33,14 @@ static struct ms_conn *check_ws(lua_State *L) {
 }
 
 /* "text" (the default) or "binary"; 1 for binary.  Short strings are
- * interned: a kind equal to the module's strings is them (m may be
- * NULL: then compared by content). */
+ * interned: a kind equal to the module's strings is them, and is known
+ * by its address before any compare of bytes. */
 static int check_kind(lua_State *L, int idx, const struct ms_module *m) {
   if (lua_isnoneornil(L, idx)) return 0;
   size_t n;
   const char *k = luaL_checklstring(L, idx, &n);
-  if (m && k == m->binary) return 1;
-  if (m && k == m->text) return 0;
+  if (k == m->binary) return 1;
+  if (k == m->text) return 0;
   if (n == 4 && memcmp(k, "text", 4) == 0) return 0;
   if (n == 6 && memcmp(k, "binary", 6) == 0) return 1;
   return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", k));

@@ -33,12 +33,14 @@ BUDGET_FILE = os.path.join(BENCH, "callgrind-budget")
 SMALL, BIG = 2000, 20000
 TOLERANCE = 0.10
 
-# name: (server, payload bytes, text frames), or for the HTTP ones the
-# workload of callgrind_http.py: per request, not per echo
+# name: (server, payload bytes, text frames[, small, big echoes]), or
+# for the HTTP ones the workload of callgrind_http.py: per request, not
+# per echo.  64 KiB echoes run a tenth as many: each costs ~30 small ones.
 WORKLOADS = {
     "echo-16-binary": ("moonsocket", 16, False),
     "echo-16-binary-coroutine": ("moonsocket-coroutine", 16, False),
     "echo-1024-text": ("moonsocket", 1024, True),
+    "echo-65536-binary": ("moonsocket", 65536, False, 200, 2000),
     "http-get": callgrind_http.http_gets,
     "http-post": callgrind_http.http_posts,
     "upgrade": callgrind_http.upgrades,
@@ -56,12 +58,13 @@ def measure(name):
                                          outdir)) / (big - small)
         finally:
             shutil.rmtree(outdir, ignore_errors=True)
-    server, size, text = WORKLOADS[name]
+    server, size, text, n_small, n_big = (WORKLOADS[name] + (SMALL, BIG))[:5]
     try:
-        small = run_peers.callgrind_run(SMALL, outdir, 1, size, text, server)
-        big = run_peers.callgrind_run(BIG, outdir, 1, size, text, server)
+        small = run_peers.callgrind_run(n_small, outdir, 1, size, text,
+                                        server)
+        big = run_peers.callgrind_run(n_big, outdir, 1, size, text, server)
         return (run_peers.total_ir(big) - run_peers.total_ir(small)) \
-            / (BIG - SMALL)
+            / (n_big - n_small)
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
 

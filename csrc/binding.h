@@ -100,6 +100,10 @@ int ms_pcall(struct ms_server *s, lua_State *L, int nargs, int nresults,
  * and ws, or call_field, ws and name.  Returns how many arguments are
  * pushed after the function (1 or 2), 0 when there is no callback. */
 int ms_push_callback(lua_State *L, struct ms_conn *c, const char *name);
+/* The message event of a callback handler: handler.message(ws, data,
+ * kind).  Returns 0, or the call's error (logged). */
+int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
+                    unsigned opcode);
 /* A handler raised: close its WebSocket with 1011. */
 void ms_handler_failed(struct ms_conn *c);
 /* "text" or "binary", from strings made once (no hashing per message) */

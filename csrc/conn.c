@@ -1260,30 +1260,37 @@ static int check_held(struct ms_conn *c) {
   return c->state == CS_OPEN || c->state == CS_CLOSING ? 0 : -1;
 }
 
-/* Append to the message being reassembled.  Its buffer grows with the
- * bytes that arrive, doubling (what a header claims is not allocated
- * before it comes), and never past the end of its last frame or
- * max_message_size.  Returns -1 after failing or aborting c. */
-static int msg_append(struct ms_conn *c, const uint8_t *p, size_t len,
-                      uint64_t rest, int last) {
+/* Room in the message being reassembled for len more bytes.  Its
+ * buffer grows with the bytes that arrive, doubling (what a header
+ * claims is not allocated before it comes), and never past the end of
+ * its last frame or max_message_size; in the last frame, once as many
+ * bytes have come as are still to come, it takes the whole message
+ * (no copy by realloc for the last bytes).  Returns -1 after aborting
+ * c. */
+static int msg_reserve(struct ms_conn *c, size_t len, uint64_t rest,
+                       int last) {
   struct ms_rx *rx = c->rx;
   size_t need = rx->msg_len + len;
-  if (need > rx->msg_cap) {
-    size_t cap = rx->msg_cap * 2 > MSG_MIN ? rx->msg_cap * 2 : MSG_MIN;
-    if (cap > c->opts->max_message_size) cap = c->opts->max_message_size;
-    if (cap < need) cap = need;
-    if (last && cap - need > rest) cap = need + (size_t)rest;
-    uint8_t *m = realloc(rx->msg, cap);
-    if (!m) {
-      ms_conn_abort(c, 1006);
-      return -1;
-    }
-    c->server->held += cap - rx->msg_cap;
-    rx->msg = m;
-    rx->msg_cap = cap;
+  if (need <= rx->msg_cap) return 0;
+  size_t cap = rx->msg_cap * 2 > MSG_MIN ? rx->msg_cap * 2 : MSG_MIN;
+  if (cap > c->opts->max_message_size) cap = c->opts->max_message_size;
+  if (cap < need) cap = need;
+  if (last && rest <= need && cap - need < rest) cap = need + (size_t)rest;
+  if (last && cap - need > rest) cap = need + (size_t)rest;
+  uint8_t *m = realloc(rx->msg, cap);
+  if (!m) {
+    ms_conn_abort(c, 1006);
+    return -1;
   }
-  if (len) memcpy(rx->msg + rx->msg_len, p, len);
-  rx->msg_len += len;
+  c->server->held += cap - rx->msg_cap;
+  rx->msg = m;
+  rx->msg_cap = cap;
+  return 0;
+}
+
+/* Over max_incomplete_bytes after a message grew: check_held.  Returns
+ * -1 when c can read no further. */
+static int msg_held(struct ms_conn *c) {
   return c->server->held > c->server->opts.max_incomplete_bytes
          ? check_held(c) : 0;
 }
@@ -1364,24 +1371,42 @@ static int control_payload(struct ms_conn *c, const struct frame_event *ev) {
   return 0;
 }
 
-/* Payload bytes of the current frame. Returns -1 to stop. */
-static int frame_payload(struct ms_conn *c, const struct frame_event *ev) {
+/* Payload bytes of the current frame, still masked when ev->masked:
+ * unmasked in place, or while copied into the message under way.
+ * Returns -1 to stop. */
+static int frame_payload(struct ms_conn *c, struct frame_event *ev) {
   struct ms_rx *rx = c->rx;
-  if (ev->opcode >= 8) return control_payload(c, ev);
   int fin = ev->message_end;
-  if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
+  int append = ev->opcode < 8 && !(c->flags & CF_COMPRESSED) &&
+               !(fin && rx->msg_len == 0);
+  if (!append) {
+    if (ev->masked) frame_unmask(ev->data, ev->len, ev->mask, ev->mask_off);
+    if (ev->opcode >= 8) return control_payload(c, ev);
+    if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
+  }
+  uint8_t *data = ev->data;
+  if (append) {                         /* one pass: copy and unmask */
+    if (msg_reserve(c, ev->len, rx->frames.left, rx->frames.fin) < 0)
+      return -1;
+    if (ev->len) {                      /* (rx->msg may be NULL) */
+      data = rx->msg + rx->msg_len;
+      if (ev->masked)
+        frame_unmask_copy(data, ev->data, ev->len, ev->mask, ev->mask_off);
+      else
+        memcpy(data, ev->data, ev->len);
+      rx->msg_len += ev->len;
+    }
+  }
   if (ev->msg_op == WS_OP_TEXT) {
-    rx->utf8 = utf8_validate(rx->utf8, ev->data, ev->len);  /* fail fast */
+    rx->utf8 = utf8_validate(rx->utf8, data, ev->len);     /* fail fast */
     if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
       fail(c, 1007, FAIL_UTF8);
       return -1;
     }
   }
-  if (fin && rx->msg_len == 0)        /* whole message in place */
+  if (!append)                          /* whole message in place */
     return deliver(c, ev->data, ev->len, ev->msg_op) ? 0 : -1;
-  if (msg_append(c, ev->data, ev->len, rx->frames.left,
-                 rx->frames.fin) < 0)
-    return -1;
+  if (msg_held(c) < 0) return -1;
   if (fin) return deliver(c, rx->msg, rx->msg_len, ev->msg_op) ? 0 : -1;
   return 0;
 }
@@ -1397,7 +1422,7 @@ static const enum fail_reason frame_fail[] = {
  * when the connection stops reading or leaves the WebSocket states. */
 static size_t process_frames(struct ms_conn *c, uint8_t *p, size_t n) {
   struct ms_rx *rx = c->rx;
-  unsigned flags = (c->deflate ? FRAME_RSV1 : 0) |
+  unsigned flags = FRAME_LEAVE_MASKED | (c->deflate ? FRAME_RSV1 : 0) |
                    (c->flags & CF_CLIENT ? FRAME_FROM_SERVER : 0);
   size_t i = 0;
   while (i < n && (c->state == CS_OPEN || c->state == CS_CLOSING) &&

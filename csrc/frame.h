@@ -41,8 +41,12 @@ int frame_check_from_server(const struct frame_header *h,
 /* XOR p[0..n) with the masking key, starting at key byte offset & 3. */
 void frame_unmask(uint8_t *p, size_t n, const uint8_t key[4], size_t offset);
 
+/* Copy src[0..n) to dst unmasked, in one pass, as frame_unmask. */
+void frame_unmask_copy(uint8_t *dst, const uint8_t *src, size_t n,
+                       const uint8_t key[4], size_t offset);
+
 /* Copy src[0..n) to dst masked with key (a client's frame, section
- * 5.3), a word at a time. */
+ * 5.3), in 16-byte lanes. */
 void frame_mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
                      const uint8_t key[4]);
 

@@ -77,8 +77,15 @@ size_t frame_read(struct frame_reader *r, uint8_t *p, size_t n,
   }
   size_t avail = n - i;
   if (avail > r->left) avail = (size_t)r->left;
+  ev->masked = 0;
   if (r->masked) {
-    frame_unmask(p + i, avail, r->mask, r->mask_off);
+    if (flags & FRAME_LEAVE_MASKED) {
+      ev->masked = 1;
+      memcpy(ev->mask, r->mask, 4);
+      ev->mask_off = r->mask_off;
+    } else {
+      frame_unmask(p + i, avail, r->mask, r->mask_off);
+    }
     r->mask_off = (uint8_t)((r->mask_off + avail) & 3);
   }
   r->left -= avail;

@@ -26,6 +26,9 @@ enum {
   FRAME_RSV1 = 1 << 0,        /* RSV1 on a message's first frame (RFC
                                  7692, permessage-deflate negotiated) */
   FRAME_FROM_SERVER = 1 << 1, /* a client reads: frames unmasked */
+  FRAME_LEAVE_MASKED = 1 << 2, /* payload spans are left masked, for the
+                                  caller to unmask where it copies them
+                                  (ev->masked, ev->mask, ev->mask_off) */
 };
 
 enum frame_event_kind {
@@ -48,7 +51,11 @@ struct frame_event {
   enum frame_error error;           /* FRAME_ERROR: which */
   struct frame_header header;       /* begun: the frame's header */
   uint8_t *data;                    /* FRAME_DATA: payload bytes, */
-  size_t len;                       /* unmasked in place */
+  size_t len;                       /* unmasked in place (unless
+                                       FRAME_LEAVE_MASKED) */
+  uint8_t mask[4];                  /* FRAME_LEAVE_MASKED: data is still */
+  uint8_t masked;                   /* masked (1) with mask, from its */
+  uint8_t mask_off;                 /* byte mask_off */
   uint8_t begun;                    /* a frame began: header holds it */
   uint8_t end;                      /* the frame's last payload byte */
   uint8_t message_end;              /* ...and its message's last */
@@ -57,10 +64,11 @@ struct frame_event {
 };
 
 /* Read p[0..n) (n > 0) up to the next event; payload bytes are
- * unmasked in place.  Returns the bytes used: all of them with
- * FRAME_NEED_MORE (a header split over reads is kept), as many as the
- * event covers with FRAME_DATA, and with FRAME_ERROR a count not to be
- * relied on: the stream is then beyond repair. */
+ * unmasked in place, or left masked with FRAME_LEAVE_MASKED.  Returns
+ * the bytes used: all of them with FRAME_NEED_MORE (a header split over
+ * reads is kept), as many as the event covers with FRAME_DATA, and with
+ * FRAME_ERROR a count not to be relied on: the stream is then beyond
+ * repair. */
 size_t frame_read(struct frame_reader *r, uint8_t *p, size_t n,
                   unsigned flags, struct frame_event *ev);
 

@@ -76,6 +76,62 @@ int ms_push_callback(lua_State *L, struct ms_conn *c, const char *name) {
   return 2;
 }
 
+/* Call handler.message(ws, data, kind) with data as a string: the
+ * callback form's message event, on every message, so it pushes in
+ * order and moves values with lua_copy, never rotating the stack.
+ * Below the call, the traceback and a copy of the string that anchors
+ * it while the handler runs, whatever it does with its argument (see
+ * s->validated).  Returns 0 when called (or there is no callback),
+ * else the call's error, logged. */
+int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
+                    unsigned opcode) {
+  struct ms_server *s = c->server;
+  struct ms_module *m = s->module;
+  lua_State *L = m->L;
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, traceback);                  /* base + 1 */
+  ms_push_conn(L, c);                               /* base + 2: ws */
+  if (lua_getiuservalue(L, base + 2, UV_HANDLER) != LUA_TTABLE) {
+    lua_settop(L, base);
+    return 0;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, m->ref_message);
+  if (lua_rawget(L, base + 3) == LUA_TNIL) {        /* base + 4 */
+    /* none in the table itself: through its metatable, if any */
+    lua_settop(L, base);
+    int n = ms_push_callback(L, c, "message");
+    if (!n) return 0;
+    const char *msg = lua_pushlstring(L, (const char *)data, len);
+    lua_insert(L, -(n + 2));
+    lua_pushvalue(L, -(n + 2));
+    ms_push_kind(L, m, opcode);
+    if (opcode == WS_OP_TEXT) {
+      s->validated = msg;
+      s->validated_len = len;
+    }
+    int rc = ms_pcall(s, L, n + 2, 0, "message handler");
+    s->validated = NULL;
+    lua_settop(L, base);
+    return rc;
+  }
+  const char *msg = lua_pushlstring(L, (const char *)data, len);
+  lua_copy(L, base + 4, base + 3);                  /* the function */
+  lua_copy(L, base + 2, base + 4);                  /* ws */
+  lua_copy(L, base + 5, base + 2);                  /* the anchor */
+  ms_push_kind(L, m, opcode);                       /* base + 6 */
+  if (opcode == WS_OP_TEXT) {
+    s->validated = msg;
+    s->validated_len = len;
+  }
+  int rc = lua_pcall(L, 3, 0, base + 1);
+  s->validated = NULL;
+  if (rc != LUA_OK)
+    ms_log(s, MS_LOG_ERROR, "error in message handler: %s",
+           lua_tostring(L, -1));
+  lua_settop(L, base);
+  return rc;
+}
+
 void ms_handler_failed(struct ms_conn *c) {
   if (c->state == CS_OPEN)
     ms_conn_close(c, 1011, "internal error", 14, WHY_ERROR);

@@ -72,25 +72,8 @@ int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
     ms_resume(c, 2);
     s->validated = NULL;
     lua_pop(L, 1);
-  } else {
-    int n = ms_push_callback(L, c, "message");
-    if (n) {
-      struct ms_server *s = c->server;
-      /* a copy below the call anchors the string while the handler
-       * runs, whatever it does with its argument (see s->validated) */
-      const char *msg = lua_pushlstring(L, (const char *)data, len);
-      lua_insert(L, -(n + 2));
-      lua_pushvalue(L, -(n + 2));
-      ms_push_kind(L, s->module, opcode);
-      if (opcode == WS_OP_TEXT) {
-        s->validated = msg;
-        s->validated_len = len;
-      }
-      int rc = ms_pcall(s, L, n + 2, 0, "message handler");
-      s->validated = NULL;
-      lua_pop(L, 1);
-      if (rc != LUA_OK) ms_handler_failed(c);
-    }
+  } else if (ms_call_message(c, data, len, opcode) != LUA_OK) {
+    ms_handler_failed(c);
   }
   return (c->state == CS_OPEN || c->state == CS_CLOSING) &&
          !(c->flags & CF_PAUSED);

@@ -197,9 +197,9 @@ int luaopen_moonsocket_core(lua_State *L) {
     m->L = lua_tothread(L, -1);
     lua_pop(L, 1);
     ms_module_init_watchers(m);
-    lua_pushliteral(L, "text");
+    m->text = lua_pushliteral(L, "text");
     m->ref_text = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushliteral(L, "binary");
+    m->binary = lua_pushliteral(L, "binary");
     m->ref_binary = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushliteral(L, "message");
     m->ref_message = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -15,11 +15,16 @@
 
 /* The WebSocket at index 1.  Its functions carry the metatable as
  * upvalue 1: the check is a pointer compare, not a registry lookup by
- * name (this runs on every send). */
+ * name (this runs on every send).  Upvalues 2 and 3 are the strings
+ * "sent" and "queued", returned by send without hashing them. */
+#define UP_SENT lua_upvalueindex(2)
+#define UP_QUEUED lua_upvalueindex(3)
+
 static struct ms_conn *check_ws(lua_State *L) {
   void *p = lua_touserdata(L, 1);
   if (p && lua_getmetatable(L, 1)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    int same = lua_topointer(L, -1) ==
+               lua_topointer(L, lua_upvalueindex(1));
     lua_pop(L, 1);
     if (same) return p;
   }
@@ -27,11 +32,15 @@ static struct ms_conn *check_ws(lua_State *L) {
   return NULL;
 }
 
-/* "text" (the default) or "binary"; 1 for binary. */
-static int check_kind(lua_State *L, int idx) {
+/* "text" (the default) or "binary"; 1 for binary.  Short strings are
+ * interned: a kind equal to the module's strings is them, and is known
+ * by its address before any compare of bytes. */
+static int check_kind(lua_State *L, int idx, const struct ms_module *m) {
   if (lua_isnoneornil(L, idx)) return 0;
   size_t n;
   const char *k = luaL_checklstring(L, idx, &n);
+  if (k == m->binary) return 1;
+  if (k == m->text) return 0;
   if (n == 4 && memcmp(k, "text", 4) == 0) return 0;
   if (n == 6 && memcmp(k, "binary", 6) == 0) return 1;
   return luaL_argerror(L, idx, lua_pushfstring(L, "invalid option '%s'", k));
@@ -52,10 +61,11 @@ const char *ms_why_name(int why) {
   return names[why];
 }
 
+/* From a ws method (the upvalues of check_ws). */
 static int push_send_status(lua_State *L, enum ms_send_status st) {
   switch (st) {
-  case MS_SENT: lua_pushliteral(L, "sent"); return 1;
-  case MS_QUEUED: lua_pushliteral(L, "queued"); return 1;
+  case MS_SENT: lua_pushvalue(L, UP_SENT); return 1;
+  case MS_QUEUED: lua_pushvalue(L, UP_QUEUED); return 1;
   case MS_DROPPED_CLOSED:
     return ms_push_fail(L, MS_ECLOSED_DROPPED, "ECLOSED");
   default:
@@ -74,7 +84,8 @@ static int ws_send(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  int kind = check_kind(L, 3);
+  struct ms_server *s = c->server;
+  int kind = check_kind(L, 3, s->module);
   int compress = 1;                /* { compress = false } sends plain */
   if (!lua_isnoneornil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
@@ -84,7 +95,6 @@ static int ws_send(lua_State *L) {
   }
   /* text must be UTF-8: checked unless it is the message the handler
    * was just given, which was checked on its way in (an echo) */
-  struct ms_server *s = c->server;
   luaL_argcheck(L, kind || (data == s->validated && len == s->validated_len)
                 || utf8_validate(UTF8_ACCEPT, (const uint8_t *)data, len) ==
                    UTF8_ACCEPT, 2,
@@ -350,7 +360,7 @@ static int publish(lua_State *L, struct ms_module *m, int idx,
   size_t nlen, len;
   const char *name = check_topic(L, idx, &nlen);
   const char *data = luaL_checklstring(L, idx + 1, &len);
-  int binary = check_kind(L, idx + 2);
+  int binary = check_kind(L, idx + 2, m);
   struct ms_server *s = skip ? skip->server : NULL;
   luaL_argcheck(L, binary || (s && data == s->validated &&
                               len == s->validated_len) ||
@@ -403,17 +413,22 @@ void ms_open_ws(lua_State *L) {
     { "__gc", ws_gc }, { "__close", ws_close_scope },
     { "__tostring", ws_tostring }, { NULL, NULL }
   };
-  /* every ws function gets the metatable as upvalue 1 (check_ws) */
+  /* every ws function gets the metatable as upvalue 1 (check_ws), and
+   * the statuses of a send */
   if (luaL_newmetatable(L, WS_MT)) {
     lua_newtable(L);
     lua_pushvalue(L, -2);
-    luaL_setfuncs(L, ws_methods, 1);
+    lua_pushliteral(L, "sent");
+    lua_pushliteral(L, "queued");
+    luaL_setfuncs(L, ws_methods, 3);
     lua_pushvalue(L, -2);
     lua_insert(L, -2);
     lua_pushcclosure(L, ws_index, 2);  /* metatable, methods */
     lua_setfield(L, -2, "__index");
     lua_pushvalue(L, -1);
-    luaL_setfuncs(L, ws_meta, 1);
+    lua_pushliteral(L, "sent");
+    lua_pushliteral(L, "queued");
+    luaL_setfuncs(L, ws_meta, 3);
   }
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);

@@ -78,6 +78,9 @@ struct ms_module {
   int running;                  /* moonsocket_run runs the loop: only
                                    then may the module break it */
   int ref_text, ref_binary;     /* the kinds, pushed without hashing */
+  const char *text, *binary;    /* and their bytes, which the refs keep:
+                                   a kind argument that is one of them
+                                   is known by its address */
   int ref_message;              /* the callback's name, likewise */
   struct ms_topics topics;      /* publish/subscribe, across servers */
   struct ms_backplane *backplane; /* Redis, to other nodes, or NULL */

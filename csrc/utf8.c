@@ -58,12 +58,19 @@ uint32_t utf8_validate(uint32_t state, const uint8_t *p, size_t n) {
   const uint8_t *end = p + n;
   while (p < end) {
     if (state == S_ACC) {
-      /* ASCII runs are the common case: skip them a word at a time */
+      /* ASCII runs are the common case: skip them a word at a time,
+       * and once in a run 32 bytes at a time */
       while (end - p >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
         if (w & 0x8080808080808080ull) break;
         p += 8;
+        while (end - p >= 32) {
+          uint64_t v[4];
+          memcpy(v, p, 32);
+          if ((v[0] | v[1] | v[2] | v[3]) & 0x8080808080808080ull) break;
+          p += 32;
+        }
       }
       if (p == end) break;
     } else if (state == S_REJ) {

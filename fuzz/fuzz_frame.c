@@ -112,7 +112,15 @@ static void real_feed(struct real *rd, uint8_t *p, size_t n) {
     FUZZ_CHECK(ev.data == p + i - ev.len, "payload not where it was read");
     FUZZ_CHECK(ev.end == !rd->fr.in_frame, "end %d in frame %d", ev.end,
                rd->fr.in_frame);
-    log_put(&rd->trace->payload, ev.data, ev.len);
+    if (ev.masked) {                  /* FRAME_LEAVE_MASKED */
+      uint8_t *plain = malloc(ev.len ? ev.len : 1);
+      if (!plain) abort();
+      frame_unmask_copy(plain, ev.data, ev.len, ev.mask, ev.mask_off);
+      log_put(&rd->trace->payload, plain, ev.len);
+      free(plain);
+    } else {
+      log_put(&rd->trace->payload, ev.data, ev.len);
+    }
   }
 }
 
@@ -241,10 +249,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct ending whole_end = real_ending(&real);
 
   /* random reads, each in its own exact-size buffer at a random
-   * alignment, as frame_unmask works word by word */
+   * alignment, as masking works in lanes; the payload left masked and
+   * unmasked while copied, as conn.c does */
   struct trace chunked = { { 0 }, { 0 } };
   memset(&real, 0, sizeof real);
-  real.flags = rsv_allowed ? FRAME_RSV1 : 0;
+  real.flags = (rsv_allowed ? FRAME_RSV1 : 0) | FRAME_LEAVE_MASKED;
   real.trace = &chunked;
   for (size_t at = 0; at < n;) {
     size_t k = fuzz_chunk(&rng, n - at);

@@ -147,6 +147,8 @@ describe("moonsocket.http", function()
     assert.matches("unknown option 'nope'", body)
     assert.matches("bad argument #1 to 'request' %(string expected, got "
                    .. "number%)", body)
+    assert.matches("bad option 'headers' %(the client writes 'Host'%)", body)
+    assert.matches("bad option 'headers' %(invalid field 'X%-A'%)", body)
   end)
 end)
 

@@ -181,20 +181,8 @@ local function request_text(method, host, port, scheme, target, opts)
   local lines = { format("%s %s HTTP/1.1", method, target),
                   "Host: " .. authority }
   local has_agent = false
-  for name, value in pairs(opts.headers or {}) do
-    if type(name) ~= "string" or (type(value) ~= "string"
-        and type(value) ~= "number") then
-      error("bad option 'headers' (string names and values expected)", 4)
-    end
-    local key = lower(name)
-    if OWN[key] then
-      error("bad option 'headers' (the client writes '" .. name .. "')", 4)
-    end
-    if find(name, "[^%w!#$%%&'*+.^_`|~-]") or find(tostring(value), "[%c]")
-    then
-      error("bad option 'headers' (invalid field '" .. name .. "')", 4)
-    end
-    has_agent = has_agent or key == "user-agent"
+  for name, value in pairs(opts.headers or {}) do   -- checked already
+    has_agent = has_agent or lower(name) == "user-agent"
     lines[#lines + 1] = name .. ": " .. value
   end
   if not has_agent then
@@ -305,6 +293,23 @@ local function check_options(opts)
   o.method = o.method or (o.body and "POST" or "GET")
   if type(o.method) ~= "string" or not match(o.method, "^%u+$") then
     error("bad option 'method' (an upper-case token expected)", 3)
+  end
+  if o.headers ~= nil and type(o.headers) ~= "table" then
+    error("bad option 'headers' (table expected, got " .. type(o.headers)
+          .. ")", 3)
+  end
+  for name, value in pairs(o.headers or {}) do
+    if type(name) ~= "string" or (type(value) ~= "string"
+        and type(value) ~= "number") then
+      error("bad option 'headers' (string names and values expected)", 3)
+    end
+    if OWN[lower(name)] then
+      error("bad option 'headers' (the client writes '" .. name .. "')", 3)
+    end
+    if name == "" or find(name, "[^%w!#$%%&'*+.^_`|~-]")
+        or find(tostring(value), "%c") then
+      error("bad option 'headers' (invalid field '" .. name .. "')", 3)
+    end
   end
   if o.body ~= nil and type(o.body) ~= "string" then
     error("bad option 'body' (string expected, got " .. type(o.body)

@@ -51,7 +51,11 @@ app:use(function(req, next)
   elseif req.path == "/misuse" then
     local _, err = pcall(http.request, req.args.url, { nope = 1 })
     local _, err2 = pcall(http.request, 5)
-    return 200, {}, err .. "\n" .. err2 .. "\n"
+    local _, err3 = pcall(http.request, req.args.url,
+                          { headers = { Host = "x" } })
+    local _, err4 = pcall(http.request, req.args.url,
+                          { headers = { ["X-A"] = "a\r\nInjected: 1" } })
+    return 200, {}, table.concat({ err, err2, err3, err4 }, "\n") .. "\n"
   end
   return next()
 end)

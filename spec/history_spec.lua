@@ -137,17 +137,17 @@ describe("history, one process", function()
   it("recovers 200 clients while a publisher runs, with no gap and no "
      .. "duplicate", function()
     local ctl = client(port)
-    local _, p0 = ask(ctl, "pub h:flood begin"):match("^pub (%d+) (%S+)$")
+    local _, p0 = ask(ctl, "pub f:flood begin"):match("^pub (%d+) (%S+)$")
     local epoch, off0 = split_pos(p0)
-    assert.are.equal("started", ask(ctl, "start h:flood 5"))
+    assert.are.equal("started", ask(ctl, "start f:flood 5"))
     local list = {}
     for i = 1, 200 do
       local ws = client(port)
-      -- a position at most 40 back: kept (size 50) while the flood goes
-      local _, now = ask(ctl, "pub h:flood mark"):match("^pub (%d+) (%S+)$")
+      -- a position 40 back, while the publisher goes on
+      local _, now = ask(ctl, "pub f:flood mark"):match("^pub (%d+) (%S+)$")
       local _, off = split_pos(now)
       local since = math.max(off0, off - 40)
-      ws:send_text(("since h:flood %s:%d"):format(epoch, since))
+      ws:send_text(("since f:flood %s:%d"):format(epoch, since))
       list[i] = { ws = ws, next = since + 1 }
     end
     local stopped = ask(ctl, "stop")
@@ -323,10 +323,10 @@ describe("history with workers = 2", function()
 
   -- A client served by worker w.
   local function on_worker(w)
-    for _ = 1, 200 do
-      local ws = client(server.port)
-      if ask(ws, "pid") == "pid " .. w then return ws end
-      ws:abort()
+    for _ = 1, 400 do
+      local ws = helper.ws_connect(server.port, "/ws")
+      if ws and ask(ws, "pid") == "pid " .. w then return ws end
+      if ws then ws:abort() else helper.sleep(0.05) end  -- not forked yet
     end
     error("no connection reached worker " .. w)
   end
@@ -366,13 +366,13 @@ describe("history with workers = 2", function()
   it("recovers on one worker while the other publishes at full speed",
      function()
     local ctl = on_worker(1)
-    local _, p0 = ask(ctl, "pub h:wf begin"):match("^pub (%d+) (%S+)$")
+    local _, p0 = ask(ctl, "pub f:wf begin"):match("^pub (%d+) (%S+)$")
     local epoch, off0 = split_pos(p0)
-    assert.are.equal("started", ask(ctl, "start h:wf 5"))
+    assert.are.equal("started", ask(ctl, "start f:wf 5"))
     local list = {}
     for i = 1, 50 do
       local ws = on_worker(2)
-      ws:send_text(("since h:wf %s:%d"):format(epoch, off0))
+      ws:send_text(("since f:wf %s:%d"):format(epoch, off0))
       list[i] = { ws = ws, next = off0 + 1 }
     end
     local _, final = split_pos(ask(ctl, "stop"):match("^stopped (%S+)$"))

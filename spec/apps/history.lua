@@ -30,6 +30,7 @@ local app = moonsocket.app {
 }
 app:history("h:*", { size = env_int("HSIZE"), ttl = tonumber(os.getenv("HTTL")) })
 app:history("exact", { size = 3 })
+app:history("f:*", { size = 1000000 })
 
 local function pos(p)
   return p and (p.epoch .. ":" .. p.offset) or "nil"

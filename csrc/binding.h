@@ -58,10 +58,22 @@ int ms_push_fail(lua_State *L, const char *message, const char *code);
 #define MS_ECLOSED_DROPPED "dropped: the connection is closed"
 #define MS_ECLOSED_REFUSED "the connection is closing or closed"
 
+/* Topic history (lhistory.c): a publish to a topic with history, and a
+ * subscribe with options; both push their results. */
+struct ms_hist_pattern;
+int ms_history_publish_lua(lua_State *L, struct ms_module *m,
+                           const struct ms_hist_pattern *p,
+                           const char *name, size_t nlen, unsigned op,
+                           const char *data, size_t len,
+                           struct ms_conn *skip);
+int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
+                             const char *name, size_t len, int opts);
+
 /* Each makes the metatables of its types (once per lua_State) and sets
  * its functions in the module table on top of the stack. */
 void ms_open_server(lua_State *L);       /* lserver.c */
 void ms_open_ws(lua_State *L);           /* lws.c */
+void ms_open_history(lua_State *L);      /* lhistory.c */
 void ms_open_client(lua_State *L);       /* lclient.c */
 void ms_open_file(lua_State *L);         /* lfile.c */
 void ms_open_timer(lua_State *L);        /* ltimer.c */

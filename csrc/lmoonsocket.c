@@ -9,6 +9,7 @@
 #include "binding.h"
 #include "client.h"
 #include "handshake.h"
+#include "history.h"
 #include "life.h"
 #include "log.h"
 #include "moonsocket.h"
@@ -171,6 +172,8 @@ static int module_gc(lua_State *L) {
   struct ms_module *m = lua_touserdata(L, 1);
   ms_module_stop_watchers(m);
   ms_topics_free(&m->topics);
+  ms_history_free(m->history);
+  m->history = NULL;
   ms_workers_free(m);
   ms_resolver_free(m);
   ms_client_context_free(m);
@@ -216,6 +219,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   luaL_newlib(L, funcs);
   ms_open_server(L);
   ms_open_ws(L);
+  ms_open_history(L);
   ms_open_client(L);
   ms_open_file(L);
   ms_open_timer(L);

@@ -9,6 +9,7 @@
 #include "binding.h"
 #include "body.h"
 #include "frame.h"
+#include "history.h"
 #include "transport.h"
 #include "utf8.h"
 #include "workers.h"
@@ -319,7 +320,9 @@ static const char *check_topic(lua_State *L, int idx, size_t *len) {
   return name;
 }
 
-/* ws:subscribe(topic) -> true (subscribed now) | false (already was) */
+/* ws:subscribe(topic [, { since = position }]) -> true (subscribed now)
+ * | false (already was); with options, and a table { recovered,
+ * position } (lhistory.c) */
 static int ws_subscribe(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   size_t len;
@@ -327,8 +330,11 @@ static int ws_subscribe(lua_State *L) {
   /* published frames are built once, unmasked: for servers' sockets */
   luaL_argcheck(L, !(c->flags & CF_CLIENT), 1,
                 "a client connection cannot subscribe");
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
   if (c->state != CS_OPEN)
     return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
+  if (!lua_isnoneornil(L, 3))
+    return ms_history_subscribe_lua(L, c, name, len, 3);
   int r = ms_topic_subscribe(&c->server->module->topics, c, name, len);
   if (r < 0) return luaL_error(L, "out of memory");
   lua_pushboolean(L, r);
@@ -368,6 +374,13 @@ static int publish(lua_State *L, struct ms_module *m, int idx,
                 UTF8_ACCEPT, idx + 1,
                 "text is not UTF-8 (publish it as \"binary\")");
   unsigned op = binary ? WS_OP_BINARY : WS_OP_TEXT;
+  if (m->history) {
+    const struct ms_hist_pattern *p = ms_history_match(m->history, name,
+                                                       nlen);
+    if (p)
+      return ms_history_publish_lua(L, m, p, name, nlen, op, data, len,
+                                    skip);
+  }
   long n = ms_topic_publish(&m->topics, name, nlen, op, data, len, skip);
   if (n < 0) return luaL_error(L, "out of memory");
   /* the other workers of this node through the master; other nodes

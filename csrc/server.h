@@ -83,6 +83,7 @@ struct ms_module {
                                    is known by its address */
   int ref_message;              /* the callback's name, likewise */
   struct ms_topics topics;      /* publish/subscribe, across servers */
+  struct ms_history *history;   /* app:history's, or NULL (history.c) */
   struct ms_backplane *backplane; /* Redis, to other nodes, or NULL */
   int nworkers;                 /* processes to serve in; 1: this one */
   int worker;                   /* this worker's number, 0 in a master */

@@ -228,6 +228,28 @@ static void compact(struct ms_topics *ts, struct ms_topic *t) {
   if (t->count == 0) destroy(ts, t);
 }
 
+/* Queue frame to every open subscriber of t but skip: by reference to
+ * sh when there is one, else copied. */
+static inline long deliver(struct ms_topics *ts, struct ms_topic *t,
+                           const uint8_t *frame, size_t flen,
+                           struct ms_shared *sh, struct ms_conn *skip) {
+  /* Those who subscribe while this runs do not get this message: stop
+   * at the subscriber that was last when it began. */
+  long reached = 0;
+  struct ms_sub *last = t->tail;
+  t->publishing++;
+  for (struct ms_sub *s = t->head; s; s = s->next) {
+    struct ms_conn *c = s->conn;
+    if (c && c != skip && c->state == CS_OPEN) {
+      enum ms_send_status st = ms_conn_send_frame(c, frame, flen, sh);
+      if (st == MS_SENT || st == MS_QUEUED) reached++;
+    }
+    if (s == last) break;
+  }
+  if (--t->publishing == 0) compact(ts, t);
+  return reached;
+}
+
 long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
                       unsigned opcode, const char *data, size_t len,
                       struct ms_conn *skip) {
@@ -247,22 +269,18 @@ long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
   size_t hl = frame_write_header(frame, opcode, 1, 0, len);
   memcpy(frame + hl, data, len);
 
-  /* Those who subscribe while this runs do not get this message: stop
-   * at the subscriber that was last when it began. */
-  long reached = 0;
-  struct ms_sub *last = t->tail;
-  t->publishing++;
-  for (struct ms_sub *s = t->head; s; s = s->next) {
-    struct ms_conn *c = s->conn;
-    if (c && c != skip && c->state == CS_OPEN) {
-      enum ms_send_status st = ms_conn_send_frame(c, frame, flen, sh);
-      if (st == MS_SENT || st == MS_QUEUED) reached++;
-    }
-    if (s == last) break;
-  }
-  if (--t->publishing == 0) compact(ts, t);
+  long reached = deliver(ts, t, frame, flen, sh, skip);
   if (sh) ms_shared_release(sh);
   return reached;
+}
+
+long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
+                             size_t nlen, struct ms_shared *sh,
+                             struct ms_conn *skip) {
+  struct ms_topic *t = find(ts, name, nlen);
+  if (!t) return 0;
+  return deliver(ts, t, sh->bytes, sh->len, sh->len > SHARE_MIN ? sh : NULL,
+                 skip);
 }
 
 void ms_topics_free(struct ms_topics *ts) {

@@ -49,6 +49,13 @@ long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
                       unsigned opcode, const char *data, size_t len,
                       struct ms_conn *skip);
 
+/* The same with a frame built already (a topic's history keeps it):
+ * queued by reference to sh, or copied when it is small. */
+struct ms_shared;
+long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
+                             size_t nlen, struct ms_shared *sh,
+                             struct ms_conn *skip);
+
 /* The names of conn's topics, through fn, in subscription order. */
 void ms_topic_each_of_conn(const struct ms_conn *c,
                            void (*fn)(void *arg, const char *name,

@@ -2,6 +2,7 @@
  * and relays what one publishes to the others */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "history.h"
 #include "life.h"
 #include "server.h"
 #include "workers.h"
@@ -19,6 +21,17 @@
  * both ends are this program on this machine), opcode (1), topic
  * length (4), the topic, the data. */
 #define MSG_HEAD     9
+/* A publish to a topic with history sets MSG_HISTORY in the opcode's
+ * byte, and HIST_EXT bytes follow the topic: epoch (8), offset (8), the
+ * request's number (8) and its worker (4).  A worker sends it with no
+ * position; the master writes the topic's next one in and hands it to
+ * every worker, the sender too, so that all deliver and keep it in the
+ * master's order.  MSG_SYNC asks the master only to send the message
+ * back: once it is here, so is everything the master sent before. */
+#define MSG_HISTORY  0x80
+#define MSG_SYNC     0x40
+#define HIST_EXT     28
+#define WAIT_MAX     5.0           /* seconds a worker waits for them */
 #define LINK_PENDING (64u << 20)   /* unsent bytes a link may hold */
 #define LINK_MSG_MAX (1u << 30)    /* a longer message is corrupt */
 #define RESTART_PAUSE 1.0          /* after a worker lived less than 1 s */
@@ -34,6 +47,20 @@ struct ms_link {
   uint8_t *out;
   size_t out_off, out_len, out_cap;
   size_t dropped;                  /* publishes lost to LINK_PENDING */
+  size_t in_off;                   /* in: delivered up to here */
+  uint64_t next_request;           /* a worker's requests, numbered */
+  struct waiter *waiting;          /* those under way, newest first */
+};
+
+/* A worker's request to the master, waited for (they may nest: a
+ * handler run by a delivery may publish again). */
+struct waiter {
+  struct waiter *next;
+  uint64_t request;
+  struct ms_conn *skip;
+  int done, failed;
+  long reached;
+  struct ms_hist_pos pos;
 };
 
 struct worker {
@@ -87,7 +114,8 @@ static void link_close(struct ms_link *l) {
   free(l->in);
   free(l->out);
   l->in = l->out = NULL;
-  l->in_len = l->in_cap = l->out_off = l->out_len = l->out_cap = 0;
+  l->in_len = l->in_off = l->in_cap = 0;
+  l->out_off = l->out_len = l->out_cap = 0;
 }
 
 static void link_flush(struct ms_link *l) {
@@ -145,10 +173,85 @@ static void link_send(struct ms_link *l, const struct iovec *iov, int n) {
   link_flush(l);
 }
 
+/* The master's part in a publish with history: give it its position
+ * and hand it to every worker, its sender too; a sync goes back. */
+static void master_history(struct ms_link *l, uint8_t *p, size_t len,
+                           uint32_t tlen) {
+  struct ms_module *m = l->m;
+  struct ms_workers *ws = m->workers;
+  struct iovec iov = { p, len };
+  uint8_t *ext = p + MSG_HEAD + tlen;
+  if (p[4] & MSG_SYNC) {
+    link_send(l, &iov, 1);
+    return;
+  }
+  struct ms_hist_pos pos = { 0, 0 };
+  if (!m->history) m->history = ms_history_new();
+  if (!m->history ||
+      ms_history_assign(m->history, (const char *)p + MSG_HEAD, tlen,
+                        ev_now(m->loop), &pos) < 0) {
+    memset(ext, 0, 16);            /* epoch 0: it failed */
+    link_send(l, &iov, 1);
+    return;
+  }
+  memcpy(ext, &pos.epoch, 8);
+  memcpy(ext + 8, &pos.offset, 8);
+  for (int i = 0; i < ws->n; i++)
+    if (ws->w[i].link.io.fd >= 0) link_send(&ws->w[i].link, &iov, 1);
+}
+
+/* A worker's part: keep and deliver a publish with its position; the
+ * request it answers, when it was this worker's, is done. */
+static void worker_history(struct ms_link *l, const uint8_t *p, size_t len,
+                           uint32_t tlen) {
+  struct ms_module *m = l->m;
+  const char *topic = (const char *)p + MSG_HEAD;
+  const uint8_t *ext = p + MSG_HEAD + tlen;
+  struct ms_hist_pos pos;
+  uint64_t request;
+  uint32_t origin;
+  memcpy(&pos.epoch, ext, 8);
+  memcpy(&pos.offset, ext + 8, 8);
+  memcpy(&request, ext + 16, 8);
+  memcpy(&origin, ext + 24, 4);
+  struct waiter *w = NULL;
+  if ((int)origin == m->worker)
+    for (w = l->waiting; w && w->request != request; w = w->next) {}
+  if (w) w->done = 1;
+  if (p[4] & MSG_SYNC) return;
+  if (pos.epoch == 0) {
+    if (w) w->failed = 1;
+    return;
+  }
+  const char *data = (const char *)ext + HIST_EXT;
+  size_t dlen = len - MSG_HEAD - tlen - HIST_EXT;
+  unsigned opcode = p[4] & 0x0f;
+  const struct ms_hist_pattern *pat =
+    m->history ? ms_history_match(m->history, topic, tlen) : NULL;
+  long n = pat ? ms_history_publish(m->history, &m->topics, pat, topic, tlen,
+                                    ev_now(m->loop), opcode, data, dlen, 0,
+                                    &pos, w ? w->skip : NULL)
+               : -1;
+  if (w) {
+    w->failed = n < 0;
+    w->reached = n;
+    w->pos = pos;
+  }
+}
+
 /* A whole message arrived at p[0..len): the master hands it to every
  * other worker; a worker delivers it to its own subscribers. */
-static void link_deliver(struct ms_link *l, const uint8_t *p, size_t len) {
+static void link_deliver(struct ms_link *l, uint8_t *p, size_t len) {
   struct ms_module *m = l->m;
+  uint32_t tlen;
+  memcpy(&tlen, p + 5, 4);
+  if (tlen > len - MSG_HEAD) return;            /* corrupt: ignore */
+  if (p[4] & MSG_HISTORY) {
+    if (len - MSG_HEAD - tlen < HIST_EXT) return;
+    if (m->workers) master_history(l, p, len, tlen);
+    else worker_history(l, p, len, tlen);
+    return;
+  }
   if (m->workers) {
     struct ms_workers *ws = m->workers;
     struct iovec iov = { (void *)p, len };
@@ -157,9 +260,6 @@ static void link_deliver(struct ms_link *l, const uint8_t *p, size_t len) {
         link_send(&ws->w[i].link, &iov, 1);
     return;
   }
-  uint32_t tlen;
-  memcpy(&tlen, p + 5, 4);
-  if (tlen > len - MSG_HEAD) return;            /* corrupt: ignore */
   const char *topic = (const char *)p + MSG_HEAD;
   ms_topic_publish(&m->topics, topic, tlen, p[4],
                    topic + tlen, len - MSG_HEAD - tlen, NULL);
@@ -176,8 +276,33 @@ static void link_lost(struct ms_link *l) {
   }
 }
 
+/* Deliver the whole messages from in_off on.  A delivery may run
+ * handlers that wait for the master and so read the link again (within
+ * this): where we are is kept in the link, not in locals. */
+static void link_process(struct ms_link *l) {
+  while (l->in_len - l->in_off >= 4) {
+    uint32_t mlen;
+    memcpy(&mlen, l->in + l->in_off, 4);
+    if (mlen < MSG_HEAD - 4 || mlen > LINK_MSG_MAX) {
+      ms_log(NULL, MS_LOG_ERROR, "worker link: corrupt message");
+      link_lost(l);
+      return;
+    }
+    if (l->in_len - l->in_off < 4 + (size_t)mlen) break;
+    uint8_t *p = l->in + l->in_off;
+    l->in_off += 4 + (size_t)mlen;
+    link_deliver(l, p, 4 + (size_t)mlen);
+    if (l->io.fd < 0) return;
+  }
+}
+
 static void link_read(struct ms_link *l) {
   for (;;) {
+    if (l->in_off) {                /* what was delivered goes */
+      memmove(l->in, l->in + l->in_off, l->in_len - l->in_off);
+      l->in_len -= l->in_off;
+      l->in_off = 0;
+    }
     if (l->in_cap - l->in_len < 65536) {
       size_t cap = l->in_cap ? l->in_cap * 2 : 65536;
       uint8_t *p = realloc(l->in, cap);
@@ -196,28 +321,14 @@ static void link_read(struct ms_link *l) {
       return;
     }
     l->in_len += (size_t)r;
-    size_t off = 0;
-    while (l->in_len - off >= 4) {
-      uint32_t mlen;
-      memcpy(&mlen, l->in + off, 4);
-      if (mlen < MSG_HEAD - 4 || mlen > LINK_MSG_MAX) {
-        ms_log(NULL, MS_LOG_ERROR, "worker link: corrupt message");
-        link_lost(l);
-        return;
-      }
-      if (l->in_len - off < 4 + (size_t)mlen) break;
-      link_deliver(l, l->in + off, 4 + (size_t)mlen);
-      if (l->io.fd < 0) return;
-      off += 4 + (size_t)mlen;
-    }
-    memmove(l->in, l->in + off, l->in_len - off);
-    l->in_len -= off;
+    link_process(l);
+    if (l->io.fd < 0) return;
     if ((size_t)r < 65536) break;
   }
-  if (l->in_len == 0 && l->in_cap > 65536) {   /* keep no huge buffer */
-    free(l->in);
+  if (l->in_off == l->in_len && l->in_cap > 65536 && !l->waiting) {
+    free(l->in);                    /* keep no huge buffer */
     l->in = NULL;
-    l->in_cap = 0;
+    l->in_len = l->in_off = l->in_cap = 0;
   }
 }
 
@@ -243,6 +354,77 @@ void ms_workers_publish(struct ms_module *m, const char *topic,
   struct iovec iov[3] = { { head, MSG_HEAD }, { (void *)topic, topic_len },
                           { (void *)data, len } };
   link_send(l, iov, 3);
+}
+
+/* Wait until w is answered: read the link (delivering what comes
+ * before the answer, in order) and write what it holds.  -1 when the
+ * master is gone or silent for WAIT_MAX seconds. */
+static int link_wait(struct ms_link *l, struct waiter *w) {
+  double deadline = ev_time() + WAIT_MAX;
+  w->next = l->waiting;
+  l->waiting = w;
+  while (!w->done && l->io.fd >= 0) {
+    double left = deadline - ev_time();
+    if (left <= 0) break;
+    struct pollfd pfd = { l->io.fd, POLLIN, 0 };
+    if (l->out_len > l->out_off) pfd.events |= POLLOUT;
+    int r = poll(&pfd, 1, (int)(left * 1000) + 1);
+    if (r < 0 && errno != EINTR) break;
+    if (r <= 0) continue;
+    if (pfd.revents & POLLOUT) link_flush(l);
+    if (l->io.fd >= 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+      link_read(l);
+  }
+  struct waiter **p = &l->waiting;
+  while (*p != w) p = &(*p)->next;
+  *p = w->next;
+  return w->done && !w->failed ? 0 : -1;
+}
+
+/* Send a request (MSG_HISTORY, maybe MSG_SYNC) and wait for it. */
+static int request(struct ms_module *m, struct waiter *w, unsigned flags,
+                   struct ms_conn *skip, const char *topic,
+                   size_t topic_len, const char *data, size_t len) {
+  struct ms_link *l = m->link;
+  memset(w, 0, sizeof *w);
+  w->skip = skip;
+  if (!l || l->io.fd < 0) return -1;
+  if (topic_len + len > LINK_MSG_MAX - MSG_HEAD - HIST_EXT) return -1;
+  uint8_t head[MSG_HEAD], ext[HIST_EXT];
+  uint32_t mlen = (uint32_t)(MSG_HEAD - 4 + topic_len + HIST_EXT + len);
+  uint32_t tlen = (uint32_t)topic_len, origin = (uint32_t)m->worker;
+  w->request = ++l->next_request;
+  memcpy(head, &mlen, 4);
+  head[4] = (uint8_t)flags;
+  memcpy(head + 5, &tlen, 4);
+  memset(ext, 0, 16);
+  memcpy(ext + 16, &w->request, 8);
+  memcpy(ext + 24, &origin, 4);
+  struct iovec iov[4] = { { head, MSG_HEAD }, { (void *)topic, topic_len },
+                          { ext, HIST_EXT }, { (void *)data, len } };
+  size_t dropped = l->dropped;
+  link_send(l, iov, 4);
+  if (l->dropped != dropped) return -1;
+  return link_wait(l, w);
+}
+
+int ms_workers_publish_history(struct ms_module *m, const char *topic,
+                               size_t topic_len, unsigned opcode,
+                               const char *data, size_t len,
+                               struct ms_conn *skip,
+                               struct ms_hist_pos *pos, long *reached) {
+  struct waiter w;
+  if (request(m, &w, MSG_HISTORY | opcode, skip, topic, topic_len, data,
+              len) < 0)
+    return -1;
+  *pos = w.pos;
+  *reached = w.reached;
+  return 0;
+}
+
+int ms_workers_sync(struct ms_module *m) {
+  struct waiter w;
+  return request(m, &w, MSG_HISTORY | MSG_SYNC, NULL, "", 0, NULL, 0);
 }
 
 void ms_workers_free(struct ms_module *m) {

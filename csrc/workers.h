@@ -25,6 +25,25 @@ void ms_workers_publish(struct ms_module *m, const char *topic,
                         size_t topic_len, unsigned opcode,
                         const char *data, size_t len);
 
+/* In a worker: publish to a topic with history.  The master gives the
+ * position and hands the message to every worker, this one too, where
+ * it is kept and delivered (to every subscriber but skip) in the
+ * master's order.  Waits for that, delivering what comes before it;
+ * returns 0 with its position and the sockets it reached here, or -1
+ * when the master is gone, did not answer within 5 s or had no memory
+ * (the message may still come later). */
+struct ms_conn;
+struct ms_hist_pos;
+int ms_workers_publish_history(struct ms_module *m, const char *topic,
+                               size_t topic_len, unsigned opcode,
+                               const char *data, size_t len,
+                               struct ms_conn *skip,
+                               struct ms_hist_pos *pos, long *reached);
+
+/* In a worker: wait until everything the master relayed so far has been
+ * delivered here.  -1 as above. */
+int ms_workers_sync(struct ms_module *m);
+
 /* Free what the worker side holds (lua_close). */
 void ms_workers_free(struct ms_module *m);
 

@@ -49,7 +49,17 @@ app_mt.__index = app_mt
 -- route policies, which every route gets unless it sets its own.
 function _M.app(options)
   local core_opts, lua_opts = split_options(options, "app")
+  -- per process, not per server: the histories of app:history
+  local history_bytes = core_opts.max_history_bytes
+  core_opts.max_history_bytes = nil
   core.route_options(core_opts)          -- a bad option fails here
+  if history_bytes ~= nil then
+    if math.type(history_bytes) ~= "integer" then
+      error("option 'max_history_bytes' must be an integer from 1024 to "
+            .. "1099511627776", 2)
+    end
+    core.history_limit(history_bytes)
+  end
   return setmetatable({ core_options = core_opts, policy = lua_opts,
                         stack = {}, routes = {}, servers = {} }, app_mt)
 end
@@ -336,9 +346,62 @@ end
 
 -- app:publish(topic, data, kind): queue data ("text", the default, or
 -- "binary") to every socket subscribed to topic (ws:subscribe); returns
--- how many it reached.  The frame is built once for all of them.
+-- how many it reached, and for a topic with history its position
+-- { epoch, offset }.  The frame is built once for all of them.
 function app_mt:publish(topic, data, kind)
   return core.publish(topic, data, kind)
+end
+
+local HISTORY_OPTIONS = { size = true, ttl = true }
+
+-- app:history(pattern, { size = 100, ttl = 0 }): topics named pattern, or
+-- beginning with it when it ends with "*" ("room:*"), keep their last
+-- size messages (younger than ttl seconds, 0: no age limit), each at a
+-- position, and their subscribers get each message behind its position
+-- ("<epoch>:<offset> "); ws:subscribe(topic, { since = position }) then
+-- recovers what a client missed (docs/pubsub.md).  Returns the app.
+function app_mt:history(pattern, options)
+  if options ~= nil and type(options) ~= "table" then
+    error("bad argument #2 to 'history' (table of options expected, got "
+          .. type(options) .. ")", 2)
+  end
+  options = options or {}
+  for k in pairs(options) do
+    if not HISTORY_OPTIONS[k] then
+      error("bad argument #2 to 'history' (unknown option '"
+            .. tostring(k) .. "')", 2)
+    end
+  end
+  local size, ttl = options.size or 100, options.ttl or 0
+  if math.type(size) ~= "integer" or size < 1 or size > 10000000 then
+    error("bad argument #2 to 'history' (size must be an integer from 1 "
+          .. "to 10000000)", 2)
+  end
+  if type(ttl) ~= "number" or ttl < 0 or ttl > 31622400 then
+    error("bad argument #2 to 'history' (ttl must be a number of seconds "
+          .. "from 0 to 31622400)", 2)
+  end
+  if type(pattern) ~= "string" then
+    error("bad argument #1 to 'history' (string expected, got "
+          .. type(pattern) .. ")", 2)
+  end
+  core.history(pattern, size, ttl)
+  return self
+end
+
+-- app:history_read(topic, { since = position, limit = 0, reverse = false })
+-- -> list of { offset, data, kind }, position of the last message: the
+-- messages kept after since (all without), oldest first or newest first,
+-- at most limit (0: all); nil, message, "EEPOCH" when since is of
+-- another epoch.
+function app_mt:history_read(topic, options)
+  if options ~= nil and type(options) ~= "table" then
+    error("bad argument #2 to 'history_read' (table of options expected, "
+          .. "got " .. type(options) .. ")", 2)
+  end
+  options = options or {}
+  return core.history_read(topic, options.since, options.limit,
+                           options.reverse)
 end
 
 -- app:subscribers(topic): how many sockets are subscribed to topic.

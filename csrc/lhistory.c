@@ -1,0 +1,302 @@
+/* lhistory.c - topic history for Lua: core.history, core.history_read,
+ * publishing to a topic with history and subscribing from a position */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "backplane.h"
+#include "binding.h"
+#include "frame.h"
+#include "history.h"
+#include "workers.h"
+
+#define SIZE_MAX_HISTORY 10000000        /* messages per topic */
+#define TTL_MAX (366.0 * 86400)          /* a year */
+
+static struct ms_history *history_of(lua_State *L, struct ms_module *m) {
+  if (!m->history && !(m->history = ms_history_new()))
+    luaL_error(L, "out of memory");
+  return m->history;
+}
+
+/* ------------------------------------------------------------------ */
+/* Positions                                                           */
+/* ------------------------------------------------------------------ */
+
+static void push_position(lua_State *L, const struct ms_hist_pos *pos) {
+  char epoch[17];
+  lua_createtable(L, 0, 2);
+  snprintf(epoch, sizeof epoch, "%016" PRIx64, pos->epoch);
+  lua_pushstring(L, epoch);
+  lua_setfield(L, -2, "epoch");
+  lua_pushinteger(L, (lua_Integer)pos->offset);
+  lua_setfield(L, -2, "offset");
+}
+
+static int parse_epoch(const char *s, size_t len, uint64_t *epoch) {
+  if (len != 16) return 0;
+  uint64_t v = 0;
+  for (size_t i = 0; i < 16; i++) {
+    char ch = s[i];
+    int d = ch >= '0' && ch <= '9' ? ch - '0'
+          : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+    if (d < 0) return 0;
+    v = v << 4 | (uint64_t)d;
+  }
+  *epoch = v;
+  return 1;
+}
+
+/* A position at idx: { epoch = "16 hex digits", offset = n } or the
+ * envelope's text "epoch:offset".  Raises naming what when it is not. */
+static void check_position(lua_State *L, int idx, int arg, const char *what,
+                           struct ms_hist_pos *pos) {
+  size_t len;
+  const char *s;
+  lua_Integer offset = -1;
+  int ok = 0;
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    s = lua_tolstring(L, idx, &len);
+    const char *colon = memchr(s, ':', len);
+    if (colon && parse_epoch(s, (size_t)(colon - s), &pos->epoch)) {
+      char *end;
+      unsigned long long v = strtoull(colon + 1, &end, 10);
+      ok = end == s + len && end > colon + 1 && colon[1] != '-';
+      offset = (lua_Integer)v;
+    }
+  } else if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_getfield(L, idx, "epoch");
+    s = lua_tolstring(L, -1, &len);
+    ok = lua_type(L, -1) == LUA_TSTRING && parse_epoch(s, len, &pos->epoch);
+    lua_getfield(L, idx, "offset");
+    int isint;
+    offset = lua_tointegerx(L, -1, &isint);
+    ok = ok && isint;
+    lua_pop(L, 2);
+  }
+  if (!ok || offset < 0)
+    luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a position "
+                  "{ epoch = \"16 hex digits\", offset = n } or "
+                  "\"epoch:offset\"", what));
+  pos->offset = (uint64_t)offset;
+}
+
+/* ------------------------------------------------------------------ */
+/* core.history, core.history_limit                                    */
+/* ------------------------------------------------------------------ */
+
+/* core.history(pattern, size, ttl): keep history for pattern */
+static int l_history(lua_State *L) {
+  struct ms_module *m = ms_module_get(L);
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len > 0, 1, "empty topic name");
+  const char *star = memchr(name, '*', len);
+  luaL_argcheck(L, !star || star == name + len - 1, 1,
+                "'*' may only end a pattern");
+  lua_Integer size = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, size >= 1 && size <= SIZE_MAX_HISTORY, 2,
+                "size must be an integer from 1 to 10000000");
+  lua_Number ttl = luaL_checknumber(L, 3);
+  luaL_argcheck(L, ttl >= 0 && ttl <= TTL_MAX, 3,
+                "ttl must be a number of seconds from 0 to 31622400");
+  /* every worker and the master must agree on the topics with history:
+   * they are set before the fork */
+  if (m->worker || m->workers)
+    luaL_error(L, "app:history must be called before moonsocket.run() "
+               "when serving with workers");
+  if (ms_history_configure(history_of(L, m), name, len, (size_t)size,
+                           ttl) < 0)
+    return luaL_error(L, "out of memory");
+  return 0;
+}
+
+/* core.history_limit(bytes): max_history_bytes of this process */
+static int l_history_limit(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  if (n < 1024 || n > (lua_Integer)1 << 40)
+    luaL_error(L, "option 'max_history_bytes' must be an integer from 1024 "
+               "to 1099511627776");
+  struct ms_history *h = history_of(L, ms_module_get(L));
+  h->max_bytes = (size_t)n;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Publishing                                                          */
+/* ------------------------------------------------------------------ */
+
+int ms_history_publish_lua(lua_State *L, struct ms_module *m,
+                           const struct ms_hist_pattern *p,
+                           const char *name, size_t nlen, unsigned op,
+                           const char *data, size_t len,
+                           struct ms_conn *skip) {
+  struct ms_hist_pos pos;
+  long n;
+  if (m->link) {
+    /* the master gives the position; the message comes back here */
+    if (ms_workers_publish_history(m, name, nlen, op, data, len, skip, &pos,
+                                   &n) < 0)
+      return ms_push_fail(L, "the master process did not give a position",
+                          "EUNAVAILABLE");
+  } else {
+    n = ms_history_publish(m->history, &m->topics, p, name, nlen,
+                           ev_now(m->loop), op, data, len, 1, &pos, skip);
+    if (n < 0) return luaL_error(L, "out of memory");
+  }
+  /* other nodes get it as a plain publish (no history through Redis
+   * yet) */
+  if (m->backplane)
+    ms_backplane_publish(m->backplane, name, nlen, op, data, len);
+  lua_pushinteger(L, n);
+  push_position(L, &pos);
+  return 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* Subscribing from a position                                         */
+/* ------------------------------------------------------------------ */
+
+/* ws:subscribe(topic, { since = position }) for topic with history: the
+ * messages after since are queued, then the socket subscribes; nothing
+ * is delivered in between, so nothing is missed or sent twice. */
+int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
+                             const char *name, size_t len, int opts) {
+  struct ms_module *m = c->server->module;
+  struct ms_hist_pos since, current;
+  int has_since = lua_getfield(L, opts, "since") != LUA_TNIL;
+  if (has_since) check_position(L, -1, opts - 1, "since", &since);
+  lua_pop(L, 1);
+  const struct ms_hist_pattern *p =
+    m->history ? ms_history_match(m->history, name, len) : NULL;
+  if (!p)
+    return luaL_error(L, "topic '%s' keeps no history (see app:history)",
+                      name);
+  if (ms_topic_is_subscribed(c, name, len)) {
+    ms_history_current(m->history, name, len, ev_now(m->loop), &current);
+    lua_pushboolean(L, 0);
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "recovered");
+    push_position(L, &current);
+    lua_setfield(L, -2, "position");
+    return 2;
+  }
+  struct ms_shared **list = NULL;
+  size_t n = 0;
+  int recovered = 0;
+  if (has_since) {
+    recovered = ms_history_since(m->history, name, len, ev_now(m->loop),
+                                 &since, &list, &n, &current);
+    if (recovered == 0 && m->link) {
+      /* the position may be one this worker has yet to get from the
+       * master: wait for what the master sent so far, then look again */
+      if (ms_workers_sync(m) == 0 && c->state == CS_OPEN)
+        recovered = ms_history_since(m->history, name, len,
+                                     ev_now(m->loop), &since, &list, &n,
+                                     &current);
+    }
+    if (recovered < 0) return luaL_error(L, "out of memory");
+  } else {
+    ms_history_current(m->history, name, len, ev_now(m->loop), &current);
+  }
+  enum ms_send_status st = MS_SENT;
+  size_t i = 0;
+  for (; i < n && c->state == CS_OPEN; i++) {
+    st = ms_conn_send_frame(c, list[i]->bytes, list[i]->len, list[i]);
+    if (st != MS_SENT && st != MS_QUEUED) break;
+  }
+  for (size_t j = 0; j < n; j++) ms_shared_release(list[j]);
+  free(list);
+  if (c->state != CS_OPEN) {
+    if (st == MS_DROPPED_BACKPRESSURE)
+      return ms_push_fail(L, "dropped: max_backpressure exceeded",
+                          "EBACKPRESSURE");
+    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
+  }
+  if (ms_topic_subscribe(&m->topics, c, name, len) < 0)
+    return luaL_error(L, "out of memory");
+  lua_pushboolean(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushboolean(L, recovered > 0);
+  lua_setfield(L, -2, "recovered");
+  push_position(L, &current);
+  lua_setfield(L, -2, "position");
+  return 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* core.history_read                                                   */
+/* ------------------------------------------------------------------ */
+
+static void push_entry(lua_State *L, struct ms_module *m,
+                       const struct ms_hist_entry *e) {
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)e->offset);
+  lua_setfield(L, -2, "offset");
+  lua_pushlstring(L, (const char *)e->frame->bytes + e->data_at,
+                  e->frame->len - e->data_at);
+  lua_setfield(L, -2, "data");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->opcode == WS_OP_BINARY
+                                    ? m->ref_binary : m->ref_text);
+  lua_setfield(L, -2, "kind");
+}
+
+/* core.history_read(topic, since, limit, reverse) -> list, position: the
+ * messages kept after since (a position, or nil for all), oldest first
+ * (reverse: newest first), at most limit (0: all); nil, message,
+ * "EEPOCH" when since is of another epoch. */
+static int l_history_read(lua_State *L) {
+  struct ms_module *m = ms_module_get(L);
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len > 0, 1, "empty topic name");
+  struct ms_hist_pos since = { 0, 0 }, current;
+  int has_since = !lua_isnoneornil(L, 2);
+  if (has_since) check_position(L, 2, 2, "since", &since);
+  lua_Integer limit = luaL_optinteger(L, 3, 0);
+  luaL_argcheck(L, limit >= 0, 3, "limit must be 0 or more");
+  int reverse = lua_toboolean(L, 4);
+  if (!m->history || !ms_history_match(m->history, name, len))
+    return luaL_error(L, "topic '%s' keeps no history (see app:history)",
+                      name);
+  ms_history_current(m->history, name, len, ev_now(m->loop), &current);
+  if (has_since && since.epoch != current.epoch)
+    return ms_push_fail(L, "the position is of another epoch", "EEPOCH");
+  uint64_t epoch;
+  struct ms_hist_entry *first =
+    ms_history_first(m->history, name, len, ev_now(m->loop), since.offset,
+                     &epoch);
+  size_t count = 0;
+  for (struct ms_hist_entry *e = first; e; e = e->next) count++;
+  size_t take = limit > 0 && (size_t)limit < count ? (size_t)limit : count;
+  lua_createtable(L, (int)take, 0);
+  if (!reverse) {
+    size_t i = 0;
+    for (struct ms_hist_entry *e = first; e && i < take; e = e->next) {
+      push_entry(L, m, e);
+      lua_rawseti(L, -2, (lua_Integer)++i);
+    }
+  } else {
+    /* newest first: the last `take` of them, from the end */
+    size_t skip = count - take, i = 0;
+    struct ms_hist_entry *e = first;
+    while (skip--) e = e->next;
+    for (; e; e = e->next) {
+      push_entry(L, m, e);
+      lua_rawseti(L, -2, (lua_Integer)(take - i++));
+    }
+  }
+  push_position(L, &current);
+  return 2;
+}
+
+void ms_open_history(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    { "history", l_history }, { "history_limit", l_history_limit },
+    { "history_read", l_history_read }, { NULL, NULL }
+  };
+  luaL_setfuncs(L, funcs, 0);
+}

@@ -1,0 +1,396 @@
+-- spec/history_spec.lua: app:history, positions, ws:subscribe with since,
+-- app:history_read, the bounds, and recovery on another worker
+-- (spec/apps/history.lua's protocol).
+
+local helper = require "helper"
+local moonsocket = require "moonsocket"
+
+local ask, close_all = helper.ask, helper.close_all
+
+-- A message with an envelope: epoch, offset, data.
+local function recv_positioned(ws, timeout)
+  local kind, msg = ws:recv_message(timeout)
+  assert.are.equal(helper.TEXT, kind, msg)
+  local epoch, offset, data = msg:match("^(%x+):(%d+) (.*)$")
+  assert.is_truthy(epoch, "no envelope: " .. tostring(msg))
+  return epoch, tonumber(offset), data
+end
+
+local function split_pos(p)
+  local epoch, offset = p:match("^(%x+):(%d+)$")
+  return epoch, tonumber(offset)
+end
+
+local function client(port)
+  return assert(helper.ws_connect(port, "/ws"))
+end
+
+describe("history, one process", function()
+  local server, port
+
+  setup(function()
+    server = helper.start_server("spec/apps/history.lua",
+                                 { HSIZE = 50, MAX_BACKPRESSURE = 8 << 20 })
+    port = server.port
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  it("gives every publish the next position and sends it first", function()
+    local sub = client(port)
+    assert.are.equal("sub h:a true", ask(sub, "sub h:a"))
+    local pub = client(port)
+    local r1 = ask(pub, "pub h:a one")
+    local n, p1 = r1:match("^pub (%d+) (%S+)$")
+    assert.are.equal("1", n)
+    local epoch, off1 = split_pos(p1)
+    assert.are.equal(16, #epoch)
+    local _, p2 = ask(pub, "pub h:a two"):match("^pub (%d+) (%S+)$")
+    local epoch2, off2 = split_pos(p2)
+    assert.are.equal(epoch, epoch2)
+    assert.are.equal(off1 + 1, off2)
+    assert.are.same({ epoch, off1, "one" }, { recv_positioned(sub) })
+    assert.are.same({ epoch, off2, "two" }, { recv_positioned(sub) })
+    -- binary keeps its kind, the envelope before the bytes
+    ask(pub, "pubbin h:a \1\2")
+    local kind, msg = sub:recv_message()
+    assert.are.equal(helper.BINARY, kind)
+    assert.are.equal(epoch .. ":" .. (off2 + 1) .. " \1\2", msg)
+    -- a pattern is per topic: h:b counts from 1, its own epoch
+    local _, pb = ask(pub, "pub h:b x"):match("^pub (%d+) (%S+)$")
+    local eb, ob = split_pos(pb)
+    assert.are.equal(1, ob)
+    assert.are_not.equal(epoch, eb)
+    close_all { sub, pub }
+  end)
+
+  it("leaves topics without history exactly as they were", function()
+    local sub = client(port)
+    assert.are.equal("sub plain true", ask(sub, "sub plain"))
+    sub:send_text("plain plain hello")
+    -- the very bytes published, then the answer
+    assert.are.same({ helper.TEXT, "hello" }, { sub:recv_message() })
+    assert.are.same({ helper.TEXT, "plain 1" }, { sub:recv_message() })
+    close_all { sub }
+  end)
+
+  it("recovers exactly the missed messages, in order, then live ones",
+     function()
+    local pub = client(port)
+    local _, p0 = ask(pub, "pub h:r start"):match("^pub (%d+) (%S+)$")
+    local epoch, off0 = split_pos(p0)
+    for i = 1, 10 do ask(pub, "pub h:r missed" .. i) end
+    local sub = client(port)
+    sub:send_text("since h:r " .. p0)
+    for i = 1, 10 do
+      assert.are.same({ epoch, off0 + i, "missed" .. i },
+                      { recv_positioned(sub) })
+    end
+    assert.are.equal(("since true true %s:%d"):format(epoch, off0 + 10),
+                     select(2, sub:recv_message()))
+    ask(pub, "pub h:r live")
+    assert.are.same({ epoch, off0 + 11, "live" }, { recv_positioned(sub) })
+    -- nothing missed: nothing sent, recovered
+    local sub2 = client(port)
+    assert.are.equal(("since true true %s:%d"):format(epoch, off0 + 11),
+                     ask(sub2, ("since h:r %s:%d"):format(epoch, off0 + 11)))
+    close_all { pub, sub, sub2 }
+  end)
+
+  it("says recovered = false for another epoch, a position too old or "
+     .. "ahead, and without since", function()
+    local pub = client(port)
+    for i = 1, 60 do ask(pub, "pub h:old m" .. i) end  -- size 50
+    local _, p = ask(pub, "pub h:old last"):match("^pub (%d+) (%S+)$")
+    local epoch, last = split_pos(p)
+    local cur = ("%s:%d"):format(epoch, last)
+    local sub = client(port)
+    assert.are.equal("since true false " .. cur,
+                     ask(sub, "since h:old 0123456789abcdef:" .. last))
+    sub:abort()
+    sub = client(port)
+    -- 61 published, 50 kept (12..61): after 10 is too old, after 11 is not
+    assert.are.equal("since true false " .. cur,
+                     ask(sub, ("since h:old %s:%d"):format(epoch, 10)))
+    sub:abort()
+    sub = client(port)
+    assert.are.equal("since true false " .. cur,
+                     ask(sub, ("since h:old %s:%d"):format(epoch, last + 1)))
+    sub:abort()
+    sub = client(port)
+    assert.are.equal("since true false " .. cur, ask(sub, "since h:old"))
+    sub:abort()
+    sub = client(port)
+    sub:send_text(("since h:old %s:%d"):format(epoch, 11))
+    for i = 12, last do
+      assert.are.equal(i, select(2, recv_positioned(sub)))
+    end
+    assert.are.equal("since true true " .. cur, select(2, sub:recv_message()))
+    -- already subscribed: false, nothing sent again
+    assert.are.equal("since false false " .. cur,
+                     ask(sub, ("since h:old %s:%d"):format(epoch, 11)))
+    close_all { pub, sub }
+  end)
+
+  it("recovers 200 clients while a publisher runs, with no gap and no "
+     .. "duplicate", function()
+    local ctl = client(port)
+    local _, p0 = ask(ctl, "pub f:flood begin"):match("^pub (%d+) (%S+)$")
+    local epoch, off0 = split_pos(p0)
+    assert.are.equal("started", ask(ctl, "start f:flood 5"))
+    local list = {}
+    for i = 1, 200 do
+      local ws = client(port)
+      -- a position 40 back, while the publisher goes on
+      local _, now = ask(ctl, "pub f:flood mark"):match("^pub (%d+) (%S+)$")
+      local _, off = split_pos(now)
+      local since = math.max(off0, off - 40)
+      ws:send_text(("since f:flood %s:%d"):format(epoch, since))
+      list[i] = { ws = ws, next = since + 1 }
+    end
+    local stopped = ask(ctl, "stop")
+    local _, final = split_pos(stopped:match("^stopped (%S+)$"))
+    for _, c in ipairs(list) do
+      local seen_reply = false
+      while c.next <= final or not seen_reply do
+        local kind, msg = c.ws:recv_message(5)
+        assert.are.equal(helper.TEXT, kind, msg)
+        if msg:find("^since ") then
+          assert.is_truthy(msg:find("^since true true "), msg)
+          seen_reply = true
+        else
+          local e, o = msg:match("^(%x+):(%d+) ")
+          assert.are.equal(epoch, e)
+          assert.are.equal(c.next, tonumber(o))   -- no gap, no duplicate
+          c.next = c.next + 1
+        end
+      end
+      c.ws:abort()
+    end
+    assert.is_true(final - off0 > 200, "the publisher ran")
+    ctl:abort()
+  end)
+
+  it("reads history with since, limit and reverse", function()
+    local pub = client(port)
+    local _, p = ask(pub, "pub h:read r1"):match("^pub (%d+) (%S+)$")
+    local epoch, first = split_pos(p)
+    for i = 2, 5 do ask(pub, "pub h:read r" .. i) end
+    local cur = ("%s:%d"):format(epoch, first + 4)
+    local function offs(...)
+      local t = {}
+      for _, d in ipairs { ... } do t[#t + 1] = tostring(first + d) end
+      return table.concat(t, ",")
+    end
+    assert.are.equal("read " .. offs(0, 1, 2, 3, 4) .. " " .. cur,
+                     ask(pub, "read h:read"))
+    assert.are.equal("read " .. offs(1, 2) .. " " .. cur,
+                     ask(pub, ("read h:read %s:%d 2"):format(epoch, first)))
+    assert.are.equal("read " .. offs(4, 3) .. " " .. cur,
+                     ask(pub, "read h:read - 2 reverse"))
+    assert.are.equal("read  " .. cur,
+                     ask(pub, "read h:read " .. cur))
+    assert.are.equal("read nil the position is of another epoch EEPOCH",
+                     ask(pub, "read h:read 0123456789abcdef:1"))
+    assert.are.equal("data text r2",
+                     ask(pub, ("data h:read %s:%d"):format(epoch, first)))
+    ask(pub, "pubbin h:read b\0")
+    assert.are.equal("data binary b\0",
+                     ask(pub, ("data h:read %s:%d"):format(epoch, first + 4)))
+    close_all { pub }
+  end)
+
+  it("keeps at most size messages of a topic", function()
+    local pub = client(port)
+    for i = 1, 5 do ask(pub, "pub exact e" .. i) end    -- size 3
+    local r = ask(pub, "read exact")
+    local offs = r:match("^read (%S+) ")
+    assert.are.equal(3, select(2, offs:gsub(",", "")) + 1)
+    close_all { pub }
+  end)
+end)
+
+describe("history ttl", function()
+  local s = helper.with_server("spec/apps/history.lua", { HTTL = 0.3 })
+
+  it("drops messages older than ttl", function()
+    local pub = client(s.port)
+    local _, p = ask(pub, "pub h:t a"):match("^pub (%d+) (%S+)$")
+    local epoch, off = split_pos(p)
+    ask(pub, "pub h:t b")
+    assert.is_truthy(ask(pub, "read h:t"):find("^read %d+,%d+ "))
+    helper.sleep(0.5)
+    assert.are.equal(("read  %s:%d"):format(epoch, off + 1),
+                     ask(pub, "read h:t"))
+    local sub = client(s.port)
+    assert.are.equal(("since true false %s:%d"):format(epoch, off + 1),
+                     ask(sub, ("since h:t %s:%d"):format(epoch, off)))
+    close_all { pub, sub }
+  end)
+end)
+
+describe("max_history_bytes", function()
+  local s = helper.with_server("spec/apps/history.lua",
+                               { MAX_HISTORY_BYTES = 64 * 1024,
+                                 HSIZE = 100000 })
+
+  it("keeps the process under it, oldest first", function()
+    local pub = client(s.port)
+    local big = ("x"):rep(1000)
+    for i = 1, 200 do ask(pub, "pub h:m" .. (i % 2) .. " " .. big) end
+    local n = 0
+    for t = 0, 1 do
+      local offs = ask(pub, "read h:m" .. t):match("^read (%S*) ")
+      n = n + select(2, offs:gsub(",", "")) + 1
+      -- what is kept is the newest of each topic
+      assert.are.equal(100, tonumber(offs:match("(%d+)$")))
+    end
+    -- about 1 KiB each: fewer than 64 of the 200 remain
+    assert.is_true(n > 30 and n < 64, "kept " .. n)
+    close_all { pub }
+  end)
+end)
+
+describe("history misuse", function()
+  local app = moonsocket.app {}
+
+  local function err_of(fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok)
+    return (tostring(err):gsub("^[^:]+:%d+: ", ""))
+  end
+
+  it("raises with clear messages", function()
+    assert.are.equal("bad argument #1 to 'history' (string expected, got nil)",
+                     err_of(app.history, app, nil))
+    assert.are.equal("bad argument #1 to 'history' ('*' may only end a "
+                     .. "pattern)", err_of(app.history, app, "a*b"))
+    assert.are.equal("bad argument #1 to 'history' (empty topic name)",
+                     err_of(app.history, app, ""))
+    assert.are.equal("bad argument #2 to 'history' (size must be an integer "
+                     .. "from 1 to 10000000)",
+                     err_of(app.history, app, "t", { size = 0 }))
+    assert.are.equal("bad argument #2 to 'history' (ttl must be a number of "
+                     .. "seconds from 0 to 31622400)",
+                     err_of(app.history, app, "t", { ttl = -1 }))
+    assert.are.equal("bad argument #2 to 'history' (unknown option 'sise')",
+                     err_of(app.history, app, "t", { sise = 1 }))
+    assert.are.equal("option 'max_history_bytes' must be an integer from "
+                     .. "1024 to 1099511627776",
+                     err_of(moonsocket.app, { max_history_bytes = 10 }))
+    assert.are.equal("topic 'nohist' keeps no history (see app:history)",
+                     err_of(app.history_read, app, "nohist"))
+    app:history("t:*")
+    assert.are.equal("bad argument #2 to 'history_read' (since must be a "
+                     .. "position { epoch = \"16 hex digits\", offset = n } "
+                     .. "or \"epoch:offset\")",
+                     err_of(app.history_read, app, "t:x", { since = "12" }))
+    local list, pos = app:history_read("t:x")
+    assert.are.same({}, list)
+    assert.are.equal(0, pos.offset)
+  end)
+
+end)
+
+describe("history misuse on a socket", function()
+  local s = helper.with_server("spec/apps/history.lua", {})
+
+  it("raises on since for a topic without history", function()
+    local ws = client(s.port)
+    ws:send_text("since plainly 0123456789abcdef:1")
+    -- the handler's error closes the socket with 1011
+    ws:expect_close(1011)
+    ws:abort()
+    assert.is_truthy(helper.wait_until(function()
+      return s:log():find("topic 'plainly' keeps no history", 1, true)
+    end, 5))
+  end)
+end)
+
+describe("history with workers = 2", function()
+  local server
+
+  setup(function()
+    server = helper.start_server("spec/apps/history.lua",
+                                 { WORKERS = 2, HSIZE = 1000 })
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  -- A client served by worker w.
+  local function on_worker(w)
+    for _ = 1, 400 do
+      local ws = helper.ws_connect(server.port, "/ws")
+      if ws and ask(ws, "pid") == "pid " .. w then return ws end
+      if ws then ws:abort() else helper.sleep(0.05) end  -- not forked yet
+    end
+    error("no connection reached worker " .. w)
+  end
+
+  it("gives positions from the master and recovers on the other worker",
+     function()
+    local w1, w2 = on_worker(1), on_worker(2)
+    local sub = on_worker(1)
+    assert.are.equal("sub h:w true", ask(sub, "sub h:w"))
+    local _, p0 = ask(w1, "pub h:w first"):match("^pub (%d+) (%S+)$")
+    local epoch, off0 = split_pos(p0)
+    -- both workers publish: one sequence
+    for i = 1, 100 do
+      local from = i % 2 == 0 and w1 or w2
+      local _, p = ask(from, "pub h:w m" .. i):match("^pub (%d+) (%S+)$")
+      assert.are.equal(("%s:%d"):format(epoch, off0 + i), p)
+    end
+    for i = 0, 100 do
+      assert.are.equal(off0 + i, select(2, recv_positioned(sub)))
+    end
+    -- the subscriber drops after 40 and comes back on worker 2
+    sub:abort()
+    local again = on_worker(2)
+    again:send_text(("since h:w %s:%d"):format(epoch, off0 + 40))
+    for i = 41, 100 do
+      assert.are.same({ epoch, off0 + i, "m" .. i },
+                      { recv_positioned(again) })
+    end
+    assert.are.equal(("since true true %s:%d"):format(epoch, off0 + 100),
+                     select(2, again:recv_message()))
+    ask(w1, "pub h:w live")
+    assert.are.same({ epoch, off0 + 101, "live" },
+                    { recv_positioned(again) })
+    close_all { w1, w2, again }
+  end)
+
+  it("recovers on one worker while the other publishes at full speed",
+     function()
+    local ctl = on_worker(1)
+    local _, p0 = ask(ctl, "pub f:wf begin"):match("^pub (%d+) (%S+)$")
+    local epoch, off0 = split_pos(p0)
+    assert.are.equal("started", ask(ctl, "start f:wf 5"))
+    local list = {}
+    for i = 1, 50 do
+      local ws = on_worker(2)
+      ws:send_text(("since f:wf %s:%d"):format(epoch, off0))
+      list[i] = { ws = ws, next = off0 + 1 }
+    end
+    local _, final = split_pos(ask(ctl, "stop"):match("^stopped (%S+)$"))
+    for _, c in ipairs(list) do
+      local seen_reply = false
+      while c.next <= final or not seen_reply do
+        local kind, msg = c.ws:recv_message(5)
+        assert.are.equal(helper.TEXT, kind, msg)
+        if msg:find("^since ") then
+          assert.is_truthy(msg:find("^since true true "), msg)
+          seen_reply = true
+        else
+          assert.are.equal(c.next, tonumber(msg:match("^%x+:(%d+) ")))
+          c.next = c.next + 1
+        end
+      end
+      c.ws:abort()
+    end
+    ctl:abort()
+  end)
+end)

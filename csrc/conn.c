@@ -125,7 +125,16 @@ static void set_events(struct ms_conn *c, int events) {
   struct ev_loop *loop = c->server->module->loop;
   ev_io_stop(loop, &c->io);
   ev_io_set(&c->io, c->io.fd, events);
-  if (events) ev_io_start(loop, &c->io);
+  if (!events) return;
+  if (!(c->flags & CF_H2_STREAM)) {
+    ev_io_start(loop, &c->io);
+    return;
+  }
+  /* a stream of an HTTP/2 connection has no socket: its session reads
+   * and writes for it (h2.c), and what it holds is read before the
+   * loop sleeps */
+  const struct ms_transport *t = ms_transport_of(c);
+  if ((events & EV_READ) && t->pending && t->pending(c)) mark_pending(c);
 }
 
 static int read_events(struct ms_conn *c) {
@@ -707,11 +716,14 @@ static int negotiate_deflate(const struct http_request *req,
 }
 
 static int has_body(const struct http_request *req);
+static int upgrade_response(struct ms_conn *c, const char *accept,
+                            const char *protocol, const char *ext);
 
 int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
                     const char *protocol, const char **why) {
   char accept[WS_ACCEPT_LEN + 1];
-  int status = handshake_check(req, accept, why);
+  int h2 = c->flags & CF_H2_STREAM;   /* RFC 8441: no key, no 101 */
+  int status = handshake_check(req, h2 ? NULL : accept, why);
   if (status) return status;
   /* a body's bytes would be read as frames: a smuggled request */
   if (has_body(req)) {
@@ -729,6 +741,28 @@ int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
     }
     c->deflate->params = params;
   }
+  if (h2) {                     /* :status 200 on its stream */
+    if (ms_h2_upgrade(c, protocol, ext) < 0) {
+      ms_conn_abort(c, 0);
+      *why = "out of memory";
+      return 500;
+    }
+  } else if (upgrade_response(c, accept, protocol, ext) < 0) {
+    ms_conn_abort(c, 0);
+    *why = "out of memory";
+    return 500;
+  }
+  c->state = CS_OPEN;
+  c->flags |= CF_UPGRADED;
+  c->opened = now_of(c);
+  c->deadline = c->opened + c->opts->keep_alive_interval;
+  return 0;
+}
+
+/* The 101 answer of an upgrade over HTTP/1.1 (section 4.2.2), queued;
+ * -1 out of memory. */
+static int upgrade_response(struct ms_conn *c, const char *accept,
+                            const char *protocol, const char *ext) {
   static const char head[] = "HTTP/1.1 101 Switching Protocols\r\n"
     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
   char resp[640];
@@ -752,16 +786,7 @@ int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
     }
     p = put_str(p, "\r\n");
   }
-  if (!fits || out_copy(c, resp, (size_t)(p - resp)) < 0) {
-    ms_conn_abort(c, 0);
-    *why = "out of memory";
-    return 500;
-  }
-  c->state = CS_OPEN;
-  c->flags |= CF_UPGRADED;
-  c->opened = now_of(c);
-  c->deadline = c->opened + c->opts->keep_alive_interval;
-  return 0;
+  return fits ? out_copy(c, resp, (size_t)(p - resp)) : -1;
 }
 
 /* Whether a request carries a body, which this server does not read:

@@ -19,6 +19,10 @@
 /* Frames the session may have in c->out before it keeps the rest: a
  * peer that does not read holds this much of ours, not every answer. */
 #define OUT_MAX (256u << 10)
+/* A WebSocket's bytes taken from its queue for DATA frames, at most:
+ * and never more than the peer's window lets through, so that what it
+ * does not read stays queued, against max_backpressure. */
+#define STAGE_MAX (64u << 10)
 
 /* A request's head as HTTP/1.1 text, for the pipeline's parser: its
  * fields as they come, the pseudo-fields (section 8.3.1) apart. */
@@ -36,11 +40,20 @@ struct ms_h2_stream {
   uint8_t ready;                     /* in h2->ready */
   uint8_t gone;                      /* closed while in h2->ready */
   uint8_t answered;
+  uint8_t started;                   /* handed to the pipeline */
+  uint8_t connect;                   /* CONNECT: DATA is no body */
+  /* a WebSocket on the stream (RFC 8441) */
+  uint8_t ws;                        /* answered 200: DATA carries it */
+  uint8_t ended;                     /* the peer's END_STREAM, or reset */
+  uint8_t closed;                    /* nghttp2 is done with the stream */
+  uint8_t shut;                      /* ours ends after what is staged */
+  uint8_t reset;                     /* ... with RST_STREAM CANCEL */
+  uint8_t eof;                       /* read_ws gave its last bytes */
   uint16_t status;                   /* an answer found before the
                                         pipeline (431, 413, 400, 503) */
   const char *why;
   size_t head_bytes, nfields;        /* against the header limits */
-  struct text method, path, authority, cookie, fields;
+  struct text method, path, authority, protocol, cookie, fields;
   struct ms_body *body;              /* what came of the body */
   /* the answer's body: bytes, or a file */
   char *out;
@@ -48,6 +61,10 @@ struct ms_h2_stream {
   int fd;
   off_t file_off;
   size_t file_left;
+  /* a WebSocket's bytes: received, not yet read (at most its window,
+   * given back as read); taken from its queue, not yet in DATA */
+  uint8_t *in, *staged;
+  size_t in_len, in_off, staged_len, staged_off;
 };
 
 struct ms_h2 {
@@ -60,6 +77,8 @@ struct ms_h2 {
   double reset_tokens, reset_at;     /* the rapid reset bucket */
   double closing_since;              /* GOAWAY sent for good, or 0 */
   int blocked;                       /* c->out full: the session waits */
+  int goaway_due;                    /* shutting down: GOAWAY once the
+                                        WebSockets have their 1001 out */
   size_t pulled;                     /* bytes the last pull queued */
 };
 
@@ -90,6 +109,7 @@ static void stream_head_free(struct ms_h2_stream *st) {
   text_free(&st->method);
   text_free(&st->path);
   text_free(&st->authority);
+  text_free(&st->protocol);
   text_free(&st->cookie);
   text_free(&st->fields);
 }
@@ -109,13 +129,15 @@ static void stream_detach(struct ms_h2_stream *st, int abort) {
   if (!rc) return;
   st->req = NULL;
   rc->h2s = NULL;
-  if (abort) ms_conn_abort(rc, 0);
+  if (abort) ms_conn_abort(rc, st->ws ? 1006 : 0);  /* a WebSocket lost */
 }
 
 static void stream_free(struct ms_h2_stream *st) {
   stream_head_free(st);
   stream_body_free(st);
   free(st->out);
+  free(st->in);
+  free(st->staged);
   if (st->fd >= 0) close(st->fd);
   free(st);
 }
@@ -210,6 +232,8 @@ static int header_cb(nghttp2_session *session, const nghttp2_frame *frame,
     else if (namelen == 5 && memcmp(name, ":path", 5) == 0) t = &st->path;
     else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
       t = &st->authority;
+    else if (namelen == 9 && memcmp(name, ":protocol", 9) == 0)
+      t = &st->protocol;                  /* RFC 8441 section 4 */
     return t && text_add(t, value, valuelen) < 0
            ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
   }
@@ -266,6 +290,21 @@ static void count_reset(struct ms_h2 *h2) {
   h2->closing_since = now;
 }
 
+/* The WebSocket on st has bytes to read, or its stream ended: it reads
+ * before the loop sleeps (conn.c), not inside the session's callback. */
+static void stream_wake(struct ms_h2_stream *st) {
+  if (st->req && st->ws) ms_conn_mark_pending(st->req);
+}
+
+/* The peer's window grew (stream 0: the connection's): a WebSocket
+ * whose queue waits for it takes more. */
+static void window_opened(struct ms_h2 *h2, int32_t id) {
+  for (struct ms_h2_stream *st = h2->streams; st; st = st->next)
+    if (st->ws && st->req && (id == 0 || id == st->id) &&
+        !outq_empty(&st->req->out))
+      ms_conn_mark_pending(st->req);
+}
+
 static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
                          void *user) {
   struct ms_h2 *h2 = user;
@@ -273,16 +312,50 @@ static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
     count_reset(h2);
     return 0;
   }
+  if (frame->hd.type == NGHTTP2_WINDOW_UPDATE) {
+    window_opened(h2, frame->hd.stream_id);
+    return 0;
+  }
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
     return 0;
   struct ms_h2_stream *st =
     nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!st) return 0;
+  if (st->started) {               /* a WebSocket's end (RFC 8441 5.1) */
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+      st->ended = 1;
+      stream_wake(st);
+    }
+    return 0;
+  }
   /* a request is whole at END_STREAM; CONNECT never ends its stream,
    * and is answered at once (section 8.5) */
-  if (st && ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
-             (frame->hd.type == NGHTTP2_HEADERS && st->method.len == 7 &&
-              memcmp(st->method.p, "CONNECT", 7) == 0)))
+  if (frame->hd.type == NGHTTP2_HEADERS && st->method.len == 7 &&
+      memcmp(st->method.p, "CONNECT", 7) == 0)
+    st->connect = 1;
+  if (st->connect || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
     make_ready(h2, st);
+  return 0;
+}
+
+/* DATA of a CONNECT stream: a WebSocket's bytes, kept for its reads,
+ * which give the stream's window back (stream_read); the connection's
+ * is given back at once, so that one WebSocket that does not read
+ * stalls no other. */
+static int tunnel_data(struct ms_h2 *h2, struct ms_h2_stream *st,
+                       const uint8_t *data, size_t len) {
+  nghttp2_session_consume_connection(h2->session, len);
+  if (st->answered && !st->ws) {             /* refused: discarded */
+    nghttp2_session_consume_stream(h2->session, st->id, len);
+    return 0;
+  }
+  if (st->in_off && st->in_off == st->in_len) st->in_off = st->in_len = 0;
+  uint8_t *in = realloc(st->in, st->in_len + len);
+  if (!in) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  memcpy(in + st->in_len, data, len);
+  st->in = in;
+  st->in_len += len;
+  stream_wake(st);
   return 0;
 }
 
@@ -295,6 +368,9 @@ static int data_cb(nghttp2_session *session, uint8_t flags, int32_t id,
   struct ms_server *s = h2->conn->server;
   (void)flags;
   struct ms_h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
+  if (st && st->connect) return tunnel_data(h2, st, data, len);
+  /* a body is held whole: its windows are given back at once */
+  nghttp2_session_consume(session, id, len);
   if (!st || st->status) return 0;           /* discarded */
   if (!st->body && !(st->body = ms_body_new(0, 0)))
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -325,6 +401,13 @@ static int stream_close_cb(nghttp2_session *session, int32_t id,
   struct ms_h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
   if (!st) return 0;
   nghttp2_session_set_stream_user_data(session, id, NULL);
+  if (st->ws && st->req) {
+    /* its WebSocket reads the end (1006 unless the closing handshake
+     * came first) and frees the stream when it closes */
+    st->closed = st->ended = 1;
+    stream_wake(st);
+    return 0;
+  }
   stream_unlink(st);
   stream_detach(st, 1);          /* a request still waits: it is gone */
   if (st->ready) st->gone = 1;   /* freed by run_ready */
@@ -360,6 +443,49 @@ static ssize_t read_answer(nghttp2_session *session, int32_t id,
   return (ssize_t)n;
 }
 
+/* A WebSocket's DATA: the bytes staged from its queue (stream_write);
+ * deferred while there are none, until its end. */
+static ssize_t read_ws(nghttp2_session *session, int32_t id, uint8_t *buf,
+                       size_t length, uint32_t *flags,
+                       nghttp2_data_source *source, void *user) {
+  struct ms_h2_stream *st = source->ptr;
+  size_t n = st->staged_len - st->staged_off;
+  (void)session;
+  (void)id;
+  (void)user;
+  if (n > length) n = length;
+  if (n) {
+    memcpy(buf, st->staged + st->staged_off, n);
+    st->staged_off += n;
+  }
+  if (st->staged_off < st->staged_len) return (ssize_t)n;
+  free(st->staged);                  /* an idle WebSocket keeps none */
+  st->staged = NULL;
+  st->staged_len = st->staged_off = 0;
+  if (st->req && !outq_empty(&st->req->out))
+    ms_conn_mark_pending(st->req);   /* it stages more */
+  if (!st->shut) return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+  *flags |= NGHTTP2_DATA_FLAG_EOF;   /* END_STREAM (RFC 8441 5.1) */
+  st->eof = 1;
+  if (st->reset) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+  return (ssize_t)n;
+}
+
+/* A WebSocket's last DATA is out: a failed one, or one whose socket is
+ * gone while the peer's side is still open, resets its stream. */
+static int frame_send_cb(nghttp2_session *session, const nghttp2_frame *frame,
+                         void *user) {
+  (void)user;
+  if (frame->hd.type != NGHTTP2_DATA) return 0;
+  struct ms_h2_stream *st =
+    nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!st || !st->ws || !st->eof) return 0;
+  if (st->reset || (!st->req && !st->ended))
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_CANCEL);
+  return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Requests to the pipeline                                            */
 /* ------------------------------------------------------------------ */
@@ -368,10 +494,18 @@ static ssize_t read_answer(nghttp2_session *session, int32_t id,
  * :authority, the cookies joined, the fields. */
 static int build_head(struct ms_h2_stream *st, struct text *head) {
   static const char version[] = " HTTP/1.1\r\n";
-  if (text_add(head, st->method.p, st->method.len) < 0 ||
+  /* an extended CONNECT stands for the GET that asks for an upgrade
+   * (RFC 8441 section 5); HTTP/2 forbids the fields that mark it
+   * (section 8.2.2), so only an extended CONNECT has them */
+  static const char upgrade[] = "upgrade: websocket\r\n"
+                                "connection: upgrade\r\n";
+  if ((st->connect ? text_add(head, "GET", 3)
+                   : text_add(head, st->method.p, st->method.len)) < 0 ||
       text_add(head, " ", 1) < 0 ||
       text_add(head, st->path.p, st->path.len) < 0 ||
       text_add(head, version, sizeof version - 1) < 0)
+    return -1;
+  if (st->connect && text_add(head, upgrade, sizeof upgrade - 1) < 0)
     return -1;
   if (st->authority.len &&
       (text_add(head, "host: ", 6) < 0 ||
@@ -420,10 +554,20 @@ static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
     return;
   }
   struct text head = { 0 };
-  if (!st->method.len || !st->path.len) {
-    /* CONNECT has neither :scheme nor :path (section 8.5); extended
-     * CONNECT (RFC 8441) is not offered */
+  /* CONNECT to a host (section 8.5) is no proxy's here; an extended
+   * CONNECT (RFC 8441) opens a WebSocket, no other protocol */
+  if (st->connect && !st->protocol.len) {
     ms_conn_respond_error(rc, 501, "CONNECT is not served", 0);
+    return;
+  }
+  if (st->connect && !http_ieq(st->protocol.p, st->protocol.len,
+                               "websocket")) {
+    ms_conn_respond_error(rc, 501, "only the websocket protocol is served",
+                          0);
+    return;
+  }
+  if (!st->method.len || !st->path.len) {
+    ms_conn_respond_error(rc, 400, "malformed request", 0);
     return;
   }
   if (build_head(st, &head) < 0) {
@@ -445,7 +589,7 @@ static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
     rc->flags &= ~CF_IN_REQUEST;
     if (rc->state == CS_HTTP && (rc->flags & CF_WAITING))
       rc->deadline = ev_now(s->module->loop) + s->opts.request_timeout;
-    else if (rc->state != CS_CLOSED)   /* neither answered nor waiting */
+    else if (rc->state == CS_HTTP)     /* neither answered nor waiting */
       ms_conn_abort(rc, 0);
   }
   text_free(&head);
@@ -462,6 +606,7 @@ static void run_ready(struct ms_conn *c) {
     if (!h2->ready) h2->ready_tail = &h2->ready;
     st->ready = 0;
     st->next_ready = NULL;
+    st->started = 1;
     if (st->gone) stream_free(st);
     else if (!h2->closing_since) run_request(h2, st);
   }
@@ -506,6 +651,13 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
   if (!st || st->answered) {
     if (file >= 0) close(file);
     ms_conn_abort(c, 0);
+    return;
+  }
+  if (st->connect && status >= 200 && status < 300) {
+    /* a 2xx would tell the client its WebSocket is open (RFC 8441
+     * section 5): a path that answers without one has none */
+    if (file >= 0) close(file);
+    ms_conn_respond_error(c, 404, "no WebSocket at this path", 0);
     return;
   }
   struct ms_h2 *h2 = st->h2;
@@ -572,36 +724,129 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
 }
 
 /* ------------------------------------------------------------------ */
-/* A request's transport: no bytes of its own                          */
+/* A request's transport, and a WebSocket's (RFC 8441)                 */
 /* ------------------------------------------------------------------ */
 
-static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
-  (void)c;
-  (void)buf;
-  (void)n;
-  return MS_IO_AGAIN;
-}
-
-static ssize_t stream_write(struct ms_conn *c, size_t budget) {
-  (void)c;
-  (void)budget;
+int ms_h2_upgrade(struct ms_conn *c, const char *protocol, const char *ext) {
+  struct ms_h2_stream *st = c->h2s;
+  if (!st || st->answered) return -1;
+  struct ms_h2 *h2 = st->h2;
+  nghttp2_nv nv[3];
+  size_t n = 0;
+  nv[n++] = make_nv(":status", 7, "200", 3);
+  if (protocol)
+    nv[n++] = make_nv("sec-websocket-protocol", 22, protocol,
+                      strlen(protocol));
+  if (*ext)
+    nv[n++] = make_nv("sec-websocket-extensions", 24, ext, strlen(ext));
+  nghttp2_data_provider data = { .source.ptr = st, .read_callback = read_ws };
+  if (nghttp2_submit_response(h2->session, st->id, nv, n, &data) != 0)
+    return -1;
+  st->answered = st->ws = 1;
+  ms_conn_mark_pending(h2->conn);
+  if (st->in_len > st->in_off || st->ended) ms_conn_mark_pending(c);
   return 0;
 }
 
-static void stream_shutdown(struct ms_conn *c) {
-  (void)c;
+/* A request reads nothing; a WebSocket reads its stream's DATA, and
+ * each read gives as much of the stream's window back.  0 once the
+ * peer ended the stream (END_STREAM, RST_STREAM) and all is read. */
+static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
+  struct ms_h2_stream *st = c->h2s;
+  if (!st) return 0;
+  if (!st->ws) return MS_IO_AGAIN;
+  size_t have = st->in_len - st->in_off;
+  if (!have) return st->ended ? 0 : MS_IO_AGAIN;
+  if (n > have) n = have;
+  memcpy(buf, st->in + st->in_off, n);
+  st->in_off += n;
+  if (st->in_off == st->in_len) {    /* an idle WebSocket keeps none */
+    free(st->in);
+    st->in = NULL;
+    st->in_len = st->in_off = 0;
+  }
+  if (!st->closed) {
+    nghttp2_session_consume_stream(st->h2->session, st->id, n);
+    ms_conn_mark_pending(st->h2->conn);     /* WINDOW_UPDATE */
+  }
+  return (ssize_t)n;
 }
 
-/* Closed unanswered (timed out, shutting down): the stream is reset. */
+static int stream_pending(const struct ms_conn *c) {
+  const struct ms_h2_stream *st = c->h2s;
+  return st && st->ws && (st->in_len > st->in_off || st->ended);
+}
+
+/* A WebSocket's queue into DATA: what the peer's windows (the stream's
+ * and the connection's) let through, staged for read_ws.  0 when they
+ * are shut: the rest stays queued until WINDOW_UPDATE. */
+static ssize_t stream_write(struct ms_conn *c, size_t budget) {
+  struct ms_h2_stream *st = c->h2s;
+  if (!st || st->closed) return MS_IO_ERROR;
+  if (!st->ws) return 0;
+  nghttp2_session *session = st->h2->session;
+  int32_t window = nghttp2_session_get_stream_remote_window_size(session,
+                                                                 st->id);
+  size_t staged = st->staged_len - st->staged_off;
+  if (window < 0 || (size_t)window <= staged || staged >= STAGE_MAX)
+    return 0;
+  size_t want = (size_t)window - staged;
+  if (want > STAGE_MAX - staged) want = STAGE_MAX - staged;
+  if (want > budget) want = budget;
+  struct outq_span head;
+  outq_head(&c->out, &head);
+  if (head.fd >= 0) return MS_IO_ERROR;      /* a WebSocket sends none */
+  if (want > head.len) want = head.len;
+  if (!want) return 0;
+  if (!st->staged && !(st->staged = malloc(STAGE_MAX))) return MS_IO_ERROR;
+  if (st->staged_off) {
+    memmove(st->staged, st->staged + st->staged_off, staged);
+    st->staged_off = 0;
+    st->staged_len = staged;
+  }
+  memcpy(st->staged + st->staged_len, head.data, want);
+  st->staged_len += want;
+  nghttp2_session_resume_data(session, st->id);
+  ms_conn_mark_pending(st->h2->conn);
+  return (ssize_t)want;
+}
+
+/* A WebSocket's last bytes are staged: END_STREAM follows them; a
+ * failed one (section 7.1.7 of RFC 6455) resets its stream instead,
+ * with CANCEL (RFC 8441 section 5.1), the others untouched. */
+static void stream_shutdown(struct ms_conn *c) {
+  struct ms_h2_stream *st = c->h2s;
+  if (!st || !st->ws || st->closed) return;
+  st->shut = 1;
+  st->reset = c->why == WHY_ERROR;
+  nghttp2_session_resume_data(st->h2->session, st->id);
+  ms_conn_mark_pending(st->h2->conn);
+}
+
+/* A request closed unanswered (timed out, shutting down) resets its
+ * stream.  A WebSocket's stream ends as the WebSocket did: what is
+ * staged goes out with END_STREAM (then RST_STREAM if the peer's side
+ * is still open); else, unless the stream is over, RST_STREAM. */
 static void stream_close(struct ms_conn *c) {
   struct ms_h2_stream *st = c->h2s;
   c->io.fd = -1;                 /* the session's: not ours to close */
   if (!st) return;
   stream_detach(st, 0);
-  if (st->answered) return;
-  nghttp2_submit_rst_stream(st->h2->session, NGHTTP2_FLAG_NONE, st->id,
+  struct ms_h2 *h2 = st->h2;
+  if (st->ws && st->closed) {    /* nghttp2 is done with it: ours too */
+    stream_unlink(st);
+    stream_free(st);
+    return;
+  }
+  if (st->ws && st->shut && !st->eof) {
+    ms_conn_mark_pending(h2->conn);  /* read_ws, then frame_send_cb */
+    return;
+  }
+  if (st->answered && (!st->ws || (st->eof && st->ended)))
+    return;                        /* the stream ends, or has ended */
+  nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, st->id,
                             NGHTTP2_CANCEL);
-  if (st->h2->conn->state == CS_H2) ms_conn_mark_pending(st->h2->conn);
+  if (h2->conn->state == CS_H2) ms_conn_mark_pending(h2->conn);
 }
 
 const struct ms_transport ms_transport_h2_stream = {
@@ -609,7 +854,7 @@ const struct ms_transport ms_transport_h2_stream = {
   .whole_writes = 0,
   .read = stream_read,
   .discard = stream_read,
-  .pending = NULL,
+  .pending = stream_pending,
   .write = stream_write,
   .shutdown = stream_shutdown,
   .close = stream_close,
@@ -650,9 +895,13 @@ static nghttp2_session *session_new(struct ms_h2 *h2) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, data_cb);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb,
                                                          stream_close_cb);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, frame_send_cb);
   /* closed streams are not kept for priorities: memory is bounded by
    * the open ones */
   nghttp2_option_set_no_closed_streams(opt, 1);
+  /* windows are given back as data is used: a body at once, a
+   * WebSocket's stream as it reads (flow control is its back-pressure) */
+  nghttp2_option_set_no_auto_window_update(opt, 1);
   if (nghttp2_session_server_new2(&session, cb, h2, opt) != 0)
     session = NULL;
   nghttp2_option_del(opt);
@@ -688,13 +937,13 @@ void ms_h2_start(struct ms_conn *c, const uint8_t *p, size_t n) {
   c->flags |= CF_H2;
   c->flags &= ~(uint32_t)CF_KEEP_ALIVE;
   c->state = CS_H2;
-  /* section 6.5.2; RFC 8441's ENABLE_CONNECT_PROTOCOL is not offered
-   * yet */
+  /* section 6.5.2, and RFC 8441 section 3: WebSockets on streams */
   nghttp2_settings_entry iv[] = {
     { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
       (uint32_t)s->opts.max_concurrent_streams },
     { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
       (uint32_t)s->opts.max_header_size },
+    { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
   };
   if (nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv,
                               sizeof iv / sizeof iv[0]) != 0) {
@@ -719,11 +968,36 @@ void ms_h2_recv(struct ms_conn *c, const uint8_t *p, size_t n) {
   if (c->state == CS_H2) ms_conn_mark_pending(c);
 }
 
+/* Whether a WebSocket on the session has yet to get its close frame
+ * into DATA. */
+static int closes_pending(const struct ms_h2 *h2) {
+  for (const struct ms_h2_stream *st = h2->streams; st; st = st->next)
+    if (st->ws && st->req && (st->req->state == CS_OPEN ||
+                              !outq_empty(&st->req->out) ||
+                              st->staged_off < st->staged_len))
+      return 1;
+  return 0;
+}
+
+static void submit_goaway(struct ms_h2 *h2) {
+  nghttp2_session *session = h2->session;
+  h2->goaway_due = 0;
+  nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session),
+                        NGHTTP2_NO_ERROR, NULL, 0);
+}
+
 int ms_h2_pull(struct ms_conn *c) {
   struct ms_h2 *h2 = c->h2;
   h2->blocked = 0;
   h2->pulled = 0;
   if (nghttp2_session_send(h2->session) != 0) return -1;
+  /* GOAWAY goes after the WebSockets' 1001: nghttp2 sends it before
+   * any DATA still waiting */
+  if (h2->goaway_due && !closes_pending(h2)) {
+    submit_goaway(h2);
+    if (nghttp2_session_send(h2->session) != 0) return -1;
+  }
   /* while the peer does not take our frames, its requests wait */
   if (h2->blocked) ms_conn_pause(c);
   return 0;
@@ -757,12 +1031,9 @@ void ms_h2_sweep(struct ms_conn *c, double now) {
 
 void ms_h2_shutdown(struct ms_conn *c) {
   struct ms_h2 *h2 = c->h2;
-  nghttp2_session *session = h2->session;
   if (h2->closing_since) return;
   h2->closing_since = ev_now(c->server->module->loop);
-  nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE,
-                        nghttp2_session_get_last_proc_stream_id(session),
-                        NGHTTP2_NO_ERROR, NULL, 0);
+  h2->goaway_due = 1;              /* sent by ms_h2_pull */
   ms_conn_mark_pending(c);
 }
 

@@ -57,4 +57,10 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
                    size_t headers_len, const char *body, size_t body_len,
                    int file, int is_head);
 
+/* The WebSocket of an extended CONNECT (RFC 8441), its handshake done
+ * by ms_conn_upgrade: :status 200 with the subprotocol and extensions
+ * chosen (protocol may be NULL, ext ""), the stream left open for its
+ * frames.  -1 out of memory. */
+int ms_h2_upgrade(struct ms_conn *c, const char *protocol, const char *ext);
+
 #endif

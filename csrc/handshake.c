@@ -88,6 +88,7 @@ int handshake_check(const struct http_request *req, char *accept,
     *why = "unsupported Sec-WebSocket-Version (13 is supported)";
     return 426;
   }
+  if (!accept) return 0;          /* RFC 8441 section 5: no key */
   const struct http_header *k = find_header(req, "sec-websocket-key", &n);
   if (!k || n != 1 ||
       handshake_accept_key(k->value, k->value_len, accept) != 0) {

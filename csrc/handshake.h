@@ -16,7 +16,8 @@ int handshake_wanted(const struct http_request *req);
 /* Check an upgrade request against section 4.2.1.  Returns 0 and fills
  * accept (WS_ACCEPT_LEN chars and a NUL) when it is valid, else the HTTP
  * status to answer with: 400, or 426 for a version other than 13.  *why
- * names the failed rule. */
+ * names the failed rule.  With accept NULL (an extended CONNECT over
+ * HTTP/2, RFC 8441 section 5) Sec-WebSocket-Key is not asked for. */
 int handshake_check(const struct http_request *req, char *accept,
                     const char **why);
 

@@ -220,7 +220,8 @@ const char *ms_push_label(lua_State *L, int req_idx) {
 
 static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
   if (c->server->opts.log_level < MS_LOG_INFO) return;
-  ms_log(c->server, MS_LOG_INFO, "open %s", ms_push_label(L, req_idx));
+  ms_log(c->server, MS_LOG_INFO, "open %s%s", ms_push_label(L, req_idx),
+         c->flags & CF_H2_STREAM ? " over HTTP/2" : "");
   lua_pop(L, 1);
 }
 

@@ -272,6 +272,8 @@ static int ws_index(lua_State *L) {
   } else if (strcmp(key, "protocol") == 0) {
     if (c->protocol) lua_pushstring(L, c->protocol);
     else lua_pushnil(L);
+  } else if (strcmp(key, "http_version") == 0) {  /* RFC 8441: "2" */
+    lua_pushstring(L, c->flags & CF_H2_STREAM ? "2" : "1.1");
   } else if (strcmp(key, "compressed") == 0) {
     lua_pushboolean(L, c->deflate != NULL);
   } else if (strcmp(key, "state") == 0) {

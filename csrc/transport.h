@@ -17,28 +17,26 @@
  * Each call is one indirect call per read or per flush, none per
  * message.
  *
- * Plain TCP (transport_tcp.c) and TLS over it (transport_tls.c) are the
- * two.  A third, one stream of an HTTP/2 connection (RFC 8441 WebSocket
- * over HTTP/2, with nghttp2), would plug in so:
- *  - its state (the session, the stream id, the stream's received DATA
- *    not yet read) goes in the slot c->ssl uses, made a union;
- *  - read hands out the stream's DATA; discard drops it; pending says
- *    whether DATA is buffered, so that the connection reads on without
- *    the socket signalling (as TLS records do);
- *  - write moves bytes from the head of c->out into the session
- *    (nghttp2's data provider reads them when the stream's flow-control
- *    window allows), returning 0 when the window is shut; whole_writes
- *    stays 0: the session copies what it takes;
- *  - shutdown ends the stream (END_STREAM), close resets it
- *    (RST_STREAM) unless it ended, and frees the state: the session's
- *    socket stays open for its other streams;
- *  - the session's own ev_io watches the socket; c->io is never
- *    started.  The connection's readiness (set_events in conn.c, today
- *    ev_io on c->io) then becomes an operation here too: for a stream,
- *    "wants to read" is a window update, "wants to write" a resumed
- *    data provider, both done by the session.
+ * Plain TCP (transport_tcp.c) and TLS over it (transport_tls.c) carry
+ * a socket.  The third, ms_transport_h2_stream (h2.c), is one stream of
+ * an HTTP/2 connection: a request, then, after an extended CONNECT
+ * (RFC 8441), a WebSocket, which conn.c runs as over TCP:
+ *  - its state, the stream (its received DATA not yet read, its bytes
+ *    staged for DATA frames), is in the slot c->ssl uses (c->h2s);
+ *  - read hands out the stream's DATA and gives as much of the stream's
+ *    window back (the connection's was given back on arrival); pending
+ *    says whether DATA is held, and the end of the stream reads as 0;
+ *  - write stages bytes from the head of c->out for nghttp2's data
+ *    provider, no more than the peer's window lets through: 0 when it
+ *    is shut, so that what the peer does not read stays queued, against
+ *    max_backpressure, and WINDOW_UPDATE marks the stream pending;
+ *  - shutdown ends the stream after the staged bytes (END_STREAM), or,
+ *    for a failed WebSocket, resets it (RST_STREAM CANCEL); close resets
+ *    it unless it ended: the socket stays open for the other streams;
+ *  - c->io is never started (set_events in conn.c): the session's
+ *    connection reads and writes for its streams, and marks a stream
+ *    pending when it has DATA, an end or a window for it.
  */
-
 /* What read, discard and write return besides a byte count */
 enum {
   MS_IO_AGAIN = -1,        /* nothing to read yet: wait for EV_READ */
@@ -76,8 +74,9 @@ struct ms_transport {
 
 extern const struct ms_transport ms_transport_tcp;
 extern const struct ms_transport ms_transport_tls;
-/* A request of an HTTP/2 connection (h2.c): no bytes of its own; its
- * close resets its stream when it was not answered. */
+/* A stream of an HTTP/2 connection (h2.c): a request, which has no
+ * bytes of its own and resets its stream when closed unanswered, or a
+ * WebSocket (RFC 8441), whose bytes are the stream's DATA. */
 extern const struct ms_transport ms_transport_h2_stream;
 
 static inline const struct ms_transport *

@@ -25,7 +25,8 @@ const TEST_TIMEOUT = 30_000;   // ms, for each test and hook
 const STEP_TIMEOUT = 10_000;   // ms, for one wait inside a test
 const ONE_MIB = 1024 * 1024;
 // BROWSER_TLS=1: the same test over https and wss (examples/tls, with
-// the self-signed certificate it makes in a temporary folder).
+// the self-signed certificate it makes in a temporary folder): the page
+// over HTTP/2, its WebSocket a stream of the page's connection.
 const TLS = process.env.BROWSER_TLS === "1";
 const APP = TLS ? "examples/tls/app.lua" : "examples/echo/app.lua";
 const HTTP = TLS ? "https" : "http";
@@ -168,6 +169,18 @@ test("Connect opens the socket and logs the URL",
     assert.equal(await open.count(), 1);
     assert.match(await open.textContent(),
       new RegExp(`Connected to ${WS}://127\\.0\\.0\\.1:${server.port}/ws`));
+    if (TLS) {
+      // the page came over HTTP/2 (ALPN h2), and its WebSocket as an
+      // extended CONNECT (RFC 8441) on a stream of that connection: the
+      // server logs it so
+      assert.equal(await page.evaluate(() => performance
+        .getEntriesByType("navigation")[0].nextHopProtocol), "h2");
+      const line = /open 127\.0\.0\.1 \/ws over HTTP\/2\n/;
+      for (let i = 0; i < 100 && !line.test(server.stderr); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.match(server.stderr, line);
+    }
   });
 
 test("a message is echoed, with its size and round trip",

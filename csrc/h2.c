@@ -49,6 +49,7 @@ struct ms_h2_stream {
   uint8_t shut;                      /* ours ends after what is staged */
   uint8_t reset;                     /* ... with RST_STREAM CANCEL */
   uint8_t eof;                       /* read_ws gave its last bytes */
+  uint8_t end_read;                  /* its WebSocket read the end */
   uint16_t status;                   /* an answer found before the
                                         pipeline (431, 413, 400, 503) */
   const char *why;
@@ -87,6 +88,7 @@ struct ms_h2 {
 /* ------------------------------------------------------------------ */
 
 static int text_add(struct text *t, const void *p, size_t n) {
+  if (!n) return 0;          /* an empty value: t->p may still be NULL */
   if (t->len + n > t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 64;
     while (cap < t->len + n) cap *= 2;
@@ -756,6 +758,7 @@ static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
   if (!st) return 0;
   if (!st->ws) return MS_IO_AGAIN;
   size_t have = st->in_len - st->in_off;
+  if (!have && st->ended) st->end_read = 1;
   if (!have) return st->ended ? 0 : MS_IO_AGAIN;
   if (n > have) n = have;
   memcpy(buf, st->in + st->in_off, n);
@@ -772,9 +775,14 @@ static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
   return (ssize_t)n;
 }
 
+/* The end is told once, as a socket's EOF wakes a reader once: a
+ * WebSocket draining its close frame into a shut window would else be
+ * woken again at every flush, before the loop sleeps, for ever.  Once
+ * nghttp2 is done with the stream it is told again, to end it. */
 static int stream_pending(const struct ms_conn *c) {
   const struct ms_h2_stream *st = c->h2s;
-  return st && st->ws && (st->in_len > st->in_off || st->ended);
+  return st && st->ws && (st->in_len > st->in_off || st->closed ||
+                          (st->ended && !st->end_read));
 }
 
 /* A WebSocket's queue into DATA: what the peer's windows (the stream's

@@ -49,6 +49,9 @@ struct ms_h2_stream {
   uint8_t shut;                      /* ours ends after what is staged */
   uint8_t reset;                     /* ... with RST_STREAM CANCEL */
   uint8_t eof;                       /* read_ws gave its last bytes */
+  uint8_t end_read;                  /* its WebSocket read the end */
+  double stalled_since;              /* the peer's window has held back
+                                        its bytes since, or 0 */
   uint16_t status;                   /* an answer found before the
                                         pipeline (431, 413, 400, 503) */
   const char *why;
@@ -87,6 +90,7 @@ struct ms_h2 {
 /* ------------------------------------------------------------------ */
 
 static int text_add(struct text *t, const void *p, size_t n) {
+  if (!n) return 0;          /* an empty value: t->p may still be NULL */
   if (t->len + n > t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 64;
     while (cap < t->len + n) cap *= 2;
@@ -756,6 +760,7 @@ static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
   if (!st) return 0;
   if (!st->ws) return MS_IO_AGAIN;
   size_t have = st->in_len - st->in_off;
+  if (!have && st->ended) st->end_read = 1;
   if (!have) return st->ended ? 0 : MS_IO_AGAIN;
   if (n > have) n = have;
   memcpy(buf, st->in + st->in_off, n);
@@ -772,9 +777,14 @@ static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
   return (ssize_t)n;
 }
 
+/* The end is told once, as a socket's EOF wakes a reader once: a
+ * WebSocket draining its close frame into a shut window would else be
+ * woken again at every flush, before the loop sleeps, for ever.  Once
+ * nghttp2 is done with the stream it is told again, to end it. */
 static int stream_pending(const struct ms_conn *c) {
   const struct ms_h2_stream *st = c->h2s;
-  return st && st->ws && (st->in_len > st->in_off || st->ended);
+  return st && st->ws && (st->in_len > st->in_off || st->closed ||
+                          (st->ended && !st->end_read));
 }
 
 /* A WebSocket's queue into DATA: what the peer's windows (the stream's
@@ -1016,6 +1026,50 @@ void ms_h2_written(struct ms_conn *c) {
   }
 }
 
+/* Whether st has bytes for the peer (an answer's, a WebSocket's, or
+ * its close frame still staged after it closed) that the peer's
+ * windows hold back: the stream's or the connection's is shut. */
+static int stream_stalled(struct ms_h2 *h2, const struct ms_h2_stream *st) {
+  int wants = st->ws ? st->staged_off < st->staged_len ||
+                       (st->req && !outq_empty(&st->req->out))
+                     : st->answered && ((st->fd >= 0 && st->file_left) ||
+                                        st->out_sent < st->out_len);
+  if (!wants || st->closed) return 0;
+  return nghttp2_session_get_stream_remote_window_size(h2->session,
+                                                       st->id) <= 0 ||
+         nghttp2_session_get_remote_window_size(h2->session) <= 0;
+}
+
+/* A peer that never sends WINDOW_UPDATE would hold a stream, its
+ * queue and its file forever: after send_window_timeout the stream is
+ * reset (RST_STREAM CANCEL) and its WebSocket told 1006, as for a lost
+ * connection; the other streams go on. */
+static void sweep_windows(struct ms_h2 *h2, double now) {
+  struct ms_server *s = h2->conn->server;
+  double limit = s->opts.send_window_timeout;
+  struct ms_h2_stream *st, *next;
+  for (st = h2->streams; st; st = next) {
+    next = st->next;
+    if (!stream_stalled(h2, st)) {
+      st->stalled_since = 0;
+      continue;
+    }
+    if (!st->stalled_since) st->stalled_since = now;
+    if (now - st->stalled_since < limit) continue;
+    st->stalled_since = 0;
+    ms_log(s, MS_LOG_INFO, "HTTP/2: stream %d: the peer's window stayed "
+           "shut for send_window_timeout (%g s): RST_STREAM CANCEL",
+           (int)st->id, limit);
+    if (st->req && st->ws) {   /* its transport's close resets it */
+      ms_conn_abort_with(st->req, 1006, "", WHY_TIMEOUT);
+    } else {
+      nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, st->id,
+                                NGHTTP2_CANCEL);
+    }
+    ms_conn_mark_pending(h2->conn);
+  }
+}
+
 void ms_h2_sweep(struct ms_conn *c, double now) {
   struct ms_h2 *h2 = c->h2;
   const struct ms_options *o = &c->server->opts;
@@ -1023,6 +1077,8 @@ void ms_h2_sweep(struct ms_conn *c, double now) {
     if (now - h2->closing_since >= o->close_timeout) ms_conn_abort(c, 0);
     return;
   }
+  sweep_windows(h2, now);
+  if (c->state != CS_H2) return;
   if (h2->nstreams || now - c->last_read < o->handshake_timeout) return;
   nghttp2_session_terminate_session(h2->session, NGHTTP2_NO_ERROR);
   h2->closing_since = now;

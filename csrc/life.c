@@ -30,6 +30,7 @@ static double sweep_interval(const struct ms_options *o) {
   if (o->handshake_timeout / 4 < t) t = o->handshake_timeout / 4;
   if (o->request_timeout / 4 < t) t = o->request_timeout / 4;
   if (o->body_timeout / 4 < t) t = o->body_timeout / 4;
+  if (o->send_window_timeout / 4 < t) t = o->send_window_timeout / 4;
   if (o->keep_alive_interval > 0 && o->keep_alive_interval / 4 < t)
     t = o->keep_alive_interval / 4;
   return t < 0.005 ? 0.005 : t;

@@ -45,6 +45,7 @@ static const struct option_spec {
   SECS(request_timeout, 0, 30, 0.001, 86400),
   SECS(body_timeout, 0, 30, 0.001, 86400),
   SIZE(max_concurrent_streams, 0, 100, 1, 65536),
+  SECS(send_window_timeout, 0, 30, 0.001, 86400),
   { "log_level", OPT_LEVEL, 0, offsetof(struct ms_options, log_level),
     MS_LOG_INFO, MS_LOG_OFF, MS_LOG_DEBUG },
 #undef SIZE

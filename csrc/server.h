@@ -49,6 +49,9 @@ struct ms_options {
                                   being read, else 408 */
   size_t max_concurrent_streams; /* HTTP/2 streams open at once on one
                                     connection (RFC 9113 5.1.2) */
+  double send_window_timeout;  /* an HTTP/2 stream whose bytes the
+                                  peer's window holds back this long is
+                                  reset */
   int log_level;               /* enum ms_log_level */
 };
 

@@ -1,5 +1,5 @@
 -- spec/http2_spec.lua: HTTP/2 (RFC 9113) for requests, against Python's
--- h2 (spec/peers/h2_client.py) and nghttp (nghttp2-client): ALPN h2 on
+-- h2 (spec/peers/h2_client.py), nghttp and h2load (nghttp2-client): ALPN h2 on
 -- TLS, prior knowledge on plain TCP, the pipeline (middleware, static
 -- files, waiting handlers, bodies, errors), the limits (streams, header
 -- fields, Rapid Reset) and the refusal of a port without HTTP/2.
@@ -17,6 +17,19 @@ local function nghttp(url, file)
   local cmd = ("env -u LD_PRELOAD timeout 20 nghttp %s > %s 2>/dev/null")
     :format(helper.shell_quote(url), helper.shell_quote(file))
   return os.execute(cmd)
+end
+
+-- h2load (nghttp2-client) against url: its "requests:" and "status
+-- codes:" lines, and the bytes of data it counted.
+local function h2load(url, ...)
+  local cmd = ("env -u LD_PRELOAD timeout 60 h2load %s %s 2>&1")
+    :format(table.concat({ ... }, " "), helper.shell_quote(url))
+  local pipe = io.popen(cmd)
+  local out = pipe:read("a")
+  pipe:close()
+  return (out:match("\n(requests: [^\n]*)") or out) .. "\n"
+    .. (out:match("\n(status codes: [^\n]*)") or "") .. "\n"
+    .. (out:match("%((%d+)%) data") or "no data")
 end
 
 -- An HTTP/1.1 GET on a raw socket: the status line.
@@ -87,6 +100,25 @@ describe("HTTP/2", function()
       helper.assert_payload(helper.read_file(dir .. "/big.bin"),
                             helper.read_file(file), "the file")
     end)
+  end)
+
+  it("serves static files to h2load: many streams on a few connections, "
+     .. "every request whole", function()
+    local ok = "requests: %d total, %d started, %d done, %d succeeded, "
+      .. "0 failed, 0 errored, 0 timeout\n"
+      .. "status codes: %d 2xx, 0 3xx, 0 4xx, 0 5xx\n%d"
+    local function expect(n, size)
+      return ok:format(n, n, n, n, n, n * size)
+    end
+    -- 4 connections, 16 streams at once each
+    assert.are.equal(expect(2000, 20), h2load(("https://127.0.0.1:%d/a.txt")
+      :format(tls_port), "-n 2000 -c 4 -m 16"))
+    -- answers larger than the windows, 10 at once on each connection
+    assert.are.equal(expect(40, 300000),
+      h2load(("https://127.0.0.1:%d/big.bin"):format(tls_port),
+             "-n 40 -c 2 -m 10"))
+    assert.are.equal(expect(2000, 20), h2load(("http://127.0.0.1:%d/a.txt")
+      :format(plain_server.port), "-n 2000 -c 4 -m 16"))
   end)
 
   describe("on plain TCP", function()

@@ -4,7 +4,9 @@
 -- with prior knowledge, many WebSockets on one connection, the route's
 -- policies (upgrade hook, subprotocol, permessage-deflate), malformed
 -- frames and resets on one stream with the others unaffected, a stream
--- that stops reading, graceful shutdown (1001, then GOAWAY).
+-- that stops reading, graceful shutdown (1001, then GOAWAY), pub/sub,
+-- keep-alive pings, the drain event, a window held shut
+-- (send_window_timeout).
 local helper = require "helper"
 
 local function h2ws(where, ...)
@@ -162,6 +164,74 @@ describe("WebSockets over HTTP/2", function()
       .. "other True\nother close 1000 ended\n",
       h2ws(server.port, "slow"))
     assert.are.same({ "1008 error 2" }, closes(server, "/slow"))
+  end)
+
+  it("publishes to WebSockets on streams of two connections", function()
+    assert.are.equal("joined (1, b'joined 1')\njoined (1, b'joined 2')\n"
+      .. "joined (1, b'joined 3')\n"
+      .. "a (1, b'hello room')\nb (1, b'hello room')\n"
+      .. "e (1, b'hello room')\n"
+      .. "a (2, b'\\x00\\x01binary')\nb (2, b'\\x00\\x01binary')\n"
+      .. "e (2, b'\\x00\\x01binary')\n"
+      .. "a close 1000 ended\n"
+      .. "b (1, b'after a left')\ne (1, b'after a left')\n"
+      .. "b close 1000 ended\ne close 1000 ended\n",
+      h2ws("tls:" .. tls_port, "room"))
+    assert.truthy(helper.wait_until(function()
+      return #closes(server, "/room") == 3
+    end))
+    assert.are.same({ "1000 peer 2", "1000 peer 2", "1000 peer 2" },
+      closes(server, "/room"))
+  end)
+
+  it("pings a stream's WebSocket: answered, it stays; unanswered, it "
+     .. "closes with keep_alive_timeout", function()
+    -- the mute one never sends its close frame back: close_timeout
+    -- (1 s) then resets its stream, and its handler is told 1006
+    assert.are.equal("live answered several pings\n"
+      .. "mute close 1001 keep-alive timeout\nmute reset 8\n"
+      .. "live True\nlive close 1000 ended\n",
+      h2ws(server.port, "ping"))
+    assert.truthy(helper.wait_until(function()
+      return #closes(server, "/ping") == 2
+    end))
+    local list = closes(server, "/ping")
+    table.sort(list)
+    assert.are.same({ "1000 peer 2", "1006 timeout 2" }, list)
+  end)
+
+  it("says \"queued\" while the stream's window is shut, then drains",
+     function()
+    -- FLUSH_EAGER (256 KiB) writes at the 16th message of 16 KiB: the
+    -- window (64 KiB) takes part of it, the rest waits
+    assert.are.equal("binary 16 x {16384}\n'queued after 16'\n"
+      .. "binary 16 x {16384}\n'drained'\nclose 1000 ended\n",
+      h2ws(server.port, "drain"))
+    assert.truthy(helper.wait_until(function()
+      return #closes(server, "/drain") == 1
+    end))
+    assert.are.same({ "1000 peer 2" }, closes(server, "/drain"))
+  end)
+end)
+
+describe("a stream whose window stays shut (send_window_timeout)", function()
+  it("is reset and its WebSocket told 1006; the other stream goes on",
+     function()
+    local server = helper.start_server("spec/apps/http2_ws.lua",
+      { WINDOW_TIMEOUT = "1" })
+    assert.are.equal("victim got 65535 bytes, then its window is shut\n"
+      .. "victim reset 8 in time\nother echoed meanwhile True\n"
+      .. "other True\nother close 1000 ended\n",
+      h2ws(server.port, "stall", "1"))
+    assert.truthy(helper.wait_until(function()
+      return #closes(server, "/echo") == 2
+    end))
+    assert.are.same({ "1006 timeout 2", "1000 peer 2" },
+      closes(server, "/echo"))
+    assert.truthy(server:log():find("HTTP/2: stream 1: the peer's window "
+      .. "stayed shut for send_window_timeout (1 s): RST_STREAM CANCEL",
+      1, true))
+    helper.stop_and_check(server)
   end)
 end)
 

@@ -1,10 +1,12 @@
 -- Test app for spec/http2_ws_spec.lua: WebSocket routes reached over
 -- HTTP/2 (RFC 8441) on a plain port with prior knowledge and, with CERT
 -- and KEY, a TLS port (ALPN h2).  Every close is printed as
--- "closed PATH CODE WHY VERSION".  Env: PORT, CERT, KEY.
+-- "closed PATH CODE WHY VERSION".  Env: PORT, CERT, KEY, WINDOW_TIMEOUT
+-- (send_window_timeout).
 local moonsocket = require "moonsocket"
 
-local app = moonsocket.app { close_timeout = 1 }
+local app = moonsocket.app { close_timeout = 1,
+  send_window_timeout = tonumber(os.getenv("WINDOW_TIMEOUT")) }
 
 local function closed(path)
   return function(ws, code, _, why)
@@ -61,6 +63,33 @@ app:ws("/auth", echo("/auth"), {
 app:ws("/chat", echo("/chat"), { subprotocols = { "chat.v1", "chat.v2" } })
 app:ws("/deflate", echo("/deflate"), { compression = true })
 app:ws("/slow", echo("/slow"), { max_backpressure = 65536 })
+-- pub/sub: each joins "room" (and is told so); what one sends reaches all
+app:ws("/room", {
+  open = function(ws)
+    ws:subscribe("room")
+    ws:send("joined " .. app:subscribers("room"))
+  end,
+  message = function(_, msg, kind) app:publish("room", msg, kind) end,
+  close = closed("/room"),
+})
+-- keep-alive: a ping every 0.2 s, 0.5 s to answer it
+app:ws("/ping", echo("/ping"),
+  { keep_alive_interval = 0.2, keep_alive_timeout = 0.5 })
+-- "fill SIZE": messages of SIZE bytes until send says "queued"; the
+-- drain event then says "drained"
+app:ws("/drain", {
+  message = function(ws, msg)
+    local chunk = ("x"):rep(tonumber(msg:match("^fill (%d+)$")))
+    local n, status = 0, "sent"
+    while status == "sent" and n < 1000 do
+      n = n + 1
+      status = ws:send(chunk, "binary")
+    end
+    ws:send(("%s after %d"):format(status, n))
+  end,
+  drain = function(ws) ws:send("drained") end,
+  close = closed("/drain"),
+})
 app:use(function(req)
   if req.path == "/page" then return 200, {}, "a page\n" end
 end)

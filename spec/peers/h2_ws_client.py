@@ -19,7 +19,18 @@ usage: h2_ws_client.py PORT MODE [ARGS]   (PORT "tls:N": TLS, ALPN h2)
                        it; another one echoes; the slow one's end
   shutdown             the server shuts down: both WebSockets get 1001,
                        GOAWAY after them
+  stall SECONDS        one WebSocket's window stays shut (no WINDOW_UPDATE
+                       for its stream): reset after about SECONDS; another
+                       one echoes meanwhile and after
+  room                 three WebSockets on /room, two on one connection and
+                       one on another: a publish reaches all three
+  ping                 /ping pings every 0.2 s: one WebSocket answers with
+                       pongs and stays, one does not and is closed
+  drain                /drain fills its queue past the window: the app's
+                       send says "queued", then "drain" once the window
+                       opens
 """
+import time
 import os
 import socket
 import ssl
@@ -411,8 +422,105 @@ def shutdown(where):
     print("a", ends[a], "b", ends[b])
 
 
+def stall(where, seconds):
+    c = Client(where)
+    victim, other = c.open("/echo"), c.open("/echo")
+    assert c.status(victim) == "200" and c.status(other) == "200"
+    c.slow.add(victim)
+    c.send_frame(victim, 1, b"flood 10 16384")
+    while c.total.get(victim, 0) < 65535:
+        c.pump()
+    shut = time.monotonic()
+    print("victim got %d bytes, then its window is shut" % c.total[victim])
+    echoes = 0
+    while not c.over(victim):
+        echoes += echo_once(c, other, "meanwhile %d" % echoes)
+        time.sleep(0.05)
+    waited = time.monotonic() - shut
+    limit = float(seconds)
+    print("victim", ending(c, victim),
+          "in time" if limit * 0.9 <= waited <= limit + 2 else
+          "after %.2f s" % waited)
+    print("other echoed meanwhile", echoes > 5)
+    print("other", echo_once(c, other, "after"))
+    print("other", *c.close(other))
+
+
+def room(where):
+    c, d = Client(where), Client(where)
+    a, b, e = c.open("/room"), c.open("/room"), d.open("/room")
+    assert c.status(a) == c.status(b) == d.status(e) == "200"
+    for cl, sid in ((c, a), (c, b), (d, e)):       # subscribed on open
+        print("joined %r" % (cl.message(sid),))
+    c.send_frame(a, 1, b"hello room")
+    for name, cl, sid in (("a", c, a), ("b", c, b), ("e", d, e)):
+        print(name, "%r" % (cl.message(sid),))
+    d.send_frame(e, 2, b"\x00\x01binary")
+    for name, cl, sid in (("a", c, a), ("b", c, b), ("e", d, e)):
+        print(name, "%r" % (cl.message(sid),))
+    print("a", *c.close(a))
+    c.send_frame(b, 1, b"after a left")
+    for name, cl, sid in (("b", c, b), ("e", d, e)):
+        print(name, "%r" % (cl.message(sid),))
+    print("b", *c.close(b))
+    print("e", *d.close(e))
+
+
+def ping(where):
+    c = Client(where)
+    live, mute = c.open("/ping"), c.open("/ping")
+    assert c.status(live) == "200" and c.status(mute) == "200"
+    pings, end = 0, time.monotonic() + 1.5
+    while time.monotonic() < end:
+        f = c.recv_frame(live)
+        if f is None:
+            break
+        if f[2] == 9:
+            pings += 1
+            c.send_frame(live, 10, f[3])
+    op, payload = None, b""
+    while op != 8:
+        f = c.recv_frame(mute)
+        if f is None:
+            break
+        op, payload = f[2], f[3]
+    print("live answered %s pings" % ("several" if pings >= 4 else pings))
+    print("mute", close_text(op, payload))
+    while not c.over(mute):
+        c.pump()
+    print("mute", ending(c, mute))
+    print("live", echo_once(c, live, "still here"))
+    print("live", *c.close(live))
+
+
+def drain(where):
+    c = Client(where)
+    sid = c.open("/drain")
+    assert c.status(sid) == "200"
+    c.slow.add(sid)
+    c.send_frame(sid, 1, b"fill 16384")
+    while c.total.get(sid, 0) < 65535:
+        c.pump()
+    time.sleep(0.2)               # the window stays shut a while
+    c.slow.discard(sid)
+    c.conn.increment_flow_control_window(c.total[sid], stream_id=sid)
+    c.flush()
+    got = []
+    while True:
+        op, payload = c.message(sid)
+        if op == 2:
+            got.append(len(payload))
+            continue
+        print("binary %d x %s" % (len(got), set(got)))
+        print("%r" % (payload.decode(),))
+        if op != 1 or payload == b"drained":
+            break
+    print(*c.close(sid))
+
+
 if __name__ == "__main__":
     where, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     {"settings": settings, "echo": echo, "many": many, "status": status,
      "connect": connect, "deflate": deflate, "malformed": malformed,
-     "rst": rst, "slow": slow, "shutdown": shutdown}[mode](where, *args)
+     "rst": rst, "slow": slow, "shutdown": shutdown, "stall": stall,
+     "room": room, "ping": ping, "drain": drain}[mode](where, *args)

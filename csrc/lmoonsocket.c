@@ -230,6 +230,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_backplane(L);
   ms_open_socket(L);
   ms_open_resolver(L);
+  ms_open_metrics(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

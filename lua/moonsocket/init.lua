@@ -427,6 +427,10 @@ function _M.static(dir, opts)
   return require("moonsocket.static").new(dir, opts)
 end
 
+-- moonsocket.metrics{ path = "/metrics" }: middleware serving the
+-- core's counters to Prometheus; moonsocket.metrics.collect(): a table.
+_M.metrics = require "moonsocket.metrics"
+
 -- Options of moonsocket.connect that are not the core's WebSocket options.
 local CLIENT_OPTIONS = {
   handler = true, protocols = true, headers = true, origin = true,

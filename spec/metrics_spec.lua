@@ -210,10 +210,19 @@ describe("metrics", function()
   it("sums the workers in one scrape (workers = 2)", function()
     server = helper.start_server(APP, { WORKERS = 2 })
     local port = server.port
+    -- both workers listen once both started (slow under valgrind)
+    assert(helper.wait_until(function()
+      local log = server:log()
+      return log:find("worker 1 started", 1, true)
+             and log:find("worker 2 started", 1, true)
+    end, helper.scaled(10)), server:log())
     local clients, seen = {}, {}
     -- until both workers have sockets (the kernel spreads them)
     for i = 1, 40 do
-      local c = ws(port)
+      local c = helper.wait_until(function()
+        return helper.ws_connect(port, "/ws")
+      end, helper.scaled(10))
+      assert(c, "cannot connect")
       c:send_text("pid")
       local w = assert(text_of(c)):match("^pid (%d+)$")
       seen[w] = (seen[w] or 0) + 1

@@ -90,6 +90,7 @@ void ms_timer_cancel(struct ms_timer *t, lua_State *L);
 void ms_timers_cancel_all(struct ms_module *m);
 void ms_open_backplane(lua_State *L);    /* lbackplane.c */
 void ms_open_socket(lua_State *L);       /* lsocket.c */
+void ms_open_metrics(lua_State *L);      /* lmetrics.c: core.metrics */
 /* lsocket.c: stop every wait on a socket, without waking the coroutine
  * (shutdown; a new worker's inherited ones). */
 void ms_sockets_stop_waits(struct ms_module *m);

@@ -29,6 +29,7 @@ struct client_ctx {
   SSL_CTX *verify, *noverify;   /* made when first needed */
   size_t rand_used;
   uint8_t rand[4096];           /* masking keys, refilled as a block */
+  struct ms_metrics metrics;    /* the client's, apart from the servers' */
 };
 
 static struct client_ctx *ctx_of(struct ms_server *s) {
@@ -69,6 +70,7 @@ struct ms_server *ms_client_context(struct ms_module *m) {
     return NULL;
   }
   s->module = m;
+  s->metrics = &x->metrics;
   s->listener.fd = -1;
   s->on_request = s->ref = LUA_NOREF;
   x->rand_used = sizeof x->rand;      /* empty: filled on first use */

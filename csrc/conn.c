@@ -88,6 +88,9 @@ static int out_masked(struct ms_conn *c, unsigned opcode, unsigned rsv,
 /* Queue a control frame (section 5.5): payload up to 125 bytes. */
 static int out_control(struct ms_conn *c, unsigned opcode,
                        const void *payload, size_t len) {
+  struct ms_metrics *mt = c->server->metrics;
+  mt->messages_out[opcode]++;
+  mt->bytes_out[opcode] += len;
   if (c->flags & CF_CLIENT) return out_masked(c, opcode, 0, payload, len);
   return queued(c, outq_control(&c->out, &c->server->chunks, opcode,
                                 payload, len));
@@ -192,6 +195,20 @@ static double now_of(struct ms_conn *c) {
   return ev_now(c->server->module->loop);
 }
 
+/* What carries c, and where it counts in the gauges of open
+ * connections (metrics.h): they see it by its flags and transport. */
+static enum ms_carrier carrier_of(const struct ms_conn *c) {
+  return c->flags & CF_H2_STREAM ? MS_CARRIER_STREAM
+         : ms_transport_of(c) == &ms_transport_tls ? MS_CARRIER_TLS
+         : MS_CARRIER_TCP;
+}
+
+static void count_conn(const struct ms_conn *c,
+                       uint64_t gauge[MS_KINDS][MS_CARRIERS]) {
+  gauge[c->flags & CF_UPGRADED ? MS_KIND_WS : c->flags & CF_H2
+        ? MS_KIND_H2 : MS_KIND_HTTP][carrier_of(c)]++;
+}
+
 static void set_why(struct ms_conn *c, enum ms_why why) {
   if (c->why == WHY_NONE) c->why = (uint8_t)why;   /* the first cause */
 }
@@ -207,6 +224,8 @@ static void notify_close(struct ms_conn *c, int code, const char *reason,
   if (c->flags & CF_NOTIFIED) return;
   c->flags |= CF_NOTIFIED;
   c->unsent = unsent;
+  c->server->metrics->unsent += unsent;
+  ms_metrics_close(c->server->metrics, code, c->why);
   leave_topics(c);
   ms_event_close(c, code, reason, len);
 }
@@ -259,6 +278,7 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
   c->next->prev = c->prev;
   if (s->conns == c) s->conns = c->next == c ? NULL : c->next;
   s->nconns--;
+  if (!(c->flags & CF_CLIENT)) count_conn(c, s->metrics->closed);
   set_why(c, WHY_LOST);
   leave_topics(c);
   /* told while the socket still exists: its peer's address is known */
@@ -380,7 +400,10 @@ static void fail(struct ms_conn *c, int code, enum fail_reason r) {
   unsigned lost = 0;
   set_why(c, WHY_ERROR);
   if (c->state == CS_OPEN) {
-    if (r == FAIL_BACKPRESSURE) lost = out_drop(c) + outq_unsent(&c->out);
+    if (r == FAIL_BACKPRESSURE) {
+      c->server->metrics->backpressure_closes++;
+      lost = out_drop(c) + outq_unsent(&c->out);
+    }
     send_close_frame(c, code, why, strlen(why));
   }
   if (c->state == CS_CLOSED) return;
@@ -462,6 +485,8 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
   if (deflate_compress(&c->deflate->state, &c->deflate->params,
                        (const uint8_t *)data, len, z) != DEFLATE_OK)
     return 0;
+  c->server->metrics->deflate_in += len;
+  c->server->metrics->deflate_out += z->len;
   uint8_t hdr[10];
   size_t hl = frame_write_header(hdr, opcode, 1, DEFLATE_RSV, z->len);
   int rc = out_data_copy(c, hdr, hl, z->data, z->len);
@@ -473,8 +498,12 @@ static int send_compressed(struct ms_conn *c, unsigned opcode,
  * consumer this slow is closed (policy 1008); the message is dropped
  * and the sender told so. */
 static enum ms_send_status send_admit(struct ms_conn *c) {
-  if (c->state != CS_OPEN) return MS_DROPPED_CLOSED;
+  if (c->state != CS_OPEN) {
+    c->server->metrics->dropped_closed++;
+    return MS_DROPPED_CLOSED;
+  }
   if (c->out.bytes > c->opts->max_backpressure) {
+    c->server->metrics->dropped_backpressure++;
     fail(c, 1008, FAIL_BACKPRESSURE);
     return MS_DROPPED_BACKPRESSURE;
   }
@@ -490,7 +519,9 @@ static enum ms_send_status send_queued(struct ms_conn *c, int rc) {
   }
   if (c->out.bytes >= FLUSH_EAGER) ms_conn_flush(c);
   if (c->state == CS_CLOSED) return MS_DROPPED_CLOSED;
-  return c->flags & CF_WRITE_WAIT ? MS_QUEUED : MS_SENT;
+  if (!(c->flags & CF_WRITE_WAIT)) return MS_SENT;
+  c->server->metrics->sends_queued++;
+  return MS_QUEUED;
 }
 
 /* ms_conn_send of a client: every frame is masked, so copied. */
@@ -499,6 +530,8 @@ static enum ms_send_status client_send(struct ms_conn *c, unsigned opcode,
                                        int compress) {
   enum ms_send_status st = send_admit(c);
   if (st != MS_SENT) return st;
+  c->server->metrics->messages_out[opcode]++;
+  c->server->metrics->bytes_out[opcode] += len;
   unsigned rsv = 0;
   struct deflate_buf *z = &c->server->zbuf;
   if (compress && c->deflate && opcode < 8 &&
@@ -523,6 +556,9 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
                                                compress);
   enum ms_send_status st = send_admit(c);
   if (st != MS_SENT) return st;
+  struct ms_metrics *mt = c->server->metrics;
+  mt->messages_out[opcode]++;
+  mt->bytes_out[opcode] += len;
   uint8_t hdr[10];
   size_t hl = frame_write_header(hdr, opcode, 1, 0, len);
   int rc;
@@ -546,6 +582,12 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
                                        struct ms_shared *sh) {
   enum ms_send_status st = send_admit(c);
   if (st != MS_SENT) return st;
+  /* the payload's length, after a header of 2, 4 or 10 bytes */
+  unsigned short7 = frame[1] & 127;
+  struct ms_metrics *mt = c->server->metrics;
+  mt->messages_out[frame[0] & 15]++;
+  mt->bytes_out[frame[0] & 15] += len - (short7 == 127 ? 10
+                                         : short7 == 126 ? 4 : 2);
   int rc;
   if (!sh) {
     rc = outq_frame_copy(&c->out, &c->server->chunks, frame, len);
@@ -640,6 +682,12 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
   if (c->state != CS_HTTP) {
     if (file >= 0) close(file);
     return;
+  }
+  int counted = status > 0 && status < MS_METRICS_STATUS ? status : 0;
+  c->server->metrics->responses[counted]++;
+  if (c->flags & CF_HANDSHAKE) {
+    c->flags &= ~(uint32_t)CF_HANDSHAKE;
+    c->server->metrics->handshakes[counted]++;
   }
   if (c->flags & CF_H2_STREAM) {     /* HEADERS and DATA on its stream */
     ms_h2_respond(c, status, headers, headers_len, body, body_len, file,
@@ -753,7 +801,11 @@ int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
     return 500;
   }
   c->state = CS_OPEN;
-  c->flags |= CF_UPGRADED;
+  c->flags = (c->flags | CF_UPGRADED) & ~(uint32_t)CF_HANDSHAKE;
+  struct ms_metrics *mt = c->server->metrics;
+  mt->handshakes[h2 ? 200 : 101]++;
+  mt->closed[MS_KIND_HTTP][carrier_of(c)]++;    /* a WebSocket now */
+  count_conn(c, mt->opened);
   c->opened = now_of(c);
   c->deadline = c->opened + c->opts->keep_alive_interval;
   return 0;
@@ -906,6 +958,10 @@ static size_t process_http(struct ms_conn *c, uint8_t *p, size_t n,
   if (r == 0) return 0;
   if (r == -505 && ms_h2_preface(p, n)) {  /* RFC 9113 3.4 */
     ms_h2_start(c, p, n);
+    if (c->flags & CF_H2) {                /* an HTTP/2 session now */
+      s->metrics->closed[MS_KIND_HTTP][carrier_of(c)]++;
+      s->metrics->opened[MS_KIND_H2][carrier_of(c)]++;
+    }
     return n;
   }
   if (r < 0) {
@@ -1217,6 +1273,9 @@ static void handle_close_frame(struct ms_conn *c, const uint8_t *p,
 
 static void handle_control(struct ms_conn *c, unsigned opcode,
                            const uint8_t *p, size_t len) {
+  struct ms_metrics *mt = c->server->metrics;
+  mt->messages_in[opcode]++;
+  mt->bytes_in[opcode] += len;
   switch (opcode) {
   case WS_OP_PING:
     if (c->state == CS_OPEN) {         /* section 5.5.2 */
@@ -1239,6 +1298,9 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
 static int deliver(struct ms_conn *c, const uint8_t *p, size_t len,
                    unsigned op) {
   struct ms_rx *rx = c->rx;           /* feed's: stays while Lua runs */
+  struct ms_metrics *mt = c->server->metrics;
+  mt->messages_in[op]++;
+  mt->bytes_in[op] += len;
   rx->since = 0;
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
@@ -1324,6 +1386,7 @@ static int msg_held(struct ms_conn *c) {
  * or -1 after failing. */
 static int begin_frame(struct ms_conn *c, const struct frame_header *h) {
   struct ms_rx *rx = c->rx;
+  c->server->metrics->frames_in++;
   rx->ctl_len = 0;
   if (h->opcode >= 8) return 0;
   if (h->opcode != WS_OP_CONT) {
@@ -1353,6 +1416,8 @@ static int inflate_payload(struct ms_conn *c, const struct frame_event *ev) {
                                  fin, c->opts->max_message_size,
                                  &d->message);
   c->server->held += d->message.cap - cap;
+  c->server->metrics->inflate_in += ev->len;
+  c->server->metrics->inflate_out += d->message.len - before;
   if (rc != DEFLATE_OK) {
     fail(c, deflate_close_code(rc), rc == DEFLATE_TOO_BIG
          ? FAIL_TOO_BIG : rc == DEFLATE_BAD_DATA
@@ -1710,10 +1775,12 @@ void ms_conn_start(struct ms_conn *c, struct ms_server *s, int fd) {
   ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
   ms_transport_set(c, &ms_transport_tcp);
   ev_io_start(s->module->loop, &c->io);
-  if (!s->tls) return;
-  if ((c->ssl = ms_tls_accept(s->tls, fd))) {
+  s->metrics->accepted[s->tls != NULL]++;
+  if (s->tls && (c->ssl = ms_tls_accept(s->tls, fd)))
     ms_transport_set(c, &ms_transport_tls);
-  } else {
+  count_conn(c, s->metrics->opened);
+  if (!s->tls) return;
+  if (!c->ssl) {
     ms_log(s, MS_LOG_ERROR, "cannot start TLS on a connection");
     ms_conn_abort(c, 0);
   }
@@ -1729,6 +1796,7 @@ void ms_conn_start_request(struct ms_conn *c, struct ms_conn *session,
   c->last_read = ev_now(s->module->loop);
   c->deadline = c->last_read + s->opts.request_timeout;
   conn_link(c, s);
+  s->metrics->opened[MS_KIND_HTTP][MS_CARRIER_STREAM]++;
   /* never started: its descriptor tells the request its peer */
   ev_io_init(&c->io, conn_io_cb, session->io.fd, 0);
   ms_transport_set(c, t);

@@ -42,6 +42,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     }
     ms_conn_start(c, s, fd);
     if (full) {
+      s->metrics->refused++;
       /* answered at once, then closed once the answer is out */
       ms_log(s, MS_LOG_WARN, "max_connections (%zu) reached: 503",
              s->opts.max_connections);

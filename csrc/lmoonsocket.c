@@ -175,6 +175,7 @@ static int module_gc(lua_State *L) {
   ms_history_free(m->history);
   m->history = NULL;
   ms_workers_free(m);
+  ms_metrics_free(m);
   ms_resolver_free(m);
   ms_client_context_free(m);
   ms_sockets_free(m);
@@ -191,6 +192,7 @@ int luaopen_moonsocket_core(lua_State *L) {
     lua_pop(L, 1);
     struct ms_module *m = lua_newuserdatauv(L, sizeof *m, 0);
     memset(m, 0, sizeof *m);
+    m->metrics = m->topics.metrics = &m->own;
     lua_getfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
     m->loop = lua_touserdata(L, -1);
     lua_pop(L, 1);
@@ -228,6 +230,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_backplane(L);
   ms_open_socket(L);
   ms_open_resolver(L);
+  ms_open_metrics(L);
   lua_pushliteral(L, MOONSOCKET_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -289,6 +289,7 @@ static void apply_answer(lua_State *L, struct ms_conn *c,
   case LUA_TTABLE: case LUA_TFUNCTION: {
     const char *why;
     if (!handshake_wanted(req)) {
+      c->flags |= CF_HANDSHAKE;     /* a WebSocket route answers */
       ms_conn_respond_error(c, 426, "this endpoint accepts WebSocket "
                             "connections only", 1);
       break;
@@ -370,6 +371,7 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
   lua_pushlightuserdata(L, (void *)req);
   /* after a refused upgrade the client's state is unknown: close */
   int keep = !handshake_wanted(req);
+  if (!keep) c->flags |= CF_HANDSHAKE;
   if (ms_pcall(s, L, 2, 5, "request handler") != LUA_OK) {
     ms_conn_respond_error(c, 500, "the application failed", keep);
     lua_settop(L, top);

@@ -194,6 +194,7 @@ static int l_listen(lua_State *L) {
   s->closing = 1;                      /* closed until it listens */
   luaL_setmetatable(L, SERVER_MT);
   s->module = m;
+  s->metrics = m->metrics;
   s->opts = opts;
   s->http2 = tls ? http2 != 0 : http2 == 1;
   s->limits.max_head = opts.max_header_size;

@@ -376,6 +376,7 @@ static int publish(lua_State *L, struct ms_module *m, int idx,
                 UTF8_ACCEPT, idx + 1,
                 "text is not UTF-8 (publish it as \"binary\")");
   unsigned op = binary ? WS_OP_BINARY : WS_OP_TEXT;
+  m->metrics->publishes++;
   if (m->history) {
     const struct ms_hist_pattern *p = ms_history_match(m->history, name,
                                                        nlen);

@@ -12,6 +12,7 @@
 #include "deflate.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "outq.h"
 #include "tls.h"
 #include "topic.h"
@@ -105,6 +106,11 @@ struct ms_module {
                                     binding's) */
   struct ms_conn *resuming;     /* whose coroutine handler runs now */
   int serving;                  /* ms_event_serving was told */
+  struct ms_metrics *metrics;   /* where this process counts: own, or
+                                   its slot of shared (metrics.c) */
+  struct ms_metrics *shared;    /* with workers: nshared slots, one per */
+  int nshared;                  /* process (the master's first) */
+  struct ms_metrics own;
 };
 
 /* Why a WebSocket ended, as its close handler is told. */
@@ -127,6 +133,7 @@ struct ms_server {
   ev_timer sweep;               /* every timeout, for every connection */
   ev_timer shutdown_timer;      /* a graceful close's time limit */
   struct ms_module *module;
+  struct ms_metrics *metrics;   /* the module's (a client's: its own) */
   struct ms_server *next;       /* in module->servers */
   struct ms_options opts;
   struct http_limits limits;
@@ -188,6 +195,9 @@ enum {
   CF_H2 = 1 << 24,          /* carries an HTTP/2 session (c->h2) */
   CF_H2_STREAM = 1 << 25,   /* one request of an HTTP/2 session: answers
                                go to its stream (c->h2s) */
+  CF_HANDSHAKE = 1 << 26,   /* the request asks for a WebSocket, or a
+                               WebSocket route answers it: its answer is
+                               counted as a handshake's */
 };
 
 struct ms_conn {

@@ -6,6 +6,7 @@
 #include <sys/random.h>
 
 #include "frame.h"
+#include "metrics.h"
 #include "server.h"
 #include "topic.h"
 
@@ -101,6 +102,7 @@ static struct ms_topic *create(struct ms_topics *ts, const char *name,
   t->next_hash = *b;
   *b = t;
   if (++ts->ntopics > ts->nbuckets) grow(ts);
+  ts->metrics->topics_created++;
   return t;
 }
 
@@ -110,6 +112,7 @@ static void destroy(struct ms_topics *ts, struct ms_topic *t) {
   while (*p != t) p = &(*p)->next_hash;
   *p = t->next_hash;
   ts->ntopics--;
+  ts->metrics->topics_destroyed++;
   free(t);
 }
 
@@ -130,6 +133,7 @@ static void unlink_from_topic(struct ms_topic *t, struct ms_sub *s) {
 static void sub_remove(struct ms_topics *ts, struct ms_sub *s) {
   struct ms_topic *t = s->topic;
   t->count--;
+  ts->metrics->unsubscribed++;
   s->conn = NULL;
   if (t->publishing) {
     t->left++;
@@ -162,6 +166,7 @@ int ms_topic_subscribe(struct ms_topics *ts, struct ms_conn *c,
   else t->head = s;
   t->tail = s;
   t->count++;
+  ts->metrics->subscribed++;
   s->next_of_conn = NULL;
   *end = s;
   return 1;
@@ -247,6 +252,7 @@ static inline long deliver(struct ms_topics *ts, struct ms_topic *t,
     if (s == last) break;
   }
   if (--t->publishing == 0) compact(ts, t);
+  ts->metrics->deliveries += (uint64_t)reached;
   return reached;
 }
 

@@ -20,10 +20,13 @@ struct ms_sub {
 };
 
 /* Every topic of a lua_State, by name. */
+struct ms_metrics;
+
 struct ms_topics {
   struct ms_topic **buckets;
   size_t nbuckets, ntopics;
   uint64_t seed;                    /* of the name hash: random */
+  struct ms_metrics *metrics;       /* the module's */
 };
 
 /* 1 when conn subscribed now, 0 when it already was, -1 out of memory */

@@ -23,9 +23,12 @@ static ssize_t tls_read(struct ms_conn *c, void *buf, size_t n) {
     SSL_free(c->ssl);
     c->ssl = NULL;
     ms_transport_set(c, &ms_transport_tcp);
+    c->server->metrics->closed[MS_KIND_HTTP][MS_CARRIER_TLS]++;
+    c->server->metrics->opened[MS_KIND_HTTP][MS_CARRIER_TCP]++;
     return MS_IO_PLAIN_HTTP;
   default: {
     char why[160];
+    if (!SSL_is_init_finished(c->ssl)) c->server->metrics->tls_failed++;
     ms_log(c->server, MS_LOG_INFO, "TLS connection failed: %s",
            ms_tls_error(why, sizeof why));
     return MS_IO_ERROR;

@@ -529,6 +529,7 @@ static void become_worker(struct ms_module *m, int index, int fd) {
   free(ws);
   m->workers = NULL;
   m->worker = index;
+  ms_metrics_worker(m, index);
   m->link = malloc(sizeof *m->link);
   if (!m->link) {
     ms_log(NULL, MS_LOG_ERROR, "worker %d: out of memory", index);
@@ -610,6 +611,10 @@ int ms_workers_run(struct ms_module *m) {
   ev_signal_start(loop, &ws->sigterm);
   ev_signal_start(loop, &ws->sighup);
   ev_init(&ws->restart_timer, restart_cb);
+  /* every worker counts where any one can sum them all (a scrape) */
+  if (ms_metrics_share(m, n) < 0)
+    ms_log(NULL, MS_LOG_WARN, "workers: cannot share the metrics: %s; each "
+           "worker reports its own", strerror(errno));
   for (int i = 0; i < n; i++) ws->w[i].restart = 1;
   for (;;) {
     for (int i = 0; i < n; i++) {

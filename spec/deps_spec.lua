@@ -24,6 +24,7 @@ local CALLED = {
     "spec/backplane_spec.lua, spec/socket_spec.lua" },
   { "redis (Lua 5.3 path)", "lua-redis", "spec/socket_spec.lua" },
   { "nginx", "nginx", "spec/docs_spec.lua" },
+  { "promtool", "prometheus", "spec/metrics_spec.lua" },
   { "valgrind", "valgrind", "bench guard, make valgrind" },
   { "gdb", "gdb", "bench/soak.py" },
   { "clang", "clang", "fuzz/Makefile" },

@@ -1,0 +1,188 @@
+/* lmetrics.c - core.metrics: the core's counters as a Lua table, summed
+ * over the workers (metrics.c) */
+#include <stddef.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "binding.h"
+#include "frame.h"
+#include "metrics.h"
+
+static const char *const kinds[MS_KINDS] = { "http", "http2", "websocket" };
+static const char *const carriers[MS_CARRIERS] = { "tcp", "tls", "http2" };
+static const char *const whys[MS_METRICS_WHY] = {
+  "none", "peer", "local", "timeout", "error", "lost", "shutdown"
+};
+
+/* sum_slots adds the structure as words, around the table of codes */
+_Static_assert(offsetof(struct ms_metrics, sends_queued) ==
+               offsetof(struct ms_metrics, app_codes) +
+               sizeof ((struct ms_metrics *)0)->app_codes &&
+               offsetof(struct ms_metrics, app_codes) % 8 == 0 &&
+               sizeof ((struct ms_metrics *)0)->app_codes % 8 == 0,
+               "struct ms_metrics: words, codes, words");
+
+/* t[name] = v, at the table on top */
+static void set_count(lua_State *L, const char *name, uint64_t v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, name);
+}
+
+/* Add the slots' closes to the table on top: t[code][why] (code
+ * "other" for the rest); the application codes differ by slot. */
+static void add_closes(lua_State *L, const struct ms_metrics *slots, int n) {
+  for (int k = 0; k < n; k++) {
+    const struct ms_metrics *mt = &slots[k];
+    for (int i = 0; i < MS_METRICS_CODES; i++) {
+      for (int w = 0; w < MS_METRICS_WHY; w++) {
+        uint64_t v = mt->closes[w][i];
+        if (!v) continue;
+        int code = ms_metrics_code_of(mt, i);
+        if (code) lua_pushinteger(L, code);
+        else lua_pushliteral(L, "other");
+        if (lua_gettable(L, -2) == LUA_TNIL) {
+          lua_pop(L, 1);
+          lua_newtable(L);
+          if (code) lua_pushinteger(L, code);
+          else lua_pushliteral(L, "other");
+          lua_pushvalue(L, -2);
+          lua_settable(L, -4);
+        }
+        lua_getfield(L, -1, whys[w]);
+        v += (uint64_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        set_count(L, whys[w], v);
+        lua_pop(L, 1);
+      }
+    }
+  }
+}
+
+/* A table of the statuses counted: t[status] = n, t.other for those
+ * past 599. */
+static void push_statuses(lua_State *L, const uint64_t *by_status) {
+  lua_newtable(L);
+  for (int i = 0; i < MS_METRICS_STATUS; i++) {
+    if (!by_status[i]) continue;
+    lua_pushinteger(L, (lua_Integer)by_status[i]);
+    if (i) lua_rawseti(L, -2, i);
+    else lua_setfield(L, -2, "other");
+  }
+}
+
+/* { text = mt->x[1], binary = mt->x[2] } */
+static void push_data(lua_State *L, const uint64_t *by_op) {
+  lua_createtable(L, 0, 2);
+  set_count(L, "text", by_op[WS_OP_TEXT]);
+  set_count(L, "binary", by_op[WS_OP_BINARY]);
+}
+
+static void push_control(lua_State *L, const uint64_t *by_op) {
+  lua_createtable(L, 0, 3);
+  set_count(L, "ping", by_op[WS_OP_PING]);
+  set_count(L, "pong", by_op[WS_OP_PONG]);
+  set_count(L, "close", by_op[WS_OP_CLOSE]);
+}
+
+/* The figures of slots[0..n) summed into *sum, which is zeroed. */
+static void sum_slots(struct ms_metrics *sum, const struct ms_metrics *slots,
+                      int n) {
+  memset(sum, 0, sizeof *sum);
+  uint64_t *to = (uint64_t *)sum;
+  /* every field is a uint64_t but the table of application codes,
+   * which stays zero (closes are read per slot) */
+  size_t words = offsetof(struct ms_metrics, app_codes) / sizeof *to;
+  size_t after = (offsetof(struct ms_metrics, sends_queued)) / sizeof *to;
+  size_t end = sizeof *sum / sizeof *to;
+  for (int k = 0; k < n; k++) {
+    const uint64_t *from = (const uint64_t *)&slots[k];
+    for (size_t i = 0; i < words; i++) to[i] += from[i];
+    for (size_t i = after; i < end; i++) to[i] += from[i];
+  }
+}
+
+/* core.metrics([worker]): the counters of every process (or of one
+ * worker, 1..n; 0 the master) as a table (docs/metrics.md). */
+static int l_metrics(lua_State *L) {
+  struct ms_module *m = ms_module_get(L);
+  int n;
+  const struct ms_metrics *slots = ms_metrics_slots(m, &n);
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer w = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, w >= 0 && w < n, 1, "no such worker");
+    slots += w;
+    n = 1;
+  }
+  struct ms_metrics *mt = lua_newuserdatauv(L, sizeof *mt, 0);
+  sum_slots(mt, slots, n);
+  lua_createtable(L, 0, 32);
+  set_count(L, "processes", (uint64_t)n);
+
+  lua_createtable(L, 0, MS_KINDS);
+  for (int k = 0; k < MS_KINDS; k++) {
+    lua_createtable(L, 0, MS_CARRIERS);
+    for (int c = 0; c < MS_CARRIERS; c++) {
+      if (k == MS_KIND_H2 && c == MS_CARRIER_STREAM) continue;
+      set_count(L, carriers[c], mt->opened[k][c] - mt->closed[k][c]);
+    }
+    lua_setfield(L, -2, kinds[k]);
+  }
+  lua_setfield(L, -2, "connections");
+  lua_createtable(L, 0, 2);
+  set_count(L, "tcp", mt->accepted[0]);
+  set_count(L, "tls", mt->accepted[1]);
+  lua_setfield(L, -2, "accepted");
+  set_count(L, "http2_streams", mt->opened[MS_KIND_HTTP][MS_CARRIER_STREAM]);
+  set_count(L, "refused", mt->refused);
+  set_count(L, "tls_failed", mt->tls_failed);
+  push_statuses(L, mt->responses);
+  lua_setfield(L, -2, "responses");
+  push_statuses(L, mt->handshakes);
+  lua_setfield(L, -2, "handshakes");
+
+  uint64_t frames_out = 0;
+  for (int op = 0; op < 16; op++) frames_out += mt->messages_out[op];
+  set_count(L, "frames_received", mt->frames_in);
+  set_count(L, "frames_sent", frames_out);
+  push_data(L, mt->messages_in);
+  lua_setfield(L, -2, "messages_received");
+  push_data(L, mt->bytes_in);
+  lua_setfield(L, -2, "bytes_received");
+  push_data(L, mt->messages_out);
+  lua_setfield(L, -2, "messages_sent");
+  push_data(L, mt->bytes_out);
+  lua_setfield(L, -2, "bytes_sent");
+  push_control(L, mt->messages_in);
+  lua_setfield(L, -2, "control_received");
+  push_control(L, mt->messages_out);
+  lua_setfield(L, -2, "control_sent");
+  lua_createtable(L, 0, 4);
+  set_count(L, "deflate_in", mt->deflate_in);
+  set_count(L, "deflate_out", mt->deflate_out);
+  set_count(L, "inflate_in", mt->inflate_in);
+  set_count(L, "inflate_out", mt->inflate_out);
+  lua_setfield(L, -2, "compression");
+  lua_newtable(L);
+  add_closes(L, slots, n);
+  lua_setfield(L, -2, "closes");
+
+  set_count(L, "sends_queued", mt->sends_queued);
+  lua_createtable(L, 0, 2);
+  set_count(L, "backpressure", mt->dropped_backpressure);
+  set_count(L, "closed", mt->dropped_closed);
+  lua_setfield(L, -2, "sends_dropped");
+  set_count(L, "backpressure_closes", mt->backpressure_closes);
+  set_count(L, "unsent_messages", mt->unsent);
+
+  set_count(L, "publishes", mt->publishes);
+  set_count(L, "deliveries", mt->deliveries);
+  set_count(L, "topics", mt->topics_created - mt->topics_destroyed);
+  set_count(L, "subscriptions", mt->subscribed - mt->unsubscribed);
+  return 1;
+}
+
+void ms_open_metrics(lua_State *L) {
+  lua_pushcfunction(L, l_metrics);
+  lua_setfield(L, -2, "metrics");
+}

@@ -1,0 +1,56 @@
+-- Test app: the core's counters (spec/metrics_spec.lua).
+--   /metrics                  -> the Prometheus text (moonsocket.metrics)
+--   /ws: echo TEXT / binary   -> sent back as it came
+--        sub T                -> "sub T"; pub T MSG -> "pub N"
+--        close CODE           -> ws:close(CODE)
+--        pid                  -> "pid WORKER"
+--        mine                 -> "mine N": text messages this worker got
+--   /slow (max_backpressure 1024): flood N -> sends N messages of 256
+--        KiB until one is dropped; the socket is then failed 1008
+--   /origin: only Origin https://ok.example (others 403)
+-- env PORT, WORKERS.
+local moonsocket = require "moonsocket"
+
+local app = moonsocket.app()
+app:use(moonsocket.metrics { path = "/metrics" })
+
+app:ws("/ws", {
+  message = function(ws, msg, kind)
+    local cmd, topic, rest = msg:match("^(%S+) ?(%S*) ?(.*)$")
+    if kind == "binary" then
+      ws:send(msg, "binary")
+    elseif cmd == "sub" then
+      ws:subscribe(topic)
+      ws:send("sub " .. topic)
+    elseif cmd == "pub" then
+      ws:send("pub " .. app:publish(topic, rest))
+    elseif cmd == "close" then
+      ws:close(tonumber(topic))
+    elseif cmd == "pid" then
+      ws:send("pid " .. moonsocket.worker())
+    elseif cmd == "mine" then
+      local mine = moonsocket.metrics.collect(moonsocket.worker())
+      ws:send("mine " .. mine.messages_received.text)
+    else
+      ws:send(msg)
+    end
+  end,
+})
+
+local big = string.rep("x", 256 * 1024)
+app:ws("/slow", {
+  message = function(ws, msg)
+    local n = tonumber(msg:match("^flood (%d+)$"))
+    for _ = 1, n do
+      local ok = ws:send(big)
+      if not ok then break end
+    end
+  end,
+}, { max_backpressure = 1024 })
+
+app:ws("/origin", { message = function() end },
+       { allowed_origins = { "https://ok.example" } })
+
+assert(app:listen { port = tonumber(os.getenv("PORT")) or 0,
+                    workers = tonumber(os.getenv("WORKERS")) })
+moonsocket.run()

@@ -1,0 +1,258 @@
+-- spec/metrics_spec.lua: the core's counters (docs/metrics.md) move by
+-- exactly what a scripted sequence does; the scrape is valid Prometheus
+-- text (promtool); with workers a scrape sums them all.
+local helper = require "helper"
+
+local APP = "spec/apps/metrics.lua"
+
+-- GET /metrics: the series, by their whole name with labels.
+local scrapes = 0
+local function scrape(port)
+  scrapes = scrapes + 1
+  local status, headers, body, sock = helper.http(port,
+    "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+  assert.are.equal(200, status)
+  sock:close()
+  local series = {}
+  for line in body:gmatch("[^\n]+") do
+    if line:sub(1, 1) ~= "#" then
+      local name, value = line:match("^(%S+) (%-?%d+)$")
+      assert(name, "not a sample line: " .. line)
+      series[name] = tonumber(value)
+    end
+  end
+  return series, body, headers
+end
+
+-- after - before for each series named in expected, which lists them
+local function deltas(before, after, names)
+  local d = {}
+  for _, name in ipairs(names) do
+    d[name] = (after[name] or 0) - (before[name] or 0)
+  end
+  return d
+end
+
+-- The payload of the next message c receives.
+local function text_of(c)
+  local _, payload = c:recv_message()
+  return payload
+end
+
+local function ws(port, path, headers)
+  return assert(helper.ws_connect(port, path or "/ws", headers))
+end
+
+local function promtool_check(text)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "wb"))
+  f:write(text)
+  f:close()
+  local p = io.popen("promtool check metrics < " .. file .. " 2>&1; echo rc=$?")
+  local out = p:read("a")
+  p:close()
+  os.remove(file)
+  return out
+end
+
+describe("metrics", function()
+  local server
+
+  after_each(function()
+    if server then helper.stop_and_check(server) end
+    server = nil
+  end)
+
+  it("counts what a scripted sequence does, exactly", function()
+    server = helper.start_server(APP)
+    local port = server.port
+    scrapes = 0
+    local before = scrape(port)
+
+    local c1 = ws(port)
+    c1:send_text("hello")
+    assert.are.equal("hello", text_of(c1))
+    c1:send_binary("\1\2\3")
+    assert.are.equal("\1\2\3", text_of(c1))
+    c1:ping("p")
+    local pong = c1:read_frame()
+    assert.are.equal(helper.PONG, pong.opcode)
+    c1:send_text("sub t")
+    assert.are.equal("sub t", text_of(c1))
+
+    -- a handshake the origin policy refuses
+    local status, _, _, refused = helper.http(port, helper.upgrade_request{
+      path = "/origin", headers = { Origin = "https://bad.example" } })
+    assert.are.equal(403, status)
+    refused:close()
+
+    local c2 = ws(port)
+    c2:send_text("pub t hi")
+    assert.are.equal("pub 1", text_of(c2))
+    assert.are.equal("hi", text_of(c1))
+
+    -- a consumer that does not read, past max_backpressure
+    local c3 = ws(port, "/slow")
+    c3:send_text("flood 400")
+
+    local during = scrape(port)
+    assert.are.same({
+      ['moonsocket_connections{kind="websocket",transport="tcp"}'] = 3,
+      ["moonsocket_pubsub_topics"] = 1,
+      ["moonsocket_pubsub_subscriptions"] = 1,
+    }, {
+      ['moonsocket_connections{kind="websocket",transport="tcp"}'] =
+        during['moonsocket_connections{kind="websocket",transport="tcp"}'],
+      ["moonsocket_pubsub_topics"] = during.moonsocket_pubsub_topics,
+      ["moonsocket_pubsub_subscriptions"] =
+        during.moonsocket_pubsub_subscriptions,
+    })
+
+    c1:close(4001, "bye")
+    c1:expect_close(4001)
+    c2:send_text("close 1000")
+    c2:expect_close(1000)
+    c2:close(1000)
+    -- what was queued before the drop, then the end
+    c3.sock:settimeout(helper.DEFAULT_TIMEOUT)
+    local err
+    repeat
+      local data
+      data, err = c3.sock:receive(65536)
+    until not data and err ~= "timeout" or err == "timeout"
+    assert.are.equal("closed", err)
+    c1.sock:close()
+    c2.sock:close()
+    c3.sock:close()
+    assert(helper.wait_until(function()
+      local now = scrape(port)
+      -- no WebSocket; one HTTP connection: this scrape's
+      return now['moonsocket_connections{kind="websocket",transport="tcp"}']
+             == 0 and
+             now['moonsocket_connections{kind="http",transport="tcp"}'] == 1
+    end))
+
+    local after = scrape(port)
+    local names = {
+      'moonsocket_connections_accepted_total{transport="tcp"}',
+      'moonsocket_ws_handshakes_total{code="101"}',
+      'moonsocket_ws_handshakes_total{code="403"}',
+      'moonsocket_http_responses_total{code="403"}',
+      'moonsocket_ws_messages_received_total{kind="text"}',
+      'moonsocket_ws_messages_received_total{kind="binary"}',
+      'moonsocket_ws_received_bytes_total{kind="text"}',
+      'moonsocket_ws_received_bytes_total{kind="binary"}',
+      'moonsocket_ws_messages_sent_total{kind="binary"}',
+      'moonsocket_ws_sent_bytes_total{kind="binary"}',
+      'moonsocket_ws_control_frames_received_total{kind="ping"}',
+      'moonsocket_ws_control_frames_sent_total{kind="pong"}',
+      'moonsocket_ws_control_frames_received_total{kind="close"}',
+      'moonsocket_ws_frames_received_total',
+      'moonsocket_ws_closes_total{code="4001",why="peer"}',
+      'moonsocket_ws_closes_total{code="1000",why="local"}',
+      'moonsocket_ws_closes_total{code="1008",why="error"}',
+      'moonsocket_ws_sends_dropped_total{reason="backpressure"}',
+      'moonsocket_ws_backpressure_closes_total',
+      'moonsocket_pubsub_publishes_total',
+      'moonsocket_pubsub_deliveries_total',
+      'moonsocket_pubsub_topics',
+      'moonsocket_pubsub_subscriptions',
+      'moonsocket_connections_refused_total',
+    }
+    local d = deltas(before, after, names)
+    assert.are.same({
+      -- the WebSockets, the refused one, the scrapes since the first
+      ['moonsocket_connections_accepted_total{transport="tcp"}'] =
+        3 + 1 + scrapes - 1,
+      ['moonsocket_ws_handshakes_total{code="101"}'] = 3,
+      ['moonsocket_ws_handshakes_total{code="403"}'] = 1,
+      ['moonsocket_http_responses_total{code="403"}'] = 1,
+      -- hello, sub t, pub t hi, close 1000, flood 400
+      ['moonsocket_ws_messages_received_total{kind="text"}'] = 5,
+      ['moonsocket_ws_messages_received_total{kind="binary"}'] = 1,
+      ['moonsocket_ws_received_bytes_total{kind="text"}'] =
+        #"hello" + #"sub t" + #"pub t hi" + #"close 1000" + #"flood 400",
+      ['moonsocket_ws_received_bytes_total{kind="binary"}'] = 3,
+      ['moonsocket_ws_messages_sent_total{kind="binary"}'] = 1,
+      ['moonsocket_ws_sent_bytes_total{kind="binary"}'] = 3,
+      ['moonsocket_ws_control_frames_received_total{kind="ping"}'] = 1,
+      ['moonsocket_ws_control_frames_sent_total{kind="pong"}'] = 1,
+      ['moonsocket_ws_control_frames_received_total{kind="close"}'] = 2,
+      -- 6 data frames, a ping, 2 closes
+      ['moonsocket_ws_frames_received_total'] = 9,
+      ['moonsocket_ws_closes_total{code="4001",why="peer"}'] = 1,
+      ['moonsocket_ws_closes_total{code="1000",why="local"}'] = 1,
+      ['moonsocket_ws_closes_total{code="1008",why="error"}'] = 1,
+      ['moonsocket_ws_sends_dropped_total{reason="backpressure"}'] = 1,
+      ['moonsocket_ws_backpressure_closes_total'] = 1,
+      ['moonsocket_pubsub_publishes_total'] = 1,
+      ['moonsocket_pubsub_deliveries_total'] = 1,
+      ['moonsocket_pubsub_topics'] = 0,
+      ['moonsocket_pubsub_subscriptions'] = 0,
+      ['moonsocket_connections_refused_total'] = 0,
+    }, d)
+  end)
+
+  it("is valid Prometheus text (promtool check metrics)", function()
+    server = helper.start_server(APP)
+    local c = ws(server.port)
+    c:send_text("hello")
+    text_of(c)
+    c:close(4001)
+    c:expect_close(4001)
+    c.sock:close()
+    local _, body, headers = scrape(server.port)
+    assert.are.equal("text/plain; version=0.0.4; charset=utf-8",
+                     headers["content-type"])
+    assert.are.equal("rc=0\n", promtool_check(body))
+  end)
+
+  it("sums the workers in one scrape (workers = 2)", function()
+    server = helper.start_server(APP, { WORKERS = 2 })
+    local port = server.port
+    -- both workers listen once both started (slow under valgrind)
+    assert(helper.wait_until(function()
+      local log = server:log()
+      return log:find("worker 1 started", 1, true)
+             and log:find("worker 2 started", 1, true)
+    end, helper.scaled(10)), server:log())
+    local clients, seen = {}, {}
+    -- until both workers have sockets (the kernel spreads them)
+    for i = 1, 40 do
+      local c = helper.wait_until(function()
+        return helper.ws_connect(port, "/ws")
+      end, helper.scaled(10))
+      assert(c, "cannot connect")
+      c:send_text("pid")
+      local w = assert(text_of(c)):match("^pid (%d+)$")
+      seen[w] = (seen[w] or 0) + 1
+      clients[i] = c
+      if seen["1"] and seen["2"] and i >= 4 then break end
+    end
+    assert.is_truthy(seen["1"] and seen["2"])
+    local mine = {}
+    for _, c in ipairs(clients) do
+      c:send_text("mine")
+      local n = assert(text_of(c)):match("^mine (%d+)$")
+      mine[#mine + 1] = tonumber(n)
+    end
+    -- every scrape, whichever worker answers it, has them all
+    for _ = 1, 4 do
+      local m = scrape(port)
+      assert.are.equal(3, m.moonsocket_processes)
+      assert.are.equal(#clients,
+        m['moonsocket_connections{kind="websocket",transport="tcp"}'])
+      assert.are.equal(2 * #clients,
+        m['moonsocket_ws_messages_received_total{kind="text"}'])
+    end
+    -- a worker's own figures: what its sockets sent it, and no more
+    local max = 0
+    for _, n in ipairs(mine) do max = math.max(max, n) end
+    assert.is_true(max < 2 * #clients)
+    for _, c in ipairs(clients) do
+      c:close(1000)
+      c:expect_close(1000)
+      c.sock:close()
+    end
+  end)
+end)

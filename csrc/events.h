@@ -68,6 +68,11 @@ struct ms_hist_pos;
 void ms_event_published(struct ms_module *m, uint64_t request,
                         long reached, const struct ms_hist_pos *pos);
 
+/* A member joined or left a topic's presence, here or (with workers)
+ * in another worker; info is its encoded table (lpresence.c). */
+void ms_event_presence(struct ms_module *m, const char *topic, size_t tlen,
+                       int join, const char *info, size_t ilen);
+
 /* The process is about to serve: the one process when the loop first
  * runs, or a worker just forked (what it inherited of the master's
  * timers is dropped first). */

@@ -15,6 +15,7 @@
 #include "events.h"
 #include "history.h"
 #include "life.h"
+#include "presence.h"
 #include "server.h"
 #include "workers.h"
 
@@ -31,6 +32,14 @@
  * back: once it is here, so is everything the master sent before. */
 #define MSG_HISTORY  0x80
 #define MSG_SYNC     0x40
+/* Presence: MSG_PRESENCE with JOIN or LEAVE in the low bits; the member
+ * id (8) follows the topic (empty for a leave), then a join's info.  The
+ * master keeps every worker's members (a worker forked later inherits
+ * them) and hands each change to the other workers; when a worker dies
+ * it hands on the leave of each of its members. */
+#define MSG_PRESENCE 0x20
+#define PRESENCE_JOIN  1
+#define PRESENCE_LEAVE 2
 #define HIST_EXT     28
 #define WAIT_MAX     5.0           /* seconds a worker waits for them */
 #define LINK_PENDING (64u << 20)   /* unsent bytes a link may hold */
@@ -283,6 +292,87 @@ static void worker_history(struct ms_link *l, const uint8_t *p, size_t len,
   }
 }
 
+/* Hand a presence message to every worker but the one it came from (0:
+ * none). */
+static void presence_relay(struct ms_module *m, int from, const void *p,
+                           size_t len) {
+  struct ms_workers *ws = m->workers;
+  struct iovec iov = { (void *)p, len };
+  for (int i = 0; i < ws->n; i++)
+    if (i + 1 != from && ws->w[i].link.io.fd >= 0)
+      link_send(&ws->w[i].link, &iov, 1);
+}
+
+static void presence_message(struct ms_module *m, int kind,
+                             const char *topic, size_t tlen, uint64_t id,
+                             const char *info, size_t ilen,
+                             struct ms_link *to) {
+  uint8_t head[MSG_HEAD];
+  uint32_t mlen = (uint32_t)(MSG_HEAD - 4 + tlen + 8 + ilen);
+  uint32_t t32 = (uint32_t)tlen;
+  memcpy(head, &mlen, 4);
+  head[4] = (uint8_t)(MSG_PRESENCE | kind);
+  memcpy(head + 5, &t32, 4);
+  struct iovec iov[4] = { { head, MSG_HEAD }, { (void *)topic, tlen },
+                          { &id, 8 }, { (void *)info, ilen } };
+  if (to) {
+    link_send(to, iov, 4);
+    return;
+  }
+  /* the master: to every worker */
+  struct ms_workers *ws = m->workers;
+  for (int i = 0; i < ws->n; i++)
+    if (ws->w[i].link.io.fd >= 0) link_send(&ws->w[i].link, iov, 4);
+}
+
+/* A worker died: its members leave, told to the others (the master). */
+static void relay_leave(void *arg, const char *topic, size_t tlen,
+                        uint64_t id, const char *info, size_t ilen) {
+  (void)topic;
+  (void)tlen;
+  (void)info;
+  (void)ilen;
+  presence_message(arg, PRESENCE_LEAVE, "", 0, id, "", 0, NULL);
+}
+
+/* A worker was told of another worker's member. */
+static void tell_leave(void *arg, const char *topic, size_t tlen,
+                       uint64_t id, const char *info, size_t ilen) {
+  (void)id;
+  ms_event_presence(arg, topic, tlen, 0, info, ilen);
+}
+
+static void link_presence(struct ms_link *l, const uint8_t *p, size_t len,
+                          uint32_t tlen) {
+  struct ms_module *m = l->m;
+  const char *topic = (const char *)p + MSG_HEAD;
+  const char *info = topic + tlen + 8;
+  size_t ilen = len - MSG_HEAD - tlen - 8;
+  uint64_t id;
+  memcpy(&id, topic + tlen, 8);
+  if (!m->presence && !(m->presence = ms_presence_new())) return;
+  if ((p[4] & 0x0f) == PRESENCE_JOIN) {
+    if (!ms_presence_add(m->presence, topic, tlen, id, info, ilen)) return;
+    if (m->workers) presence_relay(m, l->index, p, len);
+    else ms_event_presence(m, topic, tlen, 1, info, ilen);
+  } else if (m->workers) {
+    if (ms_presence_remove(m->presence, id, NULL, NULL))
+      presence_relay(m, l->index, p, len);
+  } else {
+    ms_presence_remove(m->presence, id, tell_leave, m);
+  }
+}
+
+void ms_workers_presence(struct ms_module *m, int join, const char *topic,
+                         size_t topic_len, uint64_t id, const char *info,
+                         size_t len) {
+  struct ms_link *l = m->link;
+  if (!l || l->io.fd < 0) return;
+  if (topic_len + len > LINK_MSG_MAX - MSG_HEAD - 8) return;
+  presence_message(m, join ? PRESENCE_JOIN : PRESENCE_LEAVE, topic,
+                   topic_len, id, info, len, l);
+}
+
 /* A whole message arrived at p[0..len): the master hands it to every
  * other worker; a worker delivers it to its own subscribers. */
 static void link_deliver(struct ms_link *l, uint8_t *p, size_t len) {
@@ -290,6 +380,10 @@ static void link_deliver(struct ms_link *l, uint8_t *p, size_t len) {
   uint32_t tlen;
   memcpy(&tlen, p + 5, 4);
   if (tlen > len - MSG_HEAD) return;            /* corrupt: ignore */
+  if (p[4] & MSG_PRESENCE) {
+    if (len - MSG_HEAD - tlen >= 8) link_presence(l, p, len, tlen);
+    return;
+  }
   if (p[4] & MSG_HISTORY) {
     if (len - MSG_HEAD - tlen < HIST_EXT) return;
     if (m->workers) master_history(l, p, len, tlen);
@@ -525,7 +619,7 @@ int ms_workers_publish_history(struct ms_module *m, const char *topic,
 
 int ms_workers_sync(struct ms_module *m) {
   struct waiter w = { NULL, 0, 0 };
-  if (request(m, MSG_HISTORY | MSG_SYNC, "", 0, NULL, 0, &w.request) < 0)
+  if (request(m, MSG_HISTORY | MSG_SYNC, "", 0, "", 0, &w.request) < 0)
     return -1;
   return link_wait(m->link, &w);
 }
@@ -576,6 +670,8 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents) {
   link_close(&wk->link);
   wk->pid = 0;
   ws->alive--;
+  if (m->presence)                 /* its members are gone with it */
+    ms_presence_remove_origin(m->presence, i + 1, relay_leave, m);
   int st = w->rstatus;
   if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !ws->stopping) {
     /* a clean exit was asked for (a signal to the whole process

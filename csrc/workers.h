@@ -42,6 +42,13 @@ int ms_workers_publish_history(struct ms_module *m, const char *topic,
                                const char *data, size_t len,
                                struct ms_conn *skip, uint64_t *request);
 
+/* In a worker: tell the master that member id joined topic with info
+ * (join), or left (its topic may be empty); the master tells the other
+ * workers.  At most once, as a publish. */
+void ms_workers_presence(struct ms_module *m, int join, const char *topic,
+                         size_t topic_len, uint64_t id, const char *info,
+                         size_t len);
+
 /* In a worker: wait until everything the master relayed so far has been
  * delivered here.  -1 as above. */
 int ms_workers_sync(struct ms_module *m);

@@ -68,12 +68,19 @@ int ms_history_publish_lua(lua_State *L, struct ms_module *m,
                            struct ms_conn *skip);
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
                              const char *name, size_t len, int opts);
+/* lpresence.c: ws:subscribe's presence.  Push the options' presence
+ * info encoded, or nil (raises on a bad one); after a subscription made
+ * now, make the socket present on it with the info at index info. */
+void ms_presence_encode_lua(lua_State *L, int opts);
+void ms_presence_join_lua(lua_State *L, struct ms_conn *c, const char *name,
+                          size_t len, int info);
 
 /* Each makes the metatables of its types (once per lua_State) and sets
  * its functions in the module table on top of the stack. */
 void ms_open_server(lua_State *L);       /* lserver.c */
 void ms_open_ws(lua_State *L);           /* lws.c */
 void ms_open_history(lua_State *L);      /* lhistory.c */
+void ms_open_presence(lua_State *L);     /* lpresence.c */
 void ms_open_client(lua_State *L);       /* lclient.c */
 void ms_open_file(lua_State *L);         /* lfile.c */
 void ms_open_timer(lua_State *L);        /* ltimer.c */

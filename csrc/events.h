@@ -60,6 +60,19 @@ const char *ms_event_client_request(struct ms_conn *c, size_t *len);
  * out. */
 int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len);
 
+/* A worker's publish to a topic with history, numbered request
+ * (ms_workers_publish_history), came back from the master: kept and
+ * delivered at *pos, reaching `reached` sockets of this process; or,
+ * reached -1 and pos NULL, it failed. */
+struct ms_hist_pos;
+void ms_event_published(struct ms_module *m, uint64_t request,
+                        long reached, const struct ms_hist_pos *pos);
+
+/* A member joined or left a topic's presence, here or (with workers)
+ * in another worker; info is its encoded table (lpresence.c). */
+void ms_event_presence(struct ms_module *m, const char *topic, size_t tlen,
+                       int join, const char *info, size_t ilen);
+
 /* The process is about to serve: the one process when the loop first
  * runs, or a worker just forked (what it inherited of the master's
  * timers is dropped first). */

@@ -128,6 +128,18 @@ static int l_history_limit(lua_State *L) {
 /* Publishing                                                          */
 /* ------------------------------------------------------------------ */
 
+/* The functions of moonsocket.runtime's side of a worker's publish
+ * (core.publish_hooks): await(request, ws) decides whether the caller
+ * waits for the position and returns what the publish returns; done(
+ * request, n, position) says it came (n nil: it failed). */
+#define AWAIT_HOOK "moonsocket.core.publish_await"
+#define DONE_HOOK "moonsocket.core.publish_done"
+
+static int publish_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return lua_gettop(L) - (int)ctx;
+}
+
 int ms_history_publish_lua(lua_State *L, struct ms_module *m,
                            const struct ms_hist_pattern *p,
                            const char *name, size_t nlen, unsigned op,
@@ -136,16 +148,30 @@ int ms_history_publish_lua(lua_State *L, struct ms_module *m,
   struct ms_hist_pos pos;
   long n;
   if (m->link) {
-    /* the master gives the position; the message comes back here */
-    if (ms_workers_publish_history(m, name, nlen, op, data, len, skip, &pos,
-                                   &n) < 0)
+    /* the master gives the position; the message comes back here and
+     * is delivered then, in the master's order.  Nothing blocks: the
+     * runtime lets the caller wait, when it can, for ms_event_published */
+    uint64_t request;
+    if (ms_workers_publish_history(m, name, nlen, op, data, len, skip,
+                                   &request) < 0)
       return ms_push_fail(L, "the master process did not give a position",
                           "EUNAVAILABLE");
-  } else {
-    n = ms_history_publish(m->history, &m->topics, p, name, nlen,
-                           ev_now(m->loop), op, data, len, 1, &pos, skip);
-    if (n < 0) return luaL_error(L, "out of memory");
+    if (m->backplane)
+      ms_backplane_publish(m->backplane, name, nlen, op, data, len);
+    int base = lua_gettop(L);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK) != LUA_TFUNCTION) {
+      lua_pushinteger(L, 0);           /* no runtime: nobody waits */
+      return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)request);
+    if (skip) ms_push_conn(L, skip);
+    else lua_pushnil(L);
+    lua_callk(L, 2, LUA_MULTRET, base, publish_k);
+    return publish_k(L, LUA_OK, base);
   }
+  n = ms_history_publish(m->history, &m->topics, p, name, nlen,
+                         ev_now(m->loop), op, data, len, 1, &pos, skip);
+  if (n < 0) return luaL_error(L, "out of memory");
   /* other nodes get it as a plain publish (no history through Redis
    * yet) */
   if (m->backplane)
@@ -153,6 +179,34 @@ int ms_history_publish_lua(lua_State *L, struct ms_module *m,
   lua_pushinteger(L, n);
   push_position(L, &pos);
   return 2;
+}
+
+void ms_event_published(struct ms_module *m, uint64_t request,
+                        long reached, const struct ms_hist_pos *pos) {
+  lua_State *L = m->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, DONE_HOOK) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  if (pos) {
+    lua_pushinteger(L, reached);
+    push_position(L, pos);
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  }
+  ms_pcall(NULL, L, 3, 0, "publish");
+}
+
+/* core.publish_hooks(await, done): see AWAIT_HOOK */
+static int l_publish_hooks(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_setfield(L, LUA_REGISTRYINDEX, DONE_HOOK);
+  lua_setfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK);
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -296,7 +350,8 @@ static int l_history_read(lua_State *L) {
 void ms_open_history(lua_State *L) {
   static const luaL_Reg funcs[] = {
     { "history", l_history }, { "history_limit", l_history_limit },
-    { "history_read", l_history_read }, { NULL, NULL }
+    { "history_read", l_history_read },
+    { "publish_hooks", l_publish_hooks }, { NULL, NULL }
   };
   luaL_setfuncs(L, funcs, 0);
 }

@@ -13,6 +13,7 @@
 #include "life.h"
 #include "log.h"
 #include "moonsocket.h"
+#include "presence.h"
 #include "resolver.h"
 #include "socket.h"
 #include "utf8.h"
@@ -174,6 +175,8 @@ static int module_gc(lua_State *L) {
   ms_topics_free(&m->topics);
   ms_history_free(m->history);
   m->history = NULL;
+  ms_presence_free(m->presence);
+  m->presence = NULL;
   ms_workers_free(m);
   ms_metrics_free(m);
   ms_resolver_free(m);
@@ -222,6 +225,7 @@ int luaopen_moonsocket_core(lua_State *L) {
   ms_open_server(L);
   ms_open_ws(L);
   ms_open_history(L);
+  ms_open_presence(L);
   ms_open_client(L);
   ms_open_file(L);
   ms_open_timer(L);

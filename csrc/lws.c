@@ -322,25 +322,42 @@ static const char *check_topic(lua_State *L, int idx, size_t *len) {
   return name;
 }
 
-/* ws:subscribe(topic [, { since = position }]) -> true (subscribed now)
- * | false (already was); with options, and a table { recovered,
- * position } (lhistory.c) */
+/* ws:subscribe(topic [, { since = position, presence = info }]) ->
+ * true (subscribed now) | false (already was); on a topic with history
+ * and with options, and a table { recovered, position } (lhistory.c).
+ * presence: the socket is present on topic while subscribed now. */
 static int ws_subscribe(lua_State *L) {
   struct ms_conn *c = check_ws(L);
   size_t len;
   const char *name = check_topic(L, 2, &len);
+  struct ms_module *m = c->server->module;
   /* published frames are built once, unmasked: for servers' sockets */
   luaL_argcheck(L, !(c->flags & CF_CLIENT), 1,
                 "a client connection cannot subscribe");
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  int opts = !lua_isnoneornil(L, 3), history = 0;
+  if (opts) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    ms_presence_encode_lua(L, 3);      /* at 4: its info, or nil */
+    history = lua_getfield(L, 3, "since") != LUA_TNIL ||
+              (m->history && ms_history_match(m->history, name, len));
+    lua_pop(L, 1);
+  }
   if (c->state != CS_OPEN)
     return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
-  if (!lua_isnoneornil(L, 3))
-    return ms_history_subscribe_lua(L, c, name, len, 3);
-  int r = ms_topic_subscribe(&c->server->module->topics, c, name, len);
-  if (r < 0) return luaL_error(L, "out of memory");
-  lua_pushboolean(L, r);
-  return 1;
+  int n = 1, now;
+  if (history) {
+    n = ms_history_subscribe_lua(L, c, name, len, 3);
+    now = lua_toboolean(L, -n);
+  } else {
+    int r = ms_topic_subscribe(&m->topics, c, name, len);
+    if (r < 0) return luaL_error(L, "out of memory");
+    lua_pushboolean(L, r);
+    now = r;
+  }
+  if (now && opts && !lua_isnil(L, 4) && c->state == CS_OPEN)
+    ms_presence_join_lua(L, c, name, len, 4);
+  return n;
 }
 
 /* ws:unsubscribe(topic) -> true (was subscribed) | false */

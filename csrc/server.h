@@ -88,6 +88,8 @@ struct ms_module {
   int ref_message;              /* the callback's name, likewise */
   struct ms_topics topics;      /* publish/subscribe, across servers */
   struct ms_history *history;   /* app:history's, or NULL (history.c) */
+  struct ms_presence *presence; /* who is on which topic, or NULL
+                                   (presence.c) */
   struct ms_backplane *backplane; /* Redis, to other nodes, or NULL */
   int nworkers;                 /* processes to serve in; 1: this one */
   int worker;                   /* this worker's number, 0 in a master */

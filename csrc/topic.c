@@ -132,16 +132,19 @@ static void unlink_from_topic(struct ms_topic *t, struct ms_sub *s) {
  * that the publish can walk on; it is freed when the publish ends. */
 static void sub_remove(struct ms_topics *ts, struct ms_sub *s) {
   struct ms_topic *t = s->topic;
+  uint64_t presence = s->presence;
   t->count--;
   ts->metrics->unsubscribed++;
   s->conn = NULL;
+  s->presence = 0;
   if (t->publishing) {
     t->left++;
-    return;
+  } else {
+    unlink_from_topic(t, s);
+    free(s);
+    if (t->count == 0) destroy(ts, t);
   }
-  unlink_from_topic(t, s);
-  free(s);
-  if (t->count == 0) destroy(ts, t);
+  if (presence && ts->presence_left) ts->presence_left(ts, presence);
 }
 
 int ms_topic_subscribe(struct ms_topics *ts, struct ms_conn *c,
@@ -168,6 +171,7 @@ int ms_topic_subscribe(struct ms_topics *ts, struct ms_conn *c,
   t->count++;
   ts->metrics->subscribed++;
   s->next_of_conn = NULL;
+  s->presence = 0;
   *end = s;
   return 1;
 }
@@ -191,6 +195,15 @@ int ms_topic_is_subscribed(const struct ms_conn *c, const char *name,
     if (s->topic->len == len && memcmp(s->topic->name, name, len) == 0)
       return 1;
   return 0;
+}
+
+void ms_topic_set_presence(struct ms_conn *c, const char *name, size_t len,
+                           uint64_t id) {
+  for (struct ms_sub *s = c->subs; s; s = s->next_of_conn)
+    if (s->topic->len == len && memcmp(s->topic->name, name, len) == 0) {
+      s->presence = id;
+      return;
+    }
 }
 
 void ms_topic_leave_all(struct ms_topics *ts, struct ms_conn *c) {
@@ -289,6 +302,7 @@ long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
                  skip);
 }
 
+/* Nothing is told: the presence goes with the process. */
 void ms_topics_free(struct ms_topics *ts) {
   for (size_t i = 0; i < ts->nbuckets; i++) {
     struct ms_topic *t = ts->buckets[i], *next;

@@ -17,6 +17,7 @@ struct ms_sub {
   struct ms_conn *conn;
   struct ms_sub *prev, *next;       /* in the topic */
   struct ms_sub *next_of_conn;      /* in conn->subs */
+  uint64_t presence;                /* its presence member's id, or 0 */
 };
 
 /* Every topic of a lua_State, by name. */
@@ -27,6 +28,9 @@ struct ms_topics {
   size_t nbuckets, ntopics;
   uint64_t seed;                    /* of the name hash: random */
   struct ms_metrics *metrics;       /* the module's */
+  /* told when a subscription with presence ends (unsubscribed, or its
+   * socket closing), after it is gone; NULL: no presence yet */
+  void (*presence_left)(struct ms_topics *ts, uint64_t id);
 };
 
 /* 1 when conn subscribed now, 0 when it already was, -1 out of memory */
@@ -37,6 +41,9 @@ int ms_topic_unsubscribe(struct ms_topics *ts, struct ms_conn *c,
                          const char *name, size_t len);
 int ms_topic_is_subscribed(const struct ms_conn *c, const char *name,
                            size_t len);
+/* Give conn's subscription to name its presence member id (0: none). */
+void ms_topic_set_presence(struct ms_conn *c, const char *name, size_t len,
+                           uint64_t id);
 /* Leave every topic: the socket is closing. */
 void ms_topic_leave_all(struct ms_topics *ts, struct ms_conn *c);
 size_t ms_topic_subscribers(struct ms_topics *ts, const char *name,

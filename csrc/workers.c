@@ -12,8 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "history.h"
 #include "life.h"
+#include "presence.h"
 #include "server.h"
 #include "workers.h"
 
@@ -30,6 +32,14 @@
  * back: once it is here, so is everything the master sent before. */
 #define MSG_HISTORY  0x80
 #define MSG_SYNC     0x40
+/* Presence: MSG_PRESENCE with JOIN or LEAVE in the low bits; the member
+ * id (8) follows the topic (empty for a leave), then a join's info.  The
+ * master keeps every worker's members (a worker forked later inherits
+ * them) and hands each change to the other workers; when a worker dies
+ * it hands on the leave of each of its members. */
+#define MSG_PRESENCE 0x20
+#define PRESENCE_JOIN  1
+#define PRESENCE_LEAVE 2
 #define HIST_EXT     28
 #define WAIT_MAX     5.0           /* seconds a worker waits for them */
 #define LINK_PENDING (64u << 20)   /* unsent bytes a link may hold */
@@ -49,18 +59,27 @@ struct ms_link {
   size_t dropped;                  /* publishes lost to LINK_PENDING */
   size_t in_off;                   /* in: delivered up to here */
   uint64_t next_request;           /* a worker's requests, numbered */
-  struct waiter *waiting;          /* those under way, newest first */
+  struct waiter *waiting;          /* syncs under way, newest first */
+  struct pending *pending, **pending_end; /* publishes, oldest first */
+  ev_timer pending_timer;          /* fails those unanswered for long */
 };
 
-/* A worker's request to the master, waited for (they may nest: a
- * handler run by a delivery may publish again). */
+/* A sync, waited for (they may nest: a handler run by a delivery may
+ * subscribe again). */
 struct waiter {
   struct waiter *next;
   uint64_t request;
+  int done;
+};
+
+/* A publish to a topic with history, sent to the master and not back
+ * yet.  Nothing waits for it here: the binding is told when it is
+ * (ms_event_published), and anchors skip meanwhile. */
+struct pending {
+  struct pending *next;
+  uint64_t request;
   struct ms_conn *skip;
-  int done, failed;
-  long reached;
-  struct ms_hist_pos pos;
+  double deadline;
 };
 
 struct worker {
@@ -94,10 +113,15 @@ static void link_events(struct ms_link *l, int events) {
   if (l->unref) ev_unref(loop);
 }
 
+static void pending_timer_cb(struct ev_loop *loop, ev_timer *w,
+                             int revents);
+
 static void link_open(struct ms_link *l, struct ms_module *m, int fd,
                       int index, int unref) {
   memset(l, 0, sizeof *l);
   l->m = m;
+  l->pending_end = &l->pending;
+  ev_init(&l->pending_timer, pending_timer_cb);
   l->index = index;
   l->unref = unref;
   ev_io_init(&l->io, link_cb, fd, EV_READ);
@@ -105,8 +129,23 @@ static void link_open(struct ms_link *l, struct ms_module *m, int fd,
   if (unref) ev_unref(m->loop);
 }
 
+static void pending_free(struct ms_link *l) {
+  struct pending *p = l->pending, *next;
+  for (; p; p = next) {
+    next = p->next;
+    free(p);
+  }
+  l->pending = NULL;
+  l->pending_end = &l->pending;
+  if (ev_is_active(&l->pending_timer)) {
+    ev_ref(l->m->loop);
+    ev_timer_stop(l->m->loop, &l->pending_timer);
+  }
+}
+
 static void link_close(struct ms_link *l) {
   if (l->io.fd < 0) return;
+  pending_free(l);
   if (l->unref) ev_ref(l->m->loop);
   ev_io_stop(l->m->loop, &l->io);
   close(l->io.fd);
@@ -200,8 +239,21 @@ static void master_history(struct ms_link *l, uint8_t *p, size_t len,
     if (ws->w[i].link.io.fd >= 0) link_send(&ws->w[i].link, &iov, 1);
 }
 
+/* Take the publish numbered request off the pending list; NULL when it
+ * is not there (failed already, or not this worker's). */
+static struct pending *pending_take(struct ms_link *l, uint64_t request) {
+  struct pending **pp = &l->pending;
+  for (; *pp && (*pp)->request != request; pp = &(*pp)->next) {}
+  struct pending *p = *pp;
+  if (!p) return NULL;
+  *pp = p->next;
+  if (l->pending_end == &p->next) l->pending_end = pp;
+  return p;
+}
+
 /* A worker's part: keep and deliver a publish with its position; the
- * request it answers, when it was this worker's, is done. */
+ * request it answers, when it was this worker's, is done, and the
+ * binding told. */
 static void worker_history(struct ms_link *l, const uint8_t *p, size_t len,
                            uint32_t tlen) {
   struct ms_module *m = l->m;
@@ -214,29 +266,111 @@ static void worker_history(struct ms_link *l, const uint8_t *p, size_t len,
   memcpy(&pos.offset, ext + 8, 8);
   memcpy(&request, ext + 16, 8);
   memcpy(&origin, ext + 24, 4);
-  struct waiter *w = NULL;
-  if ((int)origin == m->worker)
-    for (w = l->waiting; w && w->request != request; w = w->next) {}
-  if (w) w->done = 1;
-  if (p[4] & MSG_SYNC) return;
-  if (pos.epoch == 0) {
-    if (w) w->failed = 1;
+  int ours = (int)origin == m->worker;
+  if (p[4] & MSG_SYNC) {
+    struct waiter *w = l->waiting;
+    for (; ours && w && w->request != request; w = w->next) {}
+    if (ours && w) w->done = 1;
     return;
   }
-  const char *data = (const char *)ext + HIST_EXT;
-  size_t dlen = len - MSG_HEAD - tlen - HIST_EXT;
-  unsigned opcode = p[4] & 0x0f;
-  const struct ms_hist_pattern *pat =
-    m->history ? ms_history_match(m->history, topic, tlen) : NULL;
-  long n = pat ? ms_history_publish(m->history, &m->topics, pat, topic, tlen,
-                                    ev_now(m->loop), opcode, data, dlen, 0,
-                                    &pos, w ? w->skip : NULL)
-               : -1;
-  if (w) {
-    w->failed = n < 0;
-    w->reached = n;
-    w->pos = pos;
+  struct pending *mine = ours ? pending_take(l, request) : NULL;
+  long n = -1;
+  if (pos.epoch != 0) {
+    const char *data = (const char *)ext + HIST_EXT;
+    size_t dlen = len - MSG_HEAD - tlen - HIST_EXT;
+    unsigned opcode = p[4] & 0x0f;
+    const struct ms_hist_pattern *pat =
+      m->history ? ms_history_match(m->history, topic, tlen) : NULL;
+    if (pat)
+      n = ms_history_publish(m->history, &m->topics, pat, topic, tlen,
+                             ev_now(m->loop), opcode, data, dlen, 0, &pos,
+                             mine ? mine->skip : NULL);
   }
+  if (mine) {
+    free(mine);
+    ms_event_published(m, request, n, n < 0 ? NULL : &pos);
+  }
+}
+
+/* Hand a presence message to every worker but the one it came from (0:
+ * none). */
+static void presence_relay(struct ms_module *m, int from, const void *p,
+                           size_t len) {
+  struct ms_workers *ws = m->workers;
+  struct iovec iov = { (void *)p, len };
+  for (int i = 0; i < ws->n; i++)
+    if (i + 1 != from && ws->w[i].link.io.fd >= 0)
+      link_send(&ws->w[i].link, &iov, 1);
+}
+
+static void presence_message(struct ms_module *m, int kind,
+                             const char *topic, size_t tlen, uint64_t id,
+                             const char *info, size_t ilen,
+                             struct ms_link *to) {
+  uint8_t head[MSG_HEAD];
+  uint32_t mlen = (uint32_t)(MSG_HEAD - 4 + tlen + 8 + ilen);
+  uint32_t t32 = (uint32_t)tlen;
+  memcpy(head, &mlen, 4);
+  head[4] = (uint8_t)(MSG_PRESENCE | kind);
+  memcpy(head + 5, &t32, 4);
+  struct iovec iov[4] = { { head, MSG_HEAD }, { (void *)topic, tlen },
+                          { &id, 8 }, { (void *)info, ilen } };
+  if (to) {
+    link_send(to, iov, 4);
+    return;
+  }
+  /* the master: to every worker */
+  struct ms_workers *ws = m->workers;
+  for (int i = 0; i < ws->n; i++)
+    if (ws->w[i].link.io.fd >= 0) link_send(&ws->w[i].link, iov, 4);
+}
+
+/* A worker died: its members leave, told to the others (the master). */
+static void relay_leave(void *arg, const char *topic, size_t tlen,
+                        uint64_t id, const char *info, size_t ilen) {
+  (void)topic;
+  (void)tlen;
+  (void)info;
+  (void)ilen;
+  presence_message(arg, PRESENCE_LEAVE, "", 0, id, "", 0, NULL);
+}
+
+/* A worker was told of another worker's member. */
+static void tell_leave(void *arg, const char *topic, size_t tlen,
+                       uint64_t id, const char *info, size_t ilen) {
+  (void)id;
+  ms_event_presence(arg, topic, tlen, 0, info, ilen);
+}
+
+static void link_presence(struct ms_link *l, const uint8_t *p, size_t len,
+                          uint32_t tlen) {
+  struct ms_module *m = l->m;
+  const char *topic = (const char *)p + MSG_HEAD;
+  const char *info = topic + tlen + 8;
+  size_t ilen = len - MSG_HEAD - tlen - 8;
+  uint64_t id;
+  memcpy(&id, topic + tlen, 8);
+  if (!m->presence && !(m->presence = ms_presence_new())) return;
+  if ((p[4] & 0x0f) == PRESENCE_JOIN) {
+    if (!ms_presence_add(m->presence, topic, tlen, id, info, ilen)) return;
+    if (m->workers) presence_relay(m, l->index, p, len);
+    else ms_event_presence(m, topic, tlen, 1, info, ilen);
+  } else if (m->workers) {
+    if (ms_presence_remove(m->presence, id, NULL, NULL))
+      presence_relay(m, l->index, p, len);
+  } else {
+    ms_presence_remove(m->presence, id, tell_leave, m);
+  }
+}
+
+void ms_workers_presence(struct ms_module *m, int join, const char *topic,
+                         size_t topic_len, uint64_t id, const char *info,
+                         size_t len) {
+  struct ms_link *l = m->link;
+  if (!l || l->io.fd < 0) return;
+  if (topic_len + len > LINK_MSG_MAX - MSG_HEAD - 8) return;
+  presence_message(m, join ? PRESENCE_JOIN : PRESENCE_LEAVE, topic,
+                   topic_len, id, info, len, l);
 }
 
 /* A whole message arrived at p[0..len): the master hands it to every
@@ -246,6 +380,10 @@ static void link_deliver(struct ms_link *l, uint8_t *p, size_t len) {
   uint32_t tlen;
   memcpy(&tlen, p + 5, 4);
   if (tlen > len - MSG_HEAD) return;            /* corrupt: ignore */
+  if (p[4] & MSG_PRESENCE) {
+    if (len - MSG_HEAD - tlen >= 8) link_presence(l, p, len, tlen);
+    return;
+  }
   if (p[4] & MSG_HISTORY) {
     if (len - MSG_HEAD - tlen < HIST_EXT) return;
     if (m->workers) master_history(l, p, len, tlen);
@@ -265,9 +403,60 @@ static void link_deliver(struct ms_link *l, uint8_t *p, size_t len) {
                    topic + tlen, len - MSG_HEAD - tlen, NULL);
 }
 
+/* Tell the binding that the pending publishes due by `upto` failed.
+ * One at a time: what it runs may publish again. */
+static void pending_fail(struct ms_link *l, double upto) {
+  struct pending *p;
+  while ((p = l->pending) && p->deadline <= upto) {
+    uint64_t request = p->request;
+    pending_take(l, request);
+    free(p);
+    ms_event_published(l->m, request, -1, NULL);
+  }
+}
+
+static void pending_arm(struct ms_link *l) {
+  struct ev_loop *loop = l->m->loop;
+  int active = ev_is_active(&l->pending_timer);
+  if (active) {
+    ev_ref(loop);
+    ev_timer_stop(loop, &l->pending_timer);
+  }
+  if (!l->pending || l->io.fd < 0) return;
+  double after = l->pending->deadline - ev_now(loop);
+  ev_timer_set(&l->pending_timer, after > 0 ? after : 0, 0);
+  ev_timer_start(loop, &l->pending_timer);
+  ev_unref(loop);                  /* keeps no loop alive */
+}
+
+static void pending_timer_cb(struct ev_loop *loop, ev_timer *w,
+                             int revents) {
+  struct ms_link *l = (struct ms_link *)((char *)w -
+                      offsetof(struct ms_link, pending_timer));
+  (void)revents;
+  ev_ref(loop);                    /* it stopped: balance its unref */
+  if (l->pending) {
+    ms_log(NULL, MS_LOG_ERROR, "worker %d: the master gave no position "
+           "within %.0f s", l->m->worker, WAIT_MAX);
+    pending_fail(l, ev_now(loop));
+  }
+  pending_arm(l);
+}
+
 static void link_lost(struct ms_link *l) {
   struct ms_module *m = l->m;
+  /* closed first: what the failures run cannot send any more */
+  struct pending *lost = l->pending;
+  l->pending = NULL;
+  l->pending_end = &l->pending;
   link_close(l);
+  while (lost) {
+    struct pending *p = lost;
+    lost = p->next;
+    uint64_t request = p->request;
+    free(p);
+    ms_event_published(m, request, -1, NULL);
+  }
   if (!m->workers) {
     /* the master is gone: nothing will restart or stop us */
     ms_log(NULL, MS_LOG_ERROR, "worker %d: the master process is gone; "
@@ -356,9 +545,9 @@ void ms_workers_publish(struct ms_module *m, const char *topic,
   link_send(l, iov, 3);
 }
 
-/* Wait until w is answered: read the link (delivering what comes
- * before the answer, in order) and write what it holds.  -1 when the
- * master is gone or silent for WAIT_MAX seconds. */
+/* Wait until the sync w is answered: read the link (delivering what
+ * comes before the answer, in order) and write what it holds.  -1 when
+ * the master is gone or silent for WAIT_MAX seconds. */
 static int link_wait(struct ms_link *l, struct waiter *w) {
   double deadline = ev_time() + WAIT_MAX;
   w->next = l->waiting;
@@ -378,53 +567,61 @@ static int link_wait(struct ms_link *l, struct waiter *w) {
   struct waiter **p = &l->waiting;
   while (*p != w) p = &(*p)->next;
   *p = w->next;
-  return w->done && !w->failed ? 0 : -1;
+  return w->done ? 0 : -1;
 }
 
-/* Send a request (MSG_HISTORY, maybe MSG_SYNC) and wait for it. */
-static int request(struct ms_module *m, struct waiter *w, unsigned flags,
-                   struct ms_conn *skip, const char *topic,
-                   size_t topic_len, const char *data, size_t len) {
+/* Send a request (MSG_HISTORY, maybe MSG_SYNC) numbered *request.  -1
+ * when the link is gone or full. */
+static int request(struct ms_module *m, unsigned flags, const char *topic,
+                   size_t topic_len, const char *data, size_t len,
+                   uint64_t *request) {
   struct ms_link *l = m->link;
-  memset(w, 0, sizeof *w);
-  w->skip = skip;
   if (!l || l->io.fd < 0) return -1;
   if (topic_len + len > LINK_MSG_MAX - MSG_HEAD - HIST_EXT) return -1;
   uint8_t head[MSG_HEAD], ext[HIST_EXT];
   uint32_t mlen = (uint32_t)(MSG_HEAD - 4 + topic_len + HIST_EXT + len);
   uint32_t tlen = (uint32_t)topic_len, origin = (uint32_t)m->worker;
-  w->request = ++l->next_request;
+  *request = ++l->next_request;
   memcpy(head, &mlen, 4);
   head[4] = (uint8_t)flags;
   memcpy(head + 5, &tlen, 4);
   memset(ext, 0, 16);
-  memcpy(ext + 16, &w->request, 8);
+  memcpy(ext + 16, request, 8);
   memcpy(ext + 24, &origin, 4);
   struct iovec iov[4] = { { head, MSG_HEAD }, { (void *)topic, topic_len },
                           { ext, HIST_EXT }, { (void *)data, len } };
   size_t dropped = l->dropped;
   link_send(l, iov, 4);
-  if (l->dropped != dropped) return -1;
-  return link_wait(l, w);
+  return l->dropped != dropped || l->io.fd < 0 ? -1 : 0;
 }
 
 int ms_workers_publish_history(struct ms_module *m, const char *topic,
                                size_t topic_len, unsigned opcode,
                                const char *data, size_t len,
-                               struct ms_conn *skip,
-                               struct ms_hist_pos *pos, long *reached) {
-  struct waiter w;
-  if (request(m, &w, MSG_HISTORY | opcode, skip, topic, topic_len, data,
-              len) < 0)
+                               struct ms_conn *skip, uint64_t *id) {
+  struct ms_link *l = m->link;
+  struct pending *p = malloc(sizeof *p);
+  if (!p) return -1;
+  if (request(m, MSG_HISTORY | opcode, topic, topic_len, data, len,
+              id) < 0) {
+    free(p);
     return -1;
-  *pos = w.pos;
-  *reached = w.reached;
+  }
+  p->next = NULL;
+  p->request = *id;
+  p->skip = skip;
+  p->deadline = ev_now(m->loop) + WAIT_MAX;
+  *l->pending_end = p;
+  l->pending_end = &p->next;
+  if (!ev_is_active(&l->pending_timer)) pending_arm(l);
   return 0;
 }
 
 int ms_workers_sync(struct ms_module *m) {
-  struct waiter w;
-  return request(m, &w, MSG_HISTORY | MSG_SYNC, NULL, "", 0, NULL, 0);
+  struct waiter w = { NULL, 0, 0 };
+  if (request(m, MSG_HISTORY | MSG_SYNC, "", 0, "", 0, &w.request) < 0)
+    return -1;
+  return link_wait(m->link, &w);
 }
 
 void ms_workers_free(struct ms_module *m) {
@@ -473,6 +670,8 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents) {
   link_close(&wk->link);
   wk->pid = 0;
   ws->alive--;
+  if (m->presence)                 /* its members are gone with it */
+    ms_presence_remove_origin(m->presence, i + 1, relay_leave, m);
   int st = w->rstatus;
   if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !ws->stopping) {
     /* a clean exit was asked for (a signal to the whole process

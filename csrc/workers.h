@@ -4,6 +4,7 @@
 #define MS_WORKERS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct ms_module;
 struct ms_link;
@@ -25,20 +26,28 @@ void ms_workers_publish(struct ms_module *m, const char *topic,
                         size_t topic_len, unsigned opcode,
                         const char *data, size_t len);
 
-/* In a worker: publish to a topic with history.  The master gives the
- * position and hands the message to every worker, this one too, where
- * it is kept and delivered (to every subscriber but skip) in the
- * master's order.  Waits for that, delivering what comes before it;
- * returns 0 with its position and the sockets it reached here, or -1
- * when the master is gone, did not answer within 5 s or had no memory
- * (the message may still come later). */
+/* In a worker: publish to a topic with history, without waiting.  The
+ * message goes to the master, which gives it its position and hands it
+ * to every worker, this one too, where it is kept and delivered (to
+ * every subscriber but skip) in the master's order.  Then
+ * ms_event_published tells the binding its position and the sockets it
+ * reached here, under the number *request; or that it failed: the
+ * master is gone, had no memory, or did not answer within 5 s (the
+ * message may still come later, to skip too).  The binding keeps skip
+ * alive until then.  Returns -1 when it cannot be sent (no link, the
+ * link full, no memory): nothing will be told. */
 struct ms_conn;
-struct ms_hist_pos;
 int ms_workers_publish_history(struct ms_module *m, const char *topic,
                                size_t topic_len, unsigned opcode,
                                const char *data, size_t len,
-                               struct ms_conn *skip,
-                               struct ms_hist_pos *pos, long *reached);
+                               struct ms_conn *skip, uint64_t *request);
+
+/* In a worker: tell the master that member id joined topic with info
+ * (join), or left (its topic may be empty); the master tells the other
+ * workers.  At most once, as a publish. */
+void ms_workers_presence(struct ms_module *m, int join, const char *topic,
+                         size_t topic_len, uint64_t id, const char *info,
+                         size_t len);
 
 /* In a worker: wait until everything the master relayed so far has been
  * delivered here.  -1 as above. */

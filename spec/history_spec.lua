@@ -321,10 +321,10 @@ describe("history with workers = 2", function()
     helper.stop_and_check(server)
   end)
 
-  -- A client served by worker w.
-  local function on_worker(w)
+  -- A client served by worker w (at /ws, or path).
+  local function on_worker(w, path)
     for _ = 1, 400 do
-      local ws = helper.ws_connect(server.port, "/ws")
+      local ws = helper.ws_connect(server.port, path or "/ws")
       if ws and ask(ws, "pid") == "pid " .. w then return ws end
       if ws then ws:abort() else helper.sleep(0.05) end  -- not forked yet
     end
@@ -361,6 +361,60 @@ describe("history with workers = 2", function()
     assert.are.same({ epoch, off0 + 101, "live" },
                     { recv_positioned(again) })
     close_all { w1, w2, again }
+  end)
+
+  -- Runs fn with the master stopped (SIGSTOP): it answers no publish.
+  local function master_stopped(fn)
+    assert.is_true(os.execute("kill -STOP " .. server.pid))
+    local ok, err = pcall(fn)
+    assert.is_true(os.execute("kill -CONT " .. server.pid))
+    assert(ok, err)
+  end
+
+  it("serves others while a publish waits for its position", function()
+    local a, b = on_worker(1), on_worker(1)
+    local cb = on_worker(1, "/cb")
+    local sub = on_worker(2)
+    assert.are.equal("sub h:held true", ask(b, "sub h:held"))
+    assert.are.equal("sub h:held true", ask(sub, "sub h:held"))
+    master_stopped(function()
+      -- a's coroutine waits for the master; its worker serves on
+      assert.is_true(a:send_text("pub h:held one"))
+      assert.are.equal("echo hi", ask(b, "echo hi"))
+      assert.are.equal("echo again", ask(b, "echo again"))
+      -- a callback handler cannot wait: 0 and no position, at once
+      assert.are.equal("pub 0 nil", ask(cb, "pub h:held two"))
+      assert.are.equal("timeout", select(2, a:recv_message(0.2)))
+      assert.are.equal("timeout", select(2, sub:recv_message(0.1)))
+    end)
+    -- the position comes back; both messages in the master's order
+    local reply = select(2, a:recv_message())
+    local n, p = reply:match("^pub (%d+) (%S+)$")
+    assert.are.equal("1", n, reply)                -- b, on worker 1
+    local epoch, off = split_pos(p)
+    for _, ws in ipairs { b, sub } do
+      assert.are.same({ epoch, off, "one" }, { recv_positioned(ws) })
+      assert.are.same({ epoch, off + 1, "two" }, { recv_positioned(ws) })
+    end
+    close_all { a, b, cb, sub }
+  end)
+
+  it("fails a publish the master leaves unanswered for 5 s", function()
+    local a, sub = on_worker(1), on_worker(2)
+    assert.are.equal("sub h:late true", ask(sub, "sub h:late"))
+    master_stopped(function()
+      assert.is_true(a:send_text("pub h:late slow"))
+      local kind, reply = a:recv_message(8)
+      assert.are.equal(helper.TEXT, kind, server:log())
+      assert.are.equal("pub nil the master process did not give a "
+                       .. "position EUNAVAILABLE", reply)
+      assert.are.equal("echo on", ask(a, "echo on"))
+    end)
+    -- the message itself may still come, as the failure says
+    assert.are.equal("slow", select(3, recv_positioned(sub)))
+    assert.is_truthy(server:log():find("the master gave no position "
+                                       .. "within 5 s", 1, true))
+    close_all { a, sub }
   end)
 
   it("recovers on one worker while the other publishes at full speed",

@@ -404,6 +404,63 @@ function app_mt:history_read(topic, options)
                            options.reverse)
 end
 
+-- Presence: ws:subscribe(topic, { presence = info }) makes the socket
+-- present on topic while subscribed; these read who is, in every
+-- worker.  The handlers of on_presence are the process's, of any app.
+local presence_handlers = {}   -- { prefix | name, exact, fn }
+
+-- app:presence(topic): the info tables of the sockets present on topic,
+-- in every worker, in the order they joined.
+function app_mt:presence(topic)
+  return core.presence(topic)
+end
+
+-- app:presence_count(topic): how many, without making the list.
+function app_mt:presence_count(topic)
+  return core.presence_count(topic)
+end
+
+local function presence_task(fn, topic, kind, info)
+  local ok, err = xpcall(fn, traceback, topic, kind, info)
+  if not ok then
+    core.log("error", format("error in presence handler: %s",
+                             tostring(err)))
+  end
+end
+
+local function presence_event(topic, kind, info)
+  for _, h in ipairs(presence_handlers) do
+    if (h.exact and topic == h.name) or
+       (not h.exact and topic:sub(1, #h.name) == h.name) then
+      runtime.run(presence_task, h.fn, topic, kind, info)
+    end
+  end
+end
+
+-- app:on_presence(pattern, fn): fn(topic, "join" | "leave", info) when a
+-- socket becomes present on a topic named pattern (or beginning with it:
+-- "room:*"), in this worker or another, or stops being; in its own
+-- coroutine, so it may wait.  Returns the app.
+function app_mt:on_presence(pattern, fn)
+  if type(pattern) ~= "string" or pattern == "" then
+    error("bad argument #1 to 'on_presence' (topic name or pattern "
+          .. "expected)", 2)
+  end
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'on_presence' (function expected, got "
+          .. type(fn) .. ")", 2)
+  end
+  local star = pattern:find("*", 1, true)
+  if star and star ~= #pattern then
+    error("bad argument #1 to 'on_presence' ('*' may only end a pattern)",
+          2)
+  end
+  presence_handlers[#presence_handlers + 1] = {
+    name = star and pattern:sub(1, -2) or pattern, exact = not star, fn = fn }
+  core.presence_hook(presence_event)
+  return self
+end
+
 -- app:subscribers(topic): how many sockets are subscribed to topic.
 function app_mt:subscribers(topic)
   return core.subscribers(topic)

@@ -43,9 +43,8 @@ local WHERE = " waits only in a coroutine moonsocket runs (a function "
   .. "handler, a timer callback, a thread, middleware); in a callback "
   .. "handler or outside run() it would stop the loop"
 
--- The running coroutine, which must be one that may wait: else raises
--- naming what wanted to wait, at the caller's caller.
-local function waiter(what)
+-- The running coroutine when it is one that may wait, else nil.
+local function can_wait()
   local co, main = co_running()
   if not main then
     if managed[co] then return co end
@@ -55,6 +54,15 @@ local function waiter(what)
       return co
     end
   end
+  return nil
+end
+_M.can_wait = can_wait
+
+-- The running coroutine, which must be one that may wait: else raises
+-- naming what wanted to wait, at the caller's caller.
+local function waiter(what)
+  local co = can_wait()
+  if co then return co end
   error(what .. WHERE, 3)
 end
 _M.waiter = waiter
@@ -318,6 +326,38 @@ function queue_mt:get(timeout)
     if g.timer then g.timer:cancel() end
   end)
 end
+
+------------------------------------------------------------------------
+-- Positions of a worker's publishes
+------------------------------------------------------------------------
+
+-- With workers, a publish to a topic with history goes to the master,
+-- which gives its position; the core tells done() when it is back.  A
+-- coroutine that may wait waits for it meanwhile (the loop serves on);
+-- another caller gets 0 at once and no position.  The publishing ws is
+-- kept here until then: its message must still skip it.
+local publishes = {}      -- request -> { co = waiting or nil, ws = }
+local NO_POSITION = "the master process did not give a position"
+
+local function await_position(request, ws)
+  local p = { ws = ws }
+  publishes[request] = p
+  local co = can_wait()
+  if not co then return 0 end
+  p.co = co
+  return wait(co, function() p.co = nil end)
+end
+
+local function position_done(request, n, position)
+  local p = publishes[request]
+  if not p then return end
+  publishes[request] = nil
+  if not p.co then return end
+  if n then wake(p.co, n, position)
+  else wake(p.co, nil, NO_POSITION, "EUNAVAILABLE") end
+end
+
+core.publish_hooks(await_position, position_done)
 
 ------------------------------------------------------------------------
 -- The process's life: start and stop hooks

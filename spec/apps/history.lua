@@ -3,7 +3,8 @@
 --   since T [POS]          -> ws:subscribe(T, { since = POS }) (POS
 --     "epoch:offset", none: {}): "since OK RECOVERED EPOCH:OFFSET", or
 --     "since nil MESSAGE CODE"; the recovered messages come before it
---   pub T MSG / pubbin T MSG -> app:publish: "pub N EPOCH:OFFSET"
+--   pub T MSG / pubbin T MSG -> app:publish: "pub N EPOCH:OFFSET", or
+--     "pub nil MESSAGE CODE"
 --   wspub T MSG            -> ws:publish: "wspub N EPOCH:OFFSET"
 --   plain T MSG            -> app:publish to a topic without history:
 --     "plain N" and nothing more
@@ -16,6 +17,10 @@
 --   data T POS             -> the data and kind kept after POS, one:
 --     "data KIND DATA"
 --   pid                    -> "pid WORKER" (0 without workers)
+--   echo MSG               -> "echo MSG"
+-- /ws runs each connection in a coroutine (a publish with workers waits
+-- there for its position); /cb is a callback handler, where it cannot
+-- wait: "pub T MSG" answers "pub N POSITION" as /ws does.
 -- env PORT, WORKERS, HSIZE, HTTL, MAX_HISTORY_BYTES, MAX_BACKPRESSURE.
 local moonsocket = require "moonsocket"
 
@@ -44,58 +49,69 @@ end
 
 local flood, last
 
-app:ws("/ws", {
-  message = function(ws, msg)
-    local cmd, topic, rest = msg:match("^(%S+) ?(%S*) ?(.*)$")
-    if cmd == "sub" then
-      reply(ws, "sub", topic, ws:subscribe(topic))
-    elseif cmd == "since" then
-      local ok, info, code = ws:subscribe(topic, { since = rest ~= "" and
-                                                     rest or nil })
-      if ok == nil then return reply(ws, "since nil", info, code) end
-      reply(ws, "since", ok, info.recovered, pos(info.position))
-    elseif cmd == "pub" or cmd == "pubbin" then
-      local n, p = app:publish(topic, rest, cmd == "pubbin" and "binary"
-                               or nil)
-      reply(ws, "pub", n, pos(p))
-    elseif cmd == "wspub" then
-      local n, p = ws:publish(topic, rest)
-      reply(ws, "wspub", n, pos(p))
-    elseif cmd == "plain" then
-      reply(ws, "plain", app:publish(topic, rest))
-    elseif cmd == "burst" then
-      local p
-      for i = 1, tonumber(rest) do _, p = app:publish(topic, "b" .. i) end
-      reply(ws, "burst", pos(p))
-    elseif cmd == "start" then
-      local n, i = tonumber(rest), 0
-      flood = moonsocket.every(0.001, function()
-        for _ = 1, n do
-          i = i + 1
-          _, last = app:publish(topic, "f" .. i)
-        end
-      end)
-      reply(ws, "started")
-    elseif cmd == "stop" then
-      flood:cancel()
-      reply(ws, "stopped", pos(last))
-    elseif cmd == "read" then
-      local since, limit, reverse = rest:match("^(%S*) ?(%d*) ?(%a*)$")
-      local list, p, code = app:history_read(topic, {
-        since = since ~= "" and since ~= "-" and since or nil,
-        limit = tonumber(limit), reverse = reverse == "reverse" })
-      if not list then return reply(ws, "read nil", p, code) end
-      local offs = {}
-      for i, m in ipairs(list) do offs[i] = m.offset end
-      reply(ws, "read", table.concat(offs, ","), pos(p))
-    elseif cmd == "data" then
-      local m = app:history_read(topic, { since = rest, limit = 1 })[1]
-      reply(ws, "data", m.kind, m.data)
-    elseif cmd == "pid" then
-      reply(ws, "pid", moonsocket.worker() or 0)
-    end
-  end,
-})
+local function command(ws, msg)
+  local cmd, topic, rest = msg:match("^(%S+) ?(%S*) ?(.*)$")
+  if cmd == "sub" then
+    reply(ws, "sub", topic, ws:subscribe(topic))
+  elseif cmd == "since" then
+    local ok, info, code = ws:subscribe(topic, { since = rest ~= "" and
+                                                   rest or nil })
+    if ok == nil then return reply(ws, "since nil", info, code) end
+    reply(ws, "since", ok, info.recovered, pos(info.position))
+  elseif cmd == "pub" or cmd == "pubbin" then
+    local n, p, code = app:publish(topic, rest, cmd == "pubbin" and "binary"
+                                   or nil)
+    if n == nil then return reply(ws, "pub nil", p, code) end
+    reply(ws, "pub", n, pos(p))
+  elseif cmd == "wspub" then
+    local n, p = ws:publish(topic, rest)
+    reply(ws, "wspub", n, pos(p))
+  elseif cmd == "plain" then
+    reply(ws, "plain", app:publish(topic, rest))
+  elseif cmd == "burst" then
+    local p
+    for i = 1, tonumber(rest) do _, p = app:publish(topic, "b" .. i) end
+    reply(ws, "burst", pos(p))
+  elseif cmd == "start" then
+    local n, i = tonumber(rest), 0
+    flood = moonsocket.every(0.001, function()
+      for _ = 1, n do
+        i = i + 1
+        _, last = app:publish(topic, "f" .. i)
+      end
+    end)
+    reply(ws, "started")
+  elseif cmd == "stop" then
+    flood:cancel()
+    reply(ws, "stopped", pos(last))
+  elseif cmd == "read" then
+    local since, limit, reverse = rest:match("^(%S*) ?(%d*) ?(%a*)$")
+    local list, p, code = app:history_read(topic, {
+      since = since ~= "" and since ~= "-" and since or nil,
+      limit = tonumber(limit), reverse = reverse == "reverse" })
+    if not list then return reply(ws, "read nil", p, code) end
+    local offs = {}
+    for i, m in ipairs(list) do offs[i] = m.offset end
+    reply(ws, "read", table.concat(offs, ","), pos(p))
+  elseif cmd == "data" then
+    local m = app:history_read(topic, { since = rest, limit = 1 })[1]
+    reply(ws, "data", m.kind, m.data)
+  elseif cmd == "pid" then
+    reply(ws, "pid", moonsocket.worker() or 0)
+  elseif cmd == "echo" then
+    reply(ws, "echo", topic)
+  end
+end
+
+app:ws("/ws", function(ws)
+  while true do
+    local msg = ws:receive()
+    if not msg then return end
+    command(ws, msg)
+  end
+end)
+
+app:ws("/cb", { message = command })
 
 assert(app:listen { port = tonumber(os.getenv("PORT")) or 5000,
                     workers = tonumber(os.getenv("WORKERS")) })

@@ -208,6 +208,7 @@ def run(args):
                                          problems)
                             if kv is None:
                                 continue
+                            kv["run"] = rep + 1
                             results.setdefault((s.name, d), []).append(kv)
                             if raw:
                                 raw.write(json.dumps(
@@ -307,10 +308,10 @@ def render(args, patterns, depths, servers, skipped, results, problems,
     out.append(report.command_line(args))
     out.append("")
     out.append("| pattern | C x D | moonsocket msg/s | nginx msg/s | "
-               "ratio | server CPU µs/msg: moonsocket, nginx | "
-               "CPU % moonsocket: server / loadgen / redis / others "
-               "(redis included) | CPU % nginx: the same |")
-    out.append("| --- | --- | ---: | ---: | ---: | ---: | --- | --- |")
+               "ratio | ratio of each run | server CPU µs/msg: "
+               "moonsocket, nginx | CPU % moonsocket: server / loadgen / "
+               "redis / others (redis included) | CPU % nginx: the same |")
+    out.append("| --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- |")
     for p in patterns:
         for d in depths:
             m = results.get((f"moonsocket-{p}", d), [])
@@ -318,13 +319,21 @@ def render(args, patterns, depths, servers, skipped, results, problems,
             mv, nv = median(m, "msgs_per_s"), median(n, "msgs_per_s")
             out.append(f"| {p} | {args.conns} x {d} | "
                        f"{cell(m, 'msgs_per_s')} | {cell(n, 'msgs_per_s')} "
-                       f"| {report.ratio(mv, nv)} | "
+                       f"| {report.ratio(mv, nv)} | {paired(m, n)} | "
                        f"{cell(m, 'server_us_per_msg', 1)}, "
                        f"{cell(n, 'server_us_per_msg', 1)} | "
                        f"{cpus(m)} | {cpus(n)} |")
     out.append("")
     out.append("Patterns: " + "; ".join(f"`{p}`: {PATTERNS[p]}"
                                         for p in patterns) + ".")
+    out.append("")
+    out.append("*ratio* is moonsocket's median over nginx's; *ratio of each "
+               "run* the same within each run, where the two were measured "
+               "one after the other.  The server's CPU time per message "
+               "(its CPU over the window divided by the messages) moves "
+               "least with the machine's other load: a server that gets "
+               "less of its core answers fewer messages at much the same "
+               "cost each.")
     out.append("")
     out.append("## Every run (msg/s)")
     out.append("")
@@ -345,6 +354,17 @@ def render(args, patterns, depths, servers, skipped, results, problems,
     out += report.problems_section(problems, "None: every answer was "
                                    "checked and correct.")
     return "\n".join(out) + "\n"
+
+
+def paired(m, n):
+    """moonsocket / nginx within each run (measured one after the other,
+    so under much the same background load), runs with errors left
+    out."""
+    by_run = {kv["run"]: kv for kv in n if not kv.get("errors")}
+    ratios = [kv["msgs_per_s"] / by_run[kv["run"]]["msgs_per_s"]
+              for kv in m if not kv.get("errors") and kv["run"] in by_run
+              and by_run[kv["run"]]["msgs_per_s"]]
+    return ", ".join(f"{r:.2f}" for r in ratios) or report.DASH
 
 
 def cpus(kvs):

@@ -5,8 +5,8 @@
 -- mode, and memory must hold still in the second pass.
 local helper = require "helper"
 
--- Under valgrind every cycle is some fifty times slower: fewer of them.
-local CYCLES = os.getenv("MOONSOCKET_WRAPPER") and 200 or 5000
+-- Under valgrind a cycle is about ten times slower: fewer of them.
+local CYCLES = os.getenv("MOONSOCKET_WRAPPER") and 1000 or 5000
 
 describe("moonsocket.socket soak", function()
   local redis, redis_port

@@ -216,7 +216,8 @@ moonsocket.spawn(function()
   local ok, err = xpcall(soak, debug.traceback)
   if not ok then check(false, "the soak ran: " .. err) end
 end)
-moonsocket.run()
-stop_redis()
+local ran, err = pcall(moonsocket.run)
+stop_redis()                 -- whatever happened: no Redis left behind
+if not ran then error(err, 0) end
 print("1.." .. tap)
 os.exit(failures == 0 and 0 or 1)

@@ -31,11 +31,12 @@ DEB_PACKAGES = lua5.4 liblua5.4-dev libev-dev libssl-dev zlib1g-dev lua-busted \
 # guard, the Redis backplane, the soak (gdb), the nginx proxy, the
 # rockspec (luarocks), test certificates (openssl, and python3's
 # cryptography in spec/peers), the fuzz smoke (clang and libFuzzer),
-# lua-redis over moonsocket.socket, HTTP/2 clients (python3-h2, nghttp),
-# promtool (prometheus) for the metrics
+# lua-redis over moonsocket.socket, lua-filesystem (the socket soak),
+# HTTP/2 clients (python3-h2, nghttp), promtool (prometheus) for the
+# metrics
 TEST_PACKAGES = chromium valgrind redis-server gdb nginx luarocks openssl \
-                python3-cryptography clang libclang-rt-dev lua-redis python3-h2 \
-                nghttp2-client prometheus
+                python3-cryptography clang libclang-rt-dev lua-redis \
+                lua-filesystem python3-h2 nghttp2-client prometheus
 # Node.js for the browser test: Debian's when the machine has none
 NODE_PACKAGES = $(if $(shell command -v node 2>/dev/null),,nodejs npm)
 

@@ -21,8 +21,11 @@ local CALLED = {
   { "openssl", "openssl", "spec/helper.lua, spec/tls_spec.lua" },
   { "luarocks", "luarocks", "spec/rockspec_spec.lua" },
   { "redis-server", "redis-server",
-    "spec/backplane_spec.lua, spec/socket_spec.lua" },
+    "spec/backplane_spec.lua, spec/socket_spec.lua, "
+    .. "spec/socket_soak_spec.lua" },
   { "redis (Lua 5.3 path)", "lua-redis", "spec/socket_spec.lua" },
+  { "lfs (Lua)", "lua-filesystem",
+    "bench/socket_soak.lua, spec/socket_soak_spec.lua" },
   { "nginx", "nginx", "spec/docs_spec.lua" },
   { "promtool", "prometheus", "spec/metrics_spec.lua" },
   { "valgrind", "valgrind", "bench guard, make valgrind" },

@@ -311,7 +311,11 @@ function app_mt:listen(where)
   if not server then return nil, err, code end
   local host, port = server:address()
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
-  io_stderr:write("moonsocket: listening on ", host, ":", port, "\n")
+  if self.core_options.log_format == "json" then
+    core.log("info", "listening on " .. host .. ":" .. port)
+  else
+    io_stderr:write("moonsocket: listening on ", host, ":", port, "\n")
+  end
   self.servers[#self.servers + 1] = server
   return server
 end

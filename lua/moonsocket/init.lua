@@ -442,6 +442,12 @@ _M.metrics = setmetatable({}, {
   end,
 })
 
+-- moonsocket.status{ path = "/status" }: a live status page, the
+-- figures pushed over a WebSocket; loaded when first used.
+function _M.status(opts)
+  return require("moonsocket.status").middleware(opts)
+end
+
 -- Options of moonsocket.connect that are not the core's WebSocket options.
 local CLIENT_OPTIONS = {
   handler = true, protocols = true, headers = true, origin = true,

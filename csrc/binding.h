@@ -140,8 +140,10 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
 /* The headers table at idx as "Name: value\r\n" lines, pushed; or NULL
  * with them pushed, else why they would break the message (pushed). */
 const char *ms_push_header_lines(lua_State *L, int idx);
-/* Push "ADDR TARGET" of the request table at req_idx; returns it. */
-const char *ms_push_label(lua_State *L, int req_idx);
+/* Push the label of a connection's log lines from the request table at
+ * req_idx, "ADDR TARGET" (or JSON fields, for s's log_format); returns
+ * it. */
+const char *ms_push_label(lua_State *L, struct ms_server *s, int req_idx);
 
 /* The marker of a pipeline that answers later (core.WAITING). */
 void ms_push_waiting(lua_State *L);

@@ -685,6 +685,9 @@ void ms_conn_respond(struct ms_conn *c, int status, const char *headers,
   }
   int counted = status > 0 && status < MS_METRICS_STATUS ? status : 0;
   c->server->metrics->responses[counted]++;
+  if (c->server->opts.access_log)
+    ms_log_access(c, status, is_head || status == 204 || status == 304
+                             ? 0 : body_len);
   if (c->flags & CF_HANDSHAKE) {
     c->flags &= ~(uint32_t)CF_HANDSHAKE;
     c->server->metrics->handshakes[counted]++;
@@ -946,6 +949,9 @@ static size_t process_body(struct ms_conn *c, uint8_t *p, size_t n);
 static int expects_continue(const struct http_request *req);
 static int body_readable(const struct ms_body *b);
 
+static size_t dispatch_request(struct ms_conn *c, struct http_request *req,
+                               uint8_t *p, size_t n, size_t r);
+
 static size_t process_http(struct ms_conn *c, uint8_t *p, size_t n,
                            size_t scanned) {
   struct ms_server *s = c->server;
@@ -972,9 +978,20 @@ static size_t process_http(struct ms_conn *c, uint8_t *p, size_t n,
                   : "malformed request", 0);
     return n;
   }
+  s->answering = &req;
+  if (s->opts.access_log) s->answer_began = ev_time();
+  size_t used = dispatch_request(c, &req, p, n, (size_t)r);
+  s->answering = NULL;
+  return used;
+}
+
+/* A parsed request: its body's framing, then the pipeline. */
+static size_t dispatch_request(struct ms_conn *c, struct http_request *req,
+                               uint8_t *p, size_t n, size_t r) {
+  struct ms_server *s = c->server;
   uint64_t length;
   const char *why;
-  int bad = body_framing(&req, &length, &why);
+  int bad = body_framing(req, &length, &why);
   if (bad) {
     respond_error(c, bad, why, 0);
     return n;                  /* no byte after it is read as a request */
@@ -983,14 +1000,14 @@ static size_t process_http(struct ms_conn *c, uint8_t *p, size_t n,
     respond_error(c, 413, "request body too large", 0);
     return n;
   }
-  if (wants_close(&req)) c->flags &= ~CF_KEEP_ALIVE;
+  if (wants_close(req)) c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
-  if (req.minor_version == 0) c->flags |= CF_HTTP10;
+  if (req->minor_version == 0) c->flags |= CF_HTTP10;
   else c->flags &= ~CF_HTTP10;
-  size_t used = (size_t)r;
+  size_t used = r;
   if (length) {
     /* what of the body came with the head is the app's at once */
-    if (!(c->body = ms_body_new(length, expects_continue(&req)))) {
+    if (!(c->body = ms_body_new(length, expects_continue(req)))) {
       respond_error(c, 500, "out of memory", 0);
       return n;
     }
@@ -1000,13 +1017,13 @@ static size_t process_http(struct ms_conn *c, uint8_t *p, size_t n,
     used += process_body(c, p + r, n - r);
     if (c->state != CS_HTTP) return n;
   }
-  if (req.minor_version >= 1 && host_count(&req) != 1)
+  if (req->minor_version >= 1 && host_count(req) != 1)
     respond_error(c, 400, "an HTTP/1.1 request needs one Host header", 0);
   else if (s->closing)
     respond_error(c, 503, "the server is shutting down", 0);
   else {
     c->flags |= CF_IN_REQUEST;
-    ms_event_request(c, &req);
+    ms_event_request(c, req);
     c->flags &= ~CF_IN_REQUEST;
   }
   if (c->state == CS_HTTP && (c->flags & CF_WAITING))

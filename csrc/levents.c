@@ -11,26 +11,34 @@
 #include "log.h"
 
 /* The log line of a close: "close ADDR TARGET SECONDS CODE \"REASON\"
- * WHY", at info. */
+ * WHY", or its JSON object, at info. */
 static void log_close(struct ms_conn *c, lua_State *L, int code,
                       const char *reason, size_t len) {
-  if (c->server->opts.log_level < MS_LOG_INFO) return;
+  struct ms_server *s = c->server;
+  if (s->opts.log_level < MS_LOG_INFO) return;
   int top = lua_gettop(L);
   ms_push_conn(L, c);
-  const char *label = NULL;            /* "ADDR TARGET" */
+  const char *label = NULL;            /* "ADDR TARGET", or its fields */
   if (c->flags & CF_REQUEST_DROPPED) {
     lua_getiuservalue(L, -1, UV_REQUEST);
     label = lua_tostring(L, -1);
   } else {
     ms_push_ws_request(L, c, -1);
-    if (lua_istable(L, -1)) label = ms_push_label(L, -1);
+    if (lua_istable(L, -1)) label = ms_push_label(L, s, -1);
   }
   if (label) {
     char why[MS_LOG_FIELD_MAX];
-    ms_log(c->server, MS_LOG_INFO, "close %s %.3fs %d \"%s\" %s", label,
-           ev_now(c->server->module->loop) - c->opened, code,
-           ms_log_escape(why, sizeof why, reason, len, MS_ESCAPE_FIELD),
-           ms_why_name(c->why));
+    double took = ev_now(s->module->loop) - c->opened;
+    if (s->opts.log_format == MS_LOG_JSON)
+      ms_log_json(s, MS_LOG_INFO, "close", ",%s,\"duration\":%.3f,"
+                  "\"code\":%d,\"reason\":\"%s\",\"why\":\"%s\"", label,
+                  took, code, ms_log_escape(why, sizeof why, reason, len,
+                                            MS_ESCAPE_JSON),
+                  ms_why_name(c->why));
+    else
+      ms_log(s, MS_LOG_INFO, "close %s %.3fs %d \"%s\" %s", label, took,
+             code, ms_log_escape(why, sizeof why, reason, len,
+                                 MS_ESCAPE_FIELD), ms_why_name(c->why));
   }
   lua_settop(L, top);
 }

@@ -238,7 +238,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
     return;
   }
   ms_log_flush(m);                     /* the count before the news */
-  ms_log(NULL, MS_LOG_INFO, "signal %d: shutting down", w->signum);
+  ms_log_module(m, MS_LOG_INFO, "signal %d: shutting down", w->signum);
   ms_module_shutdown(m, 5.0);
 }
 

@@ -113,7 +113,7 @@ static int l_log(lua_State *L) {
   static const char *const levels[] = { "error", "warn", "info", "debug",
                                         NULL };
   int level = luaL_checkoption(L, 1, NULL, levels) + MS_LOG_ERROR;
-  ms_log(NULL, level, "%s", luaL_checkstring(L, 2));
+  ms_log_module(ms_module_get(L), level, "%s", luaL_checkstring(L, 2));
   return 0;
 }
 

@@ -201,17 +201,22 @@ static void use_route(struct ms_conn *c, const struct ms_route *route) {
   ms_server_sweep_for(c->server, &route->opts);
 }
 
-/* Push "ADDR TARGET" of the request table at req_idx, the label of a
- * connection's lines in the log; returns it. */
-const char *ms_push_label(lua_State *L, int req_idx) {
+/* Push the label of a connection's lines in the log, from the request
+ * table at req_idx: "ADDR TARGET", or with log_format "json" the fields
+ * "remote":"ADDR","target":"TARGET"; returns it. */
+const char *ms_push_label(lua_State *L, struct ms_server *s, int req_idx) {
   char target[MS_LOG_FIELD_MAX];
   size_t len = 0;
+  int json = s->opts.log_format == MS_LOG_JSON;
   req_idx = lua_absindex(L, req_idx);
   lua_getfield(L, req_idx, "remote_addr");
   lua_getfield(L, req_idx, "target");
   const char *raw = lua_tolstring(L, -1, &len);
-  const char *label = lua_pushfstring(L, "%s %s", lua_tostring(L, -2),
-    raw ? ms_log_escape(target, sizeof target, raw, len, MS_ESCAPE_FIELD)
+  const char *label = lua_pushfstring(L,
+    json ? "\"remote\":\"%s\",\"target\":\"%s\"" : "%s %s",
+    lua_tostring(L, -2),
+    raw ? ms_log_escape(target, sizeof target, raw, len,
+                        json ? MS_ESCAPE_JSON : MS_ESCAPE_FIELD)
         : NULL);
   lua_replace(L, -3);
   lua_pop(L, 1);
@@ -219,9 +224,15 @@ const char *ms_push_label(lua_State *L, int req_idx) {
 }
 
 static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
-  if (c->server->opts.log_level < MS_LOG_INFO) return;
-  ms_log(c->server, MS_LOG_INFO, "open %s%s", ms_push_label(L, req_idx),
-         c->flags & CF_H2_STREAM ? " over HTTP/2" : "");
+  struct ms_server *s = c->server;
+  if (s->opts.log_level < MS_LOG_INFO) return;
+  const char *label = ms_push_label(L, s, req_idx);
+  int h2 = (c->flags & CF_H2_STREAM) != 0;
+  if (s->opts.log_format == MS_LOG_JSON)
+    ms_log_json(s, MS_LOG_INFO, "open", ",%s,\"http2\":%s", label,
+                h2 ? "true" : "false");
+  else
+    ms_log(s, MS_LOG_INFO, "open %s%s", label, h2 ? " over HTTP/2" : "");
   lua_pop(L, 1);
 }
 
@@ -242,7 +253,7 @@ static void end_open(struct ms_conn *c, lua_State *L,
   }
   c->flags |= CF_REQUEST_DROPPED;
   if (c->server->opts.log_level >= MS_LOG_INFO && !(c->flags & CF_NOTIFIED))
-    ms_push_label(L, req_idx);
+    ms_push_label(L, c->server, req_idx);
   else
     lua_pushnil(L);
   lua_setiuservalue(L, -2, UV_REQUEST);
@@ -362,6 +373,9 @@ static void apply_answer(lua_State *L, struct ms_conn *c,
   }
 }
 
+static void answer_request(struct ms_conn *c,
+                           const struct http_request *req, int top, int keep);
+
 void ms_event_request(struct ms_conn *c, const struct http_request *req) {
   struct ms_server *s = c->server;
   lua_State *L = s->module->L;
@@ -372,6 +386,22 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
   /* after a refused upgrade the client's state is unknown: close */
   int keep = !handshake_wanted(req);
   if (!keep) c->flags |= CF_HANDSHAKE;
+  const struct http_request *was = s->answering;
+  double was_began = s->answer_began;
+  if (was != req) {                  /* an HTTP/2 stream's: it begins */
+    s->answering = req;
+    if (s->opts.access_log) s->answer_began = ev_time();
+  }
+  answer_request(c, req, top, keep);
+  s->answering = was;
+  s->answer_began = was_began;
+}
+
+/* The pipeline's call for req, and its answer. */
+static void answer_request(struct ms_conn *c, const struct http_request *req,
+                           int top, int keep) {
+  struct ms_server *s = c->server;
+  lua_State *L = s->module->L;
   if (ms_pcall(s, L, 2, 5, "request handler") != LUA_OK) {
     ms_conn_respond_error(c, 500, "the application failed", keep);
     lua_settop(L, top);
@@ -405,7 +435,7 @@ static int core_respond(lua_State *L) {
   if (!s || c->state != CS_HTTP || !(c->flags & CF_WAITING)) {
     if (s && s->opts.log_level >= MS_LOG_DEBUG) {
       ms_log(s, MS_LOG_DEBUG, "answer dropped: %s left before it came",
-             ms_push_label(L, 2));
+             ms_push_label(L, s, 2));
       lua_pop(L, 1);
     }
     return ms_push_fail(L, MS_ECLOSED_DROPPED, "ECLOSED");
@@ -425,7 +455,13 @@ static int core_respond(lua_State *L) {
   int keep = !handshake_wanted(&req);
   lua_insert(L, 3);                  /* the head stays on the stack */
   if (lua_gettop(L) < 7) lua_settop(L, 7);
+  const struct http_request *was = s->answering;
+  double was_began = s->answer_began;
+  s->answering = &req;               /* its head came when it began to wait */
+  s->answer_began = c->deadline - s->opts.request_timeout;
   apply_answer(L, c, &req, 2, 4, keep);
+  s->answering = was;
+  s->answer_began = was_began;
   ms_conn_answered(c);
   lua_pushboolean(L, 1);
   return 1;

@@ -6,11 +6,12 @@
 
 #include "server.h"
 
-enum { OPT_SIZE, OPT_SECONDS, OPT_LEVEL, OPT_DEFLATE, OPT_BOOL };
+enum { OPT_SIZE, OPT_SECONDS, OPT_CHOICE, OPT_DEFLATE, OPT_BOOL };
 
 static const char *const level_names[] = {
   "off", "error", "warn", "info", "debug", NULL
 };
+static const char *const format_names[] = { "text", "json", NULL };
 
 static const struct option_spec {
   const char *name;
@@ -18,11 +19,12 @@ static const struct option_spec {
   int per_route;
   size_t offset;
   double def, min, max;
+  const char *const *names;     /* OPT_CHOICE: its values, in order */
 } option_specs[] = {
 #define SIZE(f, r, d, lo, hi) \
-  { #f, OPT_SIZE, r, offsetof(struct ms_options, f), d, lo, hi }
+  { #f, OPT_SIZE, r, offsetof(struct ms_options, f), d, lo, hi, NULL }
 #define SECS(f, r, d, lo, hi) \
-  { #f, OPT_SECONDS, r, offsetof(struct ms_options, f), d, lo, hi }
+  { #f, OPT_SECONDS, r, offsetof(struct ms_options, f), d, lo, hi, NULL }
   SIZE(max_message_size, 1, 1 << 20, 1, 1ull << 40),
   SIZE(max_backpressure, 1, 1 << 20, 1024, 1ull << 40),
   SECS(close_timeout, 1, 5, 0.001, 86400),
@@ -31,9 +33,9 @@ static const struct option_spec {
   SECS(idle_timeout, 1, 0, 0, 86400),            /* 0: off */
   SECS(message_timeout, 1, 60, 0, 86400),        /* 0: off */
   { "compression", OPT_DEFLATE, 1, offsetof(struct ms_options, deflate),
-    0, 0, 0 },
+    0, 0, 0, NULL },
   { "keep_request", OPT_BOOL, 1, offsetof(struct ms_options, keep_request),
-    0, 0, 1 },
+    0, 0, 1, NULL },
   SIZE(max_body_size, 1, 1 << 20, 0, 1ull << 40),
   SIZE(receive_buffer_size, 0, 64 << 10, 1024, 64 << 20),
   SIZE(max_header_size, 0, 8 << 10, 256, 1 << 20),
@@ -46,8 +48,12 @@ static const struct option_spec {
   SECS(body_timeout, 0, 30, 0.001, 86400),
   SIZE(max_concurrent_streams, 0, 100, 1, 65536),
   SECS(send_window_timeout, 0, 30, 0.001, 86400),
-  { "log_level", OPT_LEVEL, 0, offsetof(struct ms_options, log_level),
-    MS_LOG_INFO, MS_LOG_OFF, MS_LOG_DEBUG },
+  { "log_level", OPT_CHOICE, 0, offsetof(struct ms_options, log_level),
+    MS_LOG_INFO, MS_LOG_OFF, MS_LOG_DEBUG, level_names },
+  { "log_format", OPT_CHOICE, 0, offsetof(struct ms_options, log_format),
+    MS_LOG_TEXT, MS_LOG_TEXT, MS_LOG_JSON, format_names },
+  { "access_log", OPT_BOOL, 0, offsetof(struct ms_options, access_log),
+    0, 0, 1, NULL },
 #undef SIZE
 #undef SECS
 };
@@ -59,7 +65,7 @@ void ms_options_defaults(struct ms_options *o) {
     const struct option_spec *sp = &option_specs[i];
     char *field = (char *)o + sp->offset;
     if (sp->type == OPT_SIZE) *(size_t *)field = (size_t)sp->def;
-    else if (sp->type == OPT_LEVEL || sp->type == OPT_BOOL)
+    else if (sp->type == OPT_CHOICE || sp->type == OPT_BOOL)
       *(int *)field = (int)sp->def;
     else if (sp->type == OPT_DEFLATE) {
       static const struct deflate_config off = DEFLATE_CONFIG_DEFAULT;
@@ -160,14 +166,22 @@ static void read_value(lua_State *L, const struct option_spec *sp,
     if (!lua_isboolean(L, -1))
       luaL_error(L, "option '%s' must be a boolean", name);
     *(int *)field = lua_toboolean(L, -1);
-  } else if (sp->type == OPT_LEVEL) {
-    const char *level = lua_tostring(L, -1);
+  } else if (sp->type == OPT_CHOICE) {
+    const char *value = lua_tostring(L, -1);
     int i = 0;
-    while (level && level_names[i] && strcmp(level_names[i], level) != 0)
+    while (value && sp->names[i] && strcmp(sp->names[i], value) != 0)
       i++;
-    if (!level || !level_names[i])
-      luaL_error(L, "option '%s' must be one of off, error, warn, info, "
-                 "debug", name);
+    if (!value || !sp->names[i]) {
+      luaL_Buffer b;                   /* "one of a, b, c" */
+      luaL_buffinit(L, &b);
+      for (int k = 0; sp->names[k]; k++) {
+        if (k) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, sp->names[k]);
+      }
+      luaL_pushresult(&b);
+      luaL_error(L, "option '%s' must be one of %s", name,
+                 lua_tostring(L, -1));
+    }
     *(int *)field = i;
   } else if (sp->type == OPT_SIZE) {
     int isint;

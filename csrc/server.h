@@ -54,6 +54,8 @@ struct ms_options {
                                   peer's window holds back this long is
                                   reset */
   int log_level;               /* enum ms_log_level */
+  int log_format;              /* enum ms_log_format */
+  int access_log;              /* a line per HTTP answer */
 };
 
 void ms_options_defaults(struct ms_options *o);
@@ -151,6 +153,9 @@ struct ms_server {
   size_t validated_len;         /* given: sending it back needs no check */
   struct ms_conn *opening;      /* whose open handler runs, with the */
   const struct http_request *opening_req; /* request it was opened by */
+  const struct http_request *answering; /* the request answered now, or
+                                           NULL (the access log's) */
+  double answer_began;          /* when its head came (access_log) */
   size_t nconns;
   uint8_t *rbuf;                /* the one receive buffer */
   int ref;                      /* anchors the server while it serves */

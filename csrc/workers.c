@@ -180,7 +180,7 @@ static void link_send(struct ms_link *l, const struct iovec *iov, int n) {
   size_t pending = l->out_len - l->out_off;
   if (pending + total > LINK_PENDING) {
     if (l->dropped++ == 0)
-      ms_log(NULL, MS_LOG_ERROR, "worker %d: publish link %zu bytes behind: "
+      ms_log_module(l->m, MS_LOG_ERROR, "worker %d: publish link %zu bytes behind: "
              "dropping publishes", l->index, pending);
     return;
   }
@@ -205,7 +205,7 @@ static void link_send(struct ms_link *l, const struct iovec *iov, int n) {
     l->out_len += iov[i].iov_len;
   }
   if (l->dropped) {
-    ms_log(NULL, MS_LOG_WARN, "worker %d: publish link caught up; %zu "
+    ms_log_module(l->m, MS_LOG_WARN, "worker %d: publish link caught up; %zu "
            "publishes were lost", l->index, l->dropped);
     l->dropped = 0;
   }
@@ -459,7 +459,7 @@ static void link_lost(struct ms_link *l) {
   }
   if (!m->workers) {
     /* the master is gone: nothing will restart or stop us */
-    ms_log(NULL, MS_LOG_ERROR, "worker %d: the master process is gone; "
+    ms_log_module(m, MS_LOG_ERROR, "worker %d: the master process is gone; "
            "shutting down", m->worker);
     ms_module_shutdown(m, 5);
   }
@@ -473,7 +473,7 @@ static void link_process(struct ms_link *l) {
     uint32_t mlen;
     memcpy(&mlen, l->in + l->in_off, 4);
     if (mlen < MSG_HEAD - 4 || mlen > LINK_MSG_MAX) {
-      ms_log(NULL, MS_LOG_ERROR, "worker link: corrupt message");
+      ms_log_module(l->m, MS_LOG_ERROR, "worker link: corrupt message");
       link_lost(l);
       return;
     }
@@ -651,7 +651,7 @@ static void master_signal_cb(struct ev_loop *loop, ev_signal *w,
     return;
   }
   if (!ws->stopping)
-    ms_log(NULL, MS_LOG_INFO, "signal %d: stopping %d workers", w->signum,
+    ms_log_module(m, MS_LOG_INFO, "signal %d: stopping %d workers", w->signum,
            ws->alive);
   ws->stopping = 1;
   forward_signal(ws, SIGTERM);
@@ -677,7 +677,7 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents) {
     /* a clean exit was asked for (a signal to the whole process
      * group, as ^C sends, or the app closed its servers): the master
      * ends with the last one */
-    ms_log(NULL, MS_LOG_INFO, "worker %d (pid %d) exited", i + 1,
+    ms_log_module(m, MS_LOG_INFO, "worker %d (pid %d) exited", i + 1,
            (int)w->rpid);
     ws->stopping = 1;
     ev_timer_stop(loop, &ws->restart_timer);
@@ -687,10 +687,10 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents) {
     return;
   }
   if (WIFSIGNALED(st))
-    ms_log(NULL, MS_LOG_ERROR, "worker %d (pid %d) killed by signal %d; "
+    ms_log_module(m, MS_LOG_ERROR, "worker %d (pid %d) killed by signal %d; "
            "restarting", i + 1, (int)w->rpid, WTERMSIG(st));
   else
-    ms_log(NULL, MS_LOG_ERROR, "worker %d (pid %d) exited with status %d; "
+    ms_log_module(m, MS_LOG_ERROR, "worker %d (pid %d) exited with status %d; "
            "restarting", i + 1, (int)w->rpid, WEXITSTATUS(st));
   wk->restart = 1;
   /* one that dies at once is not forked again at once */
@@ -731,7 +731,7 @@ static void become_worker(struct ms_module *m, int index, int fd) {
   ms_metrics_worker(m, index);
   m->link = malloc(sizeof *m->link);
   if (!m->link) {
-    ms_log(NULL, MS_LOG_ERROR, "worker %d: out of memory", index);
+    ms_log_module(m, MS_LOG_ERROR, "worker %d: out of memory", index);
     _exit(1);
   }
   link_open(m->link, m, fd, index, 1);
@@ -754,7 +754,7 @@ static int spawn(struct ms_module *m, int i) {
   wk->restart = 0;
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
                  sv) != 0) {
-    ms_log(NULL, MS_LOG_ERROR, "worker %d: socketpair: %s", i + 1,
+    ms_log_module(m, MS_LOG_ERROR, "worker %d: socketpair: %s", i + 1,
            strerror(errno));
     wk->restart = 1;
     return 0;
@@ -762,7 +762,7 @@ static int spawn(struct ms_module *m, int i) {
   fflush(NULL);                      /* no buffered output twice */
   pid_t pid = fork();
   if (pid < 0) {
-    ms_log(NULL, MS_LOG_ERROR, "worker %d: fork: %s", i + 1, strerror(errno));
+    ms_log_module(m, MS_LOG_ERROR, "worker %d: fork: %s", i + 1, strerror(errno));
     close(sv[0]);
     close(sv[1]);
     wk->restart = 1;
@@ -781,7 +781,7 @@ static int spawn(struct ms_module *m, int i) {
   ev_child_init(&wk->child, child_cb, pid, 0);
   wk->child.data = m;
   ev_child_start(m->loop, &wk->child);
-  ms_log(NULL, MS_LOG_INFO, "worker %d started (pid %d)", i + 1, (int)pid);
+  ms_log_module(m, MS_LOG_INFO, "worker %d started (pid %d)", i + 1, (int)pid);
   return 0;
 }
 
@@ -790,7 +790,7 @@ int ms_workers_run(struct ms_module *m) {
   int n = m->nworkers;
   struct ms_workers *ws = calloc(1, sizeof *ws + (size_t)n * sizeof ws->w[0]);
   if (!ws) {
-    ms_log(NULL, MS_LOG_ERROR, "workers: out of memory");
+    ms_log_module(m, MS_LOG_ERROR, "workers: out of memory");
     return 0;
   }
   ws->n = n;
@@ -812,7 +812,7 @@ int ms_workers_run(struct ms_module *m) {
   ev_init(&ws->restart_timer, restart_cb);
   /* every worker counts where any one can sum them all (a scrape) */
   if (ms_metrics_share(m, n) < 0)
-    ms_log(NULL, MS_LOG_WARN, "workers: cannot share the metrics: %s; each "
+    ms_log_module(m, MS_LOG_WARN, "workers: cannot share the metrics: %s; each "
            "worker reports its own", strerror(errno));
   for (int i = 0; i < n; i++) ws->w[i].restart = 1;
   for (;;) {
@@ -841,7 +841,7 @@ int ms_workers_run(struct ms_module *m) {
   ev_signal_stop(loop, &ws->sighup);
   ev_timer_stop(loop, &ws->restart_timer);
   for (int i = 0; i < n; i++) link_close(&ws->w[i].link);
-  ms_log(NULL, MS_LOG_INFO, "every worker has exited");
+  ms_log_module(m, MS_LOG_INFO, "every worker has exited");
   m->workers = NULL;
   free(ws);
   /* the master's servers end here: a later run finds nothing to do */

@@ -311,7 +311,11 @@ function app_mt:listen(where)
   if not server then return nil, err, code end
   local host, port = server:address()
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
-  io_stderr:write("moonsocket: listening on ", host, ":", port, "\n")
+  if self.core_options.log_format == "json" then
+    core.log("info", "listening on " .. host .. ":" .. port)
+  else
+    io_stderr:write("moonsocket: listening on ", host, ":", port, "\n")
+  end
   self.servers[#self.servers + 1] = server
   return server
 end
@@ -494,6 +498,12 @@ _M.metrics = setmetatable({}, {
     return require("moonsocket.metrics").middleware(opts)
   end,
 })
+
+-- moonsocket.status{ path = "/status" }: a live status page, the
+-- figures pushed over a WebSocket; loaded when first used.
+function _M.status(opts)
+  return require("moonsocket.status").middleware(opts)
+end
 
 -- Options of moonsocket.connect that are not the core's WebSocket options.
 local CLIENT_OPTIONS = {

@@ -1,5 +1,5 @@
 -- Test app: the route policies and timeouts.  Env: PORT, MAX_CONNECTIONS,
--- LOG_LEVEL.
+-- LOG_LEVEL, LOG_FORMAT, ACCESS_LOG.
 local moonsocket = require "moonsocket"
 
 local events = {}
@@ -8,6 +8,8 @@ local function record(line) events[#events + 1] = line end
 local app = moonsocket.app {
   max_connections = tonumber(os.getenv("MAX_CONNECTIONS")) or 100,
   log_level = os.getenv("LOG_LEVEL") or "info",
+  log_format = os.getenv("LOG_FORMAT") or "text",
+  access_log = os.getenv("ACCESS_LOG") == "1",
   close_timeout = 0.5,
   keep_alive_interval = 0,
 }

@@ -10,6 +10,20 @@ local url_encode = function(s)
   end))
 end
 
+-- What the app's /fetch on server reported for url with the query's
+-- options.
+local function fetch_from(server, url, query)
+  local target = "/fetch?url=" .. url_encode(url)
+  for name, value in pairs(query or {}) do
+    target = target .. "&" .. name .. "=" .. url_encode(tostring(value))
+  end
+  local status, _, body, sock = helper.http(server.port, "GET " .. target
+    .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+  if sock then sock:close() end
+  assert.are.equal(200, status, body)
+  return body
+end
+
 describe("moonsocket.http", function()
   local server = helper.with_server("spec/apps/http_client.lua")
   local upstream
@@ -22,18 +36,7 @@ describe("moonsocket.http", function()
     if upstream then upstream:stop() end
   end)
 
-  -- What the app's /fetch reported for url with the query's options.
-  local function fetch(url, query)
-    local target = "/fetch?url=" .. url_encode(url)
-    for name, value in pairs(query or {}) do
-      target = target .. "&" .. name .. "=" .. url_encode(tostring(value))
-    end
-    local status, _, body, sock = helper.http(server.port, "GET " .. target
-      .. " HTTP/1.1\r\nHost: x\r\n\r\n")
-    if sock then sock:close() end
-    assert.are.equal(200, status, body)
-    return body
-  end
+  local function fetch(url, query) return fetch_from(server, url, query) end
 
   local function up(path)
     return ("http://127.0.0.1:%d%s"):format(upstream.port, path)
@@ -206,17 +209,7 @@ describe("moonsocket.http against nginx", function()
     if dir then os.execute("rm -rf " .. dir) end
   end)
 
-  local function fetch(url, query)
-    local target = "/fetch?url=" .. url_encode(url)
-    for name, value in pairs(query or {}) do
-      target = target .. "&" .. name .. "=" .. url_encode(tostring(value))
-    end
-    local status, _, body, sock = helper.http(server.port, "GET " .. target
-      .. " HTTP/1.1\r\nHost: x\r\n\r\n")
-    if sock then sock:close() end
-    assert.are.equal(200, status, body)
-    return body
-  end
+  local function fetch(url, query) return fetch_from(server, url, query) end
 
   local function at(path, tls)
     return ("%s://127.0.0.1:%d%s"):format(tls and "https" or "http",

@@ -387,36 +387,32 @@ end)
 describe("moonsocket.connect resolving its host", function()
   local CLIENT = "spec/apps/client.lua"
   local server = helper.with_server("spec/apps/echo.lua")
+  local PINGED = "state\tconnecting\nping\tsent\npong\tabc\n"
+    .. "close\t1001\t\tlocal\n"
+
+  -- Runs the client's ping against host (with a DNS server's answers);
+  -- asserts it went as it does against an address.
+  local function ping(host, dns)
+    local output, status = helper.run_app(CLIENT,
+      { "ping", "ws://" .. host .. ":" .. server.port .. "/ws" },
+      dns and { DNS = "127.0.0.1:" .. dns.port } or nil)
+    if dns then dns:stop() end
+    assert.are.equal(0, status, output)
+    assert.are.equal(PINGED, output)
+  end
 
   it("connects to localhost", function()
-    local output, status = helper.run_app(CLIENT,
-      { "ping", "ws://localhost:" .. server.port .. "/ws" })
-    assert.are.equal(0, status, output)
-    assert.are.equal("state\tconnecting\nping\tsent\npong\tabc\n"
-      .. "close\t1001\t\tlocal\n", output)
+    ping("localhost")
   end)
 
   it("connects to a name its DNS server gives", function()
-    local dns = start_dns { "--delay", "0.2", "echo.test=127.0.0.1" }
-    local output, status = helper.run_app(CLIENT,
-      { "ping", "ws://echo.test:" .. server.port .. "/ws" },
-      { DNS = "127.0.0.1:" .. dns.port })
-    dns:stop()
-    assert.are.equal(0, status, output)
-    assert.are.equal("state\tconnecting\nping\tsent\npong\tabc\n"
-      .. "close\t1001\t\tlocal\n", output)
+    ping("echo.test", start_dns { "--delay", "0.2", "echo.test=127.0.0.1" })
   end)
 
   it("tries the host's addresses in turn", function()
     -- nothing listens on 127.0.0.2: refused, then 127.0.0.1 answers
-    local dns = start_dns { "--delay", "0", "two.test=127.0.0.2,127.0.0.1" }
-    local output, status = helper.run_app(CLIENT,
-      { "ping", "ws://two.test:" .. server.port .. "/ws" },
-      { DNS = "127.0.0.1:" .. dns.port })
-    dns:stop()
-    assert.are.equal(0, status, output)
-    assert.are.equal("state\tconnecting\nping\tsent\npong\tabc\n"
-      .. "close\t1001\t\tlocal\n", output)
+    ping("two.test",
+         start_dns { "--delay", "0", "two.test=127.0.0.2,127.0.0.1" })
   end)
 
   it("closes 1006 naming a host that cannot be resolved", function()

@@ -154,6 +154,27 @@ int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len) {
 void ms_event_serving(struct ms_module *m) { (void)m; }
 void ms_event_shutdown(struct ms_module *m) { (void)m; }
 
+/* One process without workers or presence: neither event comes. */
+void ms_event_published(struct ms_module *m, uint64_t request,
+                        long reached, const struct ms_hist_pos *pos) {
+  (void)m;
+  (void)request;
+  (void)reached;
+  (void)pos;
+  abort();
+}
+
+void ms_event_presence(struct ms_module *m, const char *topic, size_t tlen,
+                       int join, const char *info, size_t ilen) {
+  (void)m;
+  (void)topic;
+  (void)tlen;
+  (void)join;
+  (void)info;
+  (void)ilen;
+  abort();
+}
+
 /* ------------------------------------------------------------------ */
 /* The harness                                                         */
 /* ------------------------------------------------------------------ */
@@ -164,6 +185,7 @@ static void setup_once(void) {
   module.L = luaL_newstate();
   if (!module.loop || !module.L) abort();
   ms_module_init_watchers(&module);
+  module.metrics = module.topics.metrics = &module.own;  /* as lmoonsocket.c */
   file_fd = memfd_create("fuzz_h2", 0);
   if (file_fd < 0) abort();
   static char block[FILE_SIZE];
@@ -175,6 +197,7 @@ static void server_begin(int flags) {
   struct ms_server *s = &server;
   memset(s, 0, sizeof *s);
   s->module = &module;
+  s->metrics = module.metrics;
   ms_options_defaults(&s->opts);
   /* FUZZ_H2_LOG=1 shows the server's log, to check what a seed does */
   s->opts.log_level = getenv("FUZZ_H2_LOG") ? MS_LOG_DEBUG : MS_LOG_OFF;

@@ -505,7 +505,7 @@ def callgrind_run(messages, outdir, conns, size, text, name="moonsocket"):
     server = Server(name, wrap=wrap)
     try:
         server.wait_ready(60)
-        kv, err = loadgen(server, "moonsocket-callgrind",
+        kv, err = loadgen(server, f"{name}-callgrind",
                           ["echo", "-c", str(conns), "-s", str(size),
                            "-n", str(messages), "-t", "600"]
                           + (["-x"] if text else []), 620)

@@ -88,6 +88,20 @@ def missing_websockets():
     return None if rc == 0 else "python3-websockets is not installed"
 
 
+def uws_cmd(port, tmp):
+    return ([os.environ["UWS_ECHO"], str(port)], {})
+
+
+def missing_uws():
+    path = os.environ.get("UWS_ECHO")
+    if not path:
+        return ("UWS_ECHO is not set: build uWebSockets' EchoServer with "
+                "bench/build_uws.sh and set UWS_ECHO=/path/to/it")
+    if not os.access(path, os.X_OK):
+        return f"UWS_ECHO={path} is not an executable file"
+    return None
+
+
 def missing_moonsocket():
     return None if os.access(SERVER_BIN, os.X_OK) else \
         "build/moonsocket is not built (make build)"
@@ -100,6 +114,9 @@ SERVERS = {
     "nginx-lua": (nginx_cmd, missing_nginx),
     "ws": (node_cmd, missing_node),
     "websockets": (websockets_cmd, missing_websockets),
+    # optional: uWebSockets' examples/EchoServer.cpp, built outside the
+    # repository by build_uws.sh, when UWS_ECHO names it
+    "uWebSockets": (uws_cmd, missing_uws),
 }
 
 # ----------------------------------------------------------------------
@@ -393,6 +410,9 @@ def versions():
     v["websockets"] = out([PYTHON, "-c", "import websockets, sys; "
                            "print(websockets.__version__, sys.version.split()"
                            "[0])"])
+    if not missing_uws():
+        v["uWebSockets"] = "EchoServer sha256 " + report.output(
+            ["sha256sum", os.environ["UWS_ECHO"]])[:12]
     return v
 
 
@@ -485,7 +505,7 @@ def callgrind_run(messages, outdir, conns, size, text, name="moonsocket"):
     server = Server(name, wrap=wrap)
     try:
         server.wait_ready(60)
-        kv, err = loadgen(server, "moonsocket-callgrind",
+        kv, err = loadgen(server, f"{name}-callgrind",
                           ["echo", "-c", str(conns), "-s", str(size),
                            "-n", str(messages), "-t", "600"]
                           + (["-x"] if text else []), 620)

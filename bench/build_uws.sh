@@ -16,6 +16,7 @@
 #     argument (9001 without one) instead of a fixed 9001.
 # The example's own settings stay: deflate offered (loadgen does not
 # ask for it), 100 MiB messages, idleTimeout 16 s with automatic pings.
+# It needs g++ and patch (`make -C bench deps` installs them).
 set -eu
 
 if [ $# -ne 3 ]; then

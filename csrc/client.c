@@ -237,32 +237,10 @@ static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
 static SSL_CTX *new_tls_ctx(int verify, const char *cafile, char *err,
                             size_t errlen) {
-  char why[120];
-  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-  if (!ctx) {
-    snprintf(err, errlen, "TLS: %s", ms_tls_error(why, sizeof why));
-    return NULL;
-  }
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                      SSL_OP_IGNORE_UNEXPECTED_EOF);
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                   SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX *ctx = ms_tls_client_ctx(verify, cafile, "TLS: ", err, errlen);
   /* the WebSocket handshake is HTTP/1.1 (RFC 7301 ALPN) */
-  SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x08http/1.1", 9);
-  if (verify) {
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    int ok = cafile ? SSL_CTX_load_verify_locations(ctx, cafile, NULL)
-                    : SSL_CTX_set_default_verify_paths(ctx);
-    if (ok != 1) {
-      snprintf(err, errlen, "TLS: cannot load CA certificates%s%s: %s",
-               cafile ? " from " : "", cafile ? cafile : "",
-               ms_tls_error(why, sizeof why));
-      SSL_CTX_free(ctx);
-      return NULL;
-    }
-  }
+  if (ctx)
+    SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x08http/1.1", 9);
   return ctx;
 }
 

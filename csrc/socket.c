@@ -223,35 +223,6 @@ int ms_sock_connect_result(int fd) {
 /* TLS                                                                 */
 /* ------------------------------------------------------------------ */
 
-static SSL_CTX *client_ctx(int verify, const char *cafile, char *err,
-                           size_t errlen) {
-  char why[160];
-  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-  if (!ctx) {
-    snprintf(err, errlen, "TLS: %s", ms_tls_error(why, sizeof why));
-    return NULL;
-  }
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                      SSL_OP_IGNORE_UNEXPECTED_EOF);
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                   SSL_MODE_RELEASE_BUFFERS);
-  if (verify) {
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    int ok = cafile ? SSL_CTX_load_verify_locations(ctx, cafile, NULL)
-                    : SSL_CTX_set_default_verify_paths(ctx);
-    if (ok != 1) {
-      snprintf(err, errlen, "cannot load CA certificates%s%s: %s",
-               cafile ? " from " : "", cafile ? cafile : "",
-               ms_tls_error(why, sizeof why));
-      SSL_CTX_free(ctx);
-      return NULL;
-    }
-  }
-  return ctx;
-}
-
 SSL *ms_sock_tls_new(struct ms_module *m, int fd, const char *name,
                      int verify, const char *cafile, char *err,
                      size_t errlen) {
@@ -263,10 +234,11 @@ SSL *ms_sock_tls_new(struct ms_module *m, int fd, const char *name,
   SSL_CTX *ctx;
   int own = verify && cafile;         /* the system's are cached */
   if (own) {
-    ctx = client_ctx(1, cafile, err, errlen);
+    ctx = ms_tls_client_ctx(1, cafile, "", err, errlen);
   } else {
     SSL_CTX **cached = verify ? &x->verify : &x->noverify;
-    if (!*cached) *cached = client_ctx(verify, NULL, err, errlen);
+    if (!*cached)
+      *cached = ms_tls_client_ctx(verify, NULL, "", err, errlen);
     ctx = *cached;
   }
   if (!ctx) return NULL;

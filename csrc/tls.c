@@ -196,3 +196,32 @@ void ms_tls_shutdown(SSL *ssl) {
   if (SSL_is_init_finished(ssl)) SSL_shutdown(ssl);
   ERR_clear_error();
 }
+
+SSL_CTX *ms_tls_client_ctx(int verify, const char *cafile,
+                           const char *ca_prefix, char *err, size_t errlen) {
+  char why[160];
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) {
+    snprintf(err, errlen, "TLS: %s", ms_tls_error(why, sizeof why));
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                      SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                   SSL_MODE_RELEASE_BUFFERS);
+  if (verify) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = cafile ? SSL_CTX_load_verify_locations(ctx, cafile, NULL)
+                    : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+      snprintf(err, errlen, "%scannot load CA certificates%s%s: %s",
+               ca_prefix, cafile ? " from " : "", cafile ? cafile : "",
+               ms_tls_error(why, sizeof why));
+      SSL_CTX_free(ctx);
+      return NULL;
+    }
+  }
+  return ctx;
+}

@@ -50,6 +50,13 @@ ssize_t ms_tls_write(SSL *ssl, const void *buf, size_t n);
 /* Send close_notify, without waiting for the peer's. */
 void ms_tls_shutdown(SSL *ssl);
 
+/* A client context (TLS 1.2 or later, partial writes), checking the
+ * peer's chain against cafile's CAs, or the system's, when verify.
+ * NULL with err set when it cannot be made; a CA file that cannot be
+ * loaded is told with ca_prefix before "cannot load CA certificates". */
+SSL_CTX *ms_tls_client_ctx(int verify, const char *cafile,
+                           const char *ca_prefix, char *err, size_t errlen);
+
 /* The latest OpenSSL error as text (and the queue cleared). */
 const char *ms_tls_error(char *buf, size_t len);
 

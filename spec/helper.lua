@@ -321,6 +321,18 @@ function helper.example_certs()
   return dir
 end
 
+-- A temporary directory holding a certificate for name and its key
+-- (spec/peers/make_cert.py): the directory, the certificate, the key.
+function helper.temp_cert(name)
+  local dir = os.tmpname()
+  os.remove(dir)
+  luassert(os.execute(("mkdir -p %q"):format(dir)))
+  local cert, key = dir .. "/cert.pem", dir .. "/cert.key"
+  local out, status = helper.run_peer("make_cert.py", { name, cert, key })
+  luassert(status == 0, out)
+  return dir, cert, key
+end
+
 -- Runs a peer script (spec/peers/NAME) with /usr/bin/python3 and the
 -- given arguments to completion.  Returns its output (stdout and stderr)
 -- and exit status.  A sanitizer preloaded for the busted process is not

@@ -46,12 +46,8 @@ describe("HTTP/2", function()
   local tls_server, plain_server, tls_port
 
   setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute(("mkdir -p %q"):format(dir)))
-    local c, k = dir .. "/cert.pem", dir .. "/cert.key"
-    local out, status = helper.run_peer("make_cert.py", { "h2", c, k })
-    assert(status == 0, out)
+    local c, k
+    dir, c, k = helper.temp_cert("h2")
     local f = assert(io.open(dir .. "/a.txt", "w"))
     f:write("static file content\n")
     f:close()

@@ -28,12 +28,8 @@ describe("WebSockets over HTTP/2", function()
   local dir, server, tls_port
 
   setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute(("mkdir -p %q"):format(dir)))
-    local c, k = dir .. "/cert.pem", dir .. "/cert.key"
-    local out, status = helper.run_peer("make_cert.py", { "h2", c, k })
-    assert(status == 0, out)
+    local c, k
+    dir, c, k = helper.temp_cert("h2")
     server = helper.start_server("spec/apps/http2_ws.lua",
       { CERT = c, KEY = k })
     tls_port = helper.wait_until(function()

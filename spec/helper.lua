@@ -250,6 +250,10 @@ end
 function Server:stop(timeout)
   if not self.log_text then
     if not self:exited() then
+      -- a socket a test dropped still open would hold a graceful
+      -- shutdown for close_timeout (the server drains it): collected, it
+      -- is closed
+      collectgarbage()
       self:kill("TERM")
       if not helper.wait_until(function() return self:exited() end,
           helper.scaled(timeout or 5)) then

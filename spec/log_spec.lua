@@ -232,9 +232,10 @@ describe("access_log", function()
   it("writes a text line per answer, after the same escaping", function()
     local server = helper.start_server("spec/apps/policy.lua",
                                        { ACCESS_LOG = "1" })
-    local status = helper.http(server.port, "HEAD /events?\155x HTTP/1.1\r\n"
-      .. "Host: x\r\nConnection: close\r\n\r\n")
+    local status, _, _, sock = helper.http(server.port,
+      "HEAD /events?\155x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert.are.equal(200, status)
+    sock:close()
     helper.wait_until(function()
       return server:log():find("info request ", 1, true) ~= nil
     end, 3)

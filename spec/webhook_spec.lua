@@ -110,9 +110,10 @@ describe("examples/webhook", function()
   end)
 
   it("refuses a socket without a topic, and one that talks", function()
-    local status = helper.http(server.port, helper.upgrade_request {
-      path = "/listen" })
+    local status, _, _, sock = helper.http(server.port,
+      helper.upgrade_request { path = "/listen" })
     assert.are.equal(400, status)
+    sock:close()
     local ws = listen("t")
     ws:send_text("hello")
     ws:expect_close(1008)

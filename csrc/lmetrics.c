@@ -106,6 +106,7 @@ static void sum_slots(struct ms_metrics *sum, const struct ms_metrics *slots,
  * worker, 1..n; 0 the master) as a table (docs/metrics.md). */
 static int l_metrics(lua_State *L) {
   struct ms_module *m = ms_module_get(L);
+  ms_metrics_sample(m);                     /* this process's, fresh */
   int n;
   const struct ms_metrics *slots = ms_metrics_slots(m, &n);
   if (!lua_isnoneornil(L, 1)) {
@@ -179,6 +180,18 @@ static int l_metrics(lua_State *L) {
   set_count(L, "deliveries", mt->deliveries);
   set_count(L, "topics", mt->topics_created - mt->topics_destroyed);
   set_count(L, "subscriptions", mt->subscribed - mt->unsubscribed);
+
+  /* the processes: RSS and descriptors from /proc, by pid */
+  uint64_t resident = 0, fds = 0;
+  for (int k = 0; k < n; k++) {
+    if (!slots[k].pid) continue;
+    resident += ms_metrics_resident(slots[k].pid);
+    fds += ms_metrics_descriptors(slots[k].pid);
+  }
+  set_count(L, "lua_heap_bytes", mt->lua_heap);
+  set_count(L, "resident_bytes", resident);
+  set_count(L, "open_fds", fds);
+  set_count(L, "loop_iterations", mt->loop_iterations);
   return 1;
 }
 

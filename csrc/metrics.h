@@ -49,6 +49,10 @@ struct ms_metrics {
   uint64_t publishes, deliveries;      /* pub/sub on this process */
   uint64_t topics_created, topics_destroyed;
   uint64_t subscribed, unsubscribed;
+  /* the process, as of its last sample (ms_metrics_sample) */
+  uint64_t pid;                        /* 0: no process counts here yet */
+  uint64_t lua_heap;                   /* bytes, lua_gc LUA_GCCOUNT */
+  uint64_t loop_iterations;            /* of its libev loop */
 };
 
 /* Count a close with code and why (enum ms_why). */
@@ -69,5 +73,13 @@ void ms_metrics_worker(struct ms_module *m, int index);
 const struct ms_metrics *ms_metrics_slots(const struct ms_module *m,
                                           int *n);
 void ms_metrics_free(struct ms_module *m);
+
+/* Write this process's figures to its slot: pid, Lua heap, loop
+ * iterations (on the sweep, and before a scrape). */
+void ms_metrics_sample(struct ms_module *m);
+/* What /proc says of process pid: resident bytes, open descriptors (0
+ * when it cannot be read: the process is gone, or no /proc). */
+uint64_t ms_metrics_resident(uint64_t pid);
+uint64_t ms_metrics_descriptors(uint64_t pid);
 
 #endif

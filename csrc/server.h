@@ -115,6 +115,7 @@ struct ms_module {
   struct ms_metrics *shared;    /* with workers: nshared slots, one per */
   int nshared;                  /* process (the master's first) */
   struct ms_metrics own;
+  unsigned int last_iteration;  /* ev_iteration at the last sample */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */

@@ -193,6 +193,34 @@ describe("metrics", function()
     }, d)
   end)
 
+  it("counts the process: Lua heap, memory, descriptors, loop", function()
+    server = helper.start_server(APP)
+    local c = ws(server.port)
+    local before = scrape(server.port)
+    assert.is_true(before.moonsocket_lua_heap_bytes > 0)
+    assert.is_true(before.moonsocket_resident_memory_bytes > 0)
+    -- stdin, stdout, stderr, the listener, the loop's, the WebSocket,
+    -- this scrape's connection at least
+    assert.is_true(before.moonsocket_open_fds >= 7)
+    c:send_text("hold 16")                   -- 16 MiB, 16 files
+    assert.are.equal("hold", text_of(c))
+    local after = scrape(server.port)
+    local d = deltas(before, after, {
+      "moonsocket_lua_heap_bytes", "moonsocket_resident_memory_bytes",
+      "moonsocket_open_fds", "moonsocket_loop_iterations_total" })
+    assert.are.equal(16, d.moonsocket_open_fds)
+    assert.is_true(d.moonsocket_lua_heap_bytes >= 16 << 20,
+                   d.moonsocket_lua_heap_bytes)
+    assert.is_true(d.moonsocket_resident_memory_bytes >= 16 << 20,
+                   d.moonsocket_resident_memory_bytes)
+    -- a message and an accepted scrape: an iteration each at least
+    assert.is_true(d.moonsocket_loop_iterations_total >= 2,
+                   d.moonsocket_loop_iterations_total)
+    c:close(1000)
+    c:expect_close(1000)
+    c.sock:close()
+  end)
+
   it("is valid Prometheus text (promtool check metrics)", function()
     server = helper.start_server(APP)
     local c = ws(server.port)
@@ -244,6 +272,21 @@ describe("metrics", function()
         m['moonsocket_connections{kind="websocket",transport="tcp"}'])
       assert.are.equal(2 * #clients,
         m['moonsocket_ws_messages_received_total{kind="text"}'])
+    end
+    -- the process figures sum the three processes'
+    local m = scrape(port)
+    local own = {}
+    for _, c in ipairs(clients) do
+      c:send_text("process")
+      local w, heap, rss, fds = assert(text_of(c)):match(
+        "^process (%d+) (%d+) (%d+) (%d+)$")
+      own[w] = { tonumber(heap), tonumber(rss), tonumber(fds) }
+    end
+    for _, w in ipairs { "1", "2" } do
+      assert.is_true(own[w][1] > 0 and own[w][2] > 0 and own[w][3] > 0)
+      assert.is_true(m.moonsocket_lua_heap_bytes > own[w][1])
+      assert.is_true(m.moonsocket_resident_memory_bytes > own[w][2])
+      assert.is_true(m.moonsocket_open_fds > own[w][3])
     end
     -- a worker's own figures: what its sockets sent it, and no more
     local max = 0

@@ -177,6 +177,18 @@ function _M.render(m)
          "Topics with subscribers.", one(m.topics))
   family(out, "moonsocket_pubsub_subscriptions", "gauge",
          "Subscriptions.", one(m.subscriptions))
+  family(out, "moonsocket_lua_heap_bytes", "gauge",
+         "Bytes of the Lua heaps (as of each worker's last sweep).",
+         one(m.lua_heap_bytes))
+  family(out, "moonsocket_resident_memory_bytes", "gauge",
+         "Resident memory of the processes (/proc/PID/statm).",
+         one(m.resident_bytes))
+  family(out, "moonsocket_open_fds", "gauge",
+         "Open file descriptors of the processes (/proc/PID/fd).",
+         one(m.open_fds))
+  family(out, "moonsocket_loop_iterations_total", "counter",
+         "Iterations of the event loops (as of each worker's last sweep).",
+         one(m.loop_iterations))
   out[#out + 1] = ""
   return concat(out, "\n")
 end

@@ -5,13 +5,17 @@
 --        close CODE           -> ws:close(CODE)
 --        pid                  -> "pid WORKER"
 --        mine                 -> "mine N": text messages this worker got
+--        process              -> "process WORKER HEAP RSS FDS": its own
 --   /slow (max_backpressure 1024): flood N -> sends N messages of 256
 --        KiB until one is dropped; the socket is then failed 1008
+--        hold N               -> "hold": keeps N MiB of strings and N
+--                                files open (the process figures)
 --   /origin: only Origin https://ok.example (others 403)
 -- env PORT, WORKERS.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app()
+local held = {}
 app:use(moonsocket.metrics { path = "/metrics" })
 
 app:ws("/ws", {
@@ -28,6 +32,18 @@ app:ws("/ws", {
       ws:close(tonumber(topic))
     elseif cmd == "pid" then
       ws:send("pid " .. moonsocket.worker())
+    elseif cmd == "hold" then
+      for i = 1, tonumber(topic) do
+        -- distinct strings, each byte written: resident, not shared
+        held[#held + 1] = string.rep(string.char(64 + i % 32), 1 << 20)
+        held[#held + 1] = assert(io.open("/dev/null"))
+      end
+      ws:send("hold")
+    elseif cmd == "process" then
+      local w = moonsocket.worker()
+      local mine = moonsocket.metrics.collect(w)
+      ws:send(("process %d %d %d %d"):format(w, mine.lua_heap_bytes,
+              mine.resident_bytes, mine.open_fds))
     elseif cmd == "mine" then
       local mine = moonsocket.metrics.collect(moonsocket.worker())
       ws:send("mine " .. mine.messages_received.text)

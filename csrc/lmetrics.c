@@ -11,6 +11,10 @@
 
 static const char *const kinds[MS_KINDS] = { "http", "http2", "websocket" };
 static const char *const carriers[MS_CARRIERS] = { "tcp", "tls", "http2" };
+static const char *const callbacks[MS_CALLBACKS] = {
+  "message", "open", "close", "drain", "pong", "request", "timer",
+  "coroutine", "other"
+};
 static const char *const whys[MS_METRICS_WHY] = {
   "none", "peer", "local", "timeout", "error", "lost", "shutdown"
 };
@@ -83,6 +87,35 @@ static void push_control(lua_State *L, const uint64_t *by_op) {
   set_count(L, "ping", by_op[WS_OP_PING]);
   set_count(L, "pong", by_op[WS_OP_PONG]);
   set_count(L, "close", by_op[WS_OP_CLOSE]);
+}
+
+/* callback_seconds[kind] = { count =, sum = seconds, buckets = { the
+ * cumulative counts at each bound } } and callback_bounds, seconds */
+static void push_callbacks(lua_State *L, const struct ms_metrics *mt) {
+  lua_createtable(L, 0, MS_CALLBACKS);
+  for (int k = 0; k < MS_CALLBACKS; k++) {
+    lua_createtable(L, 0, 3);
+    lua_createtable(L, MS_CALLBACK_BUCKETS - 1, 0);
+    uint64_t below = 0;
+    for (int i = 0; i < MS_CALLBACK_BUCKETS; i++) {
+      below += mt->callbacks[k][i];
+      if (i == MS_CALLBACK_BUCKETS - 1) break;
+      lua_pushinteger(L, (lua_Integer)below);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "buckets");
+    set_count(L, "count", below);
+    lua_pushnumber(L, (lua_Number)mt->callback_ns[k] / 1e9);
+    lua_setfield(L, -2, "sum");
+    lua_setfield(L, -2, callbacks[k]);
+  }
+  lua_setfield(L, -2, "callback_seconds");
+  lua_createtable(L, MS_CALLBACK_BUCKETS - 1, 0);
+  for (int i = 0; i < MS_CALLBACK_BUCKETS - 1; i++) {
+    lua_pushnumber(L, (lua_Number)ms_callback_bounds_ns[i] / 1e9);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "callback_bounds");
 }
 
 /* The figures of slots[0..n) summed into *sum, which is zeroed. */
@@ -192,6 +225,7 @@ static int l_metrics(lua_State *L) {
   set_count(L, "resident_bytes", resident);
   set_count(L, "open_fds", fds);
   set_count(L, "loop_iterations", mt->loop_iterations);
+  push_callbacks(L, mt);
   return 1;
 }
 

@@ -43,6 +43,25 @@ int ms_metrics_code_of(const struct ms_metrics *mt, int i) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Calls into Lua                                                      */
+/* ------------------------------------------------------------------ */
+
+/* The buckets' upper bounds (inclusive, as Prometheus's le): from 10 us,
+ * a fast handler, to 1 s, one that blocks the loop */
+const uint64_t ms_callback_bounds_ns[MS_CALLBACK_BUCKETS - 1] = {
+  10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+  5000000, 10000000, 25000000, 50000000, 100000000, 250000000,
+  1000000000
+};
+
+void ms_metrics_callback(struct ms_metrics *mt, int kind, uint64_t ns) {
+  int i = 0;
+  while (i < MS_CALLBACK_BUCKETS - 1 && ns > ms_callback_bounds_ns[i]) i++;
+  mt->callbacks[kind][i]++;
+  mt->callback_ns[kind] += ns;
+}
+
+/* ------------------------------------------------------------------ */
 /* Workers                                                             */
 /* ------------------------------------------------------------------ */
 

@@ -23,6 +23,16 @@ enum ms_carrier { MS_CARRIER_TCP, MS_CARRIER_TLS,
  * others (0: none, or an application code past the table) */
 #define MS_METRICS_CODES (16 + MS_METRICS_APP_CODES + 1)
 
+/* The calls from C into Lua handlers, timed by what they were for.  One
+ * call in MS_CALLBACK_SAMPLE is timed (lcall.c): a clock read pair on
+ * every call would cost more than the counting may (docs/metrics.md). */
+enum ms_callback { MS_CB_MESSAGE, MS_CB_OPEN, MS_CB_CLOSE, MS_CB_DRAIN,
+                   MS_CB_PONG, MS_CB_REQUEST, MS_CB_TIMER,
+                   MS_CB_COROUTINE, MS_CB_OTHER, MS_CALLBACKS };
+#define MS_CALLBACK_SAMPLE 16
+#define MS_CALLBACK_BUCKETS 16   /* the bounds of metrics.c, then +Inf */
+extern const uint64_t ms_callback_bounds_ns[MS_CALLBACK_BUCKETS - 1];
+
 /* One process's figures (with workers, one slot each in a mapping
  * shared by the master and the workers: each writes its own). */
 struct ms_metrics {
@@ -53,10 +63,16 @@ struct ms_metrics {
   uint64_t pid;                        /* 0: no process counts here yet */
   uint64_t lua_heap;                   /* bytes, lua_gc LUA_GCCOUNT */
   uint64_t loop_iterations;            /* of its libev loop */
+  /* the calls timed: by bucket (not cumulative), and their time */
+  uint64_t callbacks[MS_CALLBACKS][MS_CALLBACK_BUCKETS];
+  uint64_t callback_ns[MS_CALLBACKS];
 };
 
 /* Count a close with code and why (enum ms_why). */
 void ms_metrics_close(struct ms_metrics *mt, int code, int why);
+
+/* Count a call into Lua of kind (enum ms_callback) that took ns. */
+void ms_metrics_callback(struct ms_metrics *mt, int kind, uint64_t ns);
 
 /* The close code of slot i of mt's closes: 0 for the others. */
 int ms_metrics_code_of(const struct ms_metrics *mt, int i);

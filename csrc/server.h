@@ -116,6 +116,7 @@ struct ms_module {
   int nshared;                  /* process (the master's first) */
   struct ms_metrics own;
   unsigned int last_iteration;  /* ev_iteration at the last sample */
+  unsigned int untimed;         /* calls into Lua until one is timed */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */

@@ -16,7 +16,7 @@ local function scrape(port)
   local series = {}
   for line in body:gmatch("[^\n]+") do
     if line:sub(1, 1) ~= "#" then
-      local name, value = line:match("^(%S+) (%-?%d+)$")
+      local name, value = line:match("^(%S+) (%-?[%d.e+-]+)$")
       assert(name, "not a sample line: " .. line)
       series[name] = tonumber(value)
     end
@@ -220,6 +220,47 @@ describe("metrics", function()
     c:expect_close(1000)
     c.sock:close()
   end)
+
+  -- One call into Lua in 16 is timed: of 16 calls in a row, exactly one.
+  for _, case in ipairs { { "/ws", "message" }, { "/co", "coroutine" } } do
+    local path, callback = case[1], case[2]
+    it("times one " .. callback .. " call in 16, in its bucket", function()
+      server = helper.start_server(APP)
+      local c = ws(server.port, path)
+      local before = scrape(server.port)
+      for _ = 1, 16 do                 -- nothing else is called between
+        c:send_text("slow 30")
+        assert.are.equal("slow", text_of(c))
+      end
+      local after = scrape(server.port)
+      local name = "moonsocket_lua_callback_seconds"
+      local label = '{callback="' .. callback .. '"'
+      local d = deltas(before, after, {
+        name .. "_count" .. label .. "}", name .. "_sum" .. label .. "}",
+        name .. "_bucket" .. label .. ',le="0.025"}',
+        name .. "_bucket" .. label .. ',le="0.05"}',
+        name .. "_bucket" .. label .. ',le="+Inf"}' })
+      assert.are.equal(1, d[name .. "_count" .. label .. "}"])
+      assert.are.equal(1, d[name .. "_bucket" .. label .. ',le="+Inf"}'])
+      -- 30 ms of CPU time: more than 25 ms of the clock
+      assert.are.equal(0, d[name .. "_bucket" .. label .. ',le="0.025"}'])
+      assert.is_true(d[name .. "_sum" .. label .. "}"] >= 0.03)
+      -- the buckets are cumulative, and end at the count
+      local last = 0
+      for line in select(2, scrape(server.port)):gmatch("[^\n]+") do
+        local v = line:match("^" .. name .. "_bucket" .. label
+                             .. ',le="[^"]+"} (%d+)$')
+        if v then
+          assert.is_true(tonumber(v) >= last)
+          last = tonumber(v)
+        end
+      end
+      assert.are.equal(after[name .. "_count" .. label .. "}"], last)
+      c:close(1000)
+      c:expect_close(1000)
+      c.sock:close()
+    end)
+  end
 
   it("is valid Prometheus text (promtool check metrics)", function()
     server = helper.start_server(APP)

@@ -6,6 +6,8 @@
 --        pid                  -> "pid WORKER"
 --        mine                 -> "mine N": text messages this worker got
 --        process              -> "process WORKER HEAP RSS FDS": its own
+--        slow MS              -> "slow": after MS ms of work (CPU time)
+--   /co: a coroutine handler, slow MS likewise, echo otherwise
 --   /slow (max_backpressure 1024): flood N -> sends N messages of 256
 --        KiB until one is dropped; the socket is then failed 1008
 --        hold N               -> "hold": keeps N MiB of strings and N
@@ -16,6 +18,12 @@ local moonsocket = require "moonsocket"
 
 local app = moonsocket.app()
 local held = {}
+
+-- Keep the process busy for ms milliseconds of CPU time.
+local function busy(ms)
+  local till = os.clock() + ms / 1000
+  repeat until os.clock() >= till
+end
 app:use(moonsocket.metrics { path = "/metrics" })
 
 app:ws("/ws", {
@@ -44,6 +52,9 @@ app:ws("/ws", {
       local mine = moonsocket.metrics.collect(w)
       ws:send(("process %d %d %d %d"):format(w, mine.lua_heap_bytes,
               mine.resident_bytes, mine.open_fds))
+    elseif cmd == "slow" then
+      busy(tonumber(topic))
+      ws:send("slow")
     elseif cmd == "mine" then
       local mine = moonsocket.metrics.collect(moonsocket.worker())
       ws:send("mine " .. mine.messages_received.text)
@@ -63,6 +74,16 @@ app:ws("/slow", {
     end
   end,
 }, { max_backpressure = 1024 })
+
+app:ws("/co", function(ws)
+  while true do
+    local msg = ws:receive()
+    if not msg then return end
+    local ms = msg:match("^slow (%d+)$")
+    if ms then busy(tonumber(ms)) end
+    ws:send(ms and "slow" or msg)
+  end
+end)
 
 app:ws("/origin", { message = function() end },
        { allowed_origins = { "https://ok.example" } })

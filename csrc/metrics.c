@@ -43,6 +43,25 @@ int ms_metrics_code_of(const struct ms_metrics *mt, int i) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Routes                                                              */
+/* ------------------------------------------------------------------ */
+
+int ms_metrics_route(struct ms_metrics *mt, const char *path, size_t len) {
+  if (len == 0 || len >= MS_METRICS_ROUTE_PATH || memchr(path, 0, len))
+    return -1;
+  for (int i = 0; i < MS_METRICS_ROUTES; i++) {
+    char *name = mt->routes[i];
+    if (!name[0]) {
+      memcpy(name, path, len);
+      name[len] = '\0';
+      return i;
+    }
+    if (strncmp(name, path, len) == 0 && name[len] == '\0') return i;
+  }
+  return -1;
+}
+
+/* ------------------------------------------------------------------ */
 /* Calls into Lua                                                      */
 /* ------------------------------------------------------------------ */
 
@@ -94,6 +113,11 @@ void ms_metrics_worker(struct ms_module *m, int index) {
   memcpy(mt->closed, mt->opened, sizeof mt->closed);
   mt->topics_destroyed = mt->topics_created;
   mt->unsubscribed = mt->subscribed;
+  memcpy(mt->route_closed, mt->route_opened, sizeof mt->route_closed);
+  /* the routes made before the fork count at the master's indexes */
+  for (int i = 0; i < MS_METRICS_ROUTES; i++)
+    if (!mt->routes[i][0])
+      memcpy(mt->routes[i], m->shared[0].routes[i], sizeof mt->routes[i]);
   point_at(m, mt);
   ms_metrics_sample(m);
 }

@@ -22,6 +22,8 @@ enum ms_carrier { MS_CARRIER_TCP, MS_CARRIER_TLS,
 /* close codes: 1000..1015, then the application codes seen, then the
  * others (0: none, or an application code past the table) */
 #define MS_METRICS_CODES (16 + MS_METRICS_APP_CODES + 1)
+#define MS_METRICS_ROUTES 32       /* WebSocket routes counted apart */
+#define MS_METRICS_ROUTE_PATH 96   /* the longest path counted, NUL too */
 
 /* The calls from C into Lua handlers, timed by what they were for.  One
  * call in MS_CALLBACK_SAMPLE is timed (lcall.c): a clock read pair on
@@ -51,6 +53,7 @@ struct ms_metrics {
   uint64_t inflate_in, inflate_out;    /* inflated: bytes before, after */
   uint64_t closes[MS_METRICS_WHY][MS_METRICS_CODES];
   uint16_t app_codes[MS_METRICS_APP_CODES];  /* 0: free */
+  char routes[MS_METRICS_ROUTES][MS_METRICS_ROUTE_PATH];  /* "": free */
   uint64_t sends_queued;               /* admitted while EV_WRITE waits */
   uint64_t dropped_backpressure;       /* sends over max_backpressure */
   uint64_t dropped_closed;             /* sends to a closed socket */
@@ -66,6 +69,10 @@ struct ms_metrics {
   /* the calls timed: by bucket (not cumulative), and their time */
   uint64_t callbacks[MS_CALLBACKS][MS_CALLBACK_BUCKETS];
   uint64_t callback_ns[MS_CALLBACKS];
+  /* by route (the index in routes): WebSockets opened and closed, data
+   * messages received and queued */
+  uint64_t route_opened[MS_METRICS_ROUTES], route_closed[MS_METRICS_ROUTES];
+  uint64_t route_in[MS_METRICS_ROUTES], route_out[MS_METRICS_ROUTES];
 };
 
 /* Count a close with code and why (enum ms_why). */
@@ -73,6 +80,11 @@ void ms_metrics_close(struct ms_metrics *mt, int code, int why);
 
 /* Count a call into Lua of kind (enum ms_callback) that took ns. */
 void ms_metrics_callback(struct ms_metrics *mt, int kind, uint64_t ns);
+
+/* The index of the route path in mt's routes, taken when new; -1 when
+ * the table is full or the path too long (that route is not counted
+ * apart). */
+int ms_metrics_route(struct ms_metrics *mt, const char *path, size_t len);
 
 /* The close code of slot i of mt's closes: 0 for the others. */
 int ms_metrics_code_of(const struct ms_metrics *mt, int i);

@@ -56,6 +56,10 @@ struct ms_options {
   int log_level;               /* enum ms_log_level */
   int log_format;              /* enum ms_log_format */
   int access_log;              /* a line per HTTP answer */
+
+  int route;                   /* not an option: a WebSocket route's
+                                  index in the figures' routes
+                                  (metrics.h), -1 for the server's */
 };
 
 void ms_options_defaults(struct ms_options *o);

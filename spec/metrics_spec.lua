@@ -158,6 +158,16 @@ describe("metrics", function()
       'moonsocket_pubsub_topics',
       'moonsocket_pubsub_subscriptions',
       'moonsocket_connections_refused_total',
+      'moonsocket_route_opens_total{route="/ws"}',
+      'moonsocket_route_closes_total{route="/ws"}',
+      'moonsocket_route_messages_received_total{route="/ws"}',
+      'moonsocket_route_messages_sent_total{route="/ws"}',
+      'moonsocket_route_websockets{route="/ws"}',
+      'moonsocket_route_opens_total{route="/slow"}',
+      'moonsocket_route_closes_total{route="/slow"}',
+      'moonsocket_route_messages_received_total{route="/slow"}',
+      'moonsocket_route_opens_total{route="/origin"}',
+      'moonsocket_route_closes_total{route="/co"}',
     }
     local d = deltas(before, after, names)
     assert.are.same({
@@ -190,7 +200,25 @@ describe("metrics", function()
       ['moonsocket_pubsub_topics'] = 0,
       ['moonsocket_pubsub_subscriptions'] = 0,
       ['moonsocket_connections_refused_total'] = 0,
+      -- by route: c1 and c2 on /ws (hello, binary, sub t; pub t hi,
+      -- close 1000; sent: their echoes, sub t, pub 1 and the publish)
+      ['moonsocket_route_opens_total{route="/ws"}'] = 2,
+      ['moonsocket_route_closes_total{route="/ws"}'] = 2,
+      ['moonsocket_route_messages_received_total{route="/ws"}'] = 5,
+      ['moonsocket_route_messages_sent_total{route="/ws"}'] = 5,
+      ['moonsocket_route_websockets{route="/ws"}'] = 0,
+      ['moonsocket_route_opens_total{route="/slow"}'] = 1,
+      ['moonsocket_route_closes_total{route="/slow"}'] = 1,
+      ['moonsocket_route_messages_received_total{route="/slow"}'] = 1,
+      ['moonsocket_route_opens_total{route="/origin"}'] = 0,
+      ['moonsocket_route_closes_total{route="/co"}'] = 0,
     }, d)
+    -- while they were open
+    assert.are.equal(2, during['moonsocket_route_websockets{route="/ws"}'])
+    assert.are.equal(1,
+      during['moonsocket_route_websockets{route="/slow"}'])
+    assert.is_true(during['moonsocket_route_messages_sent_total{'
+                          .. 'route="/slow"}'] >= 1)
   end)
 
   it("counts the process: Lua heap, memory, descriptors, loop", function()
@@ -262,6 +290,26 @@ describe("metrics", function()
     end)
   end
 
+  it("counts 32 routes apart, with paths of up to 95 bytes", function()
+    -- in a process of its own: other specs may make routes in this one
+    local p = io.popen([[lua5.4 -e '
+      local core = require "moonsocket.core"
+      local long = "/" .. ("x"):rep(95)
+      core.route_options(nil, nil, long)
+      core.route_options(nil, nil, long:sub(1, 95))
+      for i = 1, 40 do core.route_options(nil, nil, "/r" .. i) end
+      core.route_options(nil, nil, "/r1")      -- the same route
+      local routes, n = core.metrics().routes, 0
+      for _ in pairs(routes) do n = n + 1 end
+      local r = routes[long:sub(1, 95)]
+      print(n, routes[long] == nil, r.opened, r.closed, r.open,
+            r.messages_received, r.messages_sent, routes["/r31"] ~= nil,
+            routes["/r32"] == nil)' 2>&1]])
+    local out = p:read("a")
+    p:close()
+    assert.are.equal("32\ttrue\t0\t0\t0\t0\t0\ttrue\ttrue\n", out)
+  end)
+
   it("is valid Prometheus text (promtool check metrics)", function()
     server = helper.start_server(APP)
     local c = ws(server.port)
@@ -313,6 +361,9 @@ describe("metrics", function()
         m['moonsocket_connections{kind="websocket",transport="tcp"}'])
       assert.are.equal(2 * #clients,
         m['moonsocket_ws_messages_received_total{kind="text"}'])
+      assert.are.equal(#clients, m['moonsocket_route_websockets{route="/ws"}'])
+      assert.are.equal(2 * #clients,
+        m['moonsocket_route_messages_received_total{route="/ws"}'])
     end
     -- the process figures sum the three processes'
     local m = scrape(port)

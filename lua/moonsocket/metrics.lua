@@ -216,6 +216,26 @@ function _M.render(m)
   family(out, "moonsocket_loop_iterations_total", "counter",
          "Iterations of the event loops (as of each worker's last sweep).",
          one(m.loop_iterations))
+  local routes = sorted_keys(m.routes)
+  local function per_route(field)
+    local series = {}
+    for i, path in ipairs(routes) do
+      series[i] = { { { "route", path } }, m.routes[path][field] }
+    end
+    return series
+  end
+  family(out, "moonsocket_route_websockets", "gauge",
+         "WebSockets open now, by route (app:ws path).", per_route("open"))
+  family(out, "moonsocket_route_opens_total", "counter",
+         "WebSockets opened, by route.", per_route("opened"))
+  family(out, "moonsocket_route_closes_total", "counter",
+         "WebSockets closed, by route.", per_route("closed"))
+  family(out, "moonsocket_route_messages_received_total", "counter",
+         "Data messages received, by route.",
+         per_route("messages_received"))
+  family(out, "moonsocket_route_messages_sent_total", "counter",
+         "Data messages queued to send, by route.",
+         per_route("messages_sent"))
   family(out, "moonsocket_lua_callback_seconds", "histogram",
          "Time in calls from the core into Lua handlers, by callback "
          .. "(one call in 16 is timed).", callback_series(m))

@@ -310,6 +310,86 @@ describe("metrics", function()
     assert.are.equal("32\ttrue\t0\t0\t0\t0\t0\ttrue\ttrue\n", out)
   end)
 
+  it("counts the bytes compressed and inflated (permessage-deflate)",
+     function()
+    server = helper.start_server(APP)
+    local port = server.port
+    local c = ws(port, "/z",
+                 { ["Sec-WebSocket-Extensions"] = "permessage-deflate" })
+    local before = scrape(port)
+    -- "hello" in a stored block (RFC 1951 3.2.4), then the header byte
+    -- of the empty one whose 00 00 ff ff the sender strips (RFC 7692
+    -- 7.2.1), RSV1 set: 11 bytes that inflate to 5; the echo is under
+    -- the threshold, plain
+    c:send_frame { rsv = 4, payload = "\0" .. string.pack("<I2I2", 5,
+                                      0xfffa) .. "hello\0" }
+    local frame = assert(c:read_frame())
+    assert.are.same({ 0, "hello" }, { frame.rsv, frame.payload })
+    -- 1000 bytes sent plain come back compressed
+    local a = ("a"):rep(1000)
+    c:send_text(a)
+    frame = assert(c:read_frame())
+    assert.are.equal(4, frame.rsv)
+    local after = scrape(port)
+    local d = deltas(before, after, {
+      "moonsocket_ws_deflate_input_bytes_total",
+      "moonsocket_ws_deflate_output_bytes_total",
+      "moonsocket_ws_inflate_input_bytes_total",
+      "moonsocket_ws_inflate_output_bytes_total",
+      'moonsocket_ws_received_bytes_total{kind="text"}' })
+    assert.are.same({
+      moonsocket_ws_deflate_input_bytes_total = 1000,
+      moonsocket_ws_deflate_output_bytes_total = #frame.payload,
+      moonsocket_ws_inflate_input_bytes_total = 11,
+      moonsocket_ws_inflate_output_bytes_total = 5,
+      ['moonsocket_ws_received_bytes_total{kind="text"}'] = 5 + 1000,
+    }, d)
+    assert.is_true(#frame.payload < 100)
+    c:close(1000)
+    c:expect_close(1000)
+    c.sock:close()
+  end)
+
+  it("counts TLS handshakes that fail, not those that succeed or stop",
+     function()
+    local dir, cert, key = helper.temp_cert("metrics")
+    local tls_port = helper.free_port()
+    server = helper.start_server(APP, { TLS_PORT = tls_port, CERT = cert,
+                                        KEY = key })
+    local before = scrape(server.port)
+    -- a whole wss echo: a handshake that succeeds
+    local out, status = helper.run_peer("tls_client.py",
+                                        { tls_port, "subject" })
+    assert.are.equal(0, status, out)
+    -- a record that is no TLS (nor HTTP): a failure; then a ClientHello
+    -- cut short by a client that leaves, which is no failure (a client
+    -- that connects and leaves, as a TCP probe does, is none either)
+    local sock = assert(helper.connect(tls_port))
+    sock:send("\22\3\1\0\5\255\255\255\255\255")
+    local data, err                     -- an alert, perhaps, then the end
+    repeat data, err = sock:receive(1) until not data
+    assert.is_true(err == "closed" or err == "connection reset by peer",
+                   err)
+    sock:close()
+    sock = assert(helper.connect(tls_port))
+    sock:send("\22\3\1\2\0\1\0\1\252\3\3")
+    sock:close()
+    local after
+    assert(helper.wait_until(function()
+      after = scrape(server.port)
+      return after['moonsocket_connections{kind="http",transport="tls"}']
+             == 0
+    end))
+    local d = deltas(before, after, {
+      "moonsocket_tls_handshake_failures_total",
+      'moonsocket_connections_accepted_total{transport="tls"}' })
+    assert.are.same({
+      moonsocket_tls_handshake_failures_total = 1,
+      ['moonsocket_connections_accepted_total{transport="tls"}'] = 3,
+    }, d)
+    os.execute(("rm -rf %q"):format(dir))
+  end)
+
   it("is valid Prometheus text (promtool check metrics)", function()
     server = helper.start_server(APP)
     local c = ws(server.port)

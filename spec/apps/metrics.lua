@@ -13,7 +13,8 @@
 --        hold N               -> "hold": keeps N MiB of strings and N
 --                                files open (the process figures)
 --   /origin: only Origin https://ok.example (others 403)
--- env PORT, WORKERS.
+--   /z: an echo with permessage-deflate (threshold 16 bytes)
+-- env PORT, WORKERS; TLS_PORT, CERT, KEY: the app on TLS there too.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app()
@@ -88,6 +89,14 @@ end)
 app:ws("/origin", { message = function() end },
        { allowed_origins = { "https://ok.example" } })
 
+app:ws("/z", { message = function(ws, msg, kind) ws:send(msg, kind) end },
+       { compression = { threshold = 16 } })
+
 assert(app:listen { port = tonumber(os.getenv("PORT")) or 0,
                     workers = tonumber(os.getenv("WORKERS")) })
+if os.getenv("TLS_PORT") then
+  assert(app:listen { port = tonumber(os.getenv("TLS_PORT")),
+                      tls = { cert = os.getenv("CERT"),
+                              key = os.getenv("KEY") } })
+end
 moonsocket.run()

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "metrics.h"
@@ -166,6 +167,10 @@ uint64_t ms_metrics_resident(uint64_t pid) {
 uint64_t ms_metrics_descriptors(uint64_t pid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%llu/fd", (unsigned long long)pid);
+  /* Linux 6.2 on gives the count as the directory's size, from a bitmap
+   * of the open descriptors: no walk over 10,000 entries */
+  struct stat st;
+  if (stat(path, &st) == 0 && st.st_size > 0) return (uint64_t)st.st_size;
   DIR *d = opendir(path);
   if (!d) return 0;
   uint64_t n = 0;

@@ -3,7 +3,7 @@
 -- with since): how long until every one has every missed message, and
 -- what that costs the server.
 --
---   moonsocket bench/recovery.lua [CLIENTS] [MISSED]    (make recovery)
+--   CLIENTS=N MISSED=N moonsocket bench/recovery.lua    (make recovery)
 --
 -- CLIENTS (10000) connect to bench/apps/recovery.lua, run as a separate
 -- process pinned to CPU 0 (this one to CPU 1, when taskset is there),
@@ -15,14 +15,14 @@
 -- its MISSED messages, each at the next offset, then its welcome with
 -- recovered = true; the server's CPU time over that span is read from
 -- /proc.  Any client that gets anything else fails the run (exit 1).
--- env SERVER (build/moonsocket), HISTORY (100).
+-- env SERVER (build/moonsocket), HISTORY (100), PIN=0: no taskset.
 local moonsocket = require "moonsocket"
 local luasocket = require "socket"          -- the clock
 local now = luasocket.gettime
 local match, sub = string.match, string.sub
 
-local CLIENTS = tonumber(arg[1]) or 10000
-local MISSED = tonumber(arg[2]) or 100
+local CLIENTS = tonumber(os.getenv("CLIENTS")) or 10000
+local MISSED = tonumber(os.getenv("MISSED")) or 100
 local RAMP = 256                            -- handshakes under way at once
 local SERVER = os.getenv("SERVER") or "build/moonsocket"
 local HISTORY = tonumber(os.getenv("HISTORY")) or 100

@@ -6,7 +6,7 @@
 --                <payload>", then the welcome
 --   /ctl         text commands, each answered:
 --                  "pub N"   N messages of 64 bytes to "room": "pub POS",
---                            the position of the last
+--                            the room's position after them
 --                  "count"   "count N", the sockets subscribed to "room"
 -- Quiet (log_level "error"), 20,000 connections, no keep-alive pings.
 -- env HOST, PORT (0: any), HISTORY.
@@ -40,8 +40,8 @@ app:ws("/ctl", {
   message = function(ws, msg)
     local n = tonumber(msg:match("^pub (%d+)$"))
     if n then
-      local _, position
-      for _ = 1, n do _, position = app:publish("room", PAYLOAD) end
+      for _ = 1, n do app:publish("room", PAYLOAD) end
+      local _, position = app:history_read("room", { limit = 1 })
       ws:send("pub " .. text(position))
     elseif msg == "count" then
       ws:send("count " .. app:subscribers("room"))

@@ -193,7 +193,14 @@
       addEntry("message", event.text, event.name);
     },
     error(event) {
+      const refused = recovering !== null;  // the join to come back
+      if (refused) {
+        recovering = null;
+        resume = null;
+        retries = 0;
+      }
       addEntry("error", event.error);
+      if (refused) showState("open", "Connected");
     },
   };
 
@@ -275,6 +282,8 @@
       if (!resume) {
         addEntry("error", `Connection lost ${label}`);
         resume = { name: me.name, room: me.room, since: position };
+      } else {
+        resume.since = position;  // lost again while catching up
       }
       me = null;
       recovering = null;

@@ -217,7 +217,8 @@ function commands.join(ws, event)
   end
   data.room, data.name, data.wanted = room, name, wanted
   local count = app:subscribers(topic)
-  -- the page never gets its own "joined": the welcome gives its position
+  -- the page never gets its own "joined": the welcome gives its
+  -- position (a room with no message yet has no epoch to come back to)
   local _, position = ws:publish(topic, encode { type = "joined",
     room = room, name = name, count = count })
   send(ws, { type = "welcome", room = room, name = name, count = count,

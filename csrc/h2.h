@@ -63,4 +63,10 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
  * frames.  -1 out of memory. */
 int ms_h2_upgrade(struct ms_conn *c, const char *protocol, const char *ext);
 
+/* The app took n bytes of the body of the request c (or asked for
+ * all of it): they are no longer held, and as much of the stream's and
+ * the connection's windows is given back (all of them when the app
+ * waits for the whole body). */
+void ms_h2_body_read(struct ms_conn *c, size_t n);
+
 #endif

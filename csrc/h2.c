@@ -716,7 +716,9 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
                    size_t headers_len, const char *body, size_t body_len,
                    int file, int is_head) {
   struct ms_h2_stream *st = c->h2s;
-  if (ms_conn_body(c)) {        /* read whole, or not at all: done */
+  if (ms_conn_body(c) && c->body->error) {
+    ms_body_drop(c->body);      /* kept: its reader is told why it failed */
+  } else if (ms_conn_body(c)) { /* read, or no longer to be: done */
     ms_body_free(c->body);
     c->body = NULL;
   }

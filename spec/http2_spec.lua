@@ -195,6 +195,13 @@ describe("HTTP/2", function()
       -- req:body() holds the whole body: past the bound, 503
       assert.are.equal("503 68\n",
                        h2(tostring(server.port), "post", "/echo", 60000))
+      -- and the handler reading it learns why
+      assert.are.equal("503 68\n", h2(tostring(server.port), "post",
+                                      "/echo", 60000, "started"))
+      assert.truthy(helper.wait_until(function()
+        return server:log():find("no body: the server holds too many "
+                                 .. "incomplete bytes EBUSY", 1, true)
+      end), server:log())
       -- what a stream held is given back: under the bound, again and
       -- again
       for _ = 1, 3 do

@@ -45,7 +45,10 @@ local routes = {
     return 200, {}, "later\n"
   end,
   ["/echo"] = function(req)
-    local body, err = req:body()
+    local body, err, code = req:body()
+    if not body then      -- the core answered: the reader learns why
+      io.stderr:write("no body: ", err, " ", code, "\n")
+    end
     return 200, {}, body or ("no body: " .. tostring(err))
   end,
   ["/slow"] = function(req)

@@ -11,8 +11,11 @@ usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
   preface                    the preface and SETTINGS; prints the frames
                              the server answers with
   connect                    a CONNECT request; prints the status
-  post PATH SIZE             a POST of SIZE bytes; prints the status and
-                             the body's length
+  post PATH SIZE [started]   a POST of SIZE bytes; prints the status and
+                             the body's length.  With "started", the body
+                             follows the answer to a GET /hello sent
+                             after the POST's HEADERS: the POST's
+                             handler runs before its body comes
   held SIZE                  a POST of SIZE bytes to /slow, which reads 1
                              KiB and waits for /go: prints "held N", the
                              bytes sent when the windows shut (and stayed
@@ -196,10 +199,16 @@ def connect_method(where):
     print(answer(seen, 1)[0])
 
 
-def post(where, path, size):
+def post(where, path, size, started=None):
     sock, conn = connect(where)
     body = b"x" * int(size)
     conn.send_headers(1, request_headers("POST", path))
+    if started:
+        # the server runs the requests of a read in order
+        conn.send_headers(3, request_headers("GET", "/hello"),
+                          end_stream=True)
+        sock.sendall(conn.data_to_send())
+        pump(sock, conn, ended(3))
     sent = 0
     while sent < len(body):
         window = min(conn.local_flow_control_window(1), 16384)
@@ -258,8 +267,9 @@ def held(where, size):
             if not more or conn.local_flow_control_window(1) == 0:
                 break
             continue
-        conn.send_data(1, body[sent:sent + window])
-        sent += window
+        chunk = body[sent:sent + window]
+        conn.send_data(1, chunk)
+        sent += len(chunk)
         sock.sendall(conn.data_to_send())
     print("held", sent)
     conn.send_headers(3, request_headers("GET", "/hello"), end_stream=True)

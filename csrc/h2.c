@@ -80,7 +80,7 @@ struct ms_h2 {
   nghttp2_session *session;
   struct ms_conn *conn;
   struct ms_h2_stream *streams;      /* open, a list */
-  struct ms_h2_stream *ready, **ready_tail;  /* whole requests, in order */
+  struct ms_h2_stream *ready, **ready_tail;  /* heads in, in order */
   size_t nstreams;
   double reset_tokens, reset_at;     /* the rapid reset bucket */
   double closing_since;              /* GOAWAY sent for good, or 0 */
@@ -596,7 +596,8 @@ static const char *status_why(int status) {
          : "malformed request";
 }
 
-/* Run the pipeline for a whole request, on a connection of its own. */
+/* Run the pipeline for a request whose head is in (its body streams to
+ * it), on a connection of its own. */
 static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
   struct ms_conn *c = h2->conn;
   struct ms_server *s = c->server;
@@ -667,9 +668,9 @@ static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
   text_free(&head);
 }
 
-/* The whole requests of a read, in order.  A request may close the
- * connection (its handler shuts the server down at once, say): then
- * the session is gone, and so are the rest. */
+/* The requests whose heads a read completed, in order.  A request may
+ * close the connection (its handler shuts the server down at once,
+ * say): then the session is gone, and so are the rest. */
 static void run_ready(struct ms_conn *c) {
   while (c->state == CS_H2 && c->h2->ready) {
     struct ms_h2 *h2 = c->h2;

@@ -211,6 +211,18 @@ describe("HTTP/2", function()
       helper.stop_and_check(server)
     end)
 
+    it("answers 408 to a body that stops arriving, its reader told why",
+       function()
+      local server = helper.start_server("spec/apps/http2.lua",
+        { HTTP2 = "on", BODY_TIMEOUT = 0.3 })
+      assert.are.equal("408\n", h2(tostring(server.port), "stall", "/echo",
+                                   100))
+      assert.truthy(helper.wait_until(function()
+        return server:log():find("no body: timeout ETIMEDOUT", 1, true)
+      end), server:log())
+      helper.stop_and_check(server)
+    end)
+
     it("refuses CONNECT (no extended CONNECT yet)", function()
       assert.are.equal("501\n", h2(tostring(plain_server.port), "connect"))
     end)

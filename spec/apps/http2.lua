@@ -2,7 +2,7 @@
 -- STATIC_DIR, on a plain port (HTTP2: "on", "off" or unset) and, with
 -- CERT and KEY, a TLS port.  Prints both ports.  Env: PORT, CERT, KEY,
 -- HTTP2, MAX_CONCURRENT_STREAMS, MAX_HEADERS, MAX_HEADER_SIZE,
--- MAX_BODY_SIZE (4096 unless set), MAX_INCOMPLETE_BYTES.
+-- MAX_BODY_SIZE (4096 unless set), MAX_INCOMPLETE_BYTES, BODY_TIMEOUT.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
@@ -11,6 +11,7 @@ local app = moonsocket.app {
   max_header_size = tonumber(os.getenv("MAX_HEADER_SIZE")),
   max_body_size = tonumber(os.getenv("MAX_BODY_SIZE")) or 4096,
   max_incomplete_bytes = tonumber(os.getenv("MAX_INCOMPLETE_BYTES")),
+  body_timeout = tonumber(os.getenv("BODY_TIMEOUT")),
 }
 -- /slow reads 1 KiB of its body, waits for /go, then reads the rest
 local gate = moonsocket.queue()

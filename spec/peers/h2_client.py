@@ -16,6 +16,8 @@ usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
                              follows the answer to a GET /hello sent
                              after the POST's HEADERS: the POST's
                              handler runs before its body comes
+  stall PATH SIZE            a POST's HEADERS and SIZE bytes of its body,
+                             the rest never sent: prints the status
   held SIZE                  a POST of SIZE bytes to /slow, which reads 1
                              KiB and waits for /go: prints "held N", the
                              bytes sent when the windows shut (and stayed
@@ -247,6 +249,15 @@ def ended(sid):
         isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset))
 
 
+def stall(where, path, size):
+    sock, conn = connect(where)
+    conn.send_headers(1, request_headers("POST", path))
+    conn.send_data(1, b"s" * int(size))
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, ended(1))
+    print(answer(seen, 1)[0])
+
+
 def held(where, size):
     sock, conn = connect(where)
     wait_settings(sock, conn)
@@ -298,5 +309,5 @@ def held(where, size):
 if __name__ == "__main__":
     where, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     {"get": get, "many": many, "flood": flood, "preface": preface,
-     "connect": connect_method, "post": post, "held": held}[mode](where,
-                                                                 *args)
+     "connect": connect_method, "post": post, "held": held,
+     "stall": stall}[mode](where, *args)

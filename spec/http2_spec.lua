@@ -178,13 +178,13 @@ describe("HTTP/2", function()
        .. "the client, the other streams go on", function()
       local server = helper.start_server("spec/apps/http2.lua",
         { HTTP2 = "on", MAX_BODY_SIZE = 8 << 20 })
+      finally(function() helper.stop_and_check(server) end)
       -- the handler reads 1 KiB and waits: the client may send no more
       -- than the stream's window (64 KiB, what an HTTP/1.1 body holds
       -- unread), a GET on the same connection is answered meanwhile, and
       -- once the handler reads, the 4 MiB arrive whole
       assert.are.equal("held 65536\nother 200\n200 read 4194304\n",
                        h2(tostring(server.port), "held", 4 << 20))
-      helper.stop_and_check(server)
     end)
 
     it("counts the bytes a stream holds against max_incomplete_bytes",
@@ -192,6 +192,7 @@ describe("HTTP/2", function()
       local server = helper.start_server("spec/apps/http2.lua",
         { HTTP2 = "on", MAX_BODY_SIZE = 1 << 20,
           MAX_INCOMPLETE_BYTES = 40000 })
+      finally(function() helper.stop_and_check(server) end)
       -- req:body() holds the whole body: past the bound, 503
       assert.are.equal("503 68\n",
                        h2(tostring(server.port), "post", "/echo", 60000))
@@ -208,19 +209,18 @@ describe("HTTP/2", function()
         assert.are.equal("200 30000\n",
                          h2(tostring(server.port), "post", "/echo", 30000))
       end
-      helper.stop_and_check(server)
     end)
 
     it("answers 408 to a body that stops arriving, its reader told why",
        function()
       local server = helper.start_server("spec/apps/http2.lua",
         { HTTP2 = "on", BODY_TIMEOUT = 0.3 })
+      finally(function() helper.stop_and_check(server) end)
       assert.are.equal("408\n", h2(tostring(server.port), "stall", "/echo",
                                    100))
       assert.truthy(helper.wait_until(function()
         return server:log():find("no body: timeout ETIMEDOUT", 1, true)
       end), server:log())
-      helper.stop_and_check(server)
     end)
 
     it("refuses CONNECT (no extended CONNECT yet)", function()

@@ -79,6 +79,7 @@ const char *ms_body_error_text(enum ms_body_error error) {
   case BODY_BAD: return "invalid chunked request body";
   case BODY_TIMEOUT: return "timeout";
   case BODY_ANSWERED: return "the request was answered already";
+  case BODY_BUSY: return "the server holds too many incomplete bytes";
   default: return "closed";
   }
 }
@@ -88,6 +89,7 @@ const char *ms_body_error_code(enum ms_body_error error) {
   case BODY_TOO_LARGE: return "ETOOLARGE";
   case BODY_BAD: return "EINVAL";
   case BODY_TIMEOUT: return "ETIMEDOUT";
+  case BODY_BUSY: return "EBUSY";
   default: return "ECLOSED";
   }
 }

@@ -16,7 +16,7 @@ enum ms_body_expect { EXPECT_NONE, EXPECT_PENDING, EXPECT_SENT };
 enum ms_body_want { WANT_NONE, WANT_SOME, WANT_ALL };
 /* Why a body can no longer be read, as the app is told. */
 enum ms_body_error { BODY_OK, BODY_TOO_LARGE, BODY_BAD, BODY_TIMEOUT,
-                     BODY_CLOSED, BODY_ANSWERED };
+                     BODY_CLOSED, BODY_ANSWERED, BODY_BUSY };
 
 struct ms_body {
   uint8_t *buf;                /* decoded: buf[start..start+len) is not

@@ -1230,6 +1230,11 @@ void ms_conn_body_want(struct ms_conn *c, int want) {
   struct ms_body *b = c->body;
   if (c->state != CS_HTTP || !b || b->error) return;
   b->want = (uint8_t)want;
+  if (c->flags & CF_H2_STREAM) {    /* the whole body: windows open */
+    if (want == WANT_ALL) ms_h2_body_read(c, 0);
+    body_pace(c);
+    return;
+  }
   if (b->expect == EXPECT_PENDING && !b->done) {
     b->expect = EXPECT_SENT;
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -1244,7 +1249,34 @@ void ms_conn_body_want(struct ms_conn *c, int want) {
 void ms_conn_body_taken(struct ms_conn *c, size_t n) {
   struct ms_body *b = c->body;
   ms_body_taken(b, n);
+  if (c->flags & CF_H2_STREAM) ms_h2_body_read(c, n);
   if (c->state == CS_HTTP) body_pace(c);
+}
+
+void ms_conn_body_data(struct ms_conn *c, const uint8_t *p, size_t n,
+                       int end) {
+  struct ms_body *b = ms_conn_body(c);
+  if (c->state != CS_HTTP || !b || b->done || b->error || b->discard)
+    return;
+  if (ms_body_hold(b, p, n) < 0) {
+    ms_conn_abort(c, 0);
+    return;
+  }
+  b->total += n;
+  b->deadline = now_of(c) + c->server->opts.body_timeout;
+  if (end) body_done(c);
+  else if (n && b->want == WANT_SOME) body_wake(c);
+  if (c->state == CS_HTTP && ms_conn_body(c) && !end) body_pace(c);
+}
+
+void ms_conn_body_fail(struct ms_conn *c, int status, const char *why) {
+  struct ms_body *b = ms_conn_body(c);
+  if (c->state != CS_HTTP || !b || b->error) return;
+  body_fail(c, status == 413 ? BODY_TOO_LARGE : BODY_BUSY, status, why);
+}
+
+void ms_conn_fail_held(struct ms_conn *c) {
+  fail(c, 1009, FAIL_HELD);
 }
 
 /* The sweep: a body that stopped arriving.  Answered 408 while the app

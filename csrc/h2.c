@@ -42,6 +42,7 @@ struct ms_h2_stream {
   uint8_t answered;
   uint8_t started;                   /* handed to the pipeline */
   uint8_t connect;                   /* CONNECT: DATA is no body */
+  uint8_t has_body;                  /* its HEADERS did not end it */
   /* a WebSocket on the stream (RFC 8441) */
   uint8_t ws;                        /* answered 200: DATA carries it */
   uint8_t ended;                     /* the peer's END_STREAM, or reset */
@@ -57,7 +58,12 @@ struct ms_h2_stream {
   const char *why;
   size_t head_bytes, nfields;        /* against the header limits */
   struct text method, path, authority, protocol, cookie, fields;
-  struct ms_body *body;              /* what came of the body */
+  struct ms_body *body;              /* its body, until the pipeline
+                                        has it (the request's c->body) */
+  size_t held;                       /* its bytes in s->held: its body
+                                        unread, or its WebSocket's DATA */
+  size_t unconsumed;                 /* body bytes whose windows are
+                                        not given back: unread */
   /* the answer's body: bytes, or a file */
   char *out;
   size_t out_len, out_sent;
@@ -74,9 +80,8 @@ struct ms_h2 {
   nghttp2_session *session;
   struct ms_conn *conn;
   struct ms_h2_stream *streams;      /* open, a list */
-  struct ms_h2_stream *ready, **ready_tail;  /* whole requests, in order */
+  struct ms_h2_stream *ready, **ready_tail;  /* heads in, in order */
   size_t nstreams;
-  size_t held;                       /* body bytes, in s->held */
   double reset_tokens, reset_at;     /* the rapid reset bucket */
   double closing_since;              /* GOAWAY sent for good, or 0 */
   int blocked;                       /* c->out full: the session waits */
@@ -118,10 +123,22 @@ static void stream_head_free(struct ms_h2_stream *st) {
   text_free(&st->fields);
 }
 
+/* What st holds unread is no longer held: out of s->held, and the
+ * windows of its body given back (the connection's: the stream may be
+ * gone, or its DATA dropped from now on). */
+static void stream_release(struct ms_h2_stream *st) {
+  struct ms_h2 *h2 = st->h2;
+  h2->conn->server->held -= st->held;
+  st->held = 0;
+  if (st->unconsumed && h2->session) {
+    nghttp2_session_consume(h2->session, st->id, st->unconsumed);
+    ms_conn_mark_pending(h2->conn);            /* WINDOW_UPDATE */
+  }
+  st->unconsumed = 0;
+}
+
 static void stream_body_free(struct ms_h2_stream *st) {
-  if (!st->body) return;
-  st->h2->conn->server->held -= st->body->cap;
-  st->h2->held -= st->body->cap;
+  stream_release(st);
   ms_body_free(st->body);
   st->body = NULL;
 }
@@ -131,6 +148,7 @@ static void stream_body_free(struct ms_h2_stream *st) {
 static void stream_detach(struct ms_h2_stream *st, int abort) {
   struct ms_conn *rc = st->req;
   if (!rc) return;
+  if (!st->ws) stream_release(st);       /* its body: read no more */
   st->req = NULL;
   rc->h2s = NULL;
   if (abort) ms_conn_abort(rc, st->ws ? 1006 : 0);  /* a WebSocket lost */
@@ -325,22 +343,36 @@ static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
   struct ms_h2_stream *st =
     nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
   if (!st) return 0;
-  if (st->started) {               /* a WebSocket's end (RFC 8441 5.1) */
-    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-      st->ended = 1;
-      stream_wake(st);
-    }
+  int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (end) st->ended = 1;
+  if (st->started) {
+    /* a WebSocket's end (RFC 8441 5.1), or its body's */
+    if (end && st->ws) stream_wake(st);
+    else if (end && st->req && !st->connect)
+      ms_conn_body_data(st->req, NULL, 0, 1);
     return 0;
   }
-  /* a request is whole at END_STREAM; CONNECT never ends its stream,
-   * and is answered at once (section 8.5) */
-  if (frame->hd.type == NGHTTP2_HEADERS && st->method.len == 7 &&
-      memcmp(st->method.p, "CONNECT", 7) == 0)
+  if (frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  /* the pipeline has a request at its head: its body, if any, streams
+   * to it as it comes; CONNECT never ends its stream, and is answered
+   * at once (section 8.5) */
+  if (st->method.len == 7 && memcmp(st->method.p, "CONNECT", 7) == 0)
     st->connect = 1;
-  if (st->connect || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
-    make_ready(h2, st);
+  st->has_body = !end && !st->connect;
+  make_ready(h2, st);
   return 0;
 }
+
+/* Bytes that would take the server over max_incomplete_bytes: refused
+ * as HTTP/1.1's are, the stream's and no other (503 for a request, 1009
+ * "server busy" for a WebSocket). */
+static int over_held(struct ms_server *s, size_t len) {
+  return s->held + len > s->opts.max_incomplete_bytes;
+}
+
+static const char busy[] = "the server holds too many incomplete bytes";
 
 /* DATA of a CONNECT stream: a WebSocket's bytes, kept for its reads,
  * which give the stream's window back (stream_read); the connection's
@@ -348,9 +380,17 @@ static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
  * stalls no other. */
 static int tunnel_data(struct ms_h2 *h2, struct ms_h2_stream *st,
                        const uint8_t *data, size_t len) {
+  struct ms_server *s = h2->conn->server;
   nghttp2_session_consume_connection(h2->session, len);
-  if (st->answered && !st->ws) {             /* refused: discarded */
+  if ((st->answered && !st->ws) || st->status || over_held(s, len)) {
     nghttp2_session_consume_stream(h2->session, st->id, len);
+    if (st->answered && !st->ws) return 0;   /* refused: discarded */
+    if (st->req && st->ws) ms_conn_fail_held(st->req);
+    else if (st->req) ms_conn_respond_error(st->req, 503, busy, 0);
+    else if (!st->status) {
+      st->status = 503;
+      st->why = busy;
+    }
     return 0;
   }
   if (st->in_off && st->in_off == st->in_len) st->in_off = st->in_len = 0;
@@ -359,13 +399,26 @@ static int tunnel_data(struct ms_h2 *h2, struct ms_h2_stream *st,
   memcpy(in + st->in_len, data, len);
   st->in = in;
   st->in_len += len;
+  st->held += len;
+  s->held += len;
   stream_wake(st);
   return 0;
 }
 
-/* Body bytes: held whole for the pipeline (req:body()), within
- * max_body_size (else 413) and, with what every socket holds
- * incomplete, max_incomplete_bytes (else 503). */
+/* The body the pipeline reads, or, before it runs, the stream's. */
+static struct ms_body *stream_body(struct ms_h2_stream *st) {
+  if (!st->started) return st->body;
+  return st->req ? ms_conn_body(st->req) : NULL;
+}
+
+/* Body bytes: held for the app, which reads them as they come; the
+ * stream's window and the connection's are given back as it takes
+ * them (req:read(n)), so that a client sending faster than the app
+ * reads is held by flow control, a stream's unread bytes bounded by
+ * its window (MS_BODY_HOLD), and the other streams go on; at once when
+ * the app waits for the whole body (req:body()) or dropped it.  Within
+ * max_body_size (else 413) and, with all the server holds besides,
+ * max_incomplete_bytes (else 503). */
 static int data_cb(nghttp2_session *session, uint8_t flags, int32_t id,
                    const uint8_t *data, size_t len, void *user) {
   struct ms_h2 *h2 = user;
@@ -373,28 +426,39 @@ static int data_cb(nghttp2_session *session, uint8_t flags, int32_t id,
   (void)flags;
   struct ms_h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
   if (st && st->connect) return tunnel_data(h2, st, data, len);
-  /* a body is held whole: its windows are given back at once */
-  nghttp2_session_consume(session, id, len);
-  if (!st || st->status) return 0;           /* discarded */
-  if (!st->body && !(st->body = ms_body_new(0, 0)))
+  struct ms_body *b = st && !st->status ? stream_body(st) : NULL;
+  if (st && !st->started && !st->status && !b &&
+      !(b = st->body = ms_body_new(0, 0)))
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  struct ms_body *b = st->body;
-  if (b->len + len > s->opts.max_body_size) {
-    st->status = 413;
-    st->why = "request body too large";
-  } else if (s->held + len > s->opts.max_incomplete_bytes) {
-    st->status = 503;
-    st->why = "the server holds too many request bodies";
+  if (!b || b->done || b->error || b->discard) {
+    nghttp2_session_consume(session, id, len);     /* dropped */
+    return 0;
+  }
+  int status = b->total + len > s->opts.max_body_size ? 413
+               : over_held(s, len) ? 503 : 0;
+  if (status) {
+    const char *why = status == 413 ? "request body too large" : busy;
+    nghttp2_session_consume(session, id, len);
+    if (st->started) {
+      ms_conn_body_fail(st->req, status, why);
+    } else {
+      st->status = (uint16_t)status;
+      st->why = why;
+      stream_body_free(st);
+    }
+    return 0;
+  }
+  st->held += len;
+  s->held += len;
+  if (b->want == WANT_ALL) nghttp2_session_consume(session, id, len);
+  else st->unconsumed += len;
+  if (st->started) {
+    ms_conn_body_data(st->req, data, len, 0);
   } else {
-    size_t cap = b->cap;
     if (ms_body_hold(b, data, len) < 0)
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     b->total += len;
-    s->held += b->cap - cap;
-    h2->held += b->cap - cap;
-    return 0;
   }
-  stream_body_free(st);
   return 0;
 }
 
@@ -532,7 +596,8 @@ static const char *status_why(int status) {
          : "malformed request";
 }
 
-/* Run the pipeline for a whole request, on a connection of its own. */
+/* Run the pipeline for a request whose head is in (its body streams to
+ * it), on a connection of its own. */
 static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
   struct ms_conn *c = h2->conn;
   struct ms_server *s = c->server;
@@ -545,13 +610,17 @@ static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
   ms_conn_start_request(rc, c, &ms_transport_h2_stream);
   rc->h2s = st;
   st->req = rc;
-  if (st->body) {                 /* whole: req:body() has it at once */
-    s->held -= st->body->cap;
-    h2->held -= st->body->cap;
+  if (st->has_body && !st->status) {   /* read as it comes */
+    if (!st->body && !(st->body = ms_body_new(0, 0))) {
+      ms_conn_respond_error(rc, 500, "out of memory", 0);
+      return;
+    }
     rc->body = st->body;
     st->body = NULL;
-    rc->body->done = 1;
+    rc->body->done = st->ended;
     rc->body->serial = ++s->bodies;
+    if (!st->ended)
+      rc->body->deadline = ev_now(s->module->loop) + s->opts.body_timeout;
   }
   if (st->status) {
     ms_conn_respond_error(rc, st->status, st->why, 0);
@@ -599,9 +668,9 @@ static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
   text_free(&head);
 }
 
-/* The whole requests of a read, in order.  A request may close the
- * connection (its handler shuts the server down at once, say): then
- * the session is gone, and so are the rest. */
+/* The requests whose heads a read completed, in order.  A request may
+ * close the connection (its handler shuts the server down at once,
+ * say): then the session is gone, and so are the rest. */
 static void run_ready(struct ms_conn *c) {
   while (c->state == CS_H2 && c->h2->ready) {
     struct ms_h2 *h2 = c->h2;
@@ -648,7 +717,9 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
                    size_t headers_len, const char *body, size_t body_len,
                    int file, int is_head) {
   struct ms_h2_stream *st = c->h2s;
-  if (ms_conn_body(c)) {        /* read whole, or not at all: done */
+  if (ms_conn_body(c) && c->body->error) {
+    ms_body_drop(c->body);      /* kept: its reader is told why it failed */
+  } else if (ms_conn_body(c)) { /* read, or no longer to be: done */
     ms_body_free(c->body);
     c->body = NULL;
   }
@@ -752,6 +823,21 @@ int ms_h2_upgrade(struct ms_conn *c, const char *protocol, const char *ext) {
   return 0;
 }
 
+void ms_h2_body_read(struct ms_conn *c, size_t n) {
+  struct ms_h2_stream *st = c->h2s;
+  struct ms_body *b = ms_conn_body(c);
+  if (!st || st->ws) return;
+  if (n > st->held) n = st->held;
+  st->held -= n;
+  c->server->held -= n;
+  size_t back = b && b->want == WANT_ALL ? st->unconsumed
+                : n < st->unconsumed ? n : st->unconsumed;
+  if (!back) return;
+  nghttp2_session_consume(st->h2->session, st->id, back);
+  st->unconsumed -= back;
+  ms_conn_mark_pending(st->h2->conn);           /* WINDOW_UPDATE */
+}
+
 /* A request reads nothing; a WebSocket reads its stream's DATA, and
  * each read gives as much of the stream's window back.  0 once the
  * peer ended the stream (END_STREAM, RST_STREAM) and all is read. */
@@ -765,6 +851,8 @@ static ssize_t stream_read(struct ms_conn *c, void *buf, size_t n) {
   if (n > have) n = have;
   memcpy(buf, st->in + st->in_off, n);
   st->in_off += n;
+  st->held -= n;
+  c->server->held -= n;
   if (st->in_off == st->in_len) {    /* an idle WebSocket keeps none */
     free(st->in);
     st->in = NULL;
@@ -947,16 +1035,25 @@ void ms_h2_start(struct ms_conn *c, const uint8_t *p, size_t n) {
   c->flags |= CF_H2;
   c->flags &= ~(uint32_t)CF_KEEP_ALIVE;
   c->state = CS_H2;
-  /* section 6.5.2, and RFC 8441 section 3: WebSockets on streams */
+  /* section 6.5.2, and RFC 8441 section 3: WebSockets on streams.  A
+   * stream holds at most its window unread (what an HTTP/1.1 body holds
+   * before the app asks); the connection's window lets every stream
+   * have its own, so that one that is not read stalls no other
+   * (section 5.2). */
   nghttp2_settings_entry iv[] = {
     { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
       (uint32_t)s->opts.max_concurrent_streams },
     { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
       (uint32_t)s->opts.max_header_size },
     { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
+    { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, MS_BODY_HOLD },
   };
+  uint64_t window = (uint64_t)MS_BODY_HOLD * s->opts.max_concurrent_streams;
+  if (window > NGHTTP2_MAX_WINDOW_SIZE) window = NGHTTP2_MAX_WINDOW_SIZE;
   if (nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv,
-                              sizeof iv / sizeof iv[0]) != 0) {
+                              sizeof iv / sizeof iv[0]) != 0 ||
+      nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE,
+                                            0, (int32_t)window) != 0) {
     ms_conn_abort(c, 0);
     return;
   }
@@ -1098,6 +1195,7 @@ void ms_h2_free(struct ms_conn *c, int close_requests) {
   c->h2 = NULL;
   c->flags &= ~(uint32_t)CF_H2;
   nghttp2_session_del(h2->session);   /* calls nothing back */
+  h2->session = NULL;
   struct ms_h2_stream *st, *next;
   for (st = h2->ready; st; st = next) {
     next = st->next_ready;

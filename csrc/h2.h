@@ -13,10 +13,11 @@
  * transport (TCP or TLS) and its output queue: the session reads what
  * conn.c reads, and its frames are copied into c->out, which the
  * connection flushes as it flushes HTTP/1.1 (one write per loop
- * iteration).  Each whole request becomes a connection of its own
- * (CF_H2_STREAM, transport ms_transport_h2_stream) that goes through
- * ms_event_request like an HTTP/1.1 request; ms_conn_respond hands its
- * answer to ms_h2_respond, which submits it on the stream. */
+ * iteration).  Each request, once its head is in, becomes a connection
+ * of its own (CF_H2_STREAM, transport ms_transport_h2_stream) that goes
+ * through ms_event_request like an HTTP/1.1 request, its body streaming
+ * to it (ms_conn_body_data); ms_conn_respond hands its answer to
+ * ms_h2_respond, which submits it on the stream. */
 
 /* Whether p[0..n) begins with the request line of the client connection
  * preface, "PRI * HTTP/2.0" (RFC 9113 section 3.4). */
@@ -62,5 +63,11 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
  * chosen (protocol may be NULL, ext ""), the stream left open for its
  * frames.  -1 out of memory. */
 int ms_h2_upgrade(struct ms_conn *c, const char *protocol, const char *ext);
+
+/* The app took n bytes of the body of the request c (or asked for
+ * all of it): they are no longer held, and as much of the stream's and
+ * the connection's windows is given back (all of them when the app
+ * waits for the whole body). */
+void ms_h2_body_read(struct ms_conn *c, size_t n);
 
 #endif

@@ -76,8 +76,18 @@ struct ms_socket {
   unsigned flags;
 };
 
+/* The socket at 1.  Every function that takes one has the metatable as
+ * its first upvalue: one pointer comparison, where luaL_checkudata
+ * looks the metatable up in the registry by name on every call. */
 static struct ms_socket *check_socket(lua_State *L) {
-  return luaL_checkudata(L, 1, SOCKET_MT);
+  void *p = lua_touserdata(L, 1);
+  if (p && lua_getmetatable(L, 1)) {
+    int ours = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ours) return p;
+  }
+  luaL_typeerror(L, 1, SOCKET_MT);
+  return NULL;
 }
 
 static void push_hook(lua_State *L, int which) {
@@ -617,18 +627,20 @@ enum { PAT_LINE, PAT_ALL, PAT_COUNT };
 
 /* The pattern at 2 (LuaSocket's: "*l" or "l", "*a" or "a", a count). */
 static int receive_pattern(lua_State *L, size_t *count) {
-  if (lua_isnoneornil(L, 2)) return PAT_LINE;
-  if (lua_isnumber(L, 2)) {
-    lua_Number n = lua_tonumber(L, 2);
-    luaL_argcheck(L, n >= 0 && n < 0x1p53, 2, "invalid receive count");
-    *count = (size_t)n;
-    return PAT_COUNT;
+  int type = lua_type(L, 2);
+  if (type == LUA_TNONE || type == LUA_TNIL) return PAT_LINE;
+  if (type == LUA_TSTRING) {   /* no count starts with '*', 'l' or 'a' */
+    const char *p = lua_tostring(L, 2);
+    if (p[0] == '*') p++;
+    if (p[0] == 'l') return PAT_LINE;
+    if (p[0] == 'a') return PAT_ALL;
   }
-  const char *p = luaL_checkstring(L, 2);
-  if (p[0] == '*') p++;
-  if (p[0] == 'l') return PAT_LINE;
-  if (p[0] == 'a') return PAT_ALL;
-  return luaL_argerror(L, 2, "invalid receive pattern");
+  if (!lua_isnumber(L, 2))
+    return luaL_argerror(L, 2, "invalid receive pattern");
+  lua_Number n = lua_tonumber(L, 2);
+  luaL_argcheck(L, n >= 0 && n < 0x1p53, 2, "invalid receive count");
+  *count = (size_t)n;
+  return PAT_COUNT;
 }
 
 /* Push the prefix at 3 and p[0..n), without the CRs of a line. */
@@ -1028,8 +1040,11 @@ void ms_open_socket(lua_State *L) {
     { NULL, NULL }
   };
   if (luaL_newmetatable(L, SOCKET_MT)) {
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, socket_methods);
+    lua_pushvalue(L, -1);              /* check_socket's upvalue */
+    luaL_setfuncs(L, meta, 1);
+    luaL_newlibtable(L, socket_methods);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, socket_methods, 1);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);

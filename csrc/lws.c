@@ -148,6 +148,19 @@ static int ws_close(lua_State *L) {
   return 1;
 }
 
+/* Cut the connection at once, without a close frame: what is queued
+ * is dropped and the close handler gets 1006, as for a lost
+ * connection (section 7.1.5).  For a server that must let a socket go
+ * now, or that shows its clients what a dropped network does. */
+static int ws_abort(lua_State *L) {
+  struct ms_conn *c = check_ws(L);
+  if (c->state == CS_CLOSED)
+    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
+  ms_conn_abort_with(c, 1006, "", WHY_LOCAL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* local ws <close> = ...: leaving the scope closes the WebSocket, with
  * 1000, or 1011 when the scope is left by an error; nothing when it is
  * already closing or closed. */
@@ -438,7 +451,8 @@ void ms_open_ws(lua_State *L) {
   };
   static const luaL_Reg ws_methods[] = {
     { "send", ws_send }, { "ping", ws_ping }, { "close", ws_close },
-    { "receive", ws_receive }, { "subscribe", ws_subscribe },
+    { "abort", ws_abort }, { "receive", ws_receive },
+    { "subscribe", ws_subscribe },
     { "unsubscribe", ws_unsubscribe }, { "subscribed", ws_is_subscribed },
     { "publish", ws_publish }, { NULL, NULL }
   };

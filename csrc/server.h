@@ -340,6 +340,18 @@ void ms_conn_drain(struct ms_conn *c);
 void ms_conn_body_want(struct ms_conn *c, int want);
 /* The app took n bytes of the body held for it: reading may go on. */
 void ms_conn_body_taken(struct ms_conn *c, size_t n);
+/* Bytes p[0..n) of c's body from its HTTP/2 stream (h2.c), end at its
+ * END_STREAM: held for the app, whose reader is told, as a socket's
+ * body bytes are. */
+void ms_conn_body_data(struct ms_conn *c, const uint8_t *p, size_t n,
+                       int end);
+/* c's body cannot be read to its end: its reader is told why (413:
+ * too large; else the server is busy) and status answers it. */
+void ms_conn_body_fail(struct ms_conn *c, int status, const char *why);
+/* c, a WebSocket, is failed with 1009 "server busy: too many
+ * incomplete messages": its bytes would take the server over
+ * max_incomplete_bytes. */
+void ms_conn_fail_held(struct ms_conn *c);
 /* A client connection: linked into s with io callback cb, connecting
  * on fd (or fd -1: failed already, cb gets EV_CUSTOM). */
 void ms_conn_start_client(struct ms_conn *c, struct ms_server *s, int fd,

@@ -80,6 +80,18 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
         return;
       }
     ms_conn_respond_error(c, 503, "busy", 1);
+  } else if ((path_is(req, "/read") || path_is(req, "/all")) &&
+             ms_conn_body(c)) {
+    /* a reader of the body as it comes (req:read) or whole (req:body),
+     * answered at its end (ms_event_body), or earlier by answer_one */
+    for (int i = 0; i < MAX_WAITING; i++)
+      if (!waiting[i]) {
+        waiting[i] = c;
+        c->flags |= CF_WAITING;
+        ms_conn_body_want(c, path_is(req, "/all") ? WANT_ALL : WANT_SOME);
+        return;
+      }
+    ms_conn_respond_error(c, 503, "busy", 1);
   } else if (path_is(req, "/body")) {
     struct ms_body *b = ms_conn_body(c);
     char text[32];
@@ -94,7 +106,24 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
   }
 }
 
-void ms_event_body(struct ms_conn *c) { (void)c; }
+/* News of a body a reader waits for: it takes what is held (its
+ * windows given back over HTTP/2), and answers at the end. */
+void ms_event_body(struct ms_conn *c) {
+  struct ms_body *b = ms_conn_body(c);
+  if (!b || b->error || c->state != CS_HTTP || !(c->flags & CF_WAITING))
+    return;
+  if (b->len) ms_conn_body_taken(c, b->len);
+  if (c->state != CS_HTTP) return;
+  if (!b->done) {
+    ms_conn_body_want(c, WANT_SOME);
+    return;
+  }
+  for (int i = 0; i < MAX_WAITING; i++)
+    if (waiting[i] == c) waiting[i] = NULL;
+  c->flags &= ~(uint32_t)(CF_WAITING | CF_PAUSED);
+  ms_conn_respond(c, 200, "", 0, "read", 4, -1, 0);
+  ms_conn_answered(c);
+}
 void ms_event_open(struct ms_conn *c) { (void)c; }
 
 int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,

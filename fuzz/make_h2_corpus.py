@@ -65,6 +65,16 @@ def seeds():
                                          end=False) + \
         frame(DATA, 0, 1, b"x" * 100) + frame(DATA, END_STREAM, 1, b"y")
     e = hpack.Encoder()
+    # readers: some at a time, and whole; one reset before its end
+    yield "post-read", start() + headers(e, 1, get("/read", "POST"),
+                                         end=False) + \
+        headers(e, 3, get("/all", "POST"), end=False) + \
+        headers(e, 5, get("/read", "POST"), end=False) + \
+        frame(DATA, 0, 1, b"x" * 3000) + frame(DATA, 0, 3, b"z" * 1000) + \
+        frame(DATA, 0, 5, b"w" * 100) + \
+        frame(RST, 0, 5, struct.pack(">I", 8)) + \
+        frame(DATA, END_STREAM, 1, b"y") + frame(DATA, END_STREAM, 3, b"")
+    e = hpack.Encoder()
     yield "wait-rst", start() + headers(e, 1, get("/wait")) + \
         headers(e, 3, get("/wait")) + frame(RST, 0, 1, struct.pack(">I", 8))
     e = hpack.Encoder()

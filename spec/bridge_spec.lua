@@ -75,11 +75,11 @@ describe("examples/bridge", function()
     local slow, quick = connect(), connect()
     local t0 = gettime()
     slow:send_text("s slow 2")
-    local worst = 0
+    local trips = {}
     while gettime() - t0 < 1.5 do
       local t = gettime()
       assert.are.equal("e ping", ask(quick, "e echo ping"))
-      worst = math.max(worst, gettime() - t)
+      trips[#trips + 1] = gettime() - t
       socket.sleep(0.01)
     end
     local kind, data = slow:recv_message(helper.scaled(3))
@@ -87,7 +87,13 @@ describe("examples/bridge", function()
     assert.are.equal("s slept 2", data)
     local took = gettime() - t0
     assert.is_true(took >= 1.9 and took < helper.scaled(3), took)
-    assert.is_true(worst < helper.scaled(0.005), "worst " .. worst)
+    -- a loop held by the call would hold a round trip for 2 s; one
+    -- slow trip on a busy machine is not that, so the typical one is
+    -- held to 5 ms and the worst to a tenth of a second
+    table.sort(trips)
+    local median, worst = trips[#trips // 2 + 1], trips[#trips]
+    assert.is_true(median < helper.scaled(0.005), "median " .. median)
+    assert.is_true(worst < helper.scaled(0.1), "worst " .. worst)
   end)
 
   it("runs 100 upstream calls of 1 s in parallel in about 1 s", function()

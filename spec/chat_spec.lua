@@ -6,11 +6,29 @@ local cjson = require "cjson"
 
 local rep = string.rep
 
--- The next message, which must be text: decoded, and as it came.
+-- What reaches the room (joined, left, message) comes with its
+-- position in the room before it: "<epoch>:<offset> ".
+local ROOM_EVENTS = { joined = true, left = true, message = true }
+
+-- The next message, which must be text: decoded, its JSON as it came,
+-- and its position: the envelope's, or the welcome's (taken out of the
+-- welcome with its "recovered", the fourth value, so the welcome can be
+-- compared whole).
 local function recv(ws)
   local kind, data = ws:recv_message()
   assert.are.equal(helper.TEXT, kind, data)
-  return cjson.decode(data), data
+  local position, json = data:match("^(%x+:%d+) (.*)$")
+  json = json or data
+  local event = cjson.decode(json)
+  assert.are.equal(ROOM_EVENTS[event.type] ~= nil, position ~= nil, data)
+  local recovered
+  if event.type == "welcome" then
+    position, recovered = event.position, event.recovered
+    assert.matches("^%x+:%d+$", position)
+    assert.is_boolean(recovered)
+    event.position, event.recovered = nil, nil
+  end
+  return event, json, position, recovered
 end
 
 local function send(ws, event)
@@ -353,10 +371,10 @@ describe("examples/chat", function()
       { "[]", "expected a JSON object" },
       { '"join"', "expected a JSON object" },
       { "null", "expected a JSON object" },
-      { "{}", '"type" must be "join" or "say"' },
-      { '{"type":"shout"}', '"type" must be "join" or "say"' },
-      { '{"type":["join"]}', '"type" must be "join" or "say"' },
-      { '{"type":"__index"}', '"type" must be "join" or "say"' },
+      { "{}", '"type" must be "join", "say" or "drop"' },
+      { '{"type":"shout"}', '"type" must be "join", "say" or "drop"' },
+      { '{"type":["join"]}', '"type" must be "join", "say" or "drop"' },
+      { '{"type":"__index"}', '"type" must be "join", "say" or "drop"' },
     }
     for _, case in ipairs(cases) do
       assert.is_true(ws:send_text(case[1]))
@@ -453,6 +471,190 @@ describe("examples/chat", function()
       assert.are.same({ type = "left", room = "utf8", name = "other",
         count = 2 }, (recv(witness)))
     end
+  end)
+
+  -- "drop": the server cuts the socket off, no close frame either way.
+  local function drop(ws)
+    send(ws, { type = "drop" })
+    local frame, err = ws:read_frame()
+    assert.is_nil(frame, frame and ("opcode " .. frame.opcode))
+    assert.is_truthy(err == "closed" or err:find("reset"), err)
+  end
+
+  -- The offset of a position "epoch:offset", and its epoch.
+  local function offset_of(position)
+    local epoch, offset = position:match("^(%x+):(%d+)$")
+    return tonumber(offset), epoch
+  end
+
+  it("a dropped page joins with its last position and gets exactly what"
+    .. " it missed, then live messages", function()
+    local alice = connect()
+    send(alice, { type = "join", name = "alice", room = "recover" })
+    local _, _, alice_at, fresh = recv(alice)
+    assert.is_false(fresh)                    -- no "since": nothing to
+    local start, epoch = offset_of(alice_at)  -- recover
+    local bob = connect()
+    send(bob, { type = "join", name = "bob", room = "recover" })
+    local _, _, bob_at = recv(bob)
+    -- the welcome's position is that of the joiner's own "joined"
+    local event, _, at = recv(alice)
+    assert.are.same({ type = "joined", room = "recover", name = "bob",
+      count = 2 }, event)
+    assert.are.same({ bob_at, start + 1 }, { at, (offset_of(at)) })
+    send(bob, { type = "say", text = "seen" })
+    local _, _, last = recv(alice)
+    recv(bob)
+    drop(alice)
+    assert.are.same({ type = "left", room = "recover", name = "alice",
+      count = 1 }, (recv(bob)))
+    for i = 1, 3 do send(bob, { type = "say", text = "missed " .. i }) end
+    for _ = 1, 3 do recv(bob) end
+    -- back with the last position it saw: the left notice (its own) and
+    -- the three messages, each at the next offset, then the welcome
+    local back = connect()
+    send(back, { type = "join", name = "alice", room = "recover",
+      since = last })
+    local missed = {
+      { type = "left", room = "recover", name = "alice", count = 1 },
+      { type = "message", room = "recover", name = "bob", text = "missed 1" },
+      { type = "message", room = "recover", name = "bob", text = "missed 2" },
+      { type = "message", room = "recover", name = "bob", text = "missed 3" },
+    }
+    for i, want in ipairs(missed) do
+      local got, _, position = recv(back)
+      assert.are.same(want, got)
+      assert.are.equal(epoch .. ":" .. (start + 2 + i), position)
+    end
+    local welcome, _, position, recovered = recv(back)
+    assert.are.same({ type = "welcome", room = "recover", name = "alice",
+      count = 2, members = { "alice", "bob" } }, welcome)
+    assert.is_true(recovered)
+    assert.are.equal(epoch .. ":" .. (start + 7), position)
+    local joined, _, joined_at = recv(bob)
+    assert.are.same({ type = "joined", room = "recover", name = "alice",
+      count = 2 }, joined)
+    assert.are.equal(position, joined_at)
+    send(bob, { type = "say", text = "live" })
+    local live, _, live_at = recv(back)
+    assert.are.equal("live", live.text)
+    assert.are.equal(epoch .. ":" .. (start + 8), live_at)
+    assert_quiet(back)
+  end)
+
+  it("recovers exactly while messages are published during the join",
+    function()
+    local reader = connect()
+    send(reader, { type = "join", name = "reader", room = "busy" })
+    recv(reader)
+    local talker = join("talker", "busy")
+    local _, _, last = recv(reader)                    -- talker joined
+    drop(reader)
+    recv(talker)                                       -- reader left
+    -- 90 messages sent without waiting, the join with "since" among
+    -- them on another connection: the server reads the two in any
+    -- order, and the missed ones (at most 91) are all in the history
+    for i = 1, 30 do send(talker, { type = "say", text = "m" .. i }) end
+    local back = connect()
+    for i = 31, 60 do send(talker, { type = "say", text = "m" .. i }) end
+    send(back, { type = "join", name = "reader", room = "busy",
+      since = last })
+    for i = 61, 90 do send(talker, { type = "say", text = "m" .. i }) end
+    -- every message once, in order, at consecutive offsets; the welcome
+    -- somewhere among them, at the offset of the reader's "joined"
+    local offset, epoch = offset_of(last)
+    local texts, welcomed = {}, false
+    while #texts < 90 do
+      local event, _, position, recovered = recv(back)
+      offset = offset + 1
+      assert.are.equal(epoch .. ":" .. offset, position)
+      if event.type == "welcome" then
+        assert.is_false(welcomed)
+        assert.is_true(recovered)
+        welcomed = true
+      elseif event.type == "message" then
+        texts[#texts + 1] = event.text
+      else
+        assert.are.same({ type = "left", room = "busy", name = "reader",
+          count = 1 }, event)
+        assert.are.equal(0, #texts)                    -- the first missed
+      end
+    end
+    assert.is_true(welcomed)
+    for i = 1, 90 do assert.are.equal("m" .. i, texts[i]) end
+    assert_quiet(back)
+  end)
+
+  it("a position the room no longer has recovers nothing, and says so",
+    function()
+    local alice = connect()
+    send(alice, { type = "join", name = "alice", room = "stale" })
+    local _, _, first = recv(alice)
+    local bob = join("bob", "stale")
+    recv(alice)
+    drop(alice)
+    recv(bob)
+    -- more than the room keeps (100 messages) go by
+    for i = 1, 101 do send(bob, { type = "say", text = "m" .. i }) end
+    for _ = 1, 101 do recv(bob) end
+    local offset, epoch = offset_of(first)
+    local other_epoch = epoch == "0123456789abcdef" and "fedcba9876543210"
+      or "0123456789abcdef"
+    for _, since in ipairs { first, other_epoch .. ":" .. offset,
+                             epoch .. ":" .. (offset + 500) } do
+      local back = connect()
+      send(back, { type = "join", name = "alice", room = "stale",
+        since = since })
+      local welcome, _, position, recovered = recv(back)
+      assert.are.same({ type = "welcome", room = "stale", name = "alice",
+        count = 2, members = { "alice", "bob" } }, welcome)
+      assert.is_false(recovered)
+      assert.are.equal(epoch, select(2, offset_of(position)))
+      recv(bob)                                        -- alice joined
+      back:abort()
+      recv(bob)                                        -- alice left
+    end
+  end)
+
+  it("refuses a malformed position, and changes nothing", function()
+    local ws = connect()
+    local epoch = "0123456789abcdef"
+    local cases = { 5, true, "", "abc", epoch, epoch .. ":", ":1",
+      epoch .. ":-1", epoch .. ": 1", epoch .. ":+1", epoch .. ":1 ",
+      epoch:upper() .. ":1", epoch .. "0:1", epoch:sub(2) .. ":1",
+      epoch .. ":" .. rep("9", 16), "x" .. epoch:sub(2) .. ":1" }
+    for _, since in ipairs(cases) do
+      send(ws, { type = "join", name = "n", room = "r", since = since })
+      expect_error(ws, '"since" must be a position "epoch:offset"')
+    end
+    send(ws, { type = "say", text = "hello?" })
+    expect_error(ws, "join a room first")
+    send(ws, { type = "join", name = "n", room = "positions",
+      since = epoch .. ":" .. rep("9", 15) })
+    assert.are.equal("welcome", recv(ws).type)
+  end)
+
+  it("lists who is here from presence, which a lost socket leaves at once",
+    function()
+    local ann = join("ann", "here")
+    local ben = join("ben", "here")
+    recv(ann)
+    local cal = join("cal", "here")
+    recv(ann)
+    recv(ben)
+    drop(ben)
+    assert.are.same({ type = "left", room = "here", name = "ben",
+      count = 2 }, (recv(ann)))
+    recv(cal)
+    -- the name is free again at once, and the list without ben
+    local _, welcome = join("ben", "here")
+    assert.are.same({ "ann", "ben", "cal" }, welcome.members)
+    cal:abort()
+    recv(ann)                                          -- ben joined
+    assert.are.same({ type = "left", room = "here", name = "cal",
+      count = 2 }, (recv(ann)))
+    local _, last = join("dee", "here")
+    assert.are.same({ "ann", "ben", "dee" }, last.members)
   end)
 
   it("takes sockets from this site's pages only", function()

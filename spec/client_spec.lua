@@ -55,6 +55,14 @@ describe("client against moonsocket", function()
       .. "close\t1001\t\tlocal\n", output)
   end)
 
+  it("aborts without a close frame: 1006, local, then ECLOSED", function()
+    local output, status = run("abort", url())
+    assert.are.equal(0, status, output)
+    assert.are.equal("state\tconnecting\nsend\tsent\nclose\t1006\t\tlocal"
+      .. "\nabort\ttrue\tclosed\nagain\tnil\tthe connection is closing or "
+      .. "closed\tECLOSED\n", output)
+  end)
+
   it("reports back-pressure: queued, then drain", function()
     -- the server reads nothing until the client has read 16 MiB, which
     -- it does only after its sends were queued

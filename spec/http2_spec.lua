@@ -174,6 +174,55 @@ describe("HTTP/2", function()
         :find("^413 "))
     end)
 
+    it("streams a body to a handler that reads slowly: flow control holds "
+       .. "the client, the other streams go on", function()
+      local server = helper.start_server("spec/apps/http2.lua",
+        { HTTP2 = "on", MAX_BODY_SIZE = 8 << 20 })
+      finally(function() helper.stop_and_check(server) end)
+      -- the handler reads 1 KiB and waits: the client may send no more
+      -- than the stream's window (64 KiB, what an HTTP/1.1 body holds
+      -- unread), a GET on the same connection is answered meanwhile, and
+      -- once the handler reads, the 4 MiB arrive whole
+      assert.are.equal("held 65536\nother 200\n200 read 4194304\n",
+                       h2(tostring(server.port), "held", 4 << 20))
+    end)
+
+    it("counts the bytes a stream holds against max_incomplete_bytes",
+       function()
+      local server = helper.start_server("spec/apps/http2.lua",
+        { HTTP2 = "on", MAX_BODY_SIZE = 1 << 20,
+          MAX_INCOMPLETE_BYTES = 40000 })
+      finally(function() helper.stop_and_check(server) end)
+      -- req:body() holds the whole body: past the bound, 503
+      assert.are.equal("503 68\n",
+                       h2(tostring(server.port), "post", "/echo", 60000))
+      -- and the handler reading it learns why
+      assert.are.equal("503 68\n", h2(tostring(server.port), "post",
+                                      "/echo", 60000, "started"))
+      assert.truthy(helper.wait_until(function()
+        return server:log():find("no body: the server holds too many "
+                                 .. "incomplete bytes EBUSY", 1, true)
+      end), server:log())
+      -- what a stream held is given back: under the bound, again and
+      -- again
+      for _ = 1, 3 do
+        assert.are.equal("200 30000\n",
+                         h2(tostring(server.port), "post", "/echo", 30000))
+      end
+    end)
+
+    it("answers 408 to a body that stops arriving, its reader told why",
+       function()
+      local server = helper.start_server("spec/apps/http2.lua",
+        { HTTP2 = "on", BODY_TIMEOUT = 0.3 })
+      finally(function() helper.stop_and_check(server) end)
+      assert.are.equal("408\n", h2(tostring(server.port), "stall", "/echo",
+                                   100))
+      assert.truthy(helper.wait_until(function()
+        return server:log():find("no body: timeout ETIMEDOUT", 1, true)
+      end), server:log())
+    end)
+
     it("refuses CONNECT (no extended CONNECT yet)", function()
       assert.are.equal("501\n", h2(tostring(plain_server.port), "connect"))
     end)

@@ -193,6 +193,18 @@ describe("the close handler", function()
     d:recv_message()
     d:abort()
     helper.wait_event(server.port, "ws close 1006  lost", true)
+    -- ws:abort(): no close frame, what was queued dropped, the close
+    -- handler run before it returns; again: ECLOSED
+    local e = assert(helper.ws_connect(server.port, "/ws"))
+    e:send_text("abort")
+    local frame, err = e:read_frame()
+    assert.is_nil(frame, frame and frame.payload)
+    assert.is_truthy(err == "closed" or err:find("reset"), err)
+    helper.wait_event(server.port, "ws abort again nil the connection is "
+      .. "closing or closed ECLOSED", true)
+    local events = helper.events(server.port)
+    assert.truthy(events:find("ws close 1006  local\nws abort true closed"
+      .. "\nws abort again nil", 1, true), events)
   end)
 end)
 

@@ -6,26 +6,52 @@
 -- deps` installs from Debian).  The page sends:
 --   {"type":"join","name":N,"room":R}   join R as N; again to switch
 --                                       rooms (N may then be left out)
+--   {"type":"join","name":N,"room":R,"since":P}
+--                                       join R again after a lost
+--                                       connection: P is the last
+--                                       position the page saw there
 --   {"type":"say","text":T}             T to everyone in the room
+--   {"type":"drop"}                     cut this socket off (below)
 -- and the server:
---   {"type":"welcome","room":R,"name":N,"count":C,"members":[...]}
+--   {"type":"welcome","room":R,"name":N,"count":C,"members":[...],
+--    "position":P,"recovered":B}
 --       to whoever joined: N is its name in R (" (2)" and so on added
---       when the name is taken there), members every name in R, sorted
+--       when the name is taken there), members every name in R, sorted,
+--       P the room's position after this join; B true when every message
+--       after "since" came just before the welcome, false when they could
+--       not (no "since", or one the room no longer keeps)
 --   {"type":"joined","room":R,"name":N,"count":C}   to the others in R
 --   {"type":"left","room":R,"name":N,"count":C}     to those still in R
 --   {"type":"message","room":R,"name":N,"text":T}   to all of R, sender
 --                                                   included
 --   {"type":"error","error":E}          the message was refused; nothing
 --                                       changed
--- A room is a topic, "room:" .. R: the core keeps its subscribers,
--- frames each message once for all of them and counts them.  The names
--- of a room live in this process, so the app runs without workers.
+--
+-- A room is a topic, "room:" .. R, that keeps its last 100 messages
+-- (app:history): each of joined, left and message reaches the room as
+-- "<epoch>:<offset> " followed by the JSON, its position in the room.
+-- The page keeps the last position it saw; when its connection is lost
+-- it connects again and joins with "since": ws:subscribe queues exactly
+-- the messages it missed, in order, before any later one, so the page
+-- shows each once.  Who is in a room is its presence (app:presence):
+-- each member's socket is present with its name while subscribed, and
+-- leaves it the moment the server sees it gone.
+--
+-- "drop" is the page's "Disconnect network" button.  A page cannot lose
+-- its TCP connection by itself (WebSocket.close sends a close frame), so
+-- it asks the server, which cuts the socket off with ws:abort(): no
+-- close frame either way, the page sees 1006 as on a network failure,
+-- and the server sees a lost connection (the close handler gets 1006).
+-- It harms no one else: a socket can only drop itself.
+--
+-- The app runs without workers (one process keeps the positions).
 local moonsocket = require "moonsocket"
 local policy = require "moonsocket.policy"
 
 local find, gsub, lower, match, sub =
   string.find, string.gsub, string.lower, string.match, string.sub
-local next, pairs, pcall, sort, type = next, pairs, pcall, table.sort, type
+local ipairs, pairs, pcall, sort, type =
+  ipairs, pairs, pcall, table.sort, type
 local utf8_codes, utf8_len, utf8_offset = utf8.codes, utf8.len, utf8.offset
 
 local here = match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"
@@ -36,6 +62,8 @@ local MAX_TEXT = 2000     -- characters in a message
 local MAX_DEPTH = 2       -- an object, and a wrong value in it (an array
                           -- for a name) that gets a type error
 local TOPIC = "room:"
+local HISTORY = 100       -- messages a room keeps for those who return
+local HISTORY_TTL = 3600  -- seconds; a page gone longer starts afresh
 
 -- A codec of our own, so no other module's settings reach it: no NaN,
 -- Infinity or hexadecimal numbers either way, and the protocol is flat.
@@ -46,8 +74,7 @@ cjson.encode_invalid_numbers(false)
 local decode, encode = cjson.decode, cjson.encode
 
 local app = moonsocket.app {}
-
-local rooms = {}          -- room name -> { [member name] = ws }
+app:history(TOPIC .. "*", { size = HISTORY, ttl = HISTORY_TTL })
 
 ------------------------------------------------------------------------
 -- Names and messages
@@ -88,10 +115,10 @@ local function check_label(value, what)
 end
 
 -- wanted, or, when someone in the room has it, "wanted (2)", "wanted
--- (3)", ...; cut to stay within 32 characters.
-local function unique_name(members, wanted)
+-- (3)", ...; cut to stay within 32 characters.  taken: name -> true.
+local function unique_name(taken, wanted)
   local name, n = wanted, 1
-  while members[name] do
+  while taken[name] do
     n = n + 1
     local suffix = " (" .. n .. ")"
     local base, keep = wanted, MAX_LABEL - #suffix
@@ -103,13 +130,37 @@ local function unique_name(members, wanted)
   return name
 end
 
--- Never empty, as it holds whoever asks: cjson 2.1.0 writes an empty
--- table as {}, not [].
-local function member_list(members)
+-- The names present in a topic, as a set.
+local function names_in(topic)
+  local taken = {}
+  for _, info in ipairs(app:presence(topic)) do taken[info.name] = true end
+  return taken
+end
+
+-- The names present, sorted.  Never empty when it holds whoever asks:
+-- cjson 2.1.0 writes an empty table as {}, not [].
+local function member_list(topic)
   local list = {}
-  for name in pairs(members) do list[#list + 1] = name end
+  for name in pairs(names_in(topic)) do list[#list + 1] = name end
   sort(list)
   return list
+end
+
+-- A position as the page sends it back: the envelope's "epoch:offset",
+-- checked here so that ws:subscribe, which raises on a malformed one,
+-- never sees one.  Offsets of more than 15 digits do not occur.
+local function check_position(value)
+  if type(value) ~= "string" or #value > 32
+      or not match(value, "^[0-9a-f]+:%d+$")
+      or #match(value, "^[0-9a-f]+") ~= 16
+      or #match(value, "%d+$") > 15 then
+    return nil, '"since" must be a position "epoch:offset"'
+  end
+  return value
+end
+
+local function position_text(position)
+  return position.epoch .. ":" .. position.offset
 end
 
 ------------------------------------------------------------------------
@@ -124,17 +175,15 @@ local function refuse(ws, why)
   return send(ws, { type = "error", error = why })
 end
 
--- Leave the room ws is in, if any, and tell those who stay.
+-- Leave the room ws is in, if any, and tell those who stay.  A closed
+-- socket has left its topics, and so the room's presence, already.
 local function leave(ws)
   local data = ws.data
   local room, name = data.room, data.name
   if not room then return end
   data.room, data.name = nil, nil
-  local members = rooms[room]
-  members[name] = nil
-  if next(members) == nil then rooms[room] = nil end
   local topic = TOPIC .. room
-  ws:unsubscribe(topic)             -- a closed socket has left already
+  ws:unsubscribe(topic)
   app:publish(topic, encode { type = "left", room = room, name = name,
                               count = app:subscribers(topic) })
 end
@@ -149,23 +198,33 @@ function commands.join(ws, event)
   if wanted == nil then wanted = data.wanted end
   wanted, why = check_label(wanted, "name")
   if not wanted then return refuse(ws, why) end
+  local since = event.since
+  if since ~= nil then
+    since, why = check_position(since)
+    if not since then return refuse(ws, why) end
+  end
   if room == data.room then
     return refuse(ws, "you are in " .. room .. " already")
   end
   leave(ws)
   local topic = TOPIC .. room
-  local ok, err = ws:subscribe(topic)
-  if ok == nil then return refuse(ws, "cannot join " .. room .. ": " .. err) end
-  local members = rooms[room] or {}
-  rooms[room] = members
-  local name = unique_name(members, wanted)
-  members[name] = ws
+  local name = unique_name(names_in(topic), wanted)
+  -- the missed messages are queued, then ws is subscribed and present
+  local ok, info = ws:subscribe(topic, { since = since,
+                                         presence = { name = name } })
+  if ok == nil then
+    return refuse(ws, "cannot join " .. room .. ": " .. info)
+  end
   data.room, data.name, data.wanted = room, name, wanted
   local count = app:subscribers(topic)
+  -- the page never gets its own "joined": the welcome gives its
+  -- position (a room with no message yet has no epoch to come back to)
+  local _, position = ws:publish(topic, encode { type = "joined",
+    room = room, name = name, count = count })
   send(ws, { type = "welcome", room = room, name = name, count = count,
-             members = member_list(members) })
-  ws:publish(topic, encode { type = "joined", room = room, name = name,
-                             count = count })
+             members = member_list(topic),
+             position = position_text(position),
+             recovered = info.recovered })
 end
 
 function commands.say(ws, event)
@@ -182,6 +241,12 @@ function commands.say(ws, event)
   end
   app:publish(TOPIC .. data.room, encode { type = "message",
     room = data.room, name = data.name, text = text })
+end
+
+-- The "Disconnect network" button: cut this socket off without a close
+-- frame (see the top of this file).
+function commands.drop(ws)
+  ws:abort()
 end
 
 -- Only this site's pages: a browser's Origin must name the host that
@@ -219,7 +284,7 @@ app:ws("/chat", {
     end
     local command = type(event.type) == "string" and commands[event.type]
     if not command then
-      return refuse(ws, '"type" must be "join" or "say"')
+      return refuse(ws, '"type" must be "join", "say" or "drop"')
     end
     return command(ws, event)
   end,

@@ -79,6 +79,16 @@ elseif scenario == "ping" then
     pong = function(ws, data) say("pong", data) ws:close(1001) end,
     close = on_close,
   }
+elseif scenario == "abort" then
+  -- the close handler runs inside abort; a second abort answers ECLOSED
+  opts.handler = {
+    open = function(ws)
+      say("send", ws:send("hello"))
+      say("abort", ws:abort(), ws.state)
+      say("again", ws:abort())
+    end,
+    close = on_close,
+  }
 elseif scenario == "backpressure" then
   local chunk = string.rep("b", 1024 * 1024)
   opts.max_backpressure = 64 * 1024 * 1024

@@ -1,15 +1,20 @@
 -- Test app for spec/http2_spec.lua: a few HTTP routes and the files of
 -- STATIC_DIR, on a plain port (HTTP2: "on", "off" or unset) and, with
 -- CERT and KEY, a TLS port.  Prints both ports.  Env: PORT, CERT, KEY,
--- HTTP2, MAX_CONCURRENT_STREAMS, MAX_HEADERS, MAX_HEADER_SIZE.
+-- HTTP2, MAX_CONCURRENT_STREAMS, MAX_HEADERS, MAX_HEADER_SIZE,
+-- MAX_BODY_SIZE (4096 unless set), MAX_INCOMPLETE_BYTES, BODY_TIMEOUT.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
   max_concurrent_streams = tonumber(os.getenv("MAX_CONCURRENT_STREAMS")),
   max_headers = tonumber(os.getenv("MAX_HEADERS")),
   max_header_size = tonumber(os.getenv("MAX_HEADER_SIZE")),
-  max_body_size = 4096,
+  max_body_size = tonumber(os.getenv("MAX_BODY_SIZE")) or 4096,
+  max_incomplete_bytes = tonumber(os.getenv("MAX_INCOMPLETE_BYTES")),
+  body_timeout = tonumber(os.getenv("BODY_TIMEOUT")),
 }
+-- /slow reads 1 KiB of its body, waits for /go, then reads the rest
+local gate = moonsocket.queue()
 -- a middleware: a field on every answer
 app:use(function(req, nxt)
   local status, headers, body = nxt()
@@ -41,8 +46,26 @@ local routes = {
     return 200, {}, "later\n"
   end,
   ["/echo"] = function(req)
-    local body, err = req:body()
+    local body, err, code = req:body()
+    if not body then      -- the core answered: the reader learns why
+      io.stderr:write("no body: ", err, " ", code, "\n")
+    end
     return 200, {}, body or ("no body: " .. tostring(err))
+  end,
+  ["/slow"] = function(req)
+    local got = #assert(req:read(1024))
+    assert(gate:get(30), "no /go")
+    while true do
+      local data, err = req:read(16384)
+      if not data then
+        return 200, {}, err and "failed: " .. err or "read " .. got
+      end
+      got = got + #data
+    end
+  end,
+  ["/go"] = function()
+    gate:put(true)
+    return 200, {}, "go\n"
   end,
   ["/nocontent"] = function() return 204, {}, nil end,
   ["/fail"] = function() error("boom") end,

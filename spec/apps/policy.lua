@@ -23,6 +23,14 @@ local function handler(name)
         ws:send(tostring(ws.protocol))
       elseif msg == "bye" then
         ws:close(4001, "bye")
+      elseif msg == "abort" then
+        -- the close handler has run when abort returns
+        ws:send("never seen: queued, then dropped")
+        record(("%s abort %s %s"):format(name, tostring(ws:abort()),
+                                         ws.state))
+        local again = table.pack(ws:abort())
+        record(("%s abort again %s %s %s"):format(name, tostring(again[1]),
+                                                 again[2], again[3]))
       else
         ws:send(msg)
       end

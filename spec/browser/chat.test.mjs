@@ -4,7 +4,10 @@
 // its page in several headless Debian Chromium contexts at once, one per
 // person: two join a room and talk, a third in another room hears none
 // of it, people switch rooms, leave with the button and by closing the
-// tab.  Screenshots go to test-output/browser/.
+// tab.  One page loses its connection ("Disconnect network": the server
+// cuts the socket off) while the other writes, and shows every message
+// it missed once, in order, marked as recovered.  Screenshots go to
+// test-output/browser/.
 //
 //   npm install && node --test --test-reporter=tap spec/browser/
 //
@@ -35,6 +38,12 @@ const people = {};          // name -> its page, each in its own context
 function view(tab) {
   return tab.evaluate(() => {
     const $ = (id) => document.getElementById(id);
+    const line = (entry) => {
+      const who = entry.querySelector(".who");
+      const text = entry.querySelector(".text").textContent;
+      return `${entry.dataset.kind}${entry.dataset.mine ? "*" : ""}: ` +
+        (who ? `${who.textContent}: ${text}` : text);
+    };
     return {
       state: $("state").dataset.state,
       stateText: $("state").textContent,
@@ -42,12 +51,9 @@ function view(tab) {
       count: $("count").textContent,
       members: Array.from($("members").children, (li) =>
         (li.dataset.me ? "*" : "") + li.textContent),
-      log: Array.from($("log").children, (entry) => {
-        const who = entry.querySelector(".who");
-        const text = entry.querySelector(".text").textContent;
-        return `${entry.dataset.kind}${entry.dataset.mine ? "*" : ""}: ` +
-          (who ? `${who.textContent}: ${text}` : text);
-      }),
+      log: Array.from($("log").children, line),
+      recovered: Array.from($("log").querySelectorAll("[data-recovered]"),
+        line),
     };
   });
 }
@@ -102,7 +108,7 @@ test("the page loads from moonsocket, ready to join",
     assert.match(response.headers()["content-type"] ?? "", /^text\/html/);
     assert.deepEqual(await view(tab), { state: "ready",
       stateText: "Not connected", title: "Not in a room", count: "",
-      members: [], log: [] });
+      members: [], log: [], recovered: [] });
     assert.deepEqual(await buttons(tab), { join: true, leave: false,
       send: false, message: false, joinLabel: "Join" });
     assert.equal(await tab.inputValue("#room"), "lobby");
@@ -131,7 +137,7 @@ test("two people join the same room and see each other come",
     const seen = await joinAs(alice, "alice", "lobby");
     assert.deepEqual(seen, { state: "open", stateText: "In lobby",
       title: "Room: lobby", count: "1 person here", members: ["*alice"],
-      log: ["notice: You joined lobby as alice"] });
+      log: ["notice: You joined lobby as alice"], recovered: [] });
     assert.deepEqual(await buttons(alice), { join: true, leave: true,
       send: true, message: true, joinLabel: "Switch room" });
 
@@ -246,6 +252,76 @@ test("Leave closes the socket with 1000; Join comes back",
     await waitForLog(carol, "notice: alice joined");
     await say(carol, "welcome back");
     await waitForLog(alice, "message: carol: welcome back");
+  });
+
+test("a dropped page comes back and shows what it missed, once, in order",
+  OPTIONS, async () => {
+    const dan = await openPage();
+    const eve = await openPage();
+    await joinAs(dan, "dan", "hall");
+    await joinAs(eve, "eve", "hall");
+    await waitForLog(dan, "notice: eve joined");
+    await say(eve, "before");
+    await waitForLog(dan, "message: eve: before");
+    // "Disconnect network": the server cuts dan's socket off, and sees
+    // a lost connection (eve is told dan left).  Then dan's browser goes
+    // offline (Chromium's network emulation) while its back-off runs, so
+    // that it stays away until the test lets it back; a try that came
+    // before the test could stop it is simply dropped again.
+    for (let attempt = 1; ; attempt++) {
+      await dan.click("#drop");
+      await waitFor(dan, "the lost connection", (seen) =>
+        seen.stateText.startsWith("Reconnecting in"));
+      await dan.context().setOffline(true);
+      const seen = await waitFor(dan, "offline or back", (seen) =>
+        seen.stateText === "Offline: waiting for the network…" ||
+        seen.state === "open");
+      if (seen.state !== "open") break;
+      assert.ok(attempt < 3, "dan always came back before going offline");
+      await dan.context().setOffline(false);
+      await waitFor(dan, "back in hall", (seen) =>
+        seen.stateText === "In hall");
+    }
+    await waitForLog(eve, "notice: dan left");
+    const missed = ["missed 1", "missed 2", "missed 3"];
+    for (const text of missed) {
+      await say(eve, text);
+      await waitForLog(eve, `message*: eve: ${text}`);
+    }
+    // back online: dan comes back at once, while eve goes on writing
+    await dan.context().setOffline(false);
+    const during = ["during 1", "during 2", "during 3"];
+    for (const text of during) await say(eve, text);
+    await waitFor(dan, "back in hall", (seen) =>
+      seen.stateText === "In hall");
+    await waitForLog(eve, "notice: dan joined");
+    await say(eve, "after");
+    const seen = await waitForLog(dan, "message: eve: after");
+    // every message of eve's once, in order; what dan missed marked so
+    const said = seen.log.filter((line) => line.startsWith("message"));
+    assert.deepEqual(said, ["before", ...missed, ...during, "after"].map(
+      (text) => `message: eve: ${text}`));
+    for (const text of missed) {
+      assert.ok(seen.recovered.includes(`message: eve: ${text}`),
+        seen.recovered.join("\n"));
+    }
+    assert.ok(!seen.recovered.includes("message: eve: after"));
+    assert.ok(seen.recovered.includes("notice: dan left"),
+      seen.recovered.join("\n"));
+    const back = seen.log.filter((line) => line.startsWith("notice: Back"));
+    assert.equal(back.length, 1, seen.log.join("\n"));
+    const recovered = /^notice: Back in hall: (\d+) missed messages? recov/;
+    const count = Number(recovered.exec(back[0])?.[1]);
+    assert.ok(count >= missed.length && count <= missed.length +
+      during.length, back[0]);
+    assert.deepEqual(seen.log.filter((line) => line.startsWith("error")),
+      ["error: Connection lost (code 1006)"]);
+    assert.deepEqual([seen.members, seen.count], [["*dan", "eve"],
+      "2 people here"]);
+    await dan.screenshot({ path: path.join(SHOTS, "chat-recovered.png"),
+      fullPage: true });
+    await dan.context().close();
+    await eve.context().close();
   });
 
 test("on a phone-sized screen, in the dark scheme",

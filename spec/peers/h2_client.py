@@ -11,8 +11,20 @@ usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
   preface                    the preface and SETTINGS; prints the frames
                              the server answers with
   connect                    a CONNECT request; prints the status
-  post PATH SIZE             a POST of SIZE bytes; prints the status and
-                             the body's length
+  post PATH SIZE [started]   a POST of SIZE bytes; prints the status and
+                             the body's length.  With "started", the body
+                             follows the answer to a GET /hello sent
+                             after the POST's HEADERS: the POST's
+                             handler runs before its body comes
+  stall PATH SIZE            a POST's HEADERS and SIZE bytes of its body,
+                             the rest never sent: prints the status
+  held SIZE                  a POST of SIZE bytes to /slow, which reads 1
+                             KiB and waits for /go: prints "held N", the
+                             bytes sent when the windows shut (and stayed
+                             shut for a second), then the status of a GET
+                             /hello on the same connection meanwhile, then
+                             GETs /go and sends the rest: prints the
+                             status and body of the POST
 """
 import hashlib
 import socket
@@ -189,10 +201,16 @@ def connect_method(where):
     print(answer(seen, 1)[0])
 
 
-def post(where, path, size):
+def post(where, path, size, started=None):
     sock, conn = connect(where)
     body = b"x" * int(size)
     conn.send_headers(1, request_headers("POST", path))
+    if started:
+        # the server runs the requests of a read in order
+        conn.send_headers(3, request_headers("GET", "/hello"),
+                          end_stream=True)
+        sock.sendall(conn.data_to_send())
+        pump(sock, conn, ended(3))
     sent = 0
     while sent < len(body):
         window = min(conn.local_flow_control_window(1), 16384)
@@ -213,7 +231,83 @@ def post(where, path, size):
     print(status, len(data))
 
 
+def wait_settings(sock, conn):
+    """Until the server's SETTINGS and its connection window are in."""
+    seen = {"settings": False, "window": False}
+
+    def until(ev):
+        if isinstance(ev, h2.events.RemoteSettingsChanged):
+            seen["settings"] = True
+        if isinstance(ev, h2.events.WindowUpdated) and ev.stream_id == 0:
+            seen["window"] = True
+        return seen["settings"] and seen["window"]
+    pump(sock, conn, until)
+
+
+def ended(sid):
+    return lambda ev: getattr(ev, "stream_id", 0) == sid and \
+        isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset))
+
+
+def stall(where, path, size):
+    sock, conn = connect(where)
+    conn.send_headers(1, request_headers("POST", path))
+    conn.send_data(1, b"s" * int(size))
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, ended(1))
+    print(answer(seen, 1)[0])
+
+
+def held(where, size):
+    sock, conn = connect(where)
+    wait_settings(sock, conn)
+    body = b"y" * int(size)
+    conn.send_headers(1, request_headers("POST", "/slow"))
+    sent = 0
+    seen = []
+    # send until the windows shut and stay shut for a second
+    while sent < len(body):
+        window = min(conn.local_flow_control_window(1), 16384)
+        if window == 0:
+            sock.settimeout(1)
+            more = pump(sock, conn, lambda ev: isinstance(
+                ev, (h2.events.WindowUpdated, h2.events.StreamEnded,
+                     h2.events.StreamReset)))
+            seen += more
+            sock.settimeout(10)
+            if not more or conn.local_flow_control_window(1) == 0:
+                break
+            continue
+        chunk = body[sent:sent + window]
+        conn.send_data(1, chunk)
+        sent += len(chunk)
+        sock.sendall(conn.data_to_send())
+    print("held", sent)
+    conn.send_headers(3, request_headers("GET", "/hello"), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    seen += pump(sock, conn, ended(3))
+    print("other", answer(seen, 3)[0])
+    conn.send_headers(5, request_headers("GET", "/go"), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    while sent < len(body):
+        window = min(conn.local_flow_control_window(1), 16384,
+                     len(body) - sent)
+        if window == 0:
+            seen += pump(sock, conn, lambda ev: isinstance(
+                ev, (h2.events.WindowUpdated, h2.events.StreamEnded)))
+            continue
+        conn.send_data(1, body[sent:sent + window])
+        sent += window
+        sock.sendall(conn.data_to_send())
+    conn.end_stream(1)
+    sock.sendall(conn.data_to_send())
+    seen += pump(sock, conn, ended(1))
+    status, _, data = answer(seen, 1)
+    print(status, data.decode())
+
+
 if __name__ == "__main__":
     where, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     {"get": get, "many": many, "flood": flood, "preface": preface,
-     "connect": connect_method, "post": post}[mode](where, *args)
+     "connect": connect_method, "post": post, "held": held,
+     "stall": stall}[mode](where, *args)

@@ -113,9 +113,12 @@ static inline void ms_push_conn(lua_State *L, struct ms_conn *c) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
 }
 /* Call the function below nargs arguments; log an error with its
- * traceback.  Returns 0 on success. */
+ * traceback.  Returns 0 on success.  Timed (metrics.h) when s is given. */
 int ms_pcall(struct ms_server *s, lua_State *L, int nargs, int nresults,
              const char *what);
+/* ms_pcall timed in m's figures: for what has no server (a timer) */
+int ms_pcall_timed(struct ms_module *m, lua_State *L, int nargs,
+                   int nresults, const char *what);
 /* Push what calls the callback name of c's handler table: the function
  * and ws, or call_field, ws and name.  Returns how many arguments are
  * pushed after the function (1 or 2), 0 when there is no callback. */

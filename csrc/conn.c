@@ -209,6 +209,12 @@ static void count_conn(const struct ms_conn *c,
         ? MS_KIND_H2 : MS_KIND_HTTP][carrier_of(c)]++;
 }
 
+/* c's route counts in by_route too, when c came by a route that is
+ * counted apart (metrics.h) */
+static inline void count_route(const struct ms_conn *c, uint64_t *by_route) {
+  if (c->opts->route >= 0) by_route[c->opts->route]++;
+}
+
 static void set_why(struct ms_conn *c, enum ms_why why) {
   if (c->why == WHY_NONE) c->why = (uint8_t)why;   /* the first cause */
 }
@@ -278,7 +284,10 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
   c->next->prev = c->prev;
   if (s->conns == c) s->conns = c->next == c ? NULL : c->next;
   s->nconns--;
-  if (!(c->flags & CF_CLIENT)) count_conn(c, s->metrics->closed);
+  if (!(c->flags & CF_CLIENT)) {
+    count_conn(c, s->metrics->closed);
+    if (was_ws) count_route(c, s->metrics->route_closed);
+  }
   set_why(c, WHY_LOST);
   leave_topics(c);
   /* told while the socket still exists: its peer's address is known */
@@ -559,6 +568,7 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
   struct ms_metrics *mt = c->server->metrics;
   mt->messages_out[opcode]++;
   mt->bytes_out[opcode] += len;
+  if (opcode < 8) count_route(c, mt->route_out);    /* data, not pings */
   uint8_t hdr[10];
   size_t hl = frame_write_header(hdr, opcode, 1, 0, len);
   int rc;
@@ -588,6 +598,7 @@ enum ms_send_status ms_conn_send_frame(struct ms_conn *c,
   mt->messages_out[frame[0] & 15]++;
   mt->bytes_out[frame[0] & 15] += len - (short7 == 127 ? 10
                                          : short7 == 126 ? 4 : 2);
+  if ((frame[0] & 15) < 8) count_route(c, mt->route_out);
   int rc;
   if (!sh) {
     rc = outq_frame_copy(&c->out, &c->server->chunks, frame, len);
@@ -809,6 +820,7 @@ int ms_conn_upgrade(struct ms_conn *c, const struct http_request *req,
   mt->handshakes[h2 ? 200 : 101]++;
   mt->closed[MS_KIND_HTTP][carrier_of(c)]++;    /* a WebSocket now */
   count_conn(c, mt->opened);
+  count_route(c, mt->route_opened);
   c->opened = now_of(c);
   c->deadline = c->opened + c->opts->keep_alive_interval;
   return 0;
@@ -1350,6 +1362,7 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len,
   struct ms_metrics *mt = c->server->metrics;
   mt->messages_in[op]++;
   mt->bytes_in[op] += len;
+  count_route(c, mt->route_in);
   rx->since = 0;
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches

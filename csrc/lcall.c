@@ -1,10 +1,56 @@
 /* lcall.c - calling into Lua: every call goes through one protected
  * call with a traceback; handler callbacks; resuming coroutine handlers */
+#define _GNU_SOURCE
+#include <string.h>
+#include <time.h>
+
 #include <lauxlib.h>
 
 #include "binding.h"
 #include "frame.h"
 #include "log.h"
+
+/* ------------------------------------------------------------------ */
+/* Timing the calls (metrics.h)                                        */
+/* ------------------------------------------------------------------ */
+
+/* Whether to time this call: one in MS_CALLBACK_SAMPLE is, its start
+ * read into *t0. */
+static inline int time_this(struct ms_module *m, struct timespec *t0) {
+  if (m->untimed) {
+    m->untimed--;
+    return 0;
+  }
+  m->untimed = MS_CALLBACK_SAMPLE - 1;
+  clock_gettime(CLOCK_MONOTONIC, t0);
+  return 1;
+}
+
+static void timed(struct ms_module *m, int kind, const struct timespec *t0) {
+  struct timespec t1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  int64_t ns = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000000 +
+               (t1.tv_nsec - t0->tv_nsec);
+  ms_metrics_callback(m->metrics, kind, ns > 0 ? (uint64_t)ns : 0);
+}
+
+/* What a call is for, by the name ms_pcall is given; -1: not a
+ * handler's (the userdata accept makes) */
+static int kind_of(const char *what) {
+  static const struct { const char *what; int kind; } kinds[] = {
+    { "message handler", MS_CB_MESSAGE }, { "open handler", MS_CB_OPEN },
+    { "close handler", MS_CB_CLOSE }, { "drain handler", MS_CB_DRAIN },
+    { "pong handler", MS_CB_PONG }, { "request handler", MS_CB_REQUEST },
+    { "timer callback", MS_CB_TIMER }, { "accept", -1 },
+  };
+  for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+    if (strcmp(what, kinds[i].what) == 0) return kinds[i].kind;
+  return MS_CB_OTHER;
+}
+
+/* ------------------------------------------------------------------ */
+/* Calls                                                               */
+/* ------------------------------------------------------------------ */
 
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
@@ -14,20 +60,40 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* Call the function below nargs arguments; log an error with its
- * traceback.  Returns 0 on success. */
-int ms_pcall(struct ms_server *s, lua_State *L, int nargs,
-                        int nresults, const char *what) {
+/* The call of ms_pcall, timed in m's figures when m is given. */
+static int pcall(struct ms_module *m, struct ms_server *s, lua_State *L,
+                 int nargs, int nresults, const char *what) {
   int base = lua_gettop(L) - nargs;
   lua_pushcfunction(L, traceback);
   lua_insert(L, base);
-  int rc = lua_pcall(L, nargs, nresults, base);
+  struct timespec t0;
+  int rc;
+  if (m && time_this(m, &t0)) {
+    int kind = kind_of(what);
+    rc = lua_pcall(L, nargs, nresults, base);
+    if (kind >= 0) timed(m, kind, &t0);
+    else m->untimed = 0;                /* the next call, then */
+  } else {
+    rc = lua_pcall(L, nargs, nresults, base);
+  }
   lua_remove(L, base);
   if (rc != LUA_OK) {
     ms_log(s, MS_LOG_ERROR, "error in %s: %s", what, lua_tostring(L, -1));
     lua_pop(L, 1);
   }
   return rc;
+}
+
+/* Call the function below nargs arguments; log an error with its
+ * traceback.  Returns 0 on success.  Timed when s is given. */
+int ms_pcall(struct ms_server *s, lua_State *L, int nargs,
+             int nresults, const char *what) {
+  return pcall(s ? s->module : NULL, s, L, nargs, nresults, what);
+}
+
+int ms_pcall_timed(struct ms_module *m, lua_State *L, int nargs,
+                   int nresults, const char *what) {
+  return pcall(m, NULL, L, nargs, nresults, what);
 }
 
 /* Protected: call_field(ws, name, ...) calls handler[name](ws, ...)
@@ -123,7 +189,14 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
     s->validated = msg;
     s->validated_len = len;
   }
-  int rc = lua_pcall(L, 3, 0, base + 1);
+  struct timespec t0;
+  int rc;
+  if (time_this(m, &t0)) {
+    rc = lua_pcall(L, 3, 0, base + 1);
+    timed(m, MS_CB_MESSAGE, &t0);
+  } else {
+    rc = lua_pcall(L, 3, 0, base + 1);
+  }
   s->validated = NULL;
   if (rc != LUA_OK)
     ms_log(s, MS_LOG_ERROR, "error in message handler: %s",
@@ -151,7 +224,14 @@ void ms_resume(struct ms_conn *c, int nargs) {
   struct ms_conn *was = m->resuming;       /* resumes nest */
   int nres;
   m->resuming = c;
-  int rc = lua_resume(co, L, nargs, &nres);
+  struct timespec t0;
+  int rc;
+  if (time_this(m, &t0)) {
+    rc = lua_resume(co, L, nargs, &nres);
+    timed(m, MS_CB_COROUTINE, &t0);
+  } else {
+    rc = lua_resume(co, L, nargs, &nres);
+  }
   m->resuming = was;
   if (rc == LUA_YIELD) {
     lua_pop(co, nres);

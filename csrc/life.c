@@ -83,6 +83,7 @@ void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
                          offsetof(struct ms_server, sweep));
   (void)revents;
   double now = ev_now(loop);
+  ms_metrics_sample(s->module);             /* heap, loop iterations */
   if (s->listener.fd >= 0 && !ev_is_active(&s->listener) && !s->closing)
     ev_io_start(loop, &s->listener);        /* accepts were paused */
   /* walk a snapshot of the count: aborting unlinks the current node */

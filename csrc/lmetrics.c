@@ -11,17 +11,25 @@
 
 static const char *const kinds[MS_KINDS] = { "http", "http2", "websocket" };
 static const char *const carriers[MS_CARRIERS] = { "tcp", "tls", "http2" };
+static const char *const callbacks[MS_CALLBACKS] = {
+  "message", "open", "close", "drain", "pong", "request", "timer",
+  "coroutine", "other"
+};
 static const char *const whys[MS_METRICS_WHY] = {
   "none", "peer", "local", "timeout", "error", "lost", "shutdown"
 };
 
-/* sum_slots adds the structure as words, around the table of codes */
-_Static_assert(offsetof(struct ms_metrics, sends_queued) ==
+/* sum_slots adds the structure as words, around the tables of codes
+ * and routes */
+_Static_assert(offsetof(struct ms_metrics, routes) ==
                offsetof(struct ms_metrics, app_codes) +
                sizeof ((struct ms_metrics *)0)->app_codes &&
+               offsetof(struct ms_metrics, sends_queued) ==
+               offsetof(struct ms_metrics, routes) +
+               sizeof ((struct ms_metrics *)0)->routes &&
                offsetof(struct ms_metrics, app_codes) % 8 == 0 &&
-               sizeof ((struct ms_metrics *)0)->app_codes % 8 == 0,
-               "struct ms_metrics: words, codes, words");
+               offsetof(struct ms_metrics, sends_queued) % 8 == 0,
+               "struct ms_metrics: words, codes and routes, words");
 
 /* t[name] = v, at the table on top */
 static void set_count(lua_State *L, const char *name, uint64_t v) {
@@ -59,6 +67,42 @@ static void add_closes(lua_State *L, const struct ms_metrics *slots, int n) {
   }
 }
 
+/* Add the slots' routes to the table on top: t[path] = { opened =,
+ * closed =, open =, messages_received =, messages_sent = }, by path
+ * (each slot has its own table of routes). */
+static void add_routes(lua_State *L, const struct ms_metrics *slots,
+                       int n) {
+  static const char *const fields[] = { "opened", "closed",
+    "messages_received", "messages_sent" };
+  for (int k = 0; k < n; k++) {
+    const struct ms_metrics *mt = &slots[k];
+    for (int i = 0; i < MS_METRICS_ROUTES && mt->routes[i][0]; i++) {
+      const uint64_t v[] = { mt->route_opened[i], mt->route_closed[i],
+                             mt->route_in[i], mt->route_out[i] };
+      if (lua_getfield(L, -1, mt->routes[i]) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 5);
+        for (int f = 0; f < 4; f++) set_count(L, fields[f], 0);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, mt->routes[i]);
+      }
+      for (int f = 0; f < 4; f++) {
+        lua_getfield(L, -1, fields[f]);
+        uint64_t sum = v[f] + (uint64_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        set_count(L, fields[f], sum);
+      }
+      lua_getfield(L, -1, "opened");
+      lua_getfield(L, -2, "closed");
+      lua_Integer open = lua_tointeger(L, -2) - lua_tointeger(L, -1);
+      lua_pop(L, 2);
+      lua_pushinteger(L, open);
+      lua_setfield(L, -2, "open");
+      lua_pop(L, 1);
+    }
+  }
+}
+
 /* A table of the statuses counted: t[status] = n, t.other for those
  * past 599. */
 static void push_statuses(lua_State *L, const uint64_t *by_status) {
@@ -85,13 +129,42 @@ static void push_control(lua_State *L, const uint64_t *by_op) {
   set_count(L, "close", by_op[WS_OP_CLOSE]);
 }
 
+/* callback_seconds[kind] = { count =, sum = seconds, buckets = { the
+ * cumulative counts at each bound } } and callback_bounds, seconds */
+static void push_callbacks(lua_State *L, const struct ms_metrics *mt) {
+  lua_createtable(L, 0, MS_CALLBACKS);
+  for (int k = 0; k < MS_CALLBACKS; k++) {
+    lua_createtable(L, 0, 3);
+    lua_createtable(L, MS_CALLBACK_BUCKETS - 1, 0);
+    uint64_t below = 0;
+    for (int i = 0; i < MS_CALLBACK_BUCKETS; i++) {
+      below += mt->callbacks[k][i];
+      if (i == MS_CALLBACK_BUCKETS - 1) break;
+      lua_pushinteger(L, (lua_Integer)below);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "buckets");
+    set_count(L, "count", below);
+    lua_pushnumber(L, (lua_Number)mt->callback_ns[k] / 1e9);
+    lua_setfield(L, -2, "sum");
+    lua_setfield(L, -2, callbacks[k]);
+  }
+  lua_setfield(L, -2, "callback_seconds");
+  lua_createtable(L, MS_CALLBACK_BUCKETS - 1, 0);
+  for (int i = 0; i < MS_CALLBACK_BUCKETS - 1; i++) {
+    lua_pushnumber(L, (lua_Number)ms_callback_bounds_ns[i] / 1e9);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "callback_bounds");
+}
+
 /* The figures of slots[0..n) summed into *sum, which is zeroed. */
 static void sum_slots(struct ms_metrics *sum, const struct ms_metrics *slots,
                       int n) {
   memset(sum, 0, sizeof *sum);
   uint64_t *to = (uint64_t *)sum;
-  /* every field is a uint64_t but the table of application codes,
-   * which stays zero (closes are read per slot) */
+  /* every field is a uint64_t but the tables of application codes and
+   * routes, which stay zero (closes and routes are read per slot) */
   size_t words = offsetof(struct ms_metrics, app_codes) / sizeof *to;
   size_t after = (offsetof(struct ms_metrics, sends_queued)) / sizeof *to;
   size_t end = sizeof *sum / sizeof *to;
@@ -106,6 +179,7 @@ static void sum_slots(struct ms_metrics *sum, const struct ms_metrics *slots,
  * worker, 1..n; 0 the master) as a table (docs/metrics.md). */
 static int l_metrics(lua_State *L) {
   struct ms_module *m = ms_module_get(L);
+  ms_metrics_sample(m);                     /* this process's, fresh */
   int n;
   const struct ms_metrics *slots = ms_metrics_slots(m, &n);
   if (!lua_isnoneornil(L, 1)) {
@@ -179,6 +253,22 @@ static int l_metrics(lua_State *L) {
   set_count(L, "deliveries", mt->deliveries);
   set_count(L, "topics", mt->topics_created - mt->topics_destroyed);
   set_count(L, "subscriptions", mt->subscribed - mt->unsubscribed);
+
+  /* the processes: RSS and descriptors from /proc, by pid */
+  uint64_t resident = 0, fds = 0;
+  for (int k = 0; k < n; k++) {
+    if (!slots[k].pid) continue;
+    resident += ms_metrics_resident(slots[k].pid);
+    fds += ms_metrics_descriptors(slots[k].pid);
+  }
+  set_count(L, "lua_heap_bytes", mt->lua_heap);
+  set_count(L, "resident_bytes", resident);
+  set_count(L, "open_fds", fds);
+  set_count(L, "loop_iterations", mt->loop_iterations);
+  push_callbacks(L, mt);
+  lua_newtable(L);
+  add_routes(L, slots, n);
+  lua_setfield(L, -2, "routes");
   return 1;
 }
 

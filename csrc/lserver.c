@@ -221,10 +221,13 @@ static int l_listen(lua_State *L) {
   return 1;
 }
 
-/* core.route_options(app_options, route_options): the options of a
- * route, over the defaults; server options may not be set per route. */
+/* core.route_options(app_options, route_options[, path]): the options of
+ * a route, over the defaults; server options may not be set per route.
+ * With path, the route's WebSockets are counted apart (metrics.h). */
 static int l_route_options(lua_State *L) {
-  lua_settop(L, 2);
+  size_t plen = 0;
+  const char *path = luaL_optlstring(L, 3, NULL, &plen);
+  lua_settop(L, 3);
   struct ms_route *r = lua_newuserdatauv(L, sizeof *r, 0);
   ms_options_defaults(&r->opts);
   luaL_setmetatable(L, ROUTE_MT);
@@ -239,6 +242,8 @@ static int l_route_options(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     ms_options_read(L, 2, &r->opts, 1);
   }
+  if (path) r->opts.route = ms_metrics_route(ms_module_get(L)->metrics,
+                                             path, plen);
   return 1;
 }
 

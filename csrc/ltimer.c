@@ -55,7 +55,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   int top = lua_gettop(L);
   if (!ev_is_active(w)) disarm(t, L);
   for (int i = 1; i <= t->nvalues; i++) lua_getiuservalue(L, top, i);
-  ms_pcall(NULL, L, t->nvalues - 1, 0, "timer callback");
+  ms_pcall_timed(t->m, L, t->nvalues - 1, 0, "timer callback");
   lua_settop(L, top - 1);
 }
 

@@ -73,6 +73,7 @@ void ms_options_defaults(struct ms_options *o) {
     }
     else *(double *)field = sp->def;
   }
+  o->route = -1;
 }
 
 static size_t option_size(const struct option_spec *sp) {

@@ -56,6 +56,10 @@ struct ms_options {
   int log_level;               /* enum ms_log_level */
   int log_format;              /* enum ms_log_format */
   int access_log;              /* a line per HTTP answer */
+
+  int route;                   /* not an option: a WebSocket route's
+                                  index in the figures' routes
+                                  (metrics.h), -1 for the server's */
 };
 
 void ms_options_defaults(struct ms_options *o);
@@ -115,6 +119,8 @@ struct ms_module {
   struct ms_metrics *shared;    /* with workers: nshared slots, one per */
   int nshared;                  /* process (the master's first) */
   struct ms_metrics own;
+  unsigned int last_iteration;  /* ev_iteration at the last sample */
+  unsigned int untimed;         /* calls into Lua until one is timed */
 };
 
 /* Why a WebSocket ended, as its close handler is told. */

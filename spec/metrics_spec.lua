@@ -16,7 +16,7 @@ local function scrape(port)
   local series = {}
   for line in body:gmatch("[^\n]+") do
     if line:sub(1, 1) ~= "#" then
-      local name, value = line:match("^(%S+) (%-?%d+)$")
+      local name, value = line:match("^(%S+) (%-?[%d.e+-]+)$")
       assert(name, "not a sample line: " .. line)
       series[name] = tonumber(value)
     end
@@ -158,6 +158,16 @@ describe("metrics", function()
       'moonsocket_pubsub_topics',
       'moonsocket_pubsub_subscriptions',
       'moonsocket_connections_refused_total',
+      'moonsocket_route_opens_total{route="/ws"}',
+      'moonsocket_route_closes_total{route="/ws"}',
+      'moonsocket_route_messages_received_total{route="/ws"}',
+      'moonsocket_route_messages_sent_total{route="/ws"}',
+      'moonsocket_route_websockets{route="/ws"}',
+      'moonsocket_route_opens_total{route="/slow"}',
+      'moonsocket_route_closes_total{route="/slow"}',
+      'moonsocket_route_messages_received_total{route="/slow"}',
+      'moonsocket_route_opens_total{route="/origin"}',
+      'moonsocket_route_closes_total{route="/co"}',
     }
     local d = deltas(before, after, names)
     assert.are.same({
@@ -190,7 +200,194 @@ describe("metrics", function()
       ['moonsocket_pubsub_topics'] = 0,
       ['moonsocket_pubsub_subscriptions'] = 0,
       ['moonsocket_connections_refused_total'] = 0,
+      -- by route: c1 and c2 on /ws (hello, binary, sub t; pub t hi,
+      -- close 1000; sent: their echoes, sub t, pub 1 and the publish)
+      ['moonsocket_route_opens_total{route="/ws"}'] = 2,
+      ['moonsocket_route_closes_total{route="/ws"}'] = 2,
+      ['moonsocket_route_messages_received_total{route="/ws"}'] = 5,
+      ['moonsocket_route_messages_sent_total{route="/ws"}'] = 5,
+      ['moonsocket_route_websockets{route="/ws"}'] = 0,
+      ['moonsocket_route_opens_total{route="/slow"}'] = 1,
+      ['moonsocket_route_closes_total{route="/slow"}'] = 1,
+      ['moonsocket_route_messages_received_total{route="/slow"}'] = 1,
+      ['moonsocket_route_opens_total{route="/origin"}'] = 0,
+      ['moonsocket_route_closes_total{route="/co"}'] = 0,
     }, d)
+    -- while they were open
+    assert.are.equal(2, during['moonsocket_route_websockets{route="/ws"}'])
+    assert.are.equal(1,
+      during['moonsocket_route_websockets{route="/slow"}'])
+    assert.is_true(during['moonsocket_route_messages_sent_total{'
+                          .. 'route="/slow"}'] >= 1)
+  end)
+
+  it("counts the process: Lua heap, memory, descriptors, loop", function()
+    server = helper.start_server(APP)
+    local c = ws(server.port)
+    local before = scrape(server.port)
+    assert.is_true(before.moonsocket_lua_heap_bytes > 0)
+    assert.is_true(before.moonsocket_resident_memory_bytes > 0)
+    -- stdin, stdout, stderr, the listener, the loop's, the WebSocket,
+    -- this scrape's connection at least
+    assert.is_true(before.moonsocket_open_fds >= 7)
+    c:send_text("hold 16")                   -- 16 MiB, 16 files
+    assert.are.equal("hold", text_of(c))
+    local after = scrape(server.port)
+    local d = deltas(before, after, {
+      "moonsocket_lua_heap_bytes", "moonsocket_resident_memory_bytes",
+      "moonsocket_open_fds", "moonsocket_loop_iterations_total" })
+    assert.are.equal(16, d.moonsocket_open_fds)
+    assert.is_true(d.moonsocket_lua_heap_bytes >= 16 << 20,
+                   d.moonsocket_lua_heap_bytes)
+    assert.is_true(d.moonsocket_resident_memory_bytes >= 16 << 20,
+                   d.moonsocket_resident_memory_bytes)
+    -- a message and an accepted scrape: an iteration each at least
+    assert.is_true(d.moonsocket_loop_iterations_total >= 2,
+                   d.moonsocket_loop_iterations_total)
+    c:close(1000)
+    c:expect_close(1000)
+    c.sock:close()
+  end)
+
+  -- One call into Lua in 16 is timed: of 16 calls in a row, exactly one.
+  for _, case in ipairs { { "/ws", "message" }, { "/co", "coroutine" } } do
+    local path, callback = case[1], case[2]
+    it("times one " .. callback .. " call in 16, in its bucket", function()
+      server = helper.start_server(APP)
+      local c = ws(server.port, path)
+      local before = scrape(server.port)
+      for _ = 1, 16 do                 -- nothing else is called between
+        c:send_text("slow 30")
+        assert.are.equal("slow", text_of(c))
+      end
+      local after = scrape(server.port)
+      local name = "moonsocket_lua_callback_seconds"
+      local label = '{callback="' .. callback .. '"'
+      local d = deltas(before, after, {
+        name .. "_count" .. label .. "}", name .. "_sum" .. label .. "}",
+        name .. "_bucket" .. label .. ',le="0.025"}',
+        name .. "_bucket" .. label .. ',le="0.05"}',
+        name .. "_bucket" .. label .. ',le="+Inf"}' })
+      assert.are.equal(1, d[name .. "_count" .. label .. "}"])
+      assert.are.equal(1, d[name .. "_bucket" .. label .. ',le="+Inf"}'])
+      -- 30 ms of CPU time: more than 25 ms of the clock
+      assert.are.equal(0, d[name .. "_bucket" .. label .. ',le="0.025"}'])
+      assert.is_true(d[name .. "_sum" .. label .. "}"] >= 0.03)
+      -- the buckets are cumulative, and end at the count
+      local last = 0
+      for line in select(2, scrape(server.port)):gmatch("[^\n]+") do
+        local v = line:match("^" .. name .. "_bucket" .. label
+                             .. ',le="[^"]+"} (%d+)$')
+        if v then
+          assert.is_true(tonumber(v) >= last)
+          last = tonumber(v)
+        end
+      end
+      assert.are.equal(after[name .. "_count" .. label .. "}"], last)
+      c:close(1000)
+      c:expect_close(1000)
+      c.sock:close()
+    end)
+  end
+
+  it("counts 32 routes apart, with paths of up to 95 bytes", function()
+    -- in a process of its own: other specs may make routes in this one
+    local p = io.popen([[lua5.4 -e '
+      local core = require "moonsocket.core"
+      local long = "/" .. ("x"):rep(95)
+      core.route_options(nil, nil, long)
+      core.route_options(nil, nil, long:sub(1, 95))
+      for i = 1, 40 do core.route_options(nil, nil, "/r" .. i) end
+      core.route_options(nil, nil, "/r1")      -- the same route
+      local routes, n = core.metrics().routes, 0
+      for _ in pairs(routes) do n = n + 1 end
+      local r = routes[long:sub(1, 95)]
+      print(n, routes[long] == nil, r.opened, r.closed, r.open,
+            r.messages_received, r.messages_sent, routes["/r31"] ~= nil,
+            routes["/r32"] == nil)' 2>&1]])
+    local out = p:read("a")
+    p:close()
+    assert.are.equal("32\ttrue\t0\t0\t0\t0\t0\ttrue\ttrue\n", out)
+  end)
+
+  it("counts the bytes compressed and inflated (permessage-deflate)",
+     function()
+    server = helper.start_server(APP)
+    local port = server.port
+    local c = ws(port, "/z",
+                 { ["Sec-WebSocket-Extensions"] = "permessage-deflate" })
+    local before = scrape(port)
+    -- "hello" in a stored block (RFC 1951 3.2.4), then the header byte
+    -- of the empty one whose 00 00 ff ff the sender strips (RFC 7692
+    -- 7.2.1), RSV1 set: 11 bytes that inflate to 5; the echo is under
+    -- the threshold, plain
+    c:send_frame { rsv = 4, payload = "\0" .. string.pack("<I2I2", 5,
+                                      0xfffa) .. "hello\0" }
+    local frame = assert(c:read_frame())
+    assert.are.same({ 0, "hello" }, { frame.rsv, frame.payload })
+    -- 1000 bytes sent plain come back compressed
+    local a = ("a"):rep(1000)
+    c:send_text(a)
+    frame = assert(c:read_frame())
+    assert.are.equal(4, frame.rsv)
+    local after = scrape(port)
+    local d = deltas(before, after, {
+      "moonsocket_ws_deflate_input_bytes_total",
+      "moonsocket_ws_deflate_output_bytes_total",
+      "moonsocket_ws_inflate_input_bytes_total",
+      "moonsocket_ws_inflate_output_bytes_total",
+      'moonsocket_ws_received_bytes_total{kind="text"}' })
+    assert.are.same({
+      moonsocket_ws_deflate_input_bytes_total = 1000,
+      moonsocket_ws_deflate_output_bytes_total = #frame.payload,
+      moonsocket_ws_inflate_input_bytes_total = 11,
+      moonsocket_ws_inflate_output_bytes_total = 5,
+      ['moonsocket_ws_received_bytes_total{kind="text"}'] = 5 + 1000,
+    }, d)
+    assert.is_true(#frame.payload < 100)
+    c:close(1000)
+    c:expect_close(1000)
+    c.sock:close()
+  end)
+
+  it("counts TLS handshakes that fail, not those that succeed or stop",
+     function()
+    local dir, cert, key = helper.temp_cert("metrics")
+    local tls_port = helper.free_port()
+    server = helper.start_server(APP, { TLS_PORT = tls_port, CERT = cert,
+                                        KEY = key })
+    local before = scrape(server.port)
+    -- a whole wss echo: a handshake that succeeds
+    local out, status = helper.run_peer("tls_client.py",
+                                        { tls_port, "subject" })
+    assert.are.equal(0, status, out)
+    -- a record that is no TLS (nor HTTP): a failure; then a ClientHello
+    -- cut short by a client that leaves, which is no failure (a client
+    -- that connects and leaves, as a TCP probe does, is none either)
+    local sock = assert(helper.connect(tls_port))
+    sock:send("\22\3\1\0\5\255\255\255\255\255")
+    local data, err                     -- an alert, perhaps, then the end
+    repeat data, err = sock:receive(1) until not data
+    assert.is_true(err == "closed" or err == "connection reset by peer",
+                   err)
+    sock:close()
+    sock = assert(helper.connect(tls_port))
+    sock:send("\22\3\1\2\0\1\0\1\252\3\3")
+    sock:close()
+    local after
+    assert(helper.wait_until(function()
+      after = scrape(server.port)
+      return after['moonsocket_connections{kind="http",transport="tls"}']
+             == 0
+    end))
+    local d = deltas(before, after, {
+      "moonsocket_tls_handshake_failures_total",
+      'moonsocket_connections_accepted_total{transport="tls"}' })
+    assert.are.same({
+      moonsocket_tls_handshake_failures_total = 1,
+      ['moonsocket_connections_accepted_total{transport="tls"}'] = 3,
+    }, d)
+    os.execute(("rm -rf %q"):format(dir))
   end)
 
   it("is valid Prometheus text (promtool check metrics)", function()
@@ -244,6 +441,24 @@ describe("metrics", function()
         m['moonsocket_connections{kind="websocket",transport="tcp"}'])
       assert.are.equal(2 * #clients,
         m['moonsocket_ws_messages_received_total{kind="text"}'])
+      assert.are.equal(#clients, m['moonsocket_route_websockets{route="/ws"}'])
+      assert.are.equal(2 * #clients,
+        m['moonsocket_route_messages_received_total{route="/ws"}'])
+    end
+    -- the process figures sum the three processes'
+    local m = scrape(port)
+    local own = {}
+    for _, c in ipairs(clients) do
+      c:send_text("process")
+      local w, heap, rss, fds = assert(text_of(c)):match(
+        "^process (%d+) (%d+) (%d+) (%d+)$")
+      own[w] = { tonumber(heap), tonumber(rss), tonumber(fds) }
+    end
+    for _, w in ipairs { "1", "2" } do
+      assert.is_true(own[w][1] > 0 and own[w][2] > 0 and own[w][3] > 0)
+      assert.is_true(m.moonsocket_lua_heap_bytes > own[w][1])
+      assert.is_true(m.moonsocket_resident_memory_bytes > own[w][2])
+      assert.is_true(m.moonsocket_open_fds > own[w][3])
     end
     -- a worker's own figures: what its sockets sent it, and no more
     local max = 0

@@ -34,13 +34,17 @@ describe("moonsocket.status", function()
     local first = next_sample(ws)
     assert.are.same({}, first.workers)
     assert.are.equal(1, first.processes)
-    assert.are.equal(INTERVAL, first.interval)
+    -- the time measured since the previous sample, not the period
+    assert.is_true(first.interval > 0 and first.interval < 10)
     for _, k in ipairs { "websockets", "http", "queued", "dropped",
                          "backpressure_closes", "subscriptions",
                          "messages_in_per_s", "messages_out_per_s",
-                         "bytes_in_per_s", "bytes_out_per_s" } do
+                         "bytes_in_per_s", "bytes_out_per_s",
+                         "lua_heap_bytes", "resident_bytes", "open_fds" } do
       assert.are.equal("number", type(first[k]), k)
     end
+    assert.is_true(first.callback_p99_s == cjson.null
+                   or type(first.callback_p99_s) == "number")
     -- the page's and the echo's (a sample taken before the echo opened,
     -- when the server is slow, as under valgrind, says 1)
     local deadline = os.time() + 10
@@ -53,27 +57,55 @@ describe("moonsocket.status", function()
       local _, reply = echo:recv_message(5)
       assert.are.equal(("m%02d"):format(i), reply)
     end
-    -- the rates over the samples that follow add up to what was sent:
-    -- 10 messages of 3 bytes in, and their echoes plus the samples out
+    -- the rates over the samples that follow, times the intervals
+    -- measured, add up to what was sent: 10 messages of 3 bytes in, and
+    -- their echoes plus the samples out
     local got_in, bytes_in, started = 0, 0, os.time()
     repeat
       local s = next_sample(ws)
-      got_in = got_in + s.messages_in_per_s * INTERVAL
-      bytes_in = bytes_in + s.bytes_in_per_s * INTERVAL
-      assert.is_true(s.messages_out_per_s * INTERVAL >= 0)
+      got_in = got_in + s.messages_in_per_s * s.interval
+      bytes_in = bytes_in + s.bytes_in_per_s * s.interval
+      assert.is_true(s.messages_out_per_s >= 0)
     until got_in >= 10 - 1e-6 or os.time() - started > 5
     assert.are.near(10, got_in, 1e-6)
     assert.are.near(30, bytes_in, 1e-6)
     local quiet = next_sample(ws)
     assert.are.equal(0, quiet.messages_in_per_s)
     -- one message out per interval: the sample itself
-    assert.are.near(1 / INTERVAL, quiet.messages_out_per_s, 1e-6)
+    assert.are.near(1, quiet.messages_out_per_s * quiet.interval, 1e-6)
+    -- the calls into Lua timed (one in 16) give a 99th percentile
+    local p99
+    for _ = 1, 20 do
+      for i = 1, 20 do
+        echo:send_text("p" .. i)
+        echo:recv_message(5)
+      end
+      p99 = next_sample(ws).callback_p99_s
+      if p99 ~= cjson.null then break end
+    end
+    assert.are.equal("number", type(p99))
+    assert.is_true(p99 > 0 and p99 <= 1, p99)
     echo:close(1000)
     echo:expect_close(1000)
     helper.wait_until(function() return next_sample(ws).websockets == 1 end,
                       3)
     ws:close(1000)
     ws:expect_close(1000)
+  end)
+
+  it("takes the 99th percentile as histogram_quantile does", function()
+    local status = require "moonsocket.status"
+    local bounds = { 0.001, 0.002, 0.004 }
+    -- cumulative counts at each bound, then in all
+    assert.are.near(0.00396, status.quantile(0.99, bounds,
+                    { 0, 50, 100, 100 }), 1e-12)
+    -- from a previous sample's counts: 100 calls, 99th in the first
+    assert.are.near(0.00099, status.quantile(0.99, bounds,
+                    { 110, 110, 110, 110 }, { 10, 10, 10, 10 }), 1e-12)
+    -- past the last bound: the last bound
+    assert.are.equal(0.004, status.quantile(0.99, bounds, { 0, 0, 0, 5 }))
+    assert.is_nil(status.quantile(0.99, bounds, { 1, 1, 1, 1 },
+                                  { 1, 1, 1, 1 }))
   end)
 
   it("refuses other methods", function()

@@ -161,7 +161,7 @@ function app_mt:ws(path, handler, options)
   check_route_policy(p)
   local route = {
     path = path,
-    core = core.route_options(self.core_options, core_opts),
+    core = core.route_options(self.core_options, core_opts, path),
     origins = policy.origin_policy(p.allowed_origins),
     upgrade = p.upgrade,
     select_subprotocol = p.select_subprotocol,

@@ -7,6 +7,7 @@ local concat = table.concat
 local error = error
 local format = string.format
 local ipairs = ipairs
+local math_type = math.type
 local pairs = pairs
 local sort = table.sort
 local tostring = tostring
@@ -27,22 +28,28 @@ local function label_value(v)
                                         ["\n"] = "\\n" }))
 end
 
+local function number(v)
+  if math_type(v) == "integer" then return format("%d", v) end
+  return format("%.17g", v)
+end
+
 -- A family: its HELP and TYPE lines, then one line per series; each
--- series is { labels, value } with labels a list of { name, value }.
+-- series is { labels, value[, suffix] } with labels a list of { name,
+-- value } (suffix: a histogram's _bucket, _sum, _count).
 local function family(out, name, kind, help, series)
   out[#out + 1] = "# HELP " .. name .. " " .. help
   out[#out + 1] = "# TYPE " .. name .. " " .. kind
   for _, s in ipairs(series) do
-    local labels = s[1]
+    local labels, full = s[1], name .. (s[3] or "")
     if #labels == 0 then
-      out[#out + 1] = name .. " " .. format("%d", s[2])
+      out[#out + 1] = full .. " " .. number(s[2])
     else
       local parts = {}
       for i, l in ipairs(labels) do
         parts[i] = l[1] .. '="' .. label_value(l[2]) .. '"'
       end
-      out[#out + 1] = name .. "{" .. concat(parts, ",") .. "} "
-                      .. format("%d", s[2])
+      out[#out + 1] = full .. "{" .. concat(parts, ",") .. "} "
+                      .. number(s[2])
     end
   end
 end
@@ -72,6 +79,26 @@ local function statuses(t)
   local series = {}
   for _, code in ipairs(sorted_keys(t)) do
     series[#series + 1] = { { { "code", code } }, t[code] }
+  end
+  return series
+end
+
+-- The series of the histogram of the calls into Lua, by callback.
+local CALLBACKS = { "message", "open", "close", "drain", "pong", "request",
+                    "timer", "coroutine", "other" }
+local function callback_series(m)
+  local series = {}
+  for _, cb in ipairs(CALLBACKS) do
+    local h = m.callback_seconds[cb]
+    for i, bound in ipairs(m.callback_bounds) do
+      series[#series + 1] = { { { "callback", cb },
+                                { "le", format("%g", bound) } },
+                              h.buckets[i], "_bucket" }
+    end
+    series[#series + 1] = { { { "callback", cb }, { "le", "+Inf" } },
+                            h.count, "_bucket" }
+    series[#series + 1] = { { { "callback", cb } }, h.sum, "_sum" }
+    series[#series + 1] = { { { "callback", cb } }, h.count, "_count" }
   end
   return series
 end
@@ -177,6 +204,41 @@ function _M.render(m)
          "Topics with subscribers.", one(m.topics))
   family(out, "moonsocket_pubsub_subscriptions", "gauge",
          "Subscriptions.", one(m.subscriptions))
+  family(out, "moonsocket_lua_heap_bytes", "gauge",
+         "Bytes of the Lua heaps (as of each worker's last sweep).",
+         one(m.lua_heap_bytes))
+  family(out, "moonsocket_resident_memory_bytes", "gauge",
+         "Resident memory of the processes (/proc/PID/statm).",
+         one(m.resident_bytes))
+  family(out, "moonsocket_open_fds", "gauge",
+         "Open file descriptors of the processes (/proc/PID/fd).",
+         one(m.open_fds))
+  family(out, "moonsocket_loop_iterations_total", "counter",
+         "Iterations of the event loops (as of each worker's last sweep).",
+         one(m.loop_iterations))
+  local routes = sorted_keys(m.routes)
+  local function per_route(field)
+    local series = {}
+    for i, path in ipairs(routes) do
+      series[i] = { { { "route", path } }, m.routes[path][field] }
+    end
+    return series
+  end
+  family(out, "moonsocket_route_websockets", "gauge",
+         "WebSockets open now, by route (app:ws path).", per_route("open"))
+  family(out, "moonsocket_route_opens_total", "counter",
+         "WebSockets opened, by route.", per_route("opened"))
+  family(out, "moonsocket_route_closes_total", "counter",
+         "WebSockets closed, by route.", per_route("closed"))
+  family(out, "moonsocket_route_messages_received_total", "counter",
+         "Data messages received, by route.",
+         per_route("messages_received"))
+  family(out, "moonsocket_route_messages_sent_total", "counter",
+         "Data messages queued to send, by route.",
+         per_route("messages_sent"))
+  family(out, "moonsocket_lua_callback_seconds", "histogram",
+         "Time in calls from the core into Lua handlers, by callback "
+         .. "(one call in 16 is timed).", callback_series(m))
   out[#out + 1] = ""
   return concat(out, "\n")
 end

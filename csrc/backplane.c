@@ -17,6 +17,7 @@
 #include "backplane.h"
 #include "frame.h"
 #include "resolver.h"
+#include "rhistory.h"
 #include "server.h"
 #include "topic.h"
 #include "utf8.h"
@@ -78,6 +79,7 @@ struct ms_backplane {
   char *prefix;                 /* "moonsocket:": channel = prefix..topic */
   size_t prefix_len;
   char *pattern;                /* prefix, glob-escaped, then '*' */
+  struct ms_rhist *history;     /* topics with history (rhistory.c) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -139,6 +141,8 @@ static void go_down(struct ms_backplane *b, const char *why) {
   b->attempt++;
   start_timer(b, b->retry);
   b->retry = b->retry * 2 < RETRY_MAX ? b->retry * 2 : RETRY_MAX;
+  /* last: the binding hears of the failed publishes, and may close b */
+  if (b->history) ms_rhist_lost(b->history);
 }
 
 static void check_up(struct ms_backplane *b) {
@@ -208,6 +212,9 @@ static void deliver(struct ms_backplane *b, const char *channel,
                     size_t clen, const char *msg, size_t mlen) {
   if (clen <= b->prefix_len || memcmp(channel, b->prefix, b->prefix_len))
     return;
+  if (b->history && ms_rhist_message(b->history, channel + b->prefix_len,
+                                     clen - b->prefix_len, msg, mlen))
+    return;
   if (mlen < WIRE_HEADER || (uint8_t)msg[0] != WIRE_VERSION) return;
   unsigned opcode = (uint8_t)msg[1];
   if (opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) return;
@@ -255,7 +262,10 @@ static void on_published(redisAsyncContext *ac, void *r, void *cost) {
   struct ms_backplane *b = ac->data;
   (void)r;
   if (!b) return;
-  size_t n = (size_t)(uintptr_t)cost;
+  ms_backplane_answered(b, (size_t)(uintptr_t)cost);
+}
+
+void ms_backplane_answered(struct ms_backplane *b, size_t n) {
   b->pending = n < b->pending ? b->pending - n : 0;
   if (b->overflowing && b->pending <= b->max_pending / 2) {
     b->overflowing = 0;
@@ -366,6 +376,7 @@ static void fork_cb(struct ev_loop *loop, ev_fork *w, int revents) {
   (void)loop;
   (void)revents;
   drop_connections(b);
+  if (b->history) ms_rhist_forked(b->history);
   b->state = BP_IDLE;
   b->outage_logged = 0;
   b->retry = RETRY_MIN;
@@ -390,19 +401,7 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
   size_t clen = b->prefix_len + topic_len;
   size_t plen = WIRE_HEADER + len;
   size_t cost = clen + plen + COMMAND_OVERHEAD;
-  /* pending never exceeds max_pending: what would is dropped, so a
-   * slow Redis costs a bounded amount of memory */
-  if (cost > b->max_pending - b->pending) {
-    b->dropped++;
-    if (!b->overflowing) {
-      b->overflowing = 1;
-      b->dropped_mark = b->dropped - 1;
-      ms_log(log_server(b), MS_LOG_WARN, "backplane: more than max_pending "
-             "(%zu bytes) waiting for redis; publishes reach this node "
-             "only until it catches up", b->max_pending);
-    }
-    return MS_BP_DROPPED;
-  }
+  if (ms_backplane_reserve(b, cost) < 0) return MS_BP_DROPPED;
   char *buf = malloc(clen + plen);
   if (!buf) return MS_BP_NO_MEMORY;
   memcpy(buf, b->prefix, b->prefix_len);
@@ -418,9 +417,47 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
                                  (void *)(uintptr_t)cost, 3, argv,
                                  argvlen);
   free(buf);                    /* hiredis keeps its own copy */
-  if (rc != REDIS_OK) return MS_BP_NO_MEMORY;
-  b->pending += cost;
+  if (rc != REDIS_OK) {
+    ms_backplane_answered(b, cost);
+    return MS_BP_NO_MEMORY;
+  }
   return MS_BP_SENT;
+}
+
+/* pending never exceeds max_pending: what would is dropped, so a slow
+ * Redis costs a bounded amount of memory */
+int ms_backplane_reserve(struct ms_backplane *b, size_t cost) {
+  if (cost > b->max_pending - b->pending) {
+    b->dropped++;
+    if (!b->overflowing) {
+      b->overflowing = 1;
+      b->dropped_mark = b->dropped - 1;
+      ms_log(log_server(b), MS_LOG_WARN, "backplane: more than max_pending "
+             "(%zu bytes) waiting for redis; publishes reach this node "
+             "only until it catches up", b->max_pending);
+    }
+    return -1;
+  }
+  b->pending += cost;
+  return 0;
+}
+
+enum ms_backplane_status ms_backplane_publish_history(
+    struct ms_backplane *b, const struct ms_hist_pattern *p,
+    const char *topic, size_t topic_len, unsigned opcode, const char *data,
+    size_t len, struct ms_conn *skip, uint64_t *request) {
+  if (b->state == BP_CLOSED || !b->history) return MS_BP_CLOSED;
+  if (b->state != BP_UP) {
+    b->unsent++;
+    return MS_BP_UNAVAILABLE;
+  }
+  return ms_rhist_publish(b->history, b->pub, b->prefix, b->prefix_len, p,
+                          topic, topic_len, opcode, data, len, skip,
+                          request);
+}
+
+int ms_backplane_connected(const struct ms_backplane *b) {
+  return b->state == BP_UP;
 }
 
 /* ------------------------------------------------------------------ */
@@ -442,6 +479,8 @@ void ms_backplane_close(struct ms_backplane *b) {
     b->module = NULL;
   }
   b->state = BP_CLOSED;
+  ms_rhist_free(b->history);
+  b->history = NULL;
   free(b->password);
   free(b->prefix);
   free(b->pattern);
@@ -607,6 +646,7 @@ void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
   b->state = BP_IDLE;
   m->backplane = b;
   b->origin = random_origin(b);
+  b->history = ms_rhist_new(b, m);   /* NULL: history stays local */
   /* connect once the loop runs: a master forks its workers first, and
    * they connect, not it */
   ev_timer_init(&b->timer, timer_cb, 0, 0);

@@ -27,6 +27,24 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
                                               const char *data,
                                               size_t len);
 
+/* Send a publish to a topic with history (pattern p) to Redis, which
+ * gives its position and hands it to every node, this one too: it is
+ * delivered here when it comes back, in Redis's order (rhistory.c).
+ * MS_BP_SENT: *request set, ms_event_published follows.  MS_BP_CLOSED:
+ * the backplane keeps no history; the caller keeps it locally. */
+struct ms_hist_pattern;
+struct ms_conn;
+enum ms_backplane_status ms_backplane_publish_history(
+    struct ms_backplane *b, const struct ms_hist_pattern *p,
+    const char *topic, size_t topic_len, unsigned opcode, const char *data,
+    size_t len, struct ms_conn *skip, uint64_t *request);
+/* Whether Redis is up: both connections ready. */
+int ms_backplane_connected(const struct ms_backplane *b);
+/* For rhistory.c: count cost bytes more as waiting for Redis (-1, and
+ * counted as dropped, over max_pending), and fewer once answered. */
+int ms_backplane_reserve(struct ms_backplane *b, size_t cost);
+void ms_backplane_answered(struct ms_backplane *b, size_t cost);
+
 /* Close the module's backplane, if any: its connections and timer are
  * gone after this, so they keep no loop running. */
 void ms_backplane_close_module(struct ms_module *m);

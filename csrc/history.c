@@ -402,6 +402,10 @@ struct ms_hist_entry *ms_history_first(struct ms_history *h,
   return e;
 }
 
+void ms_history_forget(struct ms_history *h) {
+  while (h->lru_oldest) destroy(h, h->lru_oldest);
+}
+
 void ms_history_free(struct ms_history *h) {
   if (!h) return;
   while (h->lru_oldest) destroy(h, h->lru_oldest);

@@ -125,6 +125,10 @@ struct ms_hist_entry *ms_history_first(struct ms_history *h,
                                        double now, uint64_t after,
                                        uint64_t *epoch);
 
+/* Forget every topic's messages and positions (the patterns stay): a
+ * later message begins each topic anew at its own position. */
+void ms_history_forget(struct ms_history *h);
+
 /* The envelope of pos written at out; returns its length. */
 size_t ms_history_envelope(char out[MS_HIST_ENVELOPE_MAX + 1],
                            const struct ms_hist_pos *pos);

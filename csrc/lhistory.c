@@ -140,6 +140,22 @@ static int publish_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - (int)ctx;
 }
 
+/* The caller of a publish numbered request waits for its position
+ * when it can (moonsocket.runtime decides), else gets 0 at once. */
+static int await_position(lua_State *L, uint64_t request,
+                          struct ms_conn *skip) {
+  int base = lua_gettop(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK) != LUA_TFUNCTION) {
+    lua_pushinteger(L, 0);             /* no runtime: nobody waits */
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  if (skip) ms_push_conn(L, skip);
+  else lua_pushnil(L);
+  lua_callk(L, 2, LUA_MULTRET, base, publish_k);
+  return publish_k(L, LUA_OK, base);
+}
+
 int ms_history_publish_lua(lua_State *L, struct ms_module *m,
                            const struct ms_hist_pattern *p,
                            const char *name, size_t nlen, unsigned op,
@@ -147,42 +163,47 @@ int ms_history_publish_lua(lua_State *L, struct ms_module *m,
                            struct ms_conn *skip) {
   struct ms_hist_pos pos;
   long n;
+  uint64_t request;
+  if (m->backplane) {
+    /* Redis gives the position and hands the message to every node,
+     * this one too: it is delivered here when it comes back, in Redis's
+     * order (rhistory.c).  The caller waits as for the master's. */
+    switch (ms_backplane_publish_history(m->backplane, p, name, nlen, op,
+                                         data, len, skip, &request)) {
+    case MS_BP_SENT:
+      return await_position(L, request, skip);
+    case MS_BP_UNAVAILABLE:
+      return ms_push_fail(L, "redis is unavailable", "EUNAVAILABLE");
+    case MS_BP_DROPPED:
+      return ms_push_fail(L, "dropped: max_pending exceeded",
+                          "EBACKPRESSURE");
+    case MS_BP_NO_MEMORY:
+      return luaL_error(L, "out of memory");
+    case MS_BP_CLOSED:
+      break;                    /* kept here, as without a backplane */
+    }
+  }
   if (m->link) {
     /* the master gives the position; the message comes back here and
      * is delivered then, in the master's order.  Nothing blocks: the
      * runtime lets the caller wait, when it can, for ms_event_published */
-    uint64_t request;
     if (ms_workers_publish_history(m, name, nlen, op, data, len, skip,
                                    &request) < 0)
       return ms_push_fail(L, "the master process did not give a position",
                           "EUNAVAILABLE");
-    if (m->backplane)
-      ms_backplane_publish(m->backplane, name, nlen, op, data, len);
-    int base = lua_gettop(L);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK) != LUA_TFUNCTION) {
-      lua_pushinteger(L, 0);           /* no runtime: nobody waits */
-      return 1;
-    }
-    lua_pushinteger(L, (lua_Integer)request);
-    if (skip) ms_push_conn(L, skip);
-    else lua_pushnil(L);
-    lua_callk(L, 2, LUA_MULTRET, base, publish_k);
-    return publish_k(L, LUA_OK, base);
+    return await_position(L, request, skip);
   }
   n = ms_history_publish(m->history, &m->topics, p, name, nlen,
                          ev_now(m->loop), op, data, len, 1, &pos, skip);
   if (n < 0) return luaL_error(L, "out of memory");
-  /* other nodes get it as a plain publish (no history through Redis
-   * yet) */
-  if (m->backplane)
-    ms_backplane_publish(m->backplane, name, nlen, op, data, len);
   lua_pushinteger(L, n);
   push_position(L, &pos);
   return 2;
 }
 
 void ms_event_published(struct ms_module *m, uint64_t request,
-                        long reached, const struct ms_hist_pos *pos) {
+                        long reached, const struct ms_hist_pos *pos,
+                        const char *why) {
   lua_State *L = m->L;
   if (lua_getfield(L, LUA_REGISTRYINDEX, DONE_HOOK) != LUA_TFUNCTION) {
     lua_pop(L, 1);
@@ -192,11 +213,14 @@ void ms_event_published(struct ms_module *m, uint64_t request,
   if (pos) {
     lua_pushinteger(L, reached);
     push_position(L, pos);
+    lua_pushnil(L);
   } else {
     lua_pushnil(L);
     lua_pushnil(L);
+    if (why) lua_pushstring(L, why);
+    else lua_pushnil(L);
   }
-  ms_pcall(NULL, L, 3, 0, "publish");
+  ms_pcall(NULL, L, 4, 0, "publish");
 }
 
 /* core.publish_hooks(await, done): see AWAIT_HOOK */
@@ -241,10 +265,14 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
   struct ms_shared **list = NULL;
   size_t n = 0;
   int recovered = 0;
-  if (has_since) {
+  if (has_since && m->backplane && !ms_backplane_connected(m->backplane)) {
+    /* what others published meanwhile cannot be known: kept here is
+     * nothing (forgotten when Redis went away) */
+    ms_history_current(m->history, name, len, ev_now(m->loop), &current);
+  } else if (has_since) {
     recovered = ms_history_since(m->history, name, len, ev_now(m->loop),
                                  &since, &list, &n, &current);
-    if (recovered == 0 && m->link) {
+    if (recovered == 0 && m->link && !m->backplane) {
       /* the position may be one this worker has yet to get from the
        * master: wait for what the master sent so far, then look again */
       if (ms_workers_sync(m) == 0 && c->state == CS_OPEN)

@@ -1,0 +1,212 @@
+-- spec/redis_history_spec.lua: topic history kept in Redis (app:history
+-- with app:use_backplane): positions from Redis, exact recovery on any
+-- worker of any node, and publishes and recoveries failing visibly while
+-- Redis is away (spec/apps/history.lua's protocol, a real redis-server).
+
+local helper = require "helper"
+
+local ask, close_all = helper.ask, helper.close_all
+
+-- A message with an envelope: epoch, offset, data.
+local function recv_positioned(ws, timeout)
+  local kind, msg = ws:recv_message(timeout)
+  assert.are.equal(helper.TEXT, kind, msg)
+  local epoch, offset, data = msg:match("^(%x+):(%d+) (.*)$")
+  assert.is_truthy(epoch, "no envelope: " .. tostring(msg))
+  return epoch, tonumber(offset), data
+end
+
+local function split_pos(p)
+  local epoch, offset = p:match("^(%x+):(%d+)$")
+  return epoch, tonumber(offset)
+end
+
+local function start_node(redis_port, workers)
+  return helper.start_server("spec/apps/history.lua", {
+    REDIS_URL = "redis://127.0.0.1:" .. redis_port, HSIZE = 1000,
+    WORKERS = workers })
+end
+
+-- A client of node served by worker w (any without workers).
+local function on_worker(node, w)
+  for _ = 1, 400 do
+    local ws = helper.ws_connect(node.port, "/ws")
+    if ws and (not w or ask(ws, "pid") == "pid " .. w) then return ws end
+    if ws then ws:abort() else helper.sleep(0.05) end   -- not forked yet
+  end
+  error("no connection reached worker " .. w)
+end
+
+-- Waits until worker w of node has its backplane connected (or not).
+local function wait_bp(node, w, state)
+  local want = "bp " .. tostring(state ~= false)
+  local ws = on_worker(node, w)
+  local ok = helper.wait_until(function() return ask(ws, "bp") == want end,
+    helper.scaled(10), 0.05)
+  close_all { ws }
+  assert(ok, "backplane never reached '" .. want .. "':\n" .. node:log())
+end
+
+-- A publish's reply: n and its position.
+local function published(ws, topic, data)
+  local reply = ask(ws, "pub " .. topic .. " " .. data)
+  local n, p = reply:match("^pub (%d+) (%x+:%d+)$")
+  assert.is_truthy(n, reply)
+  return tonumber(n), p
+end
+
+describe("history in redis, two nodes of two workers", function()
+  local redis, a, b
+
+  setup(function()
+    local port = helper.free_port()
+    redis = helper.start_redis(port)
+    a = start_node(port, 2)
+    b = start_node(port, 2)
+    for _, node in ipairs { a, b } do
+      for w = 1, 2 do wait_bp(node, w) end
+    end
+  end)
+
+  teardown(function()
+    a:stop()
+    b:stop()
+    redis:stop()
+    helper.stop_and_check(a)
+    helper.stop_and_check(b)
+  end)
+
+  it("gives one sequence of positions to publishes on every worker",
+     function()
+    local subs = { on_worker(a, 1), on_worker(a, 2), on_worker(b, 1),
+                   on_worker(b, 2) }
+    for _, ws in ipairs(subs) do
+      assert.are.equal("sub h:seq true", ask(ws, "sub h:seq"))
+    end
+    local pubs = { on_worker(a, 1), on_worker(b, 2), on_worker(a, 2),
+                   on_worker(b, 1) }
+    local epoch
+    for i = 1, 40 do
+      local _, p = published(pubs[i % 4 + 1], "h:seq", "m" .. i)
+      local e, off = split_pos(p)
+      epoch = epoch or e
+      assert.are.same({ epoch, i }, { e, off })
+    end
+    -- every worker of every node delivers them in Redis's order
+    for _, ws in ipairs(subs) do
+      for i = 1, 40 do
+        assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(ws) })
+      end
+    end
+    close_all(subs)
+    close_all(pubs)
+  end)
+
+  it("counts the publisher's own subscribers and skips ws:publish's ws",
+     function()
+    local a1, a1b, b1 = on_worker(a, 1), on_worker(a, 1), on_worker(b, 1)
+    for _, ws in ipairs { a1, a1b, b1 } do
+      assert.are.equal("sub h:own true", ask(ws, "sub h:own"))
+    end
+    -- a1's own message comes back from Redis to a1b, not to a1
+    local reply = ask(a1, "wspub h:own hi")
+    local n, p = reply:match("^wspub (%d+) (%x+:%d+)$")
+    assert.are.equal("1", n, reply)
+    local epoch, off = split_pos(p)
+    assert.are.same({ epoch, off, "hi" }, { recv_positioned(a1b) })
+    assert.are.same({ epoch, off, "hi" }, { recv_positioned(b1) })
+    assert.are.equal("echo x", ask(a1, "echo x"))   -- nothing before it
+    close_all { a1, a1b, b1 }
+  end)
+
+  it("recovers the 500 published on node B on node A's other worker",
+     function()
+    local sub = on_worker(a, 1)
+    local reply = ask(sub, "since h:r")
+    assert.is_truthy(reply:find("^since true false "), reply)
+    local pub = on_worker(b, 1)
+    local _, first = published(pub, "h:r", "first")
+    local epoch, off0 = split_pos(first)
+    assert.are.same({ epoch, off0, "first" }, { recv_positioned(sub) })
+    sub:abort()                               -- dropped
+    local burst = ask(pub, "burst h:r 500")
+    assert.are.equal(("burst %s:%d"):format(epoch, off0 + 500), burst)
+    -- back on node A, the other worker, with its position
+    local again = on_worker(a, 2)
+    again:send_text("since h:r " .. first)
+    local next_off, answered = off0 + 1, false
+    while next_off <= off0 + 500 or not answered do
+      local kind, msg = again:recv_message(helper.scaled(5))
+      assert.are.equal(helper.TEXT, kind, msg)
+      if msg:find("^since ") then
+        -- the worker may have had all of them, or be receiving the last
+        -- ones: they come after the answer, live
+        assert.is_truthy(msg:find("^since true true " .. epoch .. ":"), msg)
+        answered = true
+      else
+        local e, off, data = msg:match("^(%x+):(%d+) (.*)$")
+        assert.are.same({ epoch, next_off, "b" .. (next_off - off0) },
+                        { e, tonumber(off), data })
+        next_off = next_off + 1
+      end
+    end
+    -- then the live ones, exactly once
+    local _, live = published(pub, "h:r", "live")
+    assert.are.equal(("%s:%d"):format(epoch, off0 + 501), live)
+    assert.are.same({ epoch, off0 + 501, "live" }, { recv_positioned(again) })
+    assert.are.equal("echo done", ask(again, "echo done"))
+    close_all { again, pub }
+  end)
+end)
+
+describe("history in redis while redis is away", function()
+  local redis, redis_port, node
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    node = start_node(redis_port)
+    wait_bp(node)
+  end)
+
+  teardown(function()
+    node:stop()
+    redis:stop()
+    helper.stop_and_check(node)
+  end)
+
+  it("fails publishes and recoveries, then works again", function()
+    local ws, sub = on_worker(node), on_worker(node)
+    assert.are.equal("sub h:o true", ask(sub, "sub h:o"))
+    local n, p1 = published(ws, "h:o", "before")
+    assert.are.equal(1, n)
+    local epoch = split_pos(p1)
+    assert.are.same({ epoch, 1, "before" }, { recv_positioned(sub) })
+    close_all { ws, sub }
+    redis:stop()
+    wait_bp(node, nil, false)
+    ws = on_worker(node)
+    assert.are.equal("pub nil redis is unavailable EUNAVAILABLE",
+                     ask(ws, "pub h:o during"))
+    -- a callback handler is told at once too
+    local cb = assert(helper.ws_connect(node.port, "/cb"))
+    assert.are.equal("pub nil redis is unavailable EUNAVAILABLE",
+                     ask(cb, "pub h:o during"))
+    local reply = ask(ws, "since h:o " .. p1)
+    assert.is_truthy(reply:find("^since true false "), reply)
+    -- a topic without history is served as ever
+    assert.are.equal("plain 0", ask(ws, "plain h2 x"))
+    close_all { ws, cb }
+    -- Redis back (empty): a new epoch, and positions again
+    redis = helper.start_redis(redis_port)
+    wait_bp(node)
+    ws = on_worker(node)
+    local _, p2 = published(ws, "h:o", "after")
+    local epoch2, off2 = split_pos(p2)
+    assert.are_not.equal(epoch, epoch2)
+    assert.are.equal(1, off2)
+    reply = ask(ws, "since h:o " .. p1)
+    assert.is_truthy(reply:find("^since true false " .. p2), reply)
+    close_all { ws }
+  end)
+end)

@@ -456,6 +456,16 @@ enum ms_backplane_status ms_backplane_publish_history(
                           request);
 }
 
+enum ms_backplane_status ms_backplane_fetch_history(
+    struct ms_backplane *b, const struct ms_hist_pattern *p,
+    const char *topic, size_t topic_len, uint64_t after,
+    uint64_t *request) {
+  if (b->state == BP_CLOSED || !b->history) return MS_BP_CLOSED;
+  if (b->state != BP_UP) return MS_BP_UNAVAILABLE;
+  return ms_rhist_fetch(b->history, b->pub, b->prefix, b->prefix_len, p,
+                        topic, topic_len, after, request);
+}
+
 int ms_backplane_connected(const struct ms_backplane *b) {
   return b->state == BP_UP;
 }

@@ -38,6 +38,13 @@ enum ms_backplane_status ms_backplane_publish_history(
     struct ms_backplane *b, const struct ms_hist_pattern *p,
     const char *topic, size_t topic_len, unsigned opcode, const char *data,
     size_t len, struct ms_conn *skip, uint64_t *request);
+/* Read what Redis keeps of topic after offset `after` into this
+ * process's history (rhistory.c): MS_BP_SENT with *request set, then
+ * ms_event_recovered; MS_BP_UNAVAILABLE while Redis is away. */
+enum ms_backplane_status ms_backplane_fetch_history(
+    struct ms_backplane *b, const struct ms_hist_pattern *p,
+    const char *topic, size_t topic_len, uint64_t after,
+    uint64_t *request);
 /* Whether Redis is up: both connections ready. */
 int ms_backplane_connected(const struct ms_backplane *b);
 /* For rhistory.c: count cost bytes more as waiting for Redis (-1, and

@@ -70,6 +70,11 @@ void ms_event_published(struct ms_module *m, uint64_t request,
                         long reached, const struct ms_hist_pos *pos,
                         const char *why);
 
+/* A recovery's read of Redis, numbered request
+ * (ms_backplane_fetch_history), is done: what Redis kept is kept here
+ * too, as far as it could be. */
+void ms_event_recovered(struct ms_module *m, uint64_t request);
+
 /* A member joined or left a topic's presence, here or (with workers)
  * in another worker; info is its encoded table (lpresence.c). */
 void ms_event_presence(struct ms_module *m, const char *topic, size_t tlen,

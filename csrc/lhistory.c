@@ -134,6 +134,10 @@ static int l_history_limit(lua_State *L) {
  * request, n, position) says it came (n nil: it failed). */
 #define AWAIT_HOOK "moonsocket.core.publish_await"
 #define DONE_HOOK "moonsocket.core.publish_done"
+/* And of a subscribe that reads Redis first: recover_await(request)
+ * waits when it can; recover_done(request) says the read is done. */
+#define RECOVER_AWAIT_HOOK "moonsocket.core.recover_await"
+#define RECOVER_DONE_HOOK "moonsocket.core.recover_done"
 
 static int publish_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
@@ -223,11 +227,24 @@ void ms_event_published(struct ms_module *m, uint64_t request,
   ms_pcall(NULL, L, 4, 0, "publish");
 }
 
-/* core.publish_hooks(await, done): see AWAIT_HOOK */
+void ms_event_recovered(struct ms_module *m, uint64_t request) {
+  lua_State *L = m->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, RECOVER_DONE_HOOK) !=
+      LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  ms_pcall(NULL, L, 1, 0, "recover");
+}
+
+/* core.publish_hooks(await, done, recover_await, recover_done): see
+ * AWAIT_HOOK and RECOVER_AWAIT_HOOK */
 static int l_publish_hooks(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
+  for (int i = 1; i <= 4; i++) luaL_checktype(L, i, LUA_TFUNCTION);
+  lua_settop(L, 4);
+  lua_setfield(L, LUA_REGISTRYINDEX, RECOVER_DONE_HOOK);
+  lua_setfield(L, LUA_REGISTRYINDEX, RECOVER_AWAIT_HOOK);
   lua_setfield(L, LUA_REGISTRYINDEX, DONE_HOOK);
   lua_setfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK);
   return 0;
@@ -240,8 +257,37 @@ static int l_publish_hooks(lua_State *L) {
 /* ws:subscribe(topic, { since = position }) for topic with history: the
  * messages after since are queued, then the socket subscribes; nothing
  * is delivered in between, so nothing is missed or sent twice. */
+/* Read what Redis keeps of name after since into this process's
+ * history, and wait for it when the caller can, then call again: 1 when
+ * it did (again's results are pushed), 0 when nothing was sent. */
+static int recover_from_redis(lua_State *L, struct ms_module *m,
+                              const struct ms_hist_pattern *p,
+                              const char *name, size_t len,
+                              const struct ms_hist_pos *since,
+                              lua_KFunction again) {
+  uint64_t epoch, first, next, after = since->offset, request;
+  /* ahead of what is kept here: read from there, this process is
+   * behind */
+  if (ms_history_span(m->history, name, len, ev_now(m->loop), &epoch,
+                      &first, &next) && epoch == since->epoch &&
+      next - 1 < after)
+    after = next - 1;
+  if (ms_backplane_fetch_history(m->backplane, p, name, len, after,
+                                 &request) != MS_BP_SENT)
+    return 0;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, RECOVER_AWAIT_HOOK) !=
+      LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  lua_callk(L, 1, 0, 0, again);
+  return 1;
+}
+
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
-                             const char *name, size_t len, int opts) {
+                             const char *name, size_t len, int opts,
+                             lua_KFunction again) {
   struct ms_module *m = c->server->module;
   struct ms_hist_pos since, current;
   int has_since = lua_getfield(L, opts, "since") != LUA_TNIL;
@@ -272,6 +318,11 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
   } else if (has_since) {
     recovered = ms_history_since(m->history, name, len, ev_now(m->loop),
                                  &since, &list, &n, &current);
+    /* not kept here (this process began later, or is behind): what
+     * Redis keeps, in a caller that may wait; then once more */
+    if (recovered == 0 && m->backplane && again &&
+        recover_from_redis(L, m, p, name, len, &since, again))
+      return again(L, LUA_OK, 0);
     if (recovered == 0 && m->link && !m->backplane) {
       /* the position may be one this worker has yet to get from the
        * master: wait for what the master sent so far, then look again */

@@ -62,10 +62,27 @@ static const char SCRIPT[] =
   "  ARGV[6])\n"
   "return { epoch, offset }\n";
 
-/* A publish sent, its answer or its message not back yet. */
+/* What a recovery asks for: the epoch, the position of the last
+ * message, and the messages after ARGV[1] (newest first), when there
+ * are at most ARGV[2] of them; nothing when the topic has no history in
+ * Redis.  Whether they are all still there the caller sees. */
+static const char FETCH[] =
+  "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
+  "if not epoch then return {} end\n"
+  "local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')\n"
+  "local n = last - tonumber(ARGV[1])\n"
+  "if n <= 0 or n > tonumber(ARGV[2]) then return { epoch, last } end\n"
+  "return { epoch, last,\n"
+  "  redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n) }\n";
+
+/* A publish sent, its answer or its message not back yet; or a
+ * recovery's read (fetch), its answer not back yet. */
 struct pending {
   struct pending *next;
   struct ms_rhist *r;
+  char *topic;                  /* a fetch's, malloc'd */
+  size_t tlen;
+  int fetch;
   uint64_t request;
   struct ms_conn *skip;         /* anchored by the binding meanwhile */
   double deadline;
@@ -128,12 +145,17 @@ static void unlink_pending(struct ms_rhist *r, struct pending *p) {
   if (r->tail == &p->next) r->tail = pp;
 }
 
+static void pending_free(struct pending *p) {
+  free(p->topic);
+  free(p);
+}
+
 static void really_free(struct ms_rhist *r) {
   disarm(r);
   struct pending *p = r->head, *next;
   for (; p; p = next) {
     next = p->next;
-    free(p);
+    pending_free(p);
   }
   free(r);
 }
@@ -154,9 +176,11 @@ static int finish(struct ms_rhist *r, struct pending *p, const char *why) {
   uint64_t request = p->request;
   long reached = p->reached;
   struct ms_hist_pos pos = p->pos;
-  free(p);
+  int fetch = p->fetch;
+  pending_free(p);
   r->depth++;
-  if (why) ms_event_published(r->m, request, -1, NULL, why);
+  if (fetch) ms_event_recovered(r->m, request);
+  else if (why) ms_event_published(r->m, request, -1, NULL, why);
   else ms_event_published(r->m, request, reached, &pos, NULL);
   return leave(r);
 }
@@ -171,8 +195,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     /* positioned but not back: it is in Redis, and reached nobody here
      * yet; else Redis said nothing */
     if (!p->answered)
-      ms_log(NULL, MS_LOG_ERROR, "backplane: redis gave no position within "
-             "%.0f s", WAIT_MAX);
+      ms_log(NULL, MS_LOG_ERROR, "backplane: redis gave no %s within "
+             "%.0f s", p->fetch ? "history" : "position", WAIT_MAX);
     if (finish(r, p, p->answered ? NULL : "redis gave no position within "
                "5 s")) return;
   }
@@ -339,7 +363,18 @@ int ms_rhist_message(struct ms_rhist *r, const char *topic, size_t tlen,
   struct ms_module *m = r->m;
   const struct ms_hist_pattern *pat =
     m->history ? ms_history_match(m->history, topic, tlen) : NULL;
+  uint64_t epoch, first, next;
   long n;
+  if (pat && ms_history_span(m->history, topic, tlen, ev_now(m->loop),
+                             &epoch, &first, &next) &&
+      epoch == pos.epoch && pos.offset < next) {
+    /* a recovery's read brought it here first: delivered then */
+    if (p) {
+      p->delivered = 1;
+      if (p->answered) finish(r, p, NULL);
+    }
+    return 1;
+  }
   /* subscribers' close handlers may run, and close the backplane */
   r->depth++;
   if (pat)
@@ -361,6 +396,179 @@ int ms_rhist_message(struct ms_rhist *r, const char *topic, size_t tlen,
 }
 
 /* ------------------------------------------------------------------ */
+/* Recovering from Redis                                               */
+/* ------------------------------------------------------------------ */
+
+/* One stream entry: [id, [o, offset, k, opcode, d, data]]; 0 when it
+ * is not one of ours. */
+static int parse_entry(const redisReply *e, double *time, uint64_t *offset,
+                       unsigned *opcode, const char **data, size_t *len) {
+  if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+      e->element[0]->type != REDIS_REPLY_STRING ||
+      e->element[1]->type != REDIS_REPLY_ARRAY ||
+      e->element[1]->elements != 6)
+    return 0;
+  *time = strtod(e->element[0]->str, NULL) / 1000;
+  redisReply **f = e->element[1]->element;
+  for (int i = 0; i < 6; i++)
+    if (f[i]->type != REDIS_REPLY_STRING) return 0;
+  if (strcmp(f[0]->str, "o") || strcmp(f[2]->str, "k") ||
+      strcmp(f[4]->str, "d"))
+    return 0;
+  char *end;
+  *offset = strtoull(f[1]->str, &end, 10);
+  *opcode = (unsigned)strtoul(f[3]->str, NULL, 10);
+  *data = f[5]->str;
+  *len = f[5]->len;
+  return *end == '\0' && *offset > 0 &&
+         (*opcode == WS_OP_TEXT || *opcode == WS_OP_BINARY);
+}
+
+/* Keep what Redis holds of p's topic beside what this process kept:
+ * older messages before them (the subscribers have them, or had no
+ * business with them), newer ones after them, delivered to the
+ * subscribers as if they had come on the subscription (which then
+ * drops them as duplicates).  1 when r is gone meanwhile. */
+static int merge(struct ms_rhist *r, struct pending *p, uint64_t epoch,
+                 const redisReply *list) {
+  struct ms_module *m = r->m;
+  struct ms_history *h = m->history;
+  const struct ms_hist_pattern *pat =
+    h ? ms_history_match(h, p->topic, p->tlen) : NULL;
+  if (!pat || list->elements == 0) return 0;
+  /* newest first; they must follow each other up to the newest */
+  double time;
+  uint64_t off, prev = 0;
+  unsigned op;
+  const char *data;
+  size_t len;
+  for (size_t i = 0; i < list->elements; i++) {
+    if (!parse_entry(list->element[i], &time, &off, &op, &data, &len) ||
+        (i > 0 && off + 1 != prev))
+      return 0;
+    prev = off;
+  }
+  uint64_t kept_epoch, first, next;
+  double now = ev_now(m->loop);
+  int have = ms_history_span(h, p->topic, p->tlen, now, &kept_epoch,
+                             &first, &next) && kept_epoch == epoch &&
+             first < next;
+  struct ms_hist_pos pos = { epoch, 0 };
+  /* older than what is kept: before it, newest first */
+  for (size_t i = 0; have && i < list->elements; i++) {
+    parse_entry(list->element[i], &time, &pos.offset, &op, &data, &len);
+    if (pos.offset >= first) continue;
+    if (ms_history_prepend(h, pat, p->topic, p->tlen, time, now, op, data,
+                           len, &pos) <= 0)
+      break;
+    first = pos.offset;
+  }
+  /* newer (or all of them, nothing kept): after it, oldest first */
+  for (size_t i = list->elements; i-- > 0;) {
+    parse_entry(list->element[i], &time, &pos.offset, &op, &data, &len);
+    if (have && pos.offset < next) continue;
+    long n;
+    r->depth++;
+    if (have) {
+      n = ms_history_publish(h, &m->topics, pat, p->topic, p->tlen, now,
+                             op, data, len, 0, &pos, NULL);
+    } else {
+      struct ms_shared *sh = ms_history_append(h, pat, p->topic, p->tlen,
+                                               now, op, data, len, 0, &pos);
+      n = sh ? 0 : -1;
+      if (sh) ms_shared_release(sh);
+    }
+    if (leave(r)) return 1;
+    if (n < 0) return 0;
+  }
+  return 0;
+}
+
+/* The answer to a recovery's read. */
+static void on_fetched(redisAsyncContext *ac, void *reply_, void *priv) {
+  struct pending *p = priv;
+  redisReply *reply = reply_;
+  if (!ac->data || !reply) return;   /* ms_rhist_lost took p */
+  struct ms_rhist *r = p->r;
+  ms_backplane_answered(r->b, p->cost);
+  p->cost = 0;
+  uint64_t epoch;
+  if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+      reply->element[0]->type == REDIS_REPLY_STRING &&
+      reply->element[2]->type == REDIS_REPLY_ARRAY &&
+      parse_epoch(reply->element[0]->str, reply->element[0]->len, &epoch)) {
+    r->depth++;
+    int gone = merge(r, p, epoch, reply->element[2]);
+    if (leave(r) || gone) return;
+  } else if (reply->type == REDIS_REPLY_ERROR) {
+    ms_log(NULL, MS_LOG_ERROR, "backplane: redis refused a history read: "
+           "%s", reply->str);
+  }
+  finish(r, p, NULL);
+}
+
+enum ms_backplane_status ms_rhist_fetch(struct ms_rhist *r,
+                                        struct redisAsyncContext *pub,
+                                        const char *prefix,
+                                        size_t prefix_len,
+                                        const struct ms_hist_pattern *pat,
+                                        const char *topic, size_t tlen,
+                                        uint64_t after, uint64_t *request) {
+  static const char meta[] = "position:", stream[] = "history:";
+  size_t mlen = prefix_len + sizeof meta - 1 + tlen;
+  size_t slen = prefix_len + sizeof stream - 1 + tlen;
+  size_t cost = mlen + slen + sizeof FETCH + COMMAND_OVERHEAD;
+  if (ms_backplane_reserve(r->b, cost) < 0) return MS_BP_DROPPED;
+  struct pending *p = calloc(1, sizeof *p);
+  char *keys = malloc(mlen + slen);
+  char *name = malloc(tlen + 1);
+  if (!p || !keys || !name) {
+    free(p);
+    free(keys);
+    free(name);
+    ms_backplane_answered(r->b, cost);
+    return MS_BP_NO_MEMORY;
+  }
+  memcpy(keys, prefix, prefix_len);
+  memcpy(keys + prefix_len, meta, sizeof meta - 1);
+  memcpy(keys + prefix_len + sizeof meta - 1, topic, tlen);
+  memcpy(keys + mlen, prefix, prefix_len);
+  memcpy(keys + mlen + prefix_len, stream, sizeof stream - 1);
+  memcpy(keys + mlen + prefix_len + sizeof stream - 1, topic, tlen);
+  memcpy(name, topic, tlen);
+  name[tlen] = '\0';
+  /* no more than the topic may keep, and what approximate trimming
+   * leaves beyond it */
+  char from[24], most[24];
+  snprintf(from, sizeof from, "%" PRIu64, after);
+  snprintf(most, sizeof most, "%zu", pat->size + 100);
+  const char *argv[] = { "EVAL", FETCH, "2", keys, keys + mlen, from,
+                         most };
+  const size_t argvlen[] = { 4, sizeof FETCH - 1, 1, mlen, slen,
+                             strlen(from), strlen(most) };
+  int rc = redisAsyncCommandArgv(pub, on_fetched, p, 7, argv, argvlen);
+  free(keys);
+  if (rc != REDIS_OK) {
+    free(p);
+    free(name);
+    ms_backplane_answered(r->b, cost);
+    return MS_BP_NO_MEMORY;
+  }
+  p->r = r;
+  p->fetch = 1;
+  p->topic = name;
+  p->tlen = tlen;
+  p->request = ++r->next_request;
+  p->cost = cost;
+  p->deadline = ev_now(r->m->loop) + WAIT_MAX;
+  *r->tail = p;
+  r->tail = &p->next;
+  arm(r);
+  *request = p->request;
+  return MS_BP_SENT;
+}
+
+/* ------------------------------------------------------------------ */
 /* Outages, forks, the object's life                                   */
 /* ------------------------------------------------------------------ */
 
@@ -378,7 +586,7 @@ void ms_rhist_forked(struct ms_rhist *r) {
   struct pending *p = r->head, *next;
   for (; p; p = next) {
     next = p->next;
-    free(p);
+    pending_free(p);
   }
   r->head = NULL;
   r->tail = &r->head;

@@ -36,6 +36,18 @@ enum ms_backplane_status ms_rhist_publish(struct ms_rhist *r,
                                           size_t len, struct ms_conn *skip,
                                           uint64_t *request);
 
+/* Read what Redis keeps of topic after offset `after`, and keep it
+ * beside what this process kept (newer messages delivered to the
+ * subscribers): MS_BP_SENT with *request set, and ms_event_recovered
+ * follows once it is done or failed. */
+enum ms_backplane_status ms_rhist_fetch(struct ms_rhist *r,
+                                        struct redisAsyncContext *pub,
+                                        const char *prefix,
+                                        size_t prefix_len,
+                                        const struct ms_hist_pattern *pat,
+                                        const char *topic, size_t tlen,
+                                        uint64_t after, uint64_t *request);
+
 /* Whether msg, received on the channel of topic, is a message of the
  * history kind (then it was handled: kept, delivered). */
 int ms_rhist_message(struct ms_rhist *r, const char *topic, size_t tlen,

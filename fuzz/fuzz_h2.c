@@ -166,6 +166,13 @@ void ms_event_published(struct ms_module *m, uint64_t request,
   abort();
 }
 
+/* No backplane: no recovery reads Redis. */
+void ms_event_recovered(struct ms_module *m, uint64_t request) {
+  (void)m;
+  (void)request;
+  abort();
+}
+
 void ms_event_presence(struct ms_module *m, const char *topic, size_t tlen,
                        int join, const char *info, size_t ilen) {
   (void)m;

@@ -159,6 +159,63 @@ describe("history in redis, two nodes of two workers", function()
   end)
 end)
 
+describe("history in redis, a node that began later", function()
+  local redis, redis_port, a, c
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    a = start_node(redis_port)
+    wait_bp(a)
+  end)
+
+  teardown(function()
+    a:stop()
+    if c then c:stop() end
+    redis:stop()
+    helper.stop_and_check(a)
+    if c then helper.stop_and_check(c) end
+  end)
+
+  it("reads what it did not keep from Redis", function()
+    local pub = on_worker(a)
+    local epoch
+    for i = 1, 20 do
+      local _, p = published(pub, "h:late", "m" .. i)
+      epoch = split_pos(p)
+    end
+    close_all { pub }                  -- Redis inherits no socket of ours
+    c = start_node(redis_port)
+    wait_bp(c)
+    pub = on_worker(a)
+    for i = 21, 25 do published(pub, "h:late", "m" .. i) end
+    -- c kept 21 to 25 at most: 11 to 20 come from Redis, then the rest
+    local ws = on_worker(c)
+    ws:send_text(("since h:late %s:10"):format(epoch))
+    for i = 11, 25 do
+      assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(ws) })
+    end
+    assert.are.equal(("since true true %s:25"):format(epoch),
+                     select(2, ws:recv_message()))
+    local _, live = published(pub, "h:late", "live")
+    assert.are.equal(epoch .. ":26", live)
+    assert.are.same({ epoch, 26, "live" }, { recv_positioned(ws) })
+    assert.are.equal("echo x", ask(ws, "echo x"))
+    -- a callback handler cannot wait for Redis: what c did not keep is
+    -- not recovered
+    local cb = assert(helper.ws_connect(c.port, "/cb"))
+    local reply = ask(cb, ("since h:none %s:3"):format(epoch))
+    assert.are.equal("since true false 0000000000000000:0", reply)
+    -- a position of another epoch is not recovered, from Redis either
+    reply = ask(ws, "since h:late 0123456789abcdef:3")
+    assert.are.equal(("since false false %s:26"):format(epoch), reply)
+    local fresh = on_worker(c)
+    reply = ask(fresh, "since h:late 0123456789abcdef:3")
+    assert.are.equal(("since true false %s:26"):format(epoch), reply)
+    close_all { ws, cb, fresh, pub }
+  end)
+end)
+
 describe("history in redis while redis is away", function()
   local redis, redis_port, node
 

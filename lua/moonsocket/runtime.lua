@@ -358,7 +358,27 @@ local function position_done(request, n, position, why)
   else wake(p.co, nil, why or NO_POSITION, "EUNAVAILABLE") end
 end
 
-core.publish_hooks(await_position, position_done)
+-- With the backplane, a subscribe from a position this process did not
+-- keep reads Redis first: a coroutine that may wait waits for it (the
+-- core then subscribes from what it read); another caller goes on.
+local recoveries = {}     -- request -> waiting coroutine
+
+local function await_recovery(request)
+  local co = can_wait()
+  if not co then return end
+  recoveries[request] = co
+  wait(co, function() recoveries[request] = nil end)
+end
+
+local function recovery_done(request)
+  local co = recoveries[request]
+  if not co then return end
+  recoveries[request] = nil
+  wake(co)
+end
+
+core.publish_hooks(await_position, position_done, await_recovery,
+                   recovery_done)
 
 ------------------------------------------------------------------------
 -- The process's life: start and stop hooks

@@ -18,6 +18,7 @@
 #include "frame.h"
 #include "resolver.h"
 #include "rhistory.h"
+#include "rpresence.h"
 #include "server.h"
 #include "topic.h"
 #include "utf8.h"
@@ -80,6 +81,8 @@ struct ms_backplane {
   size_t prefix_len;
   char *pattern;                /* prefix, glob-escaped, then '*' */
   struct ms_rhist *history;     /* topics with history (rhistory.c) */
+  struct ms_rpres *presence;    /* presence across nodes (rpresence.c) */
+  double presence_ttl;          /* s: 10 */
 };
 
 /* ------------------------------------------------------------------ */
@@ -160,6 +163,7 @@ static void check_up(struct ms_backplane *b) {
     ms_log(log_server(b), MS_LOG_INFO, "backplane: connected to redis %s:%d",
            b->host, b->port);
   b->outage_logged = 0;
+  if (b->presence) ms_rpres_up(b->presence);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {
@@ -212,6 +216,7 @@ static void deliver(struct ms_backplane *b, const char *channel,
                     size_t clen, const char *msg, size_t mlen) {
   if (clen <= b->prefix_len || memcmp(channel, b->prefix, b->prefix_len))
     return;
+  if (b->presence && ms_rpres_message(b->presence, msg, mlen)) return;
   if (b->history && ms_rhist_message(b->history, channel + b->prefix_len,
                                      clen - b->prefix_len, msg, mlen))
     return;
@@ -377,6 +382,7 @@ static void fork_cb(struct ev_loop *loop, ev_fork *w, int revents) {
   (void)revents;
   drop_connections(b);
   if (b->history) ms_rhist_forked(b->history);
+  if (b->presence) ms_rpres_forked(b->presence);
   b->state = BP_IDLE;
   b->outage_logged = 0;
   b->retry = RETRY_MIN;
@@ -466,6 +472,17 @@ enum ms_backplane_status ms_backplane_fetch_history(
                         topic, topic_len, after, request);
 }
 
+void ms_backplane_presence(struct ms_backplane *b, int join,
+                           const char *topic, size_t topic_len, uint64_t id,
+                           const char *info, size_t ilen) {
+  if (b->presence)
+    ms_rpres_local(b->presence, join, topic, topic_len, id, info, ilen);
+}
+
+struct redisAsyncContext *ms_backplane_publisher(struct ms_backplane *b) {
+  return b->state == BP_UP ? b->pub : NULL;
+}
+
 int ms_backplane_connected(const struct ms_backplane *b) {
   return b->state == BP_UP;
 }
@@ -491,6 +508,8 @@ void ms_backplane_close(struct ms_backplane *b) {
   b->state = BP_CLOSED;
   ms_rhist_free(b->history);
   b->history = NULL;
+  ms_rpres_free(b->presence);
+  b->presence = NULL;
   free(b->password);
   free(b->prefix);
   free(b->pattern);
@@ -636,6 +655,7 @@ int ms_backplane_configure(struct ms_backplane *b,
   b->db = u->db;
   b->max_pending = max_pending;
   b->prefix_len = prefix_len;
+  b->presence_ttl = MS_BACKPLANE_PRESENCE_TTL;
   int bad = 0;
   if (u->has_password &&
       !(b->password = percent_decode(u->password, u->password_len, &bad)))
@@ -648,6 +668,10 @@ int ms_backplane_configure(struct ms_backplane *b,
   return 0;
 }
 
+void ms_backplane_set_presence_ttl(struct ms_backplane *b, double ttl) {
+  b->presence_ttl = ttl;
+}
+
 void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
                         int ref) {
   b->ref = ref;                 /* the loop calls back */
@@ -657,6 +681,8 @@ void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
   m->backplane = b;
   b->origin = random_origin(b);
   b->history = ms_rhist_new(b, m);   /* NULL: history stays local */
+  b->presence = ms_rpres_new(b, m, b->origin, b->prefix, b->prefix_len,
+                             b->presence_ttl);  /* NULL: on this node */
   /* connect once the loop runs: a master forks its workers first, and
    * they connect, not it */
   ev_timer_init(&b->timer, timer_cb, 0, 0);

@@ -45,6 +45,15 @@ enum ms_backplane_status ms_backplane_fetch_history(
     struct ms_backplane *b, const struct ms_hist_pattern *p,
     const char *topic, size_t topic_len, uint64_t after,
     uint64_t *request);
+/* A member of this process joined topic (join) or left: the other
+ * nodes are told (rpresence.c). */
+void ms_backplane_presence(struct ms_backplane *b, int join,
+                           const char *topic, size_t topic_len, uint64_t id,
+                           const char *info, size_t ilen);
+/* For rhistory.c and rpresence.c: the publishing connection while
+ * Redis is up, else NULL. */
+struct redisAsyncContext;
+struct redisAsyncContext *ms_backplane_publisher(struct ms_backplane *b);
 /* Whether Redis is up: both connections ready. */
 int ms_backplane_connected(const struct ms_backplane *b);
 /* For rhistory.c: count cost bytes more as waiting for Redis (-1, and
@@ -76,6 +85,10 @@ int ms_backplane_configure(struct ms_backplane *b,
                            const struct ms_redis_url *u,
                            const char *prefix, size_t prefix_len,
                            size_t max_pending);
+/* presence_ttl's default: seconds after which the members of a process
+ * not heard of are gone; set (1 to 3600) before starting. */
+#define MS_BACKPLANE_PRESENCE_TTL 10.0
+void ms_backplane_set_presence_ttl(struct ms_backplane *b, double ttl);
 /* Attach b to m, and connect once the loop runs.  ref, a registry
  * reference to its object, anchors it until it is closed. */
 void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,

@@ -472,6 +472,10 @@ enum ms_backplane_status ms_backplane_fetch_history(
                         topic, topic_len, after, request);
 }
 
+void ms_backplane_fail(struct ms_backplane *b, const char *why) {
+  go_down(b, why);
+}
+
 void ms_backplane_presence(struct ms_backplane *b, int join,
                            const char *topic, size_t topic_len, uint64_t id,
                            const char *info, size_t ilen) {

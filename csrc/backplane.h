@@ -54,6 +54,9 @@ void ms_backplane_presence(struct ms_backplane *b, int join,
  * Redis is up, else NULL. */
 struct redisAsyncContext;
 struct redisAsyncContext *ms_backplane_publisher(struct ms_backplane *b);
+/* For rhistory.c: Redis stopped answering; drop both connections (no
+ * answer comes for what was sent) and reconnect, as after an outage. */
+void ms_backplane_fail(struct ms_backplane *b, const char *why);
 /* Whether Redis is up: both connections ready. */
 int ms_backplane_connected(const struct ms_backplane *b);
 /* For rhistory.c: count cost bytes more as waiting for Redis (-1, and

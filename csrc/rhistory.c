@@ -32,6 +32,8 @@
 #define HIST_HEADER 18
 
 #define WAIT_MAX 5.0            /* s: for the answer and the message */
+#define FETCHES_MAX 64          /* recovery reads under way at once: each
+                                   may bring a topic's whole history */
 #define COMMAND_OVERHEAD 256    /* bytes an EVAL adds to its data */
 
 /* One script, so that the position, the stream entry and the message
@@ -82,6 +84,7 @@ struct pending {
   struct ms_rhist *r;
   char *topic;                  /* a fetch's, malloc'd */
   size_t tlen;
+  uint64_t after;               /* a fetch's: the messages after it */
   int fetch;
   uint64_t request;
   struct ms_conn *skip;         /* anchored by the binding meanwhile */
@@ -99,6 +102,8 @@ struct ms_rhist {
   uint64_t process;             /* random: this process's messages */
   uint64_t next_request;
   ev_timer timer;               /* the oldest pending's deadline */
+  int fetches;                  /* reads under way */
+  int overdue;                  /* Redis let one wait over WAIT_MAX */
   int depth;                    /* inside a call that may reach Lua */
   int closed;                   /* freed once depth is 0 */
 };
@@ -117,10 +122,17 @@ static uint64_t random64(const void *salt) {
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
+static void disarm(struct ms_rhist *r) {
+  if (ev_is_active(&r->timer)) {
+    ev_ref(r->m->loop);         /* balance arm's unref */
+    ev_timer_stop(r->m->loop, &r->timer);
+  }
+}
+
 static void arm(struct ms_rhist *r) {
   struct ev_loop *loop = r->m->loop;
   if (!r->head) {
-    ev_timer_stop(loop, &r->timer);
+    disarm(r);
     return;
   }
   if (ev_is_active(&r->timer)) return;
@@ -128,13 +140,6 @@ static void arm(struct ms_rhist *r) {
   ev_timer_set(&r->timer, after > 0 ? after : 0, 0);
   ev_timer_start(loop, &r->timer);
   ev_unref(loop);               /* a wait keeps no loop running */
-}
-
-static void disarm(struct ms_rhist *r) {
-  if (ev_is_active(&r->timer)) {
-    ev_ref(r->m->loop);
-    ev_timer_stop(r->m->loop, &r->timer);
-  }
 }
 
 static void unlink_pending(struct ms_rhist *r, struct pending *p) {
@@ -177,6 +182,7 @@ static int finish(struct ms_rhist *r, struct pending *p, const char *why) {
   long reached = p->reached;
   struct ms_hist_pos pos = p->pos;
   int fetch = p->fetch;
+  if (fetch) r->fetches--;
   pending_free(p);
   r->depth++;
   if (fetch) ms_event_recovered(r->m, request);
@@ -189,18 +195,16 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   struct ms_rhist *r = w->data;
   (void)revents;
   ev_ref(loop);                 /* it stopped: balance arm's unref */
-  double now = ev_now(loop);
-  while (r->head && r->head->deadline <= now) {
-    struct pending *p = r->head;
-    /* positioned but not back: it is in Redis, and reached nobody here
-     * yet; else Redis said nothing */
-    if (!p->answered)
-      ms_log(NULL, MS_LOG_ERROR, "backplane: redis gave no %s within "
-             "%.0f s", p->fetch ? "history" : "position", WAIT_MAX);
-    if (finish(r, p, p->answered ? NULL : "redis gave no position within "
-               "5 s")) return;
+  if (!r->head || r->head->deadline > ev_now(loop)) {
+    arm(r);
+    return;
   }
-  arm(r);
+  /* Redis has held a command (or its message) for WAIT_MAX: it is as
+   * good as gone.  The backplane drops both connections, so that no
+   * answer can come for what fails now, and reconnects; every pending
+   * one ends in ms_rhist_lost. */
+  r->overdue = 1;
+  ms_backplane_fail(r->b, "no answer within 5 s");
 }
 
 /* ------------------------------------------------------------------ */
@@ -515,6 +519,15 @@ enum ms_backplane_status ms_rhist_fetch(struct ms_rhist *r,
                                         const char *topic, size_t tlen,
                                         uint64_t after, uint64_t *request) {
   static const char meta[] = "position:", stream[] = "history:";
+  /* a read of the topic from as far back is under way: its answer
+   * serves this one too */
+  for (struct pending *q = r->head; q; q = q->next)
+    if (q->fetch && q->tlen == tlen && q->after <= after &&
+        memcmp(q->topic, topic, tlen) == 0) {
+      *request = q->request;
+      return MS_BP_SENT;
+    }
+  if (r->fetches >= FETCHES_MAX) return MS_BP_DROPPED;
   size_t mlen = prefix_len + sizeof meta - 1 + tlen;
   size_t slen = prefix_len + sizeof stream - 1 + tlen;
   size_t cost = mlen + slen + sizeof FETCH + COMMAND_OVERHEAD;
@@ -556,8 +569,10 @@ enum ms_backplane_status ms_rhist_fetch(struct ms_rhist *r,
   }
   p->r = r;
   p->fetch = 1;
+  r->fetches++;
   p->topic = name;
   p->tlen = tlen;
+  p->after = after;
   p->request = ++r->next_request;
   p->cost = cost;
   p->deadline = ev_now(r->m->loop) + WAIT_MAX;
@@ -573,11 +588,15 @@ enum ms_backplane_status ms_rhist_fetch(struct ms_rhist *r,
 /* ------------------------------------------------------------------ */
 
 void ms_rhist_lost(struct ms_rhist *r) {
+  const char *why = r->overdue ? "redis gave no position within 5 s"
+                               : "redis is unavailable";
+  r->overdue = 0;
   if (r->m->history) ms_history_forget(r->m->history);
+  /* positioned but not back: it is in Redis, and reached nobody here */
   while (r->head) {
     struct pending *p = r->head;
     p->cost = 0;              /* the backplane counts nothing pending */
-    if (finish(r, p, p->answered ? NULL : "redis is unavailable")) return;
+    if (finish(r, p, p->answered ? NULL : why)) return;
   }
   arm(r);
 }

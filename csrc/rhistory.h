@@ -39,7 +39,9 @@ enum ms_backplane_status ms_rhist_publish(struct ms_rhist *r,
 /* Read what Redis keeps of topic after offset `after`, and keep it
  * beside what this process kept (newer messages delivered to the
  * subscribers): MS_BP_SENT with *request set, and ms_event_recovered
- * follows once it is done or failed. */
+ * follows once it is done or failed.  A read of topic already under way
+ * from as far back serves (its request is given); MS_BP_DROPPED when
+ * too many reads are under way. */
 enum ms_backplane_status ms_rhist_fetch(struct ms_rhist *r,
                                         struct redisAsyncContext *pub,
                                         const char *prefix,

@@ -266,4 +266,29 @@ describe("history in redis while redis is away", function()
     assert.is_truthy(reply:find("^since true false " .. p2), reply)
     close_all { ws }
   end)
+
+  it("fails a publish Redis leaves unanswered for 5 s, then recovers",
+     function()
+    local ws = on_worker(node)
+    published(ws, "h:hung", "first")
+    assert.is_true(os.execute("kill -STOP " .. redis.pid))
+    local ok, err = pcall(function()
+      assert.is_true(ws:send_text("pub h:hung held"))
+      -- the loop serves on meanwhile
+      local other = on_worker(node)
+      assert.are.equal("echo on", ask(other, "echo on"))
+      close_all { other }
+      local kind, reply = ws:recv_message(helper.scaled(10))
+      assert.are.equal(helper.TEXT, kind, node:log())
+      assert.are.equal("pub nil redis gave no position within 5 s "
+                       .. "EUNAVAILABLE", reply)
+    end)
+    assert.is_true(os.execute("kill -CONT " .. redis.pid))
+    assert(ok, err)
+    wait_bp(node)
+    local _, p = published(ws, "h:hung", "after")
+    assert.is_truthy(p)
+    assert.is_truthy(node:log():find("no answer within 5 s", 1, true))
+    close_all { ws }
+  end)
 end)

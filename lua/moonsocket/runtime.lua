@@ -361,20 +361,26 @@ end
 -- With the backplane, a subscribe from a position this process did not
 -- keep reads Redis first: a coroutine that may wait waits for it (the
 -- core then subscribes from what it read); another caller goes on.
-local recoveries = {}     -- request -> waiting coroutine
+-- One read may serve several subscribes.
+local recoveries = {}     -- request -> { waiting coroutine = true }
 
 local function await_recovery(request)
   local co = can_wait()
   if not co then return end
-  recoveries[request] = co
-  wait(co, function() recoveries[request] = nil end)
+  local waiters = recoveries[request]
+  if not waiters then
+    waiters = {}
+    recoveries[request] = waiters
+  end
+  waiters[co] = true
+  wait(co, function() waiters[co] = nil end)
 end
 
 local function recovery_done(request)
-  local co = recoveries[request]
-  if not co then return end
+  local waiters = recoveries[request]
+  if not waiters then return end
   recoveries[request] = nil
-  wake(co)
+  for co in pairs(waiters) do wake(co) end
 end
 
 core.publish_hooks(await_position, position_done, await_recovery,

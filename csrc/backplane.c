@@ -495,8 +495,14 @@ int ms_backplane_connected(const struct ms_backplane *b) {
 /* Closing                                                             */
 /* ------------------------------------------------------------------ */
 
-void ms_backplane_close(struct ms_backplane *b) {
+/* tell: the publishes and reads waiting for Redis fail now (else,
+ * from __gc, they are forgotten) */
+static void close_backplane(struct ms_backplane *b, int tell) {
   struct ms_module *m = b->module;
+  struct ms_rhist *history = b->history;
+  struct ms_rpres *presence = b->presence;
+  b->history = NULL;            /* a close from what telling runs finds */
+  b->presence = NULL;           /* nothing more to do */
   if (m) {
     drop_connections(b);
     ev_timer_stop(m->loop, &b->timer);
@@ -510,14 +516,20 @@ void ms_backplane_close(struct ms_backplane *b) {
     b->module = NULL;
   }
   b->state = BP_CLOSED;
-  ms_rhist_free(b->history);
-  b->history = NULL;
-  ms_rpres_free(b->presence);
-  b->presence = NULL;
   free(b->password);
   free(b->prefix);
   free(b->pattern);
   b->password = b->prefix = b->pattern = NULL;
+  ms_rpres_free(presence);
+  if (history) ms_rhist_close(history, tell && m);
+}
+
+void ms_backplane_close(struct ms_backplane *b) {
+  close_backplane(b, 1);
+}
+
+void ms_backplane_discard(struct ms_backplane *b) {
+  close_backplane(b, 0);
 }
 
 void ms_backplane_close_module(struct ms_module *m) {

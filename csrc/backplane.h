@@ -96,8 +96,11 @@ void ms_backplane_set_presence_ttl(struct ms_backplane *b, double ttl);
  * reference to its object, anchors it until it is closed. */
 void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
                         int ref);
-/* Idempotent; also frees what a failed construction left. */
+/* Idempotent; also frees what a failed construction left.  The
+ * publishes and recovery reads waiting for Redis fail ("the backplane
+ * is closed"), the binding told; discard (for __gc) forgets them. */
 void ms_backplane_close(struct ms_backplane *b);
+void ms_backplane_discard(struct ms_backplane *b);
 
 struct ms_backplane_info {
   const char *state;   /* "closed", "connecting", "connected",

@@ -70,9 +70,15 @@ static int bp_publish(lua_State *L) {
   return ms_push_fail(L, msg, code);
 }
 
-/* close(), __gc and __close */
+/* close() and __close */
 static int bp_close(lua_State *L) {
   ms_backplane_close(check_backplane(L));
+  return 0;
+}
+
+/* __gc: nothing of Lua is called from a finaliser */
+static int bp_gc(lua_State *L) {
+  ms_backplane_discard(check_backplane(L));
   return 0;
 }
 
@@ -180,7 +186,7 @@ void ms_open_backplane(lua_State *L) {
     { "publish", bp_publish }, { "close", bp_close }, { NULL, NULL }
   };
   static const luaL_Reg backplane_meta[] = {
-    { "__gc", bp_close }, { "__close", bp_close },
+    { "__gc", bp_gc }, { "__close", bp_close },
     { "__tostring", bp_tostring }, { NULL, NULL }
   };
   if (luaL_newmetatable(L, BACKPLANE_MT)) {

@@ -629,6 +629,15 @@ struct ms_rhist *ms_rhist_new(struct ms_backplane *b, struct ms_module *m) {
   return r;
 }
 
+void ms_rhist_close(struct ms_rhist *r, int tell) {
+  r->depth++;                   /* freed below, not by a finish */
+  while (tell && r->head)
+    finish(r, r->head, r->head->answered ? NULL
+                                         : "the backplane is closed");
+  r->depth--;
+  ms_rhist_free(r);
+}
+
 void ms_rhist_free(struct ms_rhist *r) {
   if (!r) return;
   if (r->depth > 0) r->closed = 1;

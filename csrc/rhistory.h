@@ -21,6 +21,10 @@ struct ms_rhist *ms_rhist_new(struct ms_backplane *b, struct ms_module *m);
 /* Free it (later, when called from inside one of its callbacks); the
  * publishes still pending are forgotten without a word. */
 void ms_rhist_free(struct ms_rhist *r);
+/* The backplane closed (its connections dropped): with tell, what is
+ * pending fails ("the backplane is closed"), the binding told; then r
+ * is freed. */
+void ms_rhist_close(struct ms_rhist *r, int tell);
 
 /* Send a publish to Redis on pub (the backplane's publishing
  * connection, up): MS_BP_SENT with *request set, and the binding is

@@ -291,4 +291,23 @@ describe("history in redis while redis is away", function()
     assert.is_truthy(node:log():find("no answer within 5 s", 1, true))
     close_all { ws }
   end)
+
+  -- last: the node keeps its history in the process from then on
+  it("fails what waits for Redis when the backplane closes", function()
+    local ws, ctl = on_worker(node), on_worker(node)
+    assert.is_true(os.execute("kill -STOP " .. redis.pid))
+    local ok, err = pcall(function()
+      assert.is_true(ws:send_text("pub h:closing held"))
+      assert.are.equal("timeout", select(2, ws:recv_message(0.2)))
+      assert.are.equal("bpclose", ask(ctl, "bpclose"))
+      assert.are.equal("pub nil the backplane is closed EUNAVAILABLE",
+                       select(2, ws:recv_message()))
+    end)
+    assert.is_true(os.execute("kill -CONT " .. redis.pid))
+    assert(ok, err)
+    -- without a backplane, positions are this process's again
+    local _, p = published(ws, "h:closing", "local")
+    assert.are.equal(1, select(2, split_pos(p)))
+    close_all { ws, ctl }
+  end)
 end)

@@ -20,6 +20,7 @@
 --   echo MSG               -> "echo MSG"
 --   bp                     -> "bp true" when the backplane is connected,
 --     "bp false" when not, "bp nil" without one
+--   bpclose                -> app.backplane:close(): "bpclose"
 -- /ws runs each connection in a coroutine (a publish with workers waits
 -- there for its position); /cb is a callback handler, where it cannot
 -- wait: "pub T MSG" answers "pub N POSITION" as /ws does.
@@ -106,6 +107,9 @@ local function command(ws, msg)
     reply(ws, "pid", moonsocket.worker() or 0)
   elseif cmd == "echo" then
     reply(ws, "echo", topic)
+  elseif cmd == "bpclose" then
+    app.backplane:close()
+    reply(ws, "bpclose")
   elseif cmd == "bp" then
     reply(ws, "bp", app.backplane and app.backplane.connected)
   end

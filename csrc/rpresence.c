@@ -34,8 +34,13 @@
  * it), each with an id of this process's giving. */
 #define REMOTE_ORIGIN 0xffff
 
+#define BUCKETS_MIN 16
+
+/* Another process's member, found by (process, id) in a hash table. */
 struct rmember {
-  struct rmember *next;
+  struct rmember *next_hash;
+  struct rmember *prev, *next;  /* among its process's */
+  uint64_t process;
   uint64_t id;                  /* in its process */
   uint64_t local;               /* in m->presence */
 };
@@ -52,6 +57,9 @@ struct ms_rpres {
   struct ms_backplane *b;
   struct ms_module *m;
   struct peer *peers;
+  struct rmember **buckets;     /* every peer's members */
+  size_t nbuckets, nmembers;
+  size_t own;                   /* this process's members */
   uint64_t process;
   uint64_t node;
   uint64_t serial;              /* the last local id given */
@@ -125,9 +133,7 @@ static void send_all(struct ms_rpres *r) {
 }
 
 static int has_own(const struct ms_rpres *r) {
-  const struct ms_presence *p = r->m->presence;
-  /* counted cheaply: any member at all, ours or others' */
-  return p && p->nmembers > 0;
+  return r->own > 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -156,62 +162,126 @@ static void tell_leave(void *arg, const char *topic, size_t tlen,
   ms_event_presence(r->m, topic, tlen, 0, info, ilen);
 }
 
+static size_t slot(const struct ms_rpres *r, uint64_t process,
+                   uint64_t id) {
+  uint64_t h = process ^ (id * 0x9e3779b97f4a7c15u);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdu;
+  return (size_t)(h ^ (h >> 33)) & (r->nbuckets - 1);
+}
+
+static struct rmember *find_member(const struct ms_rpres *r,
+                                   uint64_t process, uint64_t id) {
+  if (!r->buckets) return NULL;
+  struct rmember *mb = r->buckets[slot(r, process, id)];
+  while (mb && (mb->process != process || mb->id != id))
+    mb = mb->next_hash;
+  return mb;
+}
+
+static void grow(struct ms_rpres *r) {
+  size_t n = r->nbuckets * 2;
+  struct rmember **b = calloc(n, sizeof *b);
+  if (!b) return;                 /* longer chains, still correct */
+  struct rmember **old = r->buckets;
+  size_t oldn = r->nbuckets;
+  r->buckets = b;
+  r->nbuckets = n;
+  for (size_t i = 0; i < oldn; i++) {
+    struct rmember *mb = old[i], *next;
+    for (; mb; mb = next) {
+      next = mb->next_hash;
+      struct rmember **s = &b[slot(r, mb->process, mb->id)];
+      mb->next_hash = *s;
+      *s = mb;
+    }
+  }
+  free(old);
+}
+
+/* Into the table and p's list; -1 out of memory. */
+static int insert_member(struct ms_rpres *r, struct peer *p,
+                         struct rmember *mb) {
+  if (!r->buckets) {
+    if (!(r->buckets = calloc(BUCKETS_MIN, sizeof *r->buckets))) return -1;
+    r->nbuckets = BUCKETS_MIN;
+  }
+  struct rmember **s = &r->buckets[slot(r, mb->process, mb->id)];
+  mb->next_hash = *s;
+  *s = mb;
+  mb->prev = NULL;
+  mb->next = p->members;
+  if (p->members) p->members->prev = mb;
+  p->members = mb;
+  if (++r->nmembers > r->nbuckets) grow(r);
+  return 0;
+}
+
+static void remove_member(struct ms_rpres *r, struct peer *p,
+                          struct rmember *mb) {
+  struct rmember **s = &r->buckets[slot(r, mb->process, mb->id)];
+  while (*s != mb) s = &(*s)->next_hash;
+  *s = mb->next_hash;
+  if (mb->prev) mb->prev->next = mb->next;
+  else p->members = mb->next;
+  if (mb->next) mb->next->prev = mb->prev;
+  r->nmembers--;
+}
+
 static struct peer *find_peer(struct ms_rpres *r, uint64_t process) {
   struct peer *p = r->peers;
   while (p && p->process != process) p = p->next;
   return p;
 }
 
-/* Take p out with its members, telling the app of each.  1 when r is
- * gone meanwhile. */
+/* Take p out with its members, telling the app of each (tell).  1 when
+ * r is gone meanwhile (freed once all is done). */
 static int drop_peer(struct ms_rpres *r, struct peer *p, int tell) {
   struct peer **pp = &r->peers;
   while (*pp != p) pp = &(*pp)->next;
   *pp = p->next;
-  struct rmember *mb = p->members, *next;
-  int gone = 0;
-  for (; mb; mb = next) {
-    next = mb->next;
-    if (r->m->presence && !gone) {
-      enter(r);
+  enter(r);
+  while (p->members) {
+    struct rmember *mb = p->members;
+    remove_member(r, p, mb);
+    if (r->m->presence)
       ms_presence_remove(r->m->presence, mb->local,
                          tell ? tell_leave : NULL, r);
-      gone = leave(r);
-    }
     free(mb);
   }
   free(p);
-  return gone;
+  return leave(r);
 }
 
 static void joined(struct ms_rpres *r, struct peer *p, uint64_t id,
                    const char *topic, size_t tlen, const char *info,
                    size_t ilen) {
-  for (struct rmember *mb = p->members; mb; mb = mb->next)
-    if (mb->id == id) return;           /* told again: known */
+  if (find_member(r, p->process, id)) return;  /* told again: known */
   struct ms_module *m = r->m;
   if (!m->presence && !(m->presence = ms_presence_new())) return;
   struct rmember *mb = malloc(sizeof *mb);
   if (!mb) return;
+  mb->process = p->process;
   mb->id = id;
   mb->local = MS_PRESENCE_ID(REMOTE_ORIGIN, ++r->serial);
-  if (!ms_presence_add(m->presence, topic, tlen, mb->local, info, ilen)) {
+  if (insert_member(r, p, mb) < 0) {
     free(mb);
     return;
   }
-  mb->next = p->members;
-  p->members = mb;
+  if (!ms_presence_add(m->presence, topic, tlen, mb->local, info, ilen)) {
+    remove_member(r, p, mb);
+    free(mb);
+    return;
+  }
   enter(r);
   ms_event_presence(m, topic, tlen, 1, info, ilen);
   leave(r);
 }
 
 static void left(struct ms_rpres *r, struct peer *p, uint64_t id) {
-  struct rmember **pp = &p->members;
-  while (*pp && (*pp)->id != id) pp = &(*pp)->next;
-  struct rmember *mb = *pp;
+  struct rmember *mb = find_member(r, p->process, id);
   if (!mb) return;
-  *pp = mb->next;
+  remove_member(r, p, mb);
   uint64_t local = mb->local;
   free(mb);
   if (!r->m->presence) return;
@@ -288,6 +358,8 @@ void ms_rpres_up(struct ms_rpres *r) {
 void ms_rpres_local(struct ms_rpres *r, int join, const char *topic,
                     size_t tlen, uint64_t id, const char *info,
                     size_t ilen) {
+  if (join) r->own++;
+  else if (r->own > 0) r->own--;
   send_message(r, join ? 'J' : 'L', id, topic, tlen, info, ilen);
 }
 
@@ -308,9 +380,9 @@ static void forget_peers(struct ms_rpres *r) {
   while (r->peers) {
     struct peer *p = r->peers;
     r->peers = p->next;
-    struct rmember *mb = p->members, *next;
-    for (; mb; mb = next) {
-      next = mb->next;
+    while (p->members) {
+      struct rmember *mb = p->members;
+      remove_member(r, p, mb);
       if (r->m->presence) ms_presence_remove(r->m->presence, mb->local,
                                              NULL, NULL);
       free(mb);
@@ -322,12 +394,14 @@ static void forget_peers(struct ms_rpres *r) {
 static void leave_r(struct ms_rpres *r) {
   stop_timer(r);
   forget_peers(r);
+  free(r->buckets);
   free(r);
 }
 
 void ms_rpres_forked(struct ms_rpres *r) {
   stop_timer(r);
   forget_peers(r);
+  r->own = 0;                   /* the parent's are not this one's */
   r->process = random64(r);
 }
 

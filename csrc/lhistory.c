@@ -254,9 +254,6 @@ static int l_publish_hooks(lua_State *L) {
 /* Subscribing from a position                                         */
 /* ------------------------------------------------------------------ */
 
-/* ws:subscribe(topic, { since = position }) for topic with history: the
- * messages after since are queued, then the socket subscribes; nothing
- * is delivered in between, so nothing is missed or sent twice. */
 /* Read what Redis keeps of name after since into this process's
  * history, and wait for it when the caller can, then call again: 1 when
  * it did (again's results are pushed), 0 when nothing was sent. */
@@ -285,6 +282,9 @@ static int recover_from_redis(lua_State *L, struct ms_module *m,
   return 1;
 }
 
+/* ws:subscribe(topic, { since = position }) for topic with history: the
+ * messages after since are queued, then the socket subscribes; nothing
+ * is delivered in between, so nothing is missed or sent twice. */
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
                              const char *name, size_t len, int opts,
                              lua_KFunction again) {

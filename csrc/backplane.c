@@ -17,6 +17,8 @@
 #include "backplane.h"
 #include "frame.h"
 #include "resolver.h"
+#include "rhistory.h"
+#include "rpresence.h"
 #include "server.h"
 #include "topic.h"
 #include "utf8.h"
@@ -78,6 +80,9 @@ struct ms_backplane {
   char *prefix;                 /* "moonsocket:": channel = prefix..topic */
   size_t prefix_len;
   char *pattern;                /* prefix, glob-escaped, then '*' */
+  struct ms_rhist *history;     /* topics with history (rhistory.c) */
+  struct ms_rpres *presence;    /* presence across nodes (rpresence.c) */
+  double presence_ttl;          /* s: 10 */
 };
 
 /* ------------------------------------------------------------------ */
@@ -139,6 +144,8 @@ static void go_down(struct ms_backplane *b, const char *why) {
   b->attempt++;
   start_timer(b, b->retry);
   b->retry = b->retry * 2 < RETRY_MAX ? b->retry * 2 : RETRY_MAX;
+  /* last: the binding hears of the failed publishes, and may close b */
+  if (b->history) ms_rhist_lost(b->history);
 }
 
 static void check_up(struct ms_backplane *b) {
@@ -156,6 +163,7 @@ static void check_up(struct ms_backplane *b) {
     ms_log(log_server(b), MS_LOG_INFO, "backplane: connected to redis %s:%d",
            b->host, b->port);
   b->outage_logged = 0;
+  if (b->presence) ms_rpres_up(b->presence);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {
@@ -208,6 +216,10 @@ static void deliver(struct ms_backplane *b, const char *channel,
                     size_t clen, const char *msg, size_t mlen) {
   if (clen <= b->prefix_len || memcmp(channel, b->prefix, b->prefix_len))
     return;
+  if (b->presence && ms_rpres_message(b->presence, msg, mlen)) return;
+  if (b->history && ms_rhist_message(b->history, channel + b->prefix_len,
+                                     clen - b->prefix_len, msg, mlen))
+    return;
   if (mlen < WIRE_HEADER || (uint8_t)msg[0] != WIRE_VERSION) return;
   unsigned opcode = (uint8_t)msg[1];
   if (opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) return;
@@ -255,7 +267,10 @@ static void on_published(redisAsyncContext *ac, void *r, void *cost) {
   struct ms_backplane *b = ac->data;
   (void)r;
   if (!b) return;
-  size_t n = (size_t)(uintptr_t)cost;
+  ms_backplane_answered(b, (size_t)(uintptr_t)cost);
+}
+
+void ms_backplane_answered(struct ms_backplane *b, size_t n) {
   b->pending = n < b->pending ? b->pending - n : 0;
   if (b->overflowing && b->pending <= b->max_pending / 2) {
     b->overflowing = 0;
@@ -366,6 +381,8 @@ static void fork_cb(struct ev_loop *loop, ev_fork *w, int revents) {
   (void)loop;
   (void)revents;
   drop_connections(b);
+  if (b->history) ms_rhist_forked(b->history);
+  if (b->presence) ms_rpres_forked(b->presence);
   b->state = BP_IDLE;
   b->outage_logged = 0;
   b->retry = RETRY_MIN;
@@ -390,19 +407,7 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
   size_t clen = b->prefix_len + topic_len;
   size_t plen = WIRE_HEADER + len;
   size_t cost = clen + plen + COMMAND_OVERHEAD;
-  /* pending never exceeds max_pending: what would is dropped, so a
-   * slow Redis costs a bounded amount of memory */
-  if (cost > b->max_pending - b->pending) {
-    b->dropped++;
-    if (!b->overflowing) {
-      b->overflowing = 1;
-      b->dropped_mark = b->dropped - 1;
-      ms_log(log_server(b), MS_LOG_WARN, "backplane: more than max_pending "
-             "(%zu bytes) waiting for redis; publishes reach this node "
-             "only until it catches up", b->max_pending);
-    }
-    return MS_BP_DROPPED;
-  }
+  if (ms_backplane_reserve(b, cost) < 0) return MS_BP_DROPPED;
   char *buf = malloc(clen + plen);
   if (!buf) return MS_BP_NO_MEMORY;
   memcpy(buf, b->prefix, b->prefix_len);
@@ -418,17 +423,86 @@ enum ms_backplane_status ms_backplane_publish(struct ms_backplane *b,
                                  (void *)(uintptr_t)cost, 3, argv,
                                  argvlen);
   free(buf);                    /* hiredis keeps its own copy */
-  if (rc != REDIS_OK) return MS_BP_NO_MEMORY;
-  b->pending += cost;
+  if (rc != REDIS_OK) {
+    ms_backplane_answered(b, cost);
+    return MS_BP_NO_MEMORY;
+  }
   return MS_BP_SENT;
+}
+
+/* pending never exceeds max_pending: what would is dropped, so a slow
+ * Redis costs a bounded amount of memory */
+int ms_backplane_reserve(struct ms_backplane *b, size_t cost) {
+  if (cost > b->max_pending - b->pending) {
+    b->dropped++;
+    if (!b->overflowing) {
+      b->overflowing = 1;
+      b->dropped_mark = b->dropped - 1;
+      ms_log(log_server(b), MS_LOG_WARN, "backplane: more than max_pending "
+             "(%zu bytes) waiting for redis; publishes reach this node "
+             "only until it catches up", b->max_pending);
+    }
+    return -1;
+  }
+  b->pending += cost;
+  return 0;
+}
+
+enum ms_backplane_status ms_backplane_publish_history(
+    struct ms_backplane *b, const struct ms_hist_pattern *p,
+    const char *topic, size_t topic_len, unsigned opcode, const char *data,
+    size_t len, struct ms_conn *skip, uint64_t *request) {
+  if (b->state == BP_CLOSED || !b->history) return MS_BP_CLOSED;
+  if (b->state != BP_UP) {
+    b->unsent++;
+    return MS_BP_UNAVAILABLE;
+  }
+  return ms_rhist_publish(b->history, b->pub, b->prefix, b->prefix_len, p,
+                          topic, topic_len, opcode, data, len, skip,
+                          request);
+}
+
+enum ms_backplane_status ms_backplane_fetch_history(
+    struct ms_backplane *b, const struct ms_hist_pattern *p,
+    const char *topic, size_t topic_len, uint64_t after,
+    uint64_t *request) {
+  if (b->state == BP_CLOSED || !b->history) return MS_BP_CLOSED;
+  if (b->state != BP_UP) return MS_BP_UNAVAILABLE;
+  return ms_rhist_fetch(b->history, b->pub, b->prefix, b->prefix_len, p,
+                        topic, topic_len, after, request);
+}
+
+void ms_backplane_fail(struct ms_backplane *b, const char *why) {
+  go_down(b, why);
+}
+
+void ms_backplane_presence(struct ms_backplane *b, int join,
+                           const char *topic, size_t topic_len, uint64_t id,
+                           const char *info, size_t ilen) {
+  if (b->presence)
+    ms_rpres_local(b->presence, join, topic, topic_len, id, info, ilen);
+}
+
+struct redisAsyncContext *ms_backplane_publisher(struct ms_backplane *b) {
+  return b->state == BP_UP ? b->pub : NULL;
+}
+
+int ms_backplane_connected(const struct ms_backplane *b) {
+  return b->state == BP_UP;
 }
 
 /* ------------------------------------------------------------------ */
 /* Closing                                                             */
 /* ------------------------------------------------------------------ */
 
-void ms_backplane_close(struct ms_backplane *b) {
+/* tell: the publishes and reads waiting for Redis fail now (else,
+ * from __gc, they are forgotten) */
+static void close_backplane(struct ms_backplane *b, int tell) {
   struct ms_module *m = b->module;
+  struct ms_rhist *history = b->history;
+  struct ms_rpres *presence = b->presence;
+  b->history = NULL;            /* a close from what telling runs finds */
+  b->presence = NULL;           /* nothing more to do */
   if (m) {
     drop_connections(b);
     ev_timer_stop(m->loop, &b->timer);
@@ -446,6 +520,16 @@ void ms_backplane_close(struct ms_backplane *b) {
   free(b->prefix);
   free(b->pattern);
   b->password = b->prefix = b->pattern = NULL;
+  ms_rpres_free(presence);
+  if (history) ms_rhist_close(history, tell && m);
+}
+
+void ms_backplane_close(struct ms_backplane *b) {
+  close_backplane(b, 1);
+}
+
+void ms_backplane_discard(struct ms_backplane *b) {
+  close_backplane(b, 0);
 }
 
 void ms_backplane_close_module(struct ms_module *m) {
@@ -587,6 +671,7 @@ int ms_backplane_configure(struct ms_backplane *b,
   b->db = u->db;
   b->max_pending = max_pending;
   b->prefix_len = prefix_len;
+  b->presence_ttl = MS_BACKPLANE_PRESENCE_TTL;
   int bad = 0;
   if (u->has_password &&
       !(b->password = percent_decode(u->password, u->password_len, &bad)))
@@ -599,6 +684,10 @@ int ms_backplane_configure(struct ms_backplane *b,
   return 0;
 }
 
+void ms_backplane_set_presence_ttl(struct ms_backplane *b, double ttl) {
+  b->presence_ttl = ttl;
+}
+
 void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
                         int ref) {
   b->ref = ref;                 /* the loop calls back */
@@ -607,6 +696,9 @@ void ms_backplane_start(struct ms_backplane *b, struct ms_module *m,
   b->state = BP_IDLE;
   m->backplane = b;
   b->origin = random_origin(b);
+  b->history = ms_rhist_new(b, m);   /* NULL: history stays local */
+  b->presence = ms_rpres_new(b, m, b->origin, b->prefix, b->prefix_len,
+                             b->presence_ttl);  /* NULL: on this node */
   /* connect once the loop runs: a master forks its workers first, and
    * they connect, not it */
   ev_timer_init(&b->timer, timer_cb, 0, 0);

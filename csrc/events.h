@@ -60,13 +60,20 @@ const char *ms_event_client_request(struct ms_conn *c, size_t *len);
  * out. */
 int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len);
 
-/* A worker's publish to a topic with history, numbered request
- * (ms_workers_publish_history), came back from the master: kept and
- * delivered at *pos, reaching `reached` sockets of this process; or,
- * reached -1 and pos NULL, it failed. */
+/* A publish to a topic with history, numbered request, came back from
+ * what gives positions (the master: ms_workers_publish_history; Redis:
+ * ms_backplane_publish_history): kept and delivered at *pos, reaching
+ * `reached` sockets of this process; or, reached -1 and pos NULL, it
+ * failed, why says how (NULL: the master gave no position). */
 struct ms_hist_pos;
 void ms_event_published(struct ms_module *m, uint64_t request,
-                        long reached, const struct ms_hist_pos *pos);
+                        long reached, const struct ms_hist_pos *pos,
+                        const char *why);
+
+/* A recovery's read of Redis, numbered request
+ * (ms_backplane_fetch_history), is done: what Redis kept is kept here
+ * too, as far as it could be. */
+void ms_event_recovered(struct ms_module *m, uint64_t request);
 
 /* A member joined or left a topic's presence, here or (with workers)
  * in another worker; info is its encoded table (lpresence.c). */

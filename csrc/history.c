@@ -256,6 +256,78 @@ static struct ms_hist_topic *topic_for(struct ms_history *h,
   return create(h, name, len);
 }
 
+static struct ms_hist_topic *look(struct ms_history *h, const char *name,
+                                  size_t len, double now);
+
+/* An entry of t at pos, its frame built (envelope and all), linked
+ * nowhere yet; NULL: out of memory. */
+static struct ms_hist_entry *entry_new(struct ms_hist_topic *t, double time,
+                                       unsigned opcode, const char *data,
+                                       size_t dlen,
+                                       const struct ms_hist_pos *pos) {
+  char env[MS_HIST_ENVELOPE_MAX + 1];
+  size_t elen = ms_history_envelope(env, pos);
+  size_t plen = elen + dlen;
+  size_t hl = frame_header_size(plen);
+  struct ms_hist_entry *e = malloc(sizeof *e);
+  struct ms_shared *sh = malloc(sizeof *sh + hl + plen);
+  if (!e || !sh) {
+    free(e);
+    free(sh);
+    return NULL;
+  }
+  sh->refs = 1;                     /* the history's */
+  sh->len = hl + plen;
+  frame_write_header(sh->bytes, opcode, 1, 0, plen);
+  memcpy(sh->bytes + hl, env, elen);
+  memcpy(sh->bytes + hl + elen, data, dlen);
+  e->frame = sh;
+  e->data_at = (uint32_t)(hl + elen);
+  e->opcode = (uint8_t)opcode;
+  e->offset = pos->offset;
+  e->time = time;
+  e->topic = t;
+  return e;
+}
+
+int ms_history_prepend(struct ms_history *h, const struct ms_hist_pattern *p,
+                       const char *name, size_t len, double time,
+                       double now, unsigned opcode, const char *data,
+                       size_t dlen, const struct ms_hist_pos *pos) {
+  struct ms_hist_topic *t = find(h, name, len);
+  if (!t || t->epoch != pos->epoch || pos->offset + 1 != t->first ||
+      pos->offset == 0)
+    return 0;
+  struct ms_hist_entry *e = entry_new(t, time, opcode, data, dlen, pos);
+  if (!e) return -1;
+  e->next = t->head;
+  t->head = e;
+  if (!t->tail) t->tail = e;
+  t->count++;
+  t->first = pos->offset;
+  /* the oldest of all: the first the total evicts */
+  e->older = NULL;
+  e->newer = h->oldest;
+  if (h->oldest) h->oldest->older = e;
+  else h->newest = e;
+  h->oldest = e;
+  h->bytes += entry_bytes(e);
+  prune(h, t, p, now);
+  bound(h, t);
+  return 1;
+}
+
+int ms_history_span(struct ms_history *h, const char *name, size_t len,
+                    double now, uint64_t *epoch, uint64_t *first,
+                    uint64_t *next) {
+  struct ms_hist_topic *t = look(h, name, len, now);
+  if (!t) return 0;
+  *epoch = t->epoch;
+  *first = t->first;
+  *next = t->next;
+  return 1;
+}
+
 struct ms_shared *ms_history_append(struct ms_history *h,
                                     const struct ms_hist_pattern *p,
                                     const char *name, size_t len,
@@ -274,28 +346,10 @@ struct ms_shared *ms_history_append(struct ms_history *h,
     t->epoch = pos->epoch;
     t->first = pos->offset;
   }
-  char env[MS_HIST_ENVELOPE_MAX + 1];
-  size_t elen = ms_history_envelope(env, pos);
-  size_t plen = elen + dlen;
-  size_t hl = frame_header_size(plen);
-  struct ms_hist_entry *e = malloc(sizeof *e);
-  struct ms_shared *sh = malloc(sizeof *sh + hl + plen);
-  if (!e || !sh) {
-    free(e);
-    free(sh);
-    return NULL;
-  }
+  struct ms_hist_entry *e = entry_new(t, now, opcode, data, dlen, pos);
+  if (!e) return NULL;
+  struct ms_shared *sh = e->frame;
   sh->refs = 2;                     /* the history's and the caller's */
-  sh->len = hl + plen;
-  frame_write_header(sh->bytes, opcode, 1, 0, plen);
-  memcpy(sh->bytes + hl, env, elen);
-  memcpy(sh->bytes + hl + elen, data, dlen);
-  e->frame = sh;
-  e->data_at = (uint32_t)(hl + elen);
-  e->opcode = (uint8_t)opcode;
-  e->offset = pos->offset;
-  e->time = now;
-  e->topic = t;
   e->next = NULL;
   if (t->tail) t->tail->next = e;
   else t->head = e;
@@ -400,6 +454,10 @@ struct ms_hist_entry *ms_history_first(struct ms_history *h,
   struct ms_hist_entry *e = t->head;
   while (e && e->offset <= after) e = e->next;
   return e;
+}
+
+void ms_history_forget(struct ms_history *h) {
+  while (h->lru_oldest) destroy(h, h->lru_oldest);
 }
 
 void ms_history_free(struct ms_history *h) {

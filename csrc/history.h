@@ -125,6 +125,26 @@ struct ms_hist_entry *ms_history_first(struct ms_history *h,
                                        double now, uint64_t after,
                                        uint64_t *epoch);
 
+/* What this process keeps of name: 0 when nothing (no topic); else 1,
+ * the epoch, and the offsets first .. next-1 kept (none: first ==
+ * next). */
+int ms_history_span(struct ms_history *h, const char *name, size_t len,
+                    double now, uint64_t *epoch, uint64_t *first,
+                    uint64_t *next);
+
+/* Keep a message older than every kept one of name: pos must be the
+ * one before the first kept, of the same epoch (else nothing happens:
+ * 0).  time is when it was published.  1 kept (the bounds may drop it
+ * at once), -1 out of memory. */
+int ms_history_prepend(struct ms_history *h, const struct ms_hist_pattern *p,
+                       const char *name, size_t len, double time,
+                       double now, unsigned opcode, const char *data,
+                       size_t dlen, const struct ms_hist_pos *pos);
+
+/* Forget every topic's messages and positions (the patterns stay): a
+ * later message begins each topic anew at its own position. */
+void ms_history_forget(struct ms_history *h);
+
 /* The envelope of pos written at out; returns its length. */
 size_t ms_history_envelope(char out[MS_HIST_ENVELOPE_MAX + 1],
                            const struct ms_hist_pos *pos);

@@ -70,9 +70,15 @@ static int bp_publish(lua_State *L) {
   return ms_push_fail(L, msg, code);
 }
 
-/* close(), __gc and __close */
+/* close() and __close */
 static int bp_close(lua_State *L) {
   ms_backplane_close(check_backplane(L));
+  return 0;
+}
+
+/* __gc: nothing of Lua is called from a finaliser */
+static int bp_gc(lua_State *L) {
+  ms_backplane_discard(check_backplane(L));
   return 0;
 }
 
@@ -102,11 +108,12 @@ static int bp_tostring(lua_State *L) {
 }
 
 /* backplane{ redis = url, channel_prefix = "moonsocket:",
- *            max_pending = 16 MiB } */
+ *            max_pending = 16 MiB, presence_ttl = 10 } */
 static int l_backplane(lua_State *L) {
   struct ms_module *m = ms_module_get(L);
   static const char *const known[] = { "redis", "channel_prefix",
-                                       "max_pending", NULL };
+                                       "max_pending", "presence_ttl",
+                                       NULL };
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
@@ -141,6 +148,16 @@ static int l_backplane(lua_State *L) {
     max_pending = (size_t)v;
   }
   lua_pop(L, 1);
+  double presence_ttl = MS_BACKPLANE_PRESENCE_TTL;
+  if (lua_getfield(L, 1, "presence_ttl") != LUA_TNIL) {
+    int ok;
+    lua_Number v = lua_tonumberx(L, -1, &ok);
+    if (!ok || !(v >= 1 && v <= 3600))
+      luaL_argerror(L, 1, "option 'presence_ttl' must be a number of "
+                    "seconds from 1 to 3600");
+    presence_ttl = v;
+  }
+  lua_pop(L, 1);
   if (m->backplane) luaL_error(L, "a backplane is already in use");
 
   /* closed first: what raises from here on leaves __gc to free */
@@ -155,6 +172,7 @@ static int l_backplane(lua_State *L) {
   case -2:
     luaL_error(L, "out of memory");
   }
+  ms_backplane_set_presence_ttl(b, presence_ttl);
   lua_pushvalue(L, -1);
   ms_backplane_start(b, m, luaL_ref(L, LUA_REGISTRYINDEX));
   return 1;
@@ -168,7 +186,7 @@ void ms_open_backplane(lua_State *L) {
     { "publish", bp_publish }, { "close", bp_close }, { NULL, NULL }
   };
   static const luaL_Reg backplane_meta[] = {
-    { "__gc", bp_close }, { "__close", bp_close },
+    { "__gc", bp_gc }, { "__close", bp_close },
     { "__tostring", bp_tostring }, { NULL, NULL }
   };
   if (luaL_newmetatable(L, BACKPLANE_MT)) {

@@ -134,10 +134,30 @@ static int l_history_limit(lua_State *L) {
  * request, n, position) says it came (n nil: it failed). */
 #define AWAIT_HOOK "moonsocket.core.publish_await"
 #define DONE_HOOK "moonsocket.core.publish_done"
+/* And of a subscribe that reads Redis first: recover_await(request)
+ * waits when it can; recover_done(request) says the read is done. */
+#define RECOVER_AWAIT_HOOK "moonsocket.core.recover_await"
+#define RECOVER_DONE_HOOK "moonsocket.core.recover_done"
 
 static int publish_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   return lua_gettop(L) - (int)ctx;
+}
+
+/* The caller of a publish numbered request waits for its position
+ * when it can (moonsocket.runtime decides), else gets 0 at once. */
+static int await_position(lua_State *L, uint64_t request,
+                          struct ms_conn *skip) {
+  int base = lua_gettop(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK) != LUA_TFUNCTION) {
+    lua_pushinteger(L, 0);             /* no runtime: nobody waits */
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  if (skip) ms_push_conn(L, skip);
+  else lua_pushnil(L);
+  lua_callk(L, 2, LUA_MULTRET, base, publish_k);
+  return publish_k(L, LUA_OK, base);
 }
 
 int ms_history_publish_lua(lua_State *L, struct ms_module *m,
@@ -147,42 +167,47 @@ int ms_history_publish_lua(lua_State *L, struct ms_module *m,
                            struct ms_conn *skip) {
   struct ms_hist_pos pos;
   long n;
+  uint64_t request;
+  if (m->backplane) {
+    /* Redis gives the position and hands the message to every node,
+     * this one too: it is delivered here when it comes back, in Redis's
+     * order (rhistory.c).  The caller waits as for the master's. */
+    switch (ms_backplane_publish_history(m->backplane, p, name, nlen, op,
+                                         data, len, skip, &request)) {
+    case MS_BP_SENT:
+      return await_position(L, request, skip);
+    case MS_BP_UNAVAILABLE:
+      return ms_push_fail(L, "redis is unavailable", "EUNAVAILABLE");
+    case MS_BP_DROPPED:
+      return ms_push_fail(L, "dropped: max_pending exceeded",
+                          "EBACKPRESSURE");
+    case MS_BP_NO_MEMORY:
+      return luaL_error(L, "out of memory");
+    case MS_BP_CLOSED:
+      break;                    /* kept here, as without a backplane */
+    }
+  }
   if (m->link) {
     /* the master gives the position; the message comes back here and
      * is delivered then, in the master's order.  Nothing blocks: the
      * runtime lets the caller wait, when it can, for ms_event_published */
-    uint64_t request;
     if (ms_workers_publish_history(m, name, nlen, op, data, len, skip,
                                    &request) < 0)
       return ms_push_fail(L, "the master process did not give a position",
                           "EUNAVAILABLE");
-    if (m->backplane)
-      ms_backplane_publish(m->backplane, name, nlen, op, data, len);
-    int base = lua_gettop(L);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK) != LUA_TFUNCTION) {
-      lua_pushinteger(L, 0);           /* no runtime: nobody waits */
-      return 1;
-    }
-    lua_pushinteger(L, (lua_Integer)request);
-    if (skip) ms_push_conn(L, skip);
-    else lua_pushnil(L);
-    lua_callk(L, 2, LUA_MULTRET, base, publish_k);
-    return publish_k(L, LUA_OK, base);
+    return await_position(L, request, skip);
   }
   n = ms_history_publish(m->history, &m->topics, p, name, nlen,
                          ev_now(m->loop), op, data, len, 1, &pos, skip);
   if (n < 0) return luaL_error(L, "out of memory");
-  /* other nodes get it as a plain publish (no history through Redis
-   * yet) */
-  if (m->backplane)
-    ms_backplane_publish(m->backplane, name, nlen, op, data, len);
   lua_pushinteger(L, n);
   push_position(L, &pos);
   return 2;
 }
 
 void ms_event_published(struct ms_module *m, uint64_t request,
-                        long reached, const struct ms_hist_pos *pos) {
+                        long reached, const struct ms_hist_pos *pos,
+                        const char *why) {
   lua_State *L = m->L;
   if (lua_getfield(L, LUA_REGISTRYINDEX, DONE_HOOK) != LUA_TFUNCTION) {
     lua_pop(L, 1);
@@ -192,18 +217,34 @@ void ms_event_published(struct ms_module *m, uint64_t request,
   if (pos) {
     lua_pushinteger(L, reached);
     push_position(L, pos);
+    lua_pushnil(L);
   } else {
     lua_pushnil(L);
     lua_pushnil(L);
+    if (why) lua_pushstring(L, why);
+    else lua_pushnil(L);
   }
-  ms_pcall(NULL, L, 3, 0, "publish");
+  ms_pcall(NULL, L, 4, 0, "publish");
 }
 
-/* core.publish_hooks(await, done): see AWAIT_HOOK */
+void ms_event_recovered(struct ms_module *m, uint64_t request) {
+  lua_State *L = m->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, RECOVER_DONE_HOOK) !=
+      LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  ms_pcall(NULL, L, 1, 0, "recover");
+}
+
+/* core.publish_hooks(await, done, recover_await, recover_done): see
+ * AWAIT_HOOK and RECOVER_AWAIT_HOOK */
 static int l_publish_hooks(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
+  for (int i = 1; i <= 4; i++) luaL_checktype(L, i, LUA_TFUNCTION);
+  lua_settop(L, 4);
+  lua_setfield(L, LUA_REGISTRYINDEX, RECOVER_DONE_HOOK);
+  lua_setfield(L, LUA_REGISTRYINDEX, RECOVER_AWAIT_HOOK);
   lua_setfield(L, LUA_REGISTRYINDEX, DONE_HOOK);
   lua_setfield(L, LUA_REGISTRYINDEX, AWAIT_HOOK);
   return 0;
@@ -213,11 +254,40 @@ static int l_publish_hooks(lua_State *L) {
 /* Subscribing from a position                                         */
 /* ------------------------------------------------------------------ */
 
+/* Read what Redis keeps of name after since into this process's
+ * history, and wait for it when the caller can, then call again: 1 when
+ * it did (again's results are pushed), 0 when nothing was sent. */
+static int recover_from_redis(lua_State *L, struct ms_module *m,
+                              const struct ms_hist_pattern *p,
+                              const char *name, size_t len,
+                              const struct ms_hist_pos *since,
+                              lua_KFunction again) {
+  uint64_t epoch, first, next, after = since->offset, request;
+  /* ahead of what is kept here: read from there, this process is
+   * behind */
+  if (ms_history_span(m->history, name, len, ev_now(m->loop), &epoch,
+                      &first, &next) && epoch == since->epoch &&
+      next - 1 < after)
+    after = next - 1;
+  if (ms_backplane_fetch_history(m->backplane, p, name, len, after,
+                                 &request) != MS_BP_SENT)
+    return 0;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, RECOVER_AWAIT_HOOK) !=
+      LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  lua_callk(L, 1, 0, 0, again);
+  return 1;
+}
+
 /* ws:subscribe(topic, { since = position }) for topic with history: the
  * messages after since are queued, then the socket subscribes; nothing
  * is delivered in between, so nothing is missed or sent twice. */
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
-                             const char *name, size_t len, int opts) {
+                             const char *name, size_t len, int opts,
+                             lua_KFunction again) {
   struct ms_module *m = c->server->module;
   struct ms_hist_pos since, current;
   int has_since = lua_getfield(L, opts, "since") != LUA_TNIL;
@@ -241,10 +311,19 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
   struct ms_shared **list = NULL;
   size_t n = 0;
   int recovered = 0;
-  if (has_since) {
+  if (has_since && m->backplane && !ms_backplane_connected(m->backplane)) {
+    /* what others published meanwhile cannot be known: kept here is
+     * nothing (forgotten when Redis went away) */
+    ms_history_current(m->history, name, len, ev_now(m->loop), &current);
+  } else if (has_since) {
     recovered = ms_history_since(m->history, name, len, ev_now(m->loop),
                                  &since, &list, &n, &current);
-    if (recovered == 0 && m->link) {
+    /* not kept here (this process began later, or is behind): what
+     * Redis keeps, in a caller that may wait; then once more */
+    if (recovered == 0 && m->backplane && again &&
+        recover_from_redis(L, m, p, name, len, &since, again))
+      return again(L, LUA_OK, 0);
+    if (recovered == 0 && m->link && !m->backplane) {
       /* the position may be one this worker has yet to get from the
        * master: wait for what the master sent so far, then look again */
       if (ms_workers_sync(m) == 0 && c->state == CS_OPEN)

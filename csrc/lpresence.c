@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 
+#include "backplane.h"
 #include "binding.h"
 #include "presence.h"
 #include "workers.h"
@@ -183,6 +184,7 @@ static void presence_left(struct ms_topics *ts, uint64_t id) {
                         offsetof(struct ms_module, topics));
   if (!m->presence) return;
   if (m->link) ms_workers_presence(m, 0, "", 0, id, "", 0);
+  if (m->backplane) ms_backplane_presence(m->backplane, 0, "", 0, id, "", 0);
   ms_presence_remove(m->presence, id, tell_leave, m);
 }
 
@@ -218,6 +220,8 @@ void ms_presence_join_lua(lua_State *L, struct ms_conn *c, const char *name,
   }
   ms_topic_set_presence(c, name, len, id);
   if (m->link) ms_workers_presence(m, 1, name, len, id, bytes, ilen);
+  if (m->backplane)
+    ms_backplane_presence(m->backplane, 1, name, len, id, bytes, ilen);
   ms_event_presence(m, name, len, 1, bytes, ilen);
 }
 

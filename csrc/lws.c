@@ -339,7 +339,22 @@ static const char *check_topic(lua_State *L, int idx, size_t *len) {
  * true (subscribed now) | false (already was); on a topic with history
  * and with options, and a table { recovered, position } (lhistory.c).
  * presence: the socket is present on topic while subscribed now. */
+static int subscribe(lua_State *L, int may_wait);
+
+/* After a wait for what Redis keeps: the subscribe once more, from the
+ * history this process now has. */
+static int subscribe_again(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  lua_settop(L, 3);
+  return subscribe(L, 0);
+}
+
 static int ws_subscribe(lua_State *L) {
+  return subscribe(L, 1);
+}
+
+static int subscribe(lua_State *L, int may_wait) {
   struct ms_conn *c = check_ws(L);
   size_t len;
   const char *name = check_topic(L, 2, &len);
@@ -360,7 +375,8 @@ static int ws_subscribe(lua_State *L) {
     return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
   int n = 1, now;
   if (history) {
-    n = ms_history_subscribe_lua(L, c, name, len, 3);
+    n = ms_history_subscribe_lua(L, c, name, len, 3,
+                                 may_wait ? subscribe_again : NULL);
     now = lua_toboolean(L, -n);
   } else {
     int r = ms_topic_subscribe(&m->topics, c, name, len);

@@ -239,3 +239,13 @@ size_t ms_presence_count(const struct ms_presence *p, const char *topic,
   const struct ms_presence_topic *t = p ? find_topic(p, topic, tlen) : NULL;
   return t ? t->count : 0;
 }
+
+void ms_presence_each_origin(const struct ms_presence *p, int origin,
+                             ms_presence_fn fn, void *arg) {
+  if (!p) return;
+  for (size_t i = 0; i < p->nid_buckets; i++)
+    for (const struct ms_presence_member *mb = p->ids[i]; mb;
+         mb = mb->next_id)
+      if (MS_PRESENCE_ORIGIN(mb->id) == origin)
+        fn(arg, mb->topic->name, mb->topic->len, mb->id, mb->info, mb->len);
+}

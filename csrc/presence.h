@@ -60,6 +60,11 @@ const struct ms_presence_member *ms_presence_first(
   const struct ms_presence *p, const char *topic, size_t tlen);
 size_t ms_presence_count(const struct ms_presence *p, const char *topic,
                          size_t tlen);
+/* Tell fn of every member of worker origin (nothing may be added or
+ * removed meanwhile). */
+void ms_presence_each_origin(const struct ms_presence *p, int origin,
+                             ms_presence_fn fn, void *arg);
+
 /* Take out every member of worker origin (it died), telling fn of
  * each; returns how many. */
 size_t ms_presence_remove_origin(struct ms_presence *p, int origin,

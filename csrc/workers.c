@@ -288,7 +288,7 @@ static void worker_history(struct ms_link *l, const uint8_t *p, size_t len,
   }
   if (mine) {
     free(mine);
-    ms_event_published(m, request, n, n < 0 ? NULL : &pos);
+    ms_event_published(m, request, n, n < 0 ? NULL : &pos, NULL);
   }
 }
 
@@ -411,7 +411,7 @@ static void pending_fail(struct ms_link *l, double upto) {
     uint64_t request = p->request;
     pending_take(l, request);
     free(p);
-    ms_event_published(l->m, request, -1, NULL);
+    ms_event_published(l->m, request, -1, NULL, NULL);
   }
 }
 
@@ -455,7 +455,7 @@ static void link_lost(struct ms_link *l) {
     lost = p->next;
     uint64_t request = p->request;
     free(p);
-    ms_event_published(m, request, -1, NULL);
+    ms_event_published(m, request, -1, NULL, NULL);
   }
   if (!m->workers) {
     /* the master is gone: nothing will restart or stop us */

@@ -185,11 +185,20 @@ void ms_event_shutdown(struct ms_module *m) { (void)m; }
 
 /* One process without workers or presence: neither event comes. */
 void ms_event_published(struct ms_module *m, uint64_t request,
-                        long reached, const struct ms_hist_pos *pos) {
+                        long reached, const struct ms_hist_pos *pos,
+                        const char *why) {
   (void)m;
   (void)request;
   (void)reached;
   (void)pos;
+  (void)why;
+  abort();
+}
+
+/* No backplane: no recovery reads Redis. */
+void ms_event_recovered(struct ms_module *m, uint64_t request) {
+  (void)m;
+  (void)request;
   abort();
 }
 

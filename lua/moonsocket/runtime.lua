@@ -332,7 +332,8 @@ end
 ------------------------------------------------------------------------
 
 -- With workers, a publish to a topic with history goes to the master,
--- which gives its position; the core tells done() when it is back.  A
+-- which gives its position (with the backplane, Redis does); the core
+-- tells done() when it is back, or why it failed.  A
 -- coroutine that may wait waits for it meanwhile (the loop serves on);
 -- another caller gets 0 at once and no position.  The publishing ws is
 -- kept here until then: its message must still skip it.
@@ -348,16 +349,42 @@ local function await_position(request, ws)
   return wait(co, function() p.co = nil end)
 end
 
-local function position_done(request, n, position)
+local function position_done(request, n, position, why)
   local p = publishes[request]
   if not p then return end
   publishes[request] = nil
   if not p.co then return end
   if n then wake(p.co, n, position)
-  else wake(p.co, nil, NO_POSITION, "EUNAVAILABLE") end
+  else wake(p.co, nil, why or NO_POSITION, "EUNAVAILABLE") end
 end
 
-core.publish_hooks(await_position, position_done)
+-- With the backplane, a subscribe from a position this process did not
+-- keep reads Redis first: a coroutine that may wait waits for it (the
+-- core then subscribes from what it read); another caller goes on.
+-- One read may serve several subscribes.
+local recoveries = {}     -- request -> { waiting coroutine = true }
+
+local function await_recovery(request)
+  local co = can_wait()
+  if not co then return end
+  local waiters = recoveries[request]
+  if not waiters then
+    waiters = {}
+    recoveries[request] = waiters
+  end
+  waiters[co] = true
+  wait(co, function() waiters[co] = nil end)
+end
+
+local function recovery_done(request)
+  local waiters = recoveries[request]
+  if not waiters then return end
+  recoveries[request] = nil
+  for co in pairs(waiters) do wake(co) end
+end
+
+core.publish_hooks(await_position, position_done, await_recovery,
+                   recovery_done)
 
 ------------------------------------------------------------------------
 -- The process's life: start and stop hooks

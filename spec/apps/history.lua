@@ -18,10 +18,14 @@
 --     "data KIND DATA"
 --   pid                    -> "pid WORKER" (0 without workers)
 --   echo MSG               -> "echo MSG"
+--   bp                     -> "bp true" when the backplane is connected,
+--     "bp false" when not, "bp nil" without one
+--   bpclose                -> app.backplane:close(): "bpclose"
 -- /ws runs each connection in a coroutine (a publish with workers waits
 -- there for its position); /cb is a callback handler, where it cannot
 -- wait: "pub T MSG" answers "pub N POSITION" as /ws does.
--- env PORT, WORKERS, HSIZE, HTTL, MAX_HISTORY_BYTES, MAX_BACKPRESSURE.
+-- env PORT, WORKERS, HSIZE, HTTL, MAX_HISTORY_BYTES, MAX_BACKPRESSURE;
+-- REDIS_URL: keep the history in Redis (app:use_backplane).
 local moonsocket = require "moonsocket"
 
 local function env_int(name)
@@ -33,6 +37,9 @@ local app = moonsocket.app {
   max_backpressure = env_int("MAX_BACKPRESSURE") or 1024 * 1024,
   max_history_bytes = env_int("MAX_HISTORY_BYTES"),
 }
+if os.getenv("REDIS_URL") then
+  app:use_backplane { redis = os.getenv("REDIS_URL") }
+end
 app:history("h:*", { size = env_int("HSIZE"), ttl = tonumber(os.getenv("HTTL")) })
 app:history("exact", { size = 3 })
 app:history("f:*", { size = 1000000 })
@@ -100,6 +107,11 @@ local function command(ws, msg)
     reply(ws, "pid", moonsocket.worker() or 0)
   elseif cmd == "echo" then
     reply(ws, "echo", topic)
+  elseif cmd == "bpclose" then
+    app.backplane:close()
+    reply(ws, "bpclose")
+  elseif cmd == "bp" then
+    reply(ws, "bp", app.backplane and app.backplane.connected)
   end
 end
 

@@ -12,10 +12,16 @@
 --                         order: "events KIND:TOPIC:NAME,..." (then cleared)
 --   pid                -> "pid WORKER" (0 without workers)
 --   die                -> this worker exits with status 3
--- env PORT, WORKERS.
+--   bp                 -> "bp true" when the backplane is connected
+-- env PORT, WORKERS; REDIS_URL: a backplane to that Redis (PRESENCE_TTL:
+-- its presence_ttl).
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {}
+if os.getenv("REDIS_URL") then
+  app:use_backplane { redis = os.getenv("REDIS_URL"),
+                      presence_ttl = tonumber(os.getenv("PRESENCE_TTL")) }
+end
 local events = {}
 
 app:on_presence("room:*", function(topic, kind, info)
@@ -72,6 +78,8 @@ local function command(ws, msg)
     events = {}
   elseif cmd == "pid" then
     ws:send("pid " .. worker)
+  elseif cmd == "bp" then
+    ws:send("bp " .. tostring(app.backplane and app.backplane.connected))
   elseif cmd == "die" then
     os.exit(3)
   end

@@ -1,0 +1,325 @@
+-- spec/redis_history_spec.lua: topic history kept in Redis (app:history
+-- with app:use_backplane): positions from Redis, exact recovery on any
+-- worker of any node, and publishes and recoveries failing visibly while
+-- Redis is away (spec/apps/history.lua's protocol, a real redis-server).
+
+local helper = require "helper"
+
+local ask, close_all = helper.ask, helper.close_all
+
+-- A message with an envelope: epoch, offset, data.
+local function recv_positioned(ws, timeout)
+  local kind, msg = ws:recv_message(timeout)
+  assert.are.equal(helper.TEXT, kind, msg)
+  local epoch, offset, data = msg:match("^(%x+):(%d+) (.*)$")
+  assert.is_truthy(epoch, "no envelope: " .. tostring(msg))
+  return epoch, tonumber(offset), data
+end
+
+local function split_pos(p)
+  local epoch, offset = p:match("^(%x+):(%d+)$")
+  return epoch, tonumber(offset)
+end
+
+local function start_node(redis_port, workers)
+  return helper.start_server("spec/apps/history.lua", {
+    REDIS_URL = "redis://127.0.0.1:" .. redis_port, HSIZE = 1000,
+    WORKERS = workers })
+end
+
+-- A client of node served by worker w (any without workers).
+local function on_worker(node, w)
+  for _ = 1, 400 do
+    local ws = helper.ws_connect(node.port, "/ws")
+    if ws and (not w or ask(ws, "pid") == "pid " .. w) then return ws end
+    if ws then ws:abort() else helper.sleep(0.05) end   -- not forked yet
+  end
+  error("no connection reached worker " .. w)
+end
+
+-- Waits until worker w of node has its backplane connected (or not).
+local function wait_bp(node, w, state)
+  local want = "bp " .. tostring(state ~= false)
+  local ws = on_worker(node, w)
+  local ok = helper.wait_until(function() return ask(ws, "bp") == want end,
+    helper.scaled(10), 0.05)
+  close_all { ws }
+  assert(ok, "backplane never reached '" .. want .. "':\n" .. node:log())
+end
+
+-- A publish's reply: n and its position.
+local function published(ws, topic, data)
+  local reply = ask(ws, "pub " .. topic .. " " .. data)
+  local n, p = reply:match("^pub (%d+) (%x+:%d+)$")
+  assert.is_truthy(n, reply)
+  return tonumber(n), p
+end
+
+describe("history in redis, two nodes of two workers", function()
+  local redis, a, b
+
+  setup(function()
+    local port = helper.free_port()
+    redis = helper.start_redis(port)
+    a = start_node(port, 2)
+    b = start_node(port, 2)
+    for _, node in ipairs { a, b } do
+      for w = 1, 2 do wait_bp(node, w) end
+    end
+  end)
+
+  teardown(function()
+    a:stop()
+    b:stop()
+    redis:stop()
+    helper.stop_and_check(a)
+    helper.stop_and_check(b)
+  end)
+
+  it("gives one sequence of positions to publishes on every worker",
+     function()
+    local subs = { on_worker(a, 1), on_worker(a, 2), on_worker(b, 1),
+                   on_worker(b, 2) }
+    for _, ws in ipairs(subs) do
+      assert.are.equal("sub h:seq true", ask(ws, "sub h:seq"))
+    end
+    local pubs = { on_worker(a, 1), on_worker(b, 2), on_worker(a, 2),
+                   on_worker(b, 1) }
+    local epoch
+    for i = 1, 40 do
+      local _, p = published(pubs[i % 4 + 1], "h:seq", "m" .. i)
+      local e, off = split_pos(p)
+      epoch = epoch or e
+      assert.are.same({ epoch, i }, { e, off })
+    end
+    -- every worker of every node delivers them in Redis's order
+    for _, ws in ipairs(subs) do
+      for i = 1, 40 do
+        assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(ws) })
+      end
+    end
+    close_all(subs)
+    close_all(pubs)
+  end)
+
+  it("counts the publisher's own subscribers and skips ws:publish's ws",
+     function()
+    local a1, a1b, b1 = on_worker(a, 1), on_worker(a, 1), on_worker(b, 1)
+    for _, ws in ipairs { a1, a1b, b1 } do
+      assert.are.equal("sub h:own true", ask(ws, "sub h:own"))
+    end
+    -- a1's own message comes back from Redis to a1b, not to a1
+    local reply = ask(a1, "wspub h:own hi")
+    local n, p = reply:match("^wspub (%d+) (%x+:%d+)$")
+    assert.are.equal("1", n, reply)
+    local epoch, off = split_pos(p)
+    assert.are.same({ epoch, off, "hi" }, { recv_positioned(a1b) })
+    assert.are.same({ epoch, off, "hi" }, { recv_positioned(b1) })
+    assert.are.equal("echo x", ask(a1, "echo x"))   -- nothing before it
+    close_all { a1, a1b, b1 }
+  end)
+
+  it("recovers the 500 published on node B on node A's other worker",
+     function()
+    local sub = on_worker(a, 1)
+    local reply = ask(sub, "since h:r")
+    assert.is_truthy(reply:find("^since true false "), reply)
+    local pub = on_worker(b, 1)
+    local _, first = published(pub, "h:r", "first")
+    local epoch, off0 = split_pos(first)
+    assert.are.same({ epoch, off0, "first" }, { recv_positioned(sub) })
+    sub:abort()                               -- dropped
+    local burst = ask(pub, "burst h:r 500")
+    assert.are.equal(("burst %s:%d"):format(epoch, off0 + 500), burst)
+    -- back on node A, the other worker, with its position
+    local again = on_worker(a, 2)
+    again:send_text("since h:r " .. first)
+    local next_off, answered = off0 + 1, false
+    while next_off <= off0 + 500 or not answered do
+      local kind, msg = again:recv_message(helper.scaled(5))
+      assert.are.equal(helper.TEXT, kind, msg)
+      if msg:find("^since ") then
+        -- the worker may have had all of them, or be receiving the last
+        -- ones: they come after the answer, live
+        assert.is_truthy(msg:find("^since true true " .. epoch .. ":"), msg)
+        answered = true
+      else
+        local e, off, data = msg:match("^(%x+):(%d+) (.*)$")
+        assert.are.same({ epoch, next_off, "b" .. (next_off - off0) },
+                        { e, tonumber(off), data })
+        next_off = next_off + 1
+      end
+    end
+    -- then the live ones, exactly once
+    local _, live = published(pub, "h:r", "live")
+    assert.are.equal(("%s:%d"):format(epoch, off0 + 501), live)
+    assert.are.same({ epoch, off0 + 501, "live" }, { recv_positioned(again) })
+    assert.are.equal("echo done", ask(again, "echo done"))
+    close_all { again, pub }
+  end)
+end)
+
+describe("history in redis, a node that began later", function()
+  local redis, redis_port, a, c
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    a = start_node(redis_port)
+    wait_bp(a)
+  end)
+
+  teardown(function()
+    a:stop()
+    if c then c:stop() end
+    redis:stop()
+    helper.stop_and_check(a)
+    if c then helper.stop_and_check(c) end
+  end)
+
+  it("reads what it did not keep from Redis", function()
+    local pub = on_worker(a)
+    local epoch
+    for i = 1, 20 do
+      local _, p = published(pub, "h:late", "m" .. i)
+      epoch = split_pos(p)
+    end
+    close_all { pub }                  -- Redis inherits no socket of ours
+    c = start_node(redis_port)
+    wait_bp(c)
+    pub = on_worker(a)
+    for i = 21, 25 do published(pub, "h:late", "m" .. i) end
+    -- c kept 21 to 25 at most: 11 to 20 come from Redis, then the rest
+    local ws = on_worker(c)
+    ws:send_text(("since h:late %s:10"):format(epoch))
+    for i = 11, 25 do
+      assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(ws) })
+    end
+    assert.are.equal(("since true true %s:25"):format(epoch),
+                     select(2, ws:recv_message()))
+    local _, live = published(pub, "h:late", "live")
+    assert.are.equal(epoch .. ":26", live)
+    assert.are.same({ epoch, 26, "live" }, { recv_positioned(ws) })
+    assert.are.equal("echo x", ask(ws, "echo x"))
+    -- a callback handler cannot wait for Redis: what c did not keep is
+    -- not recovered
+    local cb = assert(helper.ws_connect(c.port, "/cb"))
+    local reply = ask(cb, ("since h:none %s:3"):format(epoch))
+    assert.are.equal("since true false 0000000000000000:0", reply)
+    -- a position of another epoch is not recovered, from Redis either
+    reply = ask(ws, "since h:late 0123456789abcdef:3")
+    assert.are.equal(("since false false %s:26"):format(epoch), reply)
+    local fresh = on_worker(c)
+    reply = ask(fresh, "since h:late 0123456789abcdef:3")
+    assert.are.equal(("since true false %s:26"):format(epoch), reply)
+    close_all { ws, cb, fresh, pub }
+  end)
+end)
+
+describe("history in redis while redis is away", function()
+  local redis, redis_port, node
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    node = start_node(redis_port)
+    wait_bp(node)
+  end)
+
+  teardown(function()
+    node:stop()
+    redis:stop()
+    helper.stop_and_check(node)
+  end)
+
+  it("fails publishes and recoveries, then works again", function()
+    local ws, sub = on_worker(node), on_worker(node)
+    assert.are.equal("sub h:o true", ask(sub, "sub h:o"))
+    local n, p1 = published(ws, "h:o", "before")
+    assert.are.equal(1, n)
+    local epoch = split_pos(p1)
+    assert.are.same({ epoch, 1, "before" }, { recv_positioned(sub) })
+    close_all { ws, sub }
+    redis:stop()
+    wait_bp(node, nil, false)
+    ws = on_worker(node)
+    assert.are.equal("pub nil redis is unavailable EUNAVAILABLE",
+                     ask(ws, "pub h:o during"))
+    -- a callback handler is told at once too
+    local cb = assert(helper.ws_connect(node.port, "/cb"))
+    assert.are.equal("pub nil redis is unavailable EUNAVAILABLE",
+                     ask(cb, "pub h:o during"))
+    local reply = ask(ws, "since h:o " .. p1)
+    assert.is_truthy(reply:find("^since true false "), reply)
+    -- a topic without history is served as ever
+    assert.are.equal("plain 0", ask(ws, "plain h2 x"))
+    close_all { ws, cb }
+    -- Redis back (empty): a new epoch, and positions again
+    redis = helper.start_redis(redis_port)
+    wait_bp(node)
+    ws = on_worker(node)
+    local _, p2 = published(ws, "h:o", "after")
+    local epoch2, off2 = split_pos(p2)
+    assert.are_not.equal(epoch, epoch2)
+    assert.are.equal(1, off2)
+    reply = ask(ws, "since h:o " .. p1)
+    assert.is_truthy(reply:find("^since true false " .. p2), reply)
+    close_all { ws }
+  end)
+
+  it("fails a publish Redis leaves unanswered for 5 s, then recovers",
+     function()
+    local ws = on_worker(node)
+    local _, first = published(ws, "h:hung", "first")
+    assert.is_true(os.execute("kill -STOP " .. redis.pid))
+    local ok, err = pcall(function()
+      assert.is_true(ws:send_text("pub h:hung held"))
+      -- the loop serves on meanwhile
+      local other = on_worker(node)
+      assert.are.equal("echo on", ask(other, "echo on"))
+      close_all { other }
+      local kind, reply = ws:recv_message(helper.scaled(10))
+      assert.are.equal(helper.TEXT, kind, node:log())
+      assert.are.equal("pub nil redis gave no position within 5 s "
+                       .. "EUNAVAILABLE", reply)
+    end)
+    assert.is_true(os.execute("kill -CONT " .. redis.pid))
+    assert(ok, err)
+    wait_bp(node)
+    local _, p = published(ws, "h:hung", "after")
+    local epoch, last = split_pos(p)
+    assert.is_truthy(node:log():find("no answer within 5 s", 1, true))
+    -- the node forgot its history in the outage; Redis kept it: a
+    -- client recovers from Redis (and "held" is there if Redis ran it)
+    local again = on_worker(node)
+    again:send_text("since h:hung " .. first)
+    local off = select(2, split_pos(first))
+    for i = off + 1, last do
+      local e, o, data = recv_positioned(again)
+      assert.are.same({ epoch, i }, { e, o })
+      assert.are.equal(i == last and "after" or "held", data)
+    end
+    assert.are.equal("since true true " .. p,
+                     select(2, again:recv_message()))
+    close_all { ws, again }
+  end)
+
+  -- last: the node keeps its history in the process from then on
+  it("fails what waits for Redis when the backplane closes", function()
+    local ws, ctl = on_worker(node), on_worker(node)
+    assert.is_true(os.execute("kill -STOP " .. redis.pid))
+    local ok, err = pcall(function()
+      assert.is_true(ws:send_text("pub h:closing held"))
+      assert.are.equal("timeout", select(2, ws:recv_message(0.2)))
+      assert.are.equal("bpclose", ask(ctl, "bpclose"))
+      assert.are.equal("pub nil the backplane is closed EUNAVAILABLE",
+                       select(2, ws:recv_message()))
+    end)
+    assert.is_true(os.execute("kill -CONT " .. redis.pid))
+    assert(ok, err)
+    -- without a backplane, positions are this process's again
+    local _, p = published(ws, "h:closing", "local")
+    assert.are.equal(1, select(2, split_pos(p)))
+    close_all { ws, ctl }
+  end)
+end)

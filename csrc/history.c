@@ -417,6 +417,17 @@ int ms_history_current(struct ms_history *h, const char *name, size_t len,
   return 1;
 }
 
+int ms_history_open(struct ms_history *h, const char *name, size_t len,
+                    double now, struct ms_hist_pos *pos) {
+  if (ms_history_current(h, name, len, now, pos)) return 0;
+  struct ms_hist_topic *t = create(h, name, len);
+  if (!t) return -1;
+  bound(h, t);
+  pos->epoch = t->epoch;
+  pos->offset = t->next - 1;
+  return 0;
+}
+
 int ms_history_since(struct ms_history *h, const char *name, size_t len,
                      double now, const struct ms_hist_pos *since,
                      struct ms_shared ***out, size_t *n,

@@ -102,11 +102,17 @@ long ms_history_publish(struct ms_history *h, struct ms_topics *ts,
 int ms_history_assign(struct ms_history *h, const char *name, size_t len,
                       double now, struct ms_hist_pos *pos);
 
-/* The position of the last message of name (offset 0 and a fresh epoch
- * when none was published yet; nothing is created).  Returns whether
+/* The position of the last message of name (epoch 0, offset 0 when
+ * this process keeps none; nothing is created).  Returns whether
  * name has a history in this process. */
 int ms_history_current(struct ms_history *h, const char *name, size_t len,
                        double now, struct ms_hist_pos *pos);
+
+/* As ms_history_current, but name's history begins here when it has
+ * none (a fresh epoch, offset 0): a subscriber's position to come back
+ * from, where this process gives the positions.  -1: out of memory. */
+int ms_history_open(struct ms_history *h, const char *name, size_t len,
+                    double now, struct ms_hist_pos *pos);
 
 /* The messages after since, oldest first, up to limit (0: all), with a
  * reference taken on each frame: *out is a malloc'd array of *n frames

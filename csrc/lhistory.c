@@ -335,6 +335,13 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
   } else {
     ms_history_current(m->history, name, len, ev_now(m->loop), &current);
   }
+  /* a topic nothing was published to yet: where this process gives the
+   * positions, its epoch begins now, so the subscriber has a position
+   * to come back from (with workers or Redis the first publish gives
+   * it: until then the position is epoch 0, not recoverable) */
+  if (current.epoch == 0 && !m->backplane && !m->worker && !m->workers &&
+      ms_history_open(m->history, name, len, ev_now(m->loop), &current) < 0)
+    return luaL_error(L, "out of memory");
   enum ms_send_status st = MS_SENT;
   size_t i = 0;
   for (; i < n && c->state == CS_OPEN; i++) {

@@ -99,6 +99,27 @@ describe("history, one process", function()
     close_all { pub, sub, sub2 }
   end)
 
+  it("gives a topic nothing was published to a position to come back from",
+     function()
+    local first = client(port)
+    local reply = ask(first, "since h:empty")
+    local epoch, off = reply:match("^since true false (%x+):(%d+)$")
+    assert.is_truthy(epoch, reply)
+    assert.are_not.equal(("0"):rep(16), epoch)
+    assert.are.equal("0", off)
+    first:abort()
+    local pub = client(port)
+    for i = 1, 3 do ask(pub, "pub h:empty m" .. i) end
+    local back = client(port)
+    back:send_text(("since h:empty %s:0"):format(epoch))
+    for i = 1, 3 do
+      assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(back) })
+    end
+    assert.are.equal(("since true true %s:3"):format(epoch),
+                     select(2, back:recv_message()))
+    close_all { pub, back }
+  end)
+
   it("says recovered = false for another epoch, a position too old or "
      .. "ahead, and without since", function()
     local pub = client(port)

@@ -65,10 +65,49 @@ int frame_check_from_server(const struct frame_header *h,
   return check_frame(h, rsv_allowed, in_message);
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#define MASK_AVX2 256           /* from this many bytes, where there */
+typedef uint64_t lane32 __attribute__((vector_size(32)));
+
+/* mask_copy's bulk in 32-byte lanes, 128 bytes a turn, for a CPU with
+ * AVX2 (most x86-64 since 2013; x86-64's baseline is SSE2's 16): half
+ * the instructions per byte.  Returns the bytes done, a multiple of 32;
+ * kw is the key as a word. */
+__attribute__((target("avx2")))
+static size_t mask_avx2(uint8_t *dst, const uint8_t *src, size_t n,
+                        uint64_t kw) {
+  lane32 kv = { kw, kw, kw, kw };
+  size_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    lane32 a, b, c, d;
+    memcpy(&a, src + i, 32);
+    memcpy(&b, src + i + 32, 32);
+    memcpy(&c, src + i + 64, 32);
+    memcpy(&d, src + i + 96, 32);
+    a ^= kv;
+    b ^= kv;
+    c ^= kv;
+    d ^= kv;
+    memcpy(dst + i, &a, 32);
+    memcpy(dst + i + 32, &b, 32);
+    memcpy(dst + i + 64, &c, 32);
+    memcpy(dst + i + 96, &d, 32);
+  }
+  for (; i + 32 <= n; i += 32) {
+    lane32 a;
+    memcpy(&a, src + i, 32);
+    a ^= kv;
+    memcpy(dst + i, &a, 32);
+  }
+  return i;
+}
+#endif
+
 /* XOR src[0..n) with the key from key byte offset & 3 into dst, which
- * may be src.  64 bytes a turn in four 16-byte lanes where GCC's vector
- * types are there (SSE2 on x86-64, NEON on arm64), then 16, then words,
- * then bytes: masking is a plain XOR, so the lanes need no alignment, and
+ * may be src.  Large spans in 32-byte lanes where the CPU has AVX2;
+ * else 64 bytes a turn in four 16-byte lanes where GCC's vector types
+ * are there (SSE2 on x86-64, NEON on arm64), then 16, then words, then
+ * bytes: masking is a plain XOR, so the lanes need no alignment, and
  * memcpy keeps the unaligned loads and stores legal. */
 static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
                       const uint8_t key[4], size_t offset) {
@@ -80,6 +119,10 @@ static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
   memcpy(&k32, k, 4);
   uint64_t kw = (uint64_t)k32 << 32 | k32;
   size_t i = 0;
+#ifdef MASK_AVX2
+  if (n >= MASK_AVX2 && __builtin_cpu_supports("avx2"))
+    i = mask_avx2(dst, src, n, kw);
+#endif
 #if defined(__GNUC__)
   typedef uint64_t lane __attribute__((vector_size(16)));
   lane kv = { kw, kw };

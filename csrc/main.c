@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "alloc.h"
 #include "moonsocket.h"
 
 #define GC_STEPMUL 200          /* the collector's speed: see pmain */
@@ -59,6 +60,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "moonsocket: cannot create a Lua state\n");
     return 1;
   }
+  /* Lua's allocations from here on keep small blocks for reuse: each
+   * message's string is one (alloc.c) */
+  struct ms_lua_pool pool = { 0 };
+  lua_setallocf(L, ms_lua_alloc, &pool);
   lua_pushcfunction(L, traceback);
   lua_pushcfunction(L, pmain);
   lua_pushinteger(L, argc);
@@ -66,5 +71,6 @@ int main(int argc, char **argv) {
   int rc = lua_pcall(L, 2, 0, 1);
   if (rc != LUA_OK) fprintf(stderr, "moonsocket: %s\n", lua_tostring(L, -1));
   lua_close(L);
+  ms_lua_alloc_release(&pool);
   return rc == LUA_OK ? 0 : 1;
 }

@@ -54,10 +54,38 @@ static const uint8_t transition[NSTATE][NCLASS] = {
               S_REJ, S_REJ, S_REJ, S_REJ },  /* nothing above U+10FFFF */
 };
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define ASCII_AVX2 128          /* from this many bytes, where there */
+
+/* The bytes of p[0..n) that are ASCII in whole 128-byte blocks from the
+ * start, for a CPU with AVX2: four 32-byte loads OR'ed and one test per
+ * block, where the word loop below takes sixteen. */
+__attribute__((target("avx2")))
+static size_t ascii_avx2(const uint8_t *p, size_t n) {
+  const __m256i high = _mm256_set1_epi8((char)0x80);
+  size_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    __m256i a = _mm256_loadu_si256((const __m256i *)(p + i));
+    __m256i b = _mm256_loadu_si256((const __m256i *)(p + i + 32));
+    __m256i c = _mm256_loadu_si256((const __m256i *)(p + i + 64));
+    __m256i d = _mm256_loadu_si256((const __m256i *)(p + i + 96));
+    __m256i any = _mm256_or_si256(_mm256_or_si256(a, b),
+                                  _mm256_or_si256(c, d));
+    if (!_mm256_testz_si256(any, high)) break;
+  }
+  return i;
+}
+#endif
+
 uint32_t utf8_validate(uint32_t state, const uint8_t *p, size_t n) {
   const uint8_t *end = p + n;
   while (p < end) {
     if (state == S_ACC) {
+#ifdef ASCII_AVX2
+      if (end - p >= ASCII_AVX2 && __builtin_cpu_supports("avx2"))
+        p += ascii_avx2(p, (size_t)(end - p));
+#endif
       /* ASCII runs are the common case: skip them a word at a time,
        * and once in a run 32 bytes at a time */
       while (end - p >= 8) {

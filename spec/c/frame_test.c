@@ -34,7 +34,7 @@ static uint32_t rnd(void) {
   return rnd_state;
 }
 
-#define MAXN 300
+#define MAXN 700          /* past 256: the 32-byte lanes, where there */
 
 static void test_masking(struct run *r) {
   static const uint8_t key[4] = { 0x37, 0xfa, 0x21, 0x3d };
@@ -76,8 +76,10 @@ static size_t make_text(uint8_t *p, size_t max, int bad) {
   static const char *const pieces[] = { "\xc3\xa9", "\xe2\x82\xac",
                                         "\xf0\x9f\x98\x80", "\xed\x9f\xbf" };
   size_t n = 0;
-  while (n + 44 <= max) {           /* a run and a piece fit */
-    size_t run = rnd() % 40;
+  for (;;) {
+    /* mostly short runs; some past 128 bytes, for the AVX2 blocks */
+    size_t run = rnd() % 4 ? rnd() % 40 : rnd() % 400;
+    if (n + run + 4 > max) break;   /* the run and a piece fit */
     for (size_t i = 0; i < run; i++) p[n++] = (uint8_t)(' ' + rnd() % 90);
     if (bad && rnd() % 8 == 0) {
       p[n++] = (uint8_t)(0x80 + rnd() % 0x80);     /* often invalid */

@@ -1,0 +1,25 @@
+/* alloc.h - the runner's Lua allocator: small blocks kept for reuse */
+#ifndef MS_ALLOC_H
+#define MS_ALLOC_H
+
+#include <stddef.h>
+
+/* Blocks of up to MS_ALLOC_MAX usable bytes, in classes 16 bytes apart. */
+#define MS_ALLOC_MAX     1088
+#define MS_ALLOC_CLASSES (MS_ALLOC_MAX / 16 + 1)
+/* The most bytes kept in the free lists: beyond, blocks go to free(). */
+#define MS_ALLOC_KEEP    (256 << 10)
+
+/* The allocator's state, the ud of lua_setallocf; zeroed is empty. */
+struct ms_lua_pool {
+  void *free[MS_ALLOC_CLASSES];   /* each block's first word: the next */
+  size_t kept;                    /* bytes in the free lists */
+};
+
+/* A lua_Alloc: lua_setallocf(L, ms_lua_alloc, &pool), at any time, since it
+ * frees and resizes any block malloc made. */
+void *ms_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* Give the kept blocks back to free(), after lua_close. */
+void ms_lua_alloc_release(struct ms_lua_pool *a);
+
+#endif

@@ -1,0 +1,108 @@
+/* alloc_test.c - TAP tests for csrc/alloc.c, the runner's Lua
+ * allocator: blocks always have room for what was asked, contents
+ * survive growing and shrinking, blocks malloc made before are taken,
+ * the free lists stay within their bound and are given back */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+
+struct run {
+  int count, failed;
+};
+
+static void check(struct run *r, int pass, const char *fmt, ...) {
+  va_list ap;
+  printf("%s %d - ", pass ? "ok" : "not ok", ++r->count);
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  putchar('\n');
+  if (!pass) r->failed++;
+  fflush(stdout);
+}
+
+/* xorshift: the same sequence on every run */
+static uint32_t rnd_state = 2463534242u;
+static uint32_t rnd(void) {
+  rnd_state ^= rnd_state << 13;
+  rnd_state ^= rnd_state >> 17;
+  rnd_state ^= rnd_state << 5;
+  return rnd_state;
+}
+
+#define SLOTS 600
+#define STEPS 200000
+
+static int filled(const uint8_t *p, size_t n, uint8_t b) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != b) return 0;
+  return 1;
+}
+
+/* Sizes mostly small (Lua's strings, tables, closures), some past the
+ * classes. */
+static size_t some_size(void) {
+  uint32_t x = rnd();
+  return x % 8 ? 1 + x % 200 : 1 + x % 3000;
+}
+
+static void test_workload(struct run *r) {
+  struct ms_lua_pool pool = { 0 };
+  uint8_t *slot[SLOTS] = { 0 };
+  size_t size[SLOTS] = { 0 };
+  int room = 1, kept = 1, intact = 1;
+  for (int i = 0; i < SLOTS / 2; i++) {     /* malloc's, of any size */
+    size[i] = 1 + rnd() % 100;
+    slot[i] = malloc(size[i]);
+    memset(slot[i], i & 0xff, size[i]);
+  }
+  for (long step = 0; step < STEPS; step++) {
+    int i = (int)(rnd() % SLOTS);
+    uint8_t b = (uint8_t)i;
+    if (slot[i]) intact &= filled(slot[i], size[i], b);
+    size_t n = rnd() % 4 ? some_size() : 0;
+    void *p = ms_lua_alloc(&pool, slot[i], slot[i] ? size[i] : 4, n);
+    if (n == 0) {
+      room &= p == NULL;
+      slot[i] = NULL;
+      size[i] = 0;
+    } else {
+      room &= p && malloc_usable_size(p) >= n;
+      if (slot[i]) intact &= filled(p, n < size[i] ? n : size[i], b);
+      memset(p, b, n);
+      slot[i] = p;
+      size[i] = n;
+    }
+    kept &= pool.kept <= MS_ALLOC_KEEP;
+  }
+  for (int i = 0; i < SLOTS; i++)
+    if (slot[i]) ms_lua_alloc(&pool, slot[i], size[i], 0);
+  kept &= pool.kept <= MS_ALLOC_KEEP;
+  check(r, room, "every block has room for the bytes asked");
+  check(r, intact, "contents survive growing, shrinking and reuse");
+  check(r, kept, "the free lists hold at most %d bytes", MS_ALLOC_KEEP);
+  size_t listed = 0;
+  for (int c = 0; c < MS_ALLOC_CLASSES; c++)
+    for (void **p = pool.free[c]; p; p = *p) listed += (size_t)c * 16;
+  check(r, listed == pool.kept, "kept counts the blocks listed (%zu)",
+        listed);
+  ms_lua_alloc_release(&pool);
+  int empty = pool.kept == 0;
+  for (int c = 0; c < MS_ALLOC_CLASSES; c++) empty &= !pool.free[c];
+  check(r, empty, "release gives every kept block back");
+}
+
+int main(void) {
+  struct run r = { 0, 0 };
+  printf("1..5\n");
+  test_workload(&r);
+  printf("alloc_test: %d passed, %d failed\n", r.count - r.failed,
+         r.failed);
+  return r.failed != 0;
+}

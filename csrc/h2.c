@@ -539,15 +539,27 @@ static ssize_t read_ws(nghttp2_session *session, int32_t id, uint8_t *buf,
   return (ssize_t)n;
 }
 
-/* A WebSocket's last DATA is out: a failed one, or one whose socket is
- * gone while the peer's side is still open, resets its stream. */
+/* An answer is complete (END_STREAM) while its request's body is
+ * still coming (413, or a handler that did not read it): RST_STREAM
+ * NO_ERROR asks the client to stop sending it (section 8.1), rather
+ * than have it read and dropped.  A WebSocket's last DATA is out: a
+ * failed one, or one whose socket is gone while the peer's side is
+ * still open, resets its stream. */
 static int frame_send_cb(nghttp2_session *session, const nghttp2_frame *frame,
                          void *user) {
   (void)user;
-  if (frame->hd.type != NGHTTP2_DATA) return 0;
+  if (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS)
+    return 0;
   struct ms_h2_stream *st =
     nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-  if (!st || !st->ws || !st->eof) return 0;
+  if (!st) return 0;
+  if (!st->ws) {
+    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !st->ended)
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id,
+                                NGHTTP2_NO_ERROR);
+    return 0;
+  }
+  if (frame->hd.type != NGHTTP2_DATA || !st->eof) return 0;
   if (st->reset || (!st->req && !st->ended))
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id,
                               NGHTTP2_CANCEL);

@@ -105,9 +105,13 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
  * (RFC 9112 sections 6 and 9.6, RFC 9110 section 7.8).  A handler's
  * would contradict them: Transfer-Encoding beside Content-Length. */
 static int core_header(const char *name, size_t len) {
-  return http_ieq(name, len, "content-length") ||
-         http_ieq(name, len, "transfer-encoding") ||
-         http_ieq(name, len, "connection") || http_ieq(name, len, "upgrade");
+  switch (len) {                     /* one comparison at most */
+  case 7: return http_ieq(name, len, "upgrade");
+  case 10: return http_ieq(name, len, "connection");
+  case 14: return http_ieq(name, len, "content-length");
+  case 17: return http_ieq(name, len, "transfer-encoding");
+  default: return 0;
+  }
 }
 
 /* Push name[0..len) for a log line: at most 64 bytes, what is not
@@ -131,51 +135,72 @@ static const char *push_shown(lua_State *L, const char *name, size_t len) {
   return lua_tostring(L, -1);
 }
 
+/* Why the field at -2 (name), -1 (value) would break the message, or
+ * NULL; its bytes as a line are added to *total. */
+static const char *check_field(lua_State *L, size_t *total) {
+  size_t nl, vl;
+  int vt = lua_type(L, -1);
+  if (lua_type(L, -2) != LUA_TSTRING ||
+      (vt != LUA_TSTRING && vt != LUA_TNUMBER))
+    return lua_pushfstring(L, "a header of a %s to a %s",
+                           luaL_typename(L, -2), luaL_typename(L, -1));
+  const char *n = lua_tolstring(L, -2, &nl);
+  const char *v = lua_tolstring(L, -1, &vl);   /* a number: its copy */
+  const char *why = !http_is_token(n, nl) ? "header name '%s' is not a "
+                    "token"
+                    : !http_is_field_value(v, vl) ? "header '%s' has a "
+                    "control character in its value"
+                    : core_header(n, nl) ? "the core writes header '%s'"
+                    : NULL;
+  if (why) {
+    const char *shown = push_shown(L, n, nl);
+    return lua_pushfstring(L, why, shown);
+  }
+  *total += nl + vl + 4;
+  return NULL;
+}
+
 /* Serialise the headers table at idx as "Name: value\r\n" lines.
  * Returns NULL with them pushed, or why they would break the response
  * (pushed above them): a name that is no token, a value with a control
- * character, a field the core writes. */
+ * character, a field the core writes.  The fields are checked and
+ * measured, then copied into one string: no string per line. */
 const char *ms_push_header_lines(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
   lua_pushliteral(L, "");
   int acc = lua_gettop(L);
   if (!lua_istable(L, idx)) return NULL;
+  size_t total = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    size_t nl, vl;
-    int vt = lua_type(L, -1);
-    if (lua_type(L, -2) != LUA_TSTRING ||
-        (vt != LUA_TSTRING && vt != LUA_TNUMBER)) {
-      const char *why = lua_pushfstring(L, "a header of a %s to a %s",
-                                        luaL_typename(L, -2),
-                                        luaL_typename(L, -1));
-      lua_replace(L, acc + 1);
-      lua_settop(L, acc + 1);
-      return why;
-    }
-    const char *n = lua_tolstring(L, -2, &nl);
-    const char *v = lua_tolstring(L, -1, &vl);
-    const char *why = !http_is_token(n, nl) ? "header name '%s' is not a "
-                      "token"
-                      : !http_is_field_value(v, vl) ? "header '%s' has a "
-                      "control character in its value"
-                      : core_header(n, nl) ? "the core writes header '%s'"
-                      : NULL;
+    const char *why = check_field(L, &total);
     if (why) {
-      const char *shown = push_shown(L, n, nl);
-      why = lua_pushfstring(L, why, shown);
       lua_replace(L, acc + 1);
       lua_settop(L, acc + 1);
       return why;
     }
-    lua_pushvalue(L, acc);           /* acc .. name .. ": " .. value */
-    lua_pushvalue(L, -3);
-    lua_pushliteral(L, ": ");
-    lua_pushvalue(L, -4);
-    lua_pushliteral(L, "\r\n");
-    lua_concat(L, 5);
-    lua_replace(L, acc);
     lua_pop(L, 1);
   }
+  if (!total) return NULL;
+  lua_pop(L, 1);                       /* "": the buffer takes its slot */
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, total);
+  size_t len = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {           /* the same fields, in order */
+    size_t nl, vl;
+    const char *n = lua_tolstring(L, -2, &nl);
+    const char *v = lua_tolstring(L, -1, &vl);
+    if (len + nl + vl + 4 <= total) {
+      memcpy(p + len, n, nl);
+      memcpy(p + len + nl, ": ", 2);
+      memcpy(p + len + nl + 2, v, vl);
+      memcpy(p + len + nl + 2 + vl, "\r\n", 2);
+      len += nl + vl + 4;
+    }
+    lua_pop(L, 1);
+  }
+  luaL_pushresultsize(&b, len);
   return NULL;
 }
 

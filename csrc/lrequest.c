@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 
 #include "binding.h"
+#include "h2.h"
 #include "handshake.h"
 #include "life.h"
 #include "log.h"
@@ -31,6 +32,23 @@ static void ipv4_text(char *out, const struct in_addr *a) {
     *out++ = (char)('0' + v % 10);
     *out++ = i < 3 ? '.' : '\0';
   }
+}
+
+/* The peer of the socket fd, as text, into *peer (left "" when the
+ * socket has none). */
+static void peer_lookup(int fd, struct ms_h2_peer *peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return;
+  _Static_assert(sizeof peer->addr >= INET6_ADDRSTRLEN, "address text");
+  int v6 = ss.ss_family == AF_INET6;
+  if (v6)
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+              peer->addr, sizeof peer->addr);
+  else
+    ipv4_text(peer->addr, &((struct sockaddr_in *)&ss)->sin_addr);
+  peer->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                        : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
 void ms_push_request(lua_State *L, struct ms_conn *c,
@@ -81,20 +99,15 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
     lua_setfield(L, -2, "host");
   }
   lua_setfield(L, -2, "headers");
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getpeername(c->io.fd, (struct sockaddr *)&ss, &len) == 0) {
-    char addr[INET6_ADDRSTRLEN];
-    int v6 = ss.ss_family == AF_INET6;
-    if (v6)
-      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr,
-                sizeof addr);
-    else
-      ipv4_text(addr, &((struct sockaddr_in *)&ss)->sin_addr);
-    lua_pushstring(L, addr);
+  /* an HTTP/2 connection's streams share the peer it asked for once */
+  struct ms_h2_peer mine = { "", 0 };
+  struct ms_h2_peer *peer = c->flags & CF_H2_STREAM ? ms_h2_peer(c) : NULL;
+  if (!peer) peer = &mine;
+  if (!peer->addr[0]) peer_lookup(c->io.fd, peer);
+  if (peer->addr[0]) {
+    lua_pushstring(L, peer->addr);
     lua_setfield(L, -2, "remote_addr");
-    lua_pushinteger(L, ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                : ((struct sockaddr_in *)&ss)->sin_port));
+    lua_pushinteger(L, peer->port);
     lua_setfield(L, -2, "remote_port");
   }
   lua_pushboolean(L, handshake_wanted(req));

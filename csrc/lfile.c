@@ -76,24 +76,73 @@ static char *put_hex(char *p, unsigned long long v) {
   return p;
 }
 
-/* core.open_file(path) -> file | nil, message, code.  Regular files
- * only; file.size, file.mtime (s), file.mtime_ns, file.ino, and what a
- * static answer says of it: file.etag, file.last_modified.  Read from
- * the userdata, not from a table made per file. */
+/* The path of what fd is open at, its links resolved, into buf: asked
+ * of /proc (one system call, and the very file opened), else resolved
+ * from the name it was opened by.  Its length, or -1. */
+static ssize_t resolved(int fd, const char *path, char buf[PATH_MAX]) {
+  char proc[32] = "/proc/self/fd/", digits[12];
+  size_t at = 14;
+  int n = 0;
+  do {
+    digits[n++] = (char)('0' + fd % 10);
+    fd /= 10;
+  } while (fd);
+  while (n) proc[at++] = digits[--n];
+  proc[at] = '\0';
+  ssize_t len = readlink(proc, buf, PATH_MAX - 1);
+  if (len > 0 && buf[0] == '/') {
+    buf[len] = '\0';
+    return len;
+  }
+  return realpath(path, buf) ? (ssize_t)strlen(buf) : -1;
+}
+
+/* Whether real (resolved) is root or under it. */
+static int under(const char *real, size_t len, const char *root,
+                 size_t root_len) {
+  if (root_len == 1 && root[0] == '/') return real[0] == '/';
+  return len >= root_len && memcmp(real, root, root_len) == 0 &&
+         (len == root_len || real[root_len] == '/');
+}
+
+/* core.open_file(path [, root]) -> file | nil, message, code.  Regular
+ * files only; file.size, file.mtime (s), file.mtime_ns, file.ino, and
+ * what a static answer says of it: file.etag, file.last_modified, read
+ * from the userdata, not from a table made per file.  With root (an
+ * absolute path without links), what path names once its links are
+ * resolved must be root or under it, else "EXDEV"; the file is then
+ * followed by that resolved path. */
 static int l_open_file(lua_State *L) {
-  size_t len;
+  size_t len, root_len = 0;
   const char *path = luaL_checklstring(L, 1, &len);
   luaL_argcheck(L, strlen(path) == len, 1, "path contains a NUL byte");
+  const char *root = luaL_optlstring(L, 2, NULL, &root_len);
+  luaL_argcheck(L, !root || (root[0] == '/' && strlen(root) == root_len),
+                2, "absolute path expected");
   struct ms_file *f = lua_newuserdatauv(L, sizeof *f, 0);
   memset(f, 0, sizeof *f);
   f->fd = -1;                          /* closed until it is open */
   luaL_setmetatable(L, FILE_MT);
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return push_errno(L, "cannot open", path);
   struct stat st;
   if (fstat(fd, &st) != 0) {
     close(fd);
     return push_errno(L, "cannot stat", path);
+  }
+  char real[PATH_MAX];
+  ssize_t real_len = 0;
+  if (root) {
+    real_len = resolved(fd, path, real);
+    if (real_len < 0) {
+      close(fd);
+      return push_errno(L, "cannot resolve", path);
+    }
+    if (!under(real, (size_t)real_len, root, root_len)) {
+      close(fd);
+      return ms_push_fail(L, lua_pushfstring(L, "cannot serve %s: outside "
+                                             "%s", path, root), "EXDEV");
+    }
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
@@ -105,7 +154,9 @@ static int l_open_file(lua_State *L) {
   f->mtime = (long long)st.st_mtim.tv_sec;
   f->mtime_ns = st.st_mtim.tv_nsec;
   f->ino = (unsigned long long)st.st_ino;
-  return 1;
+  if (!root) return 1;
+  lua_pushlstring(L, real, (size_t)real_len);
+  return 2;
 }
 
 static int file_close(lua_State *L) {

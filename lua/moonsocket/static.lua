@@ -97,7 +97,6 @@ function _M.new(dir, opts)
     and format("public, max-age=%d", opts.max_age) or "no-cache"
   local root, err = core.realpath(dir)
   if not root then error("static: " .. err, 2) end
-  local prefix = root == "/" and "/" or root .. "/"
 
   return function(req, next)
     local path = decode(req.path)
@@ -105,11 +104,9 @@ function _M.new(dir, opts)
     if sub(path, 1, 1) ~= "/" or has_dot_segment(path) then
       return next()
     end
-    local full = core.realpath(root .. path)
-    if not full or (full ~= root and sub(full, 1, #prefix) ~= prefix) then
-      return next()               -- missing, or a link out of the root
-    end
-    local file, _, code = core.open_file(full)
+    -- the file opened must be under the root once its links are
+    -- resolved: "EXDEV" else; full is its resolved path
+    local file, full, code = core.open_file(root .. path, root)
     if code == "EISDIR" then
       if sub(path, -1) ~= "/" then  -- relative links need the slash
         -- one leading slash: browsers take "//evil.example/" to be
@@ -118,10 +115,9 @@ function _M.new(dir, opts)
                        .. (req.query and "?" .. req.query or "")
         return 301, { Location = target }, ""
       end
-      full = full .. "/" .. index
-      file, _, code = core.open_file(full)
+      file, full = core.open_file(root .. path .. index, root)
     end
-    if not file then return next() end
+    if not file then return next() end  -- missing, or a link out of root
     if req.method ~= "GET" and req.method ~= "HEAD" then
       file:close()
       return 405, { Allow = "GET, HEAD" }, "405 Method Not Allowed\n"

@@ -1,5 +1,6 @@
 -- The callgrind guard's HTTP app: a middleware answering /hello, and
--- /echo with the length of the body it read, in front of a WebSocket route at /ws (callback echo); quiet.
+-- /echo with the length of the body it read, in front of a WebSocket
+-- route at /ws (callback echo); quiet.
 -- HTTP2=on: HTTP/2 with prior knowledge beside HTTP/1.1.
 local moonsocket = require "moonsocket"
 

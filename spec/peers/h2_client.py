@@ -22,8 +22,9 @@ usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
                              body, the rest never sent: prints the
                              status, the body's length, the events of
                              the stream after the answer's HEADERS
-                             ("data", "end", "reset <code>"), then the
-                             status of a GET /hello and of a POST of
+                             ("data", "end", "reset <code>"); then,
+                             after 7 MiB of DATA on the reset stream,
+                             the status of a GET /hello and of a POST of
                              3000 bytes to /echo on the same connection
   held SIZE                  a POST of SIZE bytes to /slow, which reads 1
                              KiB and waits for /go: prints "held N", the
@@ -288,6 +289,13 @@ def early(where, path, size):
         elif isinstance(ev, h2.events.StreamReset):
             trail.append("reset %d" % ev.error_code)
     print(status, len(body), " ".join(trail))
+    # DATA a client had in flight when the reset came, written raw (h2
+    # sends none on a closed stream): 7 MiB, past the connection's
+    # window, which the server must not count against it
+    frame = (16384).to_bytes(3, "big") + b"\x00\x00" + \
+        (1).to_bytes(4, "big") + b"l" * 16384
+    for _ in range(448):
+        sock.sendall(frame)
     conn.send_headers(3, request_headers("GET", "/hello"), end_stream=True)
     sock.sendall(conn.data_to_send())
     print("get", answer(pump(sock, conn, ended(3)), 3)[0])

@@ -43,6 +43,7 @@ WORKLOADS = {
     "echo-65536-binary": ("moonsocket", 65536, False, 200, 2000),
     "http-get": callgrind_http.http_gets,
     "http-post": callgrind_http.http_posts,
+    "h2-get": callgrind_http.h2_gets,
     "upgrade": callgrind_http.upgrades,
 }
 
@@ -83,7 +84,7 @@ def read_budget():
 def write_budget(measured):
     with open(BUDGET_FILE, "w") as f:
         f.write("# User-space instructions per echoed message (per request\n"
-                "# for http-get, http-post and upgrade), measured by\n"
+                "# for http-get, http-post, h2-get and upgrade), measured by\n"
                 "# bench/callgrind_guard.py (make -C bench guard).  The\n"
                 "# guard fails when a workload exceeds its budget by more\n"
                 f"# than {TOLERANCE:.0%}.  Regenerate with --update and say "

@@ -5,7 +5,8 @@ Runs bench/apps/http.lua under valgrind --tool=callgrind twice (SMALL
 then BIG requests) and prints the difference over BIG - SMALL: the
 user-space instructions the server spends on one keep-alive GET answered
 by a middleware ("http-get"), one keep-alive POST whose 256-byte body the
-middleware reads ("http-post"), and on one WebSocket handshake on a new
+middleware reads ("http-post"), the same GET over HTTP/2 (h2c, h2load,
+one stream at a time: "h2-get"), and on one WebSocket handshake on a new
 connection, closed at once ("upgrade").
 
     callgrind_http.py [BIN]     BIN: the moonsocket runner (build/moonsocket); the Lua
@@ -14,6 +15,7 @@ connection, closed at once ("upgrade").
 
 import base64
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +77,22 @@ def http_posts(port, n):
     sock.close()
 
 
+def h2_gets(port, n):
+    """GETs over HTTP/2 with prior knowledge (h2c), one stream at a time
+    on one connection, by h2load (nghttp2-client)."""
+    if not shutil.which("h2load"):
+        raise RuntimeError("h2load is missing (make -C bench deps)")
+    out = subprocess.run(
+        ["h2load", "-n", str(n), "-c", "1", "-m", "1", "-p", "h2c",
+         f"http://127.0.0.1:{port}/hello"],
+        capture_output=True, text=True, timeout=600).stdout
+    if f"{n} succeeded" not in out or f"status codes: {n} 2xx" not in out:
+        raise RuntimeError("h2load said:\n" + out)
+
+
+h2_gets.http2 = True      # the app listens with http2 = true
+
+
 def upgrades(port, n):
     key = base64.b64encode(os.urandom(16))
     request = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -95,6 +113,8 @@ def run(binary, workload, n, outdir):
     root = os.path.dirname(os.path.dirname(os.path.abspath(binary)))
     env = dict(os.environ, PORT=str(port),
                LUA_PATH=f"{root}/lua/?.lua;{root}/lua/?/init.lua;;")
+    if getattr(workload, "http2", False):
+        env["HTTP2"] = "on"
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
          "--dump-instr=no", binary, os.path.join(BENCH, "apps/http.lua")],
@@ -125,6 +145,7 @@ def main():
     with tempfile.TemporaryDirectory() as outdir:
         for name, workload in (("http-get", http_gets),
                                ("http-post", http_posts),
+                               ("h2-get", h2_gets),
                                ("upgrade", upgrades)):
             small = run(binary, workload, SMALL, outdir)
             big = run(binary, workload, BIG, outdir)

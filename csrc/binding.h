@@ -40,6 +40,9 @@ enum {
 struct ms_file {
   int fd;
   size_t size;
+  long long mtime;                     /* seconds */
+  long mtime_ns;
+  unsigned long long ino;
 };
 
 /* The options a route declared, created by core.route_options. */

@@ -88,6 +88,7 @@ struct ms_h2 {
   int goaway_due;                    /* shutting down: GOAWAY once the
                                         WebSockets have their 1001 out */
   size_t pulled;                     /* bytes the last pull queued */
+  struct ms_h2_peer peer;            /* asked once, for every stream */
 };
 
 /* ------------------------------------------------------------------ */
@@ -511,6 +512,24 @@ static ssize_t read_answer(nghttp2_session *session, int32_t id,
   return (ssize_t)n;
 }
 
+/* A DATA frame with its header fills a TLS record (16 KiB, RFC 8446
+ * section 5.1), no more: a frame of the largest payload would take a
+ * record and a 9-byte one, two writes where one does.  nghttp2 then
+ * keeps it within the windows. */
+static ssize_t data_length_cb(nghttp2_session *session, uint8_t frame_type,
+                              int32_t id, int32_t session_window,
+                              int32_t stream_window, uint32_t max_frame,
+                              void *user) {
+  (void)session;
+  (void)frame_type;
+  (void)id;
+  (void)session_window;
+  (void)stream_window;
+  (void)user;
+  size_t record = 16384 - 9;           /* a frame header: 9 bytes */
+  return (ssize_t)(max_frame < record ? max_frame : record);
+}
+
 /* A WebSocket's DATA: the bytes staged from its queue (stream_write);
  * deferred while there are none, until its end. */
 static ssize_t read_ws(nghttp2_session *session, int32_t id, uint8_t *buf,
@@ -539,15 +558,27 @@ static ssize_t read_ws(nghttp2_session *session, int32_t id, uint8_t *buf,
   return (ssize_t)n;
 }
 
-/* A WebSocket's last DATA is out: a failed one, or one whose socket is
- * gone while the peer's side is still open, resets its stream. */
+/* An answer is complete (END_STREAM) while its request's body is
+ * still coming (413, or a handler that did not read it): RST_STREAM
+ * NO_ERROR asks the client to stop sending it (section 8.1), rather
+ * than have it read and dropped.  A WebSocket's last DATA is out: a
+ * failed one, or one whose socket is gone while the peer's side is
+ * still open, resets its stream. */
 static int frame_send_cb(nghttp2_session *session, const nghttp2_frame *frame,
                          void *user) {
   (void)user;
-  if (frame->hd.type != NGHTTP2_DATA) return 0;
+  if (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS)
+    return 0;
   struct ms_h2_stream *st =
     nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-  if (!st || !st->ws || !st->eof) return 0;
+  if (!st) return 0;
+  if (!st->ws) {
+    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !st->ended)
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id,
+                                NGHTTP2_NO_ERROR);
+    return 0;
+  }
+  if (frame->hd.type != NGHTTP2_DATA || !st->eof) return 0;
   if (st->reset || (!st->req && !st->ended))
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id,
                               NGHTTP2_CANCEL);
@@ -690,14 +721,17 @@ static void run_ready(struct ms_conn *c) {
 /* ------------------------------------------------------------------ */
 
 /* Fields a handler may not send over HTTP/2 (section 8.2.2), beside
- * those the core writes. */
+ * those the core writes; name is lowercase.  By length first. */
 static int connection_field(const char *name, size_t len) {
-  return http_ieq(name, len, "connection") ||
-         http_ieq(name, len, "keep-alive") ||
-         http_ieq(name, len, "proxy-connection") ||
-         http_ieq(name, len, "transfer-encoding") ||
-         http_ieq(name, len, "upgrade") ||
-         http_ieq(name, len, "content-length");
+  switch (len) {
+  case 7: return memcmp(name, "upgrade", 7) == 0;
+  case 10: return memcmp(name, "connection", 10) == 0 ||
+                  memcmp(name, "keep-alive", 10) == 0;
+  case 14: return memcmp(name, "content-length", 14) == 0;
+  case 16: return memcmp(name, "proxy-connection", 16) == 0;
+  case 17: return memcmp(name, "transfer-encoding", 17) == 0;
+  default: return 0;
+  }
 }
 
 static nghttp2_nv make_nv(const char *name, size_t nl, const char *value,
@@ -706,6 +740,23 @@ static nghttp2_nv make_nv(const char *name, size_t nl, const char *value,
                     NGHTTP2_NV_FLAG_NONE };
   return nv;
 }
+
+/* The decimal digits of v at p; returns the end. */
+static char *put_decimal(char *p, size_t v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
+/* An answer's fields, on the stack when they are few and short (most
+ * are), else on the heap. */
+#define NV_SMALL 24
+#define COPY_SMALL 2048
 
 static void answer_free(char *copy, nghttp2_nv *nv, int file) {
   free(copy);
@@ -738,38 +789,51 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
   struct ms_h2 *h2 = st->h2;
   /* "Name: value\r\n" lines, the names lowercased (section 8.2.1) */
   size_t lines = 0;
-  for (size_t i = 0; i + 1 < headers_len; i++)
-    lines += headers[i] == '\r' && headers[i + 1] == '\n';
-  char *copy = malloc(headers_len + 1);
-  nghttp2_nv *nv = malloc((lines + 2) * sizeof *nv);
-  if (!copy || !nv) {
-    answer_free(copy, nv, file);
+  for (const char *q = headers, *end = headers + headers_len;
+       (q = memchr(q, '\n', (size_t)(end - q))); q++)
+    lines++;
+  char copy_small[COPY_SMALL];
+  nghttp2_nv nv_small[NV_SMALL];
+  char *copy_heap = NULL;
+  nghttp2_nv *nv_heap = NULL;
+  if (headers_len > sizeof copy_small)
+    copy_heap = malloc(headers_len);
+  if (lines + 2 > NV_SMALL)
+    nv_heap = malloc((lines + 2) * sizeof *nv_heap);
+  if ((headers_len > sizeof copy_small && !copy_heap) ||
+      (lines + 2 > NV_SMALL && !nv_heap)) {
+    answer_free(copy_heap, nv_heap, file);
     ms_conn_abort(c, 0);
     return;
   }
+  char *copy = copy_heap ? copy_heap : copy_small;
+  nghttp2_nv *nv = nv_heap ? nv_heap : nv_small;
   if (headers_len) memcpy(copy, headers, headers_len);
   size_t n = 0;
-  char code[4], length[24];
-  snprintf(code, sizeof code, "%03d", status);
+  char code[3] = { (char)('0' + status / 100 % 10),
+                   (char)('0' + status / 10 % 10),
+                   (char)('0' + status % 10) };
+  char length[24];
   nv[n++] = make_nv(":status", 7, code, 3);
   int bodiless = status == 204 || status == 304;
   if (!bodiless)
     nv[n++] = make_nv("content-length", 14, length,
-                      (size_t)snprintf(length, sizeof length, "%zu",
-                                       body_len));
+                      (size_t)(put_decimal(length, body_len) - length));
   for (char *p = copy, *end = copy + headers_len; p < end;) {
-    char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+    char *eol = memchr(p, '\n', (size_t)(end - p));
     if (!eol) break;
-    char *colon = memchr(p, ':', (size_t)(eol - p));
+    char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+    char *colon = memchr(p, ':', (size_t)(line_end - p));
     if (colon) {
       char *v = colon + 1;
-      while (v < eol && (*v == ' ' || *v == '\t')) v++;
+      while (v < line_end && (*v == ' ' || *v == '\t')) v++;
       for (char *k = p; k < colon; k++)
         if (*k >= 'A' && *k <= 'Z') *k = (char)(*k + 32);
       if (!connection_field(p, (size_t)(colon - p)))
-        nv[n++] = make_nv(p, (size_t)(colon - p), v, (size_t)(eol - v));
+        nv[n++] = make_nv(p, (size_t)(colon - p), v,
+                          (size_t)(line_end - v));
     }
-    p = eol + 2;
+    p = eol + 1;
   }
   int with_data = !is_head && !bodiless && body_len;
   if (with_data && file >= 0) {
@@ -778,7 +842,7 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
     file = -1;
   } else if (with_data) {
     if (!(st->out = malloc(body_len))) {
-      answer_free(copy, nv, file);
+      answer_free(copy_heap, nv_heap, file);
       ms_conn_abort(c, 0);
       return;
     }
@@ -789,7 +853,7 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
                                  .read_callback = read_answer };
   int rv = nghttp2_submit_response(h2->session, st->id, nv, n,
                                    with_data ? &data : NULL);
-  answer_free(copy, nv, file);       /* nghttp2 copied the fields */
+  answer_free(copy_heap, nv_heap, file);   /* nghttp2 copied them */
   st->answered = 1;
   if (rv != 0)
     nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, st->id,
@@ -821,6 +885,11 @@ int ms_h2_upgrade(struct ms_conn *c, const char *protocol, const char *ext) {
   ms_conn_mark_pending(h2->conn);
   if (st->in_len > st->in_off || st->ended) ms_conn_mark_pending(c);
   return 0;
+}
+
+struct ms_h2_peer *ms_h2_peer(struct ms_conn *c) {
+  struct ms_h2_stream *st = c->h2s;
+  return st ? &st->h2->peer : NULL;
 }
 
 void ms_h2_body_read(struct ms_conn *c, size_t n) {
@@ -994,6 +1063,8 @@ static nghttp2_session *session_new(struct ms_h2 *h2) {
   nghttp2_session_callbacks_set_on_stream_close_callback(cb,
                                                          stream_close_cb);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, frame_send_cb);
+  nghttp2_session_callbacks_set_data_source_read_length_callback(
+    cb, data_length_cb);
   /* closed streams are not kept for priorities: memory is bounded by
    * the open ones */
   nghttp2_option_set_no_closed_streams(opt, 1);

@@ -64,6 +64,18 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
  * frames.  -1 out of memory. */
 int ms_h2_upgrade(struct ms_conn *c, const char *protocol, const char *ext);
 
+/* The peer of an HTTP/2 connection, as a request's table gives it: its
+ * address as text ("" until asked of the socket) and its port. */
+struct ms_h2_peer {
+  char addr[46];                       /* INET6_ADDRSTRLEN */
+  int port;
+};
+
+/* Where the connection of the request c (CF_H2_STREAM) keeps its peer,
+ * so that it is asked of the socket once, not per stream; NULL when
+ * the connection is gone. */
+struct ms_h2_peer *ms_h2_peer(struct ms_conn *c);
+
 /* The app took n bytes of the body of the request c (or asked for
  * all of it): they are no longer held, and as much of the stream's and
  * the connection's windows is given back (all of them when the app

@@ -28,22 +28,121 @@ static int push_errno(lua_State *L, const char *what, const char *path) {
                                          strerror(e)), code);
 }
 
-/* core.open_file(path) -> file | nil, message, code.  Regular files
- * only; file.size, file.mtime (s), file.mtime_ns, file.ino. */
+/* An IMF-fixdate (RFC 9110 section 5.6.7), "Sun, 06 Nov 1994 08:49:37
+ * GMT", into out[30]: by hand, in English whatever the locale.  The
+ * length, or 0 when t is out of range. */
+static size_t http_date(char *out, time_t t) {
+  static const char days[] = "SunMonTueWedThuFriSat";
+  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  struct tm tm;
+  if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900)
+    return 0;
+  int year = tm.tm_year + 1900;
+  char *p = out;
+  memcpy(p, days + 3 * tm.tm_wday, 3);
+  p += 3;
+  *p++ = ',';
+  *p++ = ' ';
+  *p++ = (char)('0' + tm.tm_mday / 10);
+  *p++ = (char)('0' + tm.tm_mday % 10);
+  *p++ = ' ';
+  memcpy(p, months + 3 * tm.tm_mon, 3);
+  p += 3;
+  *p++ = ' ';
+  *p++ = (char)('0' + year / 1000);
+  *p++ = (char)('0' + year / 100 % 10);
+  *p++ = (char)('0' + year / 10 % 10);
+  *p++ = (char)('0' + year % 10);
+  *p++ = ' ';
+  int hms[3] = { tm.tm_hour, tm.tm_min, tm.tm_sec };
+  for (int i = 0; i < 3; i++) {
+    *p++ = (char)('0' + hms[i] / 10);
+    *p++ = (char)('0' + hms[i] % 10);
+    *p++ = i < 2 ? ':' : ' ';
+  }
+  memcpy(p, "GMT", 3);
+  return (size_t)(p + 3 - out);
+}
+
+/* Lowercase hexadecimal digits of v at p; returns the end. */
+static char *put_hex(char *p, unsigned long long v) {
+  char tmp[16];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v);
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
+/* The path of what fd is open at, its links resolved, into buf: asked
+ * of /proc (one system call, and the very file opened), else resolved
+ * from the name it was opened by.  Its length, or -1. */
+static ssize_t resolved(int fd, const char *path, char buf[PATH_MAX]) {
+  char proc[32] = "/proc/self/fd/", digits[12];
+  size_t at = 14;
+  int n = 0;
+  do {
+    digits[n++] = (char)('0' + fd % 10);
+    fd /= 10;
+  } while (fd);
+  while (n) proc[at++] = digits[--n];
+  proc[at] = '\0';
+  ssize_t len = readlink(proc, buf, PATH_MAX - 1);
+  if (len > 0 && buf[0] == '/') {
+    buf[len] = '\0';
+    return len;
+  }
+  return realpath(path, buf) ? (ssize_t)strlen(buf) : -1;
+}
+
+/* Whether real (resolved) is root or under it. */
+static int under(const char *real, size_t len, const char *root,
+                 size_t root_len) {
+  if (root_len == 1 && root[0] == '/') return real[0] == '/';
+  return len >= root_len && memcmp(real, root, root_len) == 0 &&
+         (len == root_len || real[root_len] == '/');
+}
+
+/* core.open_file(path [, root]) -> file | nil, message, code.  Regular
+ * files only; file.size, file.mtime (s), file.mtime_ns, file.ino, and
+ * what a static answer says of it: file.etag, file.last_modified, read
+ * from the userdata, not from a table made per file.  With root (an
+ * absolute path without links), what path names once its links are
+ * resolved must be root or under it, else "EXDEV"; the file is then
+ * followed by that resolved path. */
 static int l_open_file(lua_State *L) {
-  size_t len;
+  size_t len, root_len = 0;
   const char *path = luaL_checklstring(L, 1, &len);
   luaL_argcheck(L, strlen(path) == len, 1, "path contains a NUL byte");
-  struct ms_file *f = lua_newuserdatauv(L, sizeof *f, 1);
+  const char *root = luaL_optlstring(L, 2, NULL, &root_len);
+  luaL_argcheck(L, !root || (root[0] == '/' && strlen(root) == root_len),
+                2, "absolute path expected");
+  struct ms_file *f = lua_newuserdatauv(L, sizeof *f, 0);
+  memset(f, 0, sizeof *f);
   f->fd = -1;                          /* closed until it is open */
-  f->size = 0;
   luaL_setmetatable(L, FILE_MT);
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return push_errno(L, "cannot open", path);
   struct stat st;
   if (fstat(fd, &st) != 0) {
     close(fd);
     return push_errno(L, "cannot stat", path);
+  }
+  char real[PATH_MAX];
+  ssize_t real_len = 0;
+  if (root) {
+    real_len = resolved(fd, path, real);
+    if (real_len < 0) {
+      close(fd);
+      return push_errno(L, "cannot resolve", path);
+    }
+    if (!under(real, (size_t)real_len, root, root_len)) {
+      close(fd);
+      return ms_push_fail(L, lua_pushfstring(L, "cannot serve %s: outside "
+                                             "%s", path, root), "EXDEV");
+    }
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
@@ -52,17 +151,12 @@ static int l_open_file(lua_State *L) {
   }
   f->fd = fd;
   f->size = (size_t)st.st_size;
-  lua_createtable(L, 0, 4);
-  lua_pushinteger(L, (lua_Integer)st.st_size);
-  lua_setfield(L, -2, "size");
-  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_sec);
-  lua_setfield(L, -2, "mtime");
-  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_nsec);
-  lua_setfield(L, -2, "mtime_ns");
-  lua_pushinteger(L, (lua_Integer)st.st_ino);
-  lua_setfield(L, -2, "ino");
-  lua_setiuservalue(L, -2, 1);
-  return 1;
+  f->mtime = (long long)st.st_mtim.tv_sec;
+  f->mtime_ns = st.st_mtim.tv_nsec;
+  f->ino = (unsigned long long)st.st_ino;
+  if (!root) return 1;
+  lua_pushlstring(L, real, (size_t)real_len);
+  return 2;
 }
 
 static int file_close(lua_State *L) {
@@ -74,15 +168,38 @@ static int file_close(lua_State *L) {
   return 0;
 }
 
+/* The entity tag of a file as moonsocket.static gives it: its inode,
+ * size and mtime in milliseconds, in hexadecimal, quoted. */
+static void push_etag(lua_State *L, const struct ms_file *f) {
+  char tag[64], *p = tag;
+  *p++ = '"';
+  p = put_hex(p, f->ino);
+  *p++ = '-';
+  p = put_hex(p, f->size);
+  *p++ = '-';
+  p = put_hex(p, (unsigned long long)(f->mtime * 1000 +
+                                      f->mtime_ns / 1000000));
+  *p++ = '"';
+  lua_pushlstring(L, tag, (size_t)(p - tag));
+}
+
 static int file_index(lua_State *L) {
-  luaL_checkudata(L, 1, FILE_MT);
-  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-  }
-  if (lua_isnil(L, -1) && lua_type(L, 2) == LUA_TSTRING &&
-      strcmp(lua_tostring(L, 2), "close") == 0)
-    lua_pushcfunction(L, file_close);
+  const struct ms_file *f = luaL_checkudata(L, 1, FILE_MT);
+  size_t len;
+  const char *key = lua_type(L, 2) == LUA_TSTRING
+                    ? lua_tolstring(L, 2, &len) : "";
+  char date[30];
+  size_t n;
+  if (strcmp(key, "etag") == 0) push_etag(L, f);
+  else if (strcmp(key, "last_modified") == 0 &&
+           (n = http_date(date, (time_t)f->mtime)))
+    lua_pushlstring(L, date, n);
+  else if (strcmp(key, "size") == 0) lua_pushinteger(L, (lua_Integer)f->size);
+  else if (strcmp(key, "mtime") == 0) lua_pushinteger(L, f->mtime);
+  else if (strcmp(key, "mtime_ns") == 0) lua_pushinteger(L, f->mtime_ns);
+  else if (strcmp(key, "ino") == 0) lua_pushinteger(L, (lua_Integer)f->ino);
+  else if (strcmp(key, "close") == 0) lua_pushcfunction(L, file_close);
+  else lua_pushnil(L);
   return 1;
 }
 
@@ -100,12 +217,10 @@ static int l_realpath(lua_State *L) {
 /* core.http_date(seconds) -> "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 7231
  * section 7.1.1.1), and core.parse_http_date(s) -> seconds | nil */
 static int l_http_date(lua_State *L) {
-  time_t t = (time_t)luaL_checkinteger(L, 1);
-  struct tm tm;
-  char buf[64];
-  if (!gmtime_r(&t, &tm)) return luaL_argerror(L, 1, "time out of range");
-  strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  lua_pushstring(L, buf);
+  char buf[30];
+  size_t n = http_date(buf, (time_t)luaL_checkinteger(L, 1));
+  if (!n) return luaL_argerror(L, 1, "time out of range");
+  lua_pushlstring(L, buf, n);
   return 1;
 }
 

@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 
 #include "binding.h"
+#include "h2.h"
 #include "handshake.h"
 #include "life.h"
 #include "log.h"
@@ -31,6 +32,23 @@ static void ipv4_text(char *out, const struct in_addr *a) {
     *out++ = (char)('0' + v % 10);
     *out++ = i < 3 ? '.' : '\0';
   }
+}
+
+/* The peer of the socket fd, as text, into *peer (left "" when the
+ * socket has none). */
+static void peer_lookup(int fd, struct ms_h2_peer *peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return;
+  _Static_assert(sizeof peer->addr >= INET6_ADDRSTRLEN, "address text");
+  int v6 = ss.ss_family == AF_INET6;
+  if (v6)
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+              peer->addr, sizeof peer->addr);
+  else
+    ipv4_text(peer->addr, &((struct sockaddr_in *)&ss)->sin_addr);
+  peer->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                        : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
 void ms_push_request(lua_State *L, struct ms_conn *c,
@@ -81,20 +99,15 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
     lua_setfield(L, -2, "host");
   }
   lua_setfield(L, -2, "headers");
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getpeername(c->io.fd, (struct sockaddr *)&ss, &len) == 0) {
-    char addr[INET6_ADDRSTRLEN];
-    int v6 = ss.ss_family == AF_INET6;
-    if (v6)
-      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr,
-                sizeof addr);
-    else
-      ipv4_text(addr, &((struct sockaddr_in *)&ss)->sin_addr);
-    lua_pushstring(L, addr);
+  /* an HTTP/2 connection's streams share the peer it asked for once */
+  struct ms_h2_peer mine = { "", 0 };
+  struct ms_h2_peer *peer = c->flags & CF_H2_STREAM ? ms_h2_peer(c) : NULL;
+  if (!peer) peer = &mine;
+  if (!peer->addr[0]) peer_lookup(c->io.fd, peer);
+  if (peer->addr[0]) {
+    lua_pushstring(L, peer->addr);
     lua_setfield(L, -2, "remote_addr");
-    lua_pushinteger(L, ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                : ((struct sockaddr_in *)&ss)->sin_port));
+    lua_pushinteger(L, peer->port);
     lua_setfield(L, -2, "remote_port");
   }
   lua_pushboolean(L, handshake_wanted(req));
@@ -105,9 +118,13 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
  * (RFC 9112 sections 6 and 9.6, RFC 9110 section 7.8).  A handler's
  * would contradict them: Transfer-Encoding beside Content-Length. */
 static int core_header(const char *name, size_t len) {
-  return http_ieq(name, len, "content-length") ||
-         http_ieq(name, len, "transfer-encoding") ||
-         http_ieq(name, len, "connection") || http_ieq(name, len, "upgrade");
+  switch (len) {                     /* one comparison at most */
+  case 7: return http_ieq(name, len, "upgrade");
+  case 10: return http_ieq(name, len, "connection");
+  case 14: return http_ieq(name, len, "content-length");
+  case 17: return http_ieq(name, len, "transfer-encoding");
+  default: return 0;
+  }
 }
 
 /* Push name[0..len) for a log line: at most 64 bytes, what is not
@@ -131,51 +148,72 @@ static const char *push_shown(lua_State *L, const char *name, size_t len) {
   return lua_tostring(L, -1);
 }
 
+/* Why the field at -2 (name), -1 (value) would break the message, or
+ * NULL; its bytes as a line are added to *total. */
+static const char *check_field(lua_State *L, size_t *total) {
+  size_t nl, vl;
+  int vt = lua_type(L, -1);
+  if (lua_type(L, -2) != LUA_TSTRING ||
+      (vt != LUA_TSTRING && vt != LUA_TNUMBER))
+    return lua_pushfstring(L, "a header of a %s to a %s",
+                           luaL_typename(L, -2), luaL_typename(L, -1));
+  const char *n = lua_tolstring(L, -2, &nl);
+  const char *v = lua_tolstring(L, -1, &vl);   /* a number: its copy */
+  const char *why = !http_is_token(n, nl) ? "header name '%s' is not a "
+                    "token"
+                    : !http_is_field_value(v, vl) ? "header '%s' has a "
+                    "control character in its value"
+                    : core_header(n, nl) ? "the core writes header '%s'"
+                    : NULL;
+  if (why) {
+    const char *shown = push_shown(L, n, nl);
+    return lua_pushfstring(L, why, shown);
+  }
+  *total += nl + vl + 4;
+  return NULL;
+}
+
 /* Serialise the headers table at idx as "Name: value\r\n" lines.
  * Returns NULL with them pushed, or why they would break the response
  * (pushed above them): a name that is no token, a value with a control
- * character, a field the core writes. */
+ * character, a field the core writes.  The fields are checked and
+ * measured, then copied into one string: no string per line. */
 const char *ms_push_header_lines(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
   lua_pushliteral(L, "");
   int acc = lua_gettop(L);
   if (!lua_istable(L, idx)) return NULL;
+  size_t total = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    size_t nl, vl;
-    int vt = lua_type(L, -1);
-    if (lua_type(L, -2) != LUA_TSTRING ||
-        (vt != LUA_TSTRING && vt != LUA_TNUMBER)) {
-      const char *why = lua_pushfstring(L, "a header of a %s to a %s",
-                                        luaL_typename(L, -2),
-                                        luaL_typename(L, -1));
-      lua_replace(L, acc + 1);
-      lua_settop(L, acc + 1);
-      return why;
-    }
-    const char *n = lua_tolstring(L, -2, &nl);
-    const char *v = lua_tolstring(L, -1, &vl);
-    const char *why = !http_is_token(n, nl) ? "header name '%s' is not a "
-                      "token"
-                      : !http_is_field_value(v, vl) ? "header '%s' has a "
-                      "control character in its value"
-                      : core_header(n, nl) ? "the core writes header '%s'"
-                      : NULL;
+    const char *why = check_field(L, &total);
     if (why) {
-      const char *shown = push_shown(L, n, nl);
-      why = lua_pushfstring(L, why, shown);
       lua_replace(L, acc + 1);
       lua_settop(L, acc + 1);
       return why;
     }
-    lua_pushvalue(L, acc);           /* acc .. name .. ": " .. value */
-    lua_pushvalue(L, -3);
-    lua_pushliteral(L, ": ");
-    lua_pushvalue(L, -4);
-    lua_pushliteral(L, "\r\n");
-    lua_concat(L, 5);
-    lua_replace(L, acc);
     lua_pop(L, 1);
   }
+  if (!total) return NULL;
+  lua_pop(L, 1);                       /* "": the buffer takes its slot */
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, total);
+  size_t len = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {           /* the same fields, in order */
+    size_t nl, vl;
+    const char *n = lua_tolstring(L, -2, &nl);
+    const char *v = lua_tolstring(L, -1, &vl);
+    if (len + nl + vl + 4 <= total) {
+      memcpy(p + len, n, nl);
+      memcpy(p + len + nl, ": ", 2);
+      memcpy(p + len + nl + 2, v, vl);
+      memcpy(p + len + nl + 2 + vl, "\r\n", 2);
+      len += nl + vl + 4;
+    }
+    lua_pop(L, 1);
+  }
+  luaL_pushresultsize(&b, len);
   return NULL;
 }
 

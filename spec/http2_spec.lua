@@ -174,6 +174,19 @@ describe("HTTP/2", function()
         :find("^413 "))
     end)
 
+    it("answers before a body ends, then asks the client to stop sending "
+       .. "it: RST_STREAM NO_ERROR after the whole answer", function()
+      local port = tostring(plain_server.port)
+      -- past max_body_size: 413, then the reset; the connection goes on,
+      -- its window not spent on the bytes refused, nor on DATA that was
+      -- in flight when the reset came (7 MiB, past the window)
+      assert.are.equal("413 46 data end reset 0\nget 200\npost 200 3000\n",
+                       h2(port, "early", "/echo", 5000))
+      -- a handler that answers without reading the body
+      assert.are.equal("200 19 data end reset 0\nget 200\npost 200 3000\n",
+                       h2(port, "early", "/hello", 1000))
+    end)
+
     it("streams a body to a handler that reads slowly: flow control holds "
        .. "the client, the other streams go on", function()
       local server = helper.start_server("spec/apps/http2.lua",

@@ -42,6 +42,9 @@ describe("static files", function()
       root)))
     assert(os.execute(("ln -s %q %q/outdir"):format(outside, root)))
     assert(os.execute(("ln -s style.css %q/alias.css"):format(root)))
+    -- a directory whose index is a link out of the root
+    assert(os.execute(("mkdir %q/trap && ln -s %q/secret.txt "
+                       .. "%q/trap/index.html"):format(root, outside, root)))
     write(root .. "/mid.bin", string.rep("m", 1536 * 1024))
     write(root .. "/large.bin", string.rep("l", 8 * 1024 * 1024))
     server = helper.start_server("spec/apps/static.lua",
@@ -182,7 +185,7 @@ describe("static files", function()
         "/%2e%2e/" .. outside:match("[^/]+$") .. "/secret.txt",
         "/sub/%2E%2E/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd",
         "/leak.txt", "/outdir/secret.txt", "/./style.css",
-        "/sub/..\\style.css" } do
+        "/sub/..\\style.css", "/trap/", "/trap/index.html" } do
       local status, _, body = get(server.port, path)
       assert.are.equal(404, status, path)
       assert.does_not.match("secret", body)

@@ -1,5 +1,7 @@
 -- The callgrind guard's HTTP app: a middleware answering /hello, and
--- /echo with the length of the body it read, in front of a WebSocket route at /ws (callback echo); quiet.
+-- /echo with the length of the body it read, in front of a WebSocket
+-- route at /ws (callback echo); quiet.
+-- HTTP2=on: HTTP/2 with prior knowledge beside HTTP/1.1.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
@@ -20,5 +22,6 @@ app:ws("/ws", require "moonsocket.handlers.echo")
 assert(app:listen {
   host = os.getenv("HOST") or "127.0.0.1",
   port = tonumber(os.getenv("PORT")) or 0,
+  http2 = os.getenv("HTTP2") == "on",     -- h2c with prior knowledge
 })
 moonsocket.run()

@@ -5,7 +5,9 @@ local core = require "moonsocket.core"
 
 local char = string.char
 local error = error
+local find = string.find
 local format = string.format
+local gmatch = string.gmatch
 local gsub = string.gsub
 local lower = string.lower
 local match = string.match
@@ -35,6 +37,9 @@ end
 
 -- Percent-decode a path; nil for a malformed escape or a NUL byte.
 local function decode(path)
+  if not find(path, "%", 1, true) then           -- the most: as it is
+    return not find(path, "\0", 1, true) and path or nil
+  end
   if match(path, "%%[^%x]") or match(path, "%%%x[^%x]")
      or match(path, "%%%x?$") then
     return nil
@@ -48,21 +53,20 @@ end
 
 -- Whether a decoded path has a "." or ".." segment, or a backslash.
 local function has_dot_segment(path)
-  for segment in path:gmatch("[^/]+") do
+  if find(path, "\\", 1, true) then return true end
+  if not find(path, "/.", 1, true) then return false end  -- the most
+  for segment in gmatch(path, "[^/]+") do
     if segment == ".." or segment == "." then return true end
   end
-  return path:find("\\", 1, true) ~= nil
-end
-
-local function etag_of(file)
-  return format('"%x-%x-%x"', file.ino, file.size,
-                file.mtime * 1000 + file.mtime_ns // 1000000)
+  return false
 end
 
 -- Whether the request's validators say the client's copy is current
 -- (RFC 7232 section 6: If-None-Match first, else If-Modified-Since).
-local function not_modified(headers, etag, mtime)
+local function not_modified(headers, etag, file)
   local inm = headers["if-none-match"]
+  local ims = headers["if-modified-since"]
+  if not inm and not ims then return false end         -- the most
   if inm then
     if inm == "*" then return true end
     for tag in inm:gmatch("[^,%s]+") do
@@ -70,9 +74,8 @@ local function not_modified(headers, etag, mtime)
     end
     return false
   end
-  local ims = headers["if-modified-since"]
-  local since = ims and core.parse_http_date(ims)
-  return since ~= nil and mtime <= since
+  local since = core.parse_http_date(ims)
+  return since ~= nil and file.mtime <= since
 end
 
 local function bad_request(why)
@@ -94,7 +97,6 @@ function _M.new(dir, opts)
     and format("public, max-age=%d", opts.max_age) or "no-cache"
   local root, err = core.realpath(dir)
   if not root then error("static: " .. err, 2) end
-  local prefix = root == "/" and "/" or root .. "/"
 
   return function(req, next)
     local path = decode(req.path)
@@ -102,11 +104,9 @@ function _M.new(dir, opts)
     if sub(path, 1, 1) ~= "/" or has_dot_segment(path) then
       return next()
     end
-    local full = core.realpath(root .. path)
-    if not full or (full ~= root and sub(full, 1, #prefix) ~= prefix) then
-      return next()               -- missing, or a link out of the root
-    end
-    local file, _, code = core.open_file(full)
+    -- the file opened must be under the root once its links are
+    -- resolved: "EXDEV" else; full is its resolved path
+    local file, full, code = core.open_file(root .. path, root)
     if code == "EISDIR" then
       if sub(path, -1) ~= "/" then  -- relative links need the slash
         -- one leading slash: browsers take "//evil.example/" to be
@@ -115,23 +115,22 @@ function _M.new(dir, opts)
                        .. (req.query and "?" .. req.query or "")
         return 301, { Location = target }, ""
       end
-      full = full .. "/" .. index
-      file, _, code = core.open_file(full)
+      file, full = core.open_file(root .. path .. index, root)
     end
-    if not file then return next() end
+    if not file then return next() end  -- missing, or a link out of root
     if req.method ~= "GET" and req.method ~= "HEAD" then
       file:close()
       return 405, { Allow = "GET, HEAD" }, "405 Method Not Allowed\n"
     end
-    local etag = etag_of(file)
+    local etag = file.etag
     local headers = {
       ["Content-Type"] = content_type(full),
       ["ETag"] = etag,
-      ["Last-Modified"] = core.http_date(file.mtime),
+      ["Last-Modified"] = file.last_modified,
       ["Cache-Control"] = cache_control,
       ["X-Content-Type-Options"] = "nosniff",
     }
-    if not_modified(req.headers, etag, file.mtime) then
+    if not_modified(req.headers, etag, file) then
       file:close()
       return 304, headers
     end

@@ -18,6 +18,14 @@ usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
                              handler runs before its body comes
   stall PATH SIZE            a POST's HEADERS and SIZE bytes of its body,
                              the rest never sent: prints the status
+  early PATH SIZE            a POST's HEADERS and SIZE bytes of its
+                             body, the rest never sent: prints the
+                             status, the body's length, the events of
+                             the stream after the answer's HEADERS
+                             ("data", "end", "reset <code>"); then,
+                             after 7 MiB of DATA on the reset stream,
+                             the status of a GET /hello and of a POST of
+                             3000 bytes to /echo on the same connection
   held SIZE                  a POST of SIZE bytes to /slow, which reads 1
                              KiB and waits for /go: prints "held N", the
                              bytes sent when the windows shut (and stayed
@@ -258,6 +266,46 @@ def stall(where, path, size):
     print(answer(seen, 1)[0])
 
 
+def early(where, path, size):
+    sock, conn = connect(where)
+    wait_settings(sock, conn)
+    conn.send_headers(1, request_headers("POST", path))
+    conn.send_data(1, b"e" * int(size))
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, lambda ev: getattr(ev, "stream_id", 0) == 1 and
+                isinstance(ev, h2.events.StreamReset))
+    status, body, trail = None, b"", []
+    for ev in seen:
+        if getattr(ev, "stream_id", None) != 1:
+            continue
+        if isinstance(ev, h2.events.ResponseReceived):
+            status = dict(ev.headers)[":status"]
+        elif isinstance(ev, h2.events.DataReceived):
+            body += ev.data
+            if not trail or trail[-1] != "data":
+                trail.append("data")
+        elif isinstance(ev, h2.events.StreamEnded):
+            trail.append("end")
+        elif isinstance(ev, h2.events.StreamReset):
+            trail.append("reset %d" % ev.error_code)
+    print(status, len(body), " ".join(trail))
+    # DATA a client had in flight when the reset came, written raw (h2
+    # sends none on a closed stream): 7 MiB, past the connection's
+    # window, which the server must not count against it
+    frame = (16384).to_bytes(3, "big") + b"\x00\x00" + \
+        (1).to_bytes(4, "big") + b"l" * 16384
+    for _ in range(448):
+        sock.sendall(frame)
+    conn.send_headers(3, request_headers("GET", "/hello"), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    print("get", answer(pump(sock, conn, ended(3)), 3)[0])
+    conn.send_headers(5, request_headers("POST", "/echo"))
+    conn.send_data(5, b"z" * 3000, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status, _, body = answer(pump(sock, conn, ended(5)), 5)
+    print("post", status, len(body))
+
+
 def held(where, size):
     sock, conn = connect(where)
     wait_settings(sock, conn)
@@ -310,4 +358,4 @@ if __name__ == "__main__":
     where, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     {"get": get, "many": many, "flood": flood, "preface": preface,
      "connect": connect_method, "post": post, "held": held,
-     "stall": stall}[mode](where, *args)
+     "stall": stall, "early": early}[mode](where, *args)

@@ -21,6 +21,7 @@ struct ms_topic {
   struct ms_sub *head, *tail;
   size_t count;          /* subscribers, not counting those who left */
   unsigned publishing;   /* publishes under way (they may nest) */
+  struct delivery *delivering; /* of positioned messages, innermost first */
   size_t left;           /* nodes of those who left meanwhile */
   uint64_t hash;
   size_t len;
@@ -293,13 +294,56 @@ long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
   return reached;
 }
 
+/* A message with a position on its way to a topic's subscribers.  What
+ * a send runs (a close handler, a presence hook) may publish the next
+ * one to the same topic: that one must not overtake this one at the
+ * subscribers still to come, so the newer publish first finishes the
+ * deliveries under way, oldest first (each lives on the stack of the
+ * publish that began it). */
+struct delivery {
+  struct delivery *outer;          /* begun before this one */
+  struct ms_sub *next, *last;      /* next to get it (NULL: done), last */
+  const uint8_t *frame;
+  size_t flen;
+  struct ms_shared *sh;
+  struct ms_conn *skip;
+  long reached;
+};
+
+static void delivery_run(struct delivery *d) {
+  while (d->next) {
+    struct ms_sub *s = d->next;
+    d->next = s == d->last ? NULL : s->next;
+    struct ms_conn *c = s->conn;
+    if (c && c != d->skip && c->state == CS_OPEN) {
+      enum ms_send_status st = ms_conn_send_frame(c, d->frame, d->flen,
+                                                  d->sh);
+      if (st == MS_SENT || st == MS_QUEUED) d->reached++;
+    }
+  }
+}
+
+/* d's elders first, then d */
+static void delivery_finish(struct delivery *d) {
+  if (d->outer) delivery_finish(d->outer);
+  delivery_run(d);
+}
+
 long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
                              size_t nlen, struct ms_shared *sh,
                              struct ms_conn *skip) {
   struct ms_topic *t = find(ts, name, nlen);
   if (!t) return 0;
-  return deliver(ts, t, sh->bytes, sh->len, sh->len > SHARE_MIN ? sh : NULL,
-                 skip);
+  /* those who subscribe while this runs do not get this message */
+  struct delivery d = { t->delivering, t->head, t->tail, sh->bytes,
+                        sh->len, sh->len > SHARE_MIN ? sh : NULL, skip, 0 };
+  t->delivering = &d;
+  t->publishing++;
+  delivery_finish(&d);
+  t->delivering = d.outer;
+  if (--t->publishing == 0) compact(ts, t);
+  ts->metrics->deliveries += (uint64_t)d.reached;
+  return d.reached;
 }
 
 /* Nothing is told: the presence goes with the process. */

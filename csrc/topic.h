@@ -60,7 +60,9 @@ long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
                       struct ms_conn *skip);
 
 /* The same with a frame built already (a topic's history keeps it):
- * queued by reference to sh, or copied when it is small. */
+ * queued by reference to sh, or copied when it is small.  Positioned
+ * messages keep their order: one published by what this delivery runs
+ * (a close handler) reaches each subscriber after this one. */
 struct ms_shared;
 long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
                              size_t nlen, struct ms_shared *sh,

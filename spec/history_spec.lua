@@ -233,6 +233,45 @@ describe("history, one process", function()
   end)
 end)
 
+describe("history, a publish from inside a delivery", function()
+  local server, port
+
+  setup(function()
+    server = helper.start_server("spec/apps/history.lua",
+                                 { MAX_BACKPRESSURE = 1024 })
+    port = server.port
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  it("reaches every subscriber after the message being delivered",
+     function()
+    -- first, second, third subscribe in that order; second reads
+    -- nothing and is over max_backpressure, so the next publish fails
+    -- it, and its close handler publishes "bye" to the same topic while
+    -- the first publish is still on its way to third
+    local first, third = client(port), client(port)
+    local second = assert(helper.ws_connect(port, "/cb"))
+    assert.are.equal("sub filled true", ask(first, "sub filled"))
+    assert.are.equal("sub h:nest true", ask(first, "sub h:nest"))
+    assert.is_true(second:send_text("sub h:nest"))
+    assert.is_true(second:send_text("fill h:nest 25165824"))
+    assert.are.equal("filled", select(2, first:recv_message()))
+    assert.are.equal("sub h:nest true", ask(third, "sub h:nest"))
+    local pub = client(port)
+    local reply = ask(pub, "pub h:nest hello")
+    local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
+    for _, ws in ipairs { first, third } do
+      assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
+      assert.are.same({ epoch, off + 1, "bye" }, { recv_positioned(ws) })
+    end
+    second:abort()
+    close_all { first, third, pub }
+  end)
+end)
+
 describe("history ttl", function()
   local s = helper.with_server("spec/apps/history.lua", { HTTL = 0.3 })
 

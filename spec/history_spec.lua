@@ -459,6 +459,69 @@ describe("history with workers = 2", function()
     close_all { a, b, cb, sub }
   end)
 
+  it("waits for the master's positions without blocking the worker",
+     function()
+    local a, echo = on_worker(1), on_worker(1)
+    local cb = on_worker(1, "/cb")
+    local sub, gone = on_worker(1), on_worker(1)
+    local epoch, off = split_pos(ask(a, "pub h:sync first")
+                                 :match("^pub %d+ (%S+)$"))
+    master_stopped(function()
+      -- three publishes on their way: their positions are not here yet
+      assert.are.equal("burst nil", ask(cb, "burst h:sync 3"))
+      -- a position worker 1 has yet to get: it asks the master and the
+      -- coroutine waits; the loop serves on
+      local since = ("since h:sync %s:%d"):format(epoch, off + 2)
+      assert.is_true(sub:send_text(since))
+      assert.is_true(gone:send_text(since))
+      gone:abort()                              -- closed meanwhile
+      for i = 1, 5 do
+        assert.is_true(echo:send_text("echo " .. i))
+        assert.are.same({ helper.TEXT, "echo " .. i },
+                        { echo:recv_message(helper.scaled(2)) })
+      end
+      assert.are.equal("timeout", select(2, sub:recv_message(0.2)))
+    end)
+    -- the master answers in order: the three, then the sync; exactly
+    -- the one after since comes
+    assert.are.same({ epoch, off + 3, "b3" }, { recv_positioned(sub) })
+    assert.are.equal(("since true true %s:%d"):format(epoch, off + 3),
+                     select(2, sub:recv_message()))
+    assert.are.equal("echo on", ask(echo, "echo on"))
+    close_all { a, echo, cb, sub }
+  end)
+
+  it("gives a topic nothing was published to its epoch from the master",
+     function()
+    local sub = on_worker(1)
+    local epoch, off = split_pos(ask(sub, "since h:fresh")
+                                 :match("^since true false (%S+)$"))
+    assert.are_not.equal(("0"):rep(16), epoch)
+    assert.are.equal(0, off)
+    sub:abort()
+    local pub = on_worker(2)
+    for i = 1, 3 do
+      local reply = ask(pub, "pub h:fresh m" .. i)
+      assert.are.equal(("%s:%d"):format(epoch, i),
+                       reply:match("^pub %d+ (%S+)$"), reply)
+    end
+    for w = 1, 2 do
+      local back = on_worker(w)
+      assert.is_true(back:send_text(("since h:fresh %s:0"):format(epoch)))
+      for i = 1, 3 do
+        assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(back) })
+      end
+      assert.are.equal(("since true true %s:3"):format(epoch),
+                       select(2, back:recv_message()))
+      back:abort()
+    end
+    -- a callback handler cannot wait: what the worker has, at once
+    local cb = on_worker(1, "/cb")
+    assert.are.equal("since true false 0000000000000000:0",
+                     ask(cb, "since h:cbfresh"))
+    close_all { pub, cb }
+  end)
+
   it("fails a publish the master leaves unanswered for 5 s", function()
     local a, sub = on_worker(1), on_worker(2)
     assert.are.equal("sub h:late true", ask(sub, "sub h:late"))

@@ -344,8 +344,16 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
     if (recovered == 0 && m->backplane && again &&
         recover_from_redis(L, m, p, name, len, &since, again))
       return again(L, LUA_OK, 0);
-  } else {
-    ms_history_current(m->history, name, len, ev_now(m->loop), &current);
+  } else if (!ms_history_current(m->history, name, len, ev_now(m->loop),
+                                 &current) && m->backplane && again &&
+             ms_backplane_connected(m->backplane)) {
+    /* nothing of the topic here: Redis's position (the read begins the
+     * topic's epoch when nothing was published to it), then once more */
+    uint64_t request;
+    if (ms_backplane_fetch_history(m->backplane, p, name, len,
+                                   UINT64_MAX >> 1, &request) ==
+        MS_BP_SENT && await_answer(L, request, again))
+      return again(L, LUA_OK, 0);
   }
   /* a worker: since may be a position it has yet to get from the
    * master, or the topic has no position here yet.  It asks the master
@@ -357,9 +365,9 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
     return again(L, LUA_OK, 0);
   /* a topic nothing was published to yet: where this process gives the
    * positions, its epoch begins now, so the subscriber has a position
-   * to come back from (a worker asked the master above; with Redis the
-   * first publish gives it: until then the position is epoch 0, not
-   * recoverable) */
+   * to come back from (a worker asked the master above, a process with
+   * Redis read it; a callback handler, which cannot wait for them, gets
+   * epoch 0 until this process has the position) */
   if (current.epoch == 0 && !m->backplane && !m->worker && !m->workers &&
       ms_history_open(m->history, name, len, ev_now(m->loop), &current) < 0)
     return luaL_error(L, "out of memory");

@@ -451,10 +451,17 @@ static void pending_timer_cb(struct ev_loop *loop, ev_timer *w,
                       offsetof(struct ms_link, pending_timer));
   (void)revents;
   ev_ref(loop);                    /* it stopped: balance its unref */
-  if (l->pending) {
-    ms_log(NULL, MS_LOG_ERROR, "worker %d: the master gave no %s "
-           "within %.0f s", l->m->worker,
-           l->pending->sync ? "answer" : "position", WAIT_MAX);
+  /* one line for what is due: publishes first, they lose a position */
+  int due = 0, publishes = 0;
+  for (struct pending *p = l->pending; p && p->deadline <= ev_now(loop);
+       p = p->next) {
+    due++;
+    if (!p->sync) publishes++;
+  }
+  if (due) {
+    ms_log(NULL, MS_LOG_ERROR, "worker %d: the master gave no %s within "
+           "%.0f s", l->m->worker, publishes ? "position" : "answer",
+           WAIT_MAX);
     pending_fail(l, ev_now(loop));
   }
   pending_arm(l);

@@ -523,21 +523,31 @@ describe("history with workers = 2", function()
   end)
 
   it("fails a publish the master leaves unanswered for 5 s", function()
-    local a, sub = on_worker(1), on_worker(2)
+    local a, sub, s = on_worker(1), on_worker(2), on_worker(1)
     assert.are.equal("sub h:late true", ask(sub, "sub h:late"))
+    local epoch, off = split_pos(ask(a, "pub h:late first")
+                                 :match("^pub %d+ (%S+)$"))
+    assert.are.equal("first", select(3, recv_positioned(sub)))
     master_stopped(function()
       assert.is_true(a:send_text("pub h:late slow"))
+      -- a subscribe waiting for the master meanwhile: after 5 s, what
+      -- the worker has
+      assert.is_true(s:send_text(("since h:late %s:%d")
+                                 :format(epoch, off + 1)))
       local kind, reply = a:recv_message(8)
       assert.are.equal(helper.TEXT, kind, server:log())
       assert.are.equal("pub nil the master process did not give a "
                        .. "position EUNAVAILABLE", reply)
+      assert.are.same({ helper.TEXT, ("since true false %s:%d")
+                                       :format(epoch, off) },
+                      { s:recv_message(8) })
       assert.are.equal("echo on", ask(a, "echo on"))
     end)
     -- the message itself may still come, as the failure says
     assert.are.equal("slow", select(3, recv_positioned(sub)))
     assert.is_truthy(server:log():find("the master gave no position "
                                        .. "within 5 s", 1, true))
-    close_all { a, sub }
+    close_all { a, sub, s }
   end)
 
   it("recovers on one worker while the other publishes at full speed",

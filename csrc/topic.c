@@ -21,7 +21,6 @@ struct ms_topic {
   struct ms_sub *head, *tail;
   size_t count;          /* subscribers, not counting those who left */
   unsigned publishing;   /* publishes under way (they may nest) */
-  struct delivery *delivering; /* of positioned messages, innermost first */
   size_t left;           /* nodes of those who left meanwhile */
   uint64_t hash;
   size_t len;
@@ -298,10 +297,12 @@ long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
  * a send runs (a close handler, a presence hook) may publish the next
  * one to the same topic: that one must not overtake this one at the
  * subscribers still to come, so the newer publish first finishes the
- * deliveries under way, oldest first (each lives on the stack of the
- * publish that began it). */
-struct delivery {
-  struct delivery *outer;          /* begun before this one */
+ * deliveries of its topic under way, oldest first (each lives on the
+ * stack of the publish that began it; the list is the process's, so a
+ * topic costs nothing more). */
+struct ms_delivery {
+  struct ms_delivery *outer;       /* begun before this one */
+  struct ms_topic *topic;
   struct ms_sub *next, *last;      /* next to get it (NULL: done), last */
   const uint8_t *frame;
   size_t flen;
@@ -310,7 +311,7 @@ struct delivery {
   long reached;
 };
 
-static void delivery_run(struct delivery *d) {
+static void delivery_run(struct ms_delivery *d) {
   while (d->next) {
     struct ms_sub *s = d->next;
     d->next = s == d->last ? NULL : s->next;
@@ -323,10 +324,10 @@ static void delivery_run(struct delivery *d) {
   }
 }
 
-/* d's elders first, then d */
-static void delivery_finish(struct delivery *d) {
-  if (d->outer) delivery_finish(d->outer);
-  delivery_run(d);
+/* those of t from d on, the eldest first */
+static void delivery_finish(struct ms_delivery *d, struct ms_topic *t) {
+  if (d->outer) delivery_finish(d->outer, t);
+  if (d->topic == t) delivery_run(d);
 }
 
 long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
@@ -335,12 +336,13 @@ long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
   struct ms_topic *t = find(ts, name, nlen);
   if (!t) return 0;
   /* those who subscribe while this runs do not get this message */
-  struct delivery d = { t->delivering, t->head, t->tail, sh->bytes,
-                        sh->len, sh->len > SHARE_MIN ? sh : NULL, skip, 0 };
-  t->delivering = &d;
+  struct ms_delivery d = { ts->delivering, t, t->head, t->tail, sh->bytes,
+                           sh->len, sh->len > SHARE_MIN ? sh : NULL, skip,
+                           0 };
+  ts->delivering = &d;
   t->publishing++;
-  delivery_finish(&d);
-  t->delivering = d.outer;
+  delivery_finish(&d, t);
+  ts->delivering = d.outer;
   if (--t->publishing == 0) compact(ts, t);
   ts->metrics->deliveries += (uint64_t)d.reached;
   return d.reached;

@@ -31,6 +31,8 @@ struct ms_topics {
   /* told when a subscription with presence ends (unsubscribed, or its
    * socket closing), after it is gone; NULL: no presence yet */
   void (*presence_left)(struct ms_topics *ts, uint64_t id);
+  /* positioned messages being delivered, innermost first (topic.c) */
+  struct ms_delivery *delivering;
 };
 
 /* 1 when conn subscribed now, 0 when it already was, -1 out of memory */

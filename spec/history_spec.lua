@@ -270,6 +270,27 @@ describe("history, a publish from inside a delivery", function()
     second:abort()
     close_all { first, third, pub }
   end)
+
+  it("so does one an on_presence handler publishes", function()
+    -- as above, the leave of second's presence publishes "left"
+    local first, third = client(port), client(port)
+    local second = assert(helper.ws_connect(port, "/cb"))
+    assert.are.equal("sub filled true", ask(first, "sub filled"))
+    assert.are.equal("sub p:nest true", ask(first, "sub p:nest"))
+    assert.is_true(second:send_text("psub p:nest"))
+    assert.is_true(second:send_text("fill none 25165824"))
+    assert.are.equal("filled", select(2, first:recv_message()))
+    assert.are.equal("sub p:nest true", ask(third, "sub p:nest"))
+    local pub = client(port)
+    local reply = ask(pub, "pub p:nest hello")
+    local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
+    for _, ws in ipairs { first, third } do
+      assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
+      assert.are.same({ epoch, off + 1, "left" }, { recv_positioned(ws) })
+    end
+    second:abort()
+    close_all { first, third, pub }
+  end)
 end)
 
 describe("history ttl", function()

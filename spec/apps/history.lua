@@ -20,6 +20,9 @@
 --     not read is then over max_backpressure), then publishes "filled"
 --     to the topic "filled"; when it closes, its handler publishes
 --     "bye" to T
+--   psub T                 -> ws:subscribe(T, { presence = {} }): "psub T
+--     true"; on_presence publishes "left" to T (topics "p:*") when a
+--     socket leaves
 --   pid                    -> "pid WORKER" (0 without workers)
 --   echo MSG               -> "echo MSG"
 --   bp                     -> "bp true" when the backplane is connected,
@@ -47,6 +50,10 @@ end
 app:history("h:*", { size = env_int("HSIZE"), ttl = tonumber(os.getenv("HTTL")) })
 app:history("exact", { size = 3 })
 app:history("f:*", { size = 1000000 })
+app:history("p:*", {})
+app:on_presence("p:*", function(topic, kind)
+  if kind == "leave" then app:publish(topic, "left") end
+end)
 
 local function pos(p)
   return p and (p.epoch .. ":" .. p.offset) or "nil"
@@ -112,6 +119,8 @@ local function command(ws, msg)
     farewell[ws] = topic
     ws:send(string.rep("x", tonumber(rest)))
     app:publish("filled", "filled")
+  elseif cmd == "psub" then
+    reply(ws, "psub", topic, ws:subscribe(topic, { presence = {} }))
   elseif cmd == "pid" then
     reply(ws, "pid", moonsocket.worker() or 0)
   elseif cmd == "echo" then

@@ -304,7 +304,10 @@ static int sync_with_master(lua_State *L, struct ms_module *m,
 
 /* ws:subscribe(topic, { since = position }) for topic with history: the
  * messages after since are queued, then the socket subscribes; nothing
- * is delivered in between, so nothing is missed or sent twice. */
+ * is delivered in between, so nothing is missed or sent twice.  What
+ * this process lacks it first asks for (Redis, the master) and, in a
+ * caller that may wait, waits for without blocking the loop: again
+ * (NULL the second time) then runs the subscribe once more. */
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
                              const char *name, size_t len, int opts,
                              lua_KFunction again) {
@@ -338,9 +341,9 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
   } else if (has_since) {
     recovered = ms_history_since(m->history, name, len, ev_now(m->loop),
                                  &since, &list, &n, &current);
+    if (recovered < 0) return luaL_error(L, "out of memory");
     /* not kept here (this process began later, or is behind): what
      * Redis keeps, in a caller that may wait; then once more */
-    if (recovered < 0) return luaL_error(L, "out of memory");
     if (recovered == 0 && m->backplane && again &&
         recover_from_redis(L, m, p, name, len, &since, again))
       return again(L, LUA_OK, 0);

@@ -72,7 +72,8 @@ void ms_event_published(struct ms_module *m, uint64_t request,
 
 /* A recovery's read of Redis, numbered request
  * (ms_backplane_fetch_history), is done: what Redis kept is kept here
- * too, as far as it could be. */
+ * too, as far as it could be.  Or a worker's sync with the master
+ * (ms_workers_sync) is answered, failed or timed out. */
 void ms_event_recovered(struct ms_module *m, uint64_t request);
 
 /* A member joined or left a topic's presence, here or (with workers)

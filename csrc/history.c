@@ -428,6 +428,18 @@ int ms_history_open(struct ms_history *h, const char *name, size_t len,
   return 0;
 }
 
+int ms_history_open_at(struct ms_history *h, const char *name, size_t len,
+                       const struct ms_hist_pos *pos) {
+  struct ms_hist_topic *t = find(h, name, len);
+  if (t && t->epoch == pos->epoch && t->next == pos->offset + 1) return 0;
+  if (!t && !(t = create(h, name, len))) return -1;
+  drop_all(h, t);
+  t->epoch = pos->epoch;
+  t->first = t->next = pos->offset + 1;
+  bound(h, t);
+  return 0;
+}
+
 int ms_history_since(struct ms_history *h, const char *name, size_t len,
                      double now, const struct ms_hist_pos *since,
                      struct ms_shared ***out, size_t *n,

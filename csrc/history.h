@@ -114,6 +114,13 @@ int ms_history_current(struct ms_history *h, const char *name, size_t len,
 int ms_history_open(struct ms_history *h, const char *name, size_t len,
                     double now, struct ms_hist_pos *pos);
 
+/* name's history is at pos, as the process that gives the positions
+ * says: what this process keeps of it stays when it leads up to pos,
+ * else it is dropped and the history begins at pos.  -1: out of
+ * memory. */
+int ms_history_open_at(struct ms_history *h, const char *name, size_t len,
+                       const struct ms_hist_pos *pos);
+
 /* The messages after since, oldest first, up to limit (0: all), with a
  * reference taken on each frame: *out is a malloc'd array of *n frames
  * the caller releases.  Returns 1 when they are all there (since is of

@@ -254,6 +254,21 @@ static int l_publish_hooks(lua_State *L) {
 /* Subscribing from a position                                         */
 /* ------------------------------------------------------------------ */
 
+/* Wait for the answer to request (a read of Redis, a sync with the
+ * master) when the caller can, then call again; a caller that cannot
+ * wait calls again at once.  0 without the runtime's hooks. */
+static int await_answer(lua_State *L, uint64_t request,
+                        lua_KFunction again) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, RECOVER_AWAIT_HOOK) !=
+      LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushinteger(L, (lua_Integer)request);
+  lua_callk(L, 1, 0, 0, again);
+  return 1;
+}
+
 /* Read what Redis keeps of name after since into this process's
  * history, and wait for it when the caller can, then call again: 1 when
  * it did (again's results are pushed), 0 when nothing was sent. */
@@ -272,19 +287,27 @@ static int recover_from_redis(lua_State *L, struct ms_module *m,
   if (ms_backplane_fetch_history(m->backplane, p, name, len, after,
                                  &request) != MS_BP_SENT)
     return 0;
-  if (lua_getfield(L, LUA_REGISTRYINDEX, RECOVER_AWAIT_HOOK) !=
-      LUA_TFUNCTION) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  lua_pushinteger(L, (lua_Integer)request);
-  lua_callk(L, 1, 0, 0, again);
-  return 1;
+  return await_answer(L, request, again);
+}
+
+/* A worker asks the master for everything sent so far and name's
+ * position, beginning its epoch when nothing was published to it; the
+ * caller waits when it can (the loop serves on), then calls again: 1
+ * when it did, 0 when nothing was sent. */
+static int sync_with_master(lua_State *L, struct ms_module *m,
+                            const char *name, size_t len,
+                            lua_KFunction again) {
+  uint64_t request;
+  if (ms_workers_sync(m, name, len, &request) < 0) return 0;
+  return await_answer(L, request, again);
 }
 
 /* ws:subscribe(topic, { since = position }) for topic with history: the
  * messages after since are queued, then the socket subscribes; nothing
- * is delivered in between, so nothing is missed or sent twice. */
+ * is delivered in between, so nothing is missed or sent twice.  What
+ * this process lacks it first asks for (Redis, the master) and, in a
+ * caller that may wait, waits for without blocking the loop: again
+ * (NULL the second time) then runs the subscribe once more. */
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
                              const char *name, size_t len, int opts,
                              lua_KFunction again) {
@@ -318,27 +341,36 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
   } else if (has_since) {
     recovered = ms_history_since(m->history, name, len, ev_now(m->loop),
                                  &since, &list, &n, &current);
+    if (recovered < 0) return luaL_error(L, "out of memory");
     /* not kept here (this process began later, or is behind): what
      * Redis keeps, in a caller that may wait; then once more */
     if (recovered == 0 && m->backplane && again &&
         recover_from_redis(L, m, p, name, len, &since, again))
       return again(L, LUA_OK, 0);
-    if (recovered == 0 && m->link && !m->backplane) {
-      /* the position may be one this worker has yet to get from the
-       * master: wait for what the master sent so far, then look again */
-      if (ms_workers_sync(m) == 0 && c->state == CS_OPEN)
-        recovered = ms_history_since(m->history, name, len,
-                                     ev_now(m->loop), &since, &list, &n,
-                                     &current);
-    }
-    if (recovered < 0) return luaL_error(L, "out of memory");
-  } else {
-    ms_history_current(m->history, name, len, ev_now(m->loop), &current);
+  } else if (!ms_history_current(m->history, name, len, ev_now(m->loop),
+                                 &current) && m->backplane && again &&
+             ms_backplane_connected(m->backplane)) {
+    /* nothing of the topic here: Redis's position (the read begins the
+     * topic's epoch when nothing was published to it), then once more */
+    uint64_t request;
+    if (ms_backplane_fetch_history(m->backplane, p, name, len,
+                                   UINT64_MAX >> 1, &request) ==
+        MS_BP_SENT && await_answer(L, request, again))
+      return again(L, LUA_OK, 0);
   }
+  /* a worker: since may be a position it has yet to get from the
+   * master, or the topic has no position here yet.  It asks the master
+   * and, never blocking its loop, looks again once the answer is here;
+   * a caller that cannot wait goes on with what this worker has */
+  if (m->link && !m->backplane && again &&
+      (has_since ? recovered == 0 : current.epoch == 0) &&
+      sync_with_master(L, m, name, len, again))
+    return again(L, LUA_OK, 0);
   /* a topic nothing was published to yet: where this process gives the
    * positions, its epoch begins now, so the subscriber has a position
-   * to come back from (with workers or Redis the first publish gives
-   * it: until then the position is epoch 0, not recoverable) */
+   * to come back from (a worker asked the master above, a process with
+   * Redis read it; a callback handler, which cannot wait for them, gets
+   * epoch 0 until this process has the position) */
   if (current.epoch == 0 && !m->backplane && !m->worker && !m->workers &&
       ms_history_open(m->history, name, len, ev_now(m->loop), &current) < 0)
     return luaL_error(L, "out of memory");

@@ -66,11 +66,20 @@ static const char SCRIPT[] =
 
 /* What a recovery asks for: the epoch, the position of the last
  * message, and the messages after ARGV[1] (newest first), when there
- * are at most ARGV[2] of them; nothing when the topic has no history in
- * Redis.  Whether they are all still there the caller sees. */
+ * are at most ARGV[2] of them.  A topic with no history in Redis begins
+ * its epoch here (ARGV[3]; ARGV[4] the ttl in ms), as a publish would:
+ * a subscriber to a topic nothing was published to gets a position to
+ * come back from.  Whether the messages are all still there the caller
+ * sees. */
 static const char FETCH[] =
   "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
-  "if not epoch then return {} end\n"
+  "if not epoch then\n"
+  "  epoch = ARGV[3]\n"
+  "  redis.call('DEL', KEYS[2])\n"
+  "  redis.call('HSETNX', KEYS[1], 'epoch', epoch)\n"
+  "  local ttl = tonumber(ARGV[4])\n"
+  "  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end\n"
+  "end\n"
   "local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')\n"
   "local n = last - tonumber(ARGV[1])\n"
   "if n <= 0 or n > tonumber(ARGV[2]) then return { epoch, last } end\n"
@@ -497,13 +506,26 @@ static void on_fetched(redisAsyncContext *ac, void *reply_, void *priv) {
   ms_backplane_answered(r->b, p->cost);
   p->cost = 0;
   uint64_t epoch;
-  if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+  struct ms_history *h = r->m->history;
+  if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
       reply->element[0]->type == REDIS_REPLY_STRING &&
-      reply->element[2]->type == REDIS_REPLY_ARRAY &&
+      reply->element[1]->type == REDIS_REPLY_INTEGER &&
+      reply->element[1]->integer >= 0 &&
       parse_epoch(reply->element[0]->str, reply->element[0]->len, &epoch)) {
-    r->depth++;
-    int gone = merge(r, p, epoch, reply->element[2]);
-    if (leave(r) || gone) return;
+    if (reply->elements == 3 &&
+        reply->element[2]->type == REDIS_REPLY_ARRAY) {
+      r->depth++;
+      int gone = merge(r, p, epoch, reply->element[2]);
+      if (leave(r) || gone) return;
+    }
+    /* nothing of the topic here: its position is Redis's, the one a
+     * subscriber comes back from */
+    struct ms_hist_pos pos = { epoch, (uint64_t)reply->element[1]->integer };
+    struct ms_hist_pos current;
+    if (h && ms_history_match(h, p->topic, p->tlen) &&
+        !ms_history_current(h, p->topic, p->tlen, ev_now(r->m->loop),
+                            &current))
+      ms_history_open_at(h, p->topic, p->tlen, &pos);
   } else if (reply->type == REDIS_REPLY_ERROR) {
     ms_log(NULL, MS_LOG_ERROR, "backplane: redis refused a history read: "
            "%s", reply->str);
@@ -552,14 +574,16 @@ enum ms_backplane_status ms_rhist_fetch(struct ms_rhist *r,
   name[tlen] = '\0';
   /* no more than the topic may keep, and what approximate trimming
    * leaves beyond it */
-  char from[24], most[24];
+  char from[24], most[24], epoch[17], ttl[24];
   snprintf(from, sizeof from, "%" PRIu64, after);
   snprintf(most, sizeof most, "%zu", pat->size + 100);
+  snprintf(epoch, sizeof epoch, "%016" PRIx64, random64(p));
+  snprintf(ttl, sizeof ttl, "%.0f", pat->ttl * 1000);
   const char *argv[] = { "EVAL", FETCH, "2", keys, keys + mlen, from,
-                         most };
+                         most, epoch, ttl };
   const size_t argvlen[] = { 4, sizeof FETCH - 1, 1, mlen, slen,
-                             strlen(from), strlen(most) };
-  int rc = redisAsyncCommandArgv(pub, on_fetched, p, 7, argv, argvlen);
+                             strlen(from), strlen(most), 16, strlen(ttl) };
+  int rc = redisAsyncCommandArgv(pub, on_fetched, p, 9, argv, argvlen);
   free(keys);
   if (rc != REDIS_OK) {
     free(p);

@@ -293,13 +293,59 @@ long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
   return reached;
 }
 
+/* A message with a position on its way to a topic's subscribers.  What
+ * a send runs (a close handler, a presence hook) may publish the next
+ * one to the same topic: that one must not overtake this one at the
+ * subscribers still to come, so the newer publish first finishes the
+ * deliveries of its topic under way, oldest first (each lives on the
+ * stack of the publish that began it; the list is the process's, so a
+ * topic costs nothing more). */
+struct ms_delivery {
+  struct ms_delivery *outer;       /* begun before this one */
+  struct ms_topic *topic;
+  struct ms_sub *next, *last;      /* next to get it (NULL: done), last */
+  const uint8_t *frame;
+  size_t flen;
+  struct ms_shared *sh;
+  struct ms_conn *skip;
+  long reached;
+};
+
+static void delivery_run(struct ms_delivery *d) {
+  while (d->next) {
+    struct ms_sub *s = d->next;
+    d->next = s == d->last ? NULL : s->next;
+    struct ms_conn *c = s->conn;
+    if (c && c != d->skip && c->state == CS_OPEN) {
+      enum ms_send_status st = ms_conn_send_frame(c, d->frame, d->flen,
+                                                  d->sh);
+      if (st == MS_SENT || st == MS_QUEUED) d->reached++;
+    }
+  }
+}
+
+/* those of t from d on, the eldest first */
+static void delivery_finish(struct ms_delivery *d, struct ms_topic *t) {
+  if (d->outer) delivery_finish(d->outer, t);
+  if (d->topic == t) delivery_run(d);
+}
+
 long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
                              size_t nlen, struct ms_shared *sh,
                              struct ms_conn *skip) {
   struct ms_topic *t = find(ts, name, nlen);
   if (!t) return 0;
-  return deliver(ts, t, sh->bytes, sh->len, sh->len > SHARE_MIN ? sh : NULL,
-                 skip);
+  /* those who subscribe while this runs do not get this message */
+  struct ms_delivery d = { ts->delivering, t, t->head, t->tail, sh->bytes,
+                           sh->len, sh->len > SHARE_MIN ? sh : NULL, skip,
+                           0 };
+  ts->delivering = &d;
+  t->publishing++;
+  delivery_finish(&d, t);
+  ts->delivering = d.outer;
+  if (--t->publishing == 0) compact(ts, t);
+  ts->metrics->deliveries += (uint64_t)d.reached;
+  return d.reached;
 }
 
 /* Nothing is told: the presence goes with the process. */

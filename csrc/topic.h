@@ -31,6 +31,8 @@ struct ms_topics {
   /* told when a subscription with presence ends (unsubscribed, or its
    * socket closing), after it is gone; NULL: no presence yet */
   void (*presence_left)(struct ms_topics *ts, uint64_t id);
+  /* positioned messages being delivered, innermost first (topic.c) */
+  struct ms_delivery *delivering;
 };
 
 /* 1 when conn subscribed now, 0 when it already was, -1 out of memory */
@@ -60,7 +62,9 @@ long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
                       struct ms_conn *skip);
 
 /* The same with a frame built already (a topic's history keeps it):
- * queued by reference to sh, or copied when it is small. */
+ * queued by reference to sh, or copied when it is small.  Positioned
+ * messages keep their order: one published by what this delivery runs
+ * (a close handler) reaches each subscriber after this one. */
 struct ms_shared;
 long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
                              size_t nlen, struct ms_shared *sh,

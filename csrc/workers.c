@@ -2,7 +2,6 @@
  * and relays what one publishes to the others */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,8 +27,11 @@
  * request's number (8) and its worker (4).  A worker sends it with no
  * position; the master writes the topic's next one in and hands it to
  * every worker, the sender too, so that all deliver and keep it in the
- * master's order.  MSG_SYNC asks the master only to send the message
- * back: once it is here, so is everything the master sent before. */
+ * master's order.  MSG_SYNC asks the master to send the message back,
+ * to its sender only: once it is here, so is everything the master sent
+ * before.  With a topic, the master also writes in that topic's
+ * position, beginning its epoch when nothing was published to it: the
+ * position a subscriber comes back from. */
 #define MSG_HISTORY  0x80
 #define MSG_SYNC     0x40
 /* Presence: MSG_PRESENCE with JOIN or LEAVE in the low bits; the member
@@ -59,27 +61,20 @@ struct ms_link {
   size_t dropped;                  /* publishes lost to LINK_PENDING */
   size_t in_off;                   /* in: delivered up to here */
   uint64_t next_request;           /* a worker's requests, numbered */
-  struct waiter *waiting;          /* syncs under way, newest first */
-  struct pending *pending, **pending_end; /* publishes, oldest first */
+  struct pending *pending, **pending_end; /* requests, oldest first */
   ev_timer pending_timer;          /* fails those unanswered for long */
 };
 
-/* A sync, waited for (they may nest: a handler run by a delivery may
- * subscribe again). */
-struct waiter {
-  struct waiter *next;
-  uint64_t request;
-  int done;
-};
-
-/* A publish to a topic with history, sent to the master and not back
- * yet.  Nothing waits for it here: the binding is told when it is
- * (ms_event_published), and anchors skip meanwhile. */
+/* A publish to a topic with history, or a sync, sent to the master and
+ * not back yet.  Nothing waits for it here: the binding is told when it
+ * is (ms_event_published, ms_event_recovered), and anchors skip
+ * meanwhile. */
 struct pending {
   struct pending *next;
   uint64_t request;
   struct ms_conn *skip;
   double deadline;
+  int sync;
 };
 
 struct worker {
@@ -220,15 +215,23 @@ static void master_history(struct ms_link *l, uint8_t *p, size_t len,
   struct ms_workers *ws = m->workers;
   struct iovec iov = { p, len };
   uint8_t *ext = p + MSG_HEAD + tlen;
+  const char *topic = (const char *)p + MSG_HEAD;
+  struct ms_hist_pos pos = { 0, 0 };
   if (p[4] & MSG_SYNC) {
+    /* epoch 0 when the topic keeps no history or memory ran out */
+    if (tlen > 0 && m->history && ms_history_match(m->history, topic, tlen)
+        && ms_history_open(m->history, topic, tlen, ev_now(m->loop),
+                           &pos) < 0)
+      pos.epoch = 0;
+    memcpy(ext, &pos.epoch, 8);
+    memcpy(ext + 8, &pos.offset, 8);
     link_send(l, &iov, 1);
     return;
   }
-  struct ms_hist_pos pos = { 0, 0 };
   if (!m->history) m->history = ms_history_new();
   if (!m->history ||
-      ms_history_assign(m->history, (const char *)p + MSG_HEAD, tlen,
-                        ev_now(m->loop), &pos) < 0) {
+      ms_history_assign(m->history, topic, tlen, ev_now(m->loop),
+                        &pos) < 0) {
     memset(ext, 0, 16);            /* epoch 0: it failed */
     link_send(l, &iov, 1);
     return;
@@ -267,13 +270,18 @@ static void worker_history(struct ms_link *l, const uint8_t *p, size_t len,
   memcpy(&request, ext + 16, 8);
   memcpy(&origin, ext + 24, 4);
   int ours = (int)origin == m->worker;
+  struct pending *mine = ours ? pending_take(l, request) : NULL;
   if (p[4] & MSG_SYNC) {
-    struct waiter *w = l->waiting;
-    for (; ours && w && w->request != request; w = w->next) {}
-    if (ours && w) w->done = 1;
+    if (!mine) return;             /* failed already: its wait is over */
+    free(mine);
+    /* the master's position of the topic: where a subscriber comes
+     * back from (what it published before is here already) */
+    if (pos.epoch != 0 && tlen > 0 && m->history &&
+        ms_history_match(m->history, topic, tlen))
+      ms_history_open_at(m->history, topic, tlen, &pos);
+    ms_event_recovered(m, request);
     return;
   }
-  struct pending *mine = ours ? pending_take(l, request) : NULL;
   long n = -1;
   if (pos.epoch != 0) {
     const char *data = (const char *)ext + HIST_EXT;
@@ -403,15 +411,23 @@ static void link_deliver(struct ms_link *l, uint8_t *p, size_t len) {
                    topic + tlen, len - MSG_HEAD - tlen, NULL);
 }
 
-/* Tell the binding that the pending publishes due by `upto` failed.
+/* Tell the binding that the request p, off the list, failed: a publish
+ * has no position; a sync's wait is over. */
+static void pending_failed(struct ms_module *m, struct pending *p) {
+  uint64_t request = p->request;
+  int sync = p->sync;
+  free(p);
+  if (sync) ms_event_recovered(m, request);
+  else ms_event_published(m, request, -1, NULL, NULL);
+}
+
+/* Tell the binding that the pending requests due by `upto` failed.
  * One at a time: what it runs may publish again. */
 static void pending_fail(struct ms_link *l, double upto) {
   struct pending *p;
   while ((p = l->pending) && p->deadline <= upto) {
-    uint64_t request = p->request;
-    pending_take(l, request);
-    free(p);
-    ms_event_published(l->m, request, -1, NULL, NULL);
+    pending_take(l, p->request);
+    pending_failed(l->m, p);
   }
 }
 
@@ -435,9 +451,17 @@ static void pending_timer_cb(struct ev_loop *loop, ev_timer *w,
                       offsetof(struct ms_link, pending_timer));
   (void)revents;
   ev_ref(loop);                    /* it stopped: balance its unref */
-  if (l->pending) {
-    ms_log(NULL, MS_LOG_ERROR, "worker %d: the master gave no position "
-           "within %.0f s", l->m->worker, WAIT_MAX);
+  /* one line for what is due: publishes first, they lose a position */
+  int due = 0, publishes = 0;
+  for (struct pending *p = l->pending; p && p->deadline <= ev_now(loop);
+       p = p->next) {
+    due++;
+    if (!p->sync) publishes++;
+  }
+  if (due) {
+    ms_log(NULL, MS_LOG_ERROR, "worker %d: the master gave no %s within "
+           "%.0f s", l->m->worker, publishes ? "position" : "answer",
+           WAIT_MAX);
     pending_fail(l, ev_now(loop));
   }
   pending_arm(l);
@@ -453,9 +477,7 @@ static void link_lost(struct ms_link *l) {
   while (lost) {
     struct pending *p = lost;
     lost = p->next;
-    uint64_t request = p->request;
-    free(p);
-    ms_event_published(m, request, -1, NULL, NULL);
+    pending_failed(m, p);
   }
   if (!m->workers) {
     /* the master is gone: nothing will restart or stop us */
@@ -465,9 +487,8 @@ static void link_lost(struct ms_link *l) {
   }
 }
 
-/* Deliver the whole messages from in_off on.  A delivery may run
- * handlers that wait for the master and so read the link again (within
- * this): where we are is kept in the link, not in locals. */
+/* Deliver the whole messages from in_off on.  Where we are is kept in
+ * the link, not in locals: what a delivery runs may lose the link. */
 static void link_process(struct ms_link *l) {
   while (l->in_len - l->in_off >= 4) {
     uint32_t mlen;
@@ -514,7 +535,7 @@ static void link_read(struct ms_link *l) {
     if (l->io.fd < 0) return;
     if ((size_t)r < 65536) break;
   }
-  if (l->in_off == l->in_len && l->in_cap > 65536 && !l->waiting) {
+  if (l->in_off == l->in_len && l->in_cap > 65536) {
     free(l->in);                    /* keep no huge buffer */
     l->in = NULL;
     l->in_len = l->in_off = l->in_cap = 0;
@@ -545,31 +566,6 @@ void ms_workers_publish(struct ms_module *m, const char *topic,
   link_send(l, iov, 3);
 }
 
-/* Wait until the sync w is answered: read the link (delivering what
- * comes before the answer, in order) and write what it holds.  -1 when
- * the master is gone or silent for WAIT_MAX seconds. */
-static int link_wait(struct ms_link *l, struct waiter *w) {
-  double deadline = ev_time() + WAIT_MAX;
-  w->next = l->waiting;
-  l->waiting = w;
-  while (!w->done && l->io.fd >= 0) {
-    double left = deadline - ev_time();
-    if (left <= 0) break;
-    struct pollfd pfd = { l->io.fd, POLLIN, 0 };
-    if (l->out_len > l->out_off) pfd.events |= POLLOUT;
-    int r = poll(&pfd, 1, (int)(left * 1000) + 1);
-    if (r < 0 && errno != EINTR) break;
-    if (r <= 0) continue;
-    if (pfd.revents & POLLOUT) link_flush(l);
-    if (l->io.fd >= 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
-      link_read(l);
-  }
-  struct waiter **p = &l->waiting;
-  while (*p != w) p = &(*p)->next;
-  *p = w->next;
-  return w->done ? 0 : -1;
-}
-
 /* Send a request (MSG_HISTORY, maybe MSG_SYNC) numbered *request.  -1
  * when the link is gone or full. */
 static int request(struct ms_module *m, unsigned flags, const char *topic,
@@ -595,15 +591,16 @@ static int request(struct ms_module *m, unsigned flags, const char *topic,
   return l->dropped != dropped || l->io.fd < 0 ? -1 : 0;
 }
 
-int ms_workers_publish_history(struct ms_module *m, const char *topic,
-                               size_t topic_len, unsigned opcode,
-                               const char *data, size_t len,
-                               struct ms_conn *skip, uint64_t *id) {
+/* Send a request and keep it pending until its answer, WAIT_MAX at
+ * most.  -1 when it could not be sent. */
+static int request_pending(struct ms_module *m, unsigned flags,
+                           const char *topic, size_t topic_len,
+                           const char *data, size_t len,
+                           struct ms_conn *skip, uint64_t *id) {
   struct ms_link *l = m->link;
   struct pending *p = malloc(sizeof *p);
   if (!p) return -1;
-  if (request(m, MSG_HISTORY | opcode, topic, topic_len, data, len,
-              id) < 0) {
+  if (request(m, flags, topic, topic_len, data, len, id) < 0) {
     free(p);
     return -1;
   }
@@ -611,17 +608,25 @@ int ms_workers_publish_history(struct ms_module *m, const char *topic,
   p->request = *id;
   p->skip = skip;
   p->deadline = ev_now(m->loop) + WAIT_MAX;
+  p->sync = (flags & MSG_SYNC) != 0;
   *l->pending_end = p;
   l->pending_end = &p->next;
   if (!ev_is_active(&l->pending_timer)) pending_arm(l);
   return 0;
 }
 
-int ms_workers_sync(struct ms_module *m) {
-  struct waiter w = { NULL, 0, 0 };
-  if (request(m, MSG_HISTORY | MSG_SYNC, "", 0, "", 0, &w.request) < 0)
-    return -1;
-  return link_wait(m->link, &w);
+int ms_workers_publish_history(struct ms_module *m, const char *topic,
+                               size_t topic_len, unsigned opcode,
+                               const char *data, size_t len,
+                               struct ms_conn *skip, uint64_t *id) {
+  return request_pending(m, MSG_HISTORY | opcode, topic, topic_len, data,
+                         len, skip, id);
+}
+
+int ms_workers_sync(struct ms_module *m, const char *topic,
+                    size_t topic_len, uint64_t *id) {
+  return request_pending(m, MSG_HISTORY | MSG_SYNC, topic, topic_len, "",
+                         0, NULL, id);
 }
 
 void ms_workers_free(struct ms_module *m) {

@@ -49,9 +49,14 @@ void ms_workers_presence(struct ms_module *m, int join, const char *topic,
                          size_t topic_len, uint64_t id, const char *info,
                          size_t len);
 
-/* In a worker: wait until everything the master relayed so far has been
- * delivered here.  -1 as above. */
-int ms_workers_sync(struct ms_module *m);
+/* In a worker: ask the master to answer once everything it relayed so
+ * far is here, and to give topic (with history; "" none) its position,
+ * beginning the topic's epoch when nothing was published to it.
+ * Nothing waits: ms_event_recovered(m, *id) says the answer came (the
+ * topic's position is kept here then), or that none came within 5 s or
+ * the link was lost.  -1 when it could not be sent. */
+int ms_workers_sync(struct ms_module *m, const char *topic,
+                    size_t topic_len, uint64_t *id);
 
 /* Free what the worker side holds (lua_close). */
 void ms_workers_free(struct ms_module *m);

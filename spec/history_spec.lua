@@ -233,6 +233,66 @@ describe("history, one process", function()
   end)
 end)
 
+describe("history, a publish from inside a delivery", function()
+  local server, port
+
+  setup(function()
+    server = helper.start_server("spec/apps/history.lua",
+                                 { MAX_BACKPRESSURE = 1024 })
+    port = server.port
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  it("reaches every subscriber after the message being delivered",
+     function()
+    -- first, second, third subscribe in that order; second reads
+    -- nothing and is over max_backpressure, so the next publish fails
+    -- it, and its close handler publishes "bye" to the same topic while
+    -- the first publish is still on its way to third
+    local first, third = client(port), client(port)
+    local second = assert(helper.ws_connect(port, "/cb"))
+    assert.are.equal("sub filled true", ask(first, "sub filled"))
+    assert.are.equal("sub h:nest true", ask(first, "sub h:nest"))
+    assert.is_true(second:send_text("sub h:nest"))
+    assert.is_true(second:send_text("fill h:nest 25165824"))
+    assert.are.equal("filled", select(2, first:recv_message()))
+    assert.are.equal("sub h:nest true", ask(third, "sub h:nest"))
+    local pub = client(port)
+    local reply = ask(pub, "pub h:nest hello")
+    local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
+    for _, ws in ipairs { first, third } do
+      assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
+      assert.are.same({ epoch, off + 1, "bye" }, { recv_positioned(ws) })
+    end
+    second:abort()
+    close_all { first, third, pub }
+  end)
+
+  it("so does one an on_presence handler publishes", function()
+    -- as above, the leave of second's presence publishes "left"
+    local first, third = client(port), client(port)
+    local second = assert(helper.ws_connect(port, "/cb"))
+    assert.are.equal("sub filled true", ask(first, "sub filled"))
+    assert.are.equal("sub p:nest true", ask(first, "sub p:nest"))
+    assert.is_true(second:send_text("psub p:nest"))
+    assert.is_true(second:send_text("fill none 25165824"))
+    assert.are.equal("filled", select(2, first:recv_message()))
+    assert.are.equal("sub p:nest true", ask(third, "sub p:nest"))
+    local pub = client(port)
+    local reply = ask(pub, "pub p:nest hello")
+    local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
+    for _, ws in ipairs { first, third } do
+      assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
+      assert.are.same({ epoch, off + 1, "left" }, { recv_positioned(ws) })
+    end
+    second:abort()
+    close_all { first, third, pub }
+  end)
+end)
+
 describe("history ttl", function()
   local s = helper.with_server("spec/apps/history.lua", { HTTL = 0.3 })
 
@@ -420,22 +480,95 @@ describe("history with workers = 2", function()
     close_all { a, b, cb, sub }
   end)
 
+  it("waits for the master's positions without blocking the worker",
+     function()
+    local a, echo = on_worker(1), on_worker(1)
+    local cb = on_worker(1, "/cb")
+    local sub, gone = on_worker(1), on_worker(1)
+    local epoch, off = split_pos(ask(a, "pub h:sync first")
+                                 :match("^pub %d+ (%S+)$"))
+    master_stopped(function()
+      -- three publishes on their way: their positions are not here yet
+      assert.are.equal("burst nil", ask(cb, "burst h:sync 3"))
+      -- a position worker 1 has yet to get: it asks the master and the
+      -- coroutine waits; the loop serves on
+      local since = ("since h:sync %s:%d"):format(epoch, off + 2)
+      assert.is_true(sub:send_text(since))
+      assert.is_true(gone:send_text(since))
+      gone:abort()                              -- closed meanwhile
+      for i = 1, 5 do
+        assert.is_true(echo:send_text("echo " .. i))
+        assert.are.same({ helper.TEXT, "echo " .. i },
+                        { echo:recv_message(helper.scaled(2)) })
+      end
+      assert.are.equal("timeout", select(2, sub:recv_message(0.2)))
+    end)
+    -- the master answers in order: the three, then the sync; exactly
+    -- the one after since comes
+    assert.are.same({ epoch, off + 3, "b3" }, { recv_positioned(sub) })
+    assert.are.equal(("since true true %s:%d"):format(epoch, off + 3),
+                     select(2, sub:recv_message()))
+    assert.are.equal("echo on", ask(echo, "echo on"))
+    close_all { a, echo, cb, sub }
+  end)
+
+  it("gives a topic nothing was published to its epoch from the master",
+     function()
+    local sub = on_worker(1)
+    local epoch, off = split_pos(ask(sub, "since h:fresh")
+                                 :match("^since true false (%S+)$"))
+    assert.are_not.equal(("0"):rep(16), epoch)
+    assert.are.equal(0, off)
+    sub:abort()
+    local pub = on_worker(2)
+    for i = 1, 3 do
+      local reply = ask(pub, "pub h:fresh m" .. i)
+      assert.are.equal(("%s:%d"):format(epoch, i),
+                       reply:match("^pub %d+ (%S+)$"), reply)
+    end
+    for w = 1, 2 do
+      local back = on_worker(w)
+      assert.is_true(back:send_text(("since h:fresh %s:0"):format(epoch)))
+      for i = 1, 3 do
+        assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(back) })
+      end
+      assert.are.equal(("since true true %s:3"):format(epoch),
+                       select(2, back:recv_message()))
+      back:abort()
+    end
+    -- a callback handler cannot wait: what the worker has, at once
+    local cb = on_worker(1, "/cb")
+    assert.are.equal("since true false 0000000000000000:0",
+                     ask(cb, "since h:cbfresh"))
+    close_all { pub, cb }
+  end)
+
   it("fails a publish the master leaves unanswered for 5 s", function()
-    local a, sub = on_worker(1), on_worker(2)
+    local a, sub, s = on_worker(1), on_worker(2), on_worker(1)
     assert.are.equal("sub h:late true", ask(sub, "sub h:late"))
+    local epoch, off = split_pos(ask(a, "pub h:late first")
+                                 :match("^pub %d+ (%S+)$"))
+    assert.are.equal("first", select(3, recv_positioned(sub)))
     master_stopped(function()
       assert.is_true(a:send_text("pub h:late slow"))
+      -- a subscribe waiting for the master meanwhile: after 5 s, what
+      -- the worker has
+      assert.is_true(s:send_text(("since h:late %s:%d")
+                                 :format(epoch, off + 1)))
       local kind, reply = a:recv_message(8)
       assert.are.equal(helper.TEXT, kind, server:log())
       assert.are.equal("pub nil the master process did not give a "
                        .. "position EUNAVAILABLE", reply)
+      assert.are.same({ helper.TEXT, ("since true false %s:%d")
+                                       :format(epoch, off) },
+                      { s:recv_message(8) })
       assert.are.equal("echo on", ask(a, "echo on"))
     end)
     -- the message itself may still come, as the failure says
     assert.are.equal("slow", select(3, recv_positioned(sub)))
     assert.is_truthy(server:log():find("the master gave no position "
                                        .. "within 5 s", 1, true))
-    close_all { a, sub }
+    close_all { a, sub, s }
   end)
 
   it("recovers on one worker while the other publishes at full speed",

@@ -157,6 +157,32 @@ describe("history in redis, two nodes of two workers", function()
     assert.are.equal("echo done", ask(again, "echo done"))
     close_all { again, pub }
   end)
+
+  it("gives a topic nothing was published to its epoch from Redis",
+     function()
+    local sub = on_worker(a, 1)
+    local reply = ask(sub, "since h:empty")
+    local epoch, off = split_pos(reply:match("^since true false (%S+)$"))
+    assert.are_not.equal(("0"):rep(16), epoch)
+    assert.are.equal(0, off)
+    sub:abort()
+    local pub = on_worker(b, 2)
+    for i = 1, 3 do
+      assert.are.equal(("%s:%d"):format(epoch, i),
+                       select(2, published(pub, "h:empty", "m" .. i)))
+    end
+    for _, node in ipairs { a, b } do
+      local back = on_worker(node, 1)
+      assert.is_true(back:send_text(("since h:empty %s:0"):format(epoch)))
+      for i = 1, 3 do
+        assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(back) })
+      end
+      assert.are.equal(("since true true %s:3"):format(epoch),
+                       select(2, back:recv_message()))
+      back:abort()
+    end
+    close_all { pub }
+  end)
 end)
 
 describe("history in redis, a node that began later", function()

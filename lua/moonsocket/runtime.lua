@@ -358,9 +358,10 @@ local function position_done(request, n, position, why)
   else wake(p.co, nil, why or NO_POSITION, "EUNAVAILABLE") end
 end
 
--- With the backplane, a subscribe from a position this process did not
--- keep reads Redis first: a coroutine that may wait waits for it (the
--- core then subscribes from what it read); another caller goes on.
+-- A subscribe from a position this process did not keep (or to a topic
+-- it has no position of) asks first: Redis with the backplane, the
+-- master in a worker.  A coroutine that may wait waits for the answer
+-- (the core then subscribes from what it has); another caller goes on.
 -- One read may serve several subscribes.
 local recoveries = {}     -- request -> { waiting coroutine = true }
 

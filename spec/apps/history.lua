@@ -16,6 +16,13 @@
 --     "read OFF,OFF,... EPOCH:OFFSET" or "read nil MESSAGE CODE"
 --   data T POS             -> the data and kind kept after POS, one:
 --     "data KIND DATA"
+--   fill T N               -> sends itself N bytes (a client that does
+--     not read is then over max_backpressure), then publishes "filled"
+--     to the topic "filled"; when it closes, its handler publishes
+--     "bye" to T
+--   psub T                 -> ws:subscribe(T, { presence = {} }): "psub T
+--     true"; on_presence publishes "left" to T (topics "p:*") when a
+--     socket leaves
 --   pid                    -> "pid WORKER" (0 without workers)
 --   echo MSG               -> "echo MSG"
 --   bp                     -> "bp true" when the backplane is connected,
@@ -43,6 +50,10 @@ end
 app:history("h:*", { size = env_int("HSIZE"), ttl = tonumber(os.getenv("HTTL")) })
 app:history("exact", { size = 3 })
 app:history("f:*", { size = 1000000 })
+app:history("p:*", {})
+app:on_presence("p:*", function(topic, kind)
+  if kind == "leave" then app:publish(topic, "left") end
+end)
 
 local function pos(p)
   return p and (p.epoch .. ":" .. p.offset) or "nil"
@@ -55,6 +66,7 @@ local function reply(ws, ...)
 end
 
 local flood, last
+local farewell = setmetatable({}, { __mode = "k" })  -- ws -> topic
 
 local function command(ws, msg)
   local cmd, topic, rest = msg:match("^(%S+) ?(%S*) ?(.*)$")
@@ -103,6 +115,12 @@ local function command(ws, msg)
   elseif cmd == "data" then
     local m = app:history_read(topic, { since = rest, limit = 1 })[1]
     reply(ws, "data", m.kind, m.data)
+  elseif cmd == "fill" then
+    farewell[ws] = topic
+    ws:send(string.rep("x", tonumber(rest)))
+    app:publish("filled", "filled")
+  elseif cmd == "psub" then
+    reply(ws, "psub", topic, ws:subscribe(topic, { presence = {} }))
   elseif cmd == "pid" then
     reply(ws, "pid", moonsocket.worker() or 0)
   elseif cmd == "echo" then
@@ -123,7 +141,12 @@ app:ws("/ws", function(ws)
   end
 end)
 
-app:ws("/cb", { message = command })
+app:ws("/cb", {
+  message = command,
+  close = function(ws)
+    if farewell[ws] then app:publish(farewell[ws], "bye") end
+  end,
+})
 
 assert(app:listen { port = tonumber(os.getenv("PORT")) or 5000,
                     workers = tonumber(os.getenv("WORKERS")) })

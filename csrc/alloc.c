@@ -11,7 +11,12 @@
  * is bounded; larger blocks and the overflow go to free().
  *
  * Blocks are malloc's: a block's class comes from its usable size, so
- * blocks allocated before lua_setallocf are handled too.  Under
+ * blocks allocated before lua_setallocf are handled too.  glibc's
+ * chunks are 16 bytes apart and a chunk of 16 k bytes has 16 k - 8
+ * usable: class k holds blocks of at least 16 k - 8 usable bytes, and a
+ * request for n bytes asks malloc for 16 k - 8, the most its chunk
+ * holds.  (Asking for 16 k would take the next chunk, 16 bytes more:
+ * a WebSocket's userdata paid them.)  Under
  * AddressSanitizer nothing is kept, so that it still sees every free. */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -33,12 +38,15 @@
 /* Keep ptr, or free it. */
 static void put(struct ms_lua_pool *a, void *ptr) {
   size_t usable = malloc_usable_size(ptr);
-  if (usable >= 16 && usable <= MS_ALLOC_MAX && a->kept + usable <= KEEP) {
-    /* class floor(usable / 16): every block there has room for it */
-    void **list = &a->free[usable >> 4];
+  /* class floor((usable + 8) / 16): every block there has room for
+   * 16 class - 8 bytes */
+  size_t class = (usable + 8) >> 4;
+  if (usable >= 24 && usable <= MS_ALLOC_MAX &&
+      a->kept + (class << 4) <= KEEP) {
+    void **list = &a->free[class];
     *(void **)ptr = *list;
     *list = ptr;
-    a->kept += usable & ~(size_t)15;
+    a->kept += class << 4;
     return;
   }
   free(ptr);
@@ -46,17 +54,17 @@ static void put(struct ms_lua_pool *a, void *ptr) {
 
 /* A block of at least n bytes (n > 0). */
 static void *get(struct ms_lua_pool *a, size_t n) {
-  if (n > MS_ALLOC_MAX - 15) return malloc(n);
-  size_t class = (n + 15) >> 4;            /* ceil(n / 16) */
+  if (n > MS_ALLOC_MAX - 23) return malloc(n);
+  size_t class = (n + 23) >> 4;            /* ceil((n + 8) / 16) */
   void *p = a->free[class];
   if (p) {
     a->free[class] = *(void **)p;
     a->kept -= class << 4;
     return p;
   }
-  if ((p = malloc(class << 4))) return p;
+  if ((p = malloc((class << 4) - 8))) return p;
   ms_lua_alloc_release(a);               /* short of memory: give back */
-  return malloc(class << 4);
+  return malloc((class << 4) - 8);
 }
 
 void *ms_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {

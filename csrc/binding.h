@@ -18,14 +18,19 @@
 #define SOCKET_MT  "moonsocket.socket"
 #define LOOKUP_MT  "moonsocket.lookup"
 
-/* Uservalues of a WebSocket object.  The request is made a table only
- * when asked for: while open runs, from the parsed request; after, from
- * the raw head kept by keep_request (a client keeps the head it sent).
- * An idle socket then holds no table of headers, and by default not
- * even the head.  The subprotocol is c->protocol, in C: a slot would
- * cost every socket, the few that have one pay for it.  A client has
- * one more slot, UV_OFFERED: the protocols it offered, until the 101. */
-enum { UV_HANDLER = 1, UV_REQUEST, UV_DATA, NUV = UV_DATA, UV_OFFERED };
+/* Uservalues of a WebSocket object: the handler (a table, or the
+ * coroutine handler's thread; a request's body reader before an
+ * upgrade) and one slot, UV_AUX, for the request and ws.data, read and
+ * written through ms_aux_get and ms_aux_set.  The request is made a
+ * table only when asked for: while open runs, from the parsed request;
+ * after, from the raw head kept by keep_request (a client keeps the
+ * head it sent).  An idle socket then holds no table of headers, and
+ * by default not even the head.  The subprotocol and the log's label
+ * are in C (ms_conn_protocol, ms_conn_label): a slot would cost every
+ * socket, the few that have them pay for them.  A client has one more
+ * slot, UV_OFFERED: the protocols it offered, until the 101.  Each slot
+ * is 16 bytes of every socket's userdata. */
+enum { UV_HANDLER = 1, UV_AUX, NUV = UV_AUX, UV_OFFERED };
 
 /* The binding's bits of c->flags (server.h leaves them free). */
 enum {
@@ -34,7 +39,29 @@ enum {
   CF_CO_SEND = 1 << 5,      /* coroutine waits in send() for drain */
   CF_CO_WAIT = 1 << 9,      /* coroutine waits for core.wake */
   CF_REQUEST_DROPPED = 1 << 11, /* after open: ws.request is gone */
+  CF_AUX_DATA = 1 << 27,    /* UV_AUX holds ws.data, not the request */
+  CF_AUX_PAIR = 1 << 28,    /* UV_AUX holds { request, data } */
+  CF_LABEL = 1 << 29,       /* c->protocol is followed by the label */
 };
+
+/* What UV_AUX holds: the request (its table, or a raw head, or what a
+ * client sent) and ws.data.  Most sockets have one or neither; one
+ * that has both pays for a table of the two. */
+enum ms_aux { AUX_REQUEST = 1, AUX_DATA = 2 };
+/* Push what of w the ws object at idx holds (nil: none); its type. */
+int ms_aux_get(lua_State *L, struct ms_conn *c, int idx, enum ms_aux w);
+/* Pop a value and make it what of w the ws object at idx holds. */
+void ms_aux_set(lua_State *L, struct ms_conn *c, int idx, enum ms_aux w);
+
+/* c->protocol is NULL, or "PROTOCOL\0", and with CF_LABEL "LABEL\0"
+ * after it; PROTOCOL is empty when none was chosen.  The label is what
+ * the close line of the log names the socket by ("ADDR TARGET"). */
+static inline const char *ms_conn_protocol(const struct ms_conn *c) {
+  return c->protocol && c->protocol[0] ? c->protocol : NULL;
+}
+const char *ms_conn_label(const struct ms_conn *c);
+/* Keep label[0..len) after the protocol; -1 when out of memory. */
+int ms_conn_set_label(struct ms_conn *c, const char *label, size_t len);
 
 /* An open file to answer a request with: the connection takes fd. */
 struct ms_file {

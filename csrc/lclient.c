@@ -181,7 +181,7 @@ static int l_connect(lua_State *L) {
   luaL_addvalue(&b);
   luaL_addstring(&b, "\r\n");
   luaL_pushresult(&b);
-  lua_setiuservalue(L, 6, UV_REQUEST);
+  ms_aux_set(L, c, 6, AUX_REQUEST);
   lua_pushvalue(L, 3);
   lua_setiuservalue(L, 6, UV_OFFERED);
   if (lua_isfunction(L, 2)) {

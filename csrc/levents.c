@@ -20,8 +20,7 @@ static void log_close(struct ms_conn *c, lua_State *L, int code,
   ms_push_conn(L, c);
   const char *label = NULL;            /* "ADDR TARGET", or its fields */
   if (c->flags & CF_REQUEST_DROPPED) {
-    lua_getiuservalue(L, -1, UV_REQUEST);
-    label = lua_tostring(L, -1);
+    label = ms_conn_label(c);
   } else {
     ms_push_ws_request(L, c, -1);
     if (lua_istable(L, -1)) label = ms_push_label(L, s, -1);
@@ -178,7 +177,7 @@ int ms_event_client_protocol(struct ms_conn *c, const char *p, size_t len) {
 const char *ms_event_client_request(struct ms_conn *c, size_t *len) {
   lua_State *L = c->server->module->L;
   ms_push_conn(L, c);
-  lua_getiuservalue(L, -1, UV_REQUEST);
+  ms_aux_get(L, c, -1, AUX_REQUEST);
   /* the ws object keeps the string: the pointer stays valid */
   const char *request = lua_tolstring(L, -1, len);
   lua_pop(L, 2);

@@ -282,20 +282,27 @@ static void end_open(struct ms_conn *c, lua_State *L,
                      const struct http_request *req, int req_idx) {
   ms_push_conn(L, c);
   if (c->opts->keep_request) {
-    if (lua_getiuservalue(L, -1, UV_REQUEST) != LUA_TTABLE) {
+    if (ms_aux_get(L, c, -1, AUX_REQUEST) != LUA_TTABLE) {
       lua_pushlstring(L, req->method, req->head_len);
-      lua_setiuservalue(L, -3, UV_REQUEST);
+      ms_aux_set(L, c, -3, AUX_REQUEST);
     }
     lua_pop(L, 2);
     return;
   }
   c->flags |= CF_REQUEST_DROPPED;
-  if (c->server->opts.log_level >= MS_LOG_INFO && !(c->flags & CF_NOTIFIED))
-    ms_push_label(L, c->server, req_idx);
-  else
-    lua_pushnil(L);
-  lua_setiuservalue(L, -2, UV_REQUEST);
+  lua_pushnil(L);
+  ms_aux_set(L, c, -2, AUX_REQUEST);
   lua_pop(L, 1);
+  if (c->server->opts.log_level >= MS_LOG_INFO &&
+      !(c->flags & CF_NOTIFIED)) {
+    size_t len;
+    const char *label = ms_push_label(L, c->server, req_idx);
+    lua_tolstring(L, -1, &len);
+    /* out of memory: its close goes unlogged, as one whose request
+     * had no table */
+    ms_conn_set_label(c, label, len);
+    lua_pop(L, 1);
+  }
 }
 
 /* The pipeline's answer at r, r+1.. on L for req (its table at
@@ -370,7 +377,7 @@ static void apply_answer(lua_State *L, struct ms_conn *c,
     ms_push_conn(L, c);
     if (lua_istable(L, r + 2)) {
       lua_pushvalue(L, r + 2);
-      lua_setiuservalue(L, -2, UV_DATA);
+      ms_aux_set(L, c, -2, AUX_DATA);
     }
     log_open(c, L, req_idx);
     if (lua_type(L, r) == LUA_TFUNCTION) {
@@ -455,7 +462,7 @@ static void answer_request(struct ms_conn *c, const struct http_request *req,
      * which the next read reuses, so keep it */
     ms_push_conn(L, c);
     lua_pushlstring(L, req->method, req->head_len);
-    lua_setiuservalue(L, -2, UV_REQUEST);
+    ms_aux_set(L, c, -2, AUX_REQUEST);
     c->flags |= CF_WAITING;
   } else {
     apply_answer(L, c, req, req_idx, r, keep);
@@ -479,9 +486,9 @@ static int core_respond(lua_State *L) {
     return ms_push_fail(L, MS_ECLOSED_DROPPED, "ECLOSED");
   }
   c->flags &= ~(uint32_t)(CF_WAITING | CF_PAUSED);
-  lua_getiuservalue(L, 1, UV_REQUEST);
+  ms_aux_get(L, c, 1, AUX_REQUEST);
   lua_pushnil(L);
-  lua_setiuservalue(L, 1, UV_REQUEST);
+  ms_aux_set(L, c, 1, AUX_REQUEST);
   size_t len;
   const char *raw = lua_tolstring(L, -1, &len);
   struct http_header headers[s->limits.max_headers];

@@ -1,5 +1,6 @@
 /* lws.c - the WebSocket object (moonsocket.ws): its methods, its
  * fields, and publish/subscribe */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -234,13 +235,77 @@ static void push_topic_name(void *arg, const char *name, size_t len) {
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 }
 
+int ms_aux_get(lua_State *L, struct ms_conn *c, int idx, enum ms_aux w) {
+  if (c->flags & CF_AUX_PAIR) {
+    lua_getiuservalue(L, idx, UV_AUX);
+    int t = lua_rawgeti(L, -1, w);
+    lua_remove(L, -2);
+    return t;
+  }
+  if ((w == AUX_DATA) == ((c->flags & CF_AUX_DATA) != 0))
+    return lua_getiuservalue(L, idx, UV_AUX);
+  lua_pushnil(L);
+  return LUA_TNIL;
+}
+
+void ms_aux_set(lua_State *L, struct ms_conn *c, int idx, enum ms_aux w) {
+  idx = lua_absindex(L, idx);
+  if (c->flags & CF_AUX_PAIR) {
+    lua_getiuservalue(L, idx, UV_AUX);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, w);
+    lua_pop(L, 1);
+    return;
+  }
+  int mine = (w == AUX_DATA) == ((c->flags & CF_AUX_DATA) != 0);
+  if (!mine) {                       /* the slot holds the other one */
+    if (lua_getiuservalue(L, idx, UV_AUX) != LUA_TNIL) {
+      if (lua_isnil(L, -2)) {        /* nothing to keep beside it */
+        lua_pop(L, 2);
+        return;
+      }
+      lua_createtable(L, 2, 0);      /* both: a table of the two */
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, w == AUX_DATA ? AUX_REQUEST : AUX_DATA);
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, w);
+      lua_setiuservalue(L, idx, UV_AUX);
+      c->flags = (c->flags & ~(uint32_t)CF_AUX_DATA) | CF_AUX_PAIR;
+      return;
+    }
+    lua_pop(L, 1);
+    if (w == AUX_DATA) c->flags |= CF_AUX_DATA;
+    else c->flags &= ~(uint32_t)CF_AUX_DATA;
+  }
+  lua_setiuservalue(L, idx, UV_AUX);
+}
+
+const char *ms_conn_label(const struct ms_conn *c) {
+  return c->flags & CF_LABEL ? c->protocol + strlen(c->protocol) + 1
+                             : NULL;
+}
+
+int ms_conn_set_label(struct ms_conn *c, const char *label, size_t len) {
+  const char *protocol = ms_conn_protocol(c);
+  size_t plen = protocol ? strlen(protocol) : 0;
+  char *both = malloc(plen + 1 + len + 1);
+  if (!both) return -1;
+  memcpy(both, protocol ? protocol : "", plen + 1);
+  memcpy(both + plen + 1, label, len);
+  both[plen + 1 + len] = '\0';
+  free(c->protocol);
+  c->protocol = both;
+  c->flags |= CF_LABEL;
+  return 0;
+}
+
 /* Push ws.request of the object at idx: the cached table, or one made
  * from the request being opened or from the raw head kept (then
  * cached); nil before an upgrade. */
 void ms_push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
   struct ms_server *s = c->server;
   idx = lua_absindex(L, idx);
-  int t = lua_getiuservalue(L, idx, UV_REQUEST);
+  int t = ms_aux_get(L, c, idx, AUX_REQUEST);
   if (t == LUA_TTABLE) return;
   struct http_header headers[s->limits.max_headers];
   struct http_request parsed;
@@ -255,13 +320,13 @@ void ms_push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
   }
   if (!req) return;
   ms_push_request(L, c, req);
-  if (c->protocol) {
-    lua_pushstring(L, c->protocol);
+  if (ms_conn_protocol(c)) {
+    lua_pushstring(L, ms_conn_protocol(c));
     lua_setfield(L, -2, "protocol");
   }
   lua_remove(L, -2);                   /* the raw head, or nil */
   lua_pushvalue(L, -1);
-  lua_setiuservalue(L, idx, UV_REQUEST);
+  ms_aux_set(L, c, idx, AUX_REQUEST);
 }
 
 static int ws_index(lua_State *L) {
@@ -277,13 +342,13 @@ static int ws_index(lua_State *L) {
                         "what you need into ws.data");
     ms_push_ws_request(L, c, 1);
   } else if (strcmp(key, "data") == 0) {
-    if (lua_getiuservalue(L, 1, UV_DATA) == LUA_TNIL) {
+    if (ms_aux_get(L, c, 1, AUX_DATA) == LUA_TNIL) {
       lua_newtable(L);
       lua_pushvalue(L, -1);
-      lua_setiuservalue(L, 1, UV_DATA);
+      ms_aux_set(L, c, 1, AUX_DATA);
     }
   } else if (strcmp(key, "protocol") == 0) {
-    if (c->protocol) lua_pushstring(L, c->protocol);
+    if (ms_conn_protocol(c)) lua_pushstring(L, ms_conn_protocol(c));
     else lua_pushnil(L);
   } else if (strcmp(key, "http_version") == 0) {  /* RFC 8441: "2" */
     lua_pushstring(L, c->flags & CF_H2_STREAM ? "2" : "1.1");

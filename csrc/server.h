@@ -188,7 +188,8 @@ enum {
   CF_IN_PENDING = 1 << 0,   /* in server->pending */
   CF_WRITE_WAIT = 1 << 1,   /* the kernel refused bytes: EV_WRITE on */
   CF_PAUSED = 1 << 2,       /* not reading (coroutine busy) */
-  /* 1 << 3, 4, 5, 9 and 11 are the binding's (binding.h) */
+  /* 1 << 3, 4, 5, 9, 11 and 27 to 29 are the binding's
+     (binding.h) */
   CF_KEEP_ALIVE = 1 << 6,   /* HTTP: another request may follow */
   CF_SHUT_WR = 1 << 7,      /* shutdown(SHUT_WR) done */
   CF_NOTIFIED = 1 << 8,     /* close event delivered */
@@ -253,7 +254,8 @@ struct ms_conn {
   };
   struct ms_deflate *deflate;       /* permessage-deflate, or NULL */
   struct ms_sub *subs;              /* topics subscribed to */
-  char *protocol;                   /* the subprotocol, or NULL */
+  char *protocol;                   /* the subprotocol and the log's
+                                       label (binding.h), or NULL */
 };
 
 /* The body of the request c is reading or answering, or NULL.  A

@@ -32,6 +32,20 @@ describe("logging", function()
       .. '%d+%.%d%d%ds 4001 "" local\n', server:log())
   end)
 
+  it("keeps the subprotocol beside the close line's label", function()
+    local ws = assert(helper.ws_connect(server.port, "/chat?z=3",
+      { ["Sec-WebSocket-Protocol"] = "chat.v1" }))
+    ws:send_text("protocol")
+    assert.are.same({ helper.TEXT, "chat.v1" }, { ws:recv_message() })
+    ws:close(1000, "chatted")
+    ws:expect_close(1000)
+    helper.wait_until(function()
+      return server:log():find('"chatted"', 1, true) ~= nil
+    end, 3)
+    assert.matches('moonsocket: info close 127%.0%.0%.1 /chat%?z=3 '
+      .. '%d+%.%d%d%ds 1000 "chatted" peer\n', server:log())
+  end)
+
   -- The lines of the log that contain text (plain).
   local function lines_with(text)
     local found = {}

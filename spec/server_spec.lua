@@ -61,6 +61,27 @@ describe("server", function()
     ws:expect_close(1000)
   end)
 
+  it("keeps ws.request and ws.data side by side", function()
+    local ws = assert(helper.ws_connect(server.port, "/kept-data?k=3",
+      { ["X-Probe"] = "both" }))
+    for n = 1, 3 do
+      ws:send_text("m")
+      assert.are.same({ TEXT, "/kept-data?k=3 both " .. n },
+        { ws:recv_message() })
+    end
+    ws:close(1000)
+    ws:expect_close(1000)
+    ws = assert(helper.ws_connect(server.port, "/kept-open?k=4"))
+    ws:send_text("a")
+    ws:send_text("b")
+    assert.are.same({ TEXT, "/kept-open /kept-open?k=4" },
+      { ws:recv_message() })
+    assert.are.same({ TEXT, "/kept-open /kept-open?k=4" },
+      { ws:recv_message() })
+    ws:close(1000)
+    ws:expect_close(1000)
+  end)
+
   it("closes with 1011 on a handler error and keeps serving", function()
     local ws = assert(helper.ws_connect(server.port, "/ws"))
     ws:send_text("boom")

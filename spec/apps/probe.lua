@@ -109,6 +109,25 @@ app:ws("/kept", {
   end,
 }, { keep_request = true })
 
+-- ws.request kept beside ws.data: made in a message after the raw head
+-- was kept, and made in open after the request was
+app:ws("/kept-data", {
+  message = function(ws)
+    ws.data.n = (ws.data.n or 0) + 1
+    ws:send(("%s %s %d"):format(ws.request.target,
+      ws.request.headers["x-probe"], ws.data.n))
+  end,
+}, { keep_request = true })
+app:ws("/kept-open", {
+  open = function(ws)
+    local path = ws.request.path
+    ws.data.path = path
+  end,
+  message = function(ws)
+    ws:send(("%s %s"):format(ws.data.path, ws.request.target))
+  end,
+}, { keep_request = true })
+
 -- a coroutine has ws.request until it first waits
 app:ws("/co-request", function(ws)
   ws:send(ws.request.target)

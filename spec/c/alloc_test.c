@@ -98,9 +98,40 @@ static void test_workload(struct run *r) {
   check(r, empty, "release gives every kept block back");
 }
 
+/* A new block takes no larger a chunk than malloc(n) would: asking
+ * malloc for a multiple of 16 would take 16 bytes more for half the
+ * sizes. */
+static void test_tight(struct run *r) {
+#if defined(__SANITIZE_ADDRESS__)
+  /* AddressSanitizer's usable size is the size asked: nothing to see */
+  r->count++;
+  printf("ok %d # skip under AddressSanitizer\n", r->count);
+  return;
+#endif
+  enum { N = MS_ALLOC_MAX - 23 };     /* the sizes of the classes */
+  static void *p[N + 1], *q[N + 1];
+  struct ms_lua_pool pool = { 0 };
+  size_t worst = 0;
+  /* all kept until the end: each is carved from the top of the heap,
+   * none is a free chunk reused (which may be larger than asked) */
+  for (size_t n = 1; n <= N; n++) {
+    p[n] = ms_lua_alloc(&pool, NULL, 0, n);
+    q[n] = malloc(n);
+  }
+  for (size_t n = 1; n <= N; n++) {
+    size_t up = malloc_usable_size(p[n]), uq = malloc_usable_size(q[n]);
+    if (up < n || up > uq) worst = n;
+    free(p[n]);
+    free(q[n]);
+  }
+  check(r, worst == 0, "a new block is malloc's own size for n (%zu)",
+        worst);
+}
+
 int main(void) {
   struct run r = { 0, 0 };
-  printf("1..5\n");
+  printf("1..6\n");
+  test_tight(&r);           /* first: on a heap with no free chunk */
   test_workload(&r);
   printf("alloc_test: %d passed, %d failed\n", r.count - r.failed,
          r.failed);

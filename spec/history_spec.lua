@@ -233,50 +233,43 @@ describe("history, a publish from inside a delivery", function()
     helper.stop_and_check(server)
   end)
 
-  it("reaches every subscriber after the message being delivered",
-     function()
-    -- first, second, third subscribe in that order; second reads
-    -- nothing and is over max_backpressure, so the next publish fails
-    -- it, and its close handler publishes "bye" to the same topic while
-    -- the first publish is still on its way to third
+  -- first, second, third subscribe to topic in that order; second
+  -- subscribes with second_sub, reads nothing and fills itself over
+  -- max_backpressure (fill_topic), so the next publish fails it, and a
+  -- handler of its close publishes nested to the same topic while the
+  -- first publish is still on its way to third.  Both first and third
+  -- receive "hello" and then nested, at the next position.
+  local function nested_publish(topic, second_sub, fill_topic, nested)
     local first, third = client(port), client(port)
     local second = assert(helper.ws_connect(port, "/cb"))
     assert.are.equal("sub filled true", ask(first, "sub filled"))
-    assert.are.equal("sub h:nest true", ask(first, "sub h:nest"))
-    assert.is_true(second:send_text("sub h:nest"))
-    assert.is_true(second:send_text("fill h:nest 25165824"))
+    assert.are.equal("sub " .. topic .. " true",
+                     ask(first, "sub " .. topic))
+    assert.is_true(second:send_text(second_sub .. " " .. topic))
+    assert.is_true(second:send_text("fill " .. fill_topic .. " 25165824"))
     assert.are.equal("filled", select(2, first:recv_message()))
-    assert.are.equal("sub h:nest true", ask(third, "sub h:nest"))
+    assert.are.equal("sub " .. topic .. " true",
+                     ask(third, "sub " .. topic))
     local pub = client(port)
-    local reply = ask(pub, "pub h:nest hello")
+    local reply = ask(pub, "pub " .. topic .. " hello")
     local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
     for _, ws in ipairs { first, third } do
       assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
-      assert.are.same({ epoch, off + 1, "bye" }, { recv_positioned(ws) })
+      assert.are.same({ epoch, off + 1, nested }, { recv_positioned(ws) })
     end
     second:abort()
     close_all { first, third, pub }
+  end
+
+  it("reaches every subscriber after the message being delivered",
+     function()
+    -- second's close handler publishes "bye"
+    nested_publish("h:nest", "sub", "h:nest", "bye")
   end)
 
   it("so does one an on_presence handler publishes", function()
-    -- as above, the leave of second's presence publishes "left"
-    local first, third = client(port), client(port)
-    local second = assert(helper.ws_connect(port, "/cb"))
-    assert.are.equal("sub filled true", ask(first, "sub filled"))
-    assert.are.equal("sub p:nest true", ask(first, "sub p:nest"))
-    assert.is_true(second:send_text("psub p:nest"))
-    assert.is_true(second:send_text("fill none 25165824"))
-    assert.are.equal("filled", select(2, first:recv_message()))
-    assert.are.equal("sub p:nest true", ask(third, "sub p:nest"))
-    local pub = client(port)
-    local reply = ask(pub, "pub p:nest hello")
-    local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
-    for _, ws in ipairs { first, third } do
-      assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
-      assert.are.same({ epoch, off + 1, "left" }, { recv_positioned(ws) })
-    end
-    second:abort()
-    close_all { first, third, pub }
+    -- the leave of second's presence publishes "left"
+    nested_publish("p:nest", "psub", "none", "left")
   end)
 end)
 

@@ -12,6 +12,30 @@ local function client(port)
   return assert(helper.ws_connect(port, "/ws"))
 end
 
+-- Reads each client's catch-up ({ ws = ..., next = the first offset
+-- it asked for }) through offset final: every message from next on, no
+-- gap and no duplicate (in epoch, when given), and the reply "since
+-- true true ..." anywhere among them; then drops the client.
+local function read_catch_up(list, final, epoch)
+  for _, c in ipairs(list) do
+    local seen_reply = false
+    while c.next <= final or not seen_reply do
+      local kind, msg = c.ws:recv_message(5)
+      assert.are.equal(helper.TEXT, kind, msg)
+      if msg:find("^since ") then
+        assert.is_truthy(msg:find("^since true true "), msg)
+        seen_reply = true
+      else
+        local e, o = msg:match("^(%x+):(%d+) ")
+        if epoch then assert.are.equal(epoch, e) end
+        assert.are.equal(c.next, tonumber(o))   -- no gap, no duplicate
+        c.next = c.next + 1
+      end
+    end
+    c.ws:abort()
+  end
+end
+
 describe("history, one process", function()
   local server, port
 
@@ -160,23 +184,7 @@ describe("history, one process", function()
     end
     local stopped = ask(ctl, "stop")
     local _, final = split_pos(stopped:match("^stopped (%S+)$"))
-    for _, c in ipairs(list) do
-      local seen_reply = false
-      while c.next <= final or not seen_reply do
-        local kind, msg = c.ws:recv_message(5)
-        assert.are.equal(helper.TEXT, kind, msg)
-        if msg:find("^since ") then
-          assert.is_truthy(msg:find("^since true true "), msg)
-          seen_reply = true
-        else
-          local e, o = msg:match("^(%x+):(%d+) ")
-          assert.are.equal(epoch, e)
-          assert.are.equal(c.next, tonumber(o))   -- no gap, no duplicate
-          c.next = c.next + 1
-        end
-      end
-      c.ws:abort()
-    end
+    read_catch_up(list, final, epoch)
     assert.is_true(final - off0 > 200, "the publisher ran")
     ctl:abort()
   end)
@@ -564,21 +572,7 @@ describe("history with workers = 2", function()
       list[i] = { ws = ws, next = off0 + 1 }
     end
     local _, final = split_pos(ask(ctl, "stop"):match("^stopped (%S+)$"))
-    for _, c in ipairs(list) do
-      local seen_reply = false
-      while c.next <= final or not seen_reply do
-        local kind, msg = c.ws:recv_message(5)
-        assert.are.equal(helper.TEXT, kind, msg)
-        if msg:find("^since ") then
-          assert.is_truthy(msg:find("^since true true "), msg)
-          seen_reply = true
-        else
-          assert.are.equal(c.next, tonumber(msg:match("^%x+:(%d+) ")))
-          c.next = c.next + 1
-        end
-      end
-      c.ws:abort()
-    end
+    read_catch_up(list, final)
     ctl:abort()
   end)
 end)

@@ -175,17 +175,17 @@ export function sampleSessionEnds(session, options) {
 
 // ------------------------------------------------- what a page shows
 
-// Waits until check(await view(page)) holds, polling every 50 ms for up
-// to STEP_TIMEOUT; resolves with that view, or rejects with the last
-// one seen, naming `what`.
-export async function waitForView(view, page, what, check) {
+// Waits until check(await view(page)) holds, polling every interval ms
+// for up to STEP_TIMEOUT; resolves with that view, or rejects with the
+// last one seen, naming `what`.
+export async function waitForView(view, page, what, check, interval = 50) {
   const deadline = Date.now() + STEP_TIMEOUT;
   let seen;
   for (;;) {
     seen = await view(page);
     if (check(seen)) return seen;
     if (Date.now() > deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, interval));
   }
   throw new Error(`${what} not shown: ${JSON.stringify(seen)}`);
 }

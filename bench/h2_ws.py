@@ -15,28 +15,16 @@ fresh server for each memory measurement.  Prints a Markdown table
 """
 import argparse
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from procs import free_port, pin, stop, wait_port
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pin(core):
-    return ["taskset", "-c", str(core)] if shutil.which("taskset") and \
-        (os.cpu_count() or 1) >= 2 else []
 
 
 def fields(line):
@@ -57,27 +45,11 @@ class Server:
                       "sh", args.server,
                       os.path.join(BENCH, "apps", "echo_tls.lua")],
             env=env, stdout=self.log, stderr=self.log)
-        end = time.time() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the server exited")
-            try:
-                socket.create_connection(("127.0.0.1", self.port),
-                                         0.2).close()
-                break
-            except OSError:
-                if time.time() > end:
-                    raise RuntimeError("the server did not listen")
-                time.sleep(0.05)
+        wait_port(self.port, self.proc, 20)
         self.pid = self.proc.pid
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.log.close()
 
 

@@ -18,7 +18,6 @@ Prints one line of key=value per count and a Markdown table.
 """
 
 import argparse
-import base64
 import os
 import resource
 import socket
@@ -27,15 +26,10 @@ import subprocess
 import sys
 import time
 
+from procs import cpu_seconds, ws_upgrade
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK   # utime, stime
 
 
 def start(server):
@@ -48,24 +42,6 @@ def start(server):
         proc.kill()
         sys.exit(f"scrape_cost: the server did not start: {line}")
     return proc, int(line.rsplit(":", 1)[1])
-
-
-def upgrade(port):
-    s = socket.create_connection(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise RuntimeError("closed during handshake")
-        head += chunk
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise RuntimeError(head.decode(errors="replace"))
-    return s
 
 
 def scrape(port):
@@ -127,7 +103,7 @@ def main():
     try:
         for count in (0, args.connections):
             while len(socks) < count:
-                socks.append(upgrade(port))
+                socks.append(ws_upgrade(port))
             time.sleep(0.5)
             r = measure(proc.pid, port, args.scrapes)
             open_ws = figure(r["body"], 'moonsocket_connections{kind='

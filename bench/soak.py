@@ -67,18 +67,12 @@ import tempfile
 import threading
 import time
 
+from procs import rss_kib
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 LOADGEN = os.path.join(BENCH, "loadgen")
 LUA_PATH = f"{ROOT}/lua/?.lua;{ROOT}/lua/?/init.lua;;"
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def fd_count(pid):

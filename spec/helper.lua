@@ -883,6 +883,23 @@ function helper.close_all(list)
   end
 end
 
+-- A history position "epoch:offset" (spec/apps/history.lua's protocol):
+-- epoch, offset as a number.
+function helper.split_pos(p)
+  local epoch, offset = p:match("^(%x+):(%d+)$")
+  return epoch, tonumber(offset)
+end
+
+-- Reads a message with a history envelope "epoch:offset data" and
+-- asserts it has one.  Returns epoch, offset (a number), data.
+function helper.recv_positioned(ws, timeout)
+  local kind, msg = ws:recv_message(timeout)
+  luassert.are.equal(helper.TEXT, kind, msg)
+  local epoch, offset, data = msg:match("^(%x+):(%d+) (.*)$")
+  luassert.is_truthy(epoch, "no envelope: " .. tostring(msg))
+  return epoch, tonumber(offset), data
+end
+
 -- Asserts that a sample's server serves its page, script and style
 -- (index.html, app.js, style.css) with their content types.
 function helper.assert_sample_files(port)

@@ -6,23 +6,34 @@ local helper = require "helper"
 local moonsocket = require "moonsocket"
 
 local ask, close_all = helper.ask, helper.close_all
-
--- A message with an envelope: epoch, offset, data.
-local function recv_positioned(ws, timeout)
-  local kind, msg = ws:recv_message(timeout)
-  assert.are.equal(helper.TEXT, kind, msg)
-  local epoch, offset, data = msg:match("^(%x+):(%d+) (.*)$")
-  assert.is_truthy(epoch, "no envelope: " .. tostring(msg))
-  return epoch, tonumber(offset), data
-end
-
-local function split_pos(p)
-  local epoch, offset = p:match("^(%x+):(%d+)$")
-  return epoch, tonumber(offset)
-end
+local recv_positioned, split_pos = helper.recv_positioned, helper.split_pos
 
 local function client(port)
   return assert(helper.ws_connect(port, "/ws"))
+end
+
+-- Reads each client's catch-up ({ ws = ..., next = the first offset
+-- it asked for }) through offset final: every message from next on, no
+-- gap and no duplicate (in epoch, when given), and the reply "since
+-- true true ..." anywhere among them; then drops the client.
+local function read_catch_up(list, final, epoch)
+  for _, c in ipairs(list) do
+    local seen_reply = false
+    while c.next <= final or not seen_reply do
+      local kind, msg = c.ws:recv_message(5)
+      assert.are.equal(helper.TEXT, kind, msg)
+      if msg:find("^since ") then
+        assert.is_truthy(msg:find("^since true true "), msg)
+        seen_reply = true
+      else
+        local e, o = msg:match("^(%x+):(%d+) ")
+        if epoch then assert.are.equal(epoch, e) end
+        assert.are.equal(c.next, tonumber(o))   -- no gap, no duplicate
+        c.next = c.next + 1
+      end
+    end
+    c.ws:abort()
+  end
 end
 
 describe("history, one process", function()
@@ -173,23 +184,7 @@ describe("history, one process", function()
     end
     local stopped = ask(ctl, "stop")
     local _, final = split_pos(stopped:match("^stopped (%S+)$"))
-    for _, c in ipairs(list) do
-      local seen_reply = false
-      while c.next <= final or not seen_reply do
-        local kind, msg = c.ws:recv_message(5)
-        assert.are.equal(helper.TEXT, kind, msg)
-        if msg:find("^since ") then
-          assert.is_truthy(msg:find("^since true true "), msg)
-          seen_reply = true
-        else
-          local e, o = msg:match("^(%x+):(%d+) ")
-          assert.are.equal(epoch, e)
-          assert.are.equal(c.next, tonumber(o))   -- no gap, no duplicate
-          c.next = c.next + 1
-        end
-      end
-      c.ws:abort()
-    end
+    read_catch_up(list, final, epoch)
     assert.is_true(final - off0 > 200, "the publisher ran")
     ctl:abort()
   end)
@@ -246,50 +241,43 @@ describe("history, a publish from inside a delivery", function()
     helper.stop_and_check(server)
   end)
 
-  it("reaches every subscriber after the message being delivered",
-     function()
-    -- first, second, third subscribe in that order; second reads
-    -- nothing and is over max_backpressure, so the next publish fails
-    -- it, and its close handler publishes "bye" to the same topic while
-    -- the first publish is still on its way to third
+  -- first, second, third subscribe to topic in that order; second
+  -- subscribes with second_sub, reads nothing and fills itself over
+  -- max_backpressure (fill_topic), so the next publish fails it, and a
+  -- handler of its close publishes nested to the same topic while the
+  -- first publish is still on its way to third.  Both first and third
+  -- receive "hello" and then nested, at the next position.
+  local function nested_publish(topic, second_sub, fill_topic, nested)
     local first, third = client(port), client(port)
     local second = assert(helper.ws_connect(port, "/cb"))
     assert.are.equal("sub filled true", ask(first, "sub filled"))
-    assert.are.equal("sub h:nest true", ask(first, "sub h:nest"))
-    assert.is_true(second:send_text("sub h:nest"))
-    assert.is_true(second:send_text("fill h:nest 25165824"))
+    assert.are.equal("sub " .. topic .. " true",
+                     ask(first, "sub " .. topic))
+    assert.is_true(second:send_text(second_sub .. " " .. topic))
+    assert.is_true(second:send_text("fill " .. fill_topic .. " 25165824"))
     assert.are.equal("filled", select(2, first:recv_message()))
-    assert.are.equal("sub h:nest true", ask(third, "sub h:nest"))
+    assert.are.equal("sub " .. topic .. " true",
+                     ask(third, "sub " .. topic))
     local pub = client(port)
-    local reply = ask(pub, "pub h:nest hello")
+    local reply = ask(pub, "pub " .. topic .. " hello")
     local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
     for _, ws in ipairs { first, third } do
       assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
-      assert.are.same({ epoch, off + 1, "bye" }, { recv_positioned(ws) })
+      assert.are.same({ epoch, off + 1, nested }, { recv_positioned(ws) })
     end
     second:abort()
     close_all { first, third, pub }
+  end
+
+  it("reaches every subscriber after the message being delivered",
+     function()
+    -- second's close handler publishes "bye"
+    nested_publish("h:nest", "sub", "h:nest", "bye")
   end)
 
   it("so does one an on_presence handler publishes", function()
-    -- as above, the leave of second's presence publishes "left"
-    local first, third = client(port), client(port)
-    local second = assert(helper.ws_connect(port, "/cb"))
-    assert.are.equal("sub filled true", ask(first, "sub filled"))
-    assert.are.equal("sub p:nest true", ask(first, "sub p:nest"))
-    assert.is_true(second:send_text("psub p:nest"))
-    assert.is_true(second:send_text("fill none 25165824"))
-    assert.are.equal("filled", select(2, first:recv_message()))
-    assert.are.equal("sub p:nest true", ask(third, "sub p:nest"))
-    local pub = client(port)
-    local reply = ask(pub, "pub p:nest hello")
-    local epoch, off = split_pos(reply:match("^pub %d+ (%S+)$"))
-    for _, ws in ipairs { first, third } do
-      assert.are.same({ epoch, off, "hello" }, { recv_positioned(ws) })
-      assert.are.same({ epoch, off + 1, "left" }, { recv_positioned(ws) })
-    end
-    second:abort()
-    close_all { first, third, pub }
+    -- the leave of second's presence publishes "left"
+    nested_publish("p:nest", "psub", "none", "left")
   end)
 end)
 
@@ -584,21 +572,7 @@ describe("history with workers = 2", function()
       list[i] = { ws = ws, next = off0 + 1 }
     end
     local _, final = split_pos(ask(ctl, "stop"):match("^stopped (%S+)$"))
-    for _, c in ipairs(list) do
-      local seen_reply = false
-      while c.next <= final or not seen_reply do
-        local kind, msg = c.ws:recv_message(5)
-        assert.are.equal(helper.TEXT, kind, msg)
-        if msg:find("^since ") then
-          assert.is_truthy(msg:find("^since true true "), msg)
-          seen_reply = true
-        else
-          assert.are.equal(c.next, tonumber(msg:match("^%x+:(%d+) ")))
-          c.next = c.next + 1
-        end
-      end
-      c.ws:abort()
-    end
+    read_catch_up(list, final)
     ctl:abort()
   end)
 end)

@@ -6,20 +6,7 @@
 local helper = require "helper"
 
 local ask, close_all = helper.ask, helper.close_all
-
--- A message with an envelope: epoch, offset, data.
-local function recv_positioned(ws, timeout)
-  local kind, msg = ws:recv_message(timeout)
-  assert.are.equal(helper.TEXT, kind, msg)
-  local epoch, offset, data = msg:match("^(%x+):(%d+) (.*)$")
-  assert.is_truthy(epoch, "no envelope: " .. tostring(msg))
-  return epoch, tonumber(offset), data
-end
-
-local function split_pos(p)
-  local epoch, offset = p:match("^(%x+):(%d+)$")
-  return epoch, tonumber(offset)
-end
+local recv_positioned, split_pos = helper.recv_positioned, helper.split_pos
 
 local function start_node(redis_port, workers)
   return helper.start_server("spec/apps/history.lua", {

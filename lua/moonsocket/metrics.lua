@@ -76,11 +76,7 @@ local function sorted_keys(t)
 end
 
 local function statuses(t)
-  local series = {}
-  for _, code in ipairs(sorted_keys(t)) do
-    series[#series + 1] = { { { "code", code } }, t[code] }
-  end
-  return series
+  return by("code", t, sorted_keys(t))
 end
 
 -- The series of the histogram of the calls into Lua, by callback.

@@ -18,8 +18,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { SHOTS, STEP_TIMEOUT, TEST_TIMEOUT,
-  sampleSession, sampleSessionEnds } from "./support.mjs";
+import { SHOTS, TEST_TIMEOUT, sampleSession, sampleSessionEnds,
+  waitForView, chartPixels } from "./support.mjs";
 
 const TLS = process.env.BROWSER_TLS === "1";
 // every test, skipped under BROWSER_TLS=1 (see above)
@@ -43,51 +43,15 @@ function view(page) {
   });
 }
 
-async function waitFor(page, what, check) {
-  const deadline = Date.now() + STEP_TIMEOUT;
-  let seen;
-  for (;;) {
-    seen = await view(page);
-    if (check(seen)) return seen;
-    if (Date.now() > deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`${what} not shown: ${JSON.stringify(seen)}`);
-}
+const waitFor = (page, what, check) =>
+  waitForView(view, page, what, check);
 
 // How many pixels of each canvas are drawn (not transparent), and how
 // many are close to each series' colour.
-function pixels(page) {
-  return page.evaluate(() => {
-    const rgb = (name) => {
-      const probe = document.createElement("canvas").getContext("2d");
-      probe.fillStyle = getComputedStyle(document.documentElement)
-        .getPropertyValue(`--${name}`).trim();
-      probe.fillRect(0, 0, 1, 1);
-      return Array.from(probe.getImageData(0, 0, 1, 1).data.slice(0, 3));
-    };
-    const count = (id, colours) => {
-      const canvas = document.getElementById(id);
-      const { data } = canvas.getContext("2d")
-        .getImageData(0, 0, canvas.width, canvas.height);
-      const result = { drawn: 0 };
-      for (const name of colours) result[name] = 0;
-      const want = colours.map(rgb);
-      for (let i = 0; i < data.length; i += 4) {
-        if (data[i + 3] === 0) continue;
-        result.drawn++;
-        if (data[i + 3] < 200) continue;
-        want.forEach((c, k) => {
-          if (Math.abs(data[i] - c[0]) + Math.abs(data[i + 1] - c[1]) +
-              Math.abs(data[i + 2] - c[2]) < 30) result[colours[k]]++;
-        });
-      }
-      return result;
-    };
-    return { live: count("live-chart", ["connections", "rate"]),
-      total: count("total-chart", ["messages"]) };
-  });
-}
+const pixels = (page) => chartPixels(page, {
+  live: ["live-chart", ["connections", "rate"]],
+  total: ["total-chart", ["messages"]],
+});
 
 // ---------------------------------------------------------------- tests
 

@@ -16,8 +16,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { SHOTS, STEP_TIMEOUT, TEST_TIMEOUT,
-  sampleSession, sampleSessionEnds } from "./support.mjs";
+import { SHOTS, TEST_TIMEOUT, sampleSession, sampleSessionEnds,
+  waitForView } from "./support.mjs";
 
 const TLS = process.env.BROWSER_TLS === "1";
 // every test, skipped under BROWSER_TLS=1 (see above)
@@ -42,17 +42,8 @@ function view(page) {
   });
 }
 
-async function waitFor(page, what, check) {
-  const deadline = Date.now() + STEP_TIMEOUT;
-  let seen;
-  for (;;) {
-    seen = await view(page);
-    if (check(seen)) return seen;
-    if (Date.now() > deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`${what} not shown: ${JSON.stringify(seen)}`);
-}
+const waitFor = (page, what, check) =>
+  waitForView(view, page, what, check, 20);
 
 // Whether the canvas pixel at world point (x, y) has the colour of the
 // CSS variable --name.

@@ -20,8 +20,8 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import path from "node:path";
-import { SHOTS, STEP_TIMEOUT, TEST_TIMEOUT,
-  sampleSession, sampleSessionEnds } from "./support.mjs";
+import { SHOTS, TEST_TIMEOUT, sampleSession, sampleSessionEnds,
+  waitForView, chartPixels } from "./support.mjs";
 
 const TLS = process.env.BROWSER_TLS === "1";
 const OPTIONS = { timeout: TEST_TIMEOUT, skip: TLS &&
@@ -124,49 +124,16 @@ function view(page) {
   });
 }
 
-async function waitFor(page, what, check) {
-  const deadline = Date.now() + STEP_TIMEOUT;
-  let seen;
-  for (;;) {
-    seen = await view(page);
-    if (check(seen)) return seen;
-    if (Date.now() > deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`${what} not shown: ${JSON.stringify(seen)}`);
-}
+const waitFor = (page, what, check) =>
+  waitForView(view, page, what, check);
 
 // For each chart, the pixels drawn in each of its series' colours.
-function pixels(page) {
-  return page.evaluate(() => {
-    const rgb = (name) => {
-      const probe = document.createElement("canvas").getContext("2d");
-      probe.fillStyle = getComputedStyle(document.documentElement)
-        .getPropertyValue(`--${name}`).trim();
-      probe.fillRect(0, 0, 1, 1);
-      return Array.from(probe.getImageData(0, 0, 1, 1).data.slice(0, 3));
-    };
-    const count = (id, colours) => {
-      const canvas = document.getElementById(id);
-      const { data } = canvas.getContext("2d")
-        .getImageData(0, 0, canvas.width, canvas.height);
-      const want = colours.map(rgb), result = {};
-      for (const name of colours) result[name] = 0;
-      for (let i = 0; i < data.length; i += 4) {
-        if (data[i + 3] < 200) continue;
-        want.forEach((c, k) => {
-          if (Math.abs(data[i] - c[0]) + Math.abs(data[i + 1] - c[1]) +
-              Math.abs(data[i + 2] - c[2]) < 30) result[colours[k]]++;
-        });
-      }
-      return result;
-    };
-    return { connections: count("chart-connections", ["connections"]),
-      messages: count("chart-messages", ["in", "out"]),
-      backpressure: count("chart-backpressure", ["backpressure"]),
-      p99: count("chart-p99", ["p99"]) };
-  });
-}
+const pixels = (page) => chartPixels(page, {
+  connections: ["chart-connections", ["connections"]],
+  messages: ["chart-messages", ["in", "out"]],
+  backpressure: ["chart-backpressure", ["backpressure"]],
+  p99: ["chart-p99", ["p99"]],
+});
 
 // ---------------------------------------------------------------- tests
 

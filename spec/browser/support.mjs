@@ -172,3 +172,59 @@ export function sampleSessionEnds(session, options) {
       }
     });
 }
+
+// ------------------------------------------------- what a page shows
+
+// Waits until check(await view(page)) holds, polling every interval ms
+// for up to STEP_TIMEOUT; resolves with that view, or rejects with the
+// last one seen, naming `what`.
+export async function waitForView(view, page, what, check, interval = 50) {
+  const deadline = Date.now() + STEP_TIMEOUT;
+  let seen;
+  for (;;) {
+    seen = await view(page);
+    if (check(seen)) return seen;
+    if (Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+  throw new Error(`${what} not shown: ${JSON.stringify(seen)}`);
+}
+
+// The pixels of the page's charts: charts maps a name to [canvas id,
+// series colour names (CSS custom properties)].  For each name: drawn,
+// how many of the canvas's pixels are not transparent, and for each
+// series, how many opaque pixels are close to its colour.
+export function chartPixels(page, charts) {
+  return page.evaluate((charts) => {
+    const rgb = (name) => {
+      const probe = document.createElement("canvas").getContext("2d");
+      probe.fillStyle = getComputedStyle(document.documentElement)
+        .getPropertyValue(`--${name}`).trim();
+      probe.fillRect(0, 0, 1, 1);
+      return Array.from(probe.getImageData(0, 0, 1, 1).data.slice(0, 3));
+    };
+    const count = (id, colours) => {
+      const canvas = document.getElementById(id);
+      const { data } = canvas.getContext("2d")
+        .getImageData(0, 0, canvas.width, canvas.height);
+      const result = { drawn: 0 };
+      for (const name of colours) result[name] = 0;
+      const want = colours.map(rgb);
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i + 3] === 0) continue;
+        result.drawn++;
+        if (data[i + 3] < 200) continue;
+        want.forEach((c, k) => {
+          if (Math.abs(data[i] - c[0]) + Math.abs(data[i + 1] - c[1]) +
+              Math.abs(data[i + 2] - c[2]) < 30) result[colours[k]]++;
+        });
+      }
+      return result;
+    };
+    const result = {};
+    for (const [name, [id, colours]] of Object.entries(charts)) {
+      result[name] = count(id, colours);
+    }
+    return result;
+  }, charts);
+}

@@ -4,37 +4,13 @@
  * the free lists stay within their bound and are given back */
 #define _GNU_SOURCE
 #include <malloc.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
-
-struct run {
-  int count, failed;
-};
-
-static void check(struct run *r, int pass, const char *fmt, ...) {
-  va_list ap;
-  printf("%s %d - ", pass ? "ok" : "not ok", ++r->count);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  putchar('\n');
-  if (!pass) r->failed++;
-  fflush(stdout);
-}
-
-/* xorshift: the same sequence on every run */
-static uint32_t rnd_state = 2463534242u;
-static uint32_t rnd(void) {
-  rnd_state ^= rnd_state << 13;
-  rnd_state ^= rnd_state >> 17;
-  rnd_state ^= rnd_state << 5;
-  return rnd_state;
-}
+#include "tap.h"
 
 #define SLOTS 600
 #define STEPS 200000

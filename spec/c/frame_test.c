@@ -2,37 +2,13 @@
  * validator: their fast paths (16-byte lanes, words, ASCII runs)
  * against byte-at-a-time references, at every length, key offset and
  * alignment near the lanes' edges */
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "frame.h"
 #include "utf8.h"
-
-struct run {
-  int count, failed;
-};
-
-static void check(struct run *r, int pass, const char *fmt, ...) {
-  va_list ap;
-  printf("%s %d - ", pass ? "ok" : "not ok", ++r->count);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  putchar('\n');
-  if (!pass) r->failed++;
-  fflush(stdout);
-}
-
-/* xorshift: the same bytes on every run */
-static uint32_t rnd_state = 2463534242u;
-static uint32_t rnd(void) {
-  rnd_state ^= rnd_state << 13;
-  rnd_state ^= rnd_state >> 17;
-  rnd_state ^= rnd_state << 5;
-  return rnd_state;
-}
+#include "tap.h"
 
 #define MAXN 700          /* past 256: the 32-byte lanes, where there */
 

@@ -2,7 +2,6 @@
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,25 +10,11 @@
 
 #include "frame.h"
 #include "outq.h"
+#include "tap.h"
 
 /* ---------------------------------------------------------------------
- * TAP output, and a queue to test
+ * A queue to test
  * ------------------------------------------------------------------- */
-
-struct run {
-  int count, failed;
-};
-
-static void check(struct run *r, int pass, const char *fmt, ...) {
-  va_list ap;
-  printf("%s %d - ", pass ? "ok" : "not ok", ++r->count);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  putchar('\n');
-  if (!pass) r->failed++;
-  fflush(stdout);
-}
 
 /* Borrowed chunks' refs, as they are released. */
 struct refs {

@@ -47,6 +47,7 @@ static void put(struct ms_lua_pool *a, void *ptr) {
     *(void **)ptr = *list;
     *list = ptr;
     a->kept += class << 4;
+    a->moves++;
     return;
   }
   free(ptr);
@@ -60,6 +61,7 @@ static void *get(struct ms_lua_pool *a, size_t n) {
   if (p) {
     a->free[class] = *(void **)p;
     a->kept -= class << 4;
+    a->moves++;
     return p;
   }
   if ((p = malloc((class << 4) - 8))) return p;
@@ -94,4 +96,11 @@ void ms_lua_alloc_release(struct ms_lua_pool *a) {
     a->free[i] = NULL;
   }
   a->kept = 0;
+}
+
+void ms_lua_alloc_idle(struct ms_lua_pool *a, double now) {
+  if (now - a->checked < 0.9) return;   /* sweeps a second apart */
+  if (a->moves == a->moves_seen && a->kept) ms_lua_alloc_release(a);
+  a->moves_seen = a->moves;
+  a->checked = now;
 }

@@ -14,6 +14,9 @@
 struct ms_lua_pool {
   void *free[MS_ALLOC_CLASSES];   /* each block's first word: the next */
   size_t kept;                    /* bytes in the free lists */
+  size_t moves;                   /* blocks kept or taken, ever */
+  size_t moves_seen;              /* at the last idle check */
+  double checked;                 /* when that was */
 };
 
 /* A lua_Alloc: lua_setallocf(L, ms_lua_alloc, &pool), at any time, since it
@@ -21,5 +24,10 @@ struct ms_lua_pool {
 void *ms_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* Give the kept blocks back to free(), after lua_close. */
 void ms_lua_alloc_release(struct ms_lua_pool *a);
+/* Called now and then with the loop's time (the servers' sweeps): when
+ * no block was kept or taken for a second or more, the kept ones go
+ * back to free().  Scattered over malloc's pages they would hold them,
+ * so an idle process could not give its memory back. */
+void ms_lua_alloc_idle(struct ms_lua_pool *a, double now);
 
 #endif

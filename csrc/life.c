@@ -7,6 +7,7 @@
 
 #include <lauxlib.h>
 
+#include "alloc.h"
 #include "backplane.h"
 #include "client.h"
 #include "events.h"
@@ -84,6 +85,9 @@ void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   double now = ev_now(loop);
   ms_metrics_sample(s->module);             /* heap, loop iterations */
+  void *pool;                     /* the runner's allocator, when it is */
+  if (lua_getallocf(s->module->L, &pool) == ms_lua_alloc)
+    ms_lua_alloc_idle(pool, now);
   if (s->listener.fd >= 0 && !ev_is_active(&s->listener) && !s->closing)
     ev_io_start(loop, &s->listener);        /* accepts were paused */
   /* walk a snapshot of the count: aborting unlinks the current node */

@@ -238,6 +238,20 @@ static void bound(struct ms_history *h, struct ms_hist_topic *keep) {
 /* Keeping messages                                                    */
 /* ------------------------------------------------------------------ */
 
+int ms_history_parse_epoch(const char *s, size_t len, uint64_t *epoch) {
+  if (len != 16) return 0;
+  uint64_t v = 0;
+  for (size_t i = 0; i < 16; i++) {
+    char ch = s[i];
+    int d = ch >= '0' && ch <= '9' ? ch - '0'
+          : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+    if (d < 0) return 0;
+    v = v << 4 | (uint64_t)d;
+  }
+  *epoch = v;
+  return 1;
+}
+
 size_t ms_history_envelope(char out[MS_HIST_ENVELOPE_MAX + 1],
                            const struct ms_hist_pos *pos) {
   int n = snprintf(out, MS_HIST_ENVELOPE_MAX + 1, "%016" PRIx64 ":%" PRIu64

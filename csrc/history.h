@@ -158,6 +158,10 @@ int ms_history_prepend(struct ms_history *h, const struct ms_hist_pattern *p,
  * later message begins each topic anew at its own position. */
 void ms_history_forget(struct ms_history *h);
 
+/* An epoch as text (16 lowercase hex digits, as the envelope writes it)
+ * read into *epoch: 1, or 0 when s is not one. */
+int ms_history_parse_epoch(const char *s, size_t len, uint64_t *epoch);
+
 /* The envelope of pos written at out; returns its length. */
 size_t ms_history_envelope(char out[MS_HIST_ENVELOPE_MAX + 1],
                            const struct ms_hist_pos *pos);

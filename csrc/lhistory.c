@@ -35,20 +35,6 @@ static void push_position(lua_State *L, const struct ms_hist_pos *pos) {
   lua_setfield(L, -2, "offset");
 }
 
-static int parse_epoch(const char *s, size_t len, uint64_t *epoch) {
-  if (len != 16) return 0;
-  uint64_t v = 0;
-  for (size_t i = 0; i < 16; i++) {
-    char ch = s[i];
-    int d = ch >= '0' && ch <= '9' ? ch - '0'
-          : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-    if (d < 0) return 0;
-    v = v << 4 | (uint64_t)d;
-  }
-  *epoch = v;
-  return 1;
-}
-
 /* A position at idx: { epoch = "16 hex digits", offset = n } or the
  * envelope's text "epoch:offset".  Raises naming what when it is not. */
 static void check_position(lua_State *L, int idx, int arg, const char *what,
@@ -60,7 +46,7 @@ static void check_position(lua_State *L, int idx, int arg, const char *what,
   if (lua_type(L, idx) == LUA_TSTRING) {
     s = lua_tolstring(L, idx, &len);
     const char *colon = memchr(s, ':', len);
-    if (colon && parse_epoch(s, (size_t)(colon - s), &pos->epoch)) {
+    if (colon && ms_history_parse_epoch(s, (size_t)(colon - s), &pos->epoch)) {
       char *end;
       unsigned long long v = strtoull(colon + 1, &end, 10);
       ok = end == s + len && end > colon + 1 && colon[1] != '-';
@@ -69,7 +55,7 @@ static void check_position(lua_State *L, int idx, int arg, const char *what,
   } else if (lua_type(L, idx) == LUA_TTABLE) {
     lua_getfield(L, idx, "epoch");
     s = lua_tolstring(L, -1, &len);
-    ok = lua_type(L, -1) == LUA_TSTRING && parse_epoch(s, len, &pos->epoch);
+    ok = lua_type(L, -1) == LUA_TSTRING && ms_history_parse_epoch(s, len, &pos->epoch);
     lua_getfield(L, idx, "offset");
     int isint;
     offset = lua_tointegerx(L, -1, &isint);

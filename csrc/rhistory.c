@@ -220,18 +220,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 /* Publishing                                                          */
 /* ------------------------------------------------------------------ */
 
+/* An epoch Redis gave: never 0 (the position of no message). */
 static int parse_epoch(const char *s, size_t len, uint64_t *epoch) {
-  if (len != 16) return 0;
-  uint64_t v = 0;
-  for (size_t i = 0; i < 16; i++) {
-    char ch = s[i];
-    int d = ch >= '0' && ch <= '9' ? ch - '0'
-          : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-    if (d < 0) return 0;
-    v = v << 4 | (uint64_t)d;
-  }
-  *epoch = v;
-  return v != 0;
+  return ms_history_parse_epoch(s, len, epoch) && *epoch != 0;
 }
 
 /* The script's answer: { epoch, offset }. */

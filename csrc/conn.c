@@ -29,6 +29,8 @@
 #define ANCHOR_MIN     8192    /* payloads from here on are not copied */
 #define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
 #define MSG_MIN        4096    /* a reassembled message's first buffer */
+#define ROOM_MIN       4096    /* from here on a message is written into
+                                  a room of its handler's string */
 /* After an HTTP answer that closes, the request's unread rest is read
  * and discarded for at most close_timeout and this many bytes, so that
  * a reset does not destroy the answer (RFC 9112 section 9.6). */
@@ -158,6 +160,7 @@ struct ms_rx {
   size_t in_len;
   uint8_t *msg;                     /* message being reassembled */
   size_t msg_len, msg_cap;
+  uint8_t msg_room;                 /* msg is a room (events.h) */
   struct frame_reader frames;       /* where the frame stream is */
   double since;                     /* when the frame or message under
                                        way was left incomplete, or 0 */
@@ -166,10 +169,19 @@ struct ms_rx {
   uint8_t *ctl;                     /* control payload split over reads */
 };
 
-static void rx_free_buffers(struct ms_server *s, struct ms_rx *rx) {
-  s->held -= rx->msg_cap;
+/* The message buffer of rx, a room or not. */
+static void msg_free(struct ms_conn *c, struct ms_rx *rx) {
+  if (rx->msg_room) ms_event_message_room_free(c, rx->msg);
+  else free(rx->msg);
+  c->server->held -= rx->msg_cap;
+  rx->msg = NULL;
+  rx->msg_cap = 0;
+  rx->msg_room = 0;
+}
+
+static void rx_free_buffers(struct ms_conn *c, struct ms_rx *rx) {
+  msg_free(c, rx);
   free(rx->in);
-  free(rx->msg);
   free(rx->ctl);
 }
 
@@ -178,7 +190,7 @@ static void rx_free_buffers(struct ms_server *s, struct ms_rx *rx) {
 static void rx_free(struct ms_conn *c) {
   struct ms_rx *rx = c->rx;
   if (!rx) return;
-  rx_free_buffers(c->server, rx);
+  rx_free_buffers(c, rx);
   if (c->flags & CF_RX_LOCAL) {
     memset(rx, 0, sizeof *rx);
   } else {
@@ -1356,27 +1368,35 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
   }
 }
 
-static int deliver(struct ms_conn *c, const uint8_t *p, size_t len,
-                   unsigned op) {
+/* Deliver the message p[0..len), in a room when room is set: the room
+ * is the handler's, or given back. */
+static int deliver(struct ms_conn *c, uint8_t *p, size_t len,
+                   unsigned op, int room) {
   struct ms_rx *rx = c->rx;           /* feed's: stays while Lua runs */
   struct ms_metrics *mt = c->server->metrics;
   mt->messages_in[op]++;
   mt->bytes_in[op] += len;
   count_route(c, mt->route_in);
   rx->since = 0;
+  if (room && p == rx->msg) {         /* not rx's any more */
+    c->server->held -= rx->msg_cap;
+    rx->msg = NULL;
+    rx->msg_cap = 0;
+    rx->msg_room = 0;
+  }
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
    * the handler, unless it declines it (section 7.1.2 lets us read on):
    * what it tries to send back is reported dropped, not silently lost */
+  if (room) c->flags |= CF_MSG_ROOM;
   if (c->state == CS_OPEN || c->state == CS_CLOSING)
     more = ms_event_message(c, p, len, op);
-  rx->msg_len = 0;
-  if (rx->msg_cap > 4096) {      /* keep no large buffer meanwhile */
-    c->server->held -= rx->msg_cap;
-    free(rx->msg);
-    rx->msg = NULL;
-    rx->msg_cap = 0;
+  if (c->flags & CF_MSG_ROOM) {       /* not taken */
+    c->flags &= ~(uint32_t)CF_MSG_ROOM;
+    ms_event_message_room_free(c, p);
   }
+  rx->msg_len = 0;
+  if (rx->msg_cap > 4096) msg_free(c, rx);  /* keep no large buffer */
   return more;
 }
 
@@ -1426,8 +1446,14 @@ static int msg_reserve(struct ms_conn *c, size_t len, uint64_t rest,
   if (cap < need) cap = need;
   if (last && rest <= need && cap - need < rest) cap = need + (size_t)rest;
   if (last && cap - need > rest) cap = need + (size_t)rest;
-  uint8_t *m = realloc(rx->msg, cap);
-  if (!m) {
+  /* the whole message: into the room of its string, if there is one */
+  uint8_t *m = last && cap - need == rest && cap >= ROOM_MIN
+               ? ms_event_message_room(c, cap) : NULL;
+  if (m) {
+    if (rx->msg_len) memcpy(m, rx->msg, rx->msg_len);
+    msg_free(c, rx);
+    rx->msg_room = 1;
+  } else if (!(m = realloc(rx->msg, cap))) {
     ms_conn_abort(c, 1006);
     return -1;
   }
@@ -1496,7 +1522,7 @@ static int inflate_payload(struct ms_conn *c, const struct frame_event *ev) {
   }
   if (!fin) return c->server->held > c->server->opts.max_incomplete_bytes
                   ? check_held(c) : 0;
-  int more = deliver(c, d->message.data, d->message.len, ev->msg_op);
+  int more = deliver(c, d->message.data, d->message.len, ev->msg_op, 0);
   if (c->deflate) inflated_free(c);   /* an idle socket holds none */
   return more ? 0 : -1;
 }
@@ -1531,35 +1557,41 @@ static int frame_payload(struct ms_conn *c, struct frame_event *ev) {
   int fin = ev->message_end;
   int append = ev->opcode < 8 && !(c->flags & CF_COMPRESSED) &&
                !(fin && rx->msg_len == 0);
-  if (!append) {
-    if (ev->masked) frame_unmask(ev->data, ev->len, ev->mask, ev->mask_off);
-    if (ev->opcode >= 8) return control_payload(c, ev);
-    if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
-  }
-  uint8_t *data = ev->data;
-  if (append) {                         /* one pass: copy and unmask */
+  uint8_t *data = ev->data, *room = NULL;
+  if (append) {
     if (msg_reserve(c, ev->len, rx->frames.left, rx->frames.fin) < 0)
       return -1;
-    if (ev->len) {                      /* (rx->msg may be NULL) */
+    if (ev->len)                        /* (rx->msg may be NULL) */
       data = rx->msg + rx->msg_len;
-      if (ev->masked)
-        frame_unmask_copy(data, ev->data, ev->len, ev->mask, ev->mask_off);
-      else
-        memcpy(data, ev->data, ev->len);
-      rx->msg_len += ev->len;
-    }
+  } else if (ev->opcode < 8 && !(c->flags & CF_COMPRESSED) &&
+             ev->len >= ROOM_MIN) {     /* a whole message, long */
+    data = room = ms_event_message_room(c, ev->len);
+    if (!room) data = ev->data;
   }
+  if (data != ev->data) {               /* one pass: copy and unmask */
+    if (ev->masked)
+      frame_unmask_copy(data, ev->data, ev->len, ev->mask, ev->mask_off);
+    else
+      memcpy(data, ev->data, ev->len);
+    if (append) rx->msg_len += ev->len;
+  } else if (ev->masked) {
+    frame_unmask(ev->data, ev->len, ev->mask, ev->mask_off);
+  }
+  if (ev->opcode >= 8) return control_payload(c, ev);
+  if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
   if (ev->msg_op == WS_OP_TEXT) {
     rx->utf8 = utf8_validate(rx->utf8, data, ev->len);     /* fail fast */
     if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
+      if (room) ms_event_message_room_free(c, room);
       fail(c, 1007, FAIL_UTF8);
       return -1;
     }
   }
-  if (!append)                          /* whole message in place */
-    return deliver(c, ev->data, ev->len, ev->msg_op) ? 0 : -1;
+  if (!append)                          /* a whole message: in place */
+    return deliver(c, data, ev->len, ev->msg_op, room != NULL) ? 0 : -1;
   if (msg_held(c) < 0) return -1;
-  if (fin) return deliver(c, rx->msg, rx->msg_len, ev->msg_op) ? 0 : -1;
+  if (fin) return deliver(c, rx->msg, rx->msg_len, ev->msg_op,
+                          rx->msg_room) ? 0 : -1;
   return 0;
 }
 
@@ -1643,11 +1675,11 @@ static void rx_settle(struct ms_conn *c, struct ms_rx *rx) {
       *c->rx = *rx;
       return;
     }
-    rx_free_buffers(c->server, rx);
+    rx_free_buffers(c, rx);
     ms_conn_abort(c, 1006);
     return;
   }
-  rx_free_buffers(c->server, rx);
+  rx_free_buffers(c, rx);
 }
 
 /* Feed bytes: after those kept from before, if any; keep what is not

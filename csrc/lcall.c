@@ -167,7 +167,7 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
     lua_settop(L, base);
     int n = ms_push_callback(L, c, "message");
     if (!n) return 0;
-    const char *msg = lua_pushlstring(L, (const char *)data, len);
+    const char *msg = ms_push_message(L, c, data, len);
     lua_insert(L, -(n + 2));
     lua_pushvalue(L, -(n + 2));
     ms_push_kind(L, m, opcode);
@@ -180,7 +180,7 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
     lua_settop(L, base);
     return rc;
   }
-  const char *msg = lua_pushlstring(L, (const char *)data, len);
+  const char *msg = ms_push_message(L, c, data, len);
   lua_copy(L, base + 4, base + 3);                  /* the function */
   lua_copy(L, base + 2, base + 4);                  /* ws */
   lua_copy(L, base + 5, base + 2);                  /* the anchor */

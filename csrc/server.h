@@ -212,6 +212,9 @@ enum {
   CF_HANDSHAKE = 1 << 26,   /* the request asks for a WebSocket, or a
                                WebSocket route answers it: its answer is
                                counted as a handshake's */
+  CF_MSG_ROOM = 1 << 30,    /* the message delivered is in a room of
+                               ms_event_message_room: taking it clears
+                               this */
 };
 
 struct ms_conn {

@@ -17,6 +17,7 @@
 #define TLS_MT     "moonsocket.tls"
 #define SOCKET_MT  "moonsocket.socket"
 #define LOOKUP_MT  "moonsocket.lookup"
+#define REQUEST_MT "moonsocket.request"  /* a pipeline's request table */
 
 /* Uservalues of a WebSocket object: the handler (a table, or the
  * coroutine handler's thread; a request's body reader before an

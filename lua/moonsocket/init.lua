@@ -183,6 +183,7 @@ local respond, WAITING, FAILED = core.respond, core.WAITING, core.FAILED
 local parse_query = _M.url.parse_query
 
 local body_read, body_wait = core.body_read, core.body_wait
+local request_headers = core.request_headers
 local math_type = math.type
 local rawget, rawset = rawget, rawset
 local waiter, wait, wake = runtime.waiter, runtime.wait, runtime.wake
@@ -226,11 +227,13 @@ function request_methods.read(req, n)
   return read_body(req, n, "req:read()")
 end
 
--- What a request table has beyond its fields: req.args, the query
+-- What a request table has beyond its fields: req.headers, made from
+-- the head when first read (core.request_headers); req.args, the query
 -- decoded (url.parse_query), made when first read; req:body() and
 -- req:read(n).
 local request_mt = {
   __index = function(req, key)
+    if key == "headers" then return request_headers(req) end
     if key == "args" then
       local args = parse_query(req.query)
       req.args = args

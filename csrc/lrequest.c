@@ -322,10 +322,32 @@ const char *ms_push_label(lua_State *L, struct ms_server *s, int req_idx) {
   return label;
 }
 
-static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
+/* The label of c's log lines, pushed: from the request table at
+ * req_idx, or without one (req_idx 0: a route opened without the
+ * pipeline) from c's peer and req's target. */
+static const char *push_conn_label(lua_State *L, struct ms_conn *c,
+                                   const struct http_request *req,
+                                   int req_idx) {
+  if (req_idx) return ms_push_label(L, c->server, req_idx);
+  struct ms_h2_peer peer = { "", 0 };
+  peer_lookup(c->io.fd, &peer);
+  lua_createtable(L, 0, 2);
+  lua_pushlstring(L, req->target, req->target_len);
+  lua_setfield(L, -2, "target");
+  if (peer.addr[0]) {
+    lua_pushstring(L, peer.addr);
+    lua_setfield(L, -2, "remote_addr");
+  }
+  const char *label = ms_push_label(L, c->server, -1);
+  lua_remove(L, -2);
+  return label;
+}
+
+static void log_open(struct ms_conn *c, lua_State *L,
+                     const struct http_request *req, int req_idx) {
   struct ms_server *s = c->server;
   if (s->opts.log_level < MS_LOG_INFO) return;
-  const char *label = ms_push_label(L, s, req_idx);
+  const char *label = push_conn_label(L, c, req, req_idx);
   int h2 = (c->flags & CF_H2_STREAM) != 0;
   if (s->opts.log_format == MS_LOG_JSON)
     ms_log_json(s, MS_LOG_INFO, "open", ",%s,\"http2\":%s", label,
@@ -357,7 +379,7 @@ static void end_open(struct ms_conn *c, lua_State *L,
   if (c->server->opts.log_level >= MS_LOG_INFO &&
       !(c->flags & CF_NOTIFIED)) {
     size_t len;
-    const char *label = ms_push_label(L, c->server, req_idx);
+    const char *label = push_conn_label(L, c, req, req_idx);
     lua_tolstring(L, -1, &len);
     /* out of memory: its close goes unlogged, as one whose request
      * had no table */
@@ -440,7 +462,7 @@ static void apply_answer(lua_State *L, struct ms_conn *c,
       lua_pushvalue(L, r + 2);
       ms_aux_set(L, c, -2, AUX_DATA);
     }
-    log_open(c, L, req_idx);
+    log_open(c, L, req, req_idx);
     if (lua_type(L, r) == LUA_TFUNCTION) {
       lua_State *co = lua_newthread(L);
       lua_setiuservalue(L, -2, UV_HANDLER);
@@ -482,13 +504,37 @@ static void apply_answer(lua_State *L, struct ms_conn *c,
 static void answer_request(struct ms_conn *c,
                            const struct http_request *req, int top, int keep);
 
+/* An upgrade to a WebSocket route that no middleware comes before
+ * (app:ws before any app:use, without hooks: s->ws_routes) is what the
+ * pipeline would answer: the route's handler, with neither data nor a
+ * subprotocol.  It is opened without the pipeline, and no request
+ * table is made unless a handler asks for ws.request.  Returns 0 when
+ * the path has no such route. */
+static int open_route(struct ms_conn *c, const struct http_request *req,
+                      int top) {
+  lua_State *L = c->server->module->L;
+  const char *q = memchr(req->path, '?', req->path_len);
+  size_t plen = q ? (size_t)(q - req->path) : req->path_len;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->ws_routes);
+  if (plen) lua_pushlstring(L, req->path, plen);
+  else lua_pushliteral(L, "/");    /* as req.path has it */
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_settop(L, top);
+    return 0;
+  }
+  int route = lua_gettop(L);
+  lua_rawgeti(L, route, 1);          /* the handler */
+  lua_rawgeti(L, route, 2);          /* its route's options */
+  lua_settop(L, route + 4);          /* no data, no subprotocol */
+  apply_answer(L, c, req, 0, route + 1, 0);
+  lua_settop(L, top);
+  return 1;
+}
+
 void ms_event_request(struct ms_conn *c, const struct http_request *req) {
   struct ms_server *s = c->server;
   lua_State *L = s->module->L;
   int top = lua_gettop(L);
-  lua_pushcfunction(L, call_pipeline);
-  lua_pushlightuserdata(L, c);
-  lua_pushlightuserdata(L, (void *)req);
   /* after a refused upgrade the client's state is unknown: close */
   int keep = !handshake_wanted(req);
   if (!keep) c->flags |= CF_HANDSHAKE;
@@ -498,7 +544,13 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
     s->answering = req;
     if (s->opts.access_log) s->answer_began = ev_time();
   }
-  answer_request(c, req, top, keep);
+  if (keep || s->ws_routes == LUA_NOREF || (c->flags & CF_H2_STREAM) ||
+      !open_route(c, req, top)) {
+    lua_pushcfunction(L, call_pipeline);
+    lua_pushlightuserdata(L, c);
+    lua_pushlightuserdata(L, (void *)req);
+    answer_request(c, req, top, keep);
+  }
   s->answering = was;
   s->answer_began = was_began;
 }

@@ -166,6 +166,10 @@ struct ms_server {
   uint8_t *rbuf;                /* the one receive buffer */
   int ref;                      /* anchors the server while it serves */
   int on_request;               /* registry ref of the Lua pipeline */
+  int ws_routes;                /* registry ref of { [path] = { handler,
+                                   route } }: WebSocket routes no
+                                   middleware comes before (lrequest.c),
+                                   or LUA_NOREF */
   int closing;
   struct ms_tls *tls;           /* certificates, or NULL: plain TCP */
   int http2;                    /* HTTP/2 served (h2.c), by ALPN on TLS,

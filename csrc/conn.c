@@ -1378,20 +1378,22 @@ static int deliver(struct ms_conn *c, uint8_t *p, size_t len,
   mt->bytes_in[op] += len;
   count_route(c, mt->route_in);
   rx->since = 0;
-  if (room && p == rx->msg) {         /* not rx's any more */
-    c->server->held -= rx->msg_cap;
-    rx->msg = NULL;
-    rx->msg_cap = 0;
-    rx->msg_room = 0;
+  if (room) {
+    if (p == rx->msg) {               /* not rx's any more */
+      c->server->held -= rx->msg_cap;
+      rx->msg = NULL;
+      rx->msg_cap = 0;
+      rx->msg_room = 0;
+    }
+    c->flags |= CF_MSG_ROOM;
   }
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
    * the handler, unless it declines it (section 7.1.2 lets us read on):
    * what it tries to send back is reported dropped, not silently lost */
-  if (room) c->flags |= CF_MSG_ROOM;
   if (c->state == CS_OPEN || c->state == CS_CLOSING)
     more = ms_event_message(c, p, len, op);
-  if (c->flags & CF_MSG_ROOM) {       /* not taken */
+  if (room && (c->flags & CF_MSG_ROOM)) {   /* not taken */
     c->flags &= ~(uint32_t)CF_MSG_ROOM;
     ms_event_message_room_free(c, p);
   }

@@ -34,6 +34,18 @@ static struct ms_conn *check_ws(lua_State *L) {
   return NULL;
 }
 
+/* check_ws for a function that has read its argument count: the
+ * metatable it compares stays on the stack, above the arguments (one
+ * call less on every send). */
+static struct ms_conn *check_ws_keep(lua_State *L) {
+  void *p = lua_touserdata(L, 1);
+  if (p && lua_getmetatable(L, 1) && lua_topointer(L, -1) ==
+                                     lua_topointer(L, lua_upvalueindex(1)))
+    return p;
+  luaL_typeerror(L, 1, WS_MT);
+  return NULL;
+}
+
 /* "text" (the default) or "binary"; 1 for binary.  Short strings are
  * interned: a kind equal to the module's strings is them, and is known
  * by its address before any compare of bytes. */
@@ -82,14 +94,26 @@ static int push_connecting(lua_State *L) {
                       "ECONNECTING");
 }
 
+/* ws:send(data [, kind [, options]]).  It runs on every message an
+ * echo answers: the arguments are read by their count, and a string
+ * (data, and a kind that is the module's "text" or "binary") with one
+ * call each; anything else takes the checks with their errors. */
 static int ws_send(lua_State *L) {
-  struct ms_conn *c = check_ws(L);
+  int nargs = lua_gettop(L);
+  struct ms_conn *c = check_ws_keep(L);
   size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
+  const char *data = nargs >= 2 ? lua_tolstring(L, 2, &len) : NULL;
+  if (!data) data = luaL_checklstring(L, 2, &len);
   struct ms_server *s = c->server;
-  int kind = check_kind(L, 3, s->module);
+  int kind = 0;
+  if (nargs >= 3) {
+    size_t klen;
+    const char *k = lua_tolstring(L, 3, &klen);
+    if (k == s->module->binary) kind = 1;
+    else if (k != s->module->text) kind = check_kind(L, 3, s->module);
+  }
   int compress = 1;                /* { compress = false } sends plain */
-  if (!lua_isnoneornil(L, 4)) {
+  if (nargs >= 4 && !lua_isnil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
     if (lua_getfield(L, 4, "compress") != LUA_TNIL)
       compress = lua_toboolean(L, -1);

@@ -145,10 +145,10 @@ int ms_push_callback(lua_State *L, struct ms_conn *c, const char *name) {
 /* Call handler.message(ws, data, kind) with data as a string: the
  * callback form's message event, on every message, so it pushes in
  * order and moves values with lua_copy, never rotating the stack.
- * Below the call, the traceback and a copy of the string that anchors
- * it while the handler runs, whatever it does with its argument (see
- * s->validated).  Returns 0 when called (or there is no callback),
- * else the call's error, logged. */
+ * Below the call: the traceback, ws, and in the handler table's slot a
+ * copy of the string that anchors it while the handler runs, whatever
+ * it does with its argument (see s->validated).  Returns 0 when called
+ * (or there is no callback), else the call's error, logged. */
 int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
                     unsigned opcode) {
   struct ms_server *s = c->server;
@@ -180,11 +180,10 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
     lua_settop(L, base);
     return rc;
   }
+  lua_pushvalue(L, base + 2);                       /* base + 5: ws */
   const char *msg = lua_pushlstring(L, (const char *)data, len);
-  lua_copy(L, base + 4, base + 3);                  /* the function */
-  lua_copy(L, base + 2, base + 4);                  /* ws */
-  lua_copy(L, base + 5, base + 2);                  /* the anchor */
-  ms_push_kind(L, m, opcode);                       /* base + 6 */
+  lua_copy(L, base + 6, base + 3);    /* the anchor, over the handler */
+  ms_push_kind(L, m, opcode);                       /* base + 7 */
   if (opcode == WS_OP_TEXT) {
     s->validated = msg;
     s->validated_len = len;

@@ -233,7 +233,7 @@ void ms_resume(struct ms_conn *c, int nargs) {
   }
   m->resuming = was;
   if (rc == LUA_YIELD) {
-    lua_pop(co, nres);
+    if (nres) lua_pop(co, nres);     /* receive() and send() yield none */
   } else {
     if (rc != LUA_OK) {
       const char *msg = lua_tostring(co, -1);

@@ -145,10 +145,11 @@ int ms_push_callback(lua_State *L, struct ms_conn *c, const char *name) {
 /* Call handler.message(ws, data, kind) with data as a string: the
  * callback form's message event, on every message, so it pushes in
  * order and moves values with lua_copy, never rotating the stack.
- * Below the call: the traceback, ws, and in the handler table's slot a
- * copy of the string that anchors it while the handler runs, whatever
- * it does with its argument (see s->validated).  Returns 0 when called
- * (or there is no callback), else the call's error, logged. */
+ * Below the call: the traceback, ws, and for text, in the handler
+ * table's slot, a copy of the string that anchors it while the handler
+ * runs, whatever it does with its argument (see s->validated; binary
+ * is not checked on its way out).  Returns 0 when called (or there is
+ * no callback), else the call's error, logged. */
 int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
                     unsigned opcode) {
   struct ms_server *s = c->server;
@@ -182,12 +183,12 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
   }
   lua_pushvalue(L, base + 2);                       /* base + 5: ws */
   const char *msg = lua_pushlstring(L, (const char *)data, len);
-  lua_copy(L, base + 6, base + 3);    /* the anchor, over the handler */
-  ms_push_kind(L, m, opcode);                       /* base + 7 */
   if (opcode == WS_OP_TEXT) {
+    lua_copy(L, base + 6, base + 3);  /* the anchor, over the handler */
     s->validated = msg;
     s->validated_len = len;
   }
+  ms_push_kind(L, m, opcode);                       /* base + 7 */
   struct timespec t0;
   int rc;
   if (time_this(m, &t0)) {

@@ -103,7 +103,10 @@ static int ws_send(lua_State *L) {
   struct ms_conn *c = check_ws_keep(L);
   size_t len;
   const char *data = nargs >= 2 ? lua_tolstring(L, 2, &len) : NULL;
-  if (!data) data = luaL_checklstring(L, 2, &len);
+  if (!data) {                     /* the error names what was given */
+    lua_settop(L, nargs);
+    data = luaL_checklstring(L, 2, &len);
+  }
   struct ms_server *s = c->server;
   int kind = 0;
   if (nargs >= 3) {

@@ -12,6 +12,7 @@
 #include <hiredis/async.h>
 
 #include "backplane.h"
+#include "byteorder.h"
 #include "events.h"
 #include "presence.h"
 #include "rpresence.h"
@@ -25,7 +26,8 @@
  *               workers: they hear of each other through the master)
  *   bytes 18-25 the member's id in that process (J, L)
  *   J then: the topic's length (4), the topic, the encoded info.
- * Byte order is the host's, as the info's: the nodes share one. */
+ * Integers are big-endian, as in the info (lpresence.c): nodes of any
+ * byte order read each other's messages. */
 #define WIRE_PRESENCE 3
 #define HEADER 26
 #define COMMAND_OVERHEAD 64
@@ -105,12 +107,11 @@ static void send_message(struct ms_rpres *r, char kind, uint64_t id,
   }
   msg[0] = WIRE_PRESENCE;
   msg[1] = kind;
-  memcpy(msg + 2, &r->process, 8);
-  memcpy(msg + 10, &r->node, 8);
-  memcpy(msg + 18, &id, 8);
+  ms_put_be64(msg + 2, r->process);
+  ms_put_be64(msg + 10, r->node);
+  ms_put_be64(msg + 18, id);
   if (kind == 'J') {
-    uint32_t n = (uint32_t)tlen;
-    memcpy(msg + HEADER, &n, 4);
+    ms_put_be32(msg + HEADER, (uint32_t)tlen);
     memcpy(msg + HEADER + 4, topic, tlen);
     memcpy(msg + HEADER + 4 + tlen, info, ilen);
   }
@@ -292,10 +293,8 @@ static void left(struct ms_rpres *r, struct peer *p, uint64_t id) {
 
 int ms_rpres_message(struct ms_rpres *r, const char *msg, size_t mlen) {
   if (mlen < HEADER || (uint8_t)msg[0] != WIRE_PRESENCE) return 0;
-  uint64_t process, node, id;
-  memcpy(&process, msg + 2, 8);
-  memcpy(&node, msg + 10, 8);
-  memcpy(&id, msg + 18, 8);
+  uint64_t process = ms_get_be64(msg + 2), node = ms_get_be64(msg + 10),
+           id = ms_get_be64(msg + 18);
   if (node == r->node) return 1;        /* this node's: known already */
   char kind = msg[1];
   if (kind == 'S') {
@@ -313,8 +312,7 @@ int ms_rpres_message(struct ms_rpres *r, const char *msg, size_t mlen) {
   p->heard = ev_now(r->m->loop);
   enter(r);
   if (kind == 'J' && mlen >= HEADER + 4) {
-    uint32_t tlen;
-    memcpy(&tlen, msg + HEADER, 4);
+    uint32_t tlen = ms_get_be32(msg + HEADER);
     if (tlen > 0 && tlen <= mlen - HEADER - 4)
       joined(r, p, id, msg + HEADER + 4, tlen, msg + HEADER + 4 + tlen,
              mlen - HEADER - 4 - tlen);

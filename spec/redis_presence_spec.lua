@@ -8,6 +8,57 @@ local helper = require "helper"
 local ask, close_all = helper.ask, helper.close_all
 
 local TTL = 1
+local CHANNEL = "moonsocket:presence"
+
+-- Redis's protocol (RESP), enough to publish and subscribe raw bytes.
+local function resp_command(...)
+  local parts = { "*" .. select("#", ...) .. "\r\n" }
+  for i = 1, select("#", ...) do
+    local arg = tostring((select(i, ...)))
+    parts[#parts + 1] = "$" .. #arg .. "\r\n" .. arg .. "\r\n"
+  end
+  return table.concat(parts)
+end
+
+local function resp_reply(sock)
+  local line = assert(sock:receive("*l"))
+  local kind, rest = line:sub(1, 1), line:sub(2)
+  if kind == "$" then
+    local n = tonumber(rest)
+    if n < 0 then return nil end
+    return assert(sock:receive(n + 2)):sub(1, n)
+  elseif kind == "*" then
+    local list = {}
+    for i = 1, tonumber(rest) do list[i] = resp_reply(sock) end
+    return list
+  elseif kind == ":" then
+    return tonumber(rest)
+  end
+  assert(kind == "+", line)
+  return rest
+end
+
+local function redis_call(port, ...)
+  local sock = assert(helper.connect(port))
+  assert(sock:send(resp_command(...)))
+  local reply = resp_reply(sock)
+  sock:close()
+  return reply
+end
+
+-- Integers in network byte order, as presence messages carry them.
+local function be(n, bytes)
+  local out = {}
+  for i = bytes, 1, -1 do
+    out[i] = string.char(n & 0xff)
+    n = n >> 8
+  end
+  return table.concat(out)
+end
+
+local function info_string(s)
+  return "s" .. be(#s, 4) .. s
+end
 
 local function client(node)
   return assert(helper.ws_connect(node.port, "/ws"))
@@ -93,6 +144,67 @@ describe("presence across nodes", function()
     close_all { ann }
     ask_until(on_c, "count room:2", "count 0")
     close_all { on_c }
+  end)
+
+  it("publishes presence info in network byte order", function()
+    local sub = assert(helper.connect(redis_port))
+    assert(sub:send(resp_command("SUBSCRIBE", CHANNEL)))
+    assert.are.same({ "subscribe", CHANNEL, 1 }, resp_reply(sub))
+    local ann = connected(a)
+    local topic = "room:e"
+    local function joined_message()
+      while true do
+        local push = resp_reply(sub)
+        local msg = push[3]
+        if msg:sub(2, 2) == "J" and msg:sub(31, 30 + #topic) == topic then
+          return msg
+        end
+      end
+    end
+    assert.are.equal("join true", ask(ann, "joinnum room:e 258"))
+    local msg = joined_message()
+    -- kind, process, node, member, topic's length, topic, info
+    assert.are.equal("\3J", msg:sub(1, 2))
+    assert.are.equal(be(#topic, 4) .. topic, msg:sub(27, 30 + #topic))
+    assert.are.equal("{" .. info_string("n") .. "i" .. be(258, 8) .. "}",
+                     msg:sub(31 + #topic))
+    assert.are.equal("join true", ask(ann, "joinnum room:e2 -1.5"))
+    topic = "room:e2"
+    msg = joined_message()
+    -- -1.5 in IEEE 754 binary64 is bfd8000000000000
+    assert.are.equal("{" .. info_string("n") .. "n" ..
+                     "\191\248\0\0\0\0\0\0}", msg:sub(31 + #topic))
+    sub:close()
+    close_all { ann }
+  end)
+
+  it("reads presence info sent in network byte order", function()
+    local on_a = connected(a)
+    ask(on_a, "events")
+    local topic = "room:f"
+    local head = be(0x0102030405060708, 8) .. be(0x1112131415161718, 8)
+      .. be(42, 8)
+    local info = "{" .. info_string("name") .. info_string("eve")
+      .. info_string("worker") .. "i" .. be(7, 8)
+      .. info_string("neg") .. "i" .. be(-2, 8)
+      .. info_string("x") .. "n" .. "\63\248\0\0\0\0\0\0" .. "}"
+    local want = "info {name=eve:string;neg=-2:integer;worker=7:integer;"
+      .. "x=1.5:float}"
+    local got
+    helper.wait_until(function()
+      -- the join, told again with each beat: a known member stays one
+      redis_call(redis_port, "PUBLISH", CHANNEL,
+                 "\3J" .. head .. be(#topic, 4) .. topic .. info)
+      got = ask(on_a, "info room:f")
+      return got == want
+    end, helper.scaled(5), 0.05)
+    assert.are.equal(want, got)
+    assert.are.equal("count 1", ask(on_a, "count room:f"))
+    redis_call(redis_port, "PUBLISH", CHANNEL, "\3L" .. head)
+    ask_until(on_a, "count room:f", "count 0")
+    assert.are.equal("events join:room:f:eve,leave:room:f:eve",
+                     ask(on_a, "events"))
+    close_all { on_a }
   end)
 
   it("forgets the members of a node killed with SIGKILL", function()

@@ -3,6 +3,8 @@
 --                         worker = W } }): "join OK"
 --   joinwith T         -> ws:subscribe(T, { presence = a nested table }):
 --                         "join OK"
+--   joinnum T N        -> ws:subscribe(T, { presence = { n = tonumber(N) } }):
+--                         "join OK"
 --   bad T WHAT         -> ws:subscribe with a bad presence: "bad ERROR"
 --   leave T            -> ws:unsubscribe(T): "leave OK"
 --   who T              -> app:presence(T): "who NAME@W,NAME@W" sorted
@@ -52,6 +54,9 @@ local function command(ws, msg)
     ws:send("join " .. tostring(ws:subscribe(topic, { presence = {
       name = "n", [1] = "first", n = 1.5, yes = true, no = false,
       deep = { list = { 1, 2, 3 } } } })))
+  elseif cmd == "joinnum" then
+    ws:send("join " .. tostring(ws:subscribe(topic, {
+      presence = { n = tonumber(rest) } })))
   elseif cmd == "bad" then
     local bad = { ["string"] = "x", fn = { f = print },
                   big = { s = ("x"):rep(20000) } }

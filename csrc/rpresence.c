@@ -337,8 +337,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   enter(r);
   for (; p; p = next) {
     next = p->next;
-    if (p->heard < now - r->ttl && drop_peer(r, p, 1)) return;
-    /* the app's handlers may have dropped nothing: the list is ours */
+    if (p->heard >= now - r->ttl) continue;
+    drop_peer(r, p, 1);
+    /* a handler that closed the backplane dropped the others (next
+     * too); nothing else a handler does changes the list */
+    if (r->closed) break;
   }
   leave(r);
 }
@@ -422,8 +425,13 @@ struct ms_rpres *ms_rpres_new(struct ms_backplane *b, struct ms_module *m,
   return r;
 }
 
-void ms_rpres_free(struct ms_rpres *r) {
-  if (!r) return;
-  if (r->depth > 0) r->closed = 1;
-  else leave_r(r);
+void ms_rpres_free(struct ms_rpres *r, int tell) {
+  if (!r || r->closed) return;
+  r->closed = 1;
+  stop_timer(r);
+  enter(r);
+  /* the app's list loses the other nodes' members: its on_presence
+   * hears each leave, so what it was told and what it lists agree */
+  while (tell && r->peers) drop_peer(r, r->peers, 1);
+  leave(r);                     /* frees r, unless inside a callback */
 }

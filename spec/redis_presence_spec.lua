@@ -75,10 +75,10 @@ local function ask_until(ws, command, want, seconds)
   assert.are.equal(want, got)
 end
 
-local function start_node(redis_port, workers)
+local function start_node(redis_port, workers, log_events)
   return helper.start_server("spec/apps/presence.lua", {
     REDIS_URL = "redis://127.0.0.1:" .. redis_port, PRESENCE_TTL = TTL,
-    WORKERS = workers })
+    WORKERS = workers, LOG_EVENTS = log_events })
 end
 
 -- A client of node once its backplane is connected.
@@ -269,5 +269,76 @@ describe("presence across nodes of two workers", function()
     ask_until(a1, "who room:w", "who ann@1,bob@0")
     ask_until(on_b, "who room:w", "who ann@1,bob@0", TTL * 4)
     close_all { a1, on_b, bob }
+  end)
+end)
+
+describe("presence when a node's link to Redis ends", function()
+  local redis, redis_port, a, b
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    a = start_node(redis_port, nil, 1)
+    b = start_node(redis_port)
+  end)
+
+  teardown(function()
+    redis:stop()
+    helper.stop_and_check(a)
+    helper.stop_and_check(b)
+  end)
+
+  -- bob on node b, and a client of node a that saw him join.
+  local function bob_seen_by_a(topic)
+    local on_a, bob = connected(a), connected(b)
+    ask(on_a, "events")
+    assert.are.equal("join true", ask(bob, "join " .. topic .. " bob"))
+    ask_until(on_a, "who " .. topic, "who bob@0")
+    assert.are.equal("events join:" .. topic .. ":bob", ask(on_a, "events"))
+    return on_a, bob
+  end
+
+  it("tells a leave of each other node's member when closed", function()
+    local on_a, bob = bob_seen_by_a("room:c")
+    assert.are.equal("bpclose", ask(on_a, "bpclose"))
+    assert.are.equal("bp false", ask(on_a, "bp"))
+    -- at once, not after presence_ttl: the list and the events agree
+    assert.are.equal("who ", ask(on_a, "who room:c"))
+    assert.are.equal("events leave:room:c:bob", ask(on_a, "events"))
+    -- this node's own members stay, and are told of nobody else
+    assert.are.equal("join true", ask(on_a, "join room:c ann"))
+    assert.are.equal("who ann@0", ask(on_a, "who room:c"))
+    assert.are.equal("events join:room:c:ann", ask(on_a, "events"))
+    close_all { on_a, bob }
+    helper.stop_and_check(a)
+  end)
+
+  it("tells a leave of each other node's member at shutdown", function()
+    a = start_node(redis_port, nil, 1)
+    local on_a, bob = bob_seen_by_a("room:s")
+    close_all { on_a }
+    helper.stop_and_check(a)
+    local said = {}
+    for line in a:log():gmatch("presence (%S+)") do said[#said + 1] = line end
+    assert.are.same({ "join:room:s:bob", "leave:room:s:bob" }, said)
+    close_all { bob }
+  end)
+
+  -- Last: the Redis started again inherits the clients' sockets, whose
+  -- close then does not reach the servers until it stops.
+  it("tells the leaves when the link is lost, and the joins when it is "
+     .. "back", function()
+    a = start_node(redis_port, nil, 1)
+    local on_a, bob = bob_seen_by_a("room:l")
+    redis:kill("KILL")
+    redis:stop()
+    ask_until(on_a, "bp", "bp false")
+    -- bob's node is silent: gone after presence_ttl, with its leave
+    ask_until(on_a, "who room:l", "who ", TTL * 4)
+    assert.are.equal("events leave:room:l:bob", ask(on_a, "events"))
+    redis = helper.start_redis(redis_port)
+    ask_until(on_a, "who room:l", "who bob@0", 15)
+    assert.are.equal("events join:room:l:bob", ask(on_a, "events"))
+    close_all { on_a, bob }
   end)
 end)

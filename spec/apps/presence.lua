@@ -15,8 +15,10 @@
 --   pid                -> "pid WORKER" (0 without workers)
 --   die                -> this worker exits with status 3
 --   bp                 -> "bp true" when the backplane is connected
+--   bpclose            -> app.backplane:close(): "bpclose"
 -- env PORT, WORKERS; REDIS_URL: a backplane to that Redis (PRESENCE_TTL:
--- its presence_ttl).
+-- its presence_ttl); LOG_EVENTS: each event also written to stdout as
+-- "presence KIND:TOPIC:NAME".
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {}
@@ -27,7 +29,12 @@ end
 local events = {}
 
 app:on_presence("room:*", function(topic, kind, info)
-  events[#events + 1] = kind .. ":" .. topic .. ":" .. tostring(info.name)
+  local event = kind .. ":" .. topic .. ":" .. tostring(info.name)
+  events[#events + 1] = event
+  if os.getenv("LOG_EVENTS") then
+    io.stdout:write("presence ", event, "\n")
+    io.stdout:flush()
+  end
 end)
 
 local function serialise(v)
@@ -85,6 +92,9 @@ local function command(ws, msg)
     ws:send("pid " .. worker)
   elseif cmd == "bp" then
     ws:send("bp " .. tostring(app.backplane and app.backplane.connected))
+  elseif cmd == "bpclose" then
+    app.backplane:close()
+    ws:send("bpclose")
   elseif cmd == "die" then
     os.exit(3)
   end

@@ -324,6 +324,31 @@ describe("presence when a node's link to Redis ends", function()
     close_all { bob }
   end)
 
+  it("tells every leave when a leave's handler closes the backplane",
+     function()
+    a = start_node(redis_port)
+    local on_a = connected(a)
+    assert.are.equal("closeonleave", ask(on_a, "closeonleave"))
+    -- members of two other processes, which then fall silent
+    for i, name in ipairs { "eve", "fay" } do
+      local head = be(i, 8) .. be(100 + i, 8) .. be(1, 8)
+      redis_call(redis_port, "PUBLISH", CHANNEL, "\3J" .. head .. be(6, 4)
+                 .. "room:x{" .. info_string("name") .. info_string(name)
+                 .. "}")
+    end
+    -- after presence_ttl the first is dropped; its leave's handler
+    -- closes the backplane, which drops the other there and then
+    ask_until(on_a, "count room:x", "count 0", TTL * 4)
+    assert.are.equal("bp false", ask(on_a, "bp"))
+    local events = ask(on_a, "events")
+    assert.is_truthy(events == "events join:room:x:eve,join:room:x:fay,"
+                     .. "leave:room:x:eve,leave:room:x:fay" or
+                     events == "events join:room:x:eve,join:room:x:fay,"
+                     .. "leave:room:x:fay,leave:room:x:eve", events)
+    close_all { on_a }
+    helper.stop_and_check(a)
+  end)
+
   -- Last: the Redis started again inherits the clients' sockets, whose
   -- close then does not reach the servers until it stops.
   it("tells the leaves when the link is lost, and the joins when it is "

@@ -16,6 +16,8 @@
 --   die                -> this worker exits with status 3
 --   bp                 -> "bp true" when the backplane is connected
 --   bpclose            -> app.backplane:close(): "bpclose"
+--   closeonleave       -> the next leave's on_presence closes the
+--                         backplane: "closeonleave"
 -- env PORT, WORKERS; REDIS_URL: a backplane to that Redis (PRESENCE_TTL:
 -- its presence_ttl); LOG_EVENTS: each event also written to stdout as
 -- "presence KIND:TOPIC:NAME".
@@ -27,10 +29,15 @@ if os.getenv("REDIS_URL") then
                       presence_ttl = tonumber(os.getenv("PRESENCE_TTL")) }
 end
 local events = {}
+local close_on_leave = false
 
 app:on_presence("room:*", function(topic, kind, info)
   local event = kind .. ":" .. topic .. ":" .. tostring(info.name)
   events[#events + 1] = event
+  if kind == "leave" and close_on_leave then
+    close_on_leave = false
+    app.backplane:close()
+  end
   if os.getenv("LOG_EVENTS") then
     io.stdout:write("presence ", event, "\n")
     io.stdout:flush()
@@ -95,6 +102,9 @@ local function command(ws, msg)
   elseif cmd == "bpclose" then
     app.backplane:close()
     ws:send("bpclose")
+  elseif cmd == "closeonleave" then
+    close_on_leave = true
+    ws:send("closeonleave")
   elseif cmd == "die" then
     os.exit(3)
   end

@@ -20,12 +20,17 @@
 
 /* A presence message, on the channel prefix.."presence":
  *   byte 0      WIRE_PRESENCE (publishes are 1, history 2)
- *   byte 1      'J' join, 'L' leave, 'H' alive, 'S' tell me yours
+ *   byte 1      'J' join, 'L' leave, 'H' alive, 'S' tell me yours,
+ *               'B' and 'E' around every member told again (J)
  *   bytes 2-9   the sending process (random per process)
  *   bytes 10-17 its node (the backplane's origin, shared by a node's
  *               workers: they hear of each other through the master)
- *   bytes 18-25 the member's id in that process (J, L)
+ *   bytes 18-25 the member's id in that process (J, L); the list's
+ *               number (B, E)
  *   J then: the topic's length (4), the topic, the encoded info.
+ * A whole list, B to E, is the sender's every member: a receiver that
+ * heard all of it drops the members of the sender not in it, whose
+ * leaves it missed (sent, or published, while Redis was away).
  * Integers are big-endian, as in the info (lpresence.c): nodes of any
  * byte order read each other's messages. */
 #define WIRE_PRESENCE 3
@@ -45,6 +50,7 @@ struct rmember {
   uint64_t process;
   uint64_t id;                  /* in its process */
   uint64_t local;               /* in m->presence */
+  int listed;                   /* told in the list under way */
 };
 
 /* Another process, while it has members. */
@@ -52,6 +58,7 @@ struct peer {
   struct peer *next;
   uint64_t process;
   double heard;                 /* its last message */
+  uint64_t list;                /* the list under way (B heard), 0 none */
   struct rmember *members;
 };
 
@@ -65,6 +72,8 @@ struct ms_rpres {
   uint64_t process;
   uint64_t node;
   uint64_t serial;              /* the last local id given */
+  uint64_t lists;               /* the last list of ours begun */
+  int unsent;                   /* a message of that list was lost */
   double ttl;
   ev_timer timer;               /* every ttl/3: alive, and expiry */
   int depth, closed;
@@ -91,19 +100,19 @@ static void on_sent(redisAsyncContext *ac, void *reply, void *cost) {
 }
 
 /* Publish a message of kind about member id; lost when Redis is down
- * or too far behind (the others then expire what they miss). */
-static void send_message(struct ms_rpres *r, char kind, uint64_t id,
-                         const char *topic, size_t tlen, const char *info,
-                         size_t ilen) {
+ * or too far behind (the others then expire what they miss): -1. */
+static int send_message(struct ms_rpres *r, char kind, uint64_t id,
+                        const char *topic, size_t tlen, const char *info,
+                        size_t ilen) {
   struct redisAsyncContext *pub = ms_backplane_publisher(r->b);
-  if (!pub) return;
+  if (!pub) return -1;
   size_t len = HEADER + (kind == 'J' ? 4 + tlen + ilen : 0);
   size_t cost = r->clen + len + COMMAND_OVERHEAD;
-  if (ms_backplane_reserve(r->b, cost) < 0) return;
+  if (ms_backplane_reserve(r->b, cost) < 0) return -1;
   char *msg = malloc(len);
   if (!msg) {
     ms_backplane_answered(r->b, cost);
-    return;
+    return -1;
   }
   msg[0] = WIRE_PRESENCE;
   msg[1] = kind;
@@ -117,20 +126,30 @@ static void send_message(struct ms_rpres *r, char kind, uint64_t id,
   }
   const char *argv[] = { "PUBLISH", r->channel, msg };
   const size_t argvlen[] = { 7, r->clen, len };
-  if (redisAsyncCommandArgv(pub, on_sent, (void *)(uintptr_t)cost, 3, argv,
-                            argvlen) != REDIS_OK)
-    ms_backplane_answered(r->b, cost);
+  int rc = redisAsyncCommandArgv(pub, on_sent, (void *)(uintptr_t)cost, 3,
+                                 argv, argvlen);
   free(msg);
+  if (rc != REDIS_OK) {
+    ms_backplane_answered(r->b, cost);
+    return -1;
+  }
+  return 0;
 }
 
 static void send_own(void *arg, const char *topic, size_t tlen, uint64_t id,
                      const char *info, size_t ilen) {
-  send_message(arg, 'J', id, topic, tlen, info, ilen);
+  struct ms_rpres *r = arg;
+  if (send_message(r, 'J', id, topic, tlen, info, ilen) < 0) r->unsent = 1;
 }
 
-/* Every member of this process, to the others. */
+/* Every member of this process, to the others, as a whole list (B to
+ * E); with a message of it lost, no E: the others drop nothing. */
 static void send_all(struct ms_rpres *r) {
+  uint64_t list = ++r->lists;
+  if (send_message(r, 'B', list, NULL, 0, NULL, 0) < 0) return;
+  r->unsent = 0;
   ms_presence_each_origin(r->m->presence, r->m->worker, send_own, r);
+  if (!r->unsent) send_message(r, 'E', list, NULL, 0, NULL, 0);
 }
 
 static int has_own(const struct ms_rpres *r) {
@@ -257,7 +276,11 @@ static int drop_peer(struct ms_rpres *r, struct peer *p, int tell) {
 static void joined(struct ms_rpres *r, struct peer *p, uint64_t id,
                    const char *topic, size_t tlen, const char *info,
                    size_t ilen) {
-  if (find_member(r, p->process, id)) return;  /* told again: known */
+  struct rmember *known = find_member(r, p->process, id);
+  if (known) {                          /* told again */
+    known->listed = 1;
+    return;
+  }
   struct ms_module *m = r->m;
   if (!m->presence && !(m->presence = ms_presence_new())) return;
   struct rmember *mb = malloc(sizeof *mb);
@@ -265,6 +288,7 @@ static void joined(struct ms_rpres *r, struct peer *p, uint64_t id,
   mb->process = p->process;
   mb->id = id;
   mb->local = MS_PRESENCE_ID(REMOTE_ORIGIN, ++r->serial);
+  mb->listed = 1;
   if (insert_member(r, p, mb) < 0) {
     free(mb);
     return;
@@ -289,6 +313,32 @@ static void left(struct ms_rpres *r, struct peer *p, uint64_t id) {
   enter(r);
   ms_presence_remove(r->m->presence, local, tell_leave, r);
   leave(r);
+}
+
+/* p's list begins: none of its members is listed yet. */
+static void list_begun(struct peer *p, uint64_t list) {
+  p->list = list;
+  for (struct rmember *mb = p->members; mb; mb = mb->next) mb->listed = 0;
+}
+
+/* p's whole list was heard: its members not in it left (their leaves
+ * were lost), each told to the app. */
+static void list_ended(struct ms_rpres *r, struct peer *p, uint64_t list) {
+  if (p->list != list) return;          /* its beginning was not heard */
+  p->list = 0;
+  struct rmember *mb = p->members, *next;
+  for (; mb; mb = next) {
+    next = mb->next;
+    if (mb->listed) continue;
+    remove_member(r, p, mb);
+    uint64_t local = mb->local;
+    free(mb);
+    if (r->m->presence)
+      ms_presence_remove(r->m->presence, local, tell_leave, r);
+    /* a handler that closed the backplane dropped every peer, p too;
+     * nothing else a handler does changes p's members */
+    if (r->closed) return;
+  }
 }
 
 int ms_rpres_message(struct ms_rpres *r, const char *msg, size_t mlen) {
@@ -318,6 +368,10 @@ int ms_rpres_message(struct ms_rpres *r, const char *msg, size_t mlen) {
              mlen - HEADER - 4 - tlen);
   } else if (kind == 'L') {
     left(r, p, id);
+  } else if (kind == 'B') {
+    list_begun(p, id);
+  } else if (kind == 'E') {
+    list_ended(r, p, id);
   }
   if (leave(r)) return 1;
   return 1;

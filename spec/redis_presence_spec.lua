@@ -207,6 +207,74 @@ describe("presence across nodes", function()
     close_all { on_a }
   end)
 
+  it("drops the members a whole list of their process leaves out",
+     function()
+    local on_a = connected(a)
+    ask(on_a, "events")
+    local head = be(0x2122232425262728, 8) .. be(0x3132333435363738, 8)
+    local function send(kind, n, name)
+      local msg = "\3" .. kind .. head .. be(n, 8)
+      if name then
+        msg = msg .. be(6, 4) .. "room:g{" .. info_string("name")
+          .. info_string(name) .. "}"
+      end
+      redis_call(redis_port, "PUBLISH", CHANNEL, msg)
+    end
+    -- eve and fay, told one by one, then in a whole list
+    send("J", 1, "eve")
+    send("J", 2, "fay")
+    send("B", 1)
+    send("J", 1, "eve")
+    send("J", 2, "fay")
+    send("E", 1)
+    -- a list whose beginning was not heard drops nothing
+    send("J", 1, "eve")
+    send("E", 2)
+    ask_until(on_a, "count room:g", "count 2")
+    -- fay's leave was lost: the next whole list leaves her out
+    send("B", 3)
+    send("J", 1, "eve")
+    send("E", 3)
+    ask_until(on_a, "count room:g", "count 1")
+    assert.are.equal("info {name=eve:string}", ask(on_a, "info room:g"))
+    assert.are.equal("events join:room:g:eve,join:room:g:fay,"
+                     .. "leave:room:g:fay", ask(on_a, "events"))
+    send("L", 1)
+    ask_until(on_a, "count room:g", "count 0")
+    close_all { on_a }
+  end)
+
+  it("answers a request for its members with a whole list", function()
+    local sub = assert(helper.connect(redis_port))
+    assert(sub:send(resp_command("SUBSCRIBE", CHANNEL)))
+    assert.are.same({ "subscribe", CHANNEL, 1 }, resp_reply(sub))
+    local ann = connected(a)
+    assert.are.equal("join true", ask(ann, "join room:h ann"))
+    local head = be(0x4142434445464748, 8) .. be(0x5152535455565758, 8)
+    redis_call(redis_port, "PUBLISH", CHANNEL, "\3S" .. head .. be(0, 8))
+    -- every process answers with a whole list: B, its members, E (the
+    -- same number); a's is ann's
+    local lists = {}                  -- process -> what it sent since B
+    local found = helper.wait_until(function()
+      local msg = resp_reply(sub)[3]
+      local kind, process = msg:sub(2, 2), msg:sub(3, 10)
+      if kind == "B" then
+        lists[process] = { "B", msg:sub(19, 26) }
+      elseif lists[process] and kind == "J" then
+        table.insert(lists[process], "J " .. msg:sub(31, 36))
+      elseif lists[process] and kind == "E" then
+        local list = lists[process]
+        assert.are.equal(list[2], msg:sub(19, 26))
+        lists[process] = nil
+        return list[3] == "J room:h" and list
+      end
+    end, helper.scaled(5), 0)
+    assert.is_truthy(found, "no whole list with ann")
+    assert.are.equal(3, #found)
+    sub:close()
+    close_all { ann }
+  end)
+
   it("forgets the members of a node killed with SIGKILL", function()
     local on_a = connected(a)
     ask(on_a, "events")                -- what the others left
@@ -314,6 +382,7 @@ describe("presence when a node's link to Redis ends", function()
   end)
 
   it("tells a leave of each other node's member at shutdown", function()
+    a:stop()                          -- stopped already, unless it failed
     a = start_node(redis_port, nil, 1)
     local on_a, bob = bob_seen_by_a("room:s")
     close_all { on_a }
@@ -326,6 +395,7 @@ describe("presence when a node's link to Redis ends", function()
 
   it("tells every leave when a leave's handler closes the backplane",
      function()
+    a:stop()
     a = start_node(redis_port)
     local on_a = connected(a)
     assert.are.equal("closeonleave", ask(on_a, "closeonleave"))
@@ -353,6 +423,7 @@ describe("presence when a node's link to Redis ends", function()
   -- close then does not reach the servers until it stops.
   it("tells the leaves when the link is lost, and the joins when it is "
      .. "back", function()
+    a:stop()
     a = start_node(redis_port, nil, 1)
     local on_a, bob = bob_seen_by_a("room:l")
     redis:kill("KILL")

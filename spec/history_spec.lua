@@ -155,6 +155,14 @@ describe("history, one process", function()
     end
   end)
 
+  it("raises on a ready that is not a function", function()
+    local ws = client(port, "/cb")
+    assert.are.equal("readybad bad argument #2 to 'subscribe' (ready must "
+                     .. "be a function)", ask(ws, "readybad h:bad"))
+    assert.are.equal("sub h:bad true", ask(ws, "sub h:bad"))  -- not before
+    ws:abort()
+  end)
+
   it("closes the socket with 1011 when ready raises", function()
     local ws = client(port, "/cb")
     ws:send_text("ready h:raise raise")

@@ -6,6 +6,8 @@
 --   ready T [POS]          -> ws:subscribe(T, { since = POS, ready = fn }):
 --     fn answers "ready OK RECOVERED EPOCH:OFFSET" (or "ready nil MESSAGE
 --     CODE"), the recovered messages before it; "ready raise": fn raises
+--   readybad T             -> ws:subscribe(T, { ready = 1 }) raises:
+--     "readybad ERROR"
 --   pub T MSG / pubbin T MSG -> app:publish: "pub N EPOCH:OFFSET", or
 --     "pub nil MESSAGE CODE"
 --   wspub T MSG            -> ws:publish: "wspub N EPOCH:OFFSET"
@@ -88,6 +90,11 @@ local function command(ws, msg)
       if ok == nil then return reply(sock, "ready nil", info, code) end
       reply(sock, "ready", ok, info.recovered, pos(info.position))
     end })
+  elseif cmd == "readybad" then
+    local _, err = pcall(function()
+      return ws:subscribe(topic, { ready = 1 })
+    end)
+    reply(ws, "readybad", (tostring(err):gsub("^[^:]*:%d+: ", "")))
   elseif cmd == "pub" or cmd == "pubbin" then
     local n, p, code = app:publish(topic, rest, cmd == "pubbin" and "binary"
                                    or nil)

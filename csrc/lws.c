@@ -453,11 +453,14 @@ static const char *check_topic(lua_State *L, int idx, size_t *len) {
   return name;
 }
 
-/* ws:subscribe(topic [, { since = position, presence = info }]) ->
- * true (subscribed now) | false (already was); on a topic with history
- * and with options, and a table { recovered, position } (lhistory.c).
- * presence: the socket is present on topic while subscribed now. */
-static int subscribe(lua_State *L, int may_wait);
+/* ws:subscribe(topic [, { since = position, presence = info,
+ * ready = fn }]) -> true (subscribed now) | false (already was); on a
+ * topic with history and with options, and a table { recovered,
+ * position } (lhistory.c).  presence: the socket is present on topic
+ * while subscribed now.  ready: the answer goes to fn(ws, ...) instead,
+ * at once when it is known, else when Redis or the master gave it. */
+enum { SUB_CALLER, SUB_AGAIN, SUB_LATER };   /* who runs subscribe */
+static int subscribe(lua_State *L, int how);
 
 /* After a wait for what Redis keeps: the subscribe once more, from the
  * history this process now has. */
@@ -465,14 +468,45 @@ static int subscribe_again(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   lua_settop(L, 3);
-  return subscribe(L, 0);
+  return subscribe(L, SUB_AGAIN);
+}
+
+/* From the runtime, once the answer a caller that could not wait asked
+ * for is here: the subscribe (ws, topic and options are the upvalues
+ * after check_ws's), its answer to ready. */
+static int subscribe_later(lua_State *L) {
+  lua_settop(L, 0);
+  for (int i = 4; i <= 6; i++) lua_pushvalue(L, lua_upvalueindex(i));
+  return subscribe(L, SUB_LATER);
 }
 
 static int ws_subscribe(lua_State *L) {
-  return subscribe(L, 1);
+  return subscribe(L, SUB_CALLER);
 }
 
-static int subscribe(lua_State *L, int may_wait) {
+static int ready_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 0;
+}
+
+/* The answer, the n values on top, to ready (at 5) as ready(ws, ...).
+ * From the runtime it is a handler's call: an error closes ws (1011). */
+static int answer_ready(lua_State *L, struct ms_conn *c, int n, int how) {
+  lua_pushvalue(L, 5);
+  lua_pushvalue(L, 1);
+  lua_rotate(L, -(n + 2), 2);          /* ready, ws, the answer */
+  if (how == SUB_LATER) {
+    if (ms_pcall(c->server, L, n + 1, 0, "ready handler") != LUA_OK)
+      ms_handler_failed(c);
+    return 0;
+  }
+  lua_callk(L, n + 1, 0, 0, ready_k);
+  return 0;
+}
+
+static int subscribe(lua_State *L, int how) {
   struct ms_conn *c = check_ws(L);
   size_t len;
   const char *name = check_topic(L, 2, &len);
@@ -480,21 +514,37 @@ static int subscribe(lua_State *L, int may_wait) {
   /* published frames are built once, unmasked: for servers' sockets */
   luaL_argcheck(L, !(c->flags & CF_CLIENT), 1,
                 "a client connection cannot subscribe");
-  int opts = !lua_isnoneornil(L, 3), history = 0;
+  int opts = !lua_isnoneornil(L, 3), history = 0, ready = 0;
   if (opts) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     ms_presence_encode_lua(L, 3);      /* at 4: its info, or nil */
+    if (lua_getfield(L, 3, "ready") != LUA_TNIL) {     /* at 5 */
+      luaL_argcheck(L, lua_isfunction(L, 5), 3,
+                    "ready must be a function");
+      ready = 5;
+    }
     history = lua_getfield(L, 3, "since") != LUA_TNIL ||
               (m->history && ms_history_match(m->history, name, len));
     lua_pop(L, 1);
   }
-  if (c->state != CS_OPEN)
-    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
   int n = 1, now;
+  if (c->state != CS_OPEN) {
+    n = ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
+    return ready ? answer_ready(L, c, n, how) : n;
+  }
   if (history) {
-    n = ms_history_subscribe_lua(L, c, name, len, 3,
-                                 may_wait ? subscribe_again : NULL);
+    int later = 0;
+    if (ready && how == SUB_CALLER) {
+      /* what the runtime runs if this caller cannot wait */
+      for (int i = 1; i <= 3; i++) lua_pushvalue(L, lua_upvalueindex(i));
+      for (int i = 1; i <= 3; i++) lua_pushvalue(L, i);
+      lua_pushcclosure(L, subscribe_later, 6);
+      later = lua_gettop(L);
+    }
+    n = ms_history_subscribe_lua(L, c, name, len, 3, how == SUB_CALLER
+                                 ? subscribe_again : NULL, later);
+    if (n == 0) return 0;              /* the answer goes to ready later */
     now = lua_toboolean(L, -n);
   } else {
     int r = ms_topic_subscribe(&m->topics, c, name, len);
@@ -504,7 +554,7 @@ static int subscribe(lua_State *L, int may_wait) {
   }
   if (now && opts && !lua_isnil(L, 4) && c->state == CS_OPEN)
     ms_presence_join_lua(L, c, name, len, 4);
-  return n;
+  return ready ? answer_ready(L, c, n, how) : n;
 }
 
 /* ws:unsubscribe(topic) -> true (was subscribed) | false */

@@ -495,8 +495,9 @@ int ms_backplane_connected(const struct ms_backplane *b) {
 /* Closing                                                             */
 /* ------------------------------------------------------------------ */
 
-/* tell: the publishes and reads waiting for Redis fail now (else,
- * from __gc, they are forgotten) */
+/* tell: the publishes and reads waiting for Redis fail now, and the
+ * app hears the other nodes' members leave (else, from __gc, they are
+ * forgotten) */
 static void close_backplane(struct ms_backplane *b, int tell) {
   struct ms_module *m = b->module;
   struct ms_rhist *history = b->history;
@@ -520,7 +521,7 @@ static void close_backplane(struct ms_backplane *b, int tell) {
   free(b->prefix);
   free(b->pattern);
   b->password = b->prefix = b->pattern = NULL;
-  ms_rpres_free(presence);
+  ms_rpres_free(presence, tell && m);
   if (history) ms_rhist_close(history, tell && m);
 }
 

@@ -97,11 +97,14 @@ int ms_history_publish_lua(lua_State *L, struct ms_module *m,
                            const char *name, size_t nlen, unsigned op,
                            const char *data, size_t len,
                            struct ms_conn *skip);
-/* again: what ws:subscribe continues with after waiting for Redis (a
- * recovery reading what this process did not keep), NULL: no waiting */
+/* again: what ws:subscribe continues with after waiting for Redis or
+ * the master (a recovery reading what this process did not keep), NULL:
+ * no waiting; later: the index of a function the runtime calls when
+ * the answer has come, for a caller that cannot wait (0: none); then
+ * nothing is pushed and 0 returned. */
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
                              const char *name, size_t len, int opts,
-                             lua_KFunction again);
+                             lua_KFunction again, int later);
 /* lpresence.c: ws:subscribe's presence.  Push the options' presence
  * info encoded, or nil (raises on a bad one); after a subscription made
  * now, make the socket present on it with the info at index info. */

@@ -581,20 +581,31 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
   mt->messages_out[opcode]++;
   mt->bytes_out[opcode] += len;
   if (opcode < 8) count_route(c, mt->route_out);    /* data, not pings */
-  uint8_t hdr[10];
-  size_t hl = frame_write_header(hdr, opcode, 1, 0, len);
   int rc;
   int packed = compress && c->deflate && opcode < 8 &&
                deflate_should_compress(&c->deflate->params, len)
                ? send_compressed(c, opcode, data, len) : 0;
   if (packed) {
     rc = packed < 0 ? -1 : 0;
-  } else if (len >= ANCHOR_MIN && L) {
-    rc = outq_frame_copy(&c->out, &c->server->chunks, hdr, hl);
-    if (rc == 0) rc = out_anchor(c, L, idx, data, len);
-    if (rc == 0) outq_message(&c->out);
+  } else if (len < ANCHOR_MIN) {
+    /* the header written in the queue, the payload copied after it */
+    size_t hl = frame_header_size(len);
+    uint8_t *at = outq_data_reserve(&c->out, &c->server->chunks, hl + len);
+    if (at) {
+      frame_write_header(at, opcode, 1, 0, len);
+      if (len) memcpy(at + hl, data, len);
+    }
+    rc = queued(c, at ? 0 : -1);
   } else {
-    rc = out_data_copy(c, hdr, hl, data, len);
+    uint8_t hdr[10];
+    size_t hl = frame_write_header(hdr, opcode, 1, 0, len);
+    if (L) {
+      rc = outq_frame_copy(&c->out, &c->server->chunks, hdr, hl);
+      if (rc == 0) rc = out_anchor(c, L, idx, data, len);
+      if (rc == 0) outq_message(&c->out);
+    } else {
+      rc = out_data_copy(c, hdr, hl, data, len);
+    }
   }
   return send_queued(c, rc);
 }

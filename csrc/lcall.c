@@ -145,10 +145,11 @@ int ms_push_callback(lua_State *L, struct ms_conn *c, const char *name) {
 /* Call handler.message(ws, data, kind) with data as a string: the
  * callback form's message event, on every message, so it pushes in
  * order and moves values with lua_copy, never rotating the stack.
- * Below the call, the traceback and a copy of the string that anchors
- * it while the handler runs, whatever it does with its argument (see
- * s->validated).  Returns 0 when called (or there is no callback),
- * else the call's error, logged. */
+ * Below the call: the traceback, ws, and for text, in the handler
+ * table's slot, a copy of the string that anchors it while the handler
+ * runs, whatever it does with its argument (see s->validated; binary
+ * is not checked on its way out).  Returns 0 when called (or there is
+ * no callback), else the call's error, logged. */
 int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
                     unsigned opcode) {
   struct ms_server *s = c->server;
@@ -180,15 +181,14 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
     lua_settop(L, base);
     return rc;
   }
+  lua_pushvalue(L, base + 2);                       /* base + 5: ws */
   const char *msg = ms_push_message(L, c, data, len);
-  lua_copy(L, base + 4, base + 3);                  /* the function */
-  lua_copy(L, base + 2, base + 4);                  /* ws */
-  lua_copy(L, base + 5, base + 2);                  /* the anchor */
-  ms_push_kind(L, m, opcode);                       /* base + 6 */
   if (opcode == WS_OP_TEXT) {
+    lua_copy(L, base + 6, base + 3);  /* the anchor, over the handler */
     s->validated = msg;
     s->validated_len = len;
   }
+  ms_push_kind(L, m, opcode);                       /* base + 7 */
   struct timespec t0;
   int rc;
   if (time_this(m, &t0)) {
@@ -234,7 +234,7 @@ void ms_resume(struct ms_conn *c, int nargs) {
   }
   m->resuming = was;
   if (rc == LUA_YIELD) {
-    lua_pop(co, nres);
+    if (nres) lua_pop(co, nres);     /* receive() and send() yield none */
   } else {
     if (rc != LUA_OK) {
       const char *msg = lua_tostring(co, -1);

@@ -66,19 +66,23 @@ int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
     lua_State *co = c->co;
     struct ms_server *s = c->server;
     c->flags &= ~CF_CO_RECV;
-    /* the main thread holds the string too: while it is anchored there
-     * its address cannot be another string's (see s->validated) */
-    const char *msg = ms_push_message(L, c, data, len);
-    lua_pushvalue(L, -1);
-    lua_xmove(L, co, 1);
-    ms_push_kind(co, c->server->module, opcode);
     if (opcode == WS_OP_TEXT) {
+      /* the main thread holds the string too: while it is anchored
+       * there its address cannot be another string's (s->validated) */
+      const char *msg = ms_push_message(L, c, data, len);
+      lua_pushvalue(L, -1);
+      lua_xmove(L, co, 1);
       s->validated = msg;
       s->validated_len = len;
+    } else {                      /* binary: not checked on its way out */
+      ms_push_message(co, c, data, len);
     }
+    ms_push_kind(co, c->server->module, opcode);
     ms_resume(c, 2);
-    s->validated = NULL;
-    lua_pop(L, 1);
+    if (opcode == WS_OP_TEXT) {
+      s->validated = NULL;
+      lua_pop(L, 1);
+    }
   } else if (ms_call_message(c, data, len, opcode) != LUA_OK) {
     ms_handler_failed(c);
   }

@@ -240,29 +240,38 @@ static int l_publish_hooks(lua_State *L) {
 /* Subscribing from a position                                         */
 /* ------------------------------------------------------------------ */
 
+/* What await_answer did. */
+enum { NOT_SENT, ANSWER_HERE, ANSWER_LATER };
+
 /* Wait for the answer to request (a read of Redis, a sync with the
  * master) when the caller can, then call again; a caller that cannot
- * wait calls again at once.  0 without the runtime's hooks. */
+ * wait calls again at once (ANSWER_HERE), unless later (a stack index,
+ * 0: none) is a function: the runtime then calls it when the answer
+ * has come (ANSWER_LATER).  NOT_SENT without the runtime's hooks. */
 static int await_answer(lua_State *L, uint64_t request,
-                        lua_KFunction again) {
+                        lua_KFunction again, int later) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, RECOVER_AWAIT_HOOK) !=
       LUA_TFUNCTION) {
     lua_pop(L, 1);
-    return 0;
+    return NOT_SENT;
   }
   lua_pushinteger(L, (lua_Integer)request);
-  lua_callk(L, 1, 0, 0, again);
-  return 1;
+  if (later) lua_pushvalue(L, later);
+  else lua_pushnil(L);
+  lua_callk(L, 2, 1, 0, again);
+  int deferred = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return deferred ? ANSWER_LATER : ANSWER_HERE;
 }
 
 /* Read what Redis keeps of name after since into this process's
- * history, and wait for it when the caller can, then call again: 1 when
- * it did (again's results are pushed), 0 when nothing was sent. */
+ * history, and wait for it when the caller can, then call again: what
+ * await_answer did. */
 static int recover_from_redis(lua_State *L, struct ms_module *m,
                               const struct ms_hist_pattern *p,
                               const char *name, size_t len,
                               const struct ms_hist_pos *since,
-                              lua_KFunction again) {
+                              lua_KFunction again, int later) {
   uint64_t epoch, first, next, after = since->offset, request;
   /* ahead of what is kept here: read from there, this process is
    * behind */
@@ -272,20 +281,20 @@ static int recover_from_redis(lua_State *L, struct ms_module *m,
     after = next - 1;
   if (ms_backplane_fetch_history(m->backplane, p, name, len, after,
                                  &request) != MS_BP_SENT)
-    return 0;
-  return await_answer(L, request, again);
+    return NOT_SENT;
+  return await_answer(L, request, again, later);
 }
 
 /* A worker asks the master for everything sent so far and name's
  * position, beginning its epoch when nothing was published to it; the
- * caller waits when it can (the loop serves on), then calls again: 1
- * when it did, 0 when nothing was sent. */
+ * caller waits when it can (the loop serves on), then calls again: what
+ * await_answer did. */
 static int sync_with_master(lua_State *L, struct ms_module *m,
                             const char *name, size_t len,
-                            lua_KFunction again) {
+                            lua_KFunction again, int later) {
   uint64_t request;
-  if (ms_workers_sync(m, name, len, &request) < 0) return 0;
-  return await_answer(L, request, again);
+  if (ms_workers_sync(m, name, len, &request) < 0) return NOT_SENT;
+  return await_answer(L, request, again, later);
 }
 
 /* ws:subscribe(topic, { since = position }) for topic with history: the
@@ -293,12 +302,15 @@ static int sync_with_master(lua_State *L, struct ms_module *m,
  * is delivered in between, so nothing is missed or sent twice.  What
  * this process lacks it first asks for (Redis, the master) and, in a
  * caller that may wait, waits for without blocking the loop: again
- * (NULL the second time) then runs the subscribe once more. */
+ * (NULL the second time) then runs the subscribe once more.  A caller
+ * that cannot wait but gave later (a function at that index) has it
+ * called once the answer is here: nothing is pushed then (0). */
 int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
                              const char *name, size_t len, int opts,
-                             lua_KFunction again) {
+                             lua_KFunction again, int later) {
   struct ms_module *m = c->server->module;
   struct ms_hist_pos since, current;
+  int asked = NOT_SENT;
   int has_since = lua_getfield(L, opts, "since") != LUA_TNIL;
   if (has_since) check_position(L, -1, opts - 1, "since", &since);
   lua_pop(L, 1);
@@ -330,9 +342,8 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
     if (recovered < 0) return luaL_error(L, "out of memory");
     /* not kept here (this process began later, or is behind): what
      * Redis keeps, in a caller that may wait; then once more */
-    if (recovered == 0 && m->backplane && again &&
-        recover_from_redis(L, m, p, name, len, &since, again))
-      return again(L, LUA_OK, 0);
+    if (recovered == 0 && m->backplane && again)
+      asked = recover_from_redis(L, m, p, name, len, &since, again, later);
   } else if (!ms_history_current(m->history, name, len, ev_now(m->loop),
                                  &current) && m->backplane && again &&
              ms_backplane_connected(m->backplane)) {
@@ -341,22 +352,25 @@ int ms_history_subscribe_lua(lua_State *L, struct ms_conn *c,
     uint64_t request;
     if (ms_backplane_fetch_history(m->backplane, p, name, len,
                                    UINT64_MAX >> 1, &request) ==
-        MS_BP_SENT && await_answer(L, request, again))
-      return again(L, LUA_OK, 0);
+        MS_BP_SENT)
+      asked = await_answer(L, request, again, later);
   }
   /* a worker: since may be a position it has yet to get from the
    * master, or the topic has no position here yet.  It asks the master
    * and, never blocking its loop, looks again once the answer is here;
    * a caller that cannot wait goes on with what this worker has */
   if (m->link && !m->backplane && again &&
-      (has_since ? recovered == 0 : current.epoch == 0) &&
-      sync_with_master(L, m, name, len, again))
-    return again(L, LUA_OK, 0);
+      (has_since ? recovered == 0 : current.epoch == 0))
+    asked = sync_with_master(L, m, name, len, again, later);
+  /* (asked only when nothing was listed: a wait holds no C memory) */
+  if (asked == ANSWER_HERE) return again(L, LUA_OK, 0);
+  if (asked == ANSWER_LATER) return 0;
   /* a topic nothing was published to yet: where this process gives the
    * positions, its epoch begins now, so the subscriber has a position
    * to come back from (a worker asked the master above, a process with
    * Redis read it; a callback handler, which cannot wait for them, gets
-   * epoch 0 until this process has the position) */
+   * epoch 0 until this process has the position, unless it gave ready:
+   * then later ran when the answer came) */
   if (current.epoch == 0 && !m->backplane && !m->worker && !m->workers &&
       ms_history_open(m->history, name, len, ev_now(m->loop), &current) < 0)
     return luaL_error(L, "out of memory");

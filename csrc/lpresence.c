@@ -8,6 +8,7 @@
 
 #include "backplane.h"
 #include "binding.h"
+#include "byteorder.h"
 #include "presence.h"
 #include "workers.h"
 
@@ -20,10 +21,11 @@
 /* ------------------------------------------------------------------ */
 
 /* A value is a tag and its bytes: 's' length (4) and bytes, 'i' an
- * integer (8), 'n' a float (8), 't' true, 'f' false, '{' the pairs of a
- * table (key, value, ...) up to '}'.  Host order: the processes that
- * read it are this program on this machine.  Written into a block on
- * the C stack, so that raising leaks nothing. */
+ * integer (8, two's complement), 'n' a float (8, IEEE 754 binary64),
+ * 't' true, 'f' false, '{' the pairs of a table (key, value, ...) up to
+ * '}'.  Numbers are big-endian: the info crosses nodes through Redis,
+ * and nodes of another byte order read it alike.  Written into a block
+ * on the C stack, so that raising leaks nothing. */
 struct writer {
   lua_State *L;
   int arg;                               /* the options', for errors */
@@ -42,6 +44,24 @@ static void put_tag(struct writer *w, char tag) {
   put(w, &tag, 1);
 }
 
+static void put_u64(struct writer *w, uint64_t v) {
+  unsigned char b[8];
+  ms_put_be64(b, v);
+  put(w, b, 8);
+}
+
+static uint64_t bits_of(double d) {
+  uint64_t v;
+  memcpy(&v, &d, 8);
+  return v;
+}
+
+static double double_of(uint64_t v) {
+  double d;
+  memcpy(&d, &v, 8);
+  return d;
+}
+
 static void encode_table(struct writer *w, int idx, int depth);
 
 static void encode_value(struct writer *w, int idx, int depth) {
@@ -50,21 +70,20 @@ static void encode_value(struct writer *w, int idx, int depth) {
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    uint32_t n = (uint32_t)(len > INFO_MAX ? INFO_MAX : len);
+    unsigned char n[4];
+    ms_put_be32(n, (uint32_t)(len > INFO_MAX ? INFO_MAX : len));
     put_tag(w, 's');
-    put(w, &n, 4);
+    put(w, n, 4);
     put(w, s, len);
     break;
   }
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) {
-      lua_Integer v = lua_tointeger(L, idx);
       put_tag(w, 'i');
-      put(w, &v, sizeof v);
+      put_u64(w, (uint64_t)lua_tointeger(L, idx));
     } else {
-      lua_Number v = lua_tonumber(L, idx);
       put_tag(w, 'n');
-      put(w, &v, sizeof v);
+      put_u64(w, bits_of((double)lua_tonumber(L, idx)));
     }
     break;
   case LUA_TBOOLEAN:
@@ -104,29 +123,20 @@ static int decode(lua_State *L, const char *s, size_t len, size_t *at,
   char tag = s[(*at)++];
   switch (tag) {
   case 's': {
-    uint32_t n;
     if (len - *at < 4) return 0;
-    memcpy(&n, s + *at, 4);
+    uint32_t n = ms_get_be32(s + *at);
     *at += 4;
     if (len - *at < n) return 0;
     lua_pushlstring(L, s + *at, n);
     *at += n;
     return 1;
   }
-  case 'i': {
-    lua_Integer v;
-    if (len - *at < sizeof v) return 0;
-    memcpy(&v, s + *at, sizeof v);
-    *at += sizeof v;
-    lua_pushinteger(L, v);
-    return 1;
-  }
-  case 'n': {
-    lua_Number v;
-    if (len - *at < sizeof v) return 0;
-    memcpy(&v, s + *at, sizeof v);
-    *at += sizeof v;
-    lua_pushnumber(L, v);
+  case 'i': case 'n': {
+    if (len - *at < 8) return 0;
+    uint64_t v = ms_get_be64(s + *at);
+    *at += 8;
+    if (tag == 'i') lua_pushinteger(L, (lua_Integer)v);
+    else lua_pushnumber(L, (lua_Number)double_of(v));
     return 1;
   }
   case 't': case 'f':

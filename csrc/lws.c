@@ -34,6 +34,18 @@ static struct ms_conn *check_ws(lua_State *L) {
   return NULL;
 }
 
+/* check_ws for a function that has read its argument count: the
+ * metatable it compares stays on the stack, above the arguments (one
+ * call less on every send). */
+static struct ms_conn *check_ws_keep(lua_State *L) {
+  void *p = lua_touserdata(L, 1);
+  if (p && lua_getmetatable(L, 1) && lua_topointer(L, -1) ==
+                                     lua_topointer(L, lua_upvalueindex(1)))
+    return p;
+  luaL_typeerror(L, 1, WS_MT);
+  return NULL;
+}
+
 /* "text" (the default) or "binary"; 1 for binary.  Short strings are
  * interned: a kind equal to the module's strings is them, and is known
  * by its address before any compare of bytes. */
@@ -82,14 +94,29 @@ static int push_connecting(lua_State *L) {
                       "ECONNECTING");
 }
 
+/* ws:send(data [, kind [, options]]).  It runs on every message an
+ * echo answers: the arguments are read by their count, and a string
+ * (data, and a kind that is the module's "text" or "binary") with one
+ * call each; anything else takes the checks with their errors. */
 static int ws_send(lua_State *L) {
-  struct ms_conn *c = check_ws(L);
+  int nargs = lua_gettop(L);
+  struct ms_conn *c = check_ws_keep(L);
   size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
+  const char *data = nargs >= 2 ? lua_tolstring(L, 2, &len) : NULL;
+  if (!data) {                     /* the error names what was given */
+    lua_settop(L, nargs);
+    data = luaL_checklstring(L, 2, &len);
+  }
   struct ms_server *s = c->server;
-  int kind = check_kind(L, 3, s->module);
+  int kind = 0;
+  if (nargs >= 3) {
+    size_t klen;
+    const char *k = lua_tolstring(L, 3, &klen);
+    if (k == s->module->binary) kind = 1;
+    else if (k != s->module->text) kind = check_kind(L, 3, s->module);
+  }
   int compress = 1;                /* { compress = false } sends plain */
-  if (!lua_isnoneornil(L, 4)) {
+  if (nargs >= 4 && !lua_isnil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
     if (lua_getfield(L, 4, "compress") != LUA_TNIL)
       compress = lua_toboolean(L, -1);
@@ -198,9 +225,10 @@ static int receive_done(lua_State *L, int status, lua_KContext ctx) {
  * (for ever without): data, kind; nil, "timeout" (the socket stays
  * open); or nil, "closed", code, reason, why, unsent. */
 static int ws_receive(lua_State *L) {
-  struct ms_conn *c = check_ws(L);
+  int nargs = lua_gettop(L);
+  struct ms_conn *c = check_ws_keep(L);
   double timeout = -1;
-  if (!lua_isnoneornil(L, 2)) {
+  if (nargs >= 2 && !lua_isnil(L, 2)) {
     timeout = luaL_checknumber(L, 2);
     luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 2,
                   "seconds from 0 expected");
@@ -329,39 +357,64 @@ void ms_push_ws_request(lua_State *L, struct ms_conn *c, int idx) {
   ms_aux_set(L, c, idx, AUX_REQUEST);
 }
 
+/* The fields of a ws object, beside its methods: their numbers are
+ * the values of their names in the methods table. */
+enum ws_field {
+  WF_REQUEST = 1, WF_DATA, WF_PROTOCOL, WF_HTTP_VERSION, WF_COMPRESSED,
+  WF_STATE, WF_TOPICS, WF_BUFFERED_AMOUNT
+};
+
+static const struct { const char *name; enum ws_field field; }
+ws_fields[] = {
+  { "request", WF_REQUEST }, { "data", WF_DATA },
+  { "protocol", WF_PROTOCOL }, { "http_version", WF_HTTP_VERSION },
+  { "compressed", WF_COMPRESSED }, { "state", WF_STATE },
+  { "topics", WF_TOPICS }, { "buffered_amount", WF_BUFFERED_AMOUNT },
+};
+
+/* ws[key]: one lookup of the key (already at the top) in the methods
+ * table answers a method, a field's number, or nil. */
 static int ws_index(lua_State *L) {
-  lua_pushvalue(L, 2);                 /* methods first: the common case */
-  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
+  if (lua_gettop(L) != 2) lua_settop(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNUMBER) return 1;
+  enum ws_field field = (enum ws_field)lua_tointeger(L, 2);
   struct ms_conn *c = check_ws(L);
-  const char *key = lua_tostring(L, 2);
-  if (!key) return 1;
-  if (strcmp(key, "request") == 0) {
+  switch (field) {
+  case WF_REQUEST:
     if (c->flags & CF_REQUEST_DROPPED)
       return luaL_error(L, "ws.request is kept only until open returns; "
                         "set keep_request = true on the route or copy "
                         "what you need into ws.data");
     ms_push_ws_request(L, c, 1);
-  } else if (strcmp(key, "data") == 0) {
+    break;
+  case WF_DATA:
     if (ms_aux_get(L, c, 1, AUX_DATA) == LUA_TNIL) {
       lua_newtable(L);
       lua_pushvalue(L, -1);
       ms_aux_set(L, c, 1, AUX_DATA);
     }
-  } else if (strcmp(key, "protocol") == 0) {
+    break;
+  case WF_PROTOCOL:
     if (ms_conn_protocol(c)) lua_pushstring(L, ms_conn_protocol(c));
     else lua_pushnil(L);
-  } else if (strcmp(key, "http_version") == 0) {  /* RFC 8441: "2" */
+    break;
+  case WF_HTTP_VERSION:                      /* RFC 8441: "2" */
     lua_pushstring(L, c->flags & CF_H2_STREAM ? "2" : "1.1");
-  } else if (strcmp(key, "compressed") == 0) {
+    break;
+  case WF_COMPRESSED:
     lua_pushboolean(L, c->deflate != NULL);
-  } else if (strcmp(key, "state") == 0) {
+    break;
+  case WF_STATE:
     lua_pushstring(L, state_name(c));
-  } else if (strcmp(key, "topics") == 0) {
+    break;
+  case WF_TOPICS:
     lua_newtable(L);
     ms_topic_each_of_conn(c, push_topic_name, L);
-  } else if (strcmp(key, "buffered_amount") == 0) {
+    break;
+  case WF_BUFFERED_AMOUNT:
     lua_pushinteger(L, (lua_Integer)c->out.bytes);
-  } else {
+    break;
+  default:
     lua_pushnil(L);
   }
   return 1;
@@ -400,11 +453,14 @@ static const char *check_topic(lua_State *L, int idx, size_t *len) {
   return name;
 }
 
-/* ws:subscribe(topic [, { since = position, presence = info }]) ->
- * true (subscribed now) | false (already was); on a topic with history
- * and with options, and a table { recovered, position } (lhistory.c).
- * presence: the socket is present on topic while subscribed now. */
-static int subscribe(lua_State *L, int may_wait);
+/* ws:subscribe(topic [, { since = position, presence = info,
+ * ready = fn }]) -> true (subscribed now) | false (already was); on a
+ * topic with history and with options, and a table { recovered,
+ * position } (lhistory.c).  presence: the socket is present on topic
+ * while subscribed now.  ready: the answer goes to fn(ws, ...) instead,
+ * at once when it is known, else when Redis or the master gave it. */
+enum { SUB_CALLER, SUB_AGAIN, SUB_LATER };   /* who runs subscribe */
+static int subscribe(lua_State *L, int how);
 
 /* After a wait for what Redis keeps: the subscribe once more, from the
  * history this process now has. */
@@ -412,14 +468,45 @@ static int subscribe_again(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   lua_settop(L, 3);
-  return subscribe(L, 0);
+  return subscribe(L, SUB_AGAIN);
+}
+
+/* From the runtime, once the answer a caller that could not wait asked
+ * for is here: the subscribe (ws, topic and options are the upvalues
+ * after check_ws's), its answer to ready. */
+static int subscribe_later(lua_State *L) {
+  lua_settop(L, 0);
+  for (int i = 4; i <= 6; i++) lua_pushvalue(L, lua_upvalueindex(i));
+  return subscribe(L, SUB_LATER);
 }
 
 static int ws_subscribe(lua_State *L) {
-  return subscribe(L, 1);
+  return subscribe(L, SUB_CALLER);
 }
 
-static int subscribe(lua_State *L, int may_wait) {
+static int ready_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 0;
+}
+
+/* The answer, the n values on top, to ready (at 5) as ready(ws, ...).
+ * From the runtime it is a handler's call: an error closes ws (1011). */
+static int answer_ready(lua_State *L, struct ms_conn *c, int n, int how) {
+  lua_pushvalue(L, 5);
+  lua_pushvalue(L, 1);
+  lua_rotate(L, -(n + 2), 2);          /* ready, ws, the answer */
+  if (how == SUB_LATER) {
+    if (ms_pcall(c->server, L, n + 1, 0, "ready handler") != LUA_OK)
+      ms_handler_failed(c);
+    return 0;
+  }
+  lua_callk(L, n + 1, 0, 0, ready_k);
+  return 0;
+}
+
+static int subscribe(lua_State *L, int how) {
   struct ms_conn *c = check_ws(L);
   size_t len;
   const char *name = check_topic(L, 2, &len);
@@ -427,21 +514,37 @@ static int subscribe(lua_State *L, int may_wait) {
   /* published frames are built once, unmasked: for servers' sockets */
   luaL_argcheck(L, !(c->flags & CF_CLIENT), 1,
                 "a client connection cannot subscribe");
-  int opts = !lua_isnoneornil(L, 3), history = 0;
+  int opts = !lua_isnoneornil(L, 3), history = 0, ready = 0;
   if (opts) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     ms_presence_encode_lua(L, 3);      /* at 4: its info, or nil */
+    if (lua_getfield(L, 3, "ready") != LUA_TNIL) {     /* at 5 */
+      luaL_argcheck(L, lua_isfunction(L, 5), 3,
+                    "ready must be a function");
+      ready = 5;
+    }
     history = lua_getfield(L, 3, "since") != LUA_TNIL ||
               (m->history && ms_history_match(m->history, name, len));
     lua_pop(L, 1);
   }
-  if (c->state != CS_OPEN)
-    return ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
   int n = 1, now;
+  if (c->state != CS_OPEN) {
+    n = ms_push_fail(L, MS_ECLOSED_REFUSED, "ECLOSED");
+    return ready ? answer_ready(L, c, n, how) : n;
+  }
   if (history) {
-    n = ms_history_subscribe_lua(L, c, name, len, 3,
-                                 may_wait ? subscribe_again : NULL);
+    int later = 0;
+    if (ready && how == SUB_CALLER) {
+      /* what the runtime runs if this caller cannot wait */
+      for (int i = 1; i <= 3; i++) lua_pushvalue(L, lua_upvalueindex(i));
+      for (int i = 1; i <= 3; i++) lua_pushvalue(L, i);
+      lua_pushcclosure(L, subscribe_later, 6);
+      later = lua_gettop(L);
+    }
+    n = ms_history_subscribe_lua(L, c, name, len, 3, how == SUB_CALLER
+                                 ? subscribe_again : NULL, later);
+    if (n == 0) return 0;              /* the answer goes to ready later */
     now = lua_toboolean(L, -n);
   } else {
     int r = ms_topic_subscribe(&m->topics, c, name, len);
@@ -451,7 +554,7 @@ static int subscribe(lua_State *L, int may_wait) {
   }
   if (now && opts && !lua_isnil(L, 4) && c->state == CS_OPEN)
     ms_presence_join_lua(L, c, name, len, 4);
-  return n;
+  return ready ? answer_ready(L, c, n, how) : n;
 }
 
 /* ws:unsubscribe(topic) -> true (was subscribed) | false */
@@ -549,6 +652,10 @@ void ms_open_ws(lua_State *L) {
     lua_pushliteral(L, "sent");
     lua_pushliteral(L, "queued");
     luaL_setfuncs(L, ws_methods, 3);
+    for (size_t i = 0; i < sizeof ws_fields / sizeof *ws_fields; i++) {
+      lua_pushinteger(L, ws_fields[i].field);
+      lua_setfield(L, -2, ws_fields[i].name);
+    }
     lua_pushvalue(L, -2);
     lua_insert(L, -2);
     lua_pushcclosure(L, ws_index, 2);  /* metatable, methods */

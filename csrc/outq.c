@@ -174,6 +174,15 @@ int outq_frame_copy(struct ms_outq *q, struct outq_pool *p,
   return 0;
 }
 
+uint8_t *outq_data_reserve(struct ms_outq *q, struct outq_pool *p,
+                           size_t n) {
+  uint8_t *at = reserve(q, p, n);
+  if (!at) return NULL;
+  framed(q, n);
+  q->tail->msgs++;
+  return at;
+}
+
 /* The header goes where it fits, and the payload after it while it
  * fits, else into a chunk of its own. */
 int outq_data_copy(struct ms_outq *q, struct outq_pool *p, const void *hdr,

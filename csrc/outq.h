@@ -90,6 +90,11 @@ void outq_message(struct ms_outq *q);
 /* Copy bytes that begin a frame. */
 int outq_frame_copy(struct ms_outq *q, struct outq_pool *p,
                     const void *bytes, size_t n);
+/* Room for a whole data frame of n bytes, header and payload, at the
+ * end: one message.  Its address, the caller writes the n bytes; NULL
+ * out of memory. */
+uint8_t *outq_data_reserve(struct ms_outq *q, struct outq_pool *p,
+                           size_t n);
 /* Copy a data frame, its header then its payload: one message. */
 int outq_data_copy(struct ms_outq *q, struct outq_pool *p, const void *hdr,
                    size_t hl, const void *data, size_t len);

@@ -12,6 +12,7 @@
 #include <hiredis/async.h>
 
 #include "backplane.h"
+#include "byteorder.h"
 #include "events.h"
 #include "presence.h"
 #include "rpresence.h"
@@ -19,13 +20,19 @@
 
 /* A presence message, on the channel prefix.."presence":
  *   byte 0      WIRE_PRESENCE (publishes are 1, history 2)
- *   byte 1      'J' join, 'L' leave, 'H' alive, 'S' tell me yours
+ *   byte 1      'J' join, 'L' leave, 'H' alive, 'S' tell me yours,
+ *               'B' and 'E' around every member told again (J)
  *   bytes 2-9   the sending process (random per process)
  *   bytes 10-17 its node (the backplane's origin, shared by a node's
  *               workers: they hear of each other through the master)
- *   bytes 18-25 the member's id in that process (J, L)
+ *   bytes 18-25 the member's id in that process (J, L); the list's
+ *               number (B, E)
  *   J then: the topic's length (4), the topic, the encoded info.
- * Byte order is the host's, as the info's: the nodes share one. */
+ * A whole list, B to E, is the sender's every member: a receiver that
+ * heard all of it drops the members of the sender not in it, whose
+ * leaves it missed (sent, or published, while Redis was away).
+ * Integers are big-endian, as in the info (lpresence.c): nodes of any
+ * byte order read each other's messages. */
 #define WIRE_PRESENCE 3
 #define HEADER 26
 #define COMMAND_OVERHEAD 64
@@ -43,6 +50,7 @@ struct rmember {
   uint64_t process;
   uint64_t id;                  /* in its process */
   uint64_t local;               /* in m->presence */
+  int listed;                   /* told in the list under way */
 };
 
 /* Another process, while it has members. */
@@ -50,6 +58,7 @@ struct peer {
   struct peer *next;
   uint64_t process;
   double heard;                 /* its last message */
+  uint64_t list;                /* the list under way (B heard), 0 none */
   struct rmember *members;
 };
 
@@ -63,6 +72,8 @@ struct ms_rpres {
   uint64_t process;
   uint64_t node;
   uint64_t serial;              /* the last local id given */
+  uint64_t lists;               /* the last list of ours begun */
+  int unsent;                   /* a message of that list was lost */
   double ttl;
   ev_timer timer;               /* every ttl/3: alive, and expiry */
   int depth, closed;
@@ -89,47 +100,56 @@ static void on_sent(redisAsyncContext *ac, void *reply, void *cost) {
 }
 
 /* Publish a message of kind about member id; lost when Redis is down
- * or too far behind (the others then expire what they miss). */
-static void send_message(struct ms_rpres *r, char kind, uint64_t id,
-                         const char *topic, size_t tlen, const char *info,
-                         size_t ilen) {
+ * or too far behind (the others then expire what they miss): -1. */
+static int send_message(struct ms_rpres *r, char kind, uint64_t id,
+                        const char *topic, size_t tlen, const char *info,
+                        size_t ilen) {
   struct redisAsyncContext *pub = ms_backplane_publisher(r->b);
-  if (!pub) return;
+  if (!pub) return -1;
   size_t len = HEADER + (kind == 'J' ? 4 + tlen + ilen : 0);
   size_t cost = r->clen + len + COMMAND_OVERHEAD;
-  if (ms_backplane_reserve(r->b, cost) < 0) return;
+  if (ms_backplane_reserve(r->b, cost) < 0) return -1;
   char *msg = malloc(len);
   if (!msg) {
     ms_backplane_answered(r->b, cost);
-    return;
+    return -1;
   }
   msg[0] = WIRE_PRESENCE;
   msg[1] = kind;
-  memcpy(msg + 2, &r->process, 8);
-  memcpy(msg + 10, &r->node, 8);
-  memcpy(msg + 18, &id, 8);
+  ms_put_be64(msg + 2, r->process);
+  ms_put_be64(msg + 10, r->node);
+  ms_put_be64(msg + 18, id);
   if (kind == 'J') {
-    uint32_t n = (uint32_t)tlen;
-    memcpy(msg + HEADER, &n, 4);
+    ms_put_be32(msg + HEADER, (uint32_t)tlen);
     memcpy(msg + HEADER + 4, topic, tlen);
     memcpy(msg + HEADER + 4 + tlen, info, ilen);
   }
   const char *argv[] = { "PUBLISH", r->channel, msg };
   const size_t argvlen[] = { 7, r->clen, len };
-  if (redisAsyncCommandArgv(pub, on_sent, (void *)(uintptr_t)cost, 3, argv,
-                            argvlen) != REDIS_OK)
-    ms_backplane_answered(r->b, cost);
+  int rc = redisAsyncCommandArgv(pub, on_sent, (void *)(uintptr_t)cost, 3,
+                                 argv, argvlen);
   free(msg);
+  if (rc != REDIS_OK) {
+    ms_backplane_answered(r->b, cost);
+    return -1;
+  }
+  return 0;
 }
 
 static void send_own(void *arg, const char *topic, size_t tlen, uint64_t id,
                      const char *info, size_t ilen) {
-  send_message(arg, 'J', id, topic, tlen, info, ilen);
+  struct ms_rpres *r = arg;
+  if (send_message(r, 'J', id, topic, tlen, info, ilen) < 0) r->unsent = 1;
 }
 
-/* Every member of this process, to the others. */
+/* Every member of this process, to the others, as a whole list (B to
+ * E); with a message of it lost, no E: the others drop nothing. */
 static void send_all(struct ms_rpres *r) {
+  uint64_t list = ++r->lists;
+  if (send_message(r, 'B', list, NULL, 0, NULL, 0) < 0) return;
+  r->unsent = 0;
   ms_presence_each_origin(r->m->presence, r->m->worker, send_own, r);
+  if (!r->unsent) send_message(r, 'E', list, NULL, 0, NULL, 0);
 }
 
 static int has_own(const struct ms_rpres *r) {
@@ -256,7 +276,11 @@ static int drop_peer(struct ms_rpres *r, struct peer *p, int tell) {
 static void joined(struct ms_rpres *r, struct peer *p, uint64_t id,
                    const char *topic, size_t tlen, const char *info,
                    size_t ilen) {
-  if (find_member(r, p->process, id)) return;  /* told again: known */
+  struct rmember *known = find_member(r, p->process, id);
+  if (known) {                          /* told again */
+    known->listed = 1;
+    return;
+  }
   struct ms_module *m = r->m;
   if (!m->presence && !(m->presence = ms_presence_new())) return;
   struct rmember *mb = malloc(sizeof *mb);
@@ -264,6 +288,7 @@ static void joined(struct ms_rpres *r, struct peer *p, uint64_t id,
   mb->process = p->process;
   mb->id = id;
   mb->local = MS_PRESENCE_ID(REMOTE_ORIGIN, ++r->serial);
+  mb->listed = 1;
   if (insert_member(r, p, mb) < 0) {
     free(mb);
     return;
@@ -290,12 +315,36 @@ static void left(struct ms_rpres *r, struct peer *p, uint64_t id) {
   leave(r);
 }
 
+/* p's list begins: none of its members is listed yet. */
+static void list_begun(struct peer *p, uint64_t list) {
+  p->list = list;
+  for (struct rmember *mb = p->members; mb; mb = mb->next) mb->listed = 0;
+}
+
+/* p's whole list was heard: its members not in it left (their leaves
+ * were lost), each told to the app. */
+static void list_ended(struct ms_rpres *r, struct peer *p, uint64_t list) {
+  if (p->list != list) return;          /* its beginning was not heard */
+  p->list = 0;
+  struct rmember *mb = p->members, *next;
+  for (; mb; mb = next) {
+    next = mb->next;
+    if (mb->listed) continue;
+    remove_member(r, p, mb);
+    uint64_t local = mb->local;
+    free(mb);
+    if (r->m->presence)
+      ms_presence_remove(r->m->presence, local, tell_leave, r);
+    /* a handler that closed the backplane dropped every peer, p too;
+     * nothing else a handler does changes p's members */
+    if (r->closed) return;
+  }
+}
+
 int ms_rpres_message(struct ms_rpres *r, const char *msg, size_t mlen) {
   if (mlen < HEADER || (uint8_t)msg[0] != WIRE_PRESENCE) return 0;
-  uint64_t process, node, id;
-  memcpy(&process, msg + 2, 8);
-  memcpy(&node, msg + 10, 8);
-  memcpy(&id, msg + 18, 8);
+  uint64_t process = ms_get_be64(msg + 2), node = ms_get_be64(msg + 10),
+           id = ms_get_be64(msg + 18);
   if (node == r->node) return 1;        /* this node's: known already */
   char kind = msg[1];
   if (kind == 'S') {
@@ -313,13 +362,16 @@ int ms_rpres_message(struct ms_rpres *r, const char *msg, size_t mlen) {
   p->heard = ev_now(r->m->loop);
   enter(r);
   if (kind == 'J' && mlen >= HEADER + 4) {
-    uint32_t tlen;
-    memcpy(&tlen, msg + HEADER, 4);
+    uint32_t tlen = ms_get_be32(msg + HEADER);
     if (tlen > 0 && tlen <= mlen - HEADER - 4)
       joined(r, p, id, msg + HEADER + 4, tlen, msg + HEADER + 4 + tlen,
              mlen - HEADER - 4 - tlen);
   } else if (kind == 'L') {
     left(r, p, id);
+  } else if (kind == 'B') {
+    list_begun(p, id);
+  } else if (kind == 'E') {
+    list_ended(r, p, id);
   }
   if (leave(r)) return 1;
   return 1;
@@ -339,8 +391,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   enter(r);
   for (; p; p = next) {
     next = p->next;
-    if (p->heard < now - r->ttl && drop_peer(r, p, 1)) return;
-    /* the app's handlers may have dropped nothing: the list is ours */
+    if (p->heard >= now - r->ttl) continue;
+    drop_peer(r, p, 1);
+    /* a handler that closed the backplane dropped the others (next
+     * too); nothing else a handler does changes the list */
+    if (r->closed) break;
   }
   leave(r);
 }
@@ -424,8 +479,13 @@ struct ms_rpres *ms_rpres_new(struct ms_backplane *b, struct ms_module *m,
   return r;
 }
 
-void ms_rpres_free(struct ms_rpres *r) {
-  if (!r) return;
-  if (r->depth > 0) r->closed = 1;
-  else leave_r(r);
+void ms_rpres_free(struct ms_rpres *r, int tell) {
+  if (!r || r->closed) return;
+  r->closed = 1;
+  stop_timer(r);
+  enter(r);
+  /* the app's list loses the other nodes' members: its on_presence
+   * hears each leave, so what it was told and what it lists agree */
+  while (tell && r->peers) drop_peer(r, r->peers, 1);
+  leave(r);                     /* frees r, unless inside a callback */
 }

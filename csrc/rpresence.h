@@ -17,8 +17,10 @@ struct ms_rpres;
 struct ms_rpres *ms_rpres_new(struct ms_backplane *b, struct ms_module *m,
                               uint64_t node, const char *prefix,
                               size_t prefix_len, double ttl);
-/* Free it (later, when called from inside one of its callbacks). */
-void ms_rpres_free(struct ms_rpres *r);
+/* Free it (later, when called from inside one of its callbacks); tell:
+ * the app hears a leave of each member of another process first (not
+ * when the module is going away). */
+void ms_rpres_free(struct ms_rpres *r, int tell);
 
 /* Redis is up (again): tell the others every member of this process,
  * and ask them for theirs. */

@@ -8,8 +8,8 @@ local moonsocket = require "moonsocket"
 local ask, close_all = helper.ask, helper.close_all
 local recv_positioned, split_pos = helper.recv_positioned, helper.split_pos
 
-local function client(port)
-  return assert(helper.ws_connect(port, "/ws"))
+local function client(port, path)
+  return assert(helper.ws_connect(port, path or "/ws"))
 end
 
 -- Reads each client's catch-up ({ ws = ..., next = the first offset
@@ -129,6 +129,45 @@ describe("history, one process", function()
     assert.are.equal(("since true true %s:3"):format(epoch),
                      select(2, back:recv_message()))
     close_all { pub, back }
+  end)
+
+  it("gives ready the answer at once where it is known", function()
+    for _, path in ipairs { "/cb", "/ws" } do
+      local topic = "h:ready" .. path:sub(2)
+      local first = client(port, path)
+      local epoch = split_pos(ask(first, "ready " .. topic)
+                              :match("^ready true false (%S+:0)$"))
+      assert.are_not.equal(("0"):rep(16), epoch)
+      local pub = client(port)
+      ask(pub, "pub " .. topic .. " m1")
+      assert.are.same({ epoch, 1, "m1" }, { recv_positioned(first) })
+      first:abort()
+      ask(pub, "pub " .. topic .. " m2")
+      local back = client(port, path)
+      back:send_text(("ready %s %s:1"):format(topic, epoch))
+      assert.are.same({ epoch, 2, "m2" }, { recv_positioned(back) })
+      assert.are.equal(("ready true true %s:2"):format(epoch),
+                       select(2, back:recv_message()))
+      -- subscribed already: false, as subscribe returns
+      assert.are.equal(("ready false false %s:2"):format(epoch),
+                       ask(back, "ready " .. topic))
+      close_all { pub, back }
+    end
+  end)
+
+  it("raises on a ready that is not a function", function()
+    local ws = client(port, "/cb")
+    assert.are.equal("readybad bad argument #2 to 'subscribe' (ready must "
+                     .. "be a function)", ask(ws, "readybad h:bad"))
+    assert.are.equal("sub h:bad true", ask(ws, "sub h:bad"))  -- not before
+    ws:abort()
+  end)
+
+  it("closes the socket with 1011 when ready raises", function()
+    local ws = client(port, "/cb")
+    ws:send_text("ready h:raise raise")
+    ws:expect_close(1011)
+    ws:abort()
   end)
 
   it("says recovered = false for another epoch, a position too old or "
@@ -529,6 +568,55 @@ describe("history with workers = 2", function()
     assert.are.equal("since true false 0000000000000000:0",
                      ask(cb, "since h:cbfresh"))
     close_all { pub, cb }
+  end)
+
+  it("gives a callback handler's ready the master's epoch", function()
+    local cb = on_worker(1, "/cb")
+    local epoch, off = split_pos(ask(cb, "ready h:cbready")
+                                 :match("^ready true false (%S+)$"))
+    assert.are_not.equal(("0"):rep(16), epoch)
+    assert.are.equal(0, off)
+    cb:abort()
+    local pub = on_worker(2)
+    for i = 1, 3 do
+      local reply = ask(pub, "pub h:cbready m" .. i)
+      assert.are.equal(("%s:%d"):format(epoch, i),
+                       reply:match("^pub %d+ (%S+)$"), reply)
+    end
+    for w = 1, 2 do
+      local back = on_worker(w, "/cb")
+      assert.is_true(back:send_text(("ready h:cbready %s:0"):format(epoch)))
+      for i = 1, 3 do
+        assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(back) })
+      end
+      assert.are.equal(("ready true true %s:3"):format(epoch),
+                       select(2, back:recv_message()))
+      back:abort()
+    end
+    close_all { pub }
+  end)
+
+  it("gives ready a position the worker has yet to get from the master",
+     function()
+    local a = on_worker(1)
+    local cb, gone = on_worker(1, "/cb"), on_worker(1, "/cb")
+    local epoch, off = split_pos(ask(a, "pub h:cbsync first")
+                                 :match("^pub %d+ (%S+)$"))
+    master_stopped(function()
+      assert.are.equal("burst nil", ask(cb, "burst h:cbsync 3"))
+      local since = ("ready h:cbsync %s:%d"):format(epoch, off + 2)
+      assert.is_true(cb:send_text(since))
+      assert.is_true(gone:send_text(since))
+      gone:abort()                              -- closed meanwhile
+      assert.are.equal("timeout", select(2, cb:recv_message(0.2)))
+    end)
+    -- the master answers in order: the three, then the sync; exactly
+    -- the one after since comes, then ready's answer
+    assert.are.same({ epoch, off + 3, "b3" }, { recv_positioned(cb) })
+    assert.are.equal(("ready true true %s:%d"):format(epoch, off + 3),
+                     select(2, cb:recv_message()))
+    assert.are.equal("echo on", ask(cb, "echo on"))
+    close_all { a, cb }
   end)
 
   it("fails a publish the master leaves unanswered for 5 s", function()

@@ -170,6 +170,31 @@ describe("history in redis, two nodes of two workers", function()
     end
     close_all { pub }
   end)
+
+  it("gives a callback handler's ready its epoch from Redis", function()
+    local cb = assert(helper.ws_connect(a.port, "/cb"))
+    local epoch, off = split_pos(ask(cb, "ready h:cbempty")
+                                 :match("^ready true false (%S+)$"))
+    assert.are_not.equal(("0"):rep(16), epoch)
+    assert.are.equal(0, off)
+    cb:abort()
+    local pub = on_worker(b, 2)
+    for i = 1, 3 do
+      assert.are.equal(("%s:%d"):format(epoch, i),
+                       select(2, published(pub, "h:cbempty", "m" .. i)))
+    end
+    for _, node in ipairs { a, b } do
+      local back = assert(helper.ws_connect(node.port, "/cb"))
+      assert.is_true(back:send_text(("ready h:cbempty %s:0"):format(epoch)))
+      for i = 1, 3 do
+        assert.are.same({ epoch, i, "m" .. i }, { recv_positioned(back) })
+      end
+      assert.are.equal(("ready true true %s:3"):format(epoch),
+                       select(2, back:recv_message()))
+      back:abort()
+    end
+    close_all { pub }
+  end)
 end)
 
 describe("history in redis, a node that began later", function()
@@ -219,13 +244,22 @@ describe("history in redis, a node that began later", function()
     local cb = assert(helper.ws_connect(c.port, "/cb"))
     local reply = ask(cb, ("since h:none %s:3"):format(epoch))
     assert.are.equal("since true false 0000000000000000:0", reply)
+    -- unless it gives ready: the answer comes once Redis's read is here
+    local cb2 = assert(helper.ws_connect(c.port, "/cb"))
+    assert.is_true(cb2:send_text(("ready h:late %s:5"):format(epoch)))
+    for i = 6, 26 do
+      assert.are.same({ epoch, i, i == 26 and "live" or "m" .. i },
+                      { recv_positioned(cb2) })
+    end
+    assert.are.equal(("ready true true %s:26"):format(epoch),
+                     select(2, cb2:recv_message()))
     -- a position of another epoch is not recovered, from Redis either
     reply = ask(ws, "since h:late 0123456789abcdef:3")
     assert.are.equal(("since false false %s:26"):format(epoch), reply)
     local fresh = on_worker(c)
     reply = ask(fresh, "since h:late 0123456789abcdef:3")
     assert.are.equal(("since true false %s:26"):format(epoch), reply)
-    close_all { ws, cb, fresh, pub }
+    close_all { ws, cb, cb2, fresh, pub }
   end)
 end)
 

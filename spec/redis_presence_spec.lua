@@ -8,6 +8,57 @@ local helper = require "helper"
 local ask, close_all = helper.ask, helper.close_all
 
 local TTL = 1
+local CHANNEL = "moonsocket:presence"
+
+-- Redis's protocol (RESP), enough to publish and subscribe raw bytes.
+local function resp_command(...)
+  local parts = { "*" .. select("#", ...) .. "\r\n" }
+  for i = 1, select("#", ...) do
+    local arg = tostring((select(i, ...)))
+    parts[#parts + 1] = "$" .. #arg .. "\r\n" .. arg .. "\r\n"
+  end
+  return table.concat(parts)
+end
+
+local function resp_reply(sock)
+  local line = assert(sock:receive("*l"))
+  local kind, rest = line:sub(1, 1), line:sub(2)
+  if kind == "$" then
+    local n = tonumber(rest)
+    if n < 0 then return nil end
+    return assert(sock:receive(n + 2)):sub(1, n)
+  elseif kind == "*" then
+    local list = {}
+    for i = 1, tonumber(rest) do list[i] = resp_reply(sock) end
+    return list
+  elseif kind == ":" then
+    return tonumber(rest)
+  end
+  assert(kind == "+", line)
+  return rest
+end
+
+local function redis_call(port, ...)
+  local sock = assert(helper.connect(port))
+  assert(sock:send(resp_command(...)))
+  local reply = resp_reply(sock)
+  sock:close()
+  return reply
+end
+
+-- Integers in network byte order, as presence messages carry them.
+local function be(n, bytes)
+  local out = {}
+  for i = bytes, 1, -1 do
+    out[i] = string.char(n & 0xff)
+    n = n >> 8
+  end
+  return table.concat(out)
+end
+
+local function info_string(s)
+  return "s" .. be(#s, 4) .. s
+end
 
 local function client(node)
   return assert(helper.ws_connect(node.port, "/ws"))
@@ -24,10 +75,10 @@ local function ask_until(ws, command, want, seconds)
   assert.are.equal(want, got)
 end
 
-local function start_node(redis_port, workers)
+local function start_node(redis_port, workers, log_events)
   return helper.start_server("spec/apps/presence.lua", {
     REDIS_URL = "redis://127.0.0.1:" .. redis_port, PRESENCE_TTL = TTL,
-    WORKERS = workers })
+    WORKERS = workers, LOG_EVENTS = log_events })
 end
 
 -- A client of node once its backplane is connected.
@@ -95,6 +146,135 @@ describe("presence across nodes", function()
     close_all { on_c }
   end)
 
+  it("publishes presence info in network byte order", function()
+    local sub = assert(helper.connect(redis_port))
+    assert(sub:send(resp_command("SUBSCRIBE", CHANNEL)))
+    assert.are.same({ "subscribe", CHANNEL, 1 }, resp_reply(sub))
+    local ann = connected(a)
+    local topic = "room:e"
+    local function joined_message()
+      while true do
+        local push = resp_reply(sub)
+        local msg = push[3]
+        if msg:sub(2, 2) == "J" and msg:sub(31, 30 + #topic) == topic then
+          return msg
+        end
+      end
+    end
+    assert.are.equal("join true", ask(ann, "joinnum room:e 258"))
+    local msg = joined_message()
+    -- kind, process, node, member, topic's length, topic, info
+    assert.are.equal("\3J", msg:sub(1, 2))
+    assert.are.equal(be(#topic, 4) .. topic, msg:sub(27, 30 + #topic))
+    assert.are.equal("{" .. info_string("n") .. "i" .. be(258, 8) .. "}",
+                     msg:sub(31 + #topic))
+    assert.are.equal("join true", ask(ann, "joinnum room:e2 -1.5"))
+    topic = "room:e2"
+    msg = joined_message()
+    -- -1.5 in IEEE 754 binary64 is bfd8000000000000
+    assert.are.equal("{" .. info_string("n") .. "n" ..
+                     "\191\248\0\0\0\0\0\0}", msg:sub(31 + #topic))
+    sub:close()
+    close_all { ann }
+  end)
+
+  it("reads presence info sent in network byte order", function()
+    local on_a = connected(a)
+    ask(on_a, "events")
+    local topic = "room:f"
+    local head = be(0x0102030405060708, 8) .. be(0x1112131415161718, 8)
+      .. be(42, 8)
+    local info = "{" .. info_string("name") .. info_string("eve")
+      .. info_string("worker") .. "i" .. be(7, 8)
+      .. info_string("neg") .. "i" .. be(-2, 8)
+      .. info_string("x") .. "n" .. "\63\248\0\0\0\0\0\0" .. "}"
+    local want = "info {name=eve:string;neg=-2:integer;worker=7:integer;"
+      .. "x=1.5:float}"
+    local got
+    helper.wait_until(function()
+      -- the join, told again with each beat: a known member stays one
+      redis_call(redis_port, "PUBLISH", CHANNEL,
+                 "\3J" .. head .. be(#topic, 4) .. topic .. info)
+      got = ask(on_a, "info room:f")
+      return got == want
+    end, helper.scaled(5), 0.05)
+    assert.are.equal(want, got)
+    assert.are.equal("count 1", ask(on_a, "count room:f"))
+    redis_call(redis_port, "PUBLISH", CHANNEL, "\3L" .. head)
+    ask_until(on_a, "count room:f", "count 0")
+    assert.are.equal("events join:room:f:eve,leave:room:f:eve",
+                     ask(on_a, "events"))
+    close_all { on_a }
+  end)
+
+  it("drops the members a whole list of their process leaves out",
+     function()
+    local on_a = connected(a)
+    ask(on_a, "events")
+    local head = be(0x2122232425262728, 8) .. be(0x3132333435363738, 8)
+    local function send(kind, n, name)
+      local msg = "\3" .. kind .. head .. be(n, 8)
+      if name then
+        msg = msg .. be(6, 4) .. "room:g{" .. info_string("name")
+          .. info_string(name) .. "}"
+      end
+      redis_call(redis_port, "PUBLISH", CHANNEL, msg)
+    end
+    -- eve and fay, told one by one, then in a whole list
+    send("J", 1, "eve")
+    send("J", 2, "fay")
+    send("B", 1)
+    send("J", 1, "eve")
+    send("J", 2, "fay")
+    send("E", 1)
+    -- a list whose beginning was not heard drops nothing
+    send("J", 1, "eve")
+    send("E", 2)
+    ask_until(on_a, "count room:g", "count 2")
+    -- fay's leave was lost: the next whole list leaves her out
+    send("B", 3)
+    send("J", 1, "eve")
+    send("E", 3)
+    ask_until(on_a, "count room:g", "count 1")
+    assert.are.equal("info {name=eve:string}", ask(on_a, "info room:g"))
+    assert.are.equal("events join:room:g:eve,join:room:g:fay,"
+                     .. "leave:room:g:fay", ask(on_a, "events"))
+    send("L", 1)
+    ask_until(on_a, "count room:g", "count 0")
+    close_all { on_a }
+  end)
+
+  it("answers a request for its members with a whole list", function()
+    local sub = assert(helper.connect(redis_port))
+    assert(sub:send(resp_command("SUBSCRIBE", CHANNEL)))
+    assert.are.same({ "subscribe", CHANNEL, 1 }, resp_reply(sub))
+    local ann = connected(a)
+    assert.are.equal("join true", ask(ann, "join room:h ann"))
+    local head = be(0x4142434445464748, 8) .. be(0x5152535455565758, 8)
+    redis_call(redis_port, "PUBLISH", CHANNEL, "\3S" .. head .. be(0, 8))
+    -- every process answers with a whole list: B, its members, E (the
+    -- same number); a's is ann's
+    local lists = {}                  -- process -> what it sent since B
+    local found = helper.wait_until(function()
+      local msg = resp_reply(sub)[3]
+      local kind, process = msg:sub(2, 2), msg:sub(3, 10)
+      if kind == "B" then
+        lists[process] = { "B", msg:sub(19, 26) }
+      elseif lists[process] and kind == "J" then
+        table.insert(lists[process], "J " .. msg:sub(31, 36))
+      elseif lists[process] and kind == "E" then
+        local list = lists[process]
+        assert.are.equal(list[2], msg:sub(19, 26))
+        lists[process] = nil
+        return list[3] == "J room:h" and list
+      end
+    end, helper.scaled(5), 0)
+    assert.is_truthy(found, "no whole list with ann")
+    assert.are.equal(3, #found)
+    sub:close()
+    close_all { ann }
+  end)
+
   it("forgets the members of a node killed with SIGKILL", function()
     local on_a = connected(a)
     ask(on_a, "events")                -- what the others left
@@ -157,5 +337,104 @@ describe("presence across nodes of two workers", function()
     ask_until(a1, "who room:w", "who ann@1,bob@0")
     ask_until(on_b, "who room:w", "who ann@1,bob@0", TTL * 4)
     close_all { a1, on_b, bob }
+  end)
+end)
+
+describe("presence when a node's link to Redis ends", function()
+  local redis, redis_port, a, b
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    a = start_node(redis_port, nil, 1)
+    b = start_node(redis_port)
+  end)
+
+  teardown(function()
+    redis:stop()
+    helper.stop_and_check(a)
+    helper.stop_and_check(b)
+  end)
+
+  -- bob on node b, and a client of node a that saw him join.
+  local function bob_seen_by_a(topic)
+    local on_a, bob = connected(a), connected(b)
+    ask(on_a, "events")
+    assert.are.equal("join true", ask(bob, "join " .. topic .. " bob"))
+    ask_until(on_a, "who " .. topic, "who bob@0")
+    assert.are.equal("events join:" .. topic .. ":bob", ask(on_a, "events"))
+    return on_a, bob
+  end
+
+  it("tells a leave of each other node's member when closed", function()
+    local on_a, bob = bob_seen_by_a("room:c")
+    assert.are.equal("bpclose", ask(on_a, "bpclose"))
+    assert.are.equal("bp false", ask(on_a, "bp"))
+    -- at once, not after presence_ttl: the list and the events agree
+    assert.are.equal("who ", ask(on_a, "who room:c"))
+    assert.are.equal("events leave:room:c:bob", ask(on_a, "events"))
+    -- this node's own members stay, and are told of nobody else
+    assert.are.equal("join true", ask(on_a, "join room:c ann"))
+    assert.are.equal("who ann@0", ask(on_a, "who room:c"))
+    assert.are.equal("events join:room:c:ann", ask(on_a, "events"))
+    close_all { on_a, bob }
+    helper.stop_and_check(a)
+  end)
+
+  it("tells a leave of each other node's member at shutdown", function()
+    a:stop()                          -- stopped already, unless it failed
+    a = start_node(redis_port, nil, 1)
+    local on_a, bob = bob_seen_by_a("room:s")
+    close_all { on_a }
+    helper.stop_and_check(a)
+    local said = {}
+    for line in a:log():gmatch("presence (%S+)") do said[#said + 1] = line end
+    assert.are.same({ "join:room:s:bob", "leave:room:s:bob" }, said)
+    close_all { bob }
+  end)
+
+  it("tells every leave when a leave's handler closes the backplane",
+     function()
+    a:stop()
+    a = start_node(redis_port)
+    local on_a = connected(a)
+    assert.are.equal("closeonleave", ask(on_a, "closeonleave"))
+    -- members of two other processes, which then fall silent
+    for i, name in ipairs { "eve", "fay" } do
+      local head = be(i, 8) .. be(100 + i, 8) .. be(1, 8)
+      redis_call(redis_port, "PUBLISH", CHANNEL, "\3J" .. head .. be(6, 4)
+                 .. "room:x{" .. info_string("name") .. info_string(name)
+                 .. "}")
+    end
+    -- after presence_ttl the first is dropped; its leave's handler
+    -- closes the backplane, which drops the other there and then
+    ask_until(on_a, "count room:x", "count 0", TTL * 4)
+    assert.are.equal("bp false", ask(on_a, "bp"))
+    local events = ask(on_a, "events")
+    assert.is_truthy(events == "events join:room:x:eve,join:room:x:fay,"
+                     .. "leave:room:x:eve,leave:room:x:fay" or
+                     events == "events join:room:x:eve,join:room:x:fay,"
+                     .. "leave:room:x:fay,leave:room:x:eve", events)
+    close_all { on_a }
+    helper.stop_and_check(a)
+  end)
+
+  -- Last: the Redis started again inherits the clients' sockets, whose
+  -- close then does not reach the servers until it stops.
+  it("tells the leaves when the link is lost, and the joins when it is "
+     .. "back", function()
+    a:stop()
+    a = start_node(redis_port, nil, 1)
+    local on_a, bob = bob_seen_by_a("room:l")
+    redis:kill("KILL")
+    redis:stop()
+    ask_until(on_a, "bp", "bp false")
+    -- bob's node is silent: gone after presence_ttl, with its leave
+    ask_until(on_a, "who room:l", "who ", TTL * 4)
+    assert.are.equal("events leave:room:l:bob", ask(on_a, "events"))
+    redis = helper.start_redis(redis_port)
+    ask_until(on_a, "who room:l", "who bob@0", 15)
+    assert.are.equal("events join:room:l:bob", ask(on_a, "events"))
+    close_all { on_a, bob }
   end)
 end)

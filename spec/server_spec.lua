@@ -150,7 +150,11 @@ describe("server", function()
       -- called through pcall, Lua cannot name the function: '?'
       "bad argument #1 to '?' (moonsocket.ws expected, got number)",
       "bad argument #3 to '?' (invalid option 'bogus')",
-      "bad argument #2 to '?' (invalid close code)" }, "\n") },
+      "bad argument #2 to '?' (invalid close code)",
+      "bad argument #2 to '?' (string expected, got no value)",
+      "bad argument #2 to '?' (string expected, got table)",
+      "bad argument #4 to '?' (table expected, got number)",
+      "bad argument #3 to '?' (invalid option '7')" }, "\n") },
       { ws:recv_message() })
     ws:abort()
   end)

@@ -361,13 +361,25 @@ end
 -- A subscribe from a position this process did not keep (or to a topic
 -- it has no position of) asks first: Redis with the backplane, the
 -- master in a worker.  A coroutine that may wait waits for the answer
--- (the core then subscribes from what it has); another caller goes on.
+-- (the core then subscribes from what it has); another caller goes on,
+-- unless it gave the core a later: a function that subscribes and tells
+-- the app's ready, run here when the answer has come (returns true).
 -- One read may serve several subscribes.
 local recoveries = {}     -- request -> { waiting coroutine = true }
+local laters = {}         -- request -> { later, ... } in their order
 
-local function await_recovery(request)
+local function await_recovery(request, later)
   local co = can_wait()
-  if not co then return end
+  if not co then
+    if not later then return false end
+    local list = laters[request]
+    if not list then
+      list = {}
+      laters[request] = list
+    end
+    list[#list + 1] = later
+    return true
+  end
   local waiters = recoveries[request]
   if not waiters then
     waiters = {}
@@ -378,6 +390,11 @@ local function await_recovery(request)
 end
 
 local function recovery_done(request)
+  local list = laters[request]
+  if list then
+    laters[request] = nil
+    for i = 1, #list do report("subscribe", xpcall(list[i], traceback)) end
+  end
   local waiters = recoveries[request]
   if not waiters then return end
   recoveries[request] = nil

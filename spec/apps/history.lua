@@ -3,6 +3,11 @@
 --   since T [POS]          -> ws:subscribe(T, { since = POS }) (POS
 --     "epoch:offset", none: {}): "since OK RECOVERED EPOCH:OFFSET", or
 --     "since nil MESSAGE CODE"; the recovered messages come before it
+--   ready T [POS]          -> ws:subscribe(T, { since = POS, ready = fn }):
+--     fn answers "ready OK RECOVERED EPOCH:OFFSET" (or "ready nil MESSAGE
+--     CODE"), the recovered messages before it; "ready raise": fn raises
+--   readybad T             -> ws:subscribe(T, { ready = 1 }) raises:
+--     "readybad ERROR"
 --   pub T MSG / pubbin T MSG -> app:publish: "pub N EPOCH:OFFSET", or
 --     "pub nil MESSAGE CODE"
 --   wspub T MSG            -> ws:publish: "wspub N EPOCH:OFFSET"
@@ -77,6 +82,19 @@ local function command(ws, msg)
                                                    rest or nil })
     if ok == nil then return reply(ws, "since nil", info, code) end
     reply(ws, "since", ok, info.recovered, pos(info.position))
+  elseif cmd == "ready" then
+    local raise = rest == "raise"
+    ws:subscribe(topic, { since = rest ~= "" and not raise and rest or nil,
+                          ready = function(sock, ok, info, code)
+      if raise then error("ready raised") end
+      if ok == nil then return reply(sock, "ready nil", info, code) end
+      reply(sock, "ready", ok, info.recovered, pos(info.position))
+    end })
+  elseif cmd == "readybad" then
+    local _, err = pcall(function()
+      return ws:subscribe(topic, { ready = 1 })
+    end)
+    reply(ws, "readybad", (tostring(err):gsub("^[^:]*:%d+: ", "")))
   elseif cmd == "pub" or cmd == "pubbin" then
     local n, p, code = app:publish(topic, rest, cmd == "pubbin" and "binary"
                                    or nil)

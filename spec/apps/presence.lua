@@ -3,6 +3,8 @@
 --                         worker = W } }): "join OK"
 --   joinwith T         -> ws:subscribe(T, { presence = a nested table }):
 --                         "join OK"
+--   joinnum T N        -> ws:subscribe(T, { presence = { n = tonumber(N) } }):
+--                         "join OK"
 --   bad T WHAT         -> ws:subscribe with a bad presence: "bad ERROR"
 --   leave T            -> ws:unsubscribe(T): "leave OK"
 --   who T              -> app:presence(T): "who NAME@W,NAME@W" sorted
@@ -13,8 +15,12 @@
 --   pid                -> "pid WORKER" (0 without workers)
 --   die                -> this worker exits with status 3
 --   bp                 -> "bp true" when the backplane is connected
+--   bpclose            -> app.backplane:close(): "bpclose"
+--   closeonleave       -> the next leave's on_presence closes the
+--                         backplane: "closeonleave"
 -- env PORT, WORKERS; REDIS_URL: a backplane to that Redis (PRESENCE_TTL:
--- its presence_ttl).
+-- its presence_ttl); LOG_EVENTS: each event also written to stdout as
+-- "presence KIND:TOPIC:NAME".
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {}
@@ -23,9 +29,19 @@ if os.getenv("REDIS_URL") then
                       presence_ttl = tonumber(os.getenv("PRESENCE_TTL")) }
 end
 local events = {}
+local close_on_leave = false
 
 app:on_presence("room:*", function(topic, kind, info)
-  events[#events + 1] = kind .. ":" .. topic .. ":" .. tostring(info.name)
+  local event = kind .. ":" .. topic .. ":" .. tostring(info.name)
+  events[#events + 1] = event
+  if kind == "leave" and close_on_leave then
+    close_on_leave = false
+    app.backplane:close()
+  end
+  if os.getenv("LOG_EVENTS") then
+    io.stdout:write("presence ", event, "\n")
+    io.stdout:flush()
+  end
 end)
 
 local function serialise(v)
@@ -52,6 +68,9 @@ local function command(ws, msg)
     ws:send("join " .. tostring(ws:subscribe(topic, { presence = {
       name = "n", [1] = "first", n = 1.5, yes = true, no = false,
       deep = { list = { 1, 2, 3 } } } })))
+  elseif cmd == "joinnum" then
+    ws:send("join " .. tostring(ws:subscribe(topic, {
+      presence = { n = tonumber(rest) } })))
   elseif cmd == "bad" then
     local bad = { ["string"] = "x", fn = { f = print },
                   big = { s = ("x"):rep(20000) } }
@@ -80,6 +99,12 @@ local function command(ws, msg)
     ws:send("pid " .. worker)
   elseif cmd == "bp" then
     ws:send("bp " .. tostring(app.backplane and app.backplane.connected))
+  elseif cmd == "bpclose" then
+    app.backplane:close()
+    ws:send("bpclose")
+  elseif cmd == "closeonleave" then
+    close_on_leave = true
+    ws:send("closeonleave")
   elseif cmd == "die" then
     os.exit(3)
   end

@@ -76,7 +76,11 @@ app:ws("/ws", {
       local _, e1 = pcall(ws.send, 42, "x")
       local _, e2 = pcall(ws.send, ws, "x", "bogus")
       local _, e3 = pcall(ws.close, ws, 1005)
-      ws:send(table.concat({ e1, e2, e3 }, "\n"))
+      local _, e4 = pcall(ws.send, ws)
+      local _, e5 = pcall(ws.send, ws, {}, "binary")
+      local _, e6 = pcall(ws.send, ws, "x", "text", 5)
+      local _, e7 = pcall(ws.send, ws, "x", 7)
+      ws:send(table.concat({ e1, e2, e3, e4, e5, e6, e7 }, "\n"))
     end
   end,
   drain = function(ws)

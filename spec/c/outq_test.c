@@ -56,6 +56,16 @@ static size_t data_frame(struct fixture *f, size_t n, int fill) {
   return hl + n;
 }
 
+/* data_frame, its header written in place (outq_data_reserve). */
+static size_t data_frame_in_place(struct fixture *f, size_t n, int fill) {
+  size_t hl = frame_header_size(n);
+  uint8_t *at = outq_data_reserve(&f->q, &f->pool, hl + n);
+  if (!at) abort();
+  frame_write_header(at, WS_OP_BINARY, 1, 0, n);
+  memset(at + hl, fill, n);
+  return hl + n;
+}
+
 /* The queue's unsent bytes, memory chunks only. */
 static size_t contents(const struct ms_outq *q, uint8_t *out, size_t cap) {
   struct iovec iov[64];
@@ -476,6 +486,42 @@ static void test_flush(struct run *r) {
         "the spare chunks freed");
 }
 
+/* ---------------------------------------------------------------------
+ * Frames written in place
+ * ------------------------------------------------------------------- */
+
+static void test_in_place(struct run *r) {
+  static uint8_t want[40000], got[40000];
+  struct fixture f, g;
+  setup(&f);
+  setup(&g);
+  size_t sizes[] = { 0, 10, 125, 126, 300, 8000, 8000, 8000 };
+  size_t total = 0;
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    total += data_frame(&f, sizes[i], 'a' + (int)i);
+    data_frame_in_place(&g, sizes[i], 'a' + (int)i);
+  }
+  size_t n = contents(&f.q, want, sizeof want);
+  size_t m = contents(&g.q, got, sizeof got);
+  check(r, n == total && m == n && memcmp(want, got, n) == 0 &&
+        g.q.bytes == total,
+        "frames written in place: the bytes of copied ones");
+  check(r, outq_unsent(&g.q) == 8, "in place: each frame one message");
+  struct iovec iov[8];
+  int k = outq_iov(&g.q, iov, 8, SIZE_MAX), whole = k == 3;
+  for (int i = 0; i < k; i++)
+    whole &= ((const uint8_t *)iov[i].iov_base)[0] == 0x82;
+  check(r, whole,
+        "in place: a frame that does not fit takes a new chunk whole");
+  outq_consume(&g.q, &g.pool, 3, &g.rel);     /* the first, and a byte */
+  unsigned dropped = outq_drop(&g.q, &g.pool, &g.rel, 0);
+  m = contents(&g.q, got, sizeof got);
+  check(r, dropped == 6 && m == 11 && outq_unsent(&g.q) == 1,
+        "in place: a cut keeps the rest of the frame being written");
+  teardown(&f);
+  teardown(&g);
+}
+
 int main(void) {
 #if defined(__SANITIZE_ADDRESS__)
   printf("# built with -fsanitize=address,undefined\n");
@@ -492,6 +538,7 @@ int main(void) {
   test_file(&r);
   test_frames(&r);
   test_flush(&r);
+  test_in_place(&r);
   printf("1..%d\n", r.count);
   printf("outq_test: %d passed, %d failed\n", r.count - r.failed,
          r.failed);

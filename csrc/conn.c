@@ -179,9 +179,11 @@ static void msg_free(struct ms_conn *c, struct ms_rx *rx) {
   rx->msg_room = 0;
 }
 
-static void rx_free_buffers(struct ms_conn *c, struct ms_rx *rx) {
-  msg_free(c, rx);
+static inline void rx_free_buffers(struct ms_conn *c, struct ms_rx *rx) {
+  if (rx->msg_room) msg_free(c, rx);   /* (then msg is NULL) */
+  c->server->held -= rx->msg_cap;
   free(rx->in);
+  free(rx->msg);
   free(rx->ctl);
 }
 
@@ -1379,37 +1381,42 @@ static void handle_control(struct ms_conn *c, unsigned opcode,
   }
 }
 
-/* Deliver the message p[0..len), in a room when room is set: the room
- * is the handler's, or given back. */
-static int deliver(struct ms_conn *c, uint8_t *p, size_t len,
-                   unsigned op, int room) {
+static int deliver(struct ms_conn *c, const uint8_t *p, size_t len,
+                   unsigned op) {
   struct ms_rx *rx = c->rx;           /* feed's: stays while Lua runs */
   struct ms_metrics *mt = c->server->metrics;
   mt->messages_in[op]++;
   mt->bytes_in[op] += len;
   count_route(c, mt->route_in);
   rx->since = 0;
-  if (room) {
-    if (p == rx->msg) {               /* not rx's any more */
-      c->server->held -= rx->msg_cap;
-      rx->msg = NULL;
-      rx->msg_cap = 0;
-      rx->msg_room = 0;
-    }
-    c->flags |= CF_MSG_ROOM;
-  }
   int more = 1;
   /* a message sent before the peer saw our close frame still reaches
    * the handler, unless it declines it (section 7.1.2 lets us read on):
    * what it tries to send back is reported dropped, not silently lost */
   if (c->state == CS_OPEN || c->state == CS_CLOSING)
     more = ms_event_message(c, p, len, op);
-  if (room && (c->flags & CF_MSG_ROOM)) {   /* not taken */
-    c->flags &= ~(uint32_t)CF_MSG_ROOM;
-    ms_event_message_room_free(c, p);
-  }
   rx->msg_len = 0;
   if (rx->msg_cap > 4096) msg_free(c, rx);  /* keep no large buffer */
+  return more;
+}
+
+/* Deliver a message in a room (events.h): the handler's then, or given
+ * back. */
+static int deliver_room(struct ms_conn *c, uint8_t *room, size_t len,
+                        unsigned op) {
+  struct ms_rx *rx = c->rx;
+  if (room == rx->msg) {              /* not rx's any more */
+    c->server->held -= rx->msg_cap;
+    rx->msg = NULL;
+    rx->msg_cap = 0;
+    rx->msg_room = 0;
+  }
+  c->flags |= CF_MSG_ROOM;
+  int more = deliver(c, room, len, op);
+  if (c->flags & CF_MSG_ROOM) {       /* not taken */
+    c->flags &= ~(uint32_t)CF_MSG_ROOM;
+    ms_event_message_room_free(c, room);
+  }
   return more;
 }
 
@@ -1535,7 +1542,7 @@ static int inflate_payload(struct ms_conn *c, const struct frame_event *ev) {
   }
   if (!fin) return c->server->held > c->server->opts.max_incomplete_bytes
                   ? check_held(c) : 0;
-  int more = deliver(c, d->message.data, d->message.len, ev->msg_op, 0);
+  int more = deliver(c, d->message.data, d->message.len, ev->msg_op);
   if (c->deflate) inflated_free(c);   /* an idle socket holds none */
   return more ? 0 : -1;
 }
@@ -1562,6 +1569,24 @@ static int control_payload(struct ms_conn *c, const struct frame_event *ev) {
   return 0;
 }
 
+/* A whole long message that came in one read: copied into room,
+ * unmasked on the way (one pass), and delivered from there. */
+static int room_payload(struct ms_conn *c, const struct frame_event *ev,
+                        uint8_t *room) {
+  struct ms_rx *rx = c->rx;
+  if (ev->masked)
+    frame_unmask_copy(room, ev->data, ev->len, ev->mask, ev->mask_off);
+  else
+    memcpy(room, ev->data, ev->len);
+  if (ev->msg_op == WS_OP_TEXT &&
+      utf8_validate(rx->utf8, room, ev->len) != UTF8_ACCEPT) {
+    ms_event_message_room_free(c, room);
+    fail(c, 1007, FAIL_UTF8);
+    return -1;
+  }
+  return deliver_room(c, room, ev->len, ev->msg_op) ? 0 : -1;
+}
+
 /* Payload bytes of the current frame, still masked when ev->masked:
  * unmasked in place, or while copied into the message under way.
  * Returns -1 to stop. */
@@ -1570,42 +1595,44 @@ static int frame_payload(struct ms_conn *c, struct frame_event *ev) {
   int fin = ev->message_end;
   int append = ev->opcode < 8 && !(c->flags & CF_COMPRESSED) &&
                !(fin && rx->msg_len == 0);
-  uint8_t *data = ev->data, *room = NULL;
-  if (append) {
+  if (!append) {
+    uint8_t *room;
+    if (ev->len >= ROOM_MIN && ev->opcode < 8 &&
+        !(c->flags & CF_COMPRESSED) &&
+        (room = ms_event_message_room(c, ev->len)))
+      return room_payload(c, ev, room);
+    if (ev->masked) frame_unmask(ev->data, ev->len, ev->mask, ev->mask_off);
+    if (ev->opcode >= 8) return control_payload(c, ev);
+    if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
+  }
+  uint8_t *data = ev->data;
+  if (append) {                         /* one pass: copy and unmask */
     if (msg_reserve(c, ev->len, rx->frames.left, rx->frames.fin) < 0)
       return -1;
-    if (ev->len)                        /* (rx->msg may be NULL) */
+    if (ev->len) {                      /* (rx->msg may be NULL) */
       data = rx->msg + rx->msg_len;
-  } else if (ev->opcode < 8 && !(c->flags & CF_COMPRESSED) &&
-             ev->len >= ROOM_MIN) {     /* a whole message, long */
-    data = room = ms_event_message_room(c, ev->len);
-    if (!room) data = ev->data;
+      if (ev->masked)
+        frame_unmask_copy(data, ev->data, ev->len, ev->mask, ev->mask_off);
+      else
+        memcpy(data, ev->data, ev->len);
+      rx->msg_len += ev->len;
+    }
   }
-  if (data != ev->data) {               /* one pass: copy and unmask */
-    if (ev->masked)
-      frame_unmask_copy(data, ev->data, ev->len, ev->mask, ev->mask_off);
-    else
-      memcpy(data, ev->data, ev->len);
-    if (append) rx->msg_len += ev->len;
-  } else if (ev->masked) {
-    frame_unmask(ev->data, ev->len, ev->mask, ev->mask_off);
-  }
-  if (ev->opcode >= 8) return control_payload(c, ev);
-  if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
   if (ev->msg_op == WS_OP_TEXT) {
     rx->utf8 = utf8_validate(rx->utf8, data, ev->len);     /* fail fast */
     if (rx->utf8 == UTF8_REJECT || (fin && rx->utf8 != UTF8_ACCEPT)) {
-      if (room) ms_event_message_room_free(c, room);
       fail(c, 1007, FAIL_UTF8);
       return -1;
     }
   }
-  if (!append)                          /* a whole message: in place */
-    return deliver(c, data, ev->len, ev->msg_op, room != NULL) ? 0 : -1;
+  if (!append)                          /* whole message in place */
+    return deliver(c, ev->data, ev->len, ev->msg_op) ? 0 : -1;
   if (msg_held(c) < 0) return -1;
-  if (fin) return deliver(c, rx->msg, rx->msg_len, ev->msg_op,
-                          rx->msg_room) ? 0 : -1;
-  return 0;
+  if (!fin) return 0;
+  int more = rx->msg_room
+             ? deliver_room(c, rx->msg, rx->msg_len, ev->msg_op)
+             : deliver(c, rx->msg, rx->msg_len, ev->msg_op);
+  return more ? 0 : -1;
 }
 
 static const enum fail_reason frame_fail[] = {

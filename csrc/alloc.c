@@ -53,9 +53,27 @@ static void put(struct ms_lua_pool *a, void *ptr) {
   free(ptr);
 }
 
+/* A large block, when one was handed over or is to be recorded: a
+ * long string built in place (lroom.c). */
+static void *take_handed(struct ms_lua_pool *a, size_t n) {
+  void *p = a->handed;
+  if (a->recording) {
+    a->recording = 0;
+    if ((p = malloc(n))) {
+      a->handed = p;
+      a->handed_size = n;
+    }
+    return p;
+  }
+  if (n != a->handed_size) return malloc(n);
+  a->handed = NULL;
+  return p;
+}
+
 /* A block of at least n bytes (n > 0). */
 static void *get(struct ms_lua_pool *a, size_t n) {
-  if (n > MS_ALLOC_MAX - 23) return malloc(n);
+  if (n > MS_ALLOC_MAX - 23)
+    return a->handed || a->recording ? take_handed(a, n) : malloc(n);
   size_t class = (n + 23) >> 4;            /* ceil((n + 8) / 16) */
   void *p = a->free[class];
   if (p) {

@@ -17,6 +17,14 @@ struct ms_lua_pool {
   size_t moves;                   /* blocks kept or taken, ever */
   size_t moves_seen;              /* at the last idle check */
   double checked;                 /* when that was */
+  void *handed;                   /* a block the next allocation of */
+  size_t handed_size;             /* handed_size bytes takes (lroom.c) */
+  int recording;                  /* the next large block is recorded
+                                     as handed, handed_size */
+  size_t str_offset, str_extra;   /* a long string's bytes in its block,
+                                     and its block's other bytes, once
+                                     learnt (lroom.c) */
+  int str_unknown;                /* could not be learnt: no rooms */
 };
 
 /* A lua_Alloc: lua_setallocf(L, ms_lua_alloc, &pool), at any time, since it

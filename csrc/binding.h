@@ -17,6 +17,7 @@
 #define TLS_MT     "moonsocket.tls"
 #define SOCKET_MT  "moonsocket.socket"
 #define LOOKUP_MT  "moonsocket.lookup"
+#define REQUEST_MT "moonsocket.request"  /* a pipeline's request table */
 
 /* Uservalues of a WebSocket object: the handler (a table, or the
  * coroutine handler's thread; a request's body reader before an
@@ -193,6 +194,26 @@ void ms_open_body(lua_State *L);
 void ms_request_mark_body(lua_State *L, int req_idx, struct ms_conn *c);
 /* c is released: a reader still waiting for its body is told. */
 void ms_body_released(struct ms_conn *c);
+
+/* lroom.c: a long message written straight into its Lua string */
+/* The bytes of a long string of len bytes to be, or NULL (too short,
+ * not the runner's allocator, out of memory). */
+uint8_t *ms_room_new(lua_State *L, size_t len);
+/* Push the string of a room filled with len bytes; it is Lua's now. */
+const char *ms_room_push(lua_State *L, uint8_t *room, size_t len);
+/* A room not pushed. */
+void ms_room_free(lua_State *L, uint8_t *room);
+
+/* Push a message's data as a string: a room the core filled
+ * (CF_MSG_ROOM, which this clears: the room is taken) or a copy. */
+static inline const char *ms_push_message(lua_State *L, struct ms_conn *c,
+                                          const uint8_t *data,
+                                          size_t len) {
+  if (!(c->flags & CF_MSG_ROOM))
+    return lua_pushlstring(L, (const char *)data, len);
+  c->flags &= ~(uint32_t)CF_MSG_ROOM;
+  return ms_room_push(L, (uint8_t *)data, len);
+}
 
 /* lws.c: the ws object */
 /* Push ws.request of the object at idx (nil before an upgrade). */

@@ -72,7 +72,7 @@ struct ms_server *ms_client_context(struct ms_module *m) {
   s->module = m;
   s->metrics = &x->metrics;
   s->listener.fd = -1;
-  s->on_request = s->ref = LUA_NOREF;
+  s->on_request = s->ref = s->ws_routes = LUA_NOREF;
   x->rand_used = sizeof x->rand;      /* empty: filled on first use */
   ev_prepare_init(&s->prepare, ctx_prepare_cb);
   ev_timer_init(&s->sweep, ms_server_sweep_cb, 1.0, 1.0);

@@ -29,6 +29,8 @@
 #define ANCHOR_MIN     8192    /* payloads from here on are not copied */
 #define FLUSH_EAGER    (256u << 10)  /* write now, not at loop end */
 #define MSG_MIN        4096    /* a reassembled message's first buffer */
+#define ROOM_MIN       4096    /* from here on a message is written into
+                                  a room of its handler's string */
 /* After an HTTP answer that closes, the request's unread rest is read
  * and discarded for at most close_timeout and this many bytes, so that
  * a reset does not destroy the answer (RFC 9112 section 9.6). */
@@ -158,6 +160,7 @@ struct ms_rx {
   size_t in_len;
   uint8_t *msg;                     /* message being reassembled */
   size_t msg_len, msg_cap;
+  uint8_t msg_room;                 /* msg is a room (events.h) */
   struct frame_reader frames;       /* where the frame stream is */
   double since;                     /* when the frame or message under
                                        way was left incomplete, or 0 */
@@ -166,8 +169,19 @@ struct ms_rx {
   uint8_t *ctl;                     /* control payload split over reads */
 };
 
-static void rx_free_buffers(struct ms_server *s, struct ms_rx *rx) {
-  s->held -= rx->msg_cap;
+/* The message buffer of rx, a room or not. */
+static void msg_free(struct ms_conn *c, struct ms_rx *rx) {
+  if (rx->msg_room) ms_event_message_room_free(c, rx->msg);
+  else free(rx->msg);
+  c->server->held -= rx->msg_cap;
+  rx->msg = NULL;
+  rx->msg_cap = 0;
+  rx->msg_room = 0;
+}
+
+static inline void rx_free_buffers(struct ms_conn *c, struct ms_rx *rx) {
+  if (rx->msg_room) msg_free(c, rx);   /* (then msg is NULL) */
+  c->server->held -= rx->msg_cap;
   free(rx->in);
   free(rx->msg);
   free(rx->ctl);
@@ -178,7 +192,7 @@ static void rx_free_buffers(struct ms_server *s, struct ms_rx *rx) {
 static void rx_free(struct ms_conn *c) {
   struct ms_rx *rx = c->rx;
   if (!rx) return;
-  rx_free_buffers(c->server, rx);
+  rx_free_buffers(c, rx);
   if (c->flags & CF_RX_LOCAL) {
     memset(rx, 0, sizeof *rx);
   } else {
@@ -1382,11 +1396,26 @@ static int deliver(struct ms_conn *c, const uint8_t *p, size_t len,
   if (c->state == CS_OPEN || c->state == CS_CLOSING)
     more = ms_event_message(c, p, len, op);
   rx->msg_len = 0;
-  if (rx->msg_cap > 4096) {      /* keep no large buffer meanwhile */
+  if (rx->msg_cap > 4096) msg_free(c, rx);  /* keep no large buffer */
+  return more;
+}
+
+/* Deliver a message in a room (events.h): the handler's then, or given
+ * back. */
+static int deliver_room(struct ms_conn *c, uint8_t *room, size_t len,
+                        unsigned op) {
+  struct ms_rx *rx = c->rx;
+  if (room == rx->msg) {              /* not rx's any more */
     c->server->held -= rx->msg_cap;
-    free(rx->msg);
     rx->msg = NULL;
     rx->msg_cap = 0;
+    rx->msg_room = 0;
+  }
+  c->flags |= CF_MSG_ROOM;
+  int more = deliver(c, room, len, op);
+  if (c->flags & CF_MSG_ROOM) {       /* not taken */
+    c->flags &= ~(uint32_t)CF_MSG_ROOM;
+    ms_event_message_room_free(c, room);
   }
   return more;
 }
@@ -1437,8 +1466,14 @@ static int msg_reserve(struct ms_conn *c, size_t len, uint64_t rest,
   if (cap < need) cap = need;
   if (last && rest <= need && cap - need < rest) cap = need + (size_t)rest;
   if (last && cap - need > rest) cap = need + (size_t)rest;
-  uint8_t *m = realloc(rx->msg, cap);
-  if (!m) {
+  /* the whole message: into the room of its string, if there is one */
+  uint8_t *m = last && cap - need == rest && cap >= ROOM_MIN
+               ? ms_event_message_room(c, cap) : NULL;
+  if (m) {
+    if (rx->msg_len) memcpy(m, rx->msg, rx->msg_len);
+    msg_free(c, rx);
+    rx->msg_room = 1;
+  } else if (!(m = realloc(rx->msg, cap))) {
     ms_conn_abort(c, 1006);
     return -1;
   }
@@ -1534,6 +1569,24 @@ static int control_payload(struct ms_conn *c, const struct frame_event *ev) {
   return 0;
 }
 
+/* A whole long message that came in one read: copied into room,
+ * unmasked on the way (one pass), and delivered from there. */
+static int room_payload(struct ms_conn *c, const struct frame_event *ev,
+                        uint8_t *room) {
+  struct ms_rx *rx = c->rx;
+  if (ev->masked)
+    frame_unmask_copy(room, ev->data, ev->len, ev->mask, ev->mask_off);
+  else
+    memcpy(room, ev->data, ev->len);
+  if (ev->msg_op == WS_OP_TEXT &&
+      utf8_validate(rx->utf8, room, ev->len) != UTF8_ACCEPT) {
+    ms_event_message_room_free(c, room);
+    fail(c, 1007, FAIL_UTF8);
+    return -1;
+  }
+  return deliver_room(c, room, ev->len, ev->msg_op) ? 0 : -1;
+}
+
 /* Payload bytes of the current frame, still masked when ev->masked:
  * unmasked in place, or while copied into the message under way.
  * Returns -1 to stop. */
@@ -1543,6 +1596,11 @@ static int frame_payload(struct ms_conn *c, struct frame_event *ev) {
   int append = ev->opcode < 8 && !(c->flags & CF_COMPRESSED) &&
                !(fin && rx->msg_len == 0);
   if (!append) {
+    uint8_t *room;
+    if (ev->len >= ROOM_MIN && ev->opcode < 8 &&
+        !(c->flags & CF_COMPRESSED) &&
+        (room = ms_event_message_room(c, ev->len)))
+      return room_payload(c, ev, room);
     if (ev->masked) frame_unmask(ev->data, ev->len, ev->mask, ev->mask_off);
     if (ev->opcode >= 8) return control_payload(c, ev);
     if (c->flags & CF_COMPRESSED) return inflate_payload(c, ev);
@@ -1570,8 +1628,11 @@ static int frame_payload(struct ms_conn *c, struct frame_event *ev) {
   if (!append)                          /* whole message in place */
     return deliver(c, ev->data, ev->len, ev->msg_op) ? 0 : -1;
   if (msg_held(c) < 0) return -1;
-  if (fin) return deliver(c, rx->msg, rx->msg_len, ev->msg_op) ? 0 : -1;
-  return 0;
+  if (!fin) return 0;
+  int more = rx->msg_room
+             ? deliver_room(c, rx->msg, rx->msg_len, ev->msg_op)
+             : deliver(c, rx->msg, rx->msg_len, ev->msg_op);
+  return more ? 0 : -1;
 }
 
 static const enum fail_reason frame_fail[] = {
@@ -1654,11 +1715,11 @@ static void rx_settle(struct ms_conn *c, struct ms_rx *rx) {
       *c->rx = *rx;
       return;
     }
-    rx_free_buffers(c->server, rx);
+    rx_free_buffers(c, rx);
     ms_conn_abort(c, 1006);
     return;
   }
-  rx_free_buffers(c->server, rx);
+  rx_free_buffers(c, rx);
 }
 
 /* Feed bytes: after those kept from before, if any; keep what is not

@@ -37,6 +37,15 @@ void ms_event_open(struct ms_conn *c);
 int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
                      unsigned opcode);
 
+/* Room for a whole message of len bytes that ms_event_message can take
+ * as it is, without a copy, or NULL: the core then keeps the message
+ * in a buffer of its own.  The core fills it and delivers it with
+ * CF_MSG_ROOM set in c->flags; ms_event_message takes it by clearing
+ * the flag, or leaves it to the core to give back with
+ * ms_event_message_room_free, as any room it does not deliver. */
+uint8_t *ms_event_message_room(struct ms_conn *c, size_t len);
+void ms_event_message_room_free(struct ms_conn *c, uint8_t *room);
+
 /* A pong, while open. */
 void ms_event_pong(struct ms_conn *c, const uint8_t *data, size_t len);
 

@@ -30,14 +30,24 @@ int handshake_accept_key(const char *key, size_t len, char *accept) {
   return 0;
 }
 
-/* The only value of header name, or NULL; *count tells how many. */
-static const struct http_header *find_header(const struct http_request *req,
-                                             const char *name, int *count) {
+/* Whether header h is named name (lower case, len bytes): lengths
+ * first, which rule out most headers without a compare. */
+static int named(const struct http_header *h, const char *name, size_t len) {
+  return h->name_len == len && http_ieq(h->name, len, name);
+}
+
+/* The only value of header name (a literal), or NULL; *count tells how
+ * many. */
+#define find_header(req, name, count) \
+  find_named(req, name, sizeof name - 1, count)
+static const struct http_header *find_named(const struct http_request *req,
+                                            const char *name, size_t len,
+                                            int *count) {
   const struct http_header *found = NULL;
   *count = 0;
   for (size_t i = 0; i < req->nheaders; i++) {
     const struct http_header *h = &req->headers[i];
-    if (http_ieq(h->name, h->name_len, name)) {
+    if (named(h, name, len)) {
       if (!found) found = h;
       (*count)++;
     }
@@ -45,11 +55,14 @@ static const struct http_header *find_header(const struct http_request *req,
   return found;
 }
 
-static int has_token(const struct http_request *req, const char *name,
-                     const char *token) {
+/* Whether a header name (a literal) lists token. */
+#define has_token(req, name, token) \
+  has_named_token(req, name, sizeof name - 1, token)
+static int has_named_token(const struct http_request *req, const char *name,
+                           size_t len, const char *token) {
   for (size_t i = 0; i < req->nheaders; i++) {
     const struct http_header *h = &req->headers[i];
-    if (http_ieq(h->name, h->name_len, name) &&
+    if (named(h, name, len) &&
         http_has_token(h->value, h->value_len, token))
       return 1;
   }

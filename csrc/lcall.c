@@ -168,7 +168,7 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
     lua_settop(L, base);
     int n = ms_push_callback(L, c, "message");
     if (!n) return 0;
-    const char *msg = lua_pushlstring(L, (const char *)data, len);
+    const char *msg = ms_push_message(L, c, data, len);
     lua_insert(L, -(n + 2));
     lua_pushvalue(L, -(n + 2));
     ms_push_kind(L, m, opcode);
@@ -182,7 +182,7 @@ int ms_call_message(struct ms_conn *c, const uint8_t *data, size_t len,
     return rc;
   }
   lua_pushvalue(L, base + 2);                       /* base + 5: ws */
-  const char *msg = lua_pushlstring(L, (const char *)data, len);
+  const char *msg = ms_push_message(L, c, data, len);
   if (opcode == WS_OP_TEXT) {
     lua_copy(L, base + 6, base + 3);  /* the anchor, over the handler */
     s->validated = msg;

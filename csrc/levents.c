@@ -69,13 +69,13 @@ int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
     if (opcode == WS_OP_TEXT) {
       /* the main thread holds the string too: while it is anchored
        * there its address cannot be another string's (s->validated) */
-      const char *msg = lua_pushlstring(L, (const char *)data, len);
+      const char *msg = ms_push_message(L, c, data, len);
       lua_pushvalue(L, -1);
       lua_xmove(L, co, 1);
       s->validated = msg;
       s->validated_len = len;
     } else {                      /* binary: not checked on its way out */
-      lua_pushlstring(co, (const char *)data, len);
+      ms_push_message(co, c, data, len);
     }
     ms_push_kind(co, c->server->module, opcode);
     ms_resume(c, 2);
@@ -88,6 +88,14 @@ int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
   }
   return (c->state == CS_OPEN || c->state == CS_CLOSING) &&
          !(c->flags & CF_PAUSED);
+}
+
+uint8_t *ms_event_message_room(struct ms_conn *c, size_t len) {
+  return ms_room_new(c->server->module->L, len);
+}
+
+void ms_event_message_room_free(struct ms_conn *c, uint8_t *room) {
+  ms_room_free(c->server->module->L, room);
 }
 
 void ms_event_pong(struct ms_conn *c, const uint8_t *data, size_t len) {

@@ -117,7 +117,8 @@ static void server_finish(struct ms_server *s) {
     }
   luaL_unref(L, LUA_REGISTRYINDEX, s->on_request);
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
-  s->on_request = s->ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, s->ws_routes);
+  s->on_request = s->ref = s->ws_routes = LUA_NOREF;
 }
 
 static void server_shutdown_expired(struct ev_loop *loop, ev_timer *w,

@@ -51,28 +51,13 @@ static void peer_lookup(int fd, struct ms_h2_peer *peer) {
                         : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
-void ms_push_request(lua_State *L, struct ms_conn *c,
-                         const struct http_request *req) {
-  const char *q = memchr(req->path, '?', req->path_len);
-  /* sized to its fields, no more: each handshake's garbage piles up
-   * until the collector runs, and an idle socket's RSS with it (a body
-   * adds its connection, its serial and, once read, itself) */
-  lua_createtable(L, 0, (q ? 9 : 8) + (ms_conn_body(c) ? 3 : 0));
-  lua_pushlstring(L, req->method, req->method_len);
-  lua_setfield(L, -2, "method");
-  lua_pushlstring(L, req->target, req->target_len);
-  lua_setfield(L, -2, "target");
-  size_t plen = q ? (size_t)(q - req->path) : req->path_len;
-  if (plen) lua_pushlstring(L, req->path, plen);
-  else lua_pushliteral(L, "/");    /* "http://host": RFC 9112 3.2.1 */
-  lua_setfield(L, -2, "path");
-  if (q) {
-    lua_pushlstring(L, q + 1, req->path_len - plen - 1);
-    lua_setfield(L, -2, "query");
-  }
-  lua_pushstring(L, c->flags & CF_H2_STREAM ? "2"
-                    : req->minor_version ? "1.1" : "1.0");
-  lua_setfield(L, -2, "version");
+/* req[&head_key] of a pipeline's request: its head, from which
+ * req.headers is made when first read (request_headers). */
+static const char head_key;
+
+/* The headers table of req: names lowercased, repeated fields joined
+ * (RFC 9110 5.3), the authority of an absolute-form target as host. */
+static void push_headers(lua_State *L, const struct http_request *req) {
   lua_createtable(L, 0, (int)req->nheaders);
   for (size_t i = 0; i < req->nheaders; i++) {
     const struct http_header *h = &req->headers[i];
@@ -98,7 +83,40 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
     lua_pushlstring(L, req->authority, req->authority_len);
     lua_setfield(L, -2, "host");
   }
-  lua_setfield(L, -2, "headers");
+}
+
+/* The request table; its headers made now, or (lazy) kept as the raw
+ * head until first read: most pipelines never read them. */
+static void push_request(lua_State *L, struct ms_conn *c,
+                         const struct http_request *req, int lazy) {
+  const char *q = memchr(req->path, '?', req->path_len);
+  /* sized to its fields, no more: each handshake's garbage piles up
+   * until the collector runs, and an idle socket's RSS with it (a body
+   * adds its connection, its serial and, once read, itself) */
+  lua_createtable(L, 0, (q ? 9 : 8) + (ms_conn_body(c) ? 3 : 0));
+  lua_pushlstring(L, req->method, req->method_len);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req->target, req->target_len);
+  lua_setfield(L, -2, "target");
+  size_t plen = q ? (size_t)(q - req->path) : req->path_len;
+  if (plen) lua_pushlstring(L, req->path, plen);
+  else lua_pushliteral(L, "/");    /* "http://host": RFC 9112 3.2.1 */
+  lua_setfield(L, -2, "path");
+  if (q) {
+    lua_pushlstring(L, q + 1, req->path_len - plen - 1);
+    lua_setfield(L, -2, "query");
+  }
+  lua_pushstring(L, c->flags & CF_H2_STREAM ? "2"
+                    : req->minor_version ? "1.1" : "1.0");
+  lua_setfield(L, -2, "version");
+  if (lazy) {
+    lua_pushlstring(L, req->method, req->head_len);
+    lua_rawsetp(L, -2, &head_key);
+    luaL_setmetatable(L, REQUEST_MT);
+  } else {
+    push_headers(L, req);
+    lua_setfield(L, -2, "headers");
+  }
   /* an HTTP/2 connection's streams share the peer it asked for once */
   struct ms_h2_peer mine = { "", 0 };
   struct ms_h2_peer *peer = c->flags & CF_H2_STREAM ? ms_h2_peer(c) : NULL;
@@ -112,6 +130,49 @@ void ms_push_request(lua_State *L, struct ms_conn *c,
   }
   lua_pushboolean(L, handshake_wanted(req));
   lua_setfield(L, -2, "upgrade");
+}
+
+void ms_push_request(lua_State *L, struct ms_conn *c,
+                     const struct http_request *req) {
+  push_request(L, c, req, 0);
+}
+
+/* core.request_headers(req): req.headers, made from the head req keeps
+ * if not yet made (then set in req); nil when req has neither. */
+static int request_headers(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "headers");
+  if (lua_rawget(L, 1) != LUA_TNIL ||                /* made, or set */
+      lua_rawgetp(L, 1, &head_key) != LUA_TSTRING)
+    return 1;
+  size_t len;
+  const char *raw = lua_tolstring(L, 3, &len);
+  size_t lines = 0;                    /* at most one header a line */
+  for (const char *p = raw; (p = memchr(p, '\n', len - (size_t)(p - raw)));
+       p++)
+    lines++;
+  struct http_request req;
+  req.headers = lua_newuserdatauv(L, lines * sizeof *req.headers, 0);
+  struct http_limits limits = { len, len, lines };
+  if (http_parse_request(raw, len, 0, &limits, &req) <= 0)
+    return luaL_error(L, "the request head was lost");
+  lua_pushliteral(L, "headers");
+  push_headers(L, &req);
+  lua_pushvalue(L, -1);
+  lua_insert(L, -3);
+  lua_rawset(L, 1);
+  lua_pushnil(L);
+  lua_rawsetp(L, 1, &head_key);
+  return 1;
+}
+
+/* What a pipeline's request table has without the app's metatable:
+ * req.headers, made when first read. */
+static int request_index(lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  if (!key || strcmp(key, "headers") != 0) return 0;
+  return request_headers(L);
 }
 
 /* The fields the core writes itself: framing and the connection's fate
@@ -223,7 +284,7 @@ static int call_pipeline(lua_State *L) {
   struct ms_conn *c = lua_touserdata(L, 1);
   const struct http_request *req = lua_touserdata(L, 2);
   lua_settop(L, 0);
-  ms_push_request(L, c, req);
+  push_request(L, c, req, !(c->flags & CF_H2_STREAM));
   if (ms_conn_body(c)) ms_request_mark_body(L, -1, c);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->on_request);
   lua_pushvalue(L, 1);
@@ -261,10 +322,32 @@ const char *ms_push_label(lua_State *L, struct ms_server *s, int req_idx) {
   return label;
 }
 
-static void log_open(struct ms_conn *c, lua_State *L, int req_idx) {
+/* The label of c's log lines, pushed: from the request table at
+ * req_idx, or without one (req_idx 0: a route opened without the
+ * pipeline) from c's peer and req's target. */
+static const char *push_conn_label(lua_State *L, struct ms_conn *c,
+                                   const struct http_request *req,
+                                   int req_idx) {
+  if (req_idx) return ms_push_label(L, c->server, req_idx);
+  struct ms_h2_peer peer = { "", 0 };
+  peer_lookup(c->io.fd, &peer);
+  lua_createtable(L, 0, 2);
+  lua_pushlstring(L, req->target, req->target_len);
+  lua_setfield(L, -2, "target");
+  if (peer.addr[0]) {
+    lua_pushstring(L, peer.addr);
+    lua_setfield(L, -2, "remote_addr");
+  }
+  const char *label = ms_push_label(L, c->server, -1);
+  lua_remove(L, -2);
+  return label;
+}
+
+static void log_open(struct ms_conn *c, lua_State *L,
+                     const struct http_request *req, int req_idx) {
   struct ms_server *s = c->server;
   if (s->opts.log_level < MS_LOG_INFO) return;
-  const char *label = ms_push_label(L, s, req_idx);
+  const char *label = push_conn_label(L, c, req, req_idx);
   int h2 = (c->flags & CF_H2_STREAM) != 0;
   if (s->opts.log_format == MS_LOG_JSON)
     ms_log_json(s, MS_LOG_INFO, "open", ",%s,\"http2\":%s", label,
@@ -296,7 +379,7 @@ static void end_open(struct ms_conn *c, lua_State *L,
   if (c->server->opts.log_level >= MS_LOG_INFO &&
       !(c->flags & CF_NOTIFIED)) {
     size_t len;
-    const char *label = ms_push_label(L, c->server, req_idx);
+    const char *label = push_conn_label(L, c, req, req_idx);
     lua_tolstring(L, -1, &len);
     /* out of memory: its close goes unlogged, as one whose request
      * had no table */
@@ -379,7 +462,7 @@ static void apply_answer(lua_State *L, struct ms_conn *c,
       lua_pushvalue(L, r + 2);
       ms_aux_set(L, c, -2, AUX_DATA);
     }
-    log_open(c, L, req_idx);
+    log_open(c, L, req, req_idx);
     if (lua_type(L, r) == LUA_TFUNCTION) {
       lua_State *co = lua_newthread(L);
       lua_setiuservalue(L, -2, UV_HANDLER);
@@ -421,13 +504,37 @@ static void apply_answer(lua_State *L, struct ms_conn *c,
 static void answer_request(struct ms_conn *c,
                            const struct http_request *req, int top, int keep);
 
+/* An upgrade to a WebSocket route that no middleware comes before
+ * (app:ws before any app:use, without hooks: s->ws_routes) is what the
+ * pipeline would answer: the route's handler, with neither data nor a
+ * subprotocol.  It is opened without the pipeline, and no request
+ * table is made unless a handler asks for ws.request.  Returns 0 when
+ * the path has no such route. */
+static int open_route(struct ms_conn *c, const struct http_request *req,
+                      int top) {
+  lua_State *L = c->server->module->L;
+  const char *q = memchr(req->path, '?', req->path_len);
+  size_t plen = q ? (size_t)(q - req->path) : req->path_len;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->ws_routes);
+  if (plen) lua_pushlstring(L, req->path, plen);
+  else lua_pushliteral(L, "/");    /* as req.path has it */
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_settop(L, top);
+    return 0;
+  }
+  int route = lua_gettop(L);
+  lua_rawgeti(L, route, 1);          /* the handler */
+  lua_rawgeti(L, route, 2);          /* its route's options */
+  lua_settop(L, route + 4);          /* no data, no subprotocol */
+  apply_answer(L, c, req, 0, route + 1, 0);
+  lua_settop(L, top);
+  return 1;
+}
+
 void ms_event_request(struct ms_conn *c, const struct http_request *req) {
   struct ms_server *s = c->server;
   lua_State *L = s->module->L;
   int top = lua_gettop(L);
-  lua_pushcfunction(L, call_pipeline);
-  lua_pushlightuserdata(L, c);
-  lua_pushlightuserdata(L, (void *)req);
   /* after a refused upgrade the client's state is unknown: close */
   int keep = !handshake_wanted(req);
   if (!keep) c->flags |= CF_HANDSHAKE;
@@ -437,7 +544,13 @@ void ms_event_request(struct ms_conn *c, const struct http_request *req) {
     s->answering = req;
     if (s->opts.access_log) s->answer_began = ev_time();
   }
-  answer_request(c, req, top, keep);
+  if (keep || s->ws_routes == LUA_NOREF || (c->flags & CF_H2_STREAM) ||
+      !open_route(c, req, top)) {
+    lua_pushcfunction(L, call_pipeline);
+    lua_pushlightuserdata(L, c);
+    lua_pushlightuserdata(L, (void *)req);
+    answer_request(c, req, top, keep);
+  }
   s->answering = was;
   s->answer_began = was_began;
 }
@@ -517,8 +630,15 @@ void ms_push_waiting(lua_State *L) {
 }
 
 void ms_open_request(lua_State *L) {
+  if (luaL_newmetatable(L, REQUEST_MT)) {
+    lua_pushcfunction(L, request_index);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   lua_pushcfunction(L, core_respond);
   lua_setfield(L, -2, "respond");
+  lua_pushcfunction(L, request_headers);
+  lua_setfield(L, -2, "request_headers");
   lua_pushlightuserdata(L, WAITING);
   lua_setfield(L, -2, "WAITING");
   lua_pushlightuserdata(L, FAILED);

@@ -190,7 +190,7 @@ static int l_listen(lua_State *L) {
     s->tls = tls;
   }
   s->listener.fd = -1;
-  s->on_request = s->ref = LUA_NOREF;
+  s->on_request = s->ref = s->ws_routes = LUA_NOREF;
   s->closing = 1;                      /* closed until it listens */
   luaL_setmetatable(L, SERVER_MT);
   s->module = m;
@@ -215,6 +215,10 @@ static int l_listen(lua_State *L) {
   s->closing = 0;
   lua_pushvalue(L, 5);                 /* the handler */
   s->on_request = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (lua_getfield(L, 1, "ws_routes") == LUA_TTABLE)
+    s->ws_routes = luaL_ref(L, LUA_REGISTRYINDEX);
+  else
+    lua_pop(L, 1);
   lua_pushvalue(L, -1);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   ms_server_start(s);

@@ -166,6 +166,10 @@ struct ms_server {
   uint8_t *rbuf;                /* the one receive buffer */
   int ref;                      /* anchors the server while it serves */
   int on_request;               /* registry ref of the Lua pipeline */
+  int ws_routes;                /* registry ref of { [path] = { handler,
+                                   route } }: WebSocket routes no
+                                   middleware comes before (lrequest.c),
+                                   or LUA_NOREF */
   int closing;
   struct ms_tls *tls;           /* certificates, or NULL: plain TCP */
   int http2;                    /* HTTP/2 served (h2.c), by ALPN on TLS,
@@ -212,6 +216,9 @@ enum {
   CF_HANDSHAKE = 1 << 26,   /* the request asks for a WebSocket, or a
                                WebSocket route answers it: its answer is
                                counted as a handshake's */
+  CF_MSG_ROOM = 1 << 30,    /* the message delivered is in a room of
+                               ms_event_message_room: taking it clears
+                               this */
 };
 
 struct ms_conn {

@@ -126,9 +126,26 @@ void ms_event_body(struct ms_conn *c) {
 }
 void ms_event_open(struct ms_conn *c) { (void)c; }
 
+/* Rooms are plain blocks here: a message of odd length takes its room,
+ * the others leave it to the core, so both ways are run. */
+uint8_t *ms_event_message_room(struct ms_conn *c, size_t len) {
+  (void)c;
+  return malloc(len);
+}
+
+void ms_event_message_room_free(struct ms_conn *c, uint8_t *room) {
+  (void)c;
+  free(room);
+}
+
 int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
                      unsigned opcode) {
   if (c->state != CS_OPEN) return 1;
+  uint8_t *taken = NULL;
+  if ((c->flags & CF_MSG_ROOM) && len % 2) {
+    c->flags &= ~(uint32_t)CF_MSG_ROOM;
+    taken = (uint8_t *)data;
+  }
   if (len >= 3 && memcmp(data, "pub", 3) == 0)
     ms_topic_publish(&module.topics, "t", 1, opcode, (const char *)data,
                      len, NULL);
@@ -136,6 +153,7 @@ int ms_event_message(struct ms_conn *c, const uint8_t *data, size_t len,
     ms_conn_close(c, 1000, "bye", 3, WHY_LOCAL);
   else
     ms_conn_send(c, opcode, (const char *)data, len, NULL, 0, 1);
+  free(taken);
   return c->state != CS_CLOSED;
 }
 

@@ -97,6 +97,38 @@ for _, app in ipairs(APPS) do
           close_cleanly()
         end)
 
+      -- from 4 KiB on, a message is written into the block of its
+      -- string: once its last frame has come at least half way (a cut
+      -- after 15,000 bytes), or on the last bytes (after 5,000)
+      for _, cut in ipairs{ 5000, 15000 } do
+        it("a 20,000-byte frame cut after " .. cut .. " bytes", function()
+          local text = helper.text_of_size(20000)
+          local frame = helper.build_frame{ opcode = TEXT, payload = text }
+          assert.is_true(ws:send_raw(frame:sub(1, cut)))
+          helper.sleep(0.05)
+          assert.is_true(ws:send_raw(frame:sub(cut + 1)))
+          local opcode, payload = ws:recv_message()
+          assert.are.equal(TEXT, opcode)
+          helper.assert_payload(text, payload)
+          close_cleanly()
+        end)
+      end
+
+      it("two long messages in one TCP segment", function()
+        local one = helper.binary_of_size(10000)
+        local two = helper.text_of_size(30000)
+        assert.is_true(ws:send_raw(
+          helper.build_frame{ opcode = BINARY, payload = one }
+          .. helper.build_frame{ opcode = TEXT, payload = two }))
+        local opcode, payload = ws:recv_message()
+        assert.are.equal(BINARY, opcode)
+        helper.assert_payload(one, payload)
+        opcode, payload = ws:recv_message()
+        assert.are.equal(TEXT, opcode)
+        helper.assert_payload(two, payload)
+        close_cleanly()
+      end)
+
       it("a code point split across two TCP segments", function()
         local frame = helper.build_frame{ opcode = TEXT,
           payload = "price: \xE2\x82\xAC" }
@@ -258,6 +290,17 @@ for _, app in ipairs(APPS) do
           assert.is_true(ws:send_raw(frame:sub(1, header + 10)))
           ws:expect_close(1007)
         end)
+
+      it("a long message whose last byte is not UTF-8", function()
+        expect_failure(1007, { { opcode = TEXT,
+          payload = helper.text_of_size(10000) .. "\xFF" } })
+      end)
+
+      it("a long last fragment whose last byte is not UTF-8", function()
+        expect_failure(1007, {
+          { opcode = TEXT, fin = false, payload = "ab" },
+          { opcode = CONT, payload = helper.text_of_size(20000) .. "\xC0" } })
+      end)
 
       it("invalid bytes in the first fragment (fail fast)", function()
         expect_failure(1007, {

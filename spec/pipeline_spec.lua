@@ -22,6 +22,16 @@ end
 describe("a pipeline that waits", function()
   local server = helper.with_server("spec/apps/pipeline.lua")
 
+  it("makes the headers of a request kept after its answer", function()
+    local status, _, body = helper.http(server.port, get("/keep",
+      "X-Who: a\r\nX-Who: b\r\n"))
+    assert.are.equal(200, status)
+    assert.are.equal("kept\n", body)
+    status, _, body = helper.http(server.port, get("/kept"))
+    assert.are.equal(200, status)
+    assert.are.equal("a, b x true\n", body)
+  end)
+
   it("answers after its middleware slept, serving others meanwhile",
   function()
     local slow = assert(helper.connect(server.port))
@@ -141,5 +151,20 @@ describe("shutting down while a pipeline waits", function()
                      helper.read_raw_response(sock))
     sock:close()
     helper.stop_and_check(server)
+  end)
+end)
+
+describe("a pipeline given to core.listen", function()
+  local server = helper.with_server("spec/apps/core_pipeline.lua")
+
+  it("reads the request's headers", function()
+    local status, _, body = helper.http(server.port, get("/",
+      "X-Who: me\r\n"))
+    assert.are.equal(200, status)
+    assert.are.equal("me x\n", body)
+    status, _, body = helper.http(server.port,
+      "GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(200, status)
+    assert.are.equal("? example.com\n", body)
   end)
 end)

@@ -173,3 +173,39 @@ describe("policies", function()
     ws:abort()
   end)
 end)
+
+describe("routes that no middleware comes before", function()
+  local server = helper.with_server("spec/apps/ws_routes.lua")
+
+  -- the first message of an upgrade to path, or its status
+  local function first(path, headers)
+    local ws, err = helper.ws_connect(server.port, path, headers)
+    if not ws then return err end
+    local opcode, payload = ws:recv_message()
+    ws:close(1000)
+    assert.are.equal(TEXT, opcode)
+    return payload
+  end
+
+  it("open as the pipeline would, with ws.request", function()
+    assert.are.equal("first /first me", first("/first", { ["X-Who"] = "me" }))
+    assert.are.equal("first /first nil", first("/first?room=1"))
+    assert.are.equal("hooked /hooked ok",
+                     first("/hooked", { ["X-Who"] = "ok" }))
+    assert.are.equal("after /after nil", first("/after"))
+    assert.are.equal(403, upgrade(server.port, "/hooked"))
+    assert.are.equal(403, upgrade(server.port, "/late"))
+    local status = helper.http(server.port,
+      "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal(426, status)
+  end)
+
+  it("log the peer and target of what they open and close", function()
+    assert.are.equal("first /first nil", first("/first?log=1"))
+    helper.wait_until(function()
+      return server:log():find("close 127.0.0.1 /first?log=1 ", 1, true)
+    end)
+    assert.truthy(server:log():find("open 127.0.0.1 /first?log=1\n", 1,
+                                    true))
+  end)
+end)

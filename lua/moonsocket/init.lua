@@ -61,7 +61,8 @@ function _M.app(options)
     core.history_limit(history_bytes)
   end
   return setmetatable({ core_options = core_opts, policy = lua_opts,
-                        stack = {}, routes = {}, servers = {} }, app_mt)
+                        stack = {}, routes = {}, servers = {},
+                        ws_routes = {} }, app_mt)
 end
 
 -- app:use(middleware): middleware(req, next) answers the request by
@@ -74,6 +75,7 @@ function app_mt:use(middleware)
   end
   local stack = self.stack
   stack[#stack + 1] = middleware
+  self.sealed = true       -- routes after it are not in ws_routes
   return self
 end
 
@@ -172,17 +174,32 @@ function app_mt:ws(path, handler, options)
     for _, name in ipairs(p.subprotocols) do route.speaks[name] = true end
   end
   self.routes[#self.routes + 1] = route
-  return self:use(function(req, next)
+  -- the first route of a path that no other middleware comes before,
+  -- with nothing to decide about an upgrade, is what the core opens
+  -- upgrades to by itself (core.listen's ws_routes), without the
+  -- pipeline or a request table; false marks a path whose first route
+  -- has hooks
+  if not self.sealed and self.ws_routes[path] == nil then
+    local plain = not (route.origins or route.upgrade or route.speaks
+                       or route.select_subprotocol)
+    self.ws_routes[path] = plain and { handler, route.core }
+    self.ws_fast = self.ws_fast or plain
+  end
+  local sealed = self.sealed
+  self:use(function(req, next)
     if req.path ~= path then return next() end
     if not req.upgrade then return handler end   -- the core answers 426
     return admit(route, handler, req)
   end)
+  self.sealed = sealed    -- a route passes other paths on: no seal
+  return self
 end
 
 local respond, WAITING, FAILED = core.respond, core.WAITING, core.FAILED
 local parse_query = _M.url.parse_query
 
 local body_read, body_wait = core.body_read, core.body_wait
+local request_headers = core.request_headers
 local math_type = math.type
 local rawget, rawset = rawget, rawset
 local waiter, wait, wake = runtime.waiter, runtime.wait, runtime.wake
@@ -226,11 +243,13 @@ function request_methods.read(req, n)
   return read_body(req, n, "req:read()")
 end
 
--- What a request table has beyond its fields: req.args, the query
+-- What a request table has beyond its fields: req.headers, made from
+-- the head when first read (core.request_headers); req.args, the query
 -- decoded (url.parse_query), made when first read; req:body() and
 -- req:read(n).
 local request_mt = {
   __index = function(req, key)
+    if key == "headers" then return request_headers(req) end
     if key == "args" then
       local args = parse_query(req.query)
       req.args = args
@@ -307,6 +326,8 @@ function app_mt:listen(where)
     host = where.host, port = where.port, backlog = where.backlog,
     tls = where.tls, handler = self:handler(), options = self.core_options,
     workers = where.workers, http2 = where.http2,
+    -- (routes added later go into the same table, until a middleware)
+    ws_routes = (self.ws_fast or not self.sealed) and self.ws_routes or nil,
   }
   if not server then return nil, err, code end
   local host, port = server:address()

@@ -33,6 +33,21 @@ app:use(function(req, next)
   return next()
 end)
 
+-- req.headers is made when first read: of a request kept after its
+-- answer too (the read buffer holds other bytes by then)
+local kept
+app:use(function(req, next)
+  if req.path == "/keep" then
+    kept = req
+    return 200, {}, "kept\n"
+  end
+  if req.path == "/kept" then
+    return 200, {}, kept.headers["x-who"] .. " " .. kept.headers.host
+      .. " " .. tostring(rawget(kept, "headers") ~= nil) .. "\n"
+  end
+  return next()
+end)
+
 app:use(function(req, next)
   if req.path == "/fast" then return 200, {}, "fast\n" end
   return next()

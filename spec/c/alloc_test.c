@@ -127,12 +127,40 @@ static void test_idle(struct run *r) {
         "kept blocks stay while blocks move, go back when idle");
 }
 
+/* A handed block (lroom.c) goes to the next allocation of its size and
+ * to no other; recording notes the next large block. */
+static void test_handed(struct run *r) {
+  struct ms_lua_pool pool = { 0 };
+  size_t big = 4 * MS_ALLOC_MAX;
+  void *block = malloc(big);
+  pool.handed = block;
+  pool.handed_size = big;
+  void *small = ms_lua_alloc(&pool, NULL, 4, 100);
+  void *other = ms_lua_alloc(&pool, NULL, 4, big + 16);
+  void *taken = ms_lua_alloc(&pool, NULL, 4, big);
+  void *after = ms_lua_alloc(&pool, NULL, 4, big);
+  check(r, small != block && other != block && taken == block &&
+        after != block && pool.handed == NULL,
+        "a handed block goes to the next allocation of its size only");
+  pool.recording = 1;
+  void *recorded = ms_lua_alloc(&pool, NULL, 4, big + 32);
+  check(r, recorded && pool.handed == recorded &&
+        pool.handed_size == big + 32 && !pool.recording,
+        "recording notes the next large block and its size");
+  pool.handed = NULL;
+  void *blocks[] = { small, other, taken, after, recorded };
+  size_t sizes[] = { 100, big + 16, big, big, big + 32 };
+  for (size_t i = 0; i < 5; i++) ms_lua_alloc(&pool, blocks[i], sizes[i], 0);
+  ms_lua_alloc_release(&pool);
+}
+
 int main(void) {
   struct run r = { 0, 0 };
-  printf("1..7\n");
+  printf("1..9\n");
   test_tight(&r);           /* first: on a heap with no free chunk */
   test_workload(&r);
   test_idle(&r);
+  test_handed(&r);
   printf("alloc_test: %d passed, %d failed\n", r.count - r.failed,
          r.failed);
   return r.failed != 0;

@@ -1,7 +1,8 @@
 /* loadgen.c - a WebSocket load generator: echo throughput and latency,
  * handshakes per second, a server's memory per idle connection,
  * connection churn with the server's memory over time, and fan-out
- * from one publisher to many subscribers (fanout.c) */
+ * from one publisher to many subscribers (fanout.c), and clients
+ * recovering what they missed while a publisher runs (recover.c) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -17,15 +18,16 @@
 #include "client.h"
 #include "fanout.h"
 #include "payload.h"
+#include "recover.h"
 #include "stats.h"
 #include "tls.h"
 
 #define MAX_PIDS 8
 
 enum test { TEST_ECHO, TEST_LATENCY, TEST_HANDSHAKE, TEST_RSS, TEST_CHURN,
-            TEST_FANOUT };
+            TEST_FANOUT, TEST_RECOVER };
 static const char *const test_names[] = {
-  "echo", "latency", "handshake", "rss", "churn", "fanout"
+  "echo", "latency", "handshake", "rss", "churn", "fanout", "recover"
 };
 #define NTESTS (sizeof test_names / sizeof test_names[0])
 
@@ -56,6 +58,7 @@ struct options {
   double hold;                  /* churn: seconds a connection pauses in
                                    all, spread before each step */
   const char *rss_log;          /* churn: a line per second to this file */
+  long rounds;                  /* recover: times every client drops */
 };
 
 /* churn: what the run knows of each slot of connections */
@@ -763,13 +766,31 @@ static int run_fanout(struct run *r) {
   return rc;
 }
 
+/* C clients drop and recover while a publisher runs (recover.c); the
+ * CPU figures are over the recovery, from the drop until the last client
+ * is back */
+static int run_recover(struct run *r) {
+  const struct options *o = r->o;
+  struct recover_params p = {
+    .ctx = &r->ctx, .subs = r->clients, .nsubs = r->nclients,
+    .label = o->label, .window = o->depth, .parallel = o->parallel,
+    .rounds = o->rounds, .tail = o->messages, .pids = o->pids, .npids = o->npids,
+    .deadline = r->deadline, .interrupted = &interrupted,
+    .hist = &r->hist, .quiet = o->quiet,
+  };
+  int rc = recover_run(&p);
+  print_common(r, &p.a, &p.b);
+  return rc;
+}
+
 /* ======================================================================
  * Command line
  * ====================================================================== */
 
 static void usage(FILE *f) {
   fprintf(f,
-    "usage: loadgen [options] echo|latency|handshake|rss|churn|fanout\n"
+    "usage: loadgen [options] echo|latency|handshake|rss|churn|fanout|\n"
+    "                         recover\n"
     "  echo       C connections x D messages in flight x S bytes, echoed\n"
     "             and checked; messages/s, MB/s, round-trip percentiles\n"
     "  latency    echo with C=1 D=1 (the defaults of this test)\n"
@@ -786,13 +807,19 @@ static void usage(FILE *f) {
     "             until every subscriber has it; deliveries/s, every one\n"
     "             checked: bytes, once, in order (against the app\n"
     "             bench/apps/fanout.lua); -n: a fixed number of publishes\n"
+    "  recover    C clients (1000) of a topic with history get D live\n"
+    "             messages (-d, 100), all drop and come back at once\n"
+    "             with their positions while a publisher goes on (never\n"
+    "             more than D ahead of the slowest), then -n more (100);\n"
+    "             every offset checked (bench/apps/recovery.lua at -u)\n"
     "options:\n"
     "  -H, --host ADDR      numeric address (127.0.0.1)\n"
     "  -P, --port N         port (required)\n"
     "  -u, --path PATH      request target (/ws)\n"
     "  -c, --conns N        connections (echo 100, handshake 8, rss,\n"
     "                       churn and fanout 10000)\n"
-    "  -d, --depth N        messages in flight per connection (1)\n"
+    "  -d, --depth N        messages in flight per connection (1;\n"
+    "                       recover: the publisher's lead, 100)\n"
     "  -s, --size N         payload bytes (16)\n"
     "  -k, --payload KIND   random|zero|repeat|adversarial|text (random;\n"
     "                       text: JSON-like records, compressible)\n"
@@ -801,7 +828,8 @@ static void usage(FILE *f) {
     "  -w, --warmup SECS    before measuring (1)\n"
     "  -T, --duration SECS  measured (5)\n"
     "  -n, --messages N     echo: stop after N echoes instead of a time;\n"
-    "                       fanout: after N publishes\n"
+    "                       fanout: after N publishes; recover: after\n"
+    "                       every client is back\n"
     "  -t, --timeout SECS   hard limit of the whole run (warmup +\n"
     "                       duration + 30; rss 300; churn + 300;\n"
     "                       fanout + 120)\n"
@@ -825,6 +853,8 @@ static void usage(FILE *f) {
     "      --rss-log FILE   churn: a line per second (time, phase, server\n"
     "                       RSS KiB, open WebSockets, sockets, cycles,\n"
     "                       errors)\n"
+    "      --rounds N       recover: drop and come back N times, each once\n"
+    "                       every client has had D live messages (1)\n"
     "Exit status: 0 when no error was counted, 1 otherwise, 2 for usage.\n");
 }
 
@@ -839,7 +869,7 @@ static int parse_long(const char *s, long min, long max, long *out) {
 
 /* long options without a letter */
 enum { OPT_TLS = 256, OPT_TLS12, OPT_DEFLATE, OPT_DEFLATE_LEVEL,
-       OPT_RSS_LOG, OPT_HOLD };
+       OPT_RSS_LOG, OPT_HOLD, OPT_ROUNDS };
 
 static int parse_options(int argc, char **argv, struct options *o) {
   static const struct option longs[] = {
@@ -854,6 +884,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     { "deflate", 0, 0, OPT_DEFLATE },
     { "deflate-level", 1, 0, OPT_DEFLATE_LEVEL }, { "each", 1, 0, 'm' },
     { "rss-log", 1, 0, OPT_RSS_LOG }, { "hold", 1, 0, OPT_HOLD },
+    { "rounds", 1, 0, OPT_ROUNDS },
     { 0, 0, 0, 0 }
   };
   long v;
@@ -871,6 +902,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
   o->seed = 1;
   o->deflate_level = -1;
   o->each = -1;
+  o->rounds = 1;
   while ((opt = getopt_long(argc, argv,
                             "H:P:u:c:d:s:k:xw:T:n:t:p:j:l:S:qhm:", longs,
                             NULL)) != -1) {
@@ -885,6 +917,9 @@ static int parse_options(int argc, char **argv, struct options *o) {
     case OPT_TLS12: o->tls = 12; break;
     case OPT_DEFLATE: o->deflate = 1; break;
     case OPT_RSS_LOG: o->rss_log = optarg; break;
+    case OPT_ROUNDS:
+      if (parse_long(optarg, 1, 1000000, &o->rounds)) goto bad;
+      break;
     case OPT_DEFLATE_LEVEL:
       if (parse_long(optarg, -1, 9, &v)) goto bad;
       o->deflate_level = (int)v;
@@ -963,13 +998,16 @@ static int parse_options(int argc, char **argv, struct options *o) {
   if (o->conns < 0)
     o->conns = o->test == TEST_LATENCY ? 1 : o->test == TEST_HANDSHAKE ? 8
                : o->test == TEST_RSS || o->test == TEST_CHURN ||
-                 o->test == TEST_FANOUT ? 10000 : 100;
-  if (o->depth < 0) o->depth = 1;
+                 o->test == TEST_FANOUT ? 10000
+               : o->test == TEST_RECOVER ? 1000 : 100;
+  if (o->depth < 0) o->depth = o->test == TEST_RECOVER ? 100 : 1;
+  if (o->test == TEST_RECOVER && !o->messages) o->messages = 100;
   if (o->each < 0) o->each = o->test == TEST_CHURN ? 3 : 0;
   if (!o->timeout)
     o->timeout = o->test == TEST_RSS ? 300
                  : o->test == TEST_CHURN ? o->warmup + o->duration + 300
-                 : o->test == TEST_FANOUT ? o->warmup + o->duration + 120
+                 : o->test == TEST_FANOUT || o->test == TEST_RECOVER
+                 ? o->warmup + o->duration + 120
                  : o->warmup + o->duration + 30;
   return 0;
 bad:
@@ -977,7 +1015,8 @@ bad:
     fprintf(stderr, "loadgen: bad value for -%c: %s\n", opt, optarg);
   else
     fprintf(stderr, "loadgen: bad value for --%s: %s\n",
-            opt == OPT_HOLD ? "hold" : "deflate-level", optarg);
+            opt == OPT_HOLD ? "hold" : opt == OPT_ROUNDS ? "rounds"
+            : "deflate-level", optarg);
   return -1;
 }
 
@@ -996,7 +1035,8 @@ int main(int argc, char **argv) {
 
   r.o = &o;
   r.nclients = (size_t)o.conns + (o.test == TEST_RSS ? RSS_WARM : 0);
-  if (o.test == TEST_RSS || o.test == TEST_CHURN || o.test == TEST_FANOUT)
+  if (o.test == TEST_RSS || o.test == TEST_CHURN || o.test == TEST_FANOUT ||
+      o.test == TEST_RECOVER)
     raise_fd_limit(r.nclients + 1);
   if (payload_init(&payload, o.kind, o.size, o.text, o.seed) != 0 ||
       client_ctx_init(&r.ctx, o.host, o.port, o.path, o.deflate) != 0 ||
@@ -1036,6 +1076,7 @@ int main(int argc, char **argv) {
   case TEST_RSS: rc = run_rss(&r); break;
   case TEST_CHURN: rc = run_churn(&r); break;
   case TEST_FANOUT: rc = run_fanout(&r); break;
+  case TEST_RECOVER: rc = run_recover(&r); break;
   default: rc = run_echo(&r); break;
   }
   if (interrupted) fprintf(stderr, "loadgen: interrupted\n");

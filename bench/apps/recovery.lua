@@ -1,13 +1,17 @@
--- The recovery benchmark's app (bench/recovery.lua), one process:
+-- The recovery benchmark's app (bench/recovery.lua, loadgen recover,
+-- spec/recover_spec.lua), one process:
 --   /r           subscribes to "room", which keeps its last HISTORY
 --                messages (100); sends "welcome <recovered> <position>"
 --   /r?POSITION  the same with since = POSITION ("epoch:offset"): the
 --                messages after it come first, each as "<epoch>:<offset>
 --                <payload>", then the welcome
---   /ctl         text commands, each answered:
---                  "pub N"   N messages of 64 bytes to "room": "pub POS",
---                            the room's position after them
---                  "count"   "count N", the sockets subscribed to "room"
+--   /ws, /ctl    text commands:
+--                  "since POS"  subscribes as /r?POS does ("since -": as
+--                               /r), answered by the same welcome
+--                  "pub N"      N messages of 64 bytes ("x") to "room":
+--                               "pub POS", the room's position after them
+--                  "count"      "count N", the sockets subscribed to
+--                               "room"
 -- Quiet (log_level "error"), 20,000 connections, no keep-alive pings.
 -- env HOST, PORT (0: any), HISTORY.
 local moonsocket = require "moonsocket"
@@ -27,29 +31,40 @@ local function text(position)
   return position.epoch .. ":" .. position.offset
 end
 
+-- The recovered messages (when since is given) are queued before the
+-- welcome: nothing can be published between the two in one handler.
+local function subscribe(ws, since)
+  local ok, info = ws:subscribe("room", { since = since })
+  if ok then
+    ws:send(("welcome %s %s"):format(info.recovered, text(info.position)))
+  end
+end
+
+local function command(ws, msg)
+  local n = tonumber(msg:match("^pub (%d+)$"))
+  if n then
+    local _, position
+    for _ = 1, n do _, position = app:publish("room", PAYLOAD) end
+    if n == 0 then _, position = app:history_read("room", { limit = 0 }) end
+    ws:send("pub " .. text(position))
+    return
+  end
+  local since = msg:match("^since (%S+)$")
+  if since then
+    subscribe(ws, since ~= "-" and since or nil)
+  elseif msg == "count" then
+    ws:send("count " .. app:subscribers("room"))
+  else
+    ws:close(1008, "expected since POS, pub N or count")
+  end
+end
+
 app:ws("/r", {
-  open = function(ws)
-    local ok, info = ws:subscribe("room", { since = ws.request.query })
-    if ok then
-      ws:send(("welcome %s %s"):format(info.recovered, text(info.position)))
-    end
-  end,
+  open = function(ws) subscribe(ws, ws.request.query) end,
 })
 
-app:ws("/ctl", {
-  message = function(ws, msg)
-    local n = tonumber(msg:match("^pub (%d+)$"))
-    if n then
-      for _ = 1, n do app:publish("room", PAYLOAD) end
-      local _, position = app:history_read("room", { limit = 1 })
-      ws:send("pub " .. text(position))
-    elseif msg == "count" then
-      ws:send("count " .. app:subscribers("room"))
-    else
-      ws:close(1008, "expected pub N or count")
-    end
-  end,
-})
+app:ws("/ws", { message = command })
+app:ws("/ctl", { message = command })
 
 assert(app:listen {
   host = getenv("HOST") or "127.0.0.1",

@@ -767,14 +767,15 @@ static int run_fanout(struct run *r) {
 }
 
 /* C clients drop and recover while a publisher runs (recover.c); the
- * CPU figures are over the recovery, from the drop until the last client
- * is back */
+ * CPU figures are over the recovery, from the first drop until the last
+ * client is back the last time */
 static int run_recover(struct run *r) {
   const struct options *o = r->o;
   struct recover_params p = {
     .ctx = &r->ctx, .subs = r->clients, .nsubs = r->nclients,
     .label = o->label, .window = o->depth, .parallel = o->parallel,
-    .rounds = o->rounds, .tail = o->messages, .pids = o->pids, .npids = o->npids,
+    .rounds = o->rounds, .tail = o->messages, .pids = o->pids,
+    .npids = o->npids,
     .deadline = r->deadline, .interrupted = &interrupted,
     .hist = &r->hist, .quiet = o->quiet,
   };

@@ -87,7 +87,10 @@ struct recover {
   uint64_t made_at_drop, during;  /* publishes while clients were away */
   uint64_t drop_ns, back_ns, progress_ns;  /* back_ns: the rounds' sum */
   uint64_t deliveries, missed_sum, missed_max;
-  size_t overlapped;            /* clients published to while away */
+  size_t overlapped;            /* recoveries of messages published
+                                   after the drop */
+  size_t amid;                  /* welcomes read while publishes were
+                                   under way */
   char reply[MSG_MAX];          /* the publisher's answer */
   char first_failure[256];
 };
@@ -336,6 +339,7 @@ static void welcome(struct recover *f, struct client *c, struct watch *w,
   f->missed_sum += missed;
   if (missed > f->missed_max) f->missed_max = missed;
   if (offset > f->made_at_drop) f->overlapped++;
+  if (f->cmd_count > 0) f->amid++;
   hist_add(f->p->hist, now - f->drop_ns);
   if (--f->back == 0) all_back(f);
 }
@@ -499,7 +503,8 @@ static int serve(struct recover *f, uint64_t until,
     if (done && done(f)) return 0;
     uint64_t now = now_ns();
     if (*p->interrupted || now >= p->deadline || stalled(f, now) ||
-        (f->phase != RP_CLOSE && f->pub.state == CL_DONE))
+        (f->phase != RP_CLOSE && f->pub.state == CL_DONE) ||
+        (f->phase != RP_OPEN && f->failed == p->nsubs))
       return -1;
     if (now >= until) return 0;
     uint64_t wake = until < p->deadline ? until : p->deadline;
@@ -609,18 +614,19 @@ static void report(const struct recover *f, size_t ok) {
   printf("test=recover label=%s clients=%zu ok=%zu rounds=%ld window=%ld "
          "tail=%llu final=%llu recovered=%zu seconds=%.3f first_ms=%.1f "
          "half_ms=%.1f p99_ms=%.1f all_ms=%.1f missed_mean=%.1f "
-         "missed_max=%llu publishes_during=%llu overlapped=%zu "
+         "missed_max=%llu publishes_during=%llu overlapped=%zu amid=%zu "
          "deliveries=%llu", p->label, p->nsubs, ok, f->round, p->window,
-         (unsigned long long)p->tail, (unsigned long long)f->limit, n,
+         (unsigned long long)p->tail, (unsigned long long)f->asked, n,
          all_s, ms_at(h, 0), ms_at(h, 0.5), ms_at(h, 0.99),
          (double)h->max / 1e6, missed_mean,
          (unsigned long long)f->missed_max, (unsigned long long)f->during,
-         f->overlapped, (unsigned long long)f->deliveries);
+         f->overlapped, f->amid, (unsigned long long)f->deliveries);
   if (p->quiet && ok == p->nsubs) return;
   fprintf(stderr, "recover %s: %zu of %zu clients recovered exactly (no "
-          "gap, no duplicate, epoch %s) and had every message to %llu\n",
+          "gap, no duplicate, epoch %s) and had every message to %llu%s\n",
           p->label, ok, p->nsubs, f->have_epoch ? f->epoch : "unknown",
-          (unsigned long long)f->limit);
+          (unsigned long long)f->asked,
+          f->phase == RP_DRAIN ? "" : ", published so far");
   if (ok != p->nsubs)
     fprintf(stderr, "  first failure: %s\n", f->first_failure);
   if (p->quiet) return;
@@ -628,11 +634,12 @@ static void report(const struct recover *f, size_t ok) {
           "recovered in %.3f s%s (first %.1f ms, half %.1f ms, 99%% %.1f "
           "ms); each missed %.1f messages (at most %llu); %llu publishes "
           "meanwhile; %zu recoveries had messages published after the "
-          "drop; %llu deliveries in all\n", f->round,
+          "drop, %zu were answered while publishes were under way; %llu "
+          "deliveries in all\n", f->round,
           f->round == 1 ? "" : "s", all_s, f->round > 1 ? " a round" : "",
           ms_at(h, 0), ms_at(h, 0.5), ms_at(h, 0.99), missed_mean,
           (unsigned long long)f->missed_max, (unsigned long long)f->during,
-          f->overlapped, (unsigned long long)f->deliveries);
+          f->overlapped, f->amid, (unsigned long long)f->deliveries);
 }
 
 int recover_run(struct recover_params *p) {

@@ -59,6 +59,10 @@ struct options {
                                    all, spread before each step */
   const char *rss_log;          /* churn: a line per second to this file */
   long rounds;                  /* recover: times every client drops */
+  long lead;                    /* recover: the publisher's lead over a
+                                   client coming back (-1: depth) */
+  double rate;                  /* recover: publishes a second, 0: all
+                                   it may */
 };
 
 /* churn: what the run knows of each slot of connections */
@@ -773,8 +777,8 @@ static int run_recover(struct run *r) {
   const struct options *o = r->o;
   struct recover_params p = {
     .ctx = &r->ctx, .subs = r->clients, .nsubs = r->nclients,
-    .label = o->label, .window = o->depth, .parallel = o->parallel,
-    .rounds = o->rounds, .tail = o->messages, .pids = o->pids,
+    .label = o->label, .window = o->depth, .lead = o->lead,
+    .parallel = o->parallel, .rate = o->rate, .rounds = o->rounds, .tail = o->messages, .pids = o->pids,
     .npids = o->npids,
     .deadline = r->deadline, .interrupted = &interrupted,
     .hist = &r->hist, .quiet = o->quiet,
@@ -811,7 +815,8 @@ static void usage(FILE *f) {
     "  recover    C clients (1000) of a topic with history get D live\n"
     "             messages (-d, 100), all drop and come back at once\n"
     "             with their positions while a publisher goes on (never\n"
-    "             more than D ahead of the slowest), then -n more (100);\n"
+    "             more than D ahead of the slowest live client, nor\n"
+    "             --lead ahead of one coming back), then -n more (100);\n"
     "             every offset checked (bench/apps/recovery.lua at -u)\n"
     "options:\n"
     "  -H, --host ADDR      numeric address (127.0.0.1)\n"
@@ -820,7 +825,8 @@ static void usage(FILE *f) {
     "  -c, --conns N        connections (echo 100, handshake 8, rss,\n"
     "                       churn and fanout 10000)\n"
     "  -d, --depth N        messages in flight per connection (1;\n"
-    "                       recover: the publisher's lead, 100)\n"
+    "                       recover: how far the publisher may be ahead\n"
+    "                       of the slowest live client, 100)\n"
     "  -s, --size N         payload bytes (16)\n"
     "  -k, --payload KIND   random|zero|repeat|adversarial|text (random;\n"
     "                       text: JSON-like records, compressible)\n"
@@ -856,6 +862,12 @@ static void usage(FILE *f) {
     "                       errors)\n"
     "      --rounds N       recover: drop and come back N times, each once\n"
     "                       every client has had D live messages (1)\n"
+    "      --lead N         recover: how far the publisher may be ahead of\n"
+    "                       the position a client comes back with, at most\n"
+    "                       what the server keeps (D)\n"
+    "      --rate N         recover: publishes a second, steadily (0: as\n"
+    "                       many as the server answers and D and --lead\n"
+    "                       allow)\n"
     "Exit status: 0 when no error was counted, 1 otherwise, 2 for usage.\n");
 }
 
@@ -870,7 +882,7 @@ static int parse_long(const char *s, long min, long max, long *out) {
 
 /* long options without a letter */
 enum { OPT_TLS = 256, OPT_TLS12, OPT_DEFLATE, OPT_DEFLATE_LEVEL,
-       OPT_RSS_LOG, OPT_HOLD, OPT_ROUNDS };
+       OPT_RSS_LOG, OPT_HOLD, OPT_ROUNDS, OPT_LEAD, OPT_RATE };
 
 static int parse_options(int argc, char **argv, struct options *o) {
   static const struct option longs[] = {
@@ -885,7 +897,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
     { "deflate", 0, 0, OPT_DEFLATE },
     { "deflate-level", 1, 0, OPT_DEFLATE_LEVEL }, { "each", 1, 0, 'm' },
     { "rss-log", 1, 0, OPT_RSS_LOG }, { "hold", 1, 0, OPT_HOLD },
-    { "rounds", 1, 0, OPT_ROUNDS },
+    { "rounds", 1, 0, OPT_ROUNDS }, { "lead", 1, 0, OPT_LEAD },
+    { "rate", 1, 0, OPT_RATE },
     { 0, 0, 0, 0 }
   };
   long v;
@@ -904,6 +917,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
   o->deflate_level = -1;
   o->each = -1;
   o->rounds = 1;
+  o->lead = -1;
   while ((opt = getopt_long(argc, argv,
                             "H:P:u:c:d:s:k:xw:T:n:t:p:j:l:S:qhm:", longs,
                             NULL)) != -1) {
@@ -920,6 +934,9 @@ static int parse_options(int argc, char **argv, struct options *o) {
     case OPT_RSS_LOG: o->rss_log = optarg; break;
     case OPT_ROUNDS:
       if (parse_long(optarg, 1, 1000000, &o->rounds)) goto bad;
+      break;
+    case OPT_LEAD:
+      if (parse_long(optarg, 1, 1L << 24, &o->lead)) goto bad;
       break;
     case OPT_DEFLATE_LEVEL:
       if (parse_long(optarg, -1, 9, &v)) goto bad;
@@ -943,12 +960,13 @@ static int parse_options(int argc, char **argv, struct options *o) {
       if ((kind = payload_kind_parse(optarg)) < 0) goto bad;
       o->kind = (enum payload_kind)kind;
       break;
-    case 'w': case 'T': case 't': case OPT_HOLD: {
+    case 'w': case 'T': case 't': case OPT_HOLD: case OPT_RATE: {
       double d = strtod(optarg, &end);
       if (*end || end == optarg || d < 0 || d > 86400) goto bad;
       if (opt == 'w') o->warmup = d;
       else if (opt == 'T') o->duration = d;
       else if (opt == 't') o->timeout = d;
+      else if (opt == OPT_RATE) o->rate = d;
       else o->hold = d;
       break;
     }
@@ -1003,6 +1021,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                : o->test == TEST_RECOVER ? 1000 : 100;
   if (o->depth < 0) o->depth = o->test == TEST_RECOVER ? 100 : 1;
   if (o->test == TEST_RECOVER && !o->messages) o->messages = 100;
+  if (o->lead < 0) o->lead = o->depth;
   if (o->each < 0) o->each = o->test == TEST_CHURN ? 3 : 0;
   if (!o->timeout)
     o->timeout = o->test == TEST_RSS ? 300
@@ -1017,6 +1036,7 @@ bad:
   else
     fprintf(stderr, "loadgen: bad value for --%s: %s\n",
             opt == OPT_HOLD ? "hold" : opt == OPT_ROUNDS ? "rounds"
+            : opt == OPT_LEAD ? "lead" : opt == OPT_RATE ? "rate"
             : "deflate-level", optarg);
   return -1;
 }

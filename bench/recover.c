@@ -55,7 +55,9 @@ struct watch {
   uint64_t last;                /* the offset it has got to */
   uint64_t since;               /* the position it came back with */
   uint8_t state;
-  uint8_t counted;              /* in at[]: it holds the publisher back */
+  uint8_t counted;              /* in at[] by last (live), or in away[]
+                                   by since (back): it holds the
+                                   publisher back */
   char msg[MSG_MAX];            /* the message being read */
 };
 
@@ -63,25 +65,34 @@ struct recover {
   struct recover_params *p;
   struct client pub;            /* the publisher */
   struct watch *w;              /* one per client */
-  uint32_t *at;                 /* counted clients whose last is offset o,
+  uint32_t *at;                 /* live clients whose last is offset o,
                                    at o & mask */
+  uint32_t *away;               /* clients coming back with since o */
   uint64_t mask;
   enum recover_phase phase;
   char epoch[EPOCH_DIGITS + 1];
   int have_epoch;
+  int drained;                  /* every client had the last message */
   int drop_due;                 /* drop all once the events are served */
+  size_t next_back;             /* the next client to start again */
+  size_t returning;             /* started again, not yet welcomed */
   int dropping;                 /* the drops are deliberate */
   size_t pending;               /* first opening: started, not welcomed */
   size_t active;                /* started, not yet done */
   size_t back;                  /* dropped, not yet welcomed back */
   size_t failed;
   uint64_t base;                /* the room's offset before publishing */
-  uint64_t floor;               /* no counted client is before it */
+  uint64_t floor;               /* no live client is before it */
+  uint64_t away_floor;          /* no client coming back has a since
+                                   before it */
+  size_t live, away_count;      /* clients in at[], in away[] */
   uint64_t asked;               /* the last offset asked for */
   uint64_t made;                /* the last offset the publisher was
                                    answered */
   uint64_t limit;               /* ask no further than this */
   uint64_t cmd_last[PUB_DEPTH]; /* each command's last offset, FIFO */
+  double credit;                /* --rate: messages it may publish now */
+  uint64_t credit_ns;           /* when credit was last added to */
   unsigned cmd_head, cmd_count;
   long round;                   /* drops so far */
   uint64_t made_at_drop, during;  /* publishes while clients were away */
@@ -136,24 +147,41 @@ static int refuse(struct recover *f, struct client *c,
 static void publish_more(struct recover *f);
 
 static void raise_floor(struct recover *f) {
-  while (f->floor < f->asked && f->at[f->floor & f->mask] == 0)
-    f->floor++;
+  while (f->live && f->at[f->floor & f->mask] == 0) f->floor++;
+  while (f->away_count && f->away[f->away_floor & f->mask] == 0)
+    f->away_floor++;
 }
 
-static void count_in(struct recover *f, struct watch *w) {
+/* A client live at its last offset (which may be behind the others) */
+static void count_live(struct recover *f, struct watch *w) {
+  if (f->live++ == 0 || w->last < f->floor) f->floor = w->last;
   f->at[w->last & f->mask]++;
+  w->counted = 1;
+}
+
+/* A client coming back with since */
+static void count_away(struct recover *f, struct watch *w) {
+  if (f->away_count++ == 0 || w->since < f->away_floor)
+    f->away_floor = w->since;
+  f->away[w->since & f->mask]++;
   w->counted = 1;
 }
 
 static void count_out(struct recover *f, struct watch *w) {
   if (!w->counted) return;
-  f->at[w->last & f->mask]--;
+  if (w->state == WS_BACK) {
+    f->away[w->since & f->mask]--;
+    f->away_count--;
+  } else {
+    f->at[w->last & f->mask]--;
+    f->live--;
+  }
   w->counted = 0;
   raise_floor(f);
 }
 
 static void move_to(struct recover *f, struct watch *w, uint64_t offset) {
-  if (w->counted) {
+  if (w->counted && w->state != WS_BACK) {
     f->at[w->last & f->mask]--;
     f->at[offset & f->mask]++;
   }
@@ -175,13 +203,29 @@ static void send_text(struct client *c, const char *fmt, ...) {
 }
 
 /* Keep PUB_DEPTH commands in flight, never more than `window` messages
- * ahead of the slowest client nor past the limit. */
+ * ahead of the slowest live client, nor `lead` ahead of the position a
+ * client comes back with, nor past the limit. */
 static void publish_more(struct recover *f) {
   struct client *c = &f->pub;
-  uint64_t room_end = f->floor + (uint64_t)f->p->window;
+  uint64_t room_end = f->limit;
   int any = 0;
   if (f->phase < RP_PUBLISH || f->phase > RP_TAIL) return;
-  if (room_end > f->limit) room_end = f->limit;
+  if (f->live && f->floor + (uint64_t)f->p->window < room_end)
+    room_end = f->floor + (uint64_t)f->p->window;
+  if (f->away_count && f->away_floor + (uint64_t)f->p->lead < room_end)
+    room_end = f->away_floor + (uint64_t)f->p->lead;
+  if (f->p->rate > 0) {         /* paced: credit for the time gone by, at
+                                   most 10 ms of it (no burst after a
+                                   wait) */
+    uint64_t now = now_ns();
+    double cap = f->p->rate / 100.0 > 1 ? f->p->rate / 100.0 : 1;
+    f->credit += (double)(now - f->credit_ns) * f->p->rate / 1e9;
+    if (f->credit > cap) f->credit = cap;
+    f->credit_ns = now;
+    if (f->asked + (uint64_t)f->credit < room_end)
+      room_end = f->asked + (uint64_t)f->credit;
+    f->credit -= (double)(room_end > f->asked ? room_end - f->asked : 0);
+  }
   while (c->state == CL_OPEN && f->cmd_count < PUB_DEPTH &&
          f->asked < room_end) {
     uint64_t k = room_end - f->asked;
@@ -232,7 +276,7 @@ static void pub_answer(struct recover *f, struct client *c) {
   }
   f->progress_ns = now_ns();
   if (f->phase == RP_OPEN) {    /* "pub 1": the room's epoch, its start */
-    f->base = f->floor = f->asked = f->made = offset;
+    f->base = f->floor = f->away_floor = f->asked = f->made = offset;
     return;
   }
   if (f->cmd_count == 0 || offset != f->cmd_last[f->cmd_head]) {
@@ -267,18 +311,31 @@ static void drop_all(struct recover *f) {
   for (size_t i = 0; i < p->nsubs; i++) {
     struct watch *w = &f->w[i];
     if (w->state != WS_LIVE && w->state != WS_RECOVERED) continue;
+    count_out(f, w);
     w->since = w->last;
     w->state = WS_BACK;
+    count_away(f, w);
     f->back++;
     client_abort(&p->subs[i]);
   }
   f->dropping = 0;
-  for (size_t i = 0; i < p->nsubs; i++) {
+  f->next_back = f->returning = 0;
+  if (f->back == 0) all_back(f);
+}
+
+/* Start dropped clients again, `parallel` upgrades under way at once:
+ * more at once would overflow the kernel's listen queue (somaxconn),
+ * whose dropped SYNs are sent again only a second later. */
+static void come_back(struct recover *f) {
+  const struct recover_params *p = f->p;
+  while (f->phase == RP_RECOVER && f->next_back < p->nsubs &&
+         f->returning < (size_t)p->parallel) {
+    size_t i = f->next_back++;
     if (f->w[i].state != WS_BACK) continue;
+    f->returning++;
     f->active++;
     client_start(&p->subs[i], p->ctx);
   }
-  if (f->back == 0) all_back(f);
 }
 
 /* Every client is back (or failed): another round once each has had
@@ -319,7 +376,7 @@ static void welcome(struct recover *f, struct client *c, struct watch *w,
     }
     w->last = offset;
     w->state = WS_LIVE;
-    count_in(f, w);
+    count_live(f, w);
     f->pending--;
     return;
   }
@@ -335,7 +392,11 @@ static void welcome(struct recover *f, struct client *c, struct watch *w,
     return;
   }
   uint64_t missed = offset - w->since, now = now_ns();
+  f->progress_ns = now;
+  count_out(f, w);
   w->state = WS_RECOVERED;
+  count_live(f, w);
+  f->returning--;
   f->missed_sum += missed;
   if (missed > f->missed_max) f->missed_max = missed;
   if (offset > f->made_at_drop) f->overlapped++;
@@ -451,10 +512,11 @@ static void on_done(struct client *c, int ok) {
              state_names[w->state], (unsigned long long)w->since,
              (unsigned long long)w->last);
   enum watch_state was = (enum watch_state)w->state;
+  count_out(f, w);
   w->state = WS_FAILED;
   f->failed++;
-  count_out(f, w);
   if (was == WS_FIRST) f->pending--;
+  if (was == WS_BACK) f->returning--;   /* only a started one fails */
   if (was == WS_BACK && --f->back == 0) all_back(f);
   else publish_more(f);
 }
@@ -510,6 +572,7 @@ static int serve(struct recover *f, uint64_t until,
     uint64_t wake = until < p->deadline ? until : p->deadline;
     int ms = (int)((wake - now) / 1000000) + 1;
     if (ms > 100) ms = 100;
+    if (p->rate > 0) ms = 1;    /* a paced publisher's next step */
     int n = epoll_wait(p->ctx->epfd, evs, 256, ms);
     if (n < 0 && errno != EINTR) {
       perror("loadgen: epoll_wait");
@@ -520,6 +583,8 @@ static int serve(struct recover *f, uint64_t until,
       f->drop_due = 0;
       drop_all(f);
     }
+    come_back(f);
+    if (p->rate > 0) publish_more(f);
   }
 }
 
@@ -532,7 +597,7 @@ static int settled(const struct recover *f) {
 }
 
 static int drained(const struct recover *f) {
-  return f->phase == RP_DRAIN && f->floor == f->limit;
+  return f->phase == RP_DRAIN && (f->live == 0 || f->floor == f->limit);
 }
 
 static int all_done(const struct recover *f) {
@@ -626,7 +691,7 @@ static void report(const struct recover *f, size_t ok) {
           "gap, no duplicate, epoch %s) and had every message to %llu%s\n",
           p->label, ok, p->nsubs, f->have_epoch ? f->epoch : "unknown",
           (unsigned long long)f->asked,
-          f->phase == RP_DRAIN ? "" : ", published so far");
+          f->drained ? "" : ", published so far");
   if (ok != p->nsubs)
     fprintf(stderr, "  first failure: %s\n", f->first_failure);
   if (p->quiet) return;
@@ -651,9 +716,11 @@ int recover_run(struct recover_params *p) {
   f.limit = UINT64_MAX;
   f.pub.index = p->nsubs;
   f.pub.fd = -1;
-  while (ring < (size_t)p->window + 1) ring *= 2;
+  while (ring < (size_t)(p->window > p->lead ? p->window : p->lead) + 1)
+    ring *= 2;
   f.mask = ring - 1;
   f.at = calloc(ring, sizeof *f.at);
+  f.away = calloc(ring, sizeof *f.away);
   f.w = calloc(p->nsubs, sizeof *f.w);
   p->ctx->events = &events;
   p->ctx->user = &f;
@@ -661,7 +728,7 @@ int recover_run(struct recover_params *p) {
   hist_reset(p->hist);
   cpu_sample(&p->a, p->pids, p->npids);
   p->b = p->a;
-  if (!f.at || !f.w) {
+  if (!f.at || !f.away || !f.w) {
     fprintf(stderr, "loadgen: recover: out of memory\n");
     goto out;
   }
@@ -677,9 +744,9 @@ int recover_run(struct recover_params *p) {
     goto out;
   }
   f.phase = RP_PUBLISH;
-  f.progress_ns = now_ns();
+  f.progress_ns = f.credit_ns = now_ns();
   publish_more(&f);
-  if (serve(&f, p->deadline, drained) == 0) rc = 0;
+  if (serve(&f, p->deadline, drained) == 0) rc = 0, f.drained = 1;
 out:
   ok = verdicts(&f);
   if (ok != p->nsubs) rc = -1;
@@ -687,6 +754,7 @@ out:
   report(&f, ok);
   client_free(&f.pub);
   free(f.at);
+  free(f.away);
   free(f.w);
   return rc;
 }

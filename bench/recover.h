@@ -18,9 +18,14 @@ struct recover_params {
   size_t nsubs;
   const char *label;            /* names the server in the report */
   long window;                  /* messages the publisher may be ahead
-                                   of the slowest client */
+                                   of the slowest live client */
+  long lead;                    /* ... and of the position a client
+                                   comes back with: at most what the
+                                   server keeps */
   long parallel;                /* upgrades at once while first opening */
   long rounds;                  /* times every client drops */
+  double rate;                  /* publishes per second; 0: as fast as
+                                   the server answers */
   unsigned long long tail;      /* publishes after the last recovery */
   const int *pids;              /* the server's processes, for CPU */
   int npids;

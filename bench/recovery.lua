@@ -4,6 +4,11 @@
 -- what that costs the server.
 --
 --   CLIENTS=N MISSED=N moonsocket bench/recovery.lua    (make recovery)
+--   MODE=during ...                                     (the same target)
+--
+-- MODE=after (the default) publishes the missed messages while the
+-- clients are away and none while they come back; MODE=during keeps
+-- publishing throughout (below).
 --
 -- CLIENTS (10000) connect to bench/apps/recovery.lua, run as a separate
 -- process pinned to CPU 0 (this one to CPU 1, when taskset is there),
@@ -15,7 +20,23 @@
 -- its MISSED messages, each at the next offset, then its welcome with
 -- recovered = true; the server's CPU time over that span is read from
 -- /proc.  Any client that gets anything else fails the run (exit 1).
--- env SERVER (build/moonsocket), HISTORY (100), PIN=0: no taskset.
+--
+-- MODE=during runs bench/loadgen recover (C clients, `make loadgen`)
+-- against the same app instead, with a room that keeps HISTORY (1000)
+-- messages: CLIENTS subscribe, a publisher sends RATE (20) messages of
+-- 64 B a second and goes on steadily throughout; once every client has
+-- had MISSED live messages, all drop at once and come back with their
+-- positions while the publisher goes on, so each misses what was
+-- published from its drop to its subscribe; then RATE more.  (The
+-- publisher also waits rather than be more than MISSED ahead of a live
+-- client or HISTORY ahead of one coming back.)  Every client must have
+-- every offset once, in order, and recovered = true.  They come back
+-- 256 upgrades at a time (loadgen -j: 10,000 connects at once would
+-- overflow the kernel's listen queue, somaxconn, and a dropped SYN is
+-- sent again only a second later).  Timed from the drop until the last
+-- welcome; the server's CPU over that span.
+-- env SERVER (build/moonsocket), HISTORY (100; during: 1000), RATE (20),
+-- PIN=0: no taskset.
 local moonsocket = require "moonsocket"
 local luasocket = require "socket"          -- the clock
 local now = luasocket.gettime
@@ -25,7 +46,11 @@ local CLIENTS = tonumber(os.getenv("CLIENTS")) or 10000
 local MISSED = tonumber(os.getenv("MISSED")) or 100
 local RAMP = 256                            -- handshakes under way at once
 local SERVER = os.getenv("SERVER") or "build/moonsocket"
-local HISTORY = tonumber(os.getenv("HISTORY")) or 100
+local MODE = os.getenv("MODE") or "after"
+assert(MODE == "after" or MODE == "during", "MODE is after or during")
+local HISTORY = tonumber(os.getenv("HISTORY"))
+  or (MODE == "after" and 100 or 1000)
+local RATE = tonumber(os.getenv("RATE")) or 20
 
 local function slurp(path)
   local f = io.open(path)
@@ -95,6 +120,45 @@ local function finish(status)
   os.remove(log)
   os.exit(status)
 end
+
+-- ------------------------------------------------------ while publishing
+
+-- loadgen recover against the server; its key=value line and summary.
+local function during()
+  local command = ("bench/loadgen -P %s -p %s -c %d -d %d --lead %d "
+    .. "--rate %g -n %d -t %d recover 2>&1"):format(port, server_pid,
+    CLIENTS, MISSED, HISTORY, RATE, math.max(1, RATE // 1), 300)
+  local overflows0 = listen_overflows()
+  local pipe = io.popen(command)
+  local out = pipe:read("a")
+  local ok = pipe:close()
+  local overflows = listen_overflows() - overflows0
+  local kv = {}
+  for k, v in (out:match("test=[^\n]*") or ""):gmatch("(%S+)=(%S+)") do
+    kv[k] = tonumber(v) or v
+  end
+  if not ok or kv.ok ~= CLIENTS then
+    print(out)
+    finish(1)
+  end
+  local cpu = kv.server_cpu * kv.seconds / 100
+  print(("recovery while publishing %g messages of 64 B a second: %d "
+    .. "clients, each missed %.1f (at most %d), %d published while they "
+    .. "came back (%d subscribes answered while publishes were under "
+    .. "way): all recovered in %.2f s (first %.3f s, half %.3f s, 99 %% "
+    .. "%.3f s); server CPU %.2f s (%.0f %% of one core)%s; the clients' "
+    .. "CPU %.0f %% of one core; %d deliveries, every one checked; SYNs "
+    .. "dropped on a full listen queue %d")
+    :format(RATE, CLIENTS, kv.missed_mean, kv.missed_max,
+    kv.publishes_during, kv.amid,
+    kv.seconds, kv.first_ms / 1000, kv.half_ms / 1000, kv.p99_ms / 1000,
+    cpu, kv.server_cpu,
+    pin and ", server on CPU 0, clients on CPU 1" or "", kv.client_cpu,
+    kv.deliveries, overflows))
+  finish(0)
+end
+
+if MODE == "during" then during() end
 
 -- ------------------------------------------------------ the clients
 

@@ -778,8 +778,8 @@ static int run_recover(struct run *r) {
   struct recover_params p = {
     .ctx = &r->ctx, .subs = r->clients, .nsubs = r->nclients,
     .label = o->label, .window = o->depth, .lead = o->lead,
-    .parallel = o->parallel, .rate = o->rate, .rounds = o->rounds, .tail = o->messages, .pids = o->pids,
-    .npids = o->npids,
+    .parallel = o->parallel, .rate = o->rate, .rounds = o->rounds,
+    .tail = o->messages, .pids = o->pids, .npids = o->npids,
     .deadline = r->deadline, .interrupted = &interrupted,
     .hist = &r->hist, .quiet = o->quiet,
   };

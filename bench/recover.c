@@ -1,7 +1,8 @@
 /* recover.c - the load generator's recovery test: C clients of a topic
  * with history drop at once and come back with the positions they last
  * saw while a publisher goes on; each checks that its offsets run on
- * exactly from its position: no gap, no duplicate, one epoch */
+ * exactly from its position, through the missed messages and the live
+ * ones to the last published: no gap, no duplicate, one epoch */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -65,35 +66,41 @@ struct recover {
   struct recover_params *p;
   struct client pub;            /* the publisher */
   struct watch *w;              /* one per client */
-  uint32_t *at;                 /* live clients whose last is offset o,
-                                   at o & mask */
-  uint32_t *away;               /* clients coming back with since o */
-  uint64_t mask;
   enum recover_phase phase;
   char epoch[EPOCH_DIGITS + 1];
   int have_epoch;
   int drained;                  /* every client had the last message */
-  int drop_due;                 /* drop all once the events are served */
-  size_t next_back;             /* the next client to start again */
-  size_t returning;             /* started again, not yet welcomed */
-  int dropping;                 /* the drops are deliberate */
+  char first_failure[256];
+  /* the clients */
   size_t pending;               /* first opening: started, not welcomed */
   size_t active;                /* started, not yet done */
   size_t back;                  /* dropped, not yet welcomed back */
   size_t failed;
-  uint64_t base;                /* the room's offset before publishing */
+  int drop_due;                 /* drop all once the events are served */
+  int dropping;                 /* the drops are deliberate */
+  size_t next_back;             /* the next client to start again */
+  size_t returning;             /* started again, not yet welcomed */
+  /* what holds the publisher back */
+  uint32_t *at;                 /* live clients whose last is offset o,
+                                   at o & mask */
+  uint32_t *away;               /* clients coming back with since o */
+  uint64_t mask;
+  size_t live, away_count;      /* clients in at[], in away[] */
   uint64_t floor;               /* no live client is before it */
   uint64_t away_floor;          /* no client coming back has a since
                                    before it */
-  size_t live, away_count;      /* clients in at[], in away[] */
+  double credit;                /* --rate: messages it may publish now */
+  uint64_t credit_ns;           /* when credit was last added to */
+  /* the publisher */
+  uint64_t base;                /* the room's offset before the round */
   uint64_t asked;               /* the last offset asked for */
   uint64_t made;                /* the last offset the publisher was
                                    answered */
   uint64_t limit;               /* ask no further than this */
   uint64_t cmd_last[PUB_DEPTH]; /* each command's last offset, FIFO */
-  double credit;                /* --rate: messages it may publish now */
-  uint64_t credit_ns;           /* when credit was last added to */
   unsigned cmd_head, cmd_count;
+  char reply[MSG_MAX];          /* the publisher's answer */
+  /* the figures */
   long round;                   /* drops so far */
   uint64_t made_at_drop, during;  /* publishes while clients were away */
   uint64_t drop_ns, back_ns, progress_ns;  /* back_ns: the rounds' sum */
@@ -102,8 +109,6 @@ struct recover {
                                    after the drop */
   size_t amid;                  /* welcomes read while publishes were
                                    under way */
-  char reply[MSG_MAX];          /* the publisher's answer */
-  char first_failure[256];
 };
 
 /* ======================================================================
@@ -141,7 +146,8 @@ static int refuse(struct recover *f, struct client *c,
 }
 
 /* ======================================================================
- * How far the publisher may go: the lowest offset of a counted client
+ * How far the publisher may go: the lowest offset of a live client, and
+ * the lowest position a client comes back with
  * ====================================================================== */
 
 static void publish_more(struct recover *f);
@@ -207,8 +213,7 @@ static void send_text(struct client *c, const char *fmt, ...) {
  * client comes back with, nor past the limit. */
 static void publish_more(struct recover *f) {
   struct client *c = &f->pub;
-  uint64_t room_end = f->limit;
-  int any = 0;
+  uint64_t room_end = f->limit, from = f->asked;
   if (f->phase < RP_PUBLISH || f->phase > RP_TAIL) return;
   if (f->live && f->floor + (uint64_t)f->p->window < room_end)
     room_end = f->floor + (uint64_t)f->p->window;
@@ -224,7 +229,6 @@ static void publish_more(struct recover *f) {
     f->credit_ns = now;
     if (f->asked + (uint64_t)f->credit < room_end)
       room_end = f->asked + (uint64_t)f->credit;
-    f->credit -= (double)(room_end > f->asked ? room_end - f->asked : 0);
   }
   while (c->state == CL_OPEN && f->cmd_count < PUB_DEPTH &&
          f->asked < room_end) {
@@ -233,9 +237,10 @@ static void publish_more(struct recover *f) {
     f->asked += k;
     f->cmd_last[(f->cmd_head + f->cmd_count++) % PUB_DEPTH] = f->asked;
     send_text(c, "pub %u", (unsigned)k);
-    any = 1;
   }
-  if (any) client_flush(c);
+  if (f->asked == from) return;
+  f->credit -= (double)(f->asked - from);
+  client_flush(c);
 }
 
 /* "<16 hex digits>:<offset>" at s: the offset, and the end in *end;

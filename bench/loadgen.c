@@ -63,6 +63,8 @@ struct options {
                                    client coming back (-1: depth) */
   double rate;                  /* recover: publishes a second, 0: all
                                    it may */
+  long burst;                   /* recover: with rate, publishes at once
+                                   at each drop */
 };
 
 /* churn: what the run knows of each slot of connections */
@@ -778,7 +780,8 @@ static int run_recover(struct run *r) {
   struct recover_params p = {
     .ctx = &r->ctx, .subs = r->clients, .nsubs = r->nclients,
     .label = o->label, .window = o->depth, .lead = o->lead,
-    .parallel = o->parallel, .rate = o->rate, .rounds = o->rounds,
+    .parallel = o->parallel, .rate = o->rate, .burst = o->burst,
+    .rounds = o->rounds,
     .tail = o->messages, .pids = o->pids, .npids = o->npids,
     .deadline = r->deadline, .interrupted = &interrupted,
     .hist = &r->hist, .quiet = o->quiet,
@@ -868,6 +871,8 @@ static void usage(FILE *f) {
     "      --rate N         recover: publishes a second, steadily (0: as\n"
     "                       many as the server answers and D and --lead\n"
     "                       allow)\n"
+    "      --burst N        recover: with --rate, N publishes at once when\n"
+    "                       the clients drop (0)\n"
     "Exit status: 0 when no error was counted, 1 otherwise, 2 for usage.\n");
 }
 
@@ -882,7 +887,7 @@ static int parse_long(const char *s, long min, long max, long *out) {
 
 /* long options without a letter */
 enum { OPT_TLS = 256, OPT_TLS12, OPT_DEFLATE, OPT_DEFLATE_LEVEL,
-       OPT_RSS_LOG, OPT_HOLD, OPT_ROUNDS, OPT_LEAD, OPT_RATE };
+       OPT_RSS_LOG, OPT_HOLD, OPT_ROUNDS, OPT_LEAD, OPT_RATE, OPT_BURST };
 
 static int parse_options(int argc, char **argv, struct options *o) {
   static const struct option longs[] = {
@@ -898,7 +903,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     { "deflate-level", 1, 0, OPT_DEFLATE_LEVEL }, { "each", 1, 0, 'm' },
     { "rss-log", 1, 0, OPT_RSS_LOG }, { "hold", 1, 0, OPT_HOLD },
     { "rounds", 1, 0, OPT_ROUNDS }, { "lead", 1, 0, OPT_LEAD },
-    { "rate", 1, 0, OPT_RATE },
+    { "rate", 1, 0, OPT_RATE }, { "burst", 1, 0, OPT_BURST },
     { 0, 0, 0, 0 }
   };
   long v;
@@ -937,6 +942,9 @@ static int parse_options(int argc, char **argv, struct options *o) {
       break;
     case OPT_LEAD:
       if (parse_long(optarg, 1, 1L << 24, &o->lead)) goto bad;
+      break;
+    case OPT_BURST:
+      if (parse_long(optarg, 0, 1L << 24, &o->burst)) goto bad;
       break;
     case OPT_DEFLATE_LEVEL:
       if (parse_long(optarg, -1, 9, &v)) goto bad;
@@ -1037,7 +1045,7 @@ bad:
     fprintf(stderr, "loadgen: bad value for --%s: %s\n",
             opt == OPT_HOLD ? "hold" : opt == OPT_ROUNDS ? "rounds"
             : opt == OPT_LEAD ? "lead" : opt == OPT_RATE ? "rate"
-            : "deflate-level", optarg);
+            : opt == OPT_BURST ? "burst" : "deflate-level", optarg);
   return -1;
 }
 

@@ -221,11 +221,13 @@ static void publish_more(struct recover *f) {
     room_end = f->away_floor + (uint64_t)f->p->lead;
   if (f->p->rate > 0) {         /* paced: credit for the time gone by, at
                                    most 10 ms of it (no burst after a
-                                   wait) */
+                                   wait), besides a drop's burst */
     uint64_t now = now_ns();
     double cap = f->p->rate / 100.0 > 1 ? f->p->rate / 100.0 : 1;
-    f->credit += (double)(now - f->credit_ns) * f->p->rate / 1e9;
-    if (f->credit > cap) f->credit = cap;
+    if (f->credit < cap) {
+      f->credit += (double)(now - f->credit_ns) * f->p->rate / 1e9;
+      if (f->credit > cap) f->credit = cap;
+    }
     f->credit_ns = now;
     if (f->asked + (uint64_t)f->credit < room_end)
       room_end = f->asked + (uint64_t)f->credit;
@@ -312,6 +314,7 @@ static void drop_all(struct recover *f) {
   f->made_at_drop = f->made;
   if (f->round++ == 0) cpu_sample(&f->p->a, p->pids, p->npids);
   f->drop_ns = now_ns();
+  f->credit += (double)p->burst;
   f->dropping = 1;
   for (size_t i = 0; i < p->nsubs; i++) {
     struct watch *w = &f->w[i];

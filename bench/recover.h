@@ -26,6 +26,8 @@ struct recover_params {
   long rounds;                  /* times every client drops */
   double rate;                  /* publishes per second; 0: as fast as
                                    the server answers */
+  long burst;                   /* with rate: publishes at once when the
+                                   clients drop */
   unsigned long long tail;      /* publishes after the last recovery */
   const int *pids;              /* the server's processes, for CPU */
   int npids;

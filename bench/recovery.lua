@@ -23,19 +23,20 @@
 --
 -- MODE=during runs bench/loadgen recover (C clients, `make loadgen`)
 -- against the same app instead, with a room that keeps HISTORY (1000)
--- messages: CLIENTS subscribe, a publisher sends RATE (20) messages of
+-- messages: CLIENTS subscribe, a publisher sends RATE (5) messages of
 -- 64 B a second and goes on steadily throughout; once every client has
--- had MISSED live messages, all drop at once and come back with their
--- positions while the publisher goes on, so each misses what was
--- published from its drop to its subscribe; then RATE more.  (The
--- publisher also waits rather than be more than MISSED ahead of a live
--- client or HISTORY ahead of one coming back.)  Every client must have
--- every offset once, in order, and recovered = true.  They come back
--- 256 upgrades at a time (loadgen -j: 10,000 connects at once would
--- overflow the kernel's listen queue, somaxconn, and a dropped SYN is
--- sent again only a second later).  Timed from the drop until the last
--- welcome; the server's CPU over that span.
--- env SERVER (build/moonsocket), HISTORY (100; during: 1000), RATE (20),
+-- had MISSED live messages, all drop at once, MISSED messages are
+-- published at once, and all come back with their positions while the
+-- publisher goes on, so each misses MISSED and what was published until
+-- its subscribe; then RATE more.  (The publisher also waits rather than
+-- be more than MISSED ahead of a live client or HISTORY ahead of one
+-- coming back.)  Every client must have every offset once, in order,
+-- and recovered = true.  They come back 256 upgrades at a time (loadgen
+-- -j: 10,000 connects at once would overflow the kernel's listen queue,
+-- somaxconn, and a dropped SYN is sent again only a second later).
+-- Timed from the drop until the last welcome; the server's CPU over
+-- that span.
+-- env SERVER (build/moonsocket), HISTORY (100; during: 1000), RATE (5),
 -- PIN=0: no taskset.
 local moonsocket = require "moonsocket"
 local luasocket = require "socket"          -- the clock
@@ -50,7 +51,7 @@ local MODE = os.getenv("MODE") or "after"
 assert(MODE == "after" or MODE == "during", "MODE is after or during")
 local HISTORY = tonumber(os.getenv("HISTORY"))
   or (MODE == "after" and 100 or 1000)
-local RATE = tonumber(os.getenv("RATE")) or 20
+local RATE = tonumber(os.getenv("RATE")) or 5
 
 local function slurp(path)
   local f = io.open(path)
@@ -126,8 +127,9 @@ end
 -- loadgen recover against the server; its key=value line and summary.
 local function during()
   local command = ("bench/loadgen -P %s -p %s -c %d -d %d --lead %d "
-    .. "--rate %g -n %d -t %d recover 2>&1"):format(port, server_pid,
-    CLIENTS, MISSED, HISTORY, RATE, math.max(1, RATE // 1), 300)
+    .. "--rate %g --burst %d -n %d -t %d recover 2>&1"):format(port,
+    server_pid, CLIENTS, MISSED, HISTORY, RATE, MISSED,
+    math.max(1, RATE // 1), 300)
   local overflows0 = listen_overflows()
   local pipe = io.popen(command)
   local out = pipe:read("a")
@@ -143,9 +145,9 @@ local function during()
   end
   local cpu = kv.server_cpu * kv.seconds / 100
   print(("recovery while publishing %g messages of 64 B a second: %d "
-    .. "clients, each missed %.1f (at most %d), %d published while they "
-    .. "came back (%d subscribes answered while publishes were under "
-    .. "way): all recovered in %.2f s (first %.3f s, half %.3f s, 99 %% "
+    .. "clients, each missed %.1f (at most %d), %d published from the "
+    .. "drop until all were back (%d subscribes answered while publishes "
+    .. "were under way): all recovered in %.2f s (first %.3f s, half %.3f s, 99 %% "
     .. "%.3f s); server CPU %.2f s (%.0f %% of one core)%s; the clients' "
     .. "CPU %.0f %% of one core; %d deliveries, every one checked; SYNs "
     .. "dropped on a full listen queue %d")

@@ -5,15 +5,20 @@
 --   /r?POSITION  the same with since = POSITION ("epoch:offset"): the
 --                messages after it come first, each as "<epoch>:<offset>
 --                <payload>", then the welcome
---   /ws, /ctl    text commands:
+--   /ws, /ctl    text commands (callback handlers):
 --                  "since POS"  subscribes as /r?POS does ("since -": as
 --                               /r), answered by the same welcome
 --                  "pub N"      N messages of 64 bytes ("x") to "room":
 --                               "pub POS", the room's position after them
 --                  "count"      "count N", the sockets subscribed to
---                               "room"
+--                               "room" (of this process)
+--   /co          the same commands, each connection a coroutine: with
+--                WORKERS, where a publish waits for its position from
+--                the master and a subscribe with since waits for a
+--                worker that is behind to catch up (a callback handler
+--                cannot wait: its publish gives no position)
 -- Quiet (log_level "error"), 20,000 connections, no keep-alive pings.
--- env HOST, PORT (0: any), HISTORY.
+-- env HOST, PORT (0: any), HISTORY, WORKERS (passed on when set).
 local moonsocket = require "moonsocket"
 
 local getenv, tonumber = os.getenv, tonumber
@@ -65,10 +70,18 @@ app:ws("/r", {
 
 app:ws("/ws", { message = command })
 app:ws("/ctl", { message = command })
+app:ws("/co", function(ws)
+  while true do
+    local msg = ws:receive()
+    if not msg then return end
+    command(ws, msg)
+  end
+end)
 
 assert(app:listen {
   host = getenv("HOST") or "127.0.0.1",
   port = tonumber(getenv("PORT")) or 0,
   backlog = 16384,
+  workers = tonumber(getenv("WORKERS")),
 })
 moonsocket.run()

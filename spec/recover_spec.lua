@@ -19,12 +19,34 @@ local ROUNDS = SLOW and 2 or 5
 -- (net.core.somaxconn, 4096 by default).
 local WINDOW = 1000
 
--- The sockets subscribed to the room, asked at /ws.
+-- The sockets subscribed to the room (of the process that answers), asked
+-- at /ws.
 local function subscribers(port)
   local ws = assert(helper.ws_connect(port, "/ws"))
   local count = tonumber(helper.ask(ws, "count"):match("^count (%d+)$"))
   ws:abort()
   return count
+end
+
+-- Runs loadgen recover against server: CLIENTS clients, all coming back
+-- at once, rounds times, the publisher at most window messages ahead;
+-- path the app's (bench/apps/recovery.lua).  Asserts that every client
+-- recovered exactly each time and had every message up to the last one
+-- published, and that the publisher ran while they came back.
+local function recover(server, path, window, rounds)
+  local kv, err, status = helper.loadgen(server, { "recover", "-u", path,
+    "-c", CLIENTS, "-j", CLIENTS, "-d", window, "-n", window,
+    "--rounds", rounds })
+  assert.are.same({ status = 0, errors = 0, clients = CLIENTS,
+    ok = CLIENTS, rounds = rounds, recovered = CLIENTS * rounds },
+    { status = status, errors = kv.errors, clients = kv.clients,
+      ok = kv.ok, rounds = kv.rounds, recovered = kv.recovered }, err)
+  -- they missed messages published after the drop, and the server
+  -- answered their subscribes while publishes were under way
+  assert.is_true(kv.publishes_during > 0, err)
+  assert.is_true(kv.overlapped > 0, err)
+  assert.is_true(kv.amid > 0, err)
+  assert.is_true(kv.final > (rounds + 1) * window, err)
 end
 
 describe("recovery while a publisher runs", function()
@@ -41,25 +63,32 @@ describe("recovery while a publisher runs", function()
 
   it(("%d clients drop and recover %d times, with no gap and no "
     .. "duplicate"):format(CLIENTS, ROUNDS), function()
-    local kv, err, status = helper.loadgen(server, { "recover",
-      "-c", CLIENTS, "-j", CLIENTS, "-d", WINDOW, "-n", WINDOW,
-      "--rounds", ROUNDS })
-    -- every client recovered exactly each time and had every message
-    -- up to the last one published
-    assert.are.same({ status = 0, errors = 0, clients = CLIENTS,
-      ok = CLIENTS, rounds = ROUNDS, recovered = CLIENTS * ROUNDS },
-      { status = status, errors = kv.errors, clients = kv.clients,
-        ok = kv.ok, rounds = kv.rounds, recovered = kv.recovered }, err)
-    -- the publisher ran while they were away and coming back: they
-    -- missed messages published after the drop, and the server answered
-    -- their subscribes while publishes were under way
-    assert.is_true(kv.publishes_during > 0, err)
-    assert.is_true(kv.overlapped > 0, err)
-    assert.is_true(kv.amid > 0, err)
-    assert.is_true(kv.final > (ROUNDS + 1) * WINDOW, err)
+    recover(server, "/ws", WINDOW, ROUNDS)
     -- each subscription went with its socket
     assert.is_truthy(helper.wait_until(function()
       return subscribers(server.port) == 0
     end), "subscribers left")
+  end)
+end)
+
+-- With workers = 2 the clients come back to either worker, which may not
+-- have the position they bring yet: its subscribe (in a coroutine, /co)
+-- waits for the master, and every publish waits for its position, so
+-- the publisher is slower and the rounds fewer.
+describe("recovery while a publisher runs, workers = 2", function()
+  local server
+
+  setup(function()
+    server = helper.start_server("bench/apps/recovery.lua",
+      { HISTORY = 4 * WINDOW, WORKERS = 2 }, { nofile = CLIENTS + 1000 })
+  end)
+
+  teardown(function()
+    helper.stop_and_check(server)
+  end)
+
+  it(("%d clients drop and recover on either worker"):format(CLIENTS),
+     function()
+    recover(server, "/co", 200, SLOW and 1 or 2)
   end)
 end)

@@ -63,8 +63,8 @@ struct options {
                                    client coming back (-1: depth) */
   double rate;                  /* recover: publishes a second, 0: all
                                    it may */
-  long burst;                   /* recover: with rate, publishes at once
-                                   at each drop */
+  long burst;                   /* recover: publishes at once at each
+                                   drop */
 };
 
 /* churn: what the run knows of each slot of connections */
@@ -871,8 +871,8 @@ static void usage(FILE *f) {
     "      --rate N         recover: publishes a second, steadily (0: as\n"
     "                       many as the server answers and D and --lead\n"
     "                       allow)\n"
-    "      --burst N        recover: with --rate, N publishes at once when\n"
-    "                       the clients drop (0)\n"
+    "      --burst N        recover: N publishes at once when the clients\n"
+    "                       drop, besides D and --rate (0)\n"
     "Exit status: 0 when no error was counted, 1 otherwise, 2 for usage.\n");
 }
 

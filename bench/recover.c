@@ -90,6 +90,7 @@ struct recover {
   uint64_t away_floor;          /* no client coming back has a since
                                    before it */
   double credit;                /* --rate: messages it may publish now */
+  uint64_t burst_left;          /* of a drop's burst, still to ask for */
   uint64_t credit_ns;           /* when credit was last added to */
   /* the publisher */
   uint64_t base;                /* the room's offset before the round */
@@ -209,39 +210,44 @@ static void send_text(struct client *c, const char *fmt, ...) {
 }
 
 /* Keep PUB_DEPTH commands in flight, never more than `window` messages
- * ahead of the slowest live client, nor `lead` ahead of the position a
- * client comes back with, nor past the limit. */
+ * ahead of the slowest live client (nor, with --rate, ahead of the
+ * pace), nor `lead` ahead of the position a client comes back with, nor
+ * past the limit; a drop's burst goes out regardless of the first two. */
 static void publish_more(struct recover *f) {
   struct client *c = &f->pub;
-  uint64_t room_end = f->limit, from = f->asked;
+  uint64_t hard_end = f->limit, from = f->asked;
   if (f->phase < RP_PUBLISH || f->phase > RP_TAIL) return;
-  if (f->live && f->floor + (uint64_t)f->p->window < room_end)
-    room_end = f->floor + (uint64_t)f->p->window;
-  if (f->away_count && f->away_floor + (uint64_t)f->p->lead < room_end)
-    room_end = f->away_floor + (uint64_t)f->p->lead;
-  if (f->p->rate > 0) {         /* paced: credit for the time gone by, at
-                                   most 10 ms of it (no burst after a
-                                   wait), besides a drop's burst */
+  if (f->away_count && f->away_floor + (uint64_t)f->p->lead < hard_end)
+    hard_end = f->away_floor + (uint64_t)f->p->lead;
+  uint64_t paced_end = hard_end;
+  if (f->live && f->floor + (uint64_t)f->p->window < paced_end)
+    paced_end = f->floor + (uint64_t)f->p->window;
+  if (f->p->rate > 0) {         /* credit for the time gone by, at most
+                                   10 ms of it (no rush after a wait) */
     uint64_t now = now_ns();
     double cap = f->p->rate / 100.0 > 1 ? f->p->rate / 100.0 : 1;
-    if (f->credit < cap) {
-      f->credit += (double)(now - f->credit_ns) * f->p->rate / 1e9;
-      if (f->credit > cap) f->credit = cap;
-    }
+    f->credit += (double)(now - f->credit_ns) * f->p->rate / 1e9;
+    if (f->credit > cap) f->credit = cap;
     f->credit_ns = now;
-    if (f->asked + (uint64_t)f->credit < room_end)
-      room_end = f->asked + (uint64_t)f->credit;
+    if (f->asked + (uint64_t)f->credit < paced_end)
+      paced_end = f->asked + (uint64_t)f->credit;
   }
+  uint64_t end = f->asked + f->burst_left < hard_end
+                     ? f->asked + f->burst_left : hard_end;
+  if (paced_end > end) end = paced_end;
   while (c->state == CL_OPEN && f->cmd_count < PUB_DEPTH &&
-         f->asked < room_end) {
-    uint64_t k = room_end - f->asked;
+         f->asked < end) {
+    uint64_t k = end - f->asked;
     if (k > PUB_BATCH) k = PUB_BATCH;
     f->asked += k;
     f->cmd_last[(f->cmd_head + f->cmd_count++) % PUB_DEPTH] = f->asked;
     send_text(c, "pub %u", (unsigned)k);
   }
-  if (f->asked == from) return;
-  f->credit -= (double)(f->asked - from);
+  uint64_t n = f->asked - from;
+  if (n == 0) return;
+  uint64_t of_burst = n < f->burst_left ? n : f->burst_left;
+  f->burst_left -= of_burst;
+  f->credit -= (double)(n - of_burst);
   client_flush(c);
 }
 
@@ -312,9 +318,13 @@ static void drop_all(struct recover *f) {
   const struct recover_params *p = f->p;
   f->phase = RP_RECOVER;
   f->made_at_drop = f->made;
-  if (f->round++ == 0) cpu_sample(&f->p->a, p->pids, p->npids);
+  if (f->round++ == 0) {
+    cpu_sample(&f->p->a, p->pids, p->npids);
+    for (int i = 0; i < p->npids && i < RECOVER_PIDS; i++)
+      f->p->pid_cpu[i] = -pids_cpu_seconds(&p->pids[i], 1);
+  }
   f->drop_ns = now_ns();
-  f->credit += (double)p->burst;
+  f->burst_left = (uint64_t)p->burst;
   f->dropping = 1;
   for (size_t i = 0; i < p->nsubs; i++) {
     struct watch *w = &f->w[i];
@@ -358,6 +368,8 @@ static void all_back(struct recover *f) {
     return;
   }
   cpu_sample(&f->p->b, f->p->pids, f->p->npids);
+  for (int i = 0; i < f->p->npids && i < RECOVER_PIDS; i++)
+    f->p->pid_cpu[i] += pids_cpu_seconds(&f->p->pids[i], 1);
   f->limit = f->asked + f->p->tail;
   f->phase = RP_TAIL;
   if (f->made == f->limit && f->cmd_count == 0) f->phase = RP_DRAIN;
@@ -694,6 +706,11 @@ static void report(const struct recover *f, size_t ok) {
          (double)h->max / 1e6, missed_mean,
          (unsigned long long)f->missed_max, (unsigned long long)f->during,
          f->overlapped, f->amid, (unsigned long long)f->deliveries);
+  /* each server process's CPU seconds over the recovery (the sum is
+   * server_cpu, in percent) */
+  printf(" pid_cpu_s=");
+  for (int i = 0; i < p->npids && i < RECOVER_PIDS; i++)
+    printf("%s%.2f", i ? "," : "", p->pid_cpu[i]);
   if (p->quiet && ok == p->nsubs) return;
   fprintf(stderr, "recover %s: %zu of %zu clients recovered exactly (no "
           "gap, no duplicate, epoch %s) and had every message to %llu%s\n",

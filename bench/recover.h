@@ -11,6 +11,8 @@
 #include "client.h"
 #include "stats.h"
 
+#define RECOVER_PIDS 8          /* processes whose CPU is told apart */
+
 struct recover_params {
   struct client_ctx *ctx;       /* set up; its events, user and depth
                                    become the test's */
@@ -26,8 +28,9 @@ struct recover_params {
   long rounds;                  /* times every client drops */
   double rate;                  /* publishes per second; 0: as fast as
                                    the server answers */
-  long burst;                   /* with rate: publishes at once when the
-                                   clients drop */
+  long burst;                   /* publishes at once when the clients
+                                   drop, whatever holds the publisher
+                                   back but lead */
   unsigned long long tail;      /* publishes after the last recovery */
   const int *pids;              /* the server's processes, for CPU */
   int npids;
@@ -37,6 +40,7 @@ struct recover_params {
   int quiet;
   struct cpu_sample a, b;       /* out: from the first drop until every
                                    client has recovered the last time */
+  double pid_cpu[RECOVER_PIDS]; /* out: each pid's CPU seconds then */
 };
 
 /* Open the clients and the publisher, publish, drop every client and

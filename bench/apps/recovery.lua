@@ -5,20 +5,22 @@
 --   /r?POSITION  the same with since = POSITION ("epoch:offset"): the
 --                messages after it come first, each as "<epoch>:<offset>
 --                <payload>", then the welcome
---   /ws, /ctl    text commands (callback handlers):
+--   /ws          text commands (a callback handler):
 --                  "since POS"  subscribes as /r?POS does ("since -": as
 --                               /r), answered by the same welcome
 --                  "pub N"      N messages of 64 bytes ("x") to "room":
 --                               "pub POS", the room's position after them
 --                  "count"      "count N", the sockets subscribed to
 --                               "room" (of this process)
---   /co          the same commands, each connection a coroutine: with
---                WORKERS, where a publish waits for its position from
---                the master and a subscribe with since waits for a
---                worker that is behind to catch up (a callback handler
---                cannot wait: its publish gives no position)
+--   /co, /ctl    the same commands, each connection a coroutine: with
+--                WORKERS or REDIS_URL, where a publish waits for its
+--                position from the master or Redis, and a subscribe
+--                with since waits for a worker that is behind to catch
+--                up (a callback handler cannot wait: its publish gives
+--                no position)
 -- Quiet (log_level "error"), 20,000 connections, no keep-alive pings.
--- env HOST, PORT (0: any), HISTORY, WORKERS (passed on when set).
+-- env HOST, PORT (0: any), HISTORY, WORKERS (passed on when set),
+-- REDIS_URL (when set: the history in Redis, app:use_backplane).
 local moonsocket = require "moonsocket"
 
 local getenv, tonumber = os.getenv, tonumber
@@ -28,6 +30,14 @@ local app = moonsocket.app {
   max_connections = 20000,
   keep_alive_interval = 0,
 }
+local redis_url = getenv("REDIS_URL")
+if redis_url and redis_url ~= "" then
+  assert(app:use_backplane { redis = redis_url })
+  app:on_start(function()              -- bench/recovery.lua waits for it
+    while not app.backplane.connected do moonsocket.sleep(0.01) end
+    io.stderr:write("moonsocket: redis connected\n")
+  end)
+end
 app:history("room", { size = tonumber(getenv("HISTORY")) or 100 })
 
 local PAYLOAD = ("x"):rep(64)
@@ -68,15 +78,17 @@ app:ws("/r", {
   open = function(ws) subscribe(ws, ws.request.query) end,
 })
 
-app:ws("/ws", { message = command })
-app:ws("/ctl", { message = command })
-app:ws("/co", function(ws)
+local function commands(ws)
   while true do
     local msg = ws:receive()
     if not msg then return end
     command(ws, msg)
   end
-end)
+end
+
+app:ws("/ws", { message = command })
+app:ws("/co", commands)
+app:ws("/ctl", commands)
 
 assert(app:listen {
   host = getenv("HOST") or "127.0.0.1",

@@ -81,6 +81,17 @@ describe("recovery while a publisher runs, workers = 2", function()
   setup(function()
     server = helper.start_server("bench/apps/recovery.lua",
       { HISTORY = 4 * WINDOW, WORKERS = 2 }, { nofile = CLIENTS + 1000 })
+    -- both workers listening (each has its socket on the port), so that
+    -- the clients come to either
+    local seen = {}
+    assert(helper.wait_until(function()
+      local ws = helper.ws_connect(server.port, "/ws")
+      if ws then
+        seen[helper.ask(ws, "pid")] = true
+        ws:abort()
+      end
+      return seen["pid 1"] and seen["pid 2"]
+    end, helper.scaled(30), 0.05), "both workers did not start")
   end)
 
   teardown(function()

@@ -12,6 +12,8 @@
 --                               "pub POS", the room's position after them
 --                  "count"      "count N", the sockets subscribed to
 --                               "room" (of this process)
+--                  "pid"        "pid W", this worker's number (0 without
+--                               workers)
 --   /co, /ctl    the same commands, each connection a coroutine: with
 --                WORKERS or REDIS_URL, where a publish waits for its
 --                position from the master or Redis, and a subscribe
@@ -69,8 +71,10 @@ local function command(ws, msg)
     subscribe(ws, since ~= "-" and since or nil)
   elseif msg == "count" then
     ws:send("count " .. app:subscribers("room"))
+  elseif msg == "pid" then
+    ws:send("pid " .. (moonsocket.worker() or 0))
   else
-    ws:close(1008, "expected since POS, pub N or count")
+    ws:close(1008, "expected since POS, pub N, count or pid")
   end
 end
 

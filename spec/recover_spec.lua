@@ -12,9 +12,10 @@ local SLOW = os.getenv("MOONSOCKET_WRAPPER") ~= nil
 local CLIENTS = 1000
 local ROUNDS = SLOW and 2 or 5
 -- The publisher is never more than WINDOW messages ahead of the slowest
--- client, counting those that are away at the position they left: a
--- bound on what the server queues, which a reconnection of all of them
--- does not reach here.  The room keeps four times as many.  All 1,000
+-- live client, nor twice as many ahead of the position one that is away
+-- left at: a bound on what the server queues, which a reconnection of
+-- all of them does not reach here, and room to publish while they come
+-- back.  The room keeps four times WINDOW.  All 1,000
 -- come back at once (-j): within the kernel's listen queue
 -- (net.core.somaxconn, 4096 by default).
 local WINDOW = 1000
@@ -29,14 +30,15 @@ local function subscribers(port)
 end
 
 -- Runs loadgen recover against server: CLIENTS clients, all coming back
--- at once, rounds times, the publisher at most window messages ahead;
--- path the app's (bench/apps/recovery.lua).  Asserts that every client
+-- at once, rounds times, the publisher at most window messages ahead of
+-- a live one (2 * window of one away); path the app's
+-- (bench/apps/recovery.lua).  Asserts that every client
 -- recovered exactly each time and had every message up to the last one
 -- published, and that the publisher ran while they came back.
 local function recover(server, path, window, rounds)
   local kv, err, status = helper.loadgen(server, { "recover", "-u", path,
-    "-c", CLIENTS, "-j", CLIENTS, "-d", window, "-n", window,
-    "--rounds", rounds })
+    "-c", CLIENTS, "-j", CLIENTS, "-d", window, "--lead", 2 * window,
+    "-n", window, "--rounds", rounds })
   assert.are.same({ status = 0, errors = 0, clients = CLIENTS,
     ok = CLIENTS, rounds = rounds, recovered = CLIENTS * rounds },
     { status = status, errors = kv.errors, clients = kv.clients,

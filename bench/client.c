@@ -336,6 +336,10 @@ void client_fail(struct client *c, enum client_error kind, const char *what) {
   finish(c, 0);
 }
 
+void client_abort(struct client *c) {
+  if (c->state != CL_DONE && c->state != CL_IDLE) finish(c, 1);
+}
+
 void client_free(struct client *c) {
   drop_session(c);
   free(c->out);

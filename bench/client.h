@@ -142,6 +142,9 @@ void client_send_bytes(struct client *c, unsigned opcode,
                        const uint8_t *data, size_t len);
 /* Queue a close frame (1000) and wait for the server's; caller flushes. */
 void client_close(struct client *c);
+/* Drop the connection at once, as a lost network would: no close frame,
+ * the socket closed, done(c, 1); nothing is counted as an error. */
+void client_abort(struct client *c);
 /* Write what is queued; arms EPOLLOUT when the kernel refuses bytes. */
 void client_flush(struct client *c);
 /* Count an error of that kind against c, print it while few have been,

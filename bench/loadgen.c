@@ -1,7 +1,8 @@
 /* loadgen.c - a WebSocket load generator: echo throughput and latency,
  * handshakes per second, a server's memory per idle connection,
  * connection churn with the server's memory over time, and fan-out
- * from one publisher to many subscribers (fanout.c) */
+ * from one publisher to many subscribers (fanout.c), and clients
+ * recovering what they missed while a publisher runs (recover.c) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -17,15 +18,16 @@
 #include "client.h"
 #include "fanout.h"
 #include "payload.h"
+#include "recover.h"
 #include "stats.h"
 #include "tls.h"
 
 #define MAX_PIDS 8
 
 enum test { TEST_ECHO, TEST_LATENCY, TEST_HANDSHAKE, TEST_RSS, TEST_CHURN,
-            TEST_FANOUT };
+            TEST_FANOUT, TEST_RECOVER };
 static const char *const test_names[] = {
-  "echo", "latency", "handshake", "rss", "churn", "fanout"
+  "echo", "latency", "handshake", "rss", "churn", "fanout", "recover"
 };
 #define NTESTS (sizeof test_names / sizeof test_names[0])
 
@@ -56,6 +58,13 @@ struct options {
   double hold;                  /* churn: seconds a connection pauses in
                                    all, spread before each step */
   const char *rss_log;          /* churn: a line per second to this file */
+  long rounds;                  /* recover: times every client drops */
+  long lead;                    /* recover: the publisher's lead over a
+                                   client coming back (-1: depth) */
+  double rate;                  /* recover: publishes a second, 0: all
+                                   it may */
+  long burst;                   /* recover: publishes at once at each
+                                   drop */
 };
 
 /* churn: what the run knows of each slot of connections */
@@ -763,13 +772,33 @@ static int run_fanout(struct run *r) {
   return rc;
 }
 
+/* C clients drop and recover while a publisher runs (recover.c); the
+ * CPU figures are over the recovery, from the first drop until the last
+ * client is back the last time */
+static int run_recover(struct run *r) {
+  const struct options *o = r->o;
+  struct recover_params p = {
+    .ctx = &r->ctx, .subs = r->clients, .nsubs = r->nclients,
+    .label = o->label, .window = o->depth, .lead = o->lead,
+    .parallel = o->parallel, .rate = o->rate, .burst = o->burst,
+    .rounds = o->rounds,
+    .tail = o->messages, .pids = o->pids, .npids = o->npids,
+    .deadline = r->deadline, .interrupted = &interrupted,
+    .hist = &r->hist, .quiet = o->quiet,
+  };
+  int rc = recover_run(&p);
+  print_common(r, &p.a, &p.b);
+  return rc;
+}
+
 /* ======================================================================
  * Command line
  * ====================================================================== */
 
 static void usage(FILE *f) {
   fprintf(f,
-    "usage: loadgen [options] echo|latency|handshake|rss|churn|fanout\n"
+    "usage: loadgen [options] echo|latency|handshake|rss|churn|fanout|\n"
+    "                         recover\n"
     "  echo       C connections x D messages in flight x S bytes, echoed\n"
     "             and checked; messages/s, MB/s, round-trip percentiles\n"
     "  latency    echo with C=1 D=1 (the defaults of this test)\n"
@@ -786,13 +815,21 @@ static void usage(FILE *f) {
     "             until every subscriber has it; deliveries/s, every one\n"
     "             checked: bytes, once, in order (against the app\n"
     "             bench/apps/fanout.lua); -n: a fixed number of publishes\n"
+    "  recover    C clients (1000) of a topic with history get D live\n"
+    "             messages (-d, 100), all drop and come back at once\n"
+    "             with their positions while a publisher goes on (never\n"
+    "             more than D ahead of the slowest live client, nor\n"
+    "             --lead ahead of one coming back), then -n more (100);\n"
+    "             every offset checked (bench/apps/recovery.lua at -u)\n"
     "options:\n"
     "  -H, --host ADDR      numeric address (127.0.0.1)\n"
     "  -P, --port N         port (required)\n"
     "  -u, --path PATH      request target (/ws)\n"
     "  -c, --conns N        connections (echo 100, handshake 8, rss,\n"
     "                       churn and fanout 10000)\n"
-    "  -d, --depth N        messages in flight per connection (1)\n"
+    "  -d, --depth N        messages in flight per connection (1;\n"
+    "                       recover: how far the publisher may be ahead\n"
+    "                       of the slowest live client, 100)\n"
     "  -s, --size N         payload bytes (16)\n"
     "  -k, --payload KIND   random|zero|repeat|adversarial|text (random;\n"
     "                       text: JSON-like records, compressible)\n"
@@ -801,7 +838,8 @@ static void usage(FILE *f) {
     "  -w, --warmup SECS    before measuring (1)\n"
     "  -T, --duration SECS  measured (5)\n"
     "  -n, --messages N     echo: stop after N echoes instead of a time;\n"
-    "                       fanout: after N publishes\n"
+    "                       fanout: after N publishes; recover: after\n"
+    "                       every client is back\n"
     "  -t, --timeout SECS   hard limit of the whole run (warmup +\n"
     "                       duration + 30; rss 300; churn + 300;\n"
     "                       fanout + 120)\n"
@@ -825,6 +863,16 @@ static void usage(FILE *f) {
     "      --rss-log FILE   churn: a line per second (time, phase, server\n"
     "                       RSS KiB, open WebSockets, sockets, cycles,\n"
     "                       errors)\n"
+    "      --rounds N       recover: drop and come back N times, each once\n"
+    "                       every client has had D live messages (1)\n"
+    "      --lead N         recover: how far the publisher may be ahead of\n"
+    "                       the position a client comes back with, at most\n"
+    "                       what the server keeps (D)\n"
+    "      --rate N         recover: publishes a second, steadily (0: as\n"
+    "                       many as the server answers and D and --lead\n"
+    "                       allow)\n"
+    "      --burst N        recover: N publishes at once when the clients\n"
+    "                       drop, besides D and --rate (0)\n"
     "Exit status: 0 when no error was counted, 1 otherwise, 2 for usage.\n");
 }
 
@@ -839,7 +887,7 @@ static int parse_long(const char *s, long min, long max, long *out) {
 
 /* long options without a letter */
 enum { OPT_TLS = 256, OPT_TLS12, OPT_DEFLATE, OPT_DEFLATE_LEVEL,
-       OPT_RSS_LOG, OPT_HOLD };
+       OPT_RSS_LOG, OPT_HOLD, OPT_ROUNDS, OPT_LEAD, OPT_RATE, OPT_BURST };
 
 static int parse_options(int argc, char **argv, struct options *o) {
   static const struct option longs[] = {
@@ -854,6 +902,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
     { "deflate", 0, 0, OPT_DEFLATE },
     { "deflate-level", 1, 0, OPT_DEFLATE_LEVEL }, { "each", 1, 0, 'm' },
     { "rss-log", 1, 0, OPT_RSS_LOG }, { "hold", 1, 0, OPT_HOLD },
+    { "rounds", 1, 0, OPT_ROUNDS }, { "lead", 1, 0, OPT_LEAD },
+    { "rate", 1, 0, OPT_RATE }, { "burst", 1, 0, OPT_BURST },
     { 0, 0, 0, 0 }
   };
   long v;
@@ -871,6 +921,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
   o->seed = 1;
   o->deflate_level = -1;
   o->each = -1;
+  o->rounds = 1;
+  o->lead = -1;
   while ((opt = getopt_long(argc, argv,
                             "H:P:u:c:d:s:k:xw:T:n:t:p:j:l:S:qhm:", longs,
                             NULL)) != -1) {
@@ -885,6 +937,15 @@ static int parse_options(int argc, char **argv, struct options *o) {
     case OPT_TLS12: o->tls = 12; break;
     case OPT_DEFLATE: o->deflate = 1; break;
     case OPT_RSS_LOG: o->rss_log = optarg; break;
+    case OPT_ROUNDS:
+      if (parse_long(optarg, 1, 1000000, &o->rounds)) goto bad;
+      break;
+    case OPT_LEAD:
+      if (parse_long(optarg, 1, 1L << 24, &o->lead)) goto bad;
+      break;
+    case OPT_BURST:
+      if (parse_long(optarg, 0, 1L << 24, &o->burst)) goto bad;
+      break;
     case OPT_DEFLATE_LEVEL:
       if (parse_long(optarg, -1, 9, &v)) goto bad;
       o->deflate_level = (int)v;
@@ -907,12 +968,13 @@ static int parse_options(int argc, char **argv, struct options *o) {
       if ((kind = payload_kind_parse(optarg)) < 0) goto bad;
       o->kind = (enum payload_kind)kind;
       break;
-    case 'w': case 'T': case 't': case OPT_HOLD: {
+    case 'w': case 'T': case 't': case OPT_HOLD: case OPT_RATE: {
       double d = strtod(optarg, &end);
       if (*end || end == optarg || d < 0 || d > 86400) goto bad;
       if (opt == 'w') o->warmup = d;
       else if (opt == 'T') o->duration = d;
       else if (opt == 't') o->timeout = d;
+      else if (opt == OPT_RATE) o->rate = d;
       else o->hold = d;
       break;
     }
@@ -963,13 +1025,17 @@ static int parse_options(int argc, char **argv, struct options *o) {
   if (o->conns < 0)
     o->conns = o->test == TEST_LATENCY ? 1 : o->test == TEST_HANDSHAKE ? 8
                : o->test == TEST_RSS || o->test == TEST_CHURN ||
-                 o->test == TEST_FANOUT ? 10000 : 100;
-  if (o->depth < 0) o->depth = 1;
+                 o->test == TEST_FANOUT ? 10000
+               : o->test == TEST_RECOVER ? 1000 : 100;
+  if (o->depth < 0) o->depth = o->test == TEST_RECOVER ? 100 : 1;
+  if (o->test == TEST_RECOVER && !o->messages) o->messages = 100;
+  if (o->lead < 0) o->lead = o->depth;
   if (o->each < 0) o->each = o->test == TEST_CHURN ? 3 : 0;
   if (!o->timeout)
     o->timeout = o->test == TEST_RSS ? 300
                  : o->test == TEST_CHURN ? o->warmup + o->duration + 300
-                 : o->test == TEST_FANOUT ? o->warmup + o->duration + 120
+                 : o->test == TEST_FANOUT || o->test == TEST_RECOVER
+                 ? o->warmup + o->duration + 120
                  : o->warmup + o->duration + 30;
   return 0;
 bad:
@@ -977,7 +1043,9 @@ bad:
     fprintf(stderr, "loadgen: bad value for -%c: %s\n", opt, optarg);
   else
     fprintf(stderr, "loadgen: bad value for --%s: %s\n",
-            opt == OPT_HOLD ? "hold" : "deflate-level", optarg);
+            opt == OPT_HOLD ? "hold" : opt == OPT_ROUNDS ? "rounds"
+            : opt == OPT_LEAD ? "lead" : opt == OPT_RATE ? "rate"
+            : opt == OPT_BURST ? "burst" : "deflate-level", optarg);
   return -1;
 }
 
@@ -996,7 +1064,8 @@ int main(int argc, char **argv) {
 
   r.o = &o;
   r.nclients = (size_t)o.conns + (o.test == TEST_RSS ? RSS_WARM : 0);
-  if (o.test == TEST_RSS || o.test == TEST_CHURN || o.test == TEST_FANOUT)
+  if (o.test == TEST_RSS || o.test == TEST_CHURN || o.test == TEST_FANOUT ||
+      o.test == TEST_RECOVER)
     raise_fd_limit(r.nclients + 1);
   if (payload_init(&payload, o.kind, o.size, o.text, o.seed) != 0 ||
       client_ctx_init(&r.ctx, o.host, o.port, o.path, o.deflate) != 0 ||
@@ -1036,6 +1105,7 @@ int main(int argc, char **argv) {
   case TEST_RSS: rc = run_rss(&r); break;
   case TEST_CHURN: rc = run_churn(&r); break;
   case TEST_FANOUT: rc = run_fanout(&r); break;
+  case TEST_RECOVER: rc = run_recover(&r); break;
   default: rc = run_echo(&r); break;
   }
   if (interrupted) fprintf(stderr, "loadgen: interrupted\n");

@@ -5,7 +5,6 @@
 
 local helper = require "helper"
 
-local LOADGEN = "bench/loadgen"
 local APP = "bench/apps/fanout.lua"
 -- Under valgrind (MOONSOCKET_WRAPPER) a tenth as many, and fewer
 -- readers beside the stuck subscriber, in the time the helpers' waits
@@ -13,30 +12,7 @@ local APP = "bench/apps/fanout.lua"
 local SLOW = os.getenv("MOONSOCKET_WRAPPER") ~= nil
 local SUBSCRIBERS = SLOW and 1000 or 10000
 local READERS = SLOW and 5 or 20
-local TIMESCALE = helper.TIMESCALE or 1
-
--- Runs `loadgen ARGS...` against server.  Returns its key=value line as
--- a table (numbers as numbers), its stderr and its exit status.  A
--- sanitizer preloaded for busted is not passed on: loadgen is not under
--- test.
-local function loadgen(server, args)
-  local words = { "env", "-u", "LD_PRELOAD", LOADGEN, "-P", server.port,
-    "-p", server.pid, "-q", "-t", 120 * TIMESCALE }
-  for _, arg in ipairs(args) do words[#words + 1] = arg end
-  for i, word in ipairs(words) do words[i] = helper.shell_quote(word) end
-  local errfile = os.tmpname()
-  local pipe = assert(io.popen(table.concat(words, " ") .. " 2>"
-    .. helper.shell_quote(errfile), "r"))
-  local out = pipe:read("a")
-  local _, _, status = pipe:close()
-  local err = helper.read_file(errfile) or ""
-  os.remove(errfile)
-  local kv = {}
-  for k, v in (out:match("test=[^\n]*") or ""):gmatch("(%S+)=(%S+)") do
-    kv[k] = tonumber(v) or v
-  end
-  return kv, err, status
-end
+local loadgen = helper.loadgen
 
 -- The figures a run must show: every subscriber subscribed and had
 -- every publish, no error of any kind.
@@ -62,8 +38,6 @@ describe("fan-out to many subscribers", function()
   local server
 
   setup(function()
-    assert(io.open(LOADGEN), LOADGEN .. " is not built: make -C bench "
-      .. "loadgen"):close()
     -- CLOSE_TIMEOUT: the socket that never reads keeps its close frame
     -- until the spec reads it
     server = helper.start_server(APP, { MAX_BACKPRESSURE = 65536,

@@ -900,6 +900,35 @@ function helper.recv_positioned(ws, timeout)
   return epoch, tonumber(offset), data
 end
 
+-- bench/loadgen (`make -C bench loadgen`), run by the specs that load a
+-- server with many C connections.
+helper.LOADGEN = "bench/loadgen"
+
+-- Runs `loadgen ARGS...` against server (its port and pid), within
+-- 120 s (scaled).  Returns its key=value line as a table (numbers as
+-- numbers), its stderr and its exit status.  A sanitizer preloaded for
+-- busted is not passed on: loadgen is not under test.
+function helper.loadgen(server, args)
+  luassert(io.open(helper.LOADGEN), helper.LOADGEN
+    .. " is not built: make -C bench loadgen"):close()
+  local words = { "env", "-u", "LD_PRELOAD", helper.LOADGEN, "-P",
+    server.port, "-p", server.pid, "-q", "-t", helper.scaled(120) }
+  for _, arg in ipairs(args) do words[#words + 1] = arg end
+  for i, word in ipairs(words) do words[i] = shell_quote(word) end
+  local errfile = os.tmpname()
+  local pipe = luassert(io.popen(table.concat(words, " ") .. " 2>"
+    .. shell_quote(errfile), "r"))
+  local out = pipe:read("a")
+  local _, _, status = pipe:close()
+  local err = read_file(errfile) or ""
+  os.remove(errfile)
+  local kv = {}
+  for k, v in (out:match("test=[^\n]*") or ""):gmatch("(%S+)=(%S+)") do
+    kv[k] = tonumber(v) or v
+  end
+  return kv, err, status
+end
+
 -- Asserts that a sample's server serves its page, script and style
 -- (index.html, app.js, style.css) with their content types.
 function helper.assert_sample_files(port)

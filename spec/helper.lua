@@ -842,6 +842,9 @@ function Client:expect_close(expected)
   luassert(data == nil and err == "closed", string.format(
     "expected the server to close TCP after the close frame, got %s",
     data and string.format("data %q", data) or tostring(err)))
+  -- the server waits for this end's FIN (up to close_timeout, also at
+  -- shutdown): a socket the test still holds must not keep it waiting
+  self.sock:close()
   return code, reason
 end
 

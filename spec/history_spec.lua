@@ -36,6 +36,19 @@ local function read_catch_up(list, final, epoch)
   end
 end
 
+-- ready on a topic without history: fn(ws, true), or fn(ws, false)
+-- when subscribed already, before ws:subscribe returns; a publish then
+-- reaches sub as published (no position).
+local function ready_without_history(sub, pub, topic)
+  assert.are.equal("readynow ready true,returned",
+                   ask(sub, "readynow " .. topic))
+  assert.are.equal("readynow ready false,returned",
+                   ask(sub, "readynow " .. topic))
+  assert.is_truthy(ask(pub, "plain " .. topic .. " hello")
+                   :match("^plain %d+$"))
+  assert.are.same({ helper.TEXT, "hello" }, { sub:recv_message() })
+end
+
 describe("history, one process", function()
   local server, port
 
@@ -152,6 +165,15 @@ describe("history, one process", function()
       assert.are.equal(("ready false false %s:2"):format(epoch),
                        ask(back, "ready " .. topic))
       close_all { pub, back }
+    end
+  end)
+
+  it("gives ready its answer at once on a topic without history",
+     function()
+    for _, path in ipairs { "/cb", "/ws" } do
+      local sub, pub = client(port, path), client(port)
+      ready_without_history(sub, pub, "plain" .. path:sub(2))
+      close_all { sub, pub }
     end
   end)
 
@@ -438,6 +460,13 @@ describe("history with workers = 2", function()
     end
     error("no connection reached worker " .. w)
   end
+
+  it("gives a callback handler's ready its answer at once on a topic "
+     .. "without history", function()
+    local sub, pub = on_worker(1, "/cb"), on_worker(2)
+    ready_without_history(sub, pub, "plain:w")
+    close_all { sub, pub }
+  end)
 
   it("gives positions from the master and recovers on the other worker",
      function()

@@ -15,7 +15,8 @@ end
 -- Reads each client's catch-up ({ ws = ..., next = the first offset
 -- it asked for }) through offset final: every message from next on, no
 -- gap and no duplicate (in epoch, when given), and the reply "since
--- true true ..." anywhere among them; then drops the client.
+-- true true ..." anywhere among them (its offset kept as answered);
+-- then drops the client.
 local function read_catch_up(list, final, epoch)
   for _, c in ipairs(list) do
     local seen_reply = false
@@ -24,6 +25,7 @@ local function read_catch_up(list, final, epoch)
       assert.are.equal(helper.TEXT, kind, msg)
       if msg:find("^since ") then
         assert.is_truthy(msg:find("^since true true "), msg)
+        c.answered = tonumber(msg:match(":(%d+)$"))
         seen_reply = true
       else
         local e, o = msg:match("^(%x+):(%d+) ")
@@ -227,26 +229,46 @@ describe("history, one process", function()
     close_all { pub, sub }
   end)
 
-  it("recovers 200 clients while a publisher runs, with no gap and no "
-     .. "duplicate", function()
+  it("recovers 1,000 clients while a publisher runs at full speed, with "
+     .. "no gap and no duplicate", function()
     local ctl = client(port)
+    local function mark()
+      local _, now = ask(ctl, "pub f:flood mark"):match("^pub (%d+) (%S+)$")
+      return select(2, split_pos(now))
+    end
     local _, p0 = ask(ctl, "pub f:flood begin"):match("^pub (%d+) (%S+)$")
     local epoch, off0 = split_pos(p0)
-    assert.are.equal("started", ask(ctl, "start f:flood 5"))
     local list = {}
-    for i = 1, 200 do
-      local ws = client(port)
-      -- a position 40 back, while the publisher goes on
-      local _, now = ask(ctl, "pub f:flood mark"):match("^pub (%d+) (%S+)$")
-      local _, off = split_pos(now)
-      local since = math.max(off0, off - 40)
-      ws:send_text(("since f:flood %s:%d"):format(epoch, since))
-      list[i] = { ws = ws, next = since + 1 }
+    for i = 1, 1000 do list[i] = { ws = client(port) } end
+    for i = 1, 40 do ask(ctl, "pub f:flood m" .. i) end
+    assert.are.equal("started", ask(ctl, "start f:flood 5"))
+    -- ten waves of 100, each from up to 40 back; between waves, more
+    -- than a tick of the publisher's (5 a tick), besides the marks
+    local last = mark()
+    for wave = 0, 9 do
+      for i = wave * 100 + 1, wave * 100 + 100 do
+        local since = off0 + i % 41
+        assert.is_true(list[i].ws:send_text(("since f:flood %s:%d")
+                                            :format(epoch, since)))
+        list[i].next = since + 1
+      end
+      local asked = 0
+      assert.is_truthy(helper.wait_until(function()
+        asked = asked + 1
+        return mark() > last + asked + 5
+      end, helper.scaled(10), 0.005), "the publisher runs")
+      last = mark()
     end
-    local stopped = ask(ctl, "stop")
-    local _, final = split_pos(stopped:match("^stopped (%S+)$"))
+    local _, final = split_pos(ask(ctl, "stop"):match("^stopped (%S+)$"))
     read_catch_up(list, final, epoch)
-    assert.is_true(final - off0 > 200, "the publisher ran")
+    -- each wave was answered after the one before had been, and some
+    -- publishes after it: the recoveries ran among the publishes
+    local positions, n = {}, 0
+    for _, c in ipairs(list) do
+      if not positions[c.answered] then n = n + 1 end
+      positions[c.answered] = true
+    end
+    assert.is_true(n >= 10, "recoveries answered at " .. n .. " positions")
     ctl:abort()
   end)
 
@@ -279,12 +301,16 @@ describe("history, one process", function()
     close_all { pub }
   end)
 
-  it("keeps at most size messages of a topic", function()
+  it("keeps at most size messages of a topic, the oldest dropped first",
+     function()
     local pub = client(port)
-    for i = 1, 5 do ask(pub, "pub exact e" .. i) end    -- size 3
-    local r = ask(pub, "read exact")
-    local offs = r:match("^read (%S+) ")
-    assert.are.equal(3, select(2, offs:gsub(",", "")) + 1)
+    local last
+    for i = 1, 5 do                                     -- size 3
+      last = select(2, split_pos(ask(pub, "pub exact e" .. i)
+                                 :match("^pub %d+ (%S+)$")))
+    end
+    local offs = ask(pub, "read exact"):match("^read (%S+) ")
+    assert.are.equal(("%d,%d,%d"):format(last - 2, last - 1, last), offs)
     close_all { pub }
   end)
 end)
@@ -374,8 +400,12 @@ describe("max_history_bytes", function()
     for t = 0, 1 do
       local offs = ask(pub, "read h:m" .. t):match("^read (%S*) ")
       n = n + select(2, offs:gsub(",", "")) + 1
-      -- what is kept is the newest of each topic
-      assert.are.equal(100, tonumber(offs:match("(%d+)$")))
+      -- what is kept is the newest of each topic: the oldest went first
+      local want = {}
+      for o = 101 - (select(2, offs:gsub(",", "")) + 1), 100 do
+        want[#want + 1] = o
+      end
+      assert.are.equal(table.concat(want, ","), offs)
     end
     -- about 1 KiB each: fewer than 64 of the 200 remain
     assert.is_true(n > 30 and n < 64, "kept " .. n)

@@ -474,8 +474,9 @@ describe("presence when a node closes its backplane", function()
     a = start_node(redis_port, workers, nil, LONG)
     local on_b = connected(b)
     ask(on_b, "events")
-    local ann, amy = connected(a), connected(a)
-    if workers then ann, amy = on_worker(a, 1), on_worker(a, 2) end
+    local ann, amy
+    if workers then ann, amy = on_worker(a, 1), on_worker(a, 2)
+    else ann, amy = client(a), client(a) end
     for _, ws in ipairs { ann, amy } do ask_until(ws, "bp", "bp true", 10) end
     assert.are.equal("join true", ask(ann, "join " .. topic .. " ann"))
     assert.are.equal("join true", ask(amy, "join " .. topic .. " amy"))
@@ -507,9 +508,10 @@ describe("presence when a node closes its backplane", function()
   it("tells the others its members leave at shutdown", function()
     local on_b, ann, amy = members_on_a("room:t")
     local since = socket.gettime()
-    assert.is_true(os.execute("kill -TERM " .. a.pid))
+    a:kill("TERM")
     close_all { ann, amy }          -- the last leaves, as the node stops
     told_leaves(on_b, "room:t", since)
+    helper.wait_until(function() return a:exited() end, LONG)
     helper.stop_and_check(a)
     close_all { on_b }
   end)
@@ -518,9 +520,10 @@ describe("presence when a node closes its backplane", function()
      function()
     local on_b, ann, amy = members_on_a("room:u", 2)
     local since = socket.gettime()
-    assert.is_true(os.execute("kill -TERM " .. a.pid))
+    a:kill("TERM")
     close_all { ann, amy }          -- the last leaves, as the node stops
     told_leaves(on_b, "room:u", since)
+    helper.wait_until(function() return a:exited() end, LONG)
     helper.stop_and_check(a)
     close_all { on_b }
   end)

@@ -315,6 +315,28 @@ describe("history, one process", function()
   end)
 end)
 
+describe("history across a restart", function()
+  it("begins a new epoch: a position of before is not recovered",
+     function()
+    local before = helper.start_server("spec/apps/history.lua", {})
+    local pub = client(before.port)
+    for i = 1, 3 do ask(pub, "pub h:again m" .. i) end
+    local old = ask(pub, "pub h:again m4"):match("^pub %d+ (%S+)$")
+    pub:abort()
+    helper.stop_and_check(before)
+    local after = helper.start_server("spec/apps/history.lua", {})
+    pub = client(after.port)
+    local epoch, off = split_pos(ask(pub, "pub h:again n1")
+                                 :match("^pub %d+ (%S+)$"))
+    assert.are_not.equal(split_pos(old), epoch)
+    local sub = client(after.port)
+    assert.are.equal(("since true false %s:%d"):format(epoch, off),
+                     ask(sub, "since h:again " .. old))
+    close_all { pub, sub }
+    helper.stop_and_check(after)
+  end)
+end)
+
 describe("history, a publish from inside a delivery", function()
   local server, port
 
@@ -410,6 +432,40 @@ describe("max_history_bytes", function()
     -- about 1 KiB each: fewer than 64 of the 200 remain
     assert.is_true(n > 30 and n < 64, "kept " .. n)
     close_all { pub }
+  end)
+end)
+
+describe("max_history_bytes over topics", function()
+  local s = helper.with_server("spec/apps/history.lua",
+                               { MAX_HISTORY_BYTES = 8 * 1024 })
+
+  it("drops the topics least recently published to, whose positions "
+     .. "then begin a new epoch", function()
+    local pub = client(s.port)
+    local first = ask(pub, "pub h:lru1 m"):match("^pub %d+ (%S+)$")
+    local last
+    for i = 2, 300 do
+      last = ask(pub, "pub h:lru" .. i .. " m"):match("^pub %d+ (%S+)$")
+    end
+    -- the first topic is gone: nothing to read, and its old position is
+    -- of another epoch
+    local sub = client(s.port)
+    local reply = ask(sub, "since h:lru1 " .. first)
+    local epoch = reply:match("^since true false (%x+):0$")
+    assert.is_truthy(epoch, reply)
+    assert.are_not.equal(split_pos(first), epoch)
+    -- the ten last published to keep their message
+    for i = 291, 300 do
+      assert.is_truthy(ask(pub, "read h:lru" .. i):match("^read 1 %x+:1$"))
+    end
+    -- the last one published to recovers
+    local back = client(s.port)
+    local e, o = split_pos(last)
+    back:send_text(("since h:lru300 %s:%d"):format(e, o - 1))
+    assert.are.same({ e, o, "m" }, { recv_positioned(back) })
+    assert.are.equal(("since true true %s:%d"):format(e, o),
+                     select(2, back:recv_message()))
+    close_all { pub, sub, back }
   end)
 end)
 

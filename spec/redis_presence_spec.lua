@@ -7,45 +7,11 @@ local socket = require "socket"
 local helper = require "helper"
 
 local ask, close_all = helper.ask, helper.close_all
+local resp_command, resp_reply = helper.resp_command, helper.resp_reply
+local redis_call = helper.redis_call
 
 local TTL = 1
 local CHANNEL = "moonsocket:presence"
-
--- Redis's protocol (RESP), enough to publish and subscribe raw bytes.
-local function resp_command(...)
-  local parts = { "*" .. select("#", ...) .. "\r\n" }
-  for i = 1, select("#", ...) do
-    local arg = tostring((select(i, ...)))
-    parts[#parts + 1] = "$" .. #arg .. "\r\n" .. arg .. "\r\n"
-  end
-  return table.concat(parts)
-end
-
-local function resp_reply(sock)
-  local line = assert(sock:receive("*l"))
-  local kind, rest = line:sub(1, 1), line:sub(2)
-  if kind == "$" then
-    local n = tonumber(rest)
-    if n < 0 then return nil end
-    return assert(sock:receive(n + 2)):sub(1, n)
-  elseif kind == "*" then
-    local list = {}
-    for i = 1, tonumber(rest) do list[i] = resp_reply(sock) end
-    return list
-  elseif kind == ":" then
-    return tonumber(rest)
-  end
-  assert(kind == "+", line)
-  return rest
-end
-
-local function redis_call(port, ...)
-  local sock = assert(helper.connect(port))
-  assert(sock:send(resp_command(...)))
-  local reply = resp_reply(sock)
-  sock:close()
-  return reply
-end
 
 -- Integers in network byte order, as presence messages carry them.
 local function be(n, bytes)

@@ -2,6 +2,7 @@
 -- app:history_read, the bounds, and recovery on another worker
 -- (spec/apps/history.lua's protocol).
 
+local socket = require "socket"
 local helper = require "helper"
 local moonsocket = require "moonsocket"
 
@@ -406,6 +407,29 @@ describe("history ttl", function()
     assert.are.equal(("since true false %s:%d"):format(epoch, off + 1),
                      ask(sub, ("since h:t %s:%d"):format(epoch, off)))
     close_all { pub, sub }
+  end)
+end)
+
+describe("history ttl, one message at a time", function()
+  local TTL = helper.scaled(1)
+  local s = helper.with_server("spec/apps/history.lua", { HTTL = TTL })
+
+  it("drops a message once it is older than ttl, the newer kept",
+     function()
+    local pub = client(s.port)
+    local t1 = socket.gettime()
+    local epoch, off = split_pos(ask(pub, "pub h:aging a")
+                                 :match("^pub %d+ (%S+)$"))
+    -- ttl is time: b comes later, so that a is older than ttl and b not,
+    -- for a while
+    helper.sleep(TTL * 0.6)
+    ask(pub, "pub h:aging b")
+    local t2 = socket.gettime()
+    helper.sleep(math.max(0, t1 + TTL * 1.1 - socket.gettime()))
+    assert.are.equal(("read %d %s:%d"):format(off + 1, epoch, off + 1),
+                     ask(pub, "read h:aging"))
+    assert.is_true(socket.gettime() < t2 + TTL, "b outlived ttl: too slow")
+    close_all { pub }
   end)
 end)
 

@@ -2,11 +2,14 @@
  * connection subscribed to every topic, one that publishes */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -35,6 +38,8 @@
 #define RETRY_MIN 0.1          /* s: the first retry after a failure */
 #define RETRY_MAX 5.0          /* s: the back-off doubles up to this */
 #define CONNECT_TIMEOUT 5.0    /* s: to connect, authenticate, subscribe */
+#define GOODBYE_WAIT 0.5       /* s: at most, for Redis to read a closing
+                                  process's last message */
 #define COMMAND_OVERHEAD 64    /* bytes a PUBLISH adds to its arguments
                                   (RESP framing, the reply), about */
 
@@ -495,15 +500,51 @@ int ms_backplane_connected(const struct ms_backplane *b) {
 /* Closing                                                             */
 /* ------------------------------------------------------------------ */
 
-/* tell: the publishes and reads waiting for Redis fail now, and the
- * app hears the other nodes' members leave (else, from __gc, they are
- * forgotten) */
+/* Until fd is ready for events, or end (ev_time) has passed: > 0 ready. */
+static int wait_ready(int fd, short events, double end) {
+  for (;;) {
+    double left = end - ev_time();
+    if (left <= 0) return 0;
+    struct pollfd p = { .fd = fd, .events = events };
+    int n = poll(&p, 1, (int)(left * 1000) + 1);
+    if (n >= 0 || errno != EINTR) return n;
+  }
+}
+
+/* Hand Redis everything the publishing connection holds (the goodbye
+ * last), then wait for Redis to have read it: our end of the stream
+ * (shutdown) is read after every command before it, and Redis closes
+ * its end then.  Without this, a close right after the write could
+ * reset the connection (unread answers) and lose the goodbye.  Blocks
+ * the loop GOODBYE_WAIT at most: the loop may not run again (shutdown),
+ * and it happens once per process, only for one with members. */
+static void flush_goodbye(redisAsyncContext *ac) {
+  redisContext *c = &ac->c;
+  double end = ev_time() + GOODBYE_WAIT;
+  int done = 0;
+  while (redisBufferWrite(c, &done) == REDIS_OK && !done)
+    if (wait_ready(c->fd, POLLOUT, end) <= 0) return;
+  if (!done || shutdown(c->fd, SHUT_WR) < 0) return;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(c->fd, buf, sizeof buf);    /* answers: unread */
+    if (n == 0) return;                          /* Redis read it all */
+    if (n > 0 || errno == EINTR) continue;
+    if (errno != EAGAIN || wait_ready(c->fd, POLLIN, end) <= 0) return;
+  }
+}
+
+/* tell: the publishes and reads waiting for Redis fail now, the app
+ * hears the other nodes' members leave (else, from __gc, they are
+ * forgotten), and the other nodes hear this process's members leave */
 static void close_backplane(struct ms_backplane *b, int tell) {
   struct ms_module *m = b->module;
   struct ms_rhist *history = b->history;
   struct ms_rpres *presence = b->presence;
   b->history = NULL;            /* a close from what telling runs finds */
   b->presence = NULL;           /* nothing more to do */
+  if (m && tell && presence && b->pub && ms_rpres_goodbye(presence) == 0)
+    flush_goodbye(b->pub);
   if (m) {
     drop_connections(b);
     ev_timer_stop(m->loop, &b->timer);

@@ -218,17 +218,24 @@ static void prune(struct ms_history *h, struct ms_hist_topic *t,
     while (t->head && t->head->time < now - p->ttl) drop_head(h, t);
 }
 
-/* Over the process's total: the oldest messages go first, whatever
- * their topic; then the topics least recently published to (their
- * positions: a later publish begins a new epoch).  keep is spared. */
+/* Over the process's total: the topic least recently published to goes
+ * first when it keeps no message (only its position), else the oldest
+ * message of any topic; then the topics least recently published to
+ * (their positions: a later publish begins a new epoch).  keep is
+ * spared.  Empty topics before messages: else many topics' bookkeeping
+ * alone could fill the total and drop every message, the newest too. */
 static void bound(struct ms_history *h, struct ms_hist_topic *keep) {
   while (h->bytes > h->max_bytes) {
+    struct ms_hist_topic *t = h->lru_oldest;
+    if (t == keep) t = t->lru_newer;
+    if (t && !t->head) {
+      destroy(h, t);
+      continue;
+    }
     if (h->oldest) {
       drop_head(h, h->oldest->topic);
       continue;
     }
-    struct ms_hist_topic *t = h->lru_oldest;
-    if (t == keep) t = t->lru_newer;
     if (!t) break;
     destroy(h, t);
   }

@@ -66,11 +66,12 @@ static const char SCRIPT[] =
 
 /* What a recovery asks for: the epoch, the position of the last
  * message, and the messages after ARGV[1] (newest first), when there
- * are at most ARGV[2] of them.  A topic with no history in Redis begins
- * its epoch here (ARGV[3]; ARGV[4] the ttl in ms), as a publish would:
- * a subscriber to a topic nothing was published to gets a position to
- * come back from.  Whether the messages are all still there the caller
- * sees. */
+ * are at most ARGV[2] of them, none older than the ttl (ARGV[4], in ms:
+ * MINID ~ trims whole nodes of the stream only, leaving older ones).  A
+ * topic with no history in Redis begins its epoch here (ARGV[3]), as a
+ * publish would: a subscriber to a topic nothing was published to gets
+ * a position to come back from.  Whether the messages are all still
+ * there the caller sees. */
 static const char FETCH[] =
   "local epoch = redis.call('HGET', KEYS[1], 'epoch')\n"
   "if not epoch then\n"
@@ -83,8 +84,14 @@ static const char FETCH[] =
   "local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')\n"
   "local n = last - tonumber(ARGV[1])\n"
   "if n <= 0 or n > tonumber(ARGV[2]) then return { epoch, last } end\n"
+  "local min, ttl = '-', tonumber(ARGV[4])\n"
+  "if ttl > 0 then\n"
+  "  local t = redis.call('TIME')\n"
+  "  min = string.format('%d', tonumber(t[1]) * 1000 +\n"
+  "    math.floor(tonumber(t[2]) / 1000) - ttl)\n"
+  "end\n"
   "return { epoch, last,\n"
-  "  redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n) }\n";
+  "  redis.call('XREVRANGE', KEYS[2], '+', min, 'COUNT', n) }\n";
 
 /* A publish sent, its answer or its message not back yet; or a
  * recovery's read (fetch), its answer not back yet. */

@@ -30,7 +30,9 @@
  *   J then: the topic's length (4), the topic, the encoded info.
  * A whole list, B to E, is the sender's every member: a receiver that
  * heard all of it drops the members of the sender not in it, whose
- * leaves it missed (sent, or published, while Redis was away).
+ * leaves it missed (sent, or published, while Redis was away).  An
+ * empty whole list is a process's goodbye: closing its backplane, it has
+ * the others drop its members at once, with a leave each.
  * Integers are big-endian, as in the info (lpresence.c): nodes of any
  * byte order read each other's messages. */
 #define WIRE_PRESENCE 3
@@ -408,6 +410,15 @@ void ms_rpres_up(struct ms_rpres *r) {
     ev_timer_start(r->m->loop, &r->timer);
     ev_unref(r->m->loop);       /* it keeps no loop running */
   }
+}
+
+int ms_rpres_goodbye(struct ms_rpres *r) {
+  if (!has_own(r)) return -1;
+  uint64_t list = ++r->lists;
+  if (send_message(r, 'B', list, NULL, 0, NULL, 0) < 0 ||
+      send_message(r, 'E', list, NULL, 0, NULL, 0) < 0)
+    return -1;
+  return 0;
 }
 
 void ms_rpres_local(struct ms_rpres *r, int join, const char *topic,

@@ -26,6 +26,12 @@ void ms_rpres_free(struct ms_rpres *r, int tell);
  * and ask them for theirs. */
 void ms_rpres_up(struct ms_rpres *r);
 
+/* This process closes its backplane: tell the others, with an empty
+ * whole list, that its members are gone.  0 when handed to the
+ * publishing connection (which the caller flushes); -1 when there is
+ * nothing to tell or Redis is down or too far behind. */
+int ms_rpres_goodbye(struct ms_rpres *r);
+
 /* A member of this process joined topic (join) or left. */
 void ms_rpres_local(struct ms_rpres *r, int join, const char *topic,
                     size_t tlen, uint64_t id, const char *info,

@@ -411,6 +411,45 @@ function helper.start_redis(port, ...)
     { ready = "port=(%d+)%..-Ready to accept connections" })
 end
 
+-- Redis's protocol (RESP), enough to publish and subscribe raw bytes and
+-- to look at keys: a command's bytes, and one reply read from sock.
+function helper.resp_command(...)
+  local parts = { "*" .. select("#", ...) .. "\r\n" }
+  for i = 1, select("#", ...) do
+    local arg = tostring((select(i, ...)))
+    parts[#parts + 1] = "$" .. #arg .. "\r\n" .. arg .. "\r\n"
+  end
+  return table.concat(parts)
+end
+
+function helper.resp_reply(sock)
+  local line = assert(sock:receive("*l"))
+  local kind, rest = line:sub(1, 1), line:sub(2)
+  if kind == "$" then
+    local n = tonumber(rest)
+    if n < 0 then return nil end
+    return assert(sock:receive(n + 2)):sub(1, n)
+  elseif kind == "*" then
+    local list = {}
+    for i = 1, tonumber(rest) do list[i] = helper.resp_reply(sock) end
+    return list
+  elseif kind == ":" then
+    return tonumber(rest)
+  end
+  assert(kind == "+", line)
+  return rest
+end
+
+-- One command to the Redis at port, on a connection of its own: the
+-- reply.
+function helper.redis_call(port, ...)
+  local sock = assert(helper.connect(port))
+  assert(sock:send(helper.resp_command(...)))
+  local reply = helper.resp_reply(sock)
+  sock:close()
+  return reply
+end
+
 ------------------------------------------------------------------------
 -- Raw TCP and HTTP
 ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 -- app:history_read, the bounds, and recovery on another worker
 -- (spec/apps/history.lua's protocol).
 
+local socket = require "socket"
 local helper = require "helper"
 local moonsocket = require "moonsocket"
 
@@ -15,7 +16,8 @@ end
 -- Reads each client's catch-up ({ ws = ..., next = the first offset
 -- it asked for }) through offset final: every message from next on, no
 -- gap and no duplicate (in epoch, when given), and the reply "since
--- true true ..." anywhere among them; then drops the client.
+-- true true ..." anywhere among them (its offset kept as answered);
+-- then drops the client.
 local function read_catch_up(list, final, epoch)
   for _, c in ipairs(list) do
     local seen_reply = false
@@ -24,6 +26,7 @@ local function read_catch_up(list, final, epoch)
       assert.are.equal(helper.TEXT, kind, msg)
       if msg:find("^since ") then
         assert.is_truthy(msg:find("^since true true "), msg)
+        c.answered = tonumber(msg:match(":(%d+)$"))
         seen_reply = true
       else
         local e, o = msg:match("^(%x+):(%d+) ")
@@ -34,6 +37,19 @@ local function read_catch_up(list, final, epoch)
     end
     c.ws:abort()
   end
+end
+
+-- ready on a topic without history: fn(ws, true), or fn(ws, false)
+-- when subscribed already, before ws:subscribe returns; a publish then
+-- reaches sub as published (no position).
+local function ready_without_history(sub, pub, topic)
+  assert.are.equal("readynow ready true,returned",
+                   ask(sub, "readynow " .. topic))
+  assert.are.equal("readynow ready false,returned",
+                   ask(sub, "readynow " .. topic))
+  assert.is_truthy(ask(pub, "plain " .. topic .. " hello")
+                   :match("^plain %d+$"))
+  assert.are.same({ helper.TEXT, "hello" }, { sub:recv_message() })
 end
 
 describe("history, one process", function()
@@ -155,6 +171,15 @@ describe("history, one process", function()
     end
   end)
 
+  it("gives ready its answer at once on a topic without history",
+     function()
+    for _, path in ipairs { "/cb", "/ws" } do
+      local sub, pub = client(port, path), client(port)
+      ready_without_history(sub, pub, "plain" .. path:sub(2))
+      close_all { sub, pub }
+    end
+  end)
+
   it("raises on a ready that is not a function", function()
     local ws = client(port, "/cb")
     assert.are.equal("readybad bad argument #2 to 'subscribe' (ready must "
@@ -205,26 +230,46 @@ describe("history, one process", function()
     close_all { pub, sub }
   end)
 
-  it("recovers 200 clients while a publisher runs, with no gap and no "
-     .. "duplicate", function()
+  it("recovers 1,000 clients while a publisher runs at full speed, with "
+     .. "no gap and no duplicate", function()
     local ctl = client(port)
+    local function mark()
+      local _, now = ask(ctl, "pub f:flood mark"):match("^pub (%d+) (%S+)$")
+      return select(2, split_pos(now))
+    end
     local _, p0 = ask(ctl, "pub f:flood begin"):match("^pub (%d+) (%S+)$")
     local epoch, off0 = split_pos(p0)
-    assert.are.equal("started", ask(ctl, "start f:flood 5"))
     local list = {}
-    for i = 1, 200 do
-      local ws = client(port)
-      -- a position 40 back, while the publisher goes on
-      local _, now = ask(ctl, "pub f:flood mark"):match("^pub (%d+) (%S+)$")
-      local _, off = split_pos(now)
-      local since = math.max(off0, off - 40)
-      ws:send_text(("since f:flood %s:%d"):format(epoch, since))
-      list[i] = { ws = ws, next = since + 1 }
+    for i = 1, 1000 do list[i] = { ws = client(port) } end
+    for i = 1, 40 do ask(ctl, "pub f:flood m" .. i) end
+    assert.are.equal("started", ask(ctl, "start f:flood 5"))
+    -- ten waves of 100, each from up to 40 back; between waves, more
+    -- than a tick of the publisher's (5 a tick), besides the marks
+    local last = mark()
+    for wave = 0, 9 do
+      for i = wave * 100 + 1, wave * 100 + 100 do
+        local since = off0 + i % 41
+        assert.is_true(list[i].ws:send_text(("since f:flood %s:%d")
+                                            :format(epoch, since)))
+        list[i].next = since + 1
+      end
+      local asked = 0
+      assert.is_truthy(helper.wait_until(function()
+        asked = asked + 1
+        return mark() > last + asked + 5
+      end, helper.scaled(10), 0.005), "the publisher runs")
+      last = mark()
     end
-    local stopped = ask(ctl, "stop")
-    local _, final = split_pos(stopped:match("^stopped (%S+)$"))
+    local _, final = split_pos(ask(ctl, "stop"):match("^stopped (%S+)$"))
     read_catch_up(list, final, epoch)
-    assert.is_true(final - off0 > 200, "the publisher ran")
+    -- each wave was answered after the one before had been, and some
+    -- publishes after it: the recoveries ran among the publishes
+    local positions, n = {}, 0
+    for _, c in ipairs(list) do
+      if not positions[c.answered] then n = n + 1 end
+      positions[c.answered] = true
+    end
+    assert.is_true(n >= 10, "recoveries answered at " .. n .. " positions")
     ctl:abort()
   end)
 
@@ -257,13 +302,39 @@ describe("history, one process", function()
     close_all { pub }
   end)
 
-  it("keeps at most size messages of a topic", function()
+  it("keeps at most size messages of a topic, the oldest dropped first",
+     function()
     local pub = client(port)
-    for i = 1, 5 do ask(pub, "pub exact e" .. i) end    -- size 3
-    local r = ask(pub, "read exact")
-    local offs = r:match("^read (%S+) ")
-    assert.are.equal(3, select(2, offs:gsub(",", "")) + 1)
+    local last
+    for i = 1, 5 do                                     -- size 3
+      last = select(2, split_pos(ask(pub, "pub exact e" .. i)
+                                 :match("^pub %d+ (%S+)$")))
+    end
+    local offs = ask(pub, "read exact"):match("^read (%S+) ")
+    assert.are.equal(("%d,%d,%d"):format(last - 2, last - 1, last), offs)
     close_all { pub }
+  end)
+end)
+
+describe("history across a restart", function()
+  it("begins a new epoch: a position of before is not recovered",
+     function()
+    local before = helper.start_server("spec/apps/history.lua", {})
+    local pub = client(before.port)
+    for i = 1, 3 do ask(pub, "pub h:again m" .. i) end
+    local old = ask(pub, "pub h:again m4"):match("^pub %d+ (%S+)$")
+    pub:abort()
+    helper.stop_and_check(before)
+    local after = helper.start_server("spec/apps/history.lua", {})
+    pub = client(after.port)
+    local epoch, off = split_pos(ask(pub, "pub h:again n1")
+                                 :match("^pub %d+ (%S+)$"))
+    assert.are_not.equal(split_pos(old), epoch)
+    local sub = client(after.port)
+    assert.are.equal(("since true false %s:%d"):format(epoch, off),
+                     ask(sub, "since h:again " .. old))
+    close_all { pub, sub }
+    helper.stop_and_check(after)
   end)
 end)
 
@@ -339,6 +410,29 @@ describe("history ttl", function()
   end)
 end)
 
+describe("history ttl, one message at a time", function()
+  local TTL = helper.scaled(1)
+  local s = helper.with_server("spec/apps/history.lua", { HTTL = TTL })
+
+  it("drops a message once it is older than ttl, the newer kept",
+     function()
+    local pub = client(s.port)
+    local t1 = socket.gettime()
+    local epoch, off = split_pos(ask(pub, "pub h:aging a")
+                                 :match("^pub %d+ (%S+)$"))
+    -- ttl is time: b comes later, so that a is older than ttl and b not,
+    -- for a while
+    helper.sleep(TTL * 0.6)
+    ask(pub, "pub h:aging b")
+    local t2 = socket.gettime()
+    helper.sleep(math.max(0, t1 + TTL * 1.1 - socket.gettime()))
+    assert.are.equal(("read %d %s:%d"):format(off + 1, epoch, off + 1),
+                     ask(pub, "read h:aging"))
+    assert.is_true(socket.gettime() < t2 + TTL, "b outlived ttl: too slow")
+    close_all { pub }
+  end)
+end)
+
 describe("max_history_bytes", function()
   local s = helper.with_server("spec/apps/history.lua",
                                { MAX_HISTORY_BYTES = 64 * 1024,
@@ -352,12 +446,50 @@ describe("max_history_bytes", function()
     for t = 0, 1 do
       local offs = ask(pub, "read h:m" .. t):match("^read (%S*) ")
       n = n + select(2, offs:gsub(",", "")) + 1
-      -- what is kept is the newest of each topic
-      assert.are.equal(100, tonumber(offs:match("(%d+)$")))
+      -- what is kept is the newest of each topic: the oldest went first
+      local want = {}
+      for o = 101 - (select(2, offs:gsub(",", "")) + 1), 100 do
+        want[#want + 1] = o
+      end
+      assert.are.equal(table.concat(want, ","), offs)
     end
     -- about 1 KiB each: fewer than 64 of the 200 remain
     assert.is_true(n > 30 and n < 64, "kept " .. n)
     close_all { pub }
+  end)
+end)
+
+describe("max_history_bytes over topics", function()
+  local s = helper.with_server("spec/apps/history.lua",
+                               { MAX_HISTORY_BYTES = 8 * 1024 })
+
+  it("drops the topics least recently published to, whose positions "
+     .. "then begin a new epoch", function()
+    local pub = client(s.port)
+    local first = ask(pub, "pub h:lru1 m"):match("^pub %d+ (%S+)$")
+    local last
+    for i = 2, 300 do
+      last = ask(pub, "pub h:lru" .. i .. " m"):match("^pub %d+ (%S+)$")
+    end
+    -- the first topic is gone: nothing to read, and its old position is
+    -- of another epoch
+    local sub = client(s.port)
+    local reply = ask(sub, "since h:lru1 " .. first)
+    local epoch = reply:match("^since true false (%x+):0$")
+    assert.is_truthy(epoch, reply)
+    assert.are_not.equal(split_pos(first), epoch)
+    -- the ten last published to keep their message
+    for i = 291, 300 do
+      assert.is_truthy(ask(pub, "read h:lru" .. i):match("^read 1 %x+:1$"))
+    end
+    -- the last one published to recovers
+    local back = client(s.port)
+    local e, o = split_pos(last)
+    back:send_text(("since h:lru300 %s:%d"):format(e, o - 1))
+    assert.are.same({ e, o, "m" }, { recv_positioned(back) })
+    assert.are.equal(("since true true %s:%d"):format(e, o),
+                     select(2, back:recv_message()))
+    close_all { pub, sub, back }
   end)
 end)
 
@@ -438,6 +570,13 @@ describe("history with workers = 2", function()
     end
     error("no connection reached worker " .. w)
   end
+
+  it("gives a callback handler's ready its answer at once on a topic "
+     .. "without history", function()
+    local sub, pub = on_worker(1, "/cb"), on_worker(2)
+    ready_without_history(sub, pub, "plain:w")
+    close_all { sub, pub }
+  end)
 
   it("gives positions from the master and recovers on the other worker",
      function()

@@ -58,6 +58,15 @@ describe("presence, one process", function()
     close_all { a, c }
   end)
 
+  it("counts without making the list", function()
+    local a, b, c = client(port), client(port), client(port)
+    assert.are.equal("join true", ask(a, "join room:n ann"))
+    assert.are.equal("join true", ask(b, "join room:n bob"))
+    assert.are.equal("cost none", ask(c, "cost room:n count"))
+    assert.are.equal("cost alloc", ask(c, "cost room:n list"))
+    close_all { a, b, c }
+  end)
+
   it("keeps the info table's strings, numbers, booleans and tables",
      function()
     local a = client(port)

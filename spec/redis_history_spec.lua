@@ -3,15 +3,16 @@
 -- worker of any node, and publishes and recoveries failing visibly while
 -- Redis is away (spec/apps/history.lua's protocol, a real redis-server).
 
+local socket = require "socket"
 local helper = require "helper"
 
 local ask, close_all = helper.ask, helper.close_all
 local recv_positioned, split_pos = helper.recv_positioned, helper.split_pos
 
-local function start_node(redis_port, workers)
+local function start_node(redis_port, workers, size, ttl)
   return helper.start_server("spec/apps/history.lua", {
-    REDIS_URL = "redis://127.0.0.1:" .. redis_port, HSIZE = 1000,
-    WORKERS = workers })
+    REDIS_URL = "redis://127.0.0.1:" .. redis_port, HSIZE = size or 1000,
+    HTTL = ttl, WORKERS = workers })
 end
 
 -- A client of node served by worker w (any without workers).
@@ -260,6 +261,82 @@ describe("history in redis, a node that began later", function()
     reply = ask(fresh, "since h:late 0123456789abcdef:3")
     assert.are.equal(("since true false %s:26"):format(epoch), reply)
     close_all { ws, cb, cb2, fresh, pub }
+  end)
+end)
+
+describe("history in redis, size and ttl", function()
+  local TTL = helper.scaled(2)
+  local redis, redis_port, node, timed
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    node = start_node(redis_port, nil, 5)
+    timed = start_node(redis_port, nil, 5, TTL)
+    wait_bp(node)
+    wait_bp(timed)
+  end)
+
+  teardown(function()
+    node:stop()
+    timed:stop()
+    redis:stop()
+    helper.stop_and_check(node)
+    helper.stop_and_check(timed)
+  end)
+
+  it("trims the stream to about size (MAXLEN ~)", function()
+    local pub = on_worker(node)
+    for i = 1, 300 do published(pub, "h:cap", "m" .. i) end
+    local n = helper.redis_call(redis_port, "XLEN", "moonsocket:history:h:cap")
+    -- whole nodes of the stream go: at most one node's (100) more
+    assert.is_true(n >= 5 and n <= 5 + 100, "XLEN " .. n)
+    -- the offset counts on regardless
+    local _, p = published(pub, "h:cap", "last")
+    assert.are.equal(301, select(2, split_pos(p)))
+    close_all { pub }
+  end)
+
+  it("lets the position and the stream expire after ttl", function()
+    local pub = on_worker(timed)
+    published(pub, "h:gone", "m")
+    local keys = { "moonsocket:position:h:gone", "moonsocket:history:h:gone" }
+    for _, key in ipairs(keys) do
+      local ms = helper.redis_call(redis_port, "PTTL", key)
+      assert.is_true(ms > 0 and ms <= TTL * 1000, key .. " PTTL " .. ms)
+    end
+    assert.is_truthy(helper.wait_until(function()
+      return helper.redis_call(redis_port, "EXISTS", keys[1], keys[2]) == 0
+    end, helper.scaled(5), 0.05))
+    close_all { pub }
+  end)
+
+  it("recovers nothing older than ttl from Redis", function()
+    local pub = on_worker(timed)
+    local t0 = socket.gettime()
+    local _, p1 = published(pub, "h:aged", "m1")
+    local epoch = split_pos(p1)
+    -- ttl is time: m2 comes later, so that m1 is older than ttl and m2
+    -- not, for a while
+    helper.sleep(TTL * 0.6)
+    local _, p2 = published(pub, "h:aged", "m2")
+    local t2 = socket.gettime()
+    close_all { pub }                  -- Redis inherits no socket of ours
+    local late = start_node(redis_port, nil, 5, TTL)
+    wait_bp(late)
+    helper.sleep(math.max(0, t0 + TTL * 1.1 - socket.gettime()))
+    -- a node that kept neither reads them from Redis: only m2
+    local ws = on_worker(late)
+    assert.are.equal("since true false " .. p2,
+                     ask(ws, ("since h:aged %s:0"):format(epoch)))
+    local back = on_worker(late)
+    back:send_text("since h:aged " .. p1)
+    assert.are.same({ epoch, 2, "m2" }, { recv_positioned(back) })
+    assert.are.equal("since true true " .. p2, select(2, back:recv_message()))
+    assert.is_true(socket.gettime() < t2 + TTL, "m2 outlived ttl: too slow")
+    close_all { ws, back }
+    late:stop()
+    helper.stop_and_check(late)
   end)
 end)
 

@@ -3,48 +3,15 @@
 -- every node; a node killed with SIGKILL loses its members after
 -- presence_ttl (spec/apps/presence.lua's protocol, a real redis-server).
 
+local socket = require "socket"
 local helper = require "helper"
 
 local ask, close_all = helper.ask, helper.close_all
+local resp_command, resp_reply = helper.resp_command, helper.resp_reply
+local redis_call = helper.redis_call
 
 local TTL = 1
 local CHANNEL = "moonsocket:presence"
-
--- Redis's protocol (RESP), enough to publish and subscribe raw bytes.
-local function resp_command(...)
-  local parts = { "*" .. select("#", ...) .. "\r\n" }
-  for i = 1, select("#", ...) do
-    local arg = tostring((select(i, ...)))
-    parts[#parts + 1] = "$" .. #arg .. "\r\n" .. arg .. "\r\n"
-  end
-  return table.concat(parts)
-end
-
-local function resp_reply(sock)
-  local line = assert(sock:receive("*l"))
-  local kind, rest = line:sub(1, 1), line:sub(2)
-  if kind == "$" then
-    local n = tonumber(rest)
-    if n < 0 then return nil end
-    return assert(sock:receive(n + 2)):sub(1, n)
-  elseif kind == "*" then
-    local list = {}
-    for i = 1, tonumber(rest) do list[i] = resp_reply(sock) end
-    return list
-  elseif kind == ":" then
-    return tonumber(rest)
-  end
-  assert(kind == "+", line)
-  return rest
-end
-
-local function redis_call(port, ...)
-  local sock = assert(helper.connect(port))
-  assert(sock:send(resp_command(...)))
-  local reply = resp_reply(sock)
-  sock:close()
-  return reply
-end
 
 -- Integers in network byte order, as presence messages carry them.
 local function be(n, bytes)
@@ -75,10 +42,10 @@ local function ask_until(ws, command, want, seconds)
   assert.are.equal(want, got)
 end
 
-local function start_node(redis_port, workers, log_events)
+local function start_node(redis_port, workers, log_events, ttl)
   return helper.start_server("spec/apps/presence.lua", {
-    REDIS_URL = "redis://127.0.0.1:" .. redis_port, PRESENCE_TTL = TTL,
-    WORKERS = workers, LOG_EVENTS = log_events })
+    REDIS_URL = "redis://127.0.0.1:" .. redis_port,
+    PRESENCE_TTL = ttl or TTL, WORKERS = workers, LOG_EVENTS = log_events })
 end
 
 -- A client of node once its backplane is connected.
@@ -86,6 +53,24 @@ local function connected(node)
   local ws = client(node)
   ask_until(ws, "bp", "bp true", 10)
   return ws
+end
+
+-- A client of node served by worker w.
+local function on_worker(node, w)
+  for _ = 1, 400 do
+    local ws = helper.ws_connect(node.port, "/ws")
+    if ws and ask(ws, "pid") == "pid " .. w then return ws end
+    if ws then ws:abort() else helper.sleep(0.05) end  -- not forked yet
+  end
+  error("no connection reached worker " .. w)
+end
+
+-- The events a client of a node was told, sorted.
+local function sorted_events(ws)
+  local list = {}
+  for e in ask(ws, "events"):sub(8):gmatch("[^,]+") do list[#list + 1] = e end
+  table.sort(list)
+  return table.concat(list, ",")
 end
 
 describe("presence across nodes", function()
@@ -309,15 +294,6 @@ describe("presence across nodes of two workers", function()
     helper.stop_and_check(b)
   end)
 
-  -- A client of node served by worker w.
-  local function on_worker(node, w)
-    for _ = 1, 400 do
-      local ws = helper.ws_connect(node.port, "/ws")
-      if ws and ask(ws, "pid") == "pid " .. w then return ws end
-      if ws then ws:abort() else helper.sleep(0.05) end  -- not forked yet
-    end
-    error("no connection reached worker " .. w)
-  end
 
   it("hears every worker's members, and forgets a dead worker's",
      function()
@@ -436,5 +412,85 @@ describe("presence when a node's link to Redis ends", function()
     ask_until(on_a, "who room:l", "who bob@0", 15)
     assert.are.equal("events join:room:l:bob", ask(on_a, "events"))
     close_all { on_a, bob }
+  end)
+end)
+
+describe("presence when a node closes its backplane", function()
+  -- long: what is dropped within a fraction of it was told, not expired
+  local LONG = helper.scaled(30)
+  local redis, redis_port, a, b
+
+  setup(function()
+    redis_port = helper.free_port()
+    redis = helper.start_redis(redis_port)
+    b = start_node(redis_port, nil, nil, LONG)
+  end)
+
+  teardown(function()
+    if a then a:stop() end
+    b:stop()
+    redis:stop()
+    helper.stop_and_check(b)
+  end)
+
+  -- ann and amy present on node a (workers: one on each), as node b's
+  -- client on_b sees; returns on_b and ann's and amy's clients.
+  local function members_on_a(topic, workers)
+    if a then a:stop() end
+    a = start_node(redis_port, workers, nil, LONG)
+    local on_b = connected(b)
+    ask(on_b, "events")
+    local ann, amy
+    if workers then ann, amy = on_worker(a, 1), on_worker(a, 2)
+    else ann, amy = client(a), client(a) end
+    for _, ws in ipairs { ann, amy } do ask_until(ws, "bp", "bp true", 10) end
+    assert.are.equal("join true", ask(ann, "join " .. topic .. " ann"))
+    assert.are.equal("join true", ask(amy, "join " .. topic .. " amy"))
+    ask_until(on_b, "count " .. topic, "count 2")
+    assert.are.equal("join:" .. topic .. ":amy,join:" .. topic .. ":ann",
+                     sorted_events(on_b))
+    return on_b, ann, amy
+  end
+
+  -- on_b hears both leave at once, long before presence_ttl.
+  local function told_leaves(on_b, topic, since)
+    ask_until(on_b, "count " .. topic, "count 0", LONG / 6)
+    assert.is_true(socket.gettime() - since < LONG / 3)
+    assert.are.equal("leave:" .. topic .. ":amy,leave:" .. topic .. ":ann",
+                     sorted_events(on_b))
+  end
+
+  it("tells the others its members leave on bp:close()", function()
+    local on_b, ann, amy = members_on_a("room:q")
+    local since = socket.gettime()
+    assert.are.equal("bpclose", ask(ann, "bpclose"))
+    told_leaves(on_b, "room:q", since)
+    -- still present on node a itself, which stopped telling anyone
+    assert.are.equal("count 2", ask(amy, "count room:q"))
+    close_all { on_b, ann, amy }
+    helper.stop_and_check(a)
+  end)
+
+  it("tells the others its members leave at shutdown", function()
+    local on_b, ann, amy = members_on_a("room:t")
+    local since = socket.gettime()
+    a:kill("TERM")
+    close_all { ann, amy }          -- the last leaves, as the node stops
+    told_leaves(on_b, "room:t", since)
+    helper.wait_until(function() return a:exited() end, LONG)
+    helper.stop_and_check(a)
+    close_all { on_b }
+  end)
+
+  it("tells the others every worker's members leave at shutdown",
+     function()
+    local on_b, ann, amy = members_on_a("room:u", 2)
+    local since = socket.gettime()
+    a:kill("TERM")
+    close_all { ann, amy }          -- the last leaves, as the node stops
+    told_leaves(on_b, "room:u", since)
+    helper.wait_until(function() return a:exited() end, LONG)
+    helper.stop_and_check(a)
+    close_all { on_b }
   end)
 end)

@@ -6,6 +6,9 @@
 --   ready T [POS]          -> ws:subscribe(T, { since = POS, ready = fn }):
 --     fn answers "ready OK RECOVERED EPOCH:OFFSET" (or "ready nil MESSAGE
 --     CODE"), the recovered messages before it; "ready raise": fn raises
+--   readynow T             -> ws:subscribe(T, { ready = fn }), fn saying
+--     what it got (each value): "readynow ready VALUE...,returned" when
+--     fn ran before ws:subscribe returned
 --   readybad T             -> ws:subscribe(T, { ready = 1 }) raises:
 --     "readybad ERROR"
 --   pub T MSG / pubbin T MSG -> app:publish: "pub N EPOCH:OFFSET", or
@@ -90,6 +93,15 @@ local function command(ws, msg)
       if ok == nil then return reply(sock, "ready nil", info, code) end
       reply(sock, "ready", ok, info.recovered, pos(info.position))
     end })
+  elseif cmd == "readynow" then
+    local said = {}
+    ws:subscribe(topic, { ready = function(...)
+      local got = table.pack(select(2, ...))
+      for i = 1, got.n do got[i] = tostring(got[i]) end
+      said[#said + 1] = "ready " .. table.concat(got, " ")
+    end })
+    said[#said + 1] = "returned"
+    reply(ws, "readynow", table.concat(said, ","))
   elseif cmd == "readybad" then
     local _, err = pcall(function()
       return ws:subscribe(topic, { ready = 1 })

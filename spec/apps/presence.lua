@@ -10,6 +10,9 @@
 --   who T              -> app:presence(T): "who NAME@W,NAME@W" sorted
 --   info T             -> the one member's info, serialised: "info ..."
 --   count T            -> app:presence_count(T): "count N"
+--   cost T count|list  -> whether 100 calls of app:presence_count(T)
+--                         (count) or app:presence(T) (list) made Lua
+--                         allocate: "cost none" or "cost alloc"
 --   events             -> what app:on_presence("room:*") saw here, in
 --                         order: "events KIND:TOPIC:NAME,..." (then cleared)
 --   pid                -> "pid WORKER" (0 without workers)
@@ -92,6 +95,17 @@ local function command(ws, msg)
     ws:send("info " .. serialise(app:presence(topic)[1]))
   elseif cmd == "count" then
     ws:send("count " .. app:presence_count(topic))
+  elseif cmd == "cost" then
+    local call = rest == "count" and app.presence_count or app.presence
+    local grew
+    for _ = 1, 2 do                   -- the first: the stack's growth
+      collectgarbage("stop")
+      local before = collectgarbage("count")
+      for _ = 1, 100 do call(app, topic) end
+      grew = collectgarbage("count") > before
+      collectgarbage("restart")
+    end
+    ws:send("cost " .. (grew and "alloc" or "none"))
   elseif cmd == "events" then
     ws:send("events " .. table.concat(events, ","))
     events = {}

@@ -182,9 +182,10 @@ static void msg_free(struct ms_conn *c, struct ms_rx *rx) {
 static inline void rx_free_buffers(struct ms_conn *c, struct ms_rx *rx) {
   if (rx->msg_room) msg_free(c, rx);   /* (then msg is NULL) */
   c->server->held -= rx->msg_cap;
-  free(rx->in);
-  free(rx->msg);
-  free(rx->ctl);
+  /* most reads end holding none of them: no calls then */
+  if (rx->in) free(rx->in);
+  if (rx->msg) free(rx->msg);
+  if (rx->ctl) free(rx->ctl);
 }
 
 /* Drop c's input state.  feed's copy is only emptied: feed still
@@ -1766,7 +1767,7 @@ static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
     if (rx.in) rx.in_len = rest;
     else ms_conn_abort(c, 1006);
   }
-  free(owned);
+  if (owned) free(owned);
   rx_settle(c, &rx);
 }
 

@@ -609,7 +609,12 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
     size_t hl = frame_header_size(len);
     uint8_t *at = outq_data_reserve(&c->out, &c->server->chunks, hl + len);
     if (at) {
-      frame_write_header(at, opcode, 1, 0, len);
+      if (hl == 2) {                  /* final, no RSV bit: section 5.2 */
+        at[0] = (uint8_t)(0x80 | opcode);
+        at[1] = (uint8_t)len;
+      } else {
+        frame_write_header(at, opcode, 1, 0, len);
+      }
       if (len) memcpy(at + hl, data, len);
     }
     rc = queued(c, at ? 0 : -1);

@@ -47,11 +47,19 @@ static void unref_string(void *L, int ref) {
   if (L) luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
 
+/* The server's prepare watcher runs only while it has work: started
+ * here, stopped by ms_server_prepare_cb once none is left. */
+static void wake_prepare(struct ms_server *s) {
+  if (!ev_is_active(&s->prepare))
+    ev_prepare_start(s->module->loop, &s->prepare);
+}
+
 static void mark_pending(struct ms_conn *c) {
   if (!(c->flags & CF_IN_PENDING)) {
     c->flags |= CF_IN_PENDING;
     c->next_pending = c->server->pending;
     c->server->pending = c;
+    wake_prepare(c->server);
   }
 }
 
@@ -59,10 +67,15 @@ void ms_conn_mark_pending(struct ms_conn *c) {
   mark_pending(c);
 }
 
-/* Bytes were queued (rc 0) or memory ran out (-1): flush before the
- * loop sleeps. */
+/* Bytes were queued: flushed before the loop sleeps, or as c's own io
+ * callback ends when they are queued in it (conn_io_cb). */
+static void mark_queued(struct ms_conn *c) {
+  if (!(c->flags & CF_CORKED)) mark_pending(c);
+}
+
+/* Bytes were queued (rc 0) or memory ran out (-1). */
 static int queued(struct ms_conn *c, int rc) {
-  if (rc == 0) mark_pending(c);
+  if (rc == 0) mark_queued(c);
   return rc;
 }
 
@@ -108,7 +121,7 @@ static int out_anchor(struct ms_conn *c, lua_State *L, int idx,
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     return -1;
   }
-  mark_pending(c);
+  mark_queued(c);
   return 0;
 }
 
@@ -182,9 +195,10 @@ static void msg_free(struct ms_conn *c, struct ms_rx *rx) {
 static inline void rx_free_buffers(struct ms_conn *c, struct ms_rx *rx) {
   if (rx->msg_room) msg_free(c, rx);   /* (then msg is NULL) */
   c->server->held -= rx->msg_cap;
-  free(rx->in);
-  free(rx->msg);
-  free(rx->ctl);
+  /* most reads end holding none of them: no calls then */
+  if (rx->in) free(rx->in);
+  if (rx->msg) free(rx->msg);
+  if (rx->ctl) free(rx->ctl);
 }
 
 /* Drop c's input state.  feed's copy is only emptied: feed still
@@ -315,6 +329,7 @@ static void abort_with(struct ms_conn *c, int code, const char *reason) {
     c->flags |= CF_IN_PENDING;
     c->next_pending = s->released;
     s->released = c;
+    wake_prepare(s);
   }
 }
 
@@ -594,7 +609,12 @@ enum ms_send_status ms_conn_send(struct ms_conn *c, unsigned opcode,
     size_t hl = frame_header_size(len);
     uint8_t *at = outq_data_reserve(&c->out, &c->server->chunks, hl + len);
     if (at) {
-      frame_write_header(at, opcode, 1, 0, len);
+      if (hl == 2) {                  /* final, no RSV bit: section 5.2 */
+        at[0] = (uint8_t)(0x80 | opcode);
+        at[1] = (uint8_t)len;
+      } else {
+        frame_write_header(at, opcode, 1, 0, len);
+      }
       if (len) memcpy(at + hl, data, len);
     }
     rc = queued(c, at ? 0 : -1);
@@ -1766,7 +1786,7 @@ static void feed(struct ms_conn *c, uint8_t *p, size_t n) {
     if (rx.in) rx.in_len = rest;
     else ms_conn_abort(c, 1006);
   }
-  free(owned);
+  if (owned) free(owned);
   rx_settle(c, &rx);
 }
 
@@ -1822,9 +1842,7 @@ static void conn_read(struct ms_conn *c);
 static void watch_waiting(struct ms_conn *c);
 static int conn_got(struct ms_conn *c, struct ev_loop *loop, size_t n);
 
-static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  struct ms_conn *c = (struct ms_conn *)w;
-  (void)loop;
+static void conn_io(struct ms_conn *c, int revents) {
   if (revents & EV_WRITE) {
     if (c->flags & CF_READ_WANTS_WRITE) {
       c->flags &= ~(uint32_t)CF_READ_WANTS_WRITE;
@@ -1844,6 +1862,23 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   }
   if (!(c->flags & CF_PAUSED)) conn_read(c);
   else if (c->flags & CF_WAITING) watch_waiting(c);
+}
+
+/* What the callback queues for c itself, the answers to what it read,
+ * goes out as it ends in one write, as the prepare round would write
+ * it (CF_CORKED: queueing does not mark c pending).  Past the open
+ * state, or pending anyway, c is flushed in the prepare round. */
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct ms_conn *c = (struct ms_conn *)w;
+  (void)loop;
+  c->flags |= CF_CORKED;
+  conn_io(c, revents);
+  c->flags &= ~(uint32_t)CF_CORKED;
+  if (outq_empty(&c->out) || (c->flags & CF_IN_PENDING) ||
+      c->state == CS_CLOSED)
+    return;
+  if (c->state == CS_OPEN) ms_conn_flush(c);
+  else mark_pending(c);
 }
 
 static void conn_read(struct ms_conn *c) {

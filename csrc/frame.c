@@ -113,8 +113,12 @@ static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
                       const uint8_t key[4], size_t offset) {
   /* the key as it falls from offset on: a 4-byte pattern, the same in
    * either byte order once repeated */
-  uint8_t k[4] = { key[offset & 3], key[(offset + 1) & 3],
-                   key[(offset + 2) & 3], key[(offset + 3) & 3] };
+  uint8_t turned[4];
+  const uint8_t *k = key;           /* from byte 0 (a whole frame): as is */
+  if (offset & 3) {
+    for (int j = 0; j < 4; j++) turned[j] = key[(offset + j) & 3];
+    k = turned;
+  }
   uint32_t k32;
   memcpy(&k32, k, 4);
   uint64_t kw = (uint64_t)k32 << 32 | k32;

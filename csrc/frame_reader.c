@@ -67,11 +67,65 @@ static size_t read_header(struct frame_reader *r, const uint8_t *p,
   return used;
 }
 
+/* A client's whole message at p[0..hl + len): one final text or binary
+ * frame (0x81, 0x82: no RSV bit), masked, with a 7- or 16-bit length,
+ * no message open, its payload all there.  It is what the general way
+ * below would make of it, with the reader left as it was (between
+ * frames, no message open), in one step. */
+static size_t read_whole(uint8_t *p, size_t hl, size_t len, unsigned flags,
+                         struct frame_event *ev) {
+  struct frame_header *h = &ev->header;
+  h->length = len;
+  memcpy(h->mask, p + hl - 4, 4);
+  h->opcode = p[0] & 0x0F;
+  h->fin = 1;
+  h->rsv = 0;
+  h->masked = 1;
+  ev->kind = FRAME_DATA;
+  ev->begun = 1;
+  ev->data = p + hl;
+  ev->len = len;
+  ev->opcode = ev->msg_op = h->opcode;
+  ev->end = ev->message_end = 1;
+  if (flags & FRAME_LEAVE_MASKED) {
+    ev->masked = 1;
+    memcpy(ev->mask, h->mask, 4);
+    ev->mask_off = 0;
+  } else {
+    ev->masked = 0;
+    frame_unmask(ev->data, len, h->mask, 0);
+  }
+  return hl + len;
+}
+
+/* The header's size when p[0..n) begins with what read_whole takes
+ * (its payload's length in *len), else 0. */
+static inline size_t whole_header(const struct frame_reader *r,
+                                  const uint8_t *p, size_t n,
+                                  unsigned flags, size_t *len) {
+  if (n < 6 || (p[0] != 0x81 && p[0] != 0x82) || !(p[1] & 0x80) ||
+      r->hdr_len || r->msg_op || (flags & FRAME_FROM_SERVER))
+    return 0;
+  size_t hl = 6, l = p[1] & 0x7F;
+  if (l == 126) {
+    if (n < 8) return 0;
+    hl = 8;
+    l = (size_t)p[2] << 8 | p[3];
+  } else if (l == 127) {
+    return 0;
+  }
+  if (n - hl < l) return 0;
+  *len = l;
+  return hl;
+}
+
 size_t frame_read(struct frame_reader *r, uint8_t *p, size_t n,
                   unsigned flags, struct frame_event *ev) {
   size_t i = 0;
   ev->begun = 0;
   if (!r->in_frame) {
+    size_t len, hl = whole_header(r, p, n, flags, &len);
+    if (hl) return read_whole(p, hl, len, flags, ev);
     i = read_header(r, p, n, flags, ev);
     if (!ev->begun) return i;
   }

@@ -55,7 +55,6 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w,
                           int revents) {
   struct ms_server *s = (struct ms_server *)((char *)w -
                          offsetof(struct ms_server, prepare));
-  (void)loop;
   (void)revents;
   struct ms_conn *c;
   while ((c = s->pending)) {
@@ -73,6 +72,11 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w,
     s->released = c->next_pending;
     ms_event_release(c);
   }
+  /* no work left: the loop prepares no more until some comes (a
+   * connection marked pending or released starts it again) */
+  if (!s->pending && !s->released && !s->closing &&
+      !s->module->shutting_down)
+    ev_prepare_stop(loop, w);
   if (s->closing || s->module->shutting_down)
     ms_module_check_done(s->module);
 }

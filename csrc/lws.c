@@ -25,8 +25,7 @@
 static struct ms_conn *check_ws(lua_State *L) {
   void *p = lua_touserdata(L, 1);
   if (p && lua_getmetatable(L, 1)) {
-    int same = lua_topointer(L, -1) ==
-               lua_topointer(L, lua_upvalueindex(1));
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
     lua_pop(L, 1);
     if (same) return p;
   }
@@ -39,8 +38,8 @@ static struct ms_conn *check_ws(lua_State *L) {
  * call less on every send). */
 static struct ms_conn *check_ws_keep(lua_State *L) {
   void *p = lua_touserdata(L, 1);
-  if (p && lua_getmetatable(L, 1) && lua_topointer(L, -1) ==
-                                     lua_topointer(L, lua_upvalueindex(1)))
+  if (p && lua_getmetatable(L, 1) &&
+      lua_rawequal(L, -1, lua_upvalueindex(1)))    /* one call, not two */
     return p;
   luaL_typeerror(L, 1, WS_MT);
   return NULL;

@@ -197,6 +197,8 @@ enum {
   CF_KEEP_ALIVE = 1 << 6,   /* HTTP: another request may follow */
   CF_SHUT_WR = 1 << 7,      /* shutdown(SHUT_WR) done */
   CF_NOTIFIED = 1 << 8,     /* close event delivered */
+  CF_CORKED = 1 << 10,      /* its io callback runs: what is queued goes
+                               out as it ends, not in prepare */
   CF_HEAD_SCANNED = 1 << 12,/* in holds an incomplete request head */
   CF_UPGRADED = 1 << 13,    /* a WebSocket: its close is reported */
   CF_IN_REQUEST = 1 << 14,  /* the pipeline is running for it */

@@ -7,6 +7,8 @@ local app = moonsocket.app {
   max_message_size = 16 * 1024 * 1024,
   max_connections = 20000,
   keep_alive_interval = 0,
+  -- bench/rbuf_sweep.py sets it; unset, the default
+  receive_buffer_size = tonumber(os.getenv("RECEIVE_BUFFER_SIZE") or ""),
 }
 
 app:ws("/ws", require "moonsocket.handlers.echo")

@@ -781,3 +781,33 @@ void client_event(struct client *c, uint32_t events) {
   }
   client_flush(c);
 }
+
+void clients_close(struct client *subs, size_t n, struct client *last) {
+  for (size_t i = 0; i <= n; i++) {
+    struct client *c = i < n ? &subs[i] : last;
+    if (c && c->state == CL_OPEN) {
+      client_close(c);
+      client_flush(c);
+    }
+  }
+}
+
+void clients_fail_unclosed(struct client *subs, size_t n,
+                           struct client *last) {
+  for (size_t i = 0; i <= n; i++) {
+    struct client *c = i < n ? &subs[i] : last;
+    if (c && c->state != CL_DONE && c->state != CL_IDLE)
+      client_fail(c, ERR_TIMEOUT, "not closed in time");
+  }
+}
+
+int clients_wait(struct client_ctx *ctx, int ms) {
+  struct epoll_event evs[256];
+  int n = epoll_wait(ctx->epfd, evs, 256, ms);
+  if (n < 0 && errno != EINTR) {
+    perror("loadgen: epoll_wait");
+    return -1;
+  }
+  for (int i = 0; i < n; i++) client_event(evs[i].data.ptr, evs[i].events);
+  return 0;
+}

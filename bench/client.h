@@ -152,4 +152,15 @@ void client_flush(struct client *c);
 void client_fail(struct client *c, enum client_error kind, const char *what);
 void client_free(struct client *c);
 
+/* The many-connection tests' common steps, over subs[0..n) and then
+ * one more client, `last` (a publisher), when it is not NULL. */
+/* Queue and flush a close frame on each one open. */
+void clients_close(struct client *subs, size_t n, struct client *last);
+/* Fail (ERR_TIMEOUT, "not closed in time") each one not done or idle. */
+void clients_fail_unclosed(struct client *subs, size_t n,
+                           struct client *last);
+/* Wait at most ms for ctx's sockets and handle what came: 0, or -1
+ * when epoll_wait failed. */
+int clients_wait(struct client_ctx *ctx, int ms);
+
 #endif

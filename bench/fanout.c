@@ -2,11 +2,9 @@
  * topic and a publisher whose messages the server relays to them all;
  * every delivery checked byte for byte, once each and in order */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
 #include "fanout.h"
 #include "payload.h"
@@ -273,7 +271,6 @@ static int stalled(struct fanout *f, uint64_t now) {
 static int serve(struct fanout *f, uint64_t until,
                  int (*done)(const struct fanout *)) {
   const struct fanout_params *p = f->p;
-  struct epoll_event evs[256];
   for (;;) {
     if (done && done(f)) return 0;
     uint64_t now = now_ns();
@@ -283,12 +280,7 @@ static int serve(struct fanout *f, uint64_t until,
     uint64_t wake = until < p->deadline ? until : p->deadline;
     int ms = (int)((wake - now) / 1000000) + 1;
     if (ms > 100) ms = 100;
-    int n = epoll_wait(p->ctx->epfd, evs, 256, ms);
-    if (n < 0 && errno != EINTR) {
-      perror("loadgen: epoll_wait");
-      return -1;
-    }
-    for (int i = 0; i < n; i++) client_event(evs[i].data.ptr, evs[i].events);
+    if (clients_wait(p->ctx, ms) != 0) return -1;
   }
 }
 
@@ -343,19 +335,9 @@ static void check_counts(struct fanout *f) {
 static void close_all(struct fanout *f) {
   const struct fanout_params *p = f->p;
   f->phase = FP_CLOSE;
-  for (size_t i = 0; i <= p->nsubs; i++) {
-    struct client *c = i < p->nsubs ? &p->subs[i] : &f->pub;
-    if (c->state == CL_OPEN) {
-      client_close(c);
-      client_flush(c);
-    }
-  }
+  clients_close(p->subs, p->nsubs, &f->pub);
   serve(f, now_ns() + (uint64_t)CLOSE_LIMIT * 1000000000u, all_done);
-  for (size_t i = 0; i <= p->nsubs; i++) {
-    struct client *c = i < p->nsubs ? &p->subs[i] : &f->pub;
-    if (c->state != CL_DONE && c->state != CL_IDLE)
-      client_fail(c, ERR_TIMEOUT, "not closed in time");
-  }
+  clients_fail_unclosed(p->subs, p->nsubs, &f->pub);
 }
 
 /* ======================================================================

@@ -4,12 +4,10 @@
  * exactly from its position, through the missed messages and the live
  * ones to the last published: no gap, no duplicate, one epoch */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
 #include "recover.h"
 
@@ -580,7 +578,6 @@ static int stalled(struct recover *f, uint64_t now) {
 static int serve(struct recover *f, uint64_t until,
                  int (*done)(const struct recover *)) {
   const struct recover_params *p = f->p;
-  struct epoll_event evs[256];
   for (;;) {
     if (done && done(f)) return 0;
     uint64_t now = now_ns();
@@ -593,12 +590,7 @@ static int serve(struct recover *f, uint64_t until,
     int ms = (int)((wake - now) / 1000000) + 1;
     if (ms > 100) ms = 100;
     if (p->rate > 0) ms = 1;    /* a paced publisher's next step */
-    int n = epoll_wait(p->ctx->epfd, evs, 256, ms);
-    if (n < 0 && errno != EINTR) {
-      perror("loadgen: epoll_wait");
-      return -1;
-    }
-    for (int i = 0; i < n; i++) client_event(evs[i].data.ptr, evs[i].events);
+    if (clients_wait(p->ctx, ms) != 0) return -1;
     if (f->drop_due) {
       f->drop_due = 0;
       drop_all(f);
@@ -647,19 +639,9 @@ static int open_clients(struct recover *f) {
 static void close_all(struct recover *f) {
   const struct recover_params *p = f->p;
   f->phase = RP_CLOSE;
-  for (size_t i = 0; i <= p->nsubs; i++) {
-    struct client *c = i < p->nsubs ? &p->subs[i] : &f->pub;
-    if (c->state == CL_OPEN) {
-      client_close(c);
-      client_flush(c);
-    }
-  }
+  clients_close(p->subs, p->nsubs, &f->pub);
   serve(f, now_ns() + (uint64_t)CLOSE_LIMIT * 1000000000u, all_done);
-  for (size_t i = 0; i <= p->nsubs; i++) {
-    struct client *c = i < p->nsubs ? &p->subs[i] : &f->pub;
-    if (c->state != CL_DONE && c->state != CL_IDLE)
-      client_fail(c, ERR_TIMEOUT, "not closed in time");
-  }
+  clients_fail_unclosed(p->subs, p->nsubs, &f->pub);
 }
 
 /* Each client must have recovered and reached the last offset. */

@@ -142,6 +142,8 @@ struct ms_server {
   ev_prepare prepare;           /* flushes writes before the loop sleeps */
   ev_timer sweep;               /* every timeout, for every connection */
   ev_timer shutdown_timer;      /* a graceful close's time limit */
+  ev_timer delivered;           /* while closing: half-closed sockets
+                                   whose peers have it all are closed */
   struct ms_module *module;
   struct ms_metrics *metrics;   /* the module's (a client's: its own) */
   struct ms_server *next;       /* in module->servers */

@@ -14,7 +14,6 @@
 #include "life.h"
 #include "log.h"
 #include "server.h"
-#include "transport.h"
 #include "workers.h"
 
 /* While a server closes, how often its half-closed connections are
@@ -111,10 +110,11 @@ void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 /* While closing: a connection that has half-closed waits for the
  * peer's end, so that a reset does not destroy what we sent; once the
- * peer has acknowledged it all, our FIN included, nothing can be lost,
- * and a peer that never closes its end must not hold the shutdown for
- * close_timeout.  Outside a shutdown nothing runs this: lingering for
- * the peer's end is right there (RFC 6455 section 7.1.1). */
+ * peer has it all, our FIN included, and sends nothing more, nothing
+ * can be lost, and a peer that never closes its end must not hold the
+ * shutdown for close_timeout (ms_conn_close_delivered).  Outside a
+ * shutdown nothing runs this: lingering for the peer's end is right
+ * there (RFC 6455 section 7.1.1). */
 static void server_delivered_cb(struct ev_loop *loop, ev_timer *w,
                                 int revents) {
   struct ms_server *s = (struct ms_server *)((char *)w -
@@ -124,11 +124,8 @@ static void server_delivered_cb(struct ev_loop *loop, ev_timer *w,
   struct ms_conn *c = s->conns;
   size_t n = s->nconns;
   for (size_t i = 0; i < n && s->conns; i++) {
-    struct ms_conn *next = c->next;  /* aborting unlinks c */
-    const struct ms_transport *t = ms_transport_of(c);
-    if (c->state == CS_DRAINING && (c->flags & CF_SHUT_WR) &&
-        t->delivered && t->delivered(c))
-      ms_conn_abort(c, 1006);        /* as when the peer's end comes */
+    struct ms_conn *next = c->next;  /* closing unlinks c */
+    ms_conn_close_delivered(c);
     c = next;
   }
 }

@@ -127,37 +127,46 @@ describe("shutdown", function()
     helper.assert_clean_log(server)
   end)
 
-  -- What a peer has not acknowledged may still be lost by closing: a
-  -- peer that does not read keeps the shutdown waiting, as before, until
-  -- SIGTERM's 5 s cut it off.
-  it("waits on SIGTERM for a peer that has not acknowledged our bytes",
-     function()
+  -- A peer may still lose what it has not acknowledged, or, sending
+  -- after our FIN, draw a reset that destroys what it has not read: such
+  -- peers keep the shutdown waiting, as before, until SIGTERM's 5 s cut
+  -- them off.
+  it("waits on SIGTERM for a peer that has not acknowledged our bytes, "
+     .. "or that sends after our FIN", function()
     local server = helper.start_server("spec/apps/probe.lua",
       { CLOSE_TIMEOUT = 10, MAX_BACKPRESSURE = 64 * 1048576 })
-    local ws = assert(helper.ws_connect(server.port, "/ws"))
-    local peer = client_port(ws)
-    ws:send_text("flood:16:65536")      -- 1 MiB this end does not read
-    ws:close(1000)                       -- answered after the flood
+    local full = assert(helper.ws_connect(server.port, "/ws"))
+    local talker = assert(helper.ws_connect(server.port, "/ws"))
+    local full_port, talker_port = client_port(full), client_port(talker)
+    full:send_text("flood:16:65536")    -- 1 MiB this end does not read
+    full:close(1000)                     -- answered after the flood
     -- the server has written it all and half-closed: FIN_WAIT1, with
     -- bytes the full window of this end has not taken
     assert.is_truthy(helper.wait_until(function()
-      local st, unacked = server_end(server.port, peer)
+      local st, unacked = server_end(server.port, full_port)
       return st == FIN_WAIT1 and unacked > 0
     end), "the server did not half-close behind unacknowledged bytes")
     local started = socket.gettime()
     server:kill("TERM")
+    assert.are.equal(helper.CLOSE, (assert(talker:read_frame())).opcode)
+    assert.is_true(talker:close(1001))
+    assert.are.same({ nil, "closed" }, { talker:recv(1) })   -- our FIN
+    assert.is_true(talker:ping("still here"))    -- discarded, but read
     assert.is_nil(helper.wait_until(function() return server:exited() end,
                                     2))
-    local st, unacked, inode = server_end(server.port, peer)
+    local st, unacked, inode = server_end(server.port, full_port)
     assert.are.same({ FIN_WAIT1, true, true },
                     { st, unacked > 0, inode > 0 })
+    inode = select(3, server_end(server.port, talker_port))
+    assert.is_true(inode > 0, "the talker's socket was closed")
     assert.is_truthy(helper.wait_until(function() return server:exited() end,
                                        helper.scaled(8)), server:log())
     local took = socket.gettime() - started
     assert.is_true(took > 4.5, ("exited %.2f s after SIGTERM"):format(took))
     assert.are.equal(0, server:stop())
     helper.assert_clean_log(server)
-    ws:abort()
+    full:abort()
+    talker:abort()
   end)
 
   -- A reader on stdin (a FIFO that nobody closes) is a watcher that

@@ -1,6 +1,7 @@
 -- spec/shutdown_spec.lua: graceful shutdown, by app:shutdown or
 -- SIGTERM: open sockets (idle, or in the middle of a message) closed
--- with 1001, what was queued delivered first, and the process exiting 0.
+-- with 1001, what was queued delivered first, peers that have it all
+-- (over TCP or TLS) not waited for, and the process exiting 0.
 local helper = require "helper"
 local socket = require "socket"
 

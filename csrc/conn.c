@@ -544,6 +544,16 @@ static enum ms_send_status send_admit(struct ms_conn *c) {
     return MS_DROPPED_CLOSED;
   }
   if (c->out.bytes > c->opts->max_backpressure) {
+    /* what a callback sends goes out as it ends: bytes never offered to
+     * the peer are not its back-pressure, so offer them first */
+    if (!(c->flags & CF_WRITE_WAIT)) {
+      ms_conn_flush(c);
+      if (c->state != CS_OPEN) {
+        c->server->metrics->dropped_closed++;
+        return MS_DROPPED_CLOSED;
+      }
+      if (c->out.bytes <= c->opts->max_backpressure) return MS_SENT;
+    }
     c->server->metrics->dropped_backpressure++;
     fail(c, 1008, FAIL_BACKPRESSURE);
     return MS_DROPPED_BACKPRESSURE;

@@ -68,6 +68,29 @@ describe("back-pressure", function()
 end)
 
 describe("a large max_backpressure", function()
+  it("does not count what a callback sends before it is written",
+    function()
+    -- 16 x 30,000 bytes in one handler call through a 64 KiB limit: what
+    -- a callback sends goes out as it ends, so the queue passes the
+    -- limit before a byte is offered to the peer; the peer reads, and
+    -- must get every message, not 1008
+    local server = helper.start_server("spec/apps/probe.lua",
+      { MAX_BACKPRESSURE = 65536 })
+    local ws = assert(helper.ws_connect(server.port, "/ws"))
+    ws:send_text("flood:16:30000")
+    for i = 1, 16 do
+      local op, payload = ws:recv_message()
+      assert.are.equal(BINARY, op, "message " .. i)
+      assert.are.equal(30000, #payload)
+    end
+    assert.are.same({ TEXT, "flood done" }, { ws:recv_message() })
+    local sent, queued = helper.events(server.port):match(
+      "flood sent=(%d+) queued=(%d+)")
+    assert.are.equal(16, tonumber(sent) + tonumber(queued))
+    ws:abort()
+    helper.stop_and_check(server)
+  end)
+
   it("queues under back-pressure, then drains", function()
     local server = helper.start_server("spec/apps/probe.lua",
       { MAX_BACKPRESSURE = 64 * 1048576 })

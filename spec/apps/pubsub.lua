@@ -3,7 +3,9 @@
 --   pub T MSG / pubbin T MSG         -> app:publish, "pub N"
 --   pubbig T N                       -> N bytes of 'x' to T, "pub N"
 --   pub2 T U N                       -> N bytes to T, then to U, in one
---     handler call (nothing is written between): "pub2 N M"
+--     handler call (nothing is written between): "pub2 N M B", B the
+--     bytes the socket that sent "nest U" had queued before
+--   buffered T                       -> "buffered B" of that socket
 --   wspub T MSG                      -> ws:publish (not to itself)
 --   count T                          -> "count N"
 --   topics                           -> "topics A,B"
@@ -37,6 +39,7 @@ end
 
 local victims = {}
 local closed = {}           -- nest topic -> "CODE UNSENT"
+local nesters = {}          -- nest topic -> the socket that sent it
 
 local function reply(ws, ...)
   ws:send(table.concat({ ... }, " "))
@@ -60,8 +63,12 @@ app:ws("/ws", {
     elseif cmd == "pub2" then
       local second, n = rest:match("^(%S+) (%d+)$")
       local payload = ("x"):rep(tonumber(n))
+      local queued = nesters[second] and nesters[second].buffered_amount
       reply(ws, "pub2", app:publish(topic, payload),
-            app:publish(second, payload))
+            app:publish(second, payload), tostring(queued))
+    elseif cmd == "buffered" then
+      reply(ws, "buffered", tostring(nesters[topic]
+                                     and nesters[topic].buffered_amount))
     elseif cmd == "wspub" then
       reply(ws, "wspub", ws:publish(topic, rest))
     elseif cmd == "count" then
@@ -70,6 +77,7 @@ app:ws("/ws", {
       reply(ws, "topics", table.concat(ws.topics, ","))
     elseif cmd == "nest" then
       ws.data.nest = topic
+      nesters[topic] = ws
       reply(ws, "nest", topic)
     elseif cmd == "pid" then          -- which process serves this socket
       local f = assert(io.open("/proc/self/stat"))

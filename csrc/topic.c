@@ -246,56 +246,9 @@ static void compact(struct ms_topics *ts, struct ms_topic *t) {
   if (t->count == 0) destroy(ts, t);
 }
 
-/* Queue frame to every open subscriber of t but skip: by reference to
- * sh when there is one, else copied. */
-static inline long deliver(struct ms_topics *ts, struct ms_topic *t,
-                           const uint8_t *frame, size_t flen,
-                           struct ms_shared *sh, struct ms_conn *skip) {
-  /* Those who subscribe while this runs do not get this message: stop
-   * at the subscriber that was last when it began. */
-  long reached = 0;
-  struct ms_sub *last = t->tail;
-  t->publishing++;
-  for (struct ms_sub *s = t->head; s; s = s->next) {
-    struct ms_conn *c = s->conn;
-    if (c && c != skip && c->state == CS_OPEN) {
-      enum ms_send_status st = ms_conn_send_frame(c, frame, flen, sh);
-      if (st == MS_SENT || st == MS_QUEUED) reached++;
-    }
-    if (s == last) break;
-  }
-  if (--t->publishing == 0) compact(ts, t);
-  ts->metrics->deliveries += (uint64_t)reached;
-  return reached;
-}
-
-long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
-                      unsigned opcode, const char *data, size_t len,
-                      struct ms_conn *skip) {
-  struct ms_topic *t = find(ts, name, nlen);
-  if (!t) return 0;
-  uint8_t small[SHARE_MIN];
-  struct ms_shared *sh = NULL;
-  uint8_t *frame = small;
-  size_t flen = frame_header_size(len) + len;
-  if (flen > SHARE_MIN) {
-    sh = malloc(sizeof *sh + flen);
-    if (!sh) return -1;
-    sh->refs = 1;                  /* ours, until the loop is done */
-    sh->len = flen;
-    frame = sh->bytes;
-  }
-  size_t hl = frame_write_header(frame, opcode, 1, 0, len);
-  memcpy(frame + hl, data, len);
-
-  long reached = deliver(ts, t, frame, flen, sh, skip);
-  if (sh) ms_shared_release(sh);
-  return reached;
-}
-
-/* A message with a position on its way to a topic's subscribers.  What
- * a send runs (a close handler, a presence hook) may publish the next
- * one to the same topic: that one must not overtake this one at the
+/* A message on its way to a topic's subscribers.  What a send runs (a
+ * close handler, a presence hook) may publish the next one to the same
+ * topic: that one must not overtake this one at the
  * subscribers still to come, so the newer publish first finishes the
  * deliveries of its topic under way, oldest first (each lives on the
  * stack of the publish that began it; the list is the process's, so a
@@ -330,15 +283,15 @@ static void delivery_finish(struct ms_delivery *d, struct ms_topic *t) {
   if (d->topic == t) delivery_run(d);
 }
 
-long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
-                             size_t nlen, struct ms_shared *sh,
-                             struct ms_conn *skip) {
-  struct ms_topic *t = find(ts, name, nlen);
-  if (!t) return 0;
+/* Queue frame to every open subscriber of t but skip (by reference to
+ * sh when there is one, else copied), after what earlier publishes to
+ * t still under way have to deliver. */
+static long publish_frame(struct ms_topics *ts, struct ms_topic *t,
+                          const uint8_t *frame, size_t flen,
+                          struct ms_shared *sh, struct ms_conn *skip) {
   /* those who subscribe while this runs do not get this message */
-  struct ms_delivery d = { ts->delivering, t, t->head, t->tail, sh->bytes,
-                           sh->len, sh->len > SHARE_MIN ? sh : NULL, skip,
-                           0 };
+  struct ms_delivery d = { ts->delivering, t, t->head, t->tail, frame,
+                           flen, sh, skip, 0 };
   ts->delivering = &d;
   t->publishing++;
   delivery_finish(&d, t);
@@ -346,6 +299,39 @@ long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
   if (--t->publishing == 0) compact(ts, t);
   ts->metrics->deliveries += (uint64_t)d.reached;
   return d.reached;
+}
+
+long ms_topic_publish_shared(struct ms_topics *ts, const char *name,
+                             size_t nlen, struct ms_shared *sh,
+                             struct ms_conn *skip) {
+  struct ms_topic *t = find(ts, name, nlen);
+  if (!t) return 0;
+  return publish_frame(ts, t, sh->bytes, sh->len,
+                       sh->len > SHARE_MIN ? sh : NULL, skip);
+}
+
+long ms_topic_publish(struct ms_topics *ts, const char *name, size_t nlen,
+                      unsigned opcode, const char *data, size_t len,
+                      struct ms_conn *skip) {
+  struct ms_topic *t = find(ts, name, nlen);
+  if (!t) return 0;
+  uint8_t small[SHARE_MIN];
+  struct ms_shared *sh = NULL;
+  uint8_t *frame = small;
+  size_t flen = frame_header_size(len) + len;
+  if (flen > SHARE_MIN) {
+    sh = malloc(sizeof *sh + flen);
+    if (!sh) return -1;
+    sh->refs = 1;                  /* ours, until the loop is done */
+    sh->len = flen;
+    frame = sh->bytes;
+  }
+  size_t hl = frame_write_header(frame, opcode, 1, 0, len);
+  memcpy(frame + hl, data, len);
+
+  long reached = publish_frame(ts, t, frame, flen, sh, skip);
+  if (sh) ms_shared_release(sh);
+  return reached;
 }
 
 /* Nothing is told: the presence goes with the process. */

@@ -1057,7 +1057,10 @@ static size_t dispatch_request(struct ms_conn *c, struct http_request *req,
     respond_error(c, 413, "request body too large", 0);
     return n;
   }
-  if (wants_close(req)) c->flags &= ~CF_KEEP_ALIVE;
+  /* HTTP/1.0 has no Transfer-Encoding: its framing is faulty, and the
+   * connection closes after the message (RFC 9112 section 6.1) */
+  if (wants_close(req) || (req->minor_version == 0 && length == UINT64_MAX))
+    c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
   if (req->minor_version == 0) c->flags |= CF_HTTP10;
   else c->flags &= ~CF_HTTP10;

@@ -181,6 +181,19 @@ describe("reading request bodies", function()
     sock:close()
   end)
 
+  it("closes after an HTTP/1.0 request with Transfer-Encoding, even one "
+     .. "asking for keep-alive: its framing is faulty (RFC 9112 6.1)",
+     function()
+    local response, sock = exchange("POST /echo HTTP/1.0\r\n"
+      .. "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+      .. "3\r\nabc\r\n0\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+      .. "Connection: close\r\n\r\nabc", response)
+    -- the request after it is never read
+    assert.is_true((helper.socket_closed(sock, 2, true)))
+    sock:close()
+  end)
+
   it("streams a large body through req:read(n), in pieces of at most n "
      .. "bytes", function()
     local body = helper.random_bytes(3 * 1024 * 1024)

@@ -163,6 +163,15 @@ describe("reading request bodies", function()
     sock:close()
   end)
 
+  it("takes BWS between a chunk size and its extension or CRLF",
+     function()
+    local response, sock = exchange("POST /echo HTTP/1.1\r\nHost: x\r\n"
+      .. "Transfer-Encoding: chunked\r\n\r\n5 \t;a=b\r\nhello\r\n"
+      .. "6\t\r\n world\r\n0 \r\n\r\n")
+    assert.are.equal(ok("hello world"), response)
+    sock:close()
+  end)
+
   it("decodes a chunked body sent a byte at a time", function()
     local body = ("chunked bytes "):rep(20)
     local sock = assert(helper.connect(server.port))
@@ -294,6 +303,11 @@ describe("reading request bodies", function()
         "chunk size line too long" },
       { "a chunk size over 64 bits", ("f"):rep(17) .. "\r\n",
         "chunk size too large" },
+      -- after the size only BWS, then ";" or the CRLF (RFC 9112 7.1.1)
+      { "a blank and no extension after the size",
+        "5 x\r\nhello\r\n0\r\n\r\n", "invalid chunk extension" },
+      { "a second number after the size", "5 5\r\nhello\r\n0\r\n\r\n",
+        "invalid chunk extension" },
     }
     for _, case in ipairs(cases) do
       it("400 for " .. case[1], function()

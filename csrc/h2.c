@@ -88,6 +88,10 @@ struct ms_h2 {
   int goaway_due;                    /* shutting down: GOAWAY once the
                                         WebSockets have their 1001 out */
   size_t pulled;                     /* bytes the last pull queued */
+  size_t unsent;                     /* answers' bytes not yet in DATA
+                                        (files apart): past
+                                        max_backpressure, the next
+                                        requests wait */
   struct ms_h2_peer peer;            /* asked once, for every stream */
 };
 
@@ -158,6 +162,7 @@ static void stream_detach(struct ms_h2_stream *st, int abort) {
 static void stream_free(struct ms_h2_stream *st) {
   stream_head_free(st);
   stream_body_free(st);
+  st->h2->unsent -= st->out_len - st->out_sent;
   free(st->out);
   free(st->in);
   free(st->staged);
@@ -507,6 +512,7 @@ static ssize_t read_answer(nghttp2_session *session, int32_t id,
     if (n > length) n = length;
     memcpy(buf, st->out + st->out_sent, n);
     st->out_sent += n;
+    st->h2->unsent -= n;
     if (st->out_sent == st->out_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
   }
   return (ssize_t)n;
@@ -701,11 +707,18 @@ static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
 
 /* The requests whose heads a read completed, in order.  A request may
  * close the connection (its handler shuts the server down at once,
- * say): then the session is gone, and so are the rest. */
+ * say): then the session is gone, and so are the rest.  While the
+ * answers the peer has not taken hold more than max_backpressure, the
+ * next request waits for them to go out (ms_h2_written): a peer that
+ * opens many streams and reads none of their answers holds about that
+ * much, as a pipeline over HTTP/1.1 does, not every answer at once. */
 static void run_ready(struct ms_conn *c) {
   while (c->state == CS_H2 && c->h2->ready) {
     struct ms_h2 *h2 = c->h2;
     struct ms_h2_stream *st = h2->ready;
+    if (!st->gone && !h2->closing_since &&
+        h2->unsent > c->server->opts.max_backpressure)
+      return;
     h2->ready = st->next_ready;
     if (!h2->ready) h2->ready_tail = &h2->ready;
     st->ready = 0;
@@ -848,6 +861,7 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
     }
     memcpy(st->out, body, body_len);
     st->out_len = body_len;
+    h2->unsent += body_len;
   }
   nghttp2_data_provider data = { .source.ptr = st,
                                  .read_callback = read_answer };
@@ -1185,6 +1199,10 @@ void ms_h2_written(struct ms_conn *c) {
   struct ms_h2 *h2 = c->h2;
   nghttp2_session *session = h2->session;
   if (c->flags & CF_PAUSED) ms_conn_resume_reading(c);
+  if (h2->ready && h2->unsent <= c->server->opts.max_backpressure) {
+    run_ready(c);                  /* the requests that waited for that */
+    if (c->state != CS_H2) return;
+  }
   /* more once the last frames are out (not when the session wants to
    * write but the windows let nothing through) */
   if (h2->pulled && nghttp2_session_want_write(session)) {

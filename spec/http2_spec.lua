@@ -265,6 +265,19 @@ describe("HTTP/2", function()
         "/hello", "x-big=" .. ("a"):rep(20000)):match("^[^\n]*")))
     end)
 
+    it("holds a client's next requests while its answers unsent pass "
+       .. "max_backpressure, then answers them as it reads", function()
+      local before = tonumber(h2(tostring(plain_server.port), "get",
+                                 "/bigs"):match("\nbigs (%d+)"))
+      -- 1 MiB answers, max_backpressure 1 MiB: the first two are
+      -- answered, the 18 others wait, not 20 MiB held at once
+      local out = h2(tostring(plain_server.port), "unread", "/big", 20,
+                     "/bigs")
+      assert.are.equal("bigs " .. (before + 2),
+                       out:match("\n(bigs %d+)\n"), out)
+      assert.truthy(out:find("\n200 20\n$"), out)
+    end)
+
     it("ends a Rapid Reset flood with GOAWAY ENHANCE_YOUR_CALM", function()
       assert.are.equal("goaway 11\n",
                        h2(tostring(plain_server.port), "flood", 2000))

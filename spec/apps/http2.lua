@@ -25,6 +25,8 @@ app:use(function(req, nxt)
   return status, headers, body
 end)
 
+local bigs = 0            -- how many times /big was answered
+
 local routes = {
   ["/hello"] = function(req)
     return 200, { ["Content-Type"] = "text/plain",
@@ -39,8 +41,10 @@ local routes = {
            table.concat(lines, "\n") .. "\n"
   end,
   ["/big"] = function()
+    bigs = bigs + 1
     return 200, {}, string.rep("0123456789abcdef", 65536)   -- 1 MiB
   end,
+  ["/bigs"] = function() return 200, {}, "bigs " .. bigs end,
   ["/later"] = function()
     moonsocket.sleep(0.05)
     return 200, {}, "later\n"

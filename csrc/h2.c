@@ -85,6 +85,8 @@ struct ms_h2 {
   double reset_tokens, reset_at;     /* the rapid reset bucket */
   double closing_since;              /* GOAWAY sent for good, or 0 */
   int blocked;                       /* c->out full: the session waits */
+  double stuck_since;                /* blocked since, no byte taken by
+                                        the peer meanwhile; or 0 */
   int goaway_due;                    /* shutting down: GOAWAY once the
                                         WebSockets have their 1001 out */
   size_t pulled;                     /* bytes the last pull queued */
@@ -1192,6 +1194,10 @@ int ms_h2_pull(struct ms_conn *c) {
   }
   /* while the peer does not take our frames, its requests wait */
   if (h2->blocked) ms_conn_pause(c);
+  /* it took some when this pull found room */
+  if (!h2->blocked) h2->stuck_since = 0;
+  else if (h2->pulled || !h2->stuck_since)
+    h2->stuck_since = ev_now(c->server->module->loop);
   return 0;
 }
 
@@ -1261,6 +1267,14 @@ void ms_h2_sweep(struct ms_conn *c, double now) {
   const struct ms_options *o = &c->server->opts;
   if (h2->closing_since) {
     if (now - h2->closing_since >= o->close_timeout) ms_conn_abort(c, 0);
+    return;
+  }
+  /* a peer that reads nothing holds every stream whatever its windows
+   * say: the connection goes */
+  if (h2->stuck_since && now - h2->stuck_since >= o->send_window_timeout) {
+    ms_log(c->server, MS_LOG_INFO, "HTTP/2: the peer read nothing for "
+           "send_window_timeout (%g s): closed", o->send_window_timeout);
+    ms_conn_abort(c, 0);
     return;
   }
   sweep_windows(h2, now);

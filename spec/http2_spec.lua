@@ -298,3 +298,40 @@ describe("HTTP/2", function()
                                      true), err)
   end)
 end)
+
+describe("an HTTP/2 peer that reads nothing of its answers", function()
+  local server = helper.with_server("spec/apps/http2.lua",
+    { HTTP2 = "on", SEND_WINDOW_TIMEOUT = 1 })
+
+  -- a frame: length, type, flags, stream, payload (RFC 9113 4.1)
+  local function frame(kind, flags, stream, payload)
+    return string.pack(">I3BBI4", #payload, kind, flags, stream) .. payload
+  end
+
+  it("is closed after send_window_timeout with its windows wide open",
+     function()
+    local sock = assert(helper.connect(server.port))
+    -- SETTINGS_INITIAL_WINDOW_SIZE 2^31 - 1, the connection's as large:
+    -- only the TCP connection, which it does not read, holds our bytes
+    local out = { "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+      frame(4, 0, 0, string.pack(">I2I4", 4, 0x7fffffff)),
+      frame(8, 0, 0, string.pack(">I4", 0x7fffffff - 65535)) }
+    -- GET /big (1 MiB): :method GET, :scheme http, :path and
+    -- :authority literal (RFC 7541 6.2.2); END_STREAM, END_HEADERS
+    local head = "\x82\x86\x04\x04/big\x01\x01x"
+    for i = 1, 20 do out[#out + 1] = frame(1, 5, 2 * i - 1, head) end
+    sock:send(table.concat(out))
+    assert.truthy(helper.wait_until(function()
+      return server:log():find("read nothing", 1, true)
+    end, helper.scaled(20)), server:log())
+    -- what the kernel holds of ours, then the end (a reset: the
+    -- connection was cut, not drained)
+    sock:settimeout(helper.scaled(5))
+    local _, err, partial
+    repeat
+      _, err, partial = sock:receive(65536)
+    until err ~= nil and (err ~= "timeout" or partial == "")
+    assert.truthy(err == "closed" or err == "connection reset by peer", err)
+    sock:close()
+  end)
+end)

@@ -241,6 +241,16 @@ static int begin_headers_cb(nghttp2_session *session,
   return 0;
 }
 
+/* Whether a content-length (digits: nghttp2 checked it) is over max. */
+static int content_length_over(const uint8_t *v, size_t len, uint64_t max) {
+  uint64_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (n > max) return 1;            /* and no overflow */
+    n = n * 10 + (uint64_t)(v[i] - '0');
+  }
+  return n > max;
+}
+
 static int header_cb(nghttp2_session *session, const nghttp2_frame *frame,
                      const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags,
@@ -275,6 +285,14 @@ static int header_cb(nghttp2_session *session, const nghttp2_frame *frame,
       st->status = 400;
       st->why = "Host differs from :authority";
     }
+    return 0;
+  }
+  if (namelen == 14 && memcmp(name, "content-length", 14) == 0 &&
+      content_length_over(value, valuelen,
+                          st->h2->conn->server->opts.max_body_size)) {
+    /* none of the body is read: 413 at once, as over HTTP/1.1 */
+    st->status = 413;
+    st->why = "request body too large";
     return 0;
   }
   if (namelen == 6 && memcmp(name, "cookie", 6) == 0) {

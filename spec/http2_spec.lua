@@ -174,6 +174,14 @@ describe("HTTP/2", function()
         :find("^413 "))
     end)
 
+    it("answers 413 to a content-length over max_body_size before any of "
+       .. "the body comes, as over HTTP/1.1", function()
+      assert.truthy(h2(tostring(plain_server.port), "open", "/echo",
+                       "content-length=5000"):find("^413\n"))
+      assert.truthy(h2(tostring(plain_server.port), "open", "/echo",
+        "content-length=99999999999999"):find("^413\n"))
+    end)
+
     it("answers before a body ends, then asks the client to stop sending "
        .. "it: RST_STREAM NO_ERROR after the whole answer", function()
       local port = tostring(plain_server.port)

@@ -16,6 +16,8 @@ usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
                              follows the answer to a GET /hello sent
                              after the POST's HEADERS: the POST's
                              handler runs before its body comes
+  open PATH [NAME=VALUE...]  a POST's HEADERS, the body never sent:
+                             prints what "get" prints
   unread PATH N COUNT        N GETs of PATH at once on one connection,
                              whose windows it keeps shut (no
                              WINDOW_UPDATE) until some DATA came; then
@@ -115,10 +117,11 @@ def answer(seen, sid):
     return status, fields, body
 
 
-def get(where, path, *extra):
+def get(where, path, *extra, method="GET"):
     sock, conn = connect(where)
     pairs = [tuple(x.split("=", 1)) for x in extra]
-    conn.send_headers(1, request_headers("GET", path, pairs), end_stream=True)
+    conn.send_headers(1, request_headers(method, path, pairs),
+                      end_stream=method == "GET")
     sock.sendall(conn.data_to_send())
     seen = pump(sock, conn, lambda ev: getattr(ev, "stream_id", 0) == 1 and
                 isinstance(ev, (h2.events.StreamEnded,
@@ -153,6 +156,10 @@ def many(where, path, n):
         counts[status] = counts.get(status, 0) + 1
     for status in sorted(counts, key=str):
         print(status, counts[status])
+
+
+def open_post(where, path, *extra):
+    get(where, path, *extra, method="POST")
 
 
 def unread(where, path, n, count):
@@ -405,4 +412,4 @@ if __name__ == "__main__":
     where, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     {"get": get, "many": many, "flood": flood, "preface": preface,
      "connect": connect_method, "post": post, "held": held,
-     "stall": stall, "early": early, "unread": unread}[mode](where, *args)
+     "stall": stall, "early": early, "unread": unread, "open": open_post}[mode](where, *args)

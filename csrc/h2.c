@@ -51,6 +51,9 @@ struct ms_h2_stream {
   uint8_t reset;                     /* ... with RST_STREAM CANCEL */
   uint8_t eof;                       /* read_ws gave its last bytes */
   uint8_t end_read;                  /* its WebSocket read the end */
+  double begun;                      /* its HEADERS came (a head not
+                                        ended by handshake_timeout ends
+                                        the connection) */
   double stalled_since;              /* the peer's window has held back
                                         its bytes since, or 0 */
   uint16_t status;                   /* an answer found before the
@@ -233,6 +236,7 @@ static int begin_headers_cb(nghttp2_session *session,
   st->h2 = h2;
   st->id = frame->hd.stream_id;
   st->fd = -1;
+  st->begun = ev_now(h2->conn->server->module->loop);
   st->next = h2->streams;
   if (h2->streams) h2->streams->prev = st;
   h2->streams = st;
@@ -1292,6 +1296,18 @@ void ms_h2_sweep(struct ms_conn *c, double now) {
   if (h2->stuck_since && now - h2->stuck_since >= o->send_window_timeout) {
     ms_log(c->server, MS_LOG_INFO, "HTTP/2: the peer read nothing for "
            "send_window_timeout (%g s): closed", o->send_window_timeout);
+    ms_conn_abort(c, 0);
+    return;
+  }
+  /* a header block the peer began and did not end (its CONTINUATION
+   * never came) holds the connection, which can take no other frame:
+   * closed without an answer, as an HTTP/1.1 head is (slowloris) */
+  for (struct ms_h2_stream *st = h2->streams; st; st = st->next) {
+    if (st->started || st->ready ||
+        now - st->begun < o->handshake_timeout)
+      continue;
+    ms_log(c->server, MS_LOG_INFO, "HTTP/2: a request head did not arrive "
+           "within handshake_timeout (%g s): closed", o->handshake_timeout);
     ms_conn_abort(c, 0);
     return;
   }

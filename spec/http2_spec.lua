@@ -307,21 +307,45 @@ describe("HTTP/2", function()
   end)
 end)
 
-describe("an HTTP/2 peer that reads nothing of its answers", function()
+describe("an HTTP/2 peer that stalls", function()
   local server = helper.with_server("spec/apps/http2.lua",
-    { HTTP2 = "on", SEND_WINDOW_TIMEOUT = 1 })
+    { HTTP2 = "on", SEND_WINDOW_TIMEOUT = 1, HANDSHAKE_TIMEOUT = 1 })
 
   -- a frame: length, type, flags, stream, payload (RFC 9113 4.1)
   local function frame(kind, flags, stream, payload)
     return string.pack(">I3BBI4", #payload, kind, flags, stream) .. payload
   end
 
+  local PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" .. frame(4, 0, 0, "")
+
+  -- Reads until the server ends the connection: true, or false and why.
+  local function ends(sock)
+    sock:settimeout(helper.scaled(5))
+    local _, err, partial
+    repeat
+      _, err, partial = sock:receive(65536)
+    until err ~= nil and (err ~= "timeout" or partial == "")
+    return err == "closed" or err == "connection reset by peer", err
+  end
+
+  it("is closed when a request head does not end within "
+     .. "handshake_timeout, as over HTTP/1.1", function()
+    local sock = assert(helper.connect(server.port))
+    -- HEADERS without END_HEADERS: a CONTINUATION must follow, and
+    -- nothing else may (section 6.10); none comes
+    sock:send(PREFACE .. frame(1, 1, 1, "\x82\x86"))
+    assert.is_true(ends(sock))
+    sock:close()
+    assert.truthy(server:log():find("HTTP/2: a request head did not "
+      .. "arrive within handshake_timeout", 1, true), server:log())
+  end)
+
   it("is closed after send_window_timeout with its windows wide open",
      function()
     local sock = assert(helper.connect(server.port))
     -- SETTINGS_INITIAL_WINDOW_SIZE 2^31 - 1, the connection's as large:
     -- only the TCP connection, which it does not read, holds our bytes
-    local out = { "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    local out = { PREFACE,
       frame(4, 0, 0, string.pack(">I2I4", 4, 0x7fffffff)),
       frame(8, 0, 0, string.pack(">I4", 0x7fffffff - 65535)) }
     -- GET /big (1 MiB): :method GET, :scheme http, :path and
@@ -334,12 +358,7 @@ describe("an HTTP/2 peer that reads nothing of its answers", function()
     end, helper.scaled(20)), server:log())
     -- what the kernel holds of ours, then the end (a reset: the
     -- connection was cut, not drained)
-    sock:settimeout(helper.scaled(5))
-    local _, err, partial
-    repeat
-      _, err, partial = sock:receive(65536)
-    until err ~= nil and (err ~= "timeout" or partial == "")
-    assert.truthy(err == "closed" or err == "connection reset by peer", err)
+    assert.is_true(ends(sock))
     sock:close()
   end)
 end)

@@ -3,7 +3,7 @@
 -- CERT and KEY, a TLS port.  Prints both ports.  Env: PORT, CERT, KEY,
 -- HTTP2, MAX_CONCURRENT_STREAMS, MAX_HEADERS, MAX_HEADER_SIZE,
 -- MAX_BODY_SIZE (4096 unless set), MAX_INCOMPLETE_BYTES, BODY_TIMEOUT,
--- SEND_WINDOW_TIMEOUT.
+-- SEND_WINDOW_TIMEOUT, HANDSHAKE_TIMEOUT.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
@@ -14,6 +14,7 @@ local app = moonsocket.app {
   max_incomplete_bytes = tonumber(os.getenv("MAX_INCOMPLETE_BYTES")),
   body_timeout = tonumber(os.getenv("BODY_TIMEOUT")),
   send_window_timeout = tonumber(os.getenv("SEND_WINDOW_TIMEOUT")),
+  handshake_timeout = tonumber(os.getenv("HANDSHAKE_TIMEOUT")),
 }
 -- /slow reads 1 KiB of its body, waits for /go, then reads the rest
 local gate = moonsocket.queue()

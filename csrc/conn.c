@@ -270,6 +270,12 @@ static void inflated_free(struct ms_conn *c) {
   deflate_buf_free(&c->deflate->message);
 }
 
+/* A request body's bytes held for the app count in max_incomplete_bytes
+ * (an HTTP/2 stream's are counted by h2.c); n of them go. */
+static void body_unhold(struct ms_conn *c, size_t n) {
+  if (!(c->flags & CF_H2_STREAM)) c->server->held -= n;
+}
+
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   out_clear(c, L);
   if (c->deflate) {
@@ -281,6 +287,7 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   rx_free(c);
   if (c->flags & CF_H2) ms_h2_free(c, L != NULL);
   if (ms_conn_body(c)) {      /* kept: its reader is told why it ended */
+    body_unhold(c, c->body->len);
     ms_body_drop(c->body);
     if (!c->body->error) c->body->error = BODY_CLOSED;
   }
@@ -1211,6 +1218,7 @@ static void body_done(struct ms_conn *c) {
   b->deadline = 0;
   body_wake(c);
   if (b->discard) {
+    body_unhold(c, b->len);
     ms_body_free(b);
     c->body = NULL;
     next_request(c);
@@ -1245,10 +1253,16 @@ static size_t process_body(struct ms_conn *c, uint8_t *p, size_t n) {
     body_fail(c, BODY_TOO_LARGE, 413, "request body too large");
     return n;
   }
+  if (!b->discard && got &&
+      s->held + got > s->opts.max_incomplete_bytes) {
+    body_fail(c, BODY_BUSY, 503, ms_body_error_text(BODY_BUSY));
+    return n;
+  }
   if (!b->discard && ms_body_hold(b, p, got) < 0) {
     ms_conn_abort(c, 0);
     return n;
   }
+  if (!b->discard) s->held += got;
   b->deadline = now_of(c) + s->opts.body_timeout;
   if (st == BODY_DONE) body_done(c);
   else if (got && b->want == WANT_SOME) body_wake(c);
@@ -1262,6 +1276,7 @@ static void body_answered(struct ms_conn *c, int keep) {
   struct ms_body *b = c->body;
   if (!b->error) b->error = BODY_ANSWERED;
   body_wake(c);
+  body_unhold(c, b->len);
   if (b->done) {
     ms_body_free(b);
     c->body = NULL;
@@ -1296,6 +1311,7 @@ void ms_conn_body_want(struct ms_conn *c, int want) {
 
 void ms_conn_body_taken(struct ms_conn *c, size_t n) {
   struct ms_body *b = c->body;
+  body_unhold(c, n);
   ms_body_taken(b, n);
   if (c->flags & CF_H2_STREAM) ms_h2_body_read(c, n);
   if (c->state == CS_HTTP) body_pace(c);

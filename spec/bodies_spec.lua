@@ -203,6 +203,49 @@ describe("reading request bodies", function()
     sock:close()
   end)
 
+  it("counts a body req:body() holds against max_incomplete_bytes: past "
+     .. "it 503, before the app or to its reader (EBUSY); what it held "
+     .. "is given back",
+     function()
+    local busy = helper.start_server("spec/apps/bodies.lua",
+                                     { MAX_INCOMPLETE_BYTES = 40000 })
+    finally(function() helper.stop_and_check(busy) end)
+    local function post(size)
+      local sock = assert(helper.connect(busy.port))
+      sock:send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                .. size .. "\r\n\r\n" .. ("b"):rep(size))
+      local response = helper.read_raw_response(sock)
+      sock:close()
+      return response
+    end
+    local why = "503 Service Unavailable: the server holds too many "
+      .. "incomplete bytes\n"
+    assert.are.equal(("HTTP/1.1 503 Service Unavailable\r\n"
+      .. "Content-Length: %d\r\nConnection: close\r\n%s\r\n%s")
+      :format(#why, PLAIN, why), post(60000))
+    -- a reader waiting for it learns why: its 100 Continue says it waits
+    local sock = assert(helper.connect(busy.port))
+    sock:send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+              .. "Expect: 100-continue\r\n\r\n")
+    assert.are.equal("HTTP/1.1 100 Continue\r\n\r\n", sock:receive(25))
+    sock:send(("b"):rep(60000))
+    assert.are.equal(("HTTP/1.1 503 Service Unavailable\r\n"
+      .. "Content-Length: %d\r\nConnection: close\r\n%s\r\n%s")
+      :format(#why, PLAIN, why), helper.read_raw_response(sock))
+    sock:close()
+    local told = ok("the server holds too many incomplete bytes EBUSY\n")
+    assert.is_truthy(helper.wait_until(function()
+      local sock = assert(helper.connect(busy.port))
+      sock:send("GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+      local response = helper.read_raw_response(sock)
+      sock:close()
+      return response == told
+    end))
+    for _ = 1, 3 do
+      assert.are.equal(ok(("b"):rep(30000)), post(30000))
+    end
+  end)
+
   it("streams a large body through req:read(n), in pieces of at most n "
      .. "bytes", function()
     local body = helper.random_bytes(3 * 1024 * 1024)

@@ -33,6 +33,15 @@ BUDGET_FILE = os.path.join(BENCH, "callgrind-budget")
 SMALL, BIG = 2000, 20000
 TOLERANCE = 0.10
 
+# Payload content must not matter: at each size, echoes of every payload
+# kind of loadgen cost at most CONTENT_TOLERANCE more than random ones
+# (short strings Lua interns may cost less: a repeated 16-byte message
+# is found, not made).  Fewer echoes do: the counts are exact.
+CONTENT_SIZES = (16, 1024)
+CONTENT_KINDS = ("zero", "repeat", "adversarial")
+CONTENT_SMALL, CONTENT_BIG = 500, 3000
+CONTENT_TOLERANCE = 0.03
+
 # name: (server, payload bytes, text frames[, small, big echoes]), or
 # for the HTTP ones the workload of callgrind_http.py: per request, not
 # per echo.  64 KiB echoes run a tenth as many: each costs ~30 small ones.
@@ -68,6 +77,31 @@ def measure(name):
             / (n_big - n_small)
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
+
+
+def measure_kind(size, kind):
+    outdir = tempfile.mkdtemp(prefix="callgrind-guard-")
+    try:
+        small, big = (run_peers.callgrind_run(n, outdir, 1, size, False,
+                                              kind=kind)
+                      for n in (CONTENT_SMALL, CONTENT_BIG))
+        return (run_peers.total_ir(big) - run_peers.total_ir(small)) \
+            / (CONTENT_BIG - CONTENT_SMALL)
+    finally:
+        shutil.rmtree(outdir, ignore_errors=True)
+
+
+def content_check(size):
+    """(ok, description): every kind against random, at size bytes."""
+    base = measure_kind(size, "random")
+    worst, parts = 0.0, [f"random {base:,.0f}"]
+    for kind in CONTENT_KINDS:
+        m = measure_kind(size, kind)
+        worst = max(worst, m / base - 1)
+        parts.append(f"{kind} {m:,.0f} ({m / base - 1:+.1%})")
+    return worst <= CONTENT_TOLERANCE, \
+        f"payload content, {size} B binary: {', '.join(parts)} " \
+        f"(limit {CONTENT_TOLERANCE:+.0%} over random)"
 
 
 def read_budget():
@@ -106,7 +140,7 @@ def main():
         sys.exit("callgrind_guard: build bench/loadgen first")
     budget = {} if args.update else read_budget()
     names = list(WORKLOADS)
-    print(f"1..{len(names)}")
+    print(f"1..{len(names) + len(CONTENT_SIZES)}")
     measured, failed = {}, 0
     for i, name in enumerate(names, 1):
         try:
@@ -125,6 +159,13 @@ def main():
         print(f"{verdict} {i} - {name}: {m:,.0f} instructions per {unit} "
               f"(budget {budget[name]:,}, limit {limit:,.0f}, "
               f"{(m / budget[name] - 1):+.1%})")
+    for i, size in enumerate(CONTENT_SIZES, len(names) + 1):
+        try:
+            ok, desc = content_check(size)
+        except (RuntimeError, SystemExit) as e:
+            ok, desc = False, f"payload content, {size} B: failed: {e}"
+        failed += not ok
+        print(f"{'ok' if ok else 'not ok'} {i} - {desc}", flush=True)
     if args.update and not failed:
         write_budget(measured)
     return 1 if failed else 0

@@ -496,8 +496,9 @@ def render(args, names, skipped, rows, results, problems, elapsed):
 # ----------------------------------------------------------------------
 
 
-def callgrind_run(messages, outdir, conns, size, text, name="moonsocket"):
-    out = os.path.join(outdir, f"callgrind.out.{name}.{messages}")
+def callgrind_run(messages, outdir, conns, size, text, name="moonsocket",
+                  kind="random"):
+    out = os.path.join(outdir, f"callgrind.out.{name}.{kind}.{messages}")
 
     def wrap(argv):
         return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -507,7 +508,7 @@ def callgrind_run(messages, outdir, conns, size, text, name="moonsocket"):
         server.wait_ready(60)
         kv, err = loadgen(server, f"{name}-callgrind",
                           ["echo", "-c", str(conns), "-s", str(size),
-                           "-n", str(messages), "-t", "600"]
+                           "-k", kind, "-n", str(messages), "-t", "600"]
                           + (["-x"] if text else []), 620)
     finally:
         server.stop(60)

@@ -357,6 +357,7 @@ static const struct ms_transport transport_resolving = {
   .pending = NULL,
   .write = resolving_write,
   .shutdown = resolving_shutdown,
+  .delivered = NULL,
   .close = resolving_close,
 };
 

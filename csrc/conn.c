@@ -508,6 +508,9 @@ void ms_conn_flush(struct ms_conn *c) {
      * reset does not destroy what we sent (RFC 7230 section 6.6) */
     c->flags |= CF_SHUT_WR;
     ms_transport_of(c)->shutdown(c);
+    /* the peer has close_timeout from our FIN (and a read since is
+     * later than deadline - close_timeout: ms_conn_close_delivered) */
+    c->deadline = now_of(c) + c->opts->close_timeout;
     c->flags &= ~CF_PAUSED;
     set_events(c, EV_READ);
   } else if (drained && c->state == CS_OPEN) {
@@ -2102,6 +2105,19 @@ void ms_conn_sweep(struct ms_conn *c, double now) {
     }
     break;
   }
+}
+
+/* A graceful shutdown does not wait for the end of a peer that has
+ * everything: once c has half-closed, its peer has acknowledged all we
+ * sent, our FIN included, and has sent nothing since our FIN (so that
+ * nothing of its is under way to meet a closed socket and draw a reset
+ * that could destroy what it has not read yet), c is closed. */
+void ms_conn_close_delivered(struct ms_conn *c) {
+  const struct ms_transport *t = ms_transport_of(c);
+  if (c->state != CS_DRAINING || !(c->flags & CF_SHUT_WR) || !t->delivered)
+    return;
+  if (c->last_read + c->opts->close_timeout > c->deadline) return;
+  if (t->delivered(c)) ms_conn_abort(c, 1006);  /* as at the peer's end */
 }
 
 void ms_conn_pause(struct ms_conn *c) {

@@ -1062,6 +1062,7 @@ const struct ms_transport ms_transport_h2_stream = {
   .pending = stream_pending,
   .write = stream_write,
   .shutdown = stream_shutdown,
+  .delivered = NULL,
   .close = stream_close,
 };
 

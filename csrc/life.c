@@ -16,6 +16,10 @@
 #include "server.h"
 #include "workers.h"
 
+/* While a server closes, how often its half-closed connections are
+ * asked whether their peers have acknowledged all we sent (s). */
+#define DELIVERED_EVERY 0.025
+
 /* ------------------------------------------------------------------ */
 /* Servers                                                            */
 /* ------------------------------------------------------------------ */
@@ -104,12 +108,35 @@ void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   }
 }
 
+/* While closing: a connection that has half-closed waits for the
+ * peer's end, so that a reset does not destroy what we sent; once the
+ * peer has it all, our FIN included, and sends nothing more, nothing
+ * can be lost, and a peer that never closes its end must not hold the
+ * shutdown for close_timeout (ms_conn_close_delivered).  Outside a
+ * shutdown nothing runs this: lingering for the peer's end is right
+ * there (RFC 6455 section 7.1.1). */
+static void server_delivered_cb(struct ev_loop *loop, ev_timer *w,
+                                int revents) {
+  struct ms_server *s = (struct ms_server *)((char *)w -
+                         offsetof(struct ms_server, delivered));
+  (void)loop;
+  (void)revents;
+  struct ms_conn *c = s->conns;
+  size_t n = s->nconns;
+  for (size_t i = 0; i < n && s->conns; i++) {
+    struct ms_conn *next = c->next;  /* closing unlinks c */
+    ms_conn_close_delivered(c);
+    c = next;
+  }
+}
+
 static void server_finish(struct ms_server *s) {
   struct ms_module *m = s->module;
   lua_State *L = m->L;
   ev_prepare_stop(m->loop, &s->prepare);
   ev_timer_stop(m->loop, &s->sweep);
   ev_timer_stop(m->loop, &s->shutdown_timer);
+  ev_timer_stop(m->loop, &s->delivered);
   free(s->rbuf);
   s->rbuf = NULL;
   ms_server_free_chunks(s);
@@ -142,6 +169,8 @@ void ms_server_start(struct ms_server *s) {
   ev_timer_init(&s->sweep, ms_server_sweep_cb, every, every);
   ev_timer_start(m->loop, &s->sweep);
   ev_init(&s->shutdown_timer, server_shutdown_expired);
+  ev_timer_init(&s->delivered, server_delivered_cb, DELIVERED_EVERY,
+                DELIVERED_EVERY);
   s->next = m->servers;
   m->servers = s;
 }
@@ -150,6 +179,7 @@ void ms_server_close(struct ms_server *s) {
   if (s->closing) return;
   s->closing = 1;
   ms_server_stop_accepting(s);
+  ev_timer_start(s->module->loop, &s->delivered);
   struct ms_conn *c = s->conns;
   for (size_t i = 0, n = s->nconns; i < n && c; i++) {
     struct ms_conn *next = c->next;

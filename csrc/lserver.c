@@ -292,6 +292,7 @@ static int server_gc(lua_State *L) {
     ev_timer_stop(s->module->loop, &s->sweep);
     /* a host's loop may run on after lua_close */
     ev_timer_stop(s->module->loop, &s->shutdown_timer);
+    ev_timer_stop(s->module->loop, &s->delivered);
     free(s->rbuf);
     s->rbuf = NULL;
   }

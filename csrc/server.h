@@ -142,6 +142,8 @@ struct ms_server {
   ev_prepare prepare;           /* flushes writes before the loop sleeps */
   ev_timer sweep;               /* every timeout, for every connection */
   ev_timer shutdown_timer;      /* a graceful close's time limit */
+  ev_timer delivered;           /* while closing: half-closed sockets
+                                   whose peers have it all are closed */
   struct ms_module *module;
   struct ms_metrics *metrics;   /* the module's (a client's: its own) */
   struct ms_server *next;       /* in module->servers */
@@ -334,6 +336,9 @@ void ms_server_prepare_cb(struct ev_loop *loop, ev_prepare *w,
 void ms_server_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents);
 /* The sweep: the timeouts of c's state at time now. */
 void ms_conn_sweep(struct ms_conn *c, double now);
+/* Shutting down: close c if it has half-closed and its peer has all we
+ * sent and has sent nothing since (not waiting for the peer's end). */
+void ms_conn_close_delivered(struct ms_conn *c);
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L);
 void ms_server_free_chunks(struct ms_server *s);
 void ms_conn_respond_error(struct ms_conn *c, int status, const char *why,

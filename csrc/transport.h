@@ -68,6 +68,12 @@ struct ms_transport {
   ssize_t (*write)(struct ms_conn *c, size_t budget);
   /* All is written: shut down writing, keep reading. */
   void (*shutdown)(struct ms_conn *c);
+  /* After shutdown: whether the peer has acknowledged every byte and
+   * the end of the stream, and nothing unread waits here, so that
+   * closing now neither loses what was sent nor resets; NULL when the
+   * stream cannot tell (a graceful shutdown then waits for the peer's
+   * end, as any close does). */
+  int (*delivered)(const struct ms_conn *c);
   /* Free the state and close the descriptor (c->io.fd becomes -1). */
   void (*close)(struct ms_conn *c);
 };
@@ -91,5 +97,8 @@ static inline void ms_transport_set(struct ms_conn *c,
 
 /* TCP's read, for a transport whose lingering reads are raw (TLS). */
 ssize_t ms_transport_tcp_read(struct ms_conn *c, void *buf, size_t n);
+/* TCP's delivered, for a transport over a TCP socket (TLS: its
+ * close_notify is among the bytes acknowledged). */
+int ms_transport_tcp_delivered(const struct ms_conn *c);
 
 #endif

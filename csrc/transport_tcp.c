@@ -2,6 +2,9 @@
  * writev-style sends of the output queue, and sendfile for files */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -47,6 +50,19 @@ static void tcp_shutdown(struct ms_conn *c) {
   shutdown(c->io.fd, SHUT_WR);
 }
 
+/* Our FIN acknowledged (FIN_WAIT2: every byte before it was too), and
+ * nothing unread: a close with bytes unread would send a reset. */
+int ms_transport_tcp_delivered(const struct ms_conn *c) {
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  int unread = 0;
+  if (getsockopt(c->io.fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+      len < offsetof(struct tcp_info, tcpi_unacked) + sizeof ti.tcpi_unacked)
+    return 0;
+  if (ti.tcpi_state != TCP_FIN_WAIT2 || ti.tcpi_unacked != 0) return 0;
+  return ioctl(c->io.fd, FIONREAD, &unread) == 0 && unread == 0;
+}
+
 static void tcp_close(struct ms_conn *c) {
   close(c->io.fd);
   c->io.fd = -1;
@@ -60,5 +76,6 @@ const struct ms_transport ms_transport_tcp = {
   .pending = NULL,
   .write = tcp_write,
   .shutdown = tcp_shutdown,
+  .delivered = ms_transport_tcp_delivered,
   .close = tcp_close,
 };

@@ -90,5 +90,6 @@ const struct ms_transport ms_transport_tls = {
   .pending = tls_pending,
   .write = tls_write,
   .shutdown = tls_shutdown,
+  .delivered = ms_transport_tcp_delivered,
   .close = tls_close,
 };

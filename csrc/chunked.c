@@ -11,6 +11,7 @@
  * that took it otherwise could be made to see another request. */
 enum {
   S_SIZE,             /* hex digits of a chunk size */
+  S_SIZE_WS,          /* BWS after them: ";" or CR must follow */
   S_EXT,              /* a chunk extension, up to CR */
   S_SIZE_LF,          /* the LF of the size line */
   S_DATA,             /* chunk data */
@@ -61,10 +62,16 @@ enum chunked_status chunked_decode(struct chunked *d, uint8_t *p, size_t n,
       }
       if (d->line == 0) BAD("chunk size expected");
       if (c == '\r') d->state = S_SIZE_LF;
-      else if (c == ';' || c == ' ' || c == '\t') d->state = S_EXT;
+      else if (c == ';') d->state = S_EXT;
+      else if (c == ' ' || c == '\t') d->state = S_SIZE_WS;
       else BAD("invalid chunk size");
       break;
     }
+    case S_SIZE_WS:   /* chunk-ext = *( BWS ";" BWS chunk-ext-name ... ) */
+      if (c == '\r') d->state = S_SIZE_LF;
+      else if (c == ';') d->state = S_EXT;
+      else if (c != ' ' && c != '\t') BAD("invalid chunk extension");
+      break;
     case S_EXT:
       if (c == '\r') d->state = S_SIZE_LF;
       else if (is_ctl(c)) BAD("invalid chunk extension");

@@ -270,6 +270,12 @@ static void inflated_free(struct ms_conn *c) {
   deflate_buf_free(&c->deflate->message);
 }
 
+/* A request body's bytes held for the app count in max_incomplete_bytes
+ * (an HTTP/2 stream's are counted by h2.c); n of them go. */
+static void body_unhold(struct ms_conn *c, size_t n) {
+  if (!(c->flags & CF_H2_STREAM)) c->server->held -= n;
+}
+
 void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   out_clear(c, L);
   if (c->deflate) {
@@ -281,6 +287,7 @@ void ms_conn_free_buffers(struct ms_conn *c, lua_State *L) {
   rx_free(c);
   if (c->flags & CF_H2) ms_h2_free(c, L != NULL);
   if (ms_conn_body(c)) {      /* kept: its reader is told why it ended */
+    body_unhold(c, c->body->len);
     ms_body_drop(c->body);
     if (!c->body->error) c->body->error = BODY_CLOSED;
   }
@@ -1070,7 +1077,10 @@ static size_t dispatch_request(struct ms_conn *c, struct http_request *req,
     respond_error(c, 413, "request body too large", 0);
     return n;
   }
-  if (wants_close(req)) c->flags &= ~CF_KEEP_ALIVE;
+  /* HTTP/1.0 has no Transfer-Encoding: its framing is faulty, and the
+   * connection closes after the message (RFC 9112 section 6.1) */
+  if (wants_close(req) || (req->minor_version == 0 && length == UINT64_MAX))
+    c->flags &= ~CF_KEEP_ALIVE;
   else c->flags |= CF_KEEP_ALIVE;
   if (req->minor_version == 0) c->flags |= CF_HTTP10;
   else c->flags &= ~CF_HTTP10;
@@ -1221,6 +1231,7 @@ static void body_done(struct ms_conn *c) {
   b->deadline = 0;
   body_wake(c);
   if (b->discard) {
+    body_unhold(c, b->len);
     ms_body_free(b);
     c->body = NULL;
     next_request(c);
@@ -1255,10 +1266,16 @@ static size_t process_body(struct ms_conn *c, uint8_t *p, size_t n) {
     body_fail(c, BODY_TOO_LARGE, 413, "request body too large");
     return n;
   }
+  if (!b->discard && got &&
+      s->held + got > s->opts.max_incomplete_bytes) {
+    body_fail(c, BODY_BUSY, 503, ms_body_error_text(BODY_BUSY));
+    return n;
+  }
   if (!b->discard && ms_body_hold(b, p, got) < 0) {
     ms_conn_abort(c, 0);
     return n;
   }
+  if (!b->discard) s->held += got;
   b->deadline = now_of(c) + s->opts.body_timeout;
   if (st == BODY_DONE) body_done(c);
   else if (got && b->want == WANT_SOME) body_wake(c);
@@ -1272,6 +1289,7 @@ static void body_answered(struct ms_conn *c, int keep) {
   struct ms_body *b = c->body;
   if (!b->error) b->error = BODY_ANSWERED;
   body_wake(c);
+  body_unhold(c, b->len);
   if (b->done) {
     ms_body_free(b);
     c->body = NULL;
@@ -1306,6 +1324,7 @@ void ms_conn_body_want(struct ms_conn *c, int want) {
 
 void ms_conn_body_taken(struct ms_conn *c, size_t n) {
   struct ms_body *b = c->body;
+  body_unhold(c, n);
   ms_body_taken(b, n);
   if (c->flags & CF_H2_STREAM) ms_h2_body_read(c, n);
   if (c->state == CS_HTTP) body_pace(c);

@@ -51,6 +51,9 @@ struct ms_h2_stream {
   uint8_t reset;                     /* ... with RST_STREAM CANCEL */
   uint8_t eof;                       /* read_ws gave its last bytes */
   uint8_t end_read;                  /* its WebSocket read the end */
+  double begun;                      /* its HEADERS came (a head not
+                                        ended by handshake_timeout ends
+                                        the connection) */
   double stalled_since;              /* the peer's window has held back
                                         its bytes since, or 0 */
   uint16_t status;                   /* an answer found before the
@@ -85,9 +88,15 @@ struct ms_h2 {
   double reset_tokens, reset_at;     /* the rapid reset bucket */
   double closing_since;              /* GOAWAY sent for good, or 0 */
   int blocked;                       /* c->out full: the session waits */
+  double stuck_since;                /* blocked since, no byte taken by
+                                        the peer meanwhile; or 0 */
   int goaway_due;                    /* shutting down: GOAWAY once the
                                         WebSockets have their 1001 out */
   size_t pulled;                     /* bytes the last pull queued */
+  size_t unsent;                     /* answers' bytes not yet in DATA
+                                        (files apart): past
+                                        max_backpressure, the next
+                                        requests wait */
   struct ms_h2_peer peer;            /* asked once, for every stream */
 };
 
@@ -158,6 +167,7 @@ static void stream_detach(struct ms_h2_stream *st, int abort) {
 static void stream_free(struct ms_h2_stream *st) {
   stream_head_free(st);
   stream_body_free(st);
+  st->h2->unsent -= st->out_len - st->out_sent;
   free(st->out);
   free(st->in);
   free(st->staged);
@@ -226,12 +236,23 @@ static int begin_headers_cb(nghttp2_session *session,
   st->h2 = h2;
   st->id = frame->hd.stream_id;
   st->fd = -1;
+  st->begun = ev_now(h2->conn->server->module->loop);
   st->next = h2->streams;
   if (h2->streams) h2->streams->prev = st;
   h2->streams = st;
   h2->nstreams++;
   nghttp2_session_set_stream_user_data(session, st->id, st);
   return 0;
+}
+
+/* Whether a content-length (digits: nghttp2 checked it) is over max. */
+static int content_length_over(const uint8_t *v, size_t len, uint64_t max) {
+  uint64_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (n > max) return 1;            /* and no overflow */
+    n = n * 10 + (uint64_t)(v[i] - '0');
+  }
+  return n > max;
 }
 
 static int header_cb(nghttp2_session *session, const nghttp2_frame *frame,
@@ -268,6 +289,14 @@ static int header_cb(nghttp2_session *session, const nghttp2_frame *frame,
       st->status = 400;
       st->why = "Host differs from :authority";
     }
+    return 0;
+  }
+  if (namelen == 14 && memcmp(name, "content-length", 14) == 0 &&
+      content_length_over(value, valuelen,
+                          st->h2->conn->server->opts.max_body_size)) {
+    /* none of the body is read: 413 at once, as over HTTP/1.1 */
+    st->status = 413;
+    st->why = "request body too large";
     return 0;
   }
   if (namelen == 6 && memcmp(name, "cookie", 6) == 0) {
@@ -507,6 +536,7 @@ static ssize_t read_answer(nghttp2_session *session, int32_t id,
     if (n > length) n = length;
     memcpy(buf, st->out + st->out_sent, n);
     st->out_sent += n;
+    st->h2->unsent -= n;
     if (st->out_sent == st->out_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
   }
   return (ssize_t)n;
@@ -701,11 +731,18 @@ static void run_request(struct ms_h2 *h2, struct ms_h2_stream *st) {
 
 /* The requests whose heads a read completed, in order.  A request may
  * close the connection (its handler shuts the server down at once,
- * say): then the session is gone, and so are the rest. */
+ * say): then the session is gone, and so are the rest.  While the
+ * answers the peer has not taken hold more than max_backpressure, the
+ * next request waits for them to go out (ms_h2_written): a peer that
+ * opens many streams and reads none of their answers holds about that
+ * much, as a pipeline over HTTP/1.1 does, not every answer at once. */
 static void run_ready(struct ms_conn *c) {
   while (c->state == CS_H2 && c->h2->ready) {
     struct ms_h2 *h2 = c->h2;
     struct ms_h2_stream *st = h2->ready;
+    if (!st->gone && !h2->closing_since &&
+        h2->unsent > c->server->opts.max_backpressure)
+      return;
     h2->ready = st->next_ready;
     if (!h2->ready) h2->ready_tail = &h2->ready;
     st->ready = 0;
@@ -848,6 +885,7 @@ void ms_h2_respond(struct ms_conn *c, int status, const char *headers,
     }
     memcpy(st->out, body, body_len);
     st->out_len = body_len;
+    h2->unsent += body_len;
   }
   nghttp2_data_provider data = { .source.ptr = st,
                                  .read_callback = read_answer };
@@ -1179,6 +1217,10 @@ int ms_h2_pull(struct ms_conn *c) {
   }
   /* while the peer does not take our frames, its requests wait */
   if (h2->blocked) ms_conn_pause(c);
+  /* it took some when this pull found room */
+  if (!h2->blocked) h2->stuck_since = 0;
+  else if (h2->pulled || !h2->stuck_since)
+    h2->stuck_since = ev_now(c->server->module->loop);
   return 0;
 }
 
@@ -1186,6 +1228,10 @@ void ms_h2_written(struct ms_conn *c) {
   struct ms_h2 *h2 = c->h2;
   nghttp2_session *session = h2->session;
   if (c->flags & CF_PAUSED) ms_conn_resume_reading(c);
+  if (h2->ready && h2->unsent <= c->server->opts.max_backpressure) {
+    run_ready(c);                  /* the requests that waited for that */
+    if (c->state != CS_H2) return;
+  }
   /* more once the last frames are out (not when the session wants to
    * write but the windows let nothing through) */
   if (h2->pulled && nghttp2_session_want_write(session)) {
@@ -1244,6 +1290,26 @@ void ms_h2_sweep(struct ms_conn *c, double now) {
   const struct ms_options *o = &c->server->opts;
   if (h2->closing_since) {
     if (now - h2->closing_since >= o->close_timeout) ms_conn_abort(c, 0);
+    return;
+  }
+  /* a peer that reads nothing holds every stream whatever its windows
+   * say: the connection goes */
+  if (h2->stuck_since && now - h2->stuck_since >= o->send_window_timeout) {
+    ms_log(c->server, MS_LOG_INFO, "HTTP/2: the peer read nothing for "
+           "send_window_timeout (%g s): closed", o->send_window_timeout);
+    ms_conn_abort(c, 0);
+    return;
+  }
+  /* a header block the peer began and did not end (its CONTINUATION
+   * never came) holds the connection, which can take no other frame:
+   * closed without an answer, as an HTTP/1.1 head is (slowloris) */
+  for (struct ms_h2_stream *st = h2->streams; st; st = st->next) {
+    if (st->started || st->ready ||
+        now - st->begun < o->handshake_timeout)
+      continue;
+    ms_log(c->server, MS_LOG_INFO, "HTTP/2: a request head did not arrive "
+           "within handshake_timeout (%g s): closed", o->handshake_timeout);
+    ms_conn_abort(c, 0);
     return;
   }
   sweep_windows(h2, now);

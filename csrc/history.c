@@ -259,6 +259,18 @@ int ms_history_parse_epoch(const char *s, size_t len, uint64_t *epoch) {
   return 1;
 }
 
+int ms_history_parse_offset(const char *s, size_t len, uint64_t *offset) {
+  if (len == 0 || len > 19) return 0;
+  uint64_t v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    v = v * 10 + (uint64_t)(s[i] - '0');   /* 19 digits: no wrap */
+  }
+  if (v > INT64_MAX) return 0;
+  *offset = v;
+  return 1;
+}
+
 size_t ms_history_envelope(char out[MS_HIST_ENVELOPE_MAX + 1],
                            const struct ms_hist_pos *pos) {
   int n = snprintf(out, MS_HIST_ENVELOPE_MAX + 1, "%016" PRIx64 ":%" PRIu64

@@ -162,6 +162,11 @@ void ms_history_forget(struct ms_history *h);
  * read into *epoch: 1, or 0 when s is not one. */
 int ms_history_parse_epoch(const char *s, size_t len, uint64_t *epoch);
 
+/* An offset as text (1 to 19 decimal digits, no sign or blank, at most
+ * 2^63 - 1: a Lua integer) read into *offset: 1, or 0 when s is not
+ * one. */
+int ms_history_parse_offset(const char *s, size_t len, uint64_t *offset);
+
 /* The envelope of pos written at out; returns its length. */
 size_t ms_history_envelope(char out[MS_HIST_ENVELOPE_MAX + 1],
                            const struct ms_hist_pos *pos);

@@ -46,16 +46,20 @@ static void check_position(lua_State *L, int idx, int arg, const char *what,
   if (lua_type(L, idx) == LUA_TSTRING) {
     s = lua_tolstring(L, idx, &len);
     const char *colon = memchr(s, ':', len);
-    if (colon && ms_history_parse_epoch(s, (size_t)(colon - s), &pos->epoch)) {
-      char *end;
-      unsigned long long v = strtoull(colon + 1, &end, 10);
-      ok = end == s + len && end > colon + 1 && colon[1] != '-';
+    uint64_t v;
+    /* exactly the envelope's digits: strtoull would take blanks and a
+     * sign, and wrap "-18446744073709551615" around to 1 */
+    if (colon && ms_history_parse_epoch(s, (size_t)(colon - s), &pos->epoch)
+        && ms_history_parse_offset(colon + 1, len - (size_t)(colon + 1 - s),
+                                   &v)) {
+      ok = 1;
       offset = (lua_Integer)v;
     }
   } else if (lua_type(L, idx) == LUA_TTABLE) {
-    lua_getfield(L, idx, "epoch");
+    /* a string, not a number lua_tolstring would turn into one */
+    ok = lua_getfield(L, idx, "epoch") == LUA_TSTRING;
     s = lua_tolstring(L, -1, &len);
-    ok = lua_type(L, -1) == LUA_TSTRING && ms_history_parse_epoch(s, len, &pos->epoch);
+    ok = ok && ms_history_parse_epoch(s, len, &pos->epoch);
     lua_getfield(L, idx, "offset");
     int isint;
     offset = lua_tointegerx(L, -1, &isint);

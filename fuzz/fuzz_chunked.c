@@ -82,8 +82,13 @@ static struct outcome ref_decode(const uint8_t *s, size_t n,
       return o;
     }
     if (r.i == start) goto bad;
+    while (r.i < n && (s[r.i] == ' ' || s[r.i] == '\t')) r.i++;  /* BWS */
+    if (r.i == n) {
+      if (r.i - start > CHUNKED_LINE_MAX) goto bad;
+      return o;
+    }
     size_t cr = 0;
-    if (s[r.i] == ';' || s[r.i] == ' ' || s[r.i] == '\t') {
+    if (s[r.i] == ';') {
       r.i++;
       int st = ref_line_rest(&r, &cr);
       /* where the line breaks, and how long it is by then */

@@ -163,6 +163,15 @@ describe("reading request bodies", function()
     sock:close()
   end)
 
+  it("takes BWS between a chunk size and its extension or CRLF",
+     function()
+    local response, sock = exchange("POST /echo HTTP/1.1\r\nHost: x\r\n"
+      .. "Transfer-Encoding: chunked\r\n\r\n5 \t;a=b\r\nhello\r\n"
+      .. "6\t\r\n world\r\n0 \r\n\r\n")
+    assert.are.equal(ok("hello world"), response)
+    sock:close()
+  end)
+
   it("decodes a chunked body sent a byte at a time", function()
     local body = ("chunked bytes "):rep(20)
     local sock = assert(helper.connect(server.port))
@@ -179,6 +188,62 @@ describe("reading request bodies", function()
       .. "Connection: close\r\n\r\nabc", response)
     assert.is_true((helper.socket_closed(sock, 2)))
     sock:close()
+  end)
+
+  it("closes after an HTTP/1.0 request with Transfer-Encoding, even one "
+     .. "asking for keep-alive: its framing is faulty (RFC 9112 6.1)",
+     function()
+    local response, sock = exchange("POST /echo HTTP/1.0\r\n"
+      .. "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+      .. "3\r\nabc\r\n0\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+      .. "Connection: close\r\n\r\nabc", response)
+    -- the request after it is never read
+    assert.is_true((helper.socket_closed(sock, 2, true)))
+    sock:close()
+  end)
+
+  it("counts a body req:body() holds against max_incomplete_bytes: past "
+     .. "it 503, before the app or to its reader (EBUSY); what it held "
+     .. "is given back",
+     function()
+    local busy = helper.start_server("spec/apps/bodies.lua",
+                                     { MAX_INCOMPLETE_BYTES = 40000 })
+    finally(function() helper.stop_and_check(busy) end)
+    local function post(size)
+      local sock = assert(helper.connect(busy.port))
+      sock:send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                .. size .. "\r\n\r\n" .. ("b"):rep(size))
+      local response = helper.read_raw_response(sock)
+      sock:close()
+      return response
+    end
+    local why = "503 Service Unavailable: the server holds too many "
+      .. "incomplete bytes\n"
+    assert.are.equal(("HTTP/1.1 503 Service Unavailable\r\n"
+      .. "Content-Length: %d\r\nConnection: close\r\n%s\r\n%s")
+      :format(#why, PLAIN, why), post(60000))
+    -- a reader waiting for it learns why: its 100 Continue says it waits
+    local sock = assert(helper.connect(busy.port))
+    sock:send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+              .. "Expect: 100-continue\r\n\r\n")
+    assert.are.equal("HTTP/1.1 100 Continue\r\n\r\n", sock:receive(25))
+    sock:send(("b"):rep(60000))
+    assert.are.equal(("HTTP/1.1 503 Service Unavailable\r\n"
+      .. "Content-Length: %d\r\nConnection: close\r\n%s\r\n%s")
+      :format(#why, PLAIN, why), helper.read_raw_response(sock))
+    sock:close()
+    local told = ok("the server holds too many incomplete bytes EBUSY\n")
+    assert.is_truthy(helper.wait_until(function()
+      local sock = assert(helper.connect(busy.port))
+      sock:send("GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+      local response = helper.read_raw_response(sock)
+      sock:close()
+      return response == told
+    end))
+    for _ = 1, 3 do
+      assert.are.equal(ok(("b"):rep(30000)), post(30000))
+    end
   end)
 
   it("streams a large body through req:read(n), in pieces of at most n "
@@ -281,6 +346,11 @@ describe("reading request bodies", function()
         "chunk size line too long" },
       { "a chunk size over 64 bits", ("f"):rep(17) .. "\r\n",
         "chunk size too large" },
+      -- after the size only BWS, then ";" or the CRLF (RFC 9112 7.1.1)
+      { "a blank and no extension after the size",
+        "5 x\r\nhello\r\n0\r\n\r\n", "invalid chunk extension" },
+      { "a second number after the size", "5 5\r\nhello\r\n0\r\n\r\n",
+        "invalid chunk extension" },
     }
     for _, case in ipairs(cases) do
       it("400 for " .. case[1], function()

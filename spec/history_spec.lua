@@ -532,6 +532,34 @@ describe("history misuse", function()
     assert.are.equal(0, pos.offset)
   end)
 
+  it("raises for a position that is not exactly \"epoch:offset\": a sign, "
+     .. "blanks, a negative number wrapping around, more than 2^63 - 1, "
+     .. "an epoch that is no string", function()
+    app:history("t:*")
+    local wrong = "bad argument #2 to 'history_read' (since must be a "
+      .. "position { epoch = \"16 hex digits\", offset = n } or "
+      .. "\"epoch:offset\")"
+    local E = "0123456789abcdef:"
+    for _, since in ipairs {
+      E .. "+5", E .. " 5", E .. "\t5", E .. "5 ", E .. " -0",
+      E .. " -18446744073709551615",     -- strtoull's 1
+      E .. "\t-18446744073709551614",    -- and 2
+      E .. "9223372036854775808", E .. "18446744073709551615",
+      E .. "99999999999999999999", E .. "", E .. "0x10", E .. "1e3",
+      { epoch = 1234567890123456, offset = 1 },
+      { epoch = "0123456789abcdef", offset = 0 / 0 },
+    } do
+      assert.are.equal(wrong, err_of(app.history_read, app, "t:x",
+                                     { since = since }))
+    end
+    -- the largest offset and a well-formed one are taken
+    for _, since in ipairs { E .. "9223372036854775807", E .. "0", E .. "7",
+                             { epoch = "0123456789abcdef", offset = 7 } } do
+      assert.are.same({ nil, "the position is of another epoch", "EEPOCH" },
+                      { app:history_read("t:x", { since = since }) })
+    end
+  end)
+
 end)
 
 describe("history misuse on a socket", function()

@@ -174,6 +174,14 @@ describe("HTTP/2", function()
         :find("^413 "))
     end)
 
+    it("answers 413 to a content-length over max_body_size before any of "
+       .. "the body comes, as over HTTP/1.1", function()
+      assert.truthy(h2(tostring(plain_server.port), "open", "/echo",
+                       "content-length=5000"):find("^413\n"))
+      assert.truthy(h2(tostring(plain_server.port), "open", "/echo",
+        "content-length=99999999999999"):find("^413\n"))
+    end)
+
     it("answers before a body ends, then asks the client to stop sending "
        .. "it: RST_STREAM NO_ERROR after the whole answer", function()
       local port = tostring(plain_server.port)
@@ -265,6 +273,19 @@ describe("HTTP/2", function()
         "/hello", "x-big=" .. ("a"):rep(20000)):match("^[^\n]*")))
     end)
 
+    it("holds a client's next requests while its answers unsent pass "
+       .. "max_backpressure, then answers them as it reads", function()
+      local before = tonumber(h2(tostring(plain_server.port), "get",
+                                 "/bigs"):match("\nbigs (%d+)"))
+      -- 1 MiB answers, max_backpressure 1 MiB: the first two are
+      -- answered, the 18 others wait, not 20 MiB held at once
+      local out = h2(tostring(plain_server.port), "unread", "/big", 20,
+                     "/bigs")
+      assert.are.equal("bigs " .. (before + 2),
+                       out:match("\n(bigs %d+)\n"), out)
+      assert.truthy(out:find("\n200 20\n$"), out)
+    end)
+
     it("ends a Rapid Reset flood with GOAWAY ENHANCE_YOUR_CALM", function()
       assert.are.equal("goaway 11\n",
                        h2(tostring(plain_server.port), "flood", 2000))
@@ -283,5 +304,61 @@ describe("HTTP/2", function()
     assert.is_false(ok)
     assert.truthy(tostring(err):find("option 'http2' must be a boolean", 1,
                                      true), err)
+  end)
+end)
+
+describe("an HTTP/2 peer that stalls", function()
+  local server = helper.with_server("spec/apps/http2.lua",
+    { HTTP2 = "on", SEND_WINDOW_TIMEOUT = 1, HANDSHAKE_TIMEOUT = 1 })
+
+  -- a frame: length, type, flags, stream, payload (RFC 9113 4.1)
+  local function frame(kind, flags, stream, payload)
+    return string.pack(">I3BBI4", #payload, kind, flags, stream) .. payload
+  end
+
+  local PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" .. frame(4, 0, 0, "")
+
+  -- Reads until the server ends the connection: true, or false and why.
+  local function ends(sock)
+    sock:settimeout(helper.scaled(5))
+    local _, err, partial
+    repeat
+      _, err, partial = sock:receive(65536)
+    until err ~= nil and (err ~= "timeout" or partial == "")
+    return err == "closed" or err == "connection reset by peer", err
+  end
+
+  it("is closed when a request head does not end within "
+     .. "handshake_timeout, as over HTTP/1.1", function()
+    local sock = assert(helper.connect(server.port))
+    -- HEADERS without END_HEADERS: a CONTINUATION must follow, and
+    -- nothing else may (section 6.10); none comes
+    sock:send(PREFACE .. frame(1, 1, 1, "\x82\x86"))
+    assert.is_true(ends(sock))
+    sock:close()
+    assert.truthy(server:log():find("HTTP/2: a request head did not "
+      .. "arrive within handshake_timeout", 1, true), server:log())
+  end)
+
+  it("is closed after send_window_timeout with its windows wide open",
+     function()
+    local sock = assert(helper.connect(server.port))
+    -- SETTINGS_INITIAL_WINDOW_SIZE 2^31 - 1, the connection's as large:
+    -- only the TCP connection, which it does not read, holds our bytes
+    local out = { PREFACE,
+      frame(4, 0, 0, string.pack(">I2I4", 4, 0x7fffffff)),
+      frame(8, 0, 0, string.pack(">I4", 0x7fffffff - 65535)) }
+    -- GET /big (1 MiB): :method GET, :scheme http, :path and
+    -- :authority literal (RFC 7541 6.2.2); END_STREAM, END_HEADERS
+    local head = "\x82\x86\x04\x04/big\x01\x01x"
+    for i = 1, 20 do out[#out + 1] = frame(1, 5, 2 * i - 1, head) end
+    sock:send(table.concat(out))
+    assert.truthy(helper.wait_until(function()
+      return server:log():find("read nothing", 1, true)
+    end, helper.scaled(20)), server:log())
+    -- what the kernel holds of ours, then the end (a reset: the
+    -- connection was cut, not drained)
+    assert.is_true(ends(sock))
+    sock:close()
   end)
 end)

@@ -6,6 +6,7 @@ local app = moonsocket.app {
   log_level = "debug",
   max_body_size = tonumber(os.getenv("MAX_BODY_SIZE")) or 4 * 1024 * 1024,
   body_timeout = tonumber(os.getenv("BODY_TIMEOUT")) or 30,
+  max_incomplete_bytes = tonumber(os.getenv("MAX_INCOMPLETE_BYTES")),
 }
 
 local last = "none"        -- what the last reader that failed was told

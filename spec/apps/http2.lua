@@ -2,7 +2,8 @@
 -- STATIC_DIR, on a plain port (HTTP2: "on", "off" or unset) and, with
 -- CERT and KEY, a TLS port.  Prints both ports.  Env: PORT, CERT, KEY,
 -- HTTP2, MAX_CONCURRENT_STREAMS, MAX_HEADERS, MAX_HEADER_SIZE,
--- MAX_BODY_SIZE (4096 unless set), MAX_INCOMPLETE_BYTES, BODY_TIMEOUT.
+-- MAX_BODY_SIZE (4096 unless set), MAX_INCOMPLETE_BYTES, BODY_TIMEOUT,
+-- SEND_WINDOW_TIMEOUT, HANDSHAKE_TIMEOUT.
 local moonsocket = require "moonsocket"
 
 local app = moonsocket.app {
@@ -12,6 +13,8 @@ local app = moonsocket.app {
   max_body_size = tonumber(os.getenv("MAX_BODY_SIZE")) or 4096,
   max_incomplete_bytes = tonumber(os.getenv("MAX_INCOMPLETE_BYTES")),
   body_timeout = tonumber(os.getenv("BODY_TIMEOUT")),
+  send_window_timeout = tonumber(os.getenv("SEND_WINDOW_TIMEOUT")),
+  handshake_timeout = tonumber(os.getenv("HANDSHAKE_TIMEOUT")),
 }
 -- /slow reads 1 KiB of its body, waits for /go, then reads the rest
 local gate = moonsocket.queue()
@@ -24,6 +27,8 @@ app:use(function(req, nxt)
   end
   return status, headers, body
 end)
+
+local bigs = 0            -- how many times /big was answered
 
 local routes = {
   ["/hello"] = function(req)
@@ -39,8 +44,10 @@ local routes = {
            table.concat(lines, "\n") .. "\n"
   end,
   ["/big"] = function()
+    bigs = bigs + 1
     return 200, {}, string.rep("0123456789abcdef", 65536)   -- 1 MiB
   end,
+  ["/bigs"] = function() return 200, {}, "bigs " .. bigs end,
   ["/later"] = function()
     moonsocket.sleep(0.05)
     return 200, {}, "later\n"

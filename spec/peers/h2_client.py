@@ -16,6 +16,14 @@ usage: h2_client.py PORT MODE [ARGS]   (PORT "tls:N" speaks TLS, ALPN h2)
                              follows the answer to a GET /hello sent
                              after the POST's HEADERS: the POST's
                              handler runs before its body comes
+  open PATH [NAME=VALUE...]  a POST's HEADERS, the body never sent:
+                             prints what "get" prints
+  unread PATH N COUNT        N GETs of PATH at once on one connection,
+                             whose windows it keeps shut (no
+                             WINDOW_UPDATE) until some DATA came; then
+                             prints the body of a GET of COUNT on
+                             another connection, then opens the windows
+                             and prints "<status> <count>" per status
   stall PATH SIZE            a POST's HEADERS and SIZE bytes of its body,
                              the rest never sent: prints the status
   early PATH SIZE            a POST's HEADERS and SIZE bytes of its
@@ -109,10 +117,11 @@ def answer(seen, sid):
     return status, fields, body
 
 
-def get(where, path, *extra):
+def get(where, path, *extra, method="GET"):
     sock, conn = connect(where)
     pairs = [tuple(x.split("=", 1)) for x in extra]
-    conn.send_headers(1, request_headers("GET", path, pairs), end_stream=True)
+    conn.send_headers(1, request_headers(method, path, pairs),
+                      end_stream=method == "GET")
     sock.sendall(conn.data_to_send())
     seen = pump(sock, conn, lambda ev: getattr(ev, "stream_id", 0) == 1 and
                 isinstance(ev, (h2.events.StreamEnded,
@@ -141,6 +150,51 @@ def many(where, path, n):
             done.add(ev.stream_id)
         return len(done) == len(ids)
     seen = pump(sock, conn, until)
+    counts = {}
+    for sid in ids:
+        status = answer(seen, sid)[0]
+        counts[status] = counts.get(status, 0) + 1
+    for status in sorted(counts, key=str):
+        print(status, counts[status])
+
+
+def open_post(where, path, *extra):
+    get(where, path, *extra, method="POST")
+
+
+def unread(where, path, n, count):
+    sock, conn = connect(where)
+    ids = []
+    for i in range(int(n)):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, request_headers("GET", path), end_stream=True)
+        ids.append(sid)
+    sock.sendall(conn.data_to_send())
+    # the first DATA: the server has read every request; no window is
+    # given back yet, so what it answered stays unsent
+    seen = []
+    while not any(isinstance(ev, h2.events.DataReceived) for ev in seen):
+        data = sock.recv(65536)
+        if not data:
+            print("closed")
+            return
+        seen += conn.receive_data(data)
+    sock.sendall(conn.data_to_send())
+    get(where, count)
+    for ev in seen:
+        if isinstance(ev, h2.events.DataReceived):
+            conn.acknowledge_received_data(ev.flow_controlled_length,
+                                           ev.stream_id)
+    sock.sendall(conn.data_to_send())
+    done = set(ev.stream_id for ev in seen if isinstance(
+        ev, (h2.events.StreamEnded, h2.events.StreamReset)))
+
+    def until(ev):
+        if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+            done.add(ev.stream_id)
+        return len(done) == len(ids)
+    if len(done) < len(ids):
+        seen += pump(sock, conn, until)
     counts = {}
     for sid in ids:
         status = answer(seen, sid)[0]
@@ -358,4 +412,4 @@ if __name__ == "__main__":
     where, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     {"get": get, "many": many, "flood": flood, "preface": preface,
      "connect": connect_method, "post": post, "held": held,
-     "stall": stall, "early": early}[mode](where, *args)
+     "stall": stall, "early": early, "unread": unread, "open": open_post}[mode](where, *args)

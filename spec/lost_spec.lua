@@ -131,6 +131,8 @@ describe("nothing accepted is lost unreported", function()
     end
     frames[#frames + 1] = helper.build_frame { opcode = helper.TEXT,
       payload = "slow:20001:end" }
+    -- the server reads as fast as it echoes: slow under valgrind
+    ws.sock:settimeout(helper.scaled(60))
     assert.is_true(ws:send_raw(table.concat(frames)))
     assert.truthy(helper.wait_until(function()
       return server:log():find("end slow\n", 1, true)

@@ -241,12 +241,16 @@ end
 
 -- Sends a signal ("TERM" by default) without waiting for the exit.
 function Server:kill(signal)
-  os.execute(string.format("kill -%s %d 2>/dev/null", signal or "TERM",
-    self.pid))
+  signal = signal or "TERM"
+  if signal == "TERM" or signal == "INT" then self.shutting_down = true end
+  os.execute(string.format("kill -%s %d 2>/dev/null", signal, self.pid))
 end
 
 -- SIGTERM, wait up to `timeout` (5 s, scaled) for exit, then SIGKILL.
--- Returns the exit status (128 + signal number when killed by a signal).
+-- A server already told to shut down is not signalled again: a second
+-- signal would stop its graceful shutdown, or, once its loop has ended,
+-- kill it with the default action (143).  Returns the exit status (128
+-- + signal number when killed by a signal).
 function Server:stop(timeout)
   if not self.log_text then
     if not self:exited() then
@@ -254,7 +258,7 @@ function Server:stop(timeout)
       -- shutdown for close_timeout (the server drains it): collected, it
       -- is closed
       collectgarbage()
-      self:kill("TERM")
+      if not self.shutting_down then self:kill("TERM") end
       if not helper.wait_until(function() return self:exited() end,
           helper.scaled(timeout or 5)) then
         self.killed = true

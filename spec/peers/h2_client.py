@@ -134,15 +134,21 @@ def get(where, path, *extra, method="GET"):
     print(body.decode("utf-8", "replace") if len(body) < 512 else "")
 
 
-def many(where, path, n):
-    sock, conn = connect(where)
-    # before the server's SETTINGS are read, h2 knows no stream limit
+def open_gets(sock, conn, path, n):
+    """n GETs of path on new streams, sent; their ids.  Before the
+    server's SETTINGS are read, h2 knows no stream limit."""
     ids = []
     for i in range(int(n)):
         sid = conn.get_next_available_stream_id()
         conn.send_headers(sid, request_headers("GET", path), end_stream=True)
         ids.append(sid)
     sock.sendall(conn.data_to_send())
+    return ids
+
+
+def many(where, path, n):
+    sock, conn = connect(where)
+    ids = open_gets(sock, conn, path, n)
     done = set()
 
     def until(ev):
@@ -164,12 +170,7 @@ def open_post(where, path, *extra):
 
 def unread(where, path, n, count):
     sock, conn = connect(where)
-    ids = []
-    for i in range(int(n)):
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, request_headers("GET", path), end_stream=True)
-        ids.append(sid)
-    sock.sendall(conn.data_to_send())
+    ids = open_gets(sock, conn, path, n)
     # the first DATA: the server has read every request; no window is
     # given back yet, so what it answered stays unsent
     seen = []

@@ -146,22 +146,29 @@ def open_gets(sock, conn, path, n):
     return ids
 
 
-def many(where, path, n):
-    sock, conn = connect(where)
-    ids = open_gets(sock, conn, path, n)
-    done = set()
+def count_answers(sock, conn, ids, seen):
+    """Read until every stream of ids has ended (seen: the events read
+    so far), then print each status with how many streams had it."""
+    ended = (h2.events.StreamEnded, h2.events.StreamReset)
+    done = set(ev.stream_id for ev in seen if isinstance(ev, ended))
 
     def until(ev):
-        if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+        if isinstance(ev, ended):
             done.add(ev.stream_id)
         return len(done) == len(ids)
-    seen = pump(sock, conn, until)
+    if len(done) < len(ids):
+        seen += pump(sock, conn, until)
     counts = {}
     for sid in ids:
         status = answer(seen, sid)[0]
         counts[status] = counts.get(status, 0) + 1
     for status in sorted(counts, key=str):
         print(status, counts[status])
+
+
+def many(where, path, n):
+    sock, conn = connect(where)
+    count_answers(sock, conn, open_gets(sock, conn, path, n), [])
 
 
 def open_post(where, path, *extra):
@@ -187,21 +194,7 @@ def unread(where, path, n, count):
             conn.acknowledge_received_data(ev.flow_controlled_length,
                                            ev.stream_id)
     sock.sendall(conn.data_to_send())
-    done = set(ev.stream_id for ev in seen if isinstance(
-        ev, (h2.events.StreamEnded, h2.events.StreamReset)))
-
-    def until(ev):
-        if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
-            done.add(ev.stream_id)
-        return len(done) == len(ids)
-    if len(done) < len(ids):
-        seen += pump(sock, conn, until)
-    counts = {}
-    for sid in ids:
-        status = answer(seen, sid)[0]
-        counts[status] = counts.get(status, 0) + 1
-    for status in sorted(counts, key=str):
-        print(status, counts[status])
+    count_answers(sock, conn, ids, seen)
 
 
 def flood(where, n):

@@ -471,26 +471,25 @@ describe("presence when a node closes its backplane", function()
     helper.stop_and_check(a)
   end)
 
-  it("tells the others its members leave at shutdown", function()
-    local on_b, ann, amy = members_on_a("room:t")
+  -- a's members (of `workers` worker processes) are told gone to b
+  -- when a shuts down
+  local function leaves_at_shutdown(topic, workers)
+    local on_b, ann, amy = members_on_a(topic, workers)
     local since = socket.gettime()
     a:kill("TERM")
     close_all { ann, amy }          -- the last leaves, as the node stops
-    told_leaves(on_b, "room:t", since)
+    told_leaves(on_b, topic, since)
     helper.wait_until(function() return a:exited() end, LONG)
     helper.stop_and_check(a)
     close_all { on_b }
+  end
+
+  it("tells the others its members leave at shutdown", function()
+    leaves_at_shutdown("room:t")
   end)
 
   it("tells the others every worker's members leave at shutdown",
      function()
-    local on_b, ann, amy = members_on_a("room:u", 2)
-    local since = socket.gettime()
-    a:kill("TERM")
-    close_all { ann, amy }          -- the last leaves, as the node stops
-    told_leaves(on_b, "room:u", since)
-    helper.wait_until(function() return a:exited() end, LONG)
-    helper.stop_and_check(a)
-    close_all { on_b }
+    leaves_at_shutdown("room:u", 2)
   end)
 end)
